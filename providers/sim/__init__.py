@@ -1,0 +1,1 @@
+"""A local, Talos-API-compatible simulated cluster (`trustplan sim`)."""

@@ -1,0 +1,1 @@
+"""Talos API messages and grpclib stubs generated from src/*.proto by generate.py (do not edit)."""
