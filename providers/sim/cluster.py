@@ -1,0 +1,200 @@
+"""A simulated Talos cluster: N control planes and M workers on loopback addresses, port 50000.
+
+    async with run_cluster(3, 2, Path("demo")) as cluster:
+        ...   # DIR/talosconfig, DIR/secrets.yaml, DIR/trustplan.yaml, DIR/sim.json are written
+
+Node k listens on the (k+2)th address of the subnet (control planes first), so the talosconfig holds
+plain IPs like a real one. Machine configs are generated from one ClusterSecrets the way
+`talosctl gen config` would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from trustplan.providers.base import NodeRef
+from trustplan.providers.sim.node import SimNode
+from trustplan.providers.talos.talosconfig import write_talosconfig
+
+from trustplan import machineconfig, pki
+
+CLUSTER_NAME = "sim"
+CONTEXT = "sim"
+DEFAULT_SUBNET = "127.20.0.0/24"
+PORT = 50000
+
+
+class SimCluster:
+    """The simulated cluster: its nodes, its secrets, and the files it wrote into `dir`."""
+
+    def __init__(
+        self,
+        controlplanes: int,
+        workers: int,
+        dir: Path | str,
+        subnet: str = DEFAULT_SUBNET,
+        latency_ms: float = 0,
+        port: int = PORT,
+    ) -> None:
+        if controlplanes < 1:
+            raise ValueError("a cluster needs at least one control plane")
+        if workers < 0:
+            raise ValueError("workers cannot be negative")
+        network = ipaddress.ip_network(subnet, strict=False)
+        if network.num_addresses < controlplanes + workers + 3:
+            raise ValueError(f"subnet {subnet} is too small for {controlplanes + workers} nodes")
+        if not network.is_loopback:
+            raise ValueError(f"subnet {subnet} is not a loopback network (use 127.x.y.0/24)")
+        self.dir = Path(dir)
+        self.latency = latency_ms / 1000.0
+        self.port = port
+        #: set once every node listens; before that, trustd needs no running control plane
+        self.started = False
+        self.secrets = machineconfig.ClusterSecrets.generate(pki.utcnow())
+        base = network.network_address
+        self.nodes: list[SimNode] = []
+        self._by_key: dict[str, SimNode] = {}
+        plan = [("controlplane", f"cp-{i + 1}") for i in range(controlplanes)]
+        plan += [("worker", f"worker-{i + 1}") for i in range(workers)]
+        endpoint = f"https://{base + 2}:6443"
+        for k, (role, name) in enumerate(plan):
+            address = str(base + 2 + k)
+            config = machineconfig.generate_config(
+                self.secrets, cluster_name=CLUSTER_NAME, endpoint=endpoint, role=role,  # type: ignore[arg-type]
+                hostname=name, address=address,
+            )
+            node = SimNode(self, name, role, address, port, config)
+            self.nodes.append(node)
+            self._by_key[name] = self._by_key[address] = node
+
+    # --- lookup ---------------------------------------------------------------------------
+
+    @property
+    def controlplanes(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.role == "controlplane"]
+
+    @property
+    def workers(self) -> list[SimNode]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+    def node(self, key: str) -> SimNode:
+        """A node by name (`cp-1`, `worker-2`) or address."""
+        try:
+            return self._by_key[key]
+        except KeyError:
+            raise KeyError(f"no simulated node {key!r}") from None
+
+    def port_of(self, address: str) -> int:
+        node = self._by_key.get(address)
+        return node.port if node is not None else PORT
+
+    def node_refs(self) -> list[NodeRef]:
+        """The nodes as the desired state lists them."""
+        return [NodeRef(n.address, n.role, n.port) for n in self.nodes]  # type: ignore[arg-type]
+
+    @property
+    def talosconfig(self) -> Path:
+        return self.dir / "talosconfig"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [n.address for n in self.controlplanes]
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Issue certs (control planes first: workers get theirs from a control plane's trustd),
+        start every listener, then write the files; sim.json last."""
+        for node in self.controlplanes:
+            node.reload_pki()
+        for node in self.workers:
+            node.reload_pki()
+        await asyncio.gather(*(node.start() for node in self.nodes))
+        self.started = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.write_talosconfig(self.talosconfig)
+        _write(self.dir / "secrets.yaml", self.secrets.to_yaml(), mode=0o600)
+        _write(self.dir / "trustplan.yaml", desired_state_yaml(self).encode())
+        _write(self.dir / "sim.json", (json.dumps(self.describe(), indent=2) + "\n").encode())
+
+    async def stop(self) -> None:
+        """Stop every node and remove sim.json."""
+        await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
+        try:
+            (self.dir / "sim.json").unlink()
+        except FileNotFoundError:
+            pass
+
+    def describe(self) -> dict[str, Any]:
+        """The sim.json document."""
+        return {
+            "pid": os.getpid(),
+            "nodes": [{"name": n.name, "role": n.role, "address": n.address, "port": n.port} for n in self.nodes],
+        }
+
+    def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
+        """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
+        cert, key = pki.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
+        return write_talosconfig(
+            path, context=CONTEXT, endpoints=self.endpoints, ca_pem=self.secrets.os.crt_pem,
+            crt_pem=pki.cert_to_pem(cert), key_pem=pki.key_to_pem(key),
+        )
+
+
+def desired_state_yaml(cluster: SimCluster) -> str:
+    """DIR/trustplan.yaml: rotate the Talos API CA of this cluster (paths relative to DIR)."""
+    cps = ", ".join(n.address for n in cluster.controlplanes)
+    workers = ", ".join(n.address for n in cluster.workers)
+    return f"""\
+# Desired CA state of the simulated cluster: rotate the Talos API CA to a newly generated one.
+version: v1alpha1
+cluster:
+  name: {CLUSTER_NAME}
+  talosconfig: talosconfig
+  nodes:
+    controlplane: [{cps}]
+    worker: [{workers}]
+authorities:
+  talos-new: {{generate: {{algorithm: ed25519}}}}
+trust:
+  talos: {{issuer: talos-new, accepted: []}}
+keystore: .trustplan/keys
+secrets: secrets.yaml
+state: trustplan.state.json
+outputs: {{talosconfig: talosconfig}}
+rollout: {{controlplane: {{parallelism: 1}}, worker: {{parallelism: 10}}, verify: {{timeout: 60}}}}
+"""
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+@asynccontextmanager
+async def run_cluster(
+    controlplanes: int,
+    workers: int,
+    dir: Path | str,
+    subnet: str = DEFAULT_SUBNET,
+    latency_ms: float = 0,
+) -> AsyncIterator[SimCluster]:
+    """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit."""
+    cluster = SimCluster(controlplanes, workers, dir, subnet=subnet, latency_ms=latency_ms)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.stop()

@@ -1,0 +1,282 @@
+"""One simulated Talos node: its machine config, its apid certificates and trust, its listener.
+
+The trust model follows Talos (reference/talos.md §2.3, §2.4):
+
+- A control plane's apid serves a cert issued by `machine.ca` (it holds the key) and trusts client
+  certs from `machine.acceptedCAs + machine.ca.crt`. It proxies `node`-targeted calls with an
+  `os:impersonator` client cert issued by the same CA, and verifies upstream apids against the same
+  accepted CAs.
+- A worker has no CA key. Its cert comes from a control plane's "trustd": issued by that control
+  plane's issuing CA, with that control plane's accepted CAs (issuing CA included) as the worker's
+  client-trust bundle, fixed at the worker's last config change. A worker that does not trust the
+  control plane's issuer (its own `acceptedCAs + ca.crt`) cannot get a new cert and keeps the old.
+- Client certs must have EKU exactly [clientAuth], or the connection is dropped right after the
+  handshake (apid's VerifyPeerCertificate). Roles come from the client cert's Subject O.
+
+Certs are re-issued and trust reloaded on every config change without closing the listener: the
+listening SSLContext's `sni_callback` swaps in the node's current context for each handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from grpclib.client import Channel
+from grpclib.config import Configuration
+from grpclib.server import Server
+from trustplan.providers.talos.tls import client_context, server_context
+
+from trustplan import machineconfig, pki
+
+if TYPE_CHECKING:
+    from trustplan.providers.sim.cluster import SimCluster
+
+log = logging.getLogger("trustplan.sim")
+
+PROXY_ROLE = "os:impersonator"
+
+
+@dataclass
+class Faults:
+    """Failures a test can inject into one node."""
+
+    #: ApplyConfiguration answers INTERNAL with this message (dry runs too) ...
+    apply_error: str | None = None
+    #: ... this many times (None: every time)
+    apply_error_times: int | None = None
+    #: apply the config, then stop the node before answering (a node that dies mid-apply)
+    die_on_apply: bool = False
+
+
+def _bundle(pems: list[bytes]) -> bytes:
+    seen: set[str] = set()
+    out: list[bytes] = []
+    for pem in pems:
+        fp = pki.fingerprint(pki.load_cert_pem(pem, "<ca>"))
+        if fp not in seen:
+            seen.add(fp)
+            out.append(pem if pem.endswith(b"\n") else pem + b"\n")
+    return b"".join(out)
+
+
+def eku_refusal(der: bytes) -> str | None:
+    """Why apid would refuse this client cert for its extended key usage (None: acceptable)."""
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+            return None
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usages = list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = []
+    if usages != [ExtendedKeyUsageOID.CLIENT_AUTH]:
+        return "client certificate extended key usage must be exactly [clientAuth]"
+    return None
+
+
+class _Server(Server):
+    """A grpclib Server that refuses bad client certs right after the handshake and can drop
+    every open connection (to simulate a node going away)."""
+
+    def __init__(self, handlers: list[Any], node: SimNode) -> None:
+        super().__init__(handlers)
+        self._node = node
+        self.transports: set[asyncio.BaseTransport] = set()
+
+    def _protocol_factory(self):  # type: ignore[no-untyped-def]
+        protocol = super()._protocol_factory()
+        made, lost = protocol.connection_made, protocol.connection_lost
+        transports = self.transports
+        node = self._node
+        mine: list[asyncio.BaseTransport] = []
+
+        def connection_made(transport: asyncio.BaseTransport) -> None:
+            made(transport)  # type: ignore[arg-type]
+            transports.add(transport)
+            mine.append(transport)
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            reason = eku_refusal(der) if der else "no client certificate"
+            if reason:
+                log.info("%s: refused a client: %s", node.name, reason)
+                transport.abort()
+
+        def connection_lost(exc: Exception | None) -> None:
+            for transport in mine:
+                transports.discard(transport)
+            lost(exc)
+
+        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+        return protocol
+
+    def drop_connections(self) -> None:
+        for transport in list(self.transports):
+            transport.abort()
+        self.transports.clear()
+
+
+class SimNode:
+    """A simulated node. `config` is the exact bytes last applied (what COSI Get returns)."""
+
+    def __init__(self, cluster: SimCluster, name: str, role: str, address: str, port: int, config: bytes) -> None:
+        self.cluster = cluster
+        self.name = name
+        self.role = role
+        self.address = address
+        self.port = port
+        self.faults = Faults()
+        self.config = config
+        self.parsed = machineconfig.parse(config, f"{name}: machine config")
+        self.version = 1
+        self.created = self.updated = dt.datetime.now(dt.UTC)
+        self.changed = asyncio.Event()
+        self.apply_lock = asyncio.Lock()
+        self.trustd_error: str | None = None
+        #: client-trust bundle of apid (PEM) and the fingerprints in it
+        self.client_trust_pem = b""
+        self.issuing: tuple[x509.Certificate, pki.PrivateKey] | None = None
+        self.server_cert: x509.Certificate | None = None
+        self._server_ctx: ssl.SSLContext | None = None
+        self._listen_ctx: ssl.SSLContext | None = None
+        self._proxy_ctx: ssl.SSLContext | None = None
+        self._upstream: dict[str, Channel] = {}
+        self._server: _Server | None = None
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def hostname(self) -> str:
+        return self.parsed.hostname or self.name
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    def set_config(self, data: bytes, parsed: machineconfig.MachineConfig) -> None:
+        """Store a new active config and re-issue this node's certs (as machined + apid do)."""
+        self.config = data
+        self.parsed = parsed
+        self.version += 1
+        self.updated = dt.datetime.now(dt.UTC)
+        self.reload_pki()
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def own_trust(self) -> list[bytes]:
+        """OSRoot.AcceptedCAs: machine.acceptedCAs + machine.ca.crt (appended last)."""
+        fields = self.parsed.ca_fields("talos")
+        return list(fields.accepted) + ([fields.issuer] if fields.issuer else [])
+
+    def reload_pki(self) -> None:
+        """Re-issue the apid server cert (and, on a control plane, the proxy cert); reload trust."""
+        now = pki.utcnow()
+        sans = (self.address, "127.0.0.1")
+        if self.role == "controlplane":
+            fields = self.parsed.ca_fields("talos")
+            assert fields.issuer and fields.issuer_key, "validated control-plane config has a CA key"
+            ca_cert = pki.load_cert_pem(fields.issuer, self.name)
+            ca_key = pki.load_key_pem(fields.issuer_key, self.name)
+            self.issuing = (ca_cert, ca_key)
+            trust = _bundle(self.own_trust())
+            cert, key = pki.issue_server_cert(ca_cert, ca_key, now, ips=sans, dns=(self.hostname,),
+                                              common_name=self.hostname)
+            proxy_cert, proxy_key = pki.issue_client_cert(ca_cert, ca_key, PROXY_ROLE, now,
+                                                          validity=pki.SERVER_VALIDITY)
+            self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
+            self._flush_upstream()
+        else:
+            issued = self._trustd_certificate(now, sans)
+            if issued is None:
+                return  # keeps its old cert and trust, like a worker whose CSR fails
+            cert, key, trust = issued
+        self.server_cert = cert
+        self.client_trust_pem = trust
+        self._server_ctx = server_context(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trust)
+
+    def _trustd_certificate(
+        self, now: dt.datetime, sans: tuple[str, ...]
+    ) -> tuple[x509.Certificate, pki.PrivateKey, bytes] | None:
+        """A worker's CSR to a control plane's trustd: cert from its issuing CA, its accepted CAs."""
+        own = {pki.fingerprint(pki.load_cert_pem(p, self.name)) for p in self.own_trust()}
+        for cp in self.cluster.controlplanes:
+            if cp.issuing is None or (self.cluster.started and not cp.running):
+                continue
+            ca_cert, ca_key = cp.issuing
+            if pki.fingerprint(ca_cert) not in own:
+                continue  # cannot verify that trustd's server cert: try another control plane
+            cert, key = pki.issue_server_cert(ca_cert, ca_key, now, ips=sans, dns=(self.hostname,),
+                                              common_name=self.hostname)
+            self.trustd_error = None
+            return cert, key, cp.client_trust_pem
+        self.trustd_error = (
+            f"{self.name}: no control plane's trustd is trusted by this worker "
+            "(its machine.acceptedCAs + machine.ca.crt hold none of their issuing CAs); keeping the old certificate"
+        )
+        log.warning("%s", self.trustd_error)
+        return None
+
+    # --- listener -------------------------------------------------------------------------
+
+    def _sni(self, ssl_object: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self._server_ctx is not None:
+            ssl_object.context = self._server_ctx
+
+    async def start(self) -> None:
+        """Listen on address:port (the listener's context defers to the current one per handshake)."""
+        if self._server is not None:
+            return
+        if self._server_ctx is None:
+            self.reload_pki()
+        assert self._server_ctx is not None
+        if self._listen_ctx is None:
+            self._listen_ctx = self._server_ctx
+            self._listen_ctx.sni_callback = self._sni
+        from trustplan.providers.sim.services import handlers_for, install_router
+
+        services = handlers_for(self)
+        server = _Server(services, self)
+        install_router(server, self, services)
+        await server.start(self.address, self.port, ssl=self._listen_ctx, reuse_address=True)
+        self._server = server
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection: the node becomes unreachable."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        server.drop_connections()
+        self._flush_upstream()
+        try:
+            await asyncio.wait_for(server.wait_closed(), 5)
+        except (TimeoutError, asyncio.CancelledError):
+            pass
+
+    # --- proxying -------------------------------------------------------------------------
+
+    def upstream(self, address: str) -> Channel:
+        """A cached mTLS channel to another node's apid, as this control plane's impersonator."""
+        channel = self._upstream.get(address)
+        if channel is None:
+            assert self._proxy_ctx is not None
+            port = self.cluster.port_of(address)
+            channel = Channel(address, port, ssl=self._proxy_ctx,
+                              config=Configuration(ssl_target_name_override=address))
+            self._upstream[address] = channel
+        return channel
+
+    def _flush_upstream(self) -> None:
+        """apid flushes its proxy backends on a PKI change (onPKIUpdate)."""
+        for channel in self._upstream.values():
+            channel.close()
+        self._upstream.clear()

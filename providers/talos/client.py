@@ -1,0 +1,142 @@
+"""A small Talos API client over grpclib: cached mTLS channels, `node` targeting, retries.
+
+Every call goes to a control-plane endpoint with gRPC metadata `node: <address>`; the endpoint's
+apid proxies it to the target (reference/talos.md §4.4). Calls that fail with UNAVAILABLE, a lost
+connection or a refused TLS handshake are retried with exponential backoff until a deadline; other
+gRPC errors are final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from grpclib.client import Channel
+from grpclib.config import Configuration
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from trustplan.providers.base import Credential
+from trustplan.providers.talos.talosconfig import Endpoint
+from trustplan.providers.talos.tls import client_context
+
+T = TypeVar("T")
+
+#: gRPC deadline of one call (the retry loop has its own, longer deadline)
+CALL_TIMEOUT = 20.0
+BACKOFF_START = 0.05
+BACKOFF_MAX = 2.0
+
+
+class Transient(Exception):
+    """A failure worth retrying; `kind` is 'tls', 'connect' or 'unavailable'."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+
+
+@dataclass
+class Failure:
+    """What the last attempt of a retried call saw."""
+
+    kind: str
+    detail: str
+
+
+def classify(exc: BaseException) -> Transient | None:
+    """Map a transport-level exception to a Transient (None: not retryable)."""
+    if isinstance(exc, GRPCError):
+        if exc.status in (Status.UNAVAILABLE,):
+            return Transient("unavailable", exc.message or "unavailable")
+        return None
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return Transient("tls", f"TLS handshake failed: server certificate not trusted "
+                                f"({exc.verify_message})")
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or str(exc)
+        return Transient("tls", f"TLS handshake refused ({reason})")
+    if isinstance(exc, StreamTerminatedError | ProtocolError):
+        # the server aborted the connection right after the handshake: it refused our client cert
+        return Transient("tls", "TLS handshake refused by the server (client certificate not accepted: "
+                                f"{type(exc).__name__} {exc})")
+    if isinstance(exc, ConnectionRefusedError):
+        return Transient("connect", "connection refused")
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return Transient("tls", "TLS handshake refused: connection reset (client certificate not accepted?)")
+    if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
+        return Transient("connect", f"{type(exc).__name__}: {exc}".rstrip(": "))
+    return None
+
+
+class ChannelPool:
+    """One grpclib Channel per (endpoint, credential), created on first use and reused."""
+
+    def __init__(self) -> None:
+        self._channels: dict[tuple[Endpoint, Credential], Channel] = {}
+        self._contexts: dict[Credential, ssl.SSLContext] = {}
+
+    def get(self, endpoint: Endpoint, credential: Credential) -> Channel:
+        key = (endpoint, credential)
+        channel = self._channels.get(key)
+        if channel is None:
+            ctx = self._contexts.get(credential)
+            if ctx is None:
+                ctx = self._contexts[credential] = client_context(
+                    credential.cert_pem, credential.key_pem, credential.ca_bundle_pem
+                )
+            channel = Channel(
+                endpoint.host, endpoint.port, ssl=ctx,
+                config=Configuration(ssl_target_name_override=endpoint.host),
+            )
+            self._channels[key] = channel
+        return channel
+
+    def drop(self, endpoint: Endpoint, credential: Credential) -> None:
+        """Forget (and close) a channel, e.g. after its connection went bad."""
+        channel = self._channels.pop((endpoint, credential), None)
+        if channel is not None:
+            channel.close()
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self._contexts.clear()
+
+
+async def with_retry(
+    attempt: Callable[[Endpoint], Awaitable[T]],
+    endpoints: tuple[Endpoint, ...],
+    timeout: float,
+    on_failure: Callable[[Endpoint, Transient], None] | None = None,
+) -> T:
+    """Run `attempt(endpoint)` until it succeeds, retrying Transient failures until `timeout`.
+
+    Endpoints are tried in turn (the next one after a transport failure). Raises the last
+    Transient when the time is up; any non-transient exception propagates at once.
+    """
+    deadline = time.monotonic() + timeout
+    delay = BACKOFF_START
+    index = 0
+    while True:
+        endpoint = endpoints[index % len(endpoints)]
+        try:
+            return await attempt(endpoint)
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised if not transient
+            transient = exc if isinstance(exc, Transient) else classify(exc)
+            if transient is None:
+                raise
+            if on_failure is not None:
+                on_failure(endpoint, transient)
+            if transient.kind != "unavailable":
+                index += 1  # the endpoint itself failed: try the next one
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise transient from (exc if exc is not transient else None)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, BACKOFF_MAX)

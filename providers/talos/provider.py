@@ -1,0 +1,189 @@
+"""TalosProvider: read, write and verify node configs through the real Talos API.
+
+- read:   COSI `State/Get` of `config/MachineConfigs.config.talos.dev/v1alpha1`; the spec's
+          `proto_spec` is `MachineConfigSpec{yaml_marshalled}`: the config bytes exactly as applied.
+- write:  `MachineService/ApplyConfiguration{data, mode=NO_REBOOT, dry_run}`.
+- verify: `MachineService/Version` with the given credential (a verification gate).
+
+All calls go to a control-plane endpoint from the talosconfig, with gRPC metadata `node: <address>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from google.protobuf.empty_pb2 import Empty
+from grpclib.exceptions import GRPCError
+from trustplan.providers.base import Credential, NodeConfig, NodeRef
+from trustplan.providers.talos.client import CALL_TIMEOUT, ChannelPool, Transient, with_retry
+from trustplan.providers.talos.proto import (
+    cosi_state_grpc,
+    cosi_state_pb2,
+    machine_grpc,
+    machine_pb2,
+    resource_config_pb2,
+)
+from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_talosconfig
+
+from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
+
+CONFIG_NAMESPACE = "config"
+CONFIG_TYPE = "MachineConfigs.config.talos.dev"
+CONFIG_ID = "v1alpha1"
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class TalosProvider:
+    """The Provider Protocol over the Talos API (grpclib + mutual TLS; TLS is always verified).
+
+    `credential=None` means the talosconfig's own client identity. Channels are cached per
+    (endpoint, credential). Reads and writes retry UNAVAILABLE and connection failures for
+    `retry_timeout` seconds; verification gates retry for `verify_timeout` seconds.
+    """
+
+    def __init__(
+        self,
+        talosconfig_path: Path | str,
+        context: str | None = None,
+        nodes: Iterable[NodeRef] = (),
+        verify_timeout: float = 60.0,
+        retry_timeout: float = 10.0,
+        *,
+        endpoints: Iterable[str] | None = None,
+    ) -> None:
+        self.config: TalosConfig = load_talosconfig(talosconfig_path, context)
+        self.nodes = tuple(nodes)
+        self.verify_timeout = verify_timeout
+        self.retry_timeout = retry_timeout
+        if endpoints is not None:
+            from trustplan.providers.talos.talosconfig import parse_endpoint
+
+            self.endpoints: tuple[Endpoint, ...] = tuple(parse_endpoint(e) for e in endpoints)
+        else:
+            self.endpoints = self.config.endpoints
+        self._own = self.config.credential()
+        self._pool = ChannelPool()
+
+    # --- Provider protocol ---------------------------------------------------------------
+
+    async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
+        """The node's active machine config (exact bytes) and its digest."""
+        cred = credential or self._own
+        request = cosi_state_pb2.GetRequest(namespace=CONFIG_NAMESPACE, type=CONFIG_TYPE, id=CONFIG_ID)
+
+        async def attempt(endpoint: Endpoint) -> cosi_state_pb2.GetResponse:
+            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, cred))
+            return await stub.Get(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+
+        response = await self._call(node, "read the machine config", attempt, self.retry_timeout)
+        spec = response.resource.spec
+        if spec.proto_spec:
+            data = resource_config_pb2.MachineConfigSpec.FromString(spec.proto_spec).yaml_marshalled
+        elif spec.yaml_spec:
+            import yaml
+
+            data = str(yaml.safe_load(spec.yaml_spec)).encode()
+        else:
+            raise ProviderError(f"node {node.address}: the MachineConfig resource has an empty spec")
+        return NodeConfig(node=node, data=data, digest=_digest(data))
+
+    async def write(
+        self, node: NodeRef, data: bytes, *, credential: Credential | None = None, dry_run: bool = False
+    ) -> str:
+        """ApplyConfiguration(mode=NO_REBOOT); returns the node's mode_details and warnings."""
+        cred = credential or self._own
+        request = machine_pb2.ApplyConfigurationRequest(
+            data=data, mode=machine_pb2.ApplyConfigurationRequest.NO_REBOOT, dry_run=dry_run
+        )
+
+        async def attempt(endpoint: Endpoint) -> machine_pb2.ApplyConfigurationResponse:
+            stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
+            return await stub.ApplyConfiguration(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+
+        what = "validate the new config (dry run)" if dry_run else "apply the new config"
+        response = await self._call(node, what, attempt, self.retry_timeout)
+        lines: list[str] = []
+        for message in response.messages:
+            if message.mode_details:
+                lines.append(message.mode_details.rstrip("\n"))
+            lines.extend(f"warning: {w}" for w in message.warnings)
+        return "\n".join(lines)
+
+    async def verify(self, node: NodeRef, credential: Credential | None = None) -> str:
+        """Version through the endpoint with `credential`; returns the node's Talos tag.
+
+        Retries (including refused TLS handshakes, which are expected for a moment while a node
+        reloads its trust) until `verify_timeout`, then raises GateFailedError.
+        """
+        cred = credential or self._own
+        failures: list[Transient] = []
+
+        async def attempt(endpoint: Endpoint) -> machine_pb2.VersionResponse:
+            stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
+            return await stub.Version(Empty(), metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+
+        try:
+            response = await with_retry(
+                attempt, self.endpoints, self.verify_timeout, lambda _e, t: failures.append(t)
+            )
+        except Transient as exc:
+            raise GateFailedError(
+                f"node {node.address}: Version with the client cert issued by "
+                f"{_short(cred.issuer)} failed for {self.verify_timeout:g}s: {exc.detail}",
+                hint=_hint(exc),
+            ) from None
+        except GRPCError as exc:
+            raise GateFailedError(
+                f"node {node.address}: Version refused: {exc.status.name}: {exc.message}"
+            ) from None
+        tags = [m.version.tag for m in response.messages if m.version.tag]
+        return tags[0] if tags else "unknown version"
+
+    async def close(self) -> None:
+        """Close every cached channel."""
+        self._pool.close()
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _metadata(node: NodeRef) -> dict[str, str]:
+        return {"node": node.address}
+
+    async def _call(self, node: NodeRef, what: str, attempt, timeout: float):  # type: ignore[no-untyped-def]
+        try:
+            return await with_retry(attempt, self.endpoints, timeout)
+        except Transient as exc:
+            if exc.kind == "tls":
+                message = f"node {node.address}: cannot {what}: {exc.detail}"
+                raise ProviderError(message, hint=_hint(exc)) from None
+            endpoints = ", ".join(str(e) for e in self.endpoints)
+            raise NodeUnreachableError(
+                f"node {node.address}: cannot {what}: unreachable after {timeout:g}s "
+                f"(via {endpoints}): {exc.detail}",
+                hint="check that the node is up and that its address in cluster.nodes is right",
+            ) from None
+        except GRPCError as exc:
+            message = f"node {node.address}: cannot {what}: {exc.status.name}: {exc.message}"
+            raise ProviderError(message) from None
+
+    async def __aenter__(self) -> TalosProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _short(fp: str) -> str:
+    return fp[: len("sha256:") + 12] if fp else "an unknown CA"
+
+
+def _hint(exc: Transient) -> str | None:
+    if exc.kind == "tls":
+        return ("the endpoint or the node does not trust this client certificate, or the client does not "
+                "trust the server certificate")
+    return None

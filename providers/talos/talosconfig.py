@@ -1,0 +1,173 @@
+"""Read and write talosctl's client config (`talosconfig`, reference/talos.md §3.2).
+
+    context: <name>
+    contexts:
+      <name>:
+        endpoints: [host or host:port, ...]   # port defaults to 50000
+        ca:  <base64 of the PEM CA bundle>
+        crt: <base64 of the PEM client cert>
+        key: <base64 of the PEM client key>   # Ed25519 keys use the `ED25519 PRIVATE KEY` header
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from trustplan.providers.base import Credential
+from trustplan.providers.talos.tls import pkcs8_key_pem
+
+from trustplan import pki
+from trustplan.errors import InputError
+
+DEFAULT_PORT = 50000
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One apid endpoint: host (IP or name) and port."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class TalosConfig:
+    """One context of a talosconfig, decoded: endpoints and PEM material (exact bytes)."""
+
+    path: Path
+    context: str
+    endpoints: tuple[Endpoint, ...]
+    ca_pem: bytes = field(repr=False)
+    crt_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)  # as found in the file (may be `ED25519 PRIVATE KEY`)
+
+    def credential(self) -> Credential:
+        """The talosconfig's own client identity as a provider Credential (key as PKCS#8 PEM)."""
+        return make_credential(self.crt_pem, self.key_pem, self.ca_pem, source=str(self.path))
+
+
+def make_credential(
+    crt_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes, source: str = "<credential>"
+) -> Credential:
+    """A talos Credential from PEMs; `issuer` is the bundle CA that signed the cert, if any."""
+    cert = pki.load_cert_pem(crt_pem, source, "crt")
+    cas = [pki.load_cert_pem(block, source, "ca") for block in pki.split_pem_bundle(ca_bundle_pem)]
+    issuer = next((pki.fingerprint(ca) for ca in cas if pki.verify_issued_by(cert, ca)), "")
+    return Credential(
+        pki="talos",
+        issuer=issuer,
+        trusted=tuple(pki.fingerprint(ca) for ca in cas),
+        cert_pem=crt_pem,
+        key_pem=pkcs8_key_pem(key_pem, source),
+        ca_bundle_pem=ca_bundle_pem,
+    )
+
+
+def parse_endpoint(value: str) -> Endpoint:
+    """`host`, `host:port`, `[v6]:port`, bare IPv6, or `https://host[:port]` -> Endpoint."""
+    text = value.strip()
+    if "://" in text:
+        text = text.split("://", 1)[1].rstrip("/")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+        return Endpoint(host, int(port) if port else DEFAULT_PORT)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return Endpoint(host, int(port))
+    return Endpoint(text, DEFAULT_PORT)
+
+
+def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfig:
+    """Read one context (default: the file's `context`) of a talosconfig. Errors name file and path."""
+    path = Path(path)
+    source = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(source, f"cannot read talosconfig ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(source, f"malformed YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), dict):
+        raise InputError(source, "not a talosconfig: no 'contexts' mapping")
+    name = context or doc.get("context")
+    if not name:
+        raise InputError(source, "no current context set and none given", path="context")
+    ctx = doc["contexts"].get(name)
+    if not isinstance(ctx, dict):
+        known = ", ".join(sorted(doc["contexts"])) or "none"
+        raise InputError(source, f"context {name!r} not found (contexts: {known})", path="contexts")
+    base = f"contexts.{name}"
+    raw_endpoints = ctx.get("endpoints") or []
+    if not isinstance(raw_endpoints, list) or not raw_endpoints:
+        raise InputError(source, "no endpoints (talosctl needs at least one control-plane address)",
+                         path=f"{base}.endpoints")
+    try:
+        endpoints = tuple(parse_endpoint(str(e)) for e in raw_endpoints)
+    except ValueError:
+        raise InputError(source, f"bad endpoint in {raw_endpoints!r}", path=f"{base}.endpoints") from None
+    if ctx.get("auth"):
+        raise InputError(source, "siderov1/basic auth (Omni) is not supported; a client cert is needed",
+                         path=f"{base}.auth")
+    pems = {}
+    for key in ("ca", "crt", "key"):
+        if not ctx.get(key):
+            raise InputError(source, f"missing '{key}'", path=f"{base}.{key}")
+        pems[key] = pki.b64decode_pem(ctx[key], source, f"{base}.{key}")
+    pki.load_cert_pem(pems["crt"], source, f"{base}.crt")
+    pki.load_key_pem(pems["key"], source, f"{base}.key")
+    if not pki.split_pem_bundle(pems["ca"]):
+        raise InputError(source, "CA bundle holds no certificate", path=f"{base}.ca")
+    return TalosConfig(path, str(name), endpoints, pems["ca"], pems["crt"], pems["key"])
+
+
+def talos_key_pem(key_pem: bytes) -> bytes:
+    """A key in Talos's own encoding (Ed25519 -> `ED25519 PRIVATE KEY`), whatever PEM it came in."""
+    return pki.key_to_pem(pki.load_key_pem(key_pem, "<key>"))
+
+
+def write_talosconfig(
+    path: Path | str,
+    *,
+    context: str,
+    endpoints: list[str] | tuple[str, ...],
+    ca_pem: bytes,
+    crt_pem: bytes,
+    key_pem: bytes,
+) -> Path:
+    """Write a single-context talosconfig atomically with mode 0600 (as `talosctl rotate-ca` does)."""
+    path = Path(path)
+    doc = {
+        "context": context,
+        "contexts": {
+            context: {
+                "endpoints": [str(e) for e in endpoints],
+                "ca": pki.b64encode_pem(ca_pem),
+                "crt": pki.b64encode_pem(crt_pem),
+                "key": pki.b64encode_pem(talos_key_pem(key_pem)),
+            }
+        },
+    }
+    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1 << 16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path

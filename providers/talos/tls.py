@@ -1,0 +1,59 @@
+"""TLS contexts for the Talos API: stdlib `ssl` (OpenSSL), which handles Ed25519 certs both ways.
+
+grpcio's BoringSSL cannot verify Ed25519 handshake signatures (DESIGN.md), so trustplan speaks gRPC
+through grpclib over these contexts. Verification is always on: the server cert must chain to the
+given CA bundle and carry the address we dialled (Talos nodes are reached by IP, and their apid certs
+have IP SANs), and the server side always demands a client cert.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import tempfile
+
+from trustplan import pki
+
+_ED25519_HEADER = b"-----BEGIN ED25519 PRIVATE KEY-----"
+
+
+def pkcs8_key_pem(key_pem: bytes, source: str = "<key>") -> bytes:
+    """`key_pem` as standard PEM OpenSSL can load (Talos's `ED25519 PRIVATE KEY` -> `PRIVATE KEY`)."""
+    if _ED25519_HEADER in key_pem:
+        return pki.key_to_pkcs8_pem(pki.load_key_pem(key_pem, source))
+    return key_pem
+
+
+def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load a cert and key from memory (ssl only reads files: a private temp file, removed at once)."""
+    fd, path = tempfile.mkstemp(prefix="trustplan-", suffix=".pem")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(cert_pem.rstrip(b"\n") + b"\n" + pkcs8_key_pem(key_pem))
+        ctx.load_cert_chain(path)
+    finally:
+        os.unlink(path)
+
+
+def client_context(cert_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes) -> ssl.SSLContext:
+    """A verifying mTLS client context: trust `ca_bundle_pem`, present `cert_pem`/`key_pem`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.check_hostname = True  # an IP server_hostname is matched against the cert's IP SANs
+    ctx.load_verify_locations(cadata=ca_bundle_pem.decode("ascii"))
+    _load_chain(ctx, cert_pem, key_pem)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+def server_context(cert_pem: bytes, key_pem: bytes, client_ca_pem: bytes) -> ssl.SSLContext:
+    """A server context that requires a client cert chaining to `client_ca_pem`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
+    _load_chain(ctx, cert_pem, key_pem)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
