@@ -15,7 +15,7 @@ import ipaddress
 import json
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +67,12 @@ class SimCluster:
         for k, (role, name) in enumerate(plan):
             address = str(base + 2 + k)
             config = machineconfig.generate_config(
-                self.secrets, cluster_name=CLUSTER_NAME, endpoint=endpoint, role=role,  # type: ignore[arg-type]
-                hostname=name, address=address,
+                self.secrets,
+                cluster_name=CLUSTER_NAME,
+                endpoint=endpoint,
+                role=role,  # type: ignore[arg-type]
+                hostname=name,
+                address=address,
             )
             node = SimNode(self, name, role, address, port, config)
             self.nodes.append(node)
@@ -127,24 +131,28 @@ class SimCluster:
     async def stop(self) -> None:
         """Stop every node and remove sim.json."""
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
-        try:
+        with suppress(FileNotFoundError):
             (self.dir / "sim.json").unlink()
-        except FileNotFoundError:
-            pass
 
     def describe(self) -> dict[str, Any]:
         """The sim.json document."""
         return {
             "pid": os.getpid(),
-            "nodes": [{"name": n.name, "role": n.role, "address": n.address, "port": n.port} for n in self.nodes],
+            "nodes": [
+                {"name": n.name, "role": n.role, "address": n.address, "port": n.port} for n in self.nodes
+            ],
         }
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
         """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
         cert, key = pki.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
         return write_talosconfig(
-            path, context=CONTEXT, endpoints=self.endpoints, ca_pem=self.secrets.os.crt_pem,
-            crt_pem=pki.cert_to_pem(cert), key_pem=pki.key_to_pem(key),
+            path,
+            context=CONTEXT,
+            endpoints=self.endpoints,
+            ca_pem=self.secrets.os.crt_pem,
+            crt_pem=pki.cert_to_pem(cert),
+            key_pem=pki.key_to_pem(key),
         )
 
 

@@ -20,6 +20,7 @@ listening SSLContext's `sni_callback` swaps in the node's current context for ea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import ssl
@@ -128,7 +129,9 @@ class _Server(Server):
 class SimNode:
     """A simulated node. `config` is the exact bytes last applied (what COSI Get returns)."""
 
-    def __init__(self, cluster: SimCluster, name: str, role: str, address: str, port: int, config: bytes) -> None:
+    def __init__(
+        self, cluster: SimCluster, name: str, role: str, address: str, port: int, config: bytes
+    ) -> None:
         self.cluster = cluster
         self.name = name
         self.role = role
@@ -188,11 +191,15 @@ class SimNode:
             ca_key = pki.load_key_pem(fields.issuer_key, self.name)
             self.issuing = (ca_cert, ca_key)
             trust = _bundle(self.own_trust())
-            cert, key = pki.issue_server_cert(ca_cert, ca_key, now, ips=sans, dns=(self.hostname,),
-                                              common_name=self.hostname)
-            proxy_cert, proxy_key = pki.issue_client_cert(ca_cert, ca_key, PROXY_ROLE, now,
-                                                          validity=pki.SERVER_VALIDITY)
-            self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
+            cert, key = pki.issue_server_cert(
+                ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
+            )
+            proxy_cert, proxy_key = pki.issue_client_cert(
+                ca_cert, ca_key, PROXY_ROLE, now, validity=pki.SERVER_VALIDITY
+            )
+            self._proxy_ctx = client_context(
+                pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust
+            )
             self._flush_upstream()
         else:
             issued = self._trustd_certificate(now, sans)
@@ -214,13 +221,15 @@ class SimNode:
             ca_cert, ca_key = cp.issuing
             if pki.fingerprint(ca_cert) not in own:
                 continue  # cannot verify that trustd's server cert: try another control plane
-            cert, key = pki.issue_server_cert(ca_cert, ca_key, now, ips=sans, dns=(self.hostname,),
-                                              common_name=self.hostname)
+            cert, key = pki.issue_server_cert(
+                ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
+            )
             self.trustd_error = None
             return cert, key, cp.client_trust_pem
         self.trustd_error = (
             f"{self.name}: no control plane's trustd is trusted by this worker "
-            "(its machine.acceptedCAs + machine.ca.crt hold none of their issuing CAs); keeping the old certificate"
+            "(its machine.acceptedCAs + machine.ca.crt hold none of their issuing CAs); "
+            "keeping the old certificate"
         )
         log.warning("%s", self.trustd_error)
         return None
@@ -257,10 +266,8 @@ class SimNode:
         server.close()
         server.drop_connections()
         self._flush_upstream()
-        try:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(server.wait_closed(), 5)
-        except (TimeoutError, asyncio.CancelledError):
-            pass
 
     # --- proxying -------------------------------------------------------------------------
 
@@ -270,8 +277,9 @@ class SimNode:
         if channel is None:
             assert self._proxy_ctx is not None
             port = self.cluster.port_of(address)
-            channel = Channel(address, port, ssl=self._proxy_ctx,
-                              config=Configuration(ssl_target_name_override=address))
+            channel = Channel(
+                address, port, ssl=self._proxy_ctx, config=Configuration(ssl_target_name_override=address)
+            )
             self._upstream[address] = channel
         return channel
 

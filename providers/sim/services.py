@@ -76,13 +76,25 @@ class MachineService(machine_grpc.MachineServiceBase):
     async def Version(self, stream: Stream[Empty, machine_pb2.VersionResponse]) -> None:
         require(stream, READ_ROLES)
         await stream.recv_message()
-        await stream.send_message(machine_pb2.VersionResponse(messages=[machine_pb2.Version(
-            metadata=common_pb2.Metadata(hostname=self.node.hostname),
-            version=machine_pb2.VersionInfo(tag=TALOS_TAG, sha="trustplan-sim", built="", go_version="go1.24.9",
-                                            os="linux", arch="amd64"),
-            platform=machine_pb2.PlatformInfo(name="trustplan-sim", mode="container"),
-            features=machine_pb2.FeaturesInfo(rbac=True),
-        )]))
+        await stream.send_message(
+            machine_pb2.VersionResponse(
+                messages=[
+                    machine_pb2.Version(
+                        metadata=common_pb2.Metadata(hostname=self.node.hostname),
+                        version=machine_pb2.VersionInfo(
+                            tag=TALOS_TAG,
+                            sha="trustplan-sim",
+                            built="",
+                            go_version="go1.24.9",
+                            os="linux",
+                            arch="amd64",
+                        ),
+                        platform=machine_pb2.PlatformInfo(name="trustplan-sim", mode="container"),
+                        features=machine_pb2.FeaturesInfo(rbac=True),
+                    )
+                ]
+            )
+        )
 
     async def ApplyConfiguration(
         self, stream: Stream[machine_pb2.ApplyConfigurationRequest, machine_pb2.ApplyConfigurationResponse]
@@ -97,8 +109,10 @@ class MachineService(machine_grpc.MachineServiceBase):
                 faults.apply_error_times -= 1
             raise GRPCError(Status.INTERNAL, faults.apply_error)
         if request.mode not in (Mode.AUTO, Mode.NO_REBOOT):
-            raise GRPCError(Status.INVALID_ARGUMENT,
-                            f"apply mode {Mode.Mode.Name(request.mode)} is not supported by the simulator")
+            raise GRPCError(
+                Status.INVALID_ARGUMENT,
+                f"apply mode {Mode.Mode.Name(request.mode)} is not supported by the simulator",
+            )
         try:
             parsed = machineconfig.parse(request.data, "config")
             errors = machineconfig.validate(parsed)
@@ -108,23 +122,40 @@ class MachineService(machine_grpc.MachineServiceBase):
             listed = "\n".join(f"\t* {e}" for e in errors)
             raise GRPCError(Status.INVALID_ARGUMENT, f"{len(errors)} error(s) occurred:\n{listed}")
         if request.dry_run:
-            diff = "".join(difflib.unified_diff(
-                node.config.decode().splitlines(keepends=True), request.data.decode().splitlines(keepends=True),
-                "a/machine-config", "b/machine-config"))
-            details = ("Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\n\n"
-                       f"Config diff:\n\n{diff or 'No changes.'}")
+            diff = "".join(
+                difflib.unified_diff(
+                    node.config.decode().splitlines(keepends=True),
+                    request.data.decode().splitlines(keepends=True),
+                    "a/machine-config",
+                    "b/machine-config",
+                )
+            )
+            details = (
+                "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\n\n"
+                f"Config diff:\n\n{diff or 'No changes.'}"
+            )
         else:
             if node.apply_lock.locked():
-                raise GRPCError(Status.FAILED_PRECONDITION, "another apply configuration is already in progress")
+                raise GRPCError(
+                    Status.FAILED_PRECONDITION, "another apply configuration is already in progress"
+                )
             async with node.apply_lock:
                 node.set_config(request.data, parsed)
             if faults.die_on_apply:
                 await node.stop()
                 return
             details = "Applied configuration without a reboot"
-        await stream.send_message(machine_pb2.ApplyConfigurationResponse(messages=[machine_pb2.ApplyConfiguration(
-            metadata=common_pb2.Metadata(hostname=node.hostname), mode=Mode.NO_REBOOT, mode_details=details,
-        )]))
+        await stream.send_message(
+            machine_pb2.ApplyConfigurationResponse(
+                messages=[
+                    machine_pb2.ApplyConfiguration(
+                        metadata=common_pb2.Metadata(hostname=node.hostname),
+                        mode=Mode.NO_REBOOT,
+                        mode_details=details,
+                    )
+                ]
+            )
+        )
 
     async def Kubeconfig(self, stream: Stream[Empty, common_pb2.Data]) -> None:
         require(stream, {"os:admin"})
@@ -149,10 +180,23 @@ def _kubeconfig_tar(node: SimNode) -> bytes:
     cas = b"".join([fields.issuer, *fields.accepted])
     user = f"admin@{name}"
     doc = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": name, "cluster": {"server": server, "certificate-authority-data": pki.b64encode_pem(cas)}}],
-        "users": [{"name": user, "user": {"client-certificate-data": pki.b64encode_pem(pki.cert_to_pem(cert)),
-                                          "client-key-data": pki.b64encode_pem(pki.key_to_pem(key))}}],
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": name,
+                "cluster": {"server": server, "certificate-authority-data": pki.b64encode_pem(cas)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": pki.b64encode_pem(pki.cert_to_pem(cert)),
+                    "client-key-data": pki.b64encode_pem(pki.key_to_pem(key)),
+                },
+            }
+        ],
         "contexts": [{"name": user, "context": {"cluster": name, "namespace": "default", "user": user}}],
         "current-context": user,
     }
@@ -179,8 +223,14 @@ class StateService(cosi_state_grpc.StateBase):
         spec = resource_config_pb2.MachineConfigSpec(yaml_marshalled=node.config)
         return cosi_resource_pb2.Resource(
             metadata=cosi_resource_pb2.Metadata(
-                namespace="config", type=CONFIG_TYPE, id=rid, version=str(node.version), owner="",
-                phase="running", created=created, updated=updated,
+                namespace="config",
+                type=CONFIG_TYPE,
+                id=rid,
+                version=str(node.version),
+                owner="",
+                phase="running",
+                created=created,
+                updated=updated,
             ),
             spec=cosi_resource_pb2.Spec(
                 proto_spec=spec.SerializeToString(),
@@ -190,8 +240,10 @@ class StateService(cosi_state_grpc.StateBase):
 
     def _check(self, stream: Stream[Any, Any], namespace: str, rtype: str, rid: str | None) -> None:
         if namespace != "config" or rtype != CONFIG_TYPE:
-            raise GRPCError(Status.NOT_FOUND, f"resource type {rtype!r} in namespace {namespace!r} "
-                            "is not served by the simulator")
+            raise GRPCError(
+                Status.NOT_FOUND,
+                f"resource type {rtype!r} in namespace {namespace!r} is not served by the simulator",
+            )
         require(stream, {"os:admin"})  # MachineConfig is a sensitive resource
         if rid is not None and rid not in ("v1alpha1", "persistent"):
             raise GRPCError(Status.NOT_FOUND, f"resource {CONFIG_TYPE}({namespace}/{rid}) doesn't exist")
@@ -217,8 +269,11 @@ class StateService(cosi_state_grpc.StateBase):
         event_type = cosi_state_pb2.CREATED
         while True:
             changed = self.node.changed
-            await stream.send_message(cosi_state_pb2.WatchResponse(
-                event=[cosi_state_pb2.Event(resource=self._resource(rid), event_type=event_type)]))
+            await stream.send_message(
+                cosi_state_pb2.WatchResponse(
+                    event=[cosi_state_pb2.Event(resource=self._resource(rid), event_type=event_type)]
+                )
+            )
             event_type = cosi_state_pb2.UPDATED
             await changed.wait()
 
@@ -256,14 +311,22 @@ def _roles_of_peer(peer: Any) -> list[str]:
     return [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "organizationName"]
 
 
-def _proxy(node: SimNode, target: str, method: str, handler: Handler) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+def _proxy(
+    node: SimNode, target: str, method: str, handler: Handler
+) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
     async def forward(stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
         metadata = [(ROLE_KEY, role) for role in peer_roles(stream)] + [("proxyfrom", node.address)]
         channel = node.upstream(target)
         try:
-            async with channel.request(method, handler.cardinality, handler.request_type, handler.reply_type,
-                                       metadata=metadata, timeout=UPSTREAM_TIMEOUT) as upstream:
+            async with channel.request(
+                method,
+                handler.cardinality,
+                handler.request_type,
+                handler.reply_type,
+                metadata=metadata,
+                timeout=UPSTREAM_TIMEOUT,
+            ) as upstream:
                 await upstream.send_message(request, end=True)
                 if handler.cardinality is Cardinality.UNARY_UNARY:
                     await stream.send_message(await upstream.recv_message())
@@ -273,7 +336,9 @@ def _proxy(node: SimNode, target: str, method: str, handler: Handler) -> Callabl
         except GRPCError:
             raise
         except (TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:
-            raise GRPCError(Status.UNAVAILABLE, _dial_error(target, node.cluster.port_of(target), exc)) from None
+            raise GRPCError(
+                Status.UNAVAILABLE, _dial_error(target, node.cluster.port_of(target), exc)
+            ) from None
 
     return forward
 

@@ -55,15 +55,19 @@ def classify(exc: BaseException) -> Transient | None:
             return Transient("unavailable", exc.message or "unavailable")
         return None
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Transient("tls", f"TLS handshake failed: server certificate not trusted "
-                                f"({exc.verify_message})")
+        return Transient(
+            "tls", f"TLS handshake failed: server certificate not trusted ({exc.verify_message})"
+        )
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         return Transient("tls", f"TLS handshake refused ({reason})")
     if isinstance(exc, StreamTerminatedError | ProtocolError):
         # the server aborted the connection right after the handshake: it refused our client cert
-        return Transient("tls", "TLS handshake refused by the server (client certificate not accepted: "
-                                f"{type(exc).__name__} {exc})")
+        return Transient(
+            "tls",
+            "TLS handshake refused by the server (client certificate not accepted: "
+            f"{type(exc).__name__} {exc})",
+        )
     if isinstance(exc, ConnectionRefusedError):
         return Transient("connect", "connection refused")
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
@@ -90,7 +94,9 @@ class ChannelPool:
                     credential.cert_pem, credential.key_pem, credential.ca_bundle_pem
                 )
             channel = Channel(
-                endpoint.host, endpoint.port, ssl=ctx,
+                endpoint.host,
+                endpoint.port,
+                ssl=ctx,
                 config=Configuration(ssl_target_name_override=endpoint.host),
             )
             self._channels[key] = channel

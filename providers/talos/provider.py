@@ -184,6 +184,8 @@ def _short(fp: str) -> str:
 
 def _hint(exc: Transient) -> str | None:
     if exc.kind == "tls":
-        return ("the endpoint or the node does not trust this client certificate, or the client does not "
-                "trust the server certificate")
+        return (
+            "the endpoint or the node does not trust this client certificate, or the client does not "
+            "trust the server certificate"
+        )
     return None

@@ -1,12 +1,12 @@
 """Read and write talosctl's client config (`talosconfig`, reference/talos.md §3.2).
 
-    context: <name>
-    contexts:
-      <name>:
-        endpoints: [host or host:port, ...]   # port defaults to 50000
-        ca:  <base64 of the PEM CA bundle>
-        crt: <base64 of the PEM client cert>
-        key: <base64 of the PEM client key>   # Ed25519 keys use the `ED25519 PRIVATE KEY` header
+context: <name>
+contexts:
+  <name>:
+    endpoints: [host or host:port, ...]   # port defaults to 50000
+    ca:  <base64 of the PEM CA bundle>
+    crt: <base64 of the PEM client cert>
+    key: <base64 of the PEM client key>   # Ed25519 keys use the `ED25519 PRIVATE KEY` header
 """
 
 from __future__ import annotations
@@ -108,15 +108,21 @@ def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfi
     base = f"contexts.{name}"
     raw_endpoints = ctx.get("endpoints") or []
     if not isinstance(raw_endpoints, list) or not raw_endpoints:
-        raise InputError(source, "no endpoints (talosctl needs at least one control-plane address)",
-                         path=f"{base}.endpoints")
+        raise InputError(
+            source,
+            "no endpoints (talosctl needs at least one control-plane address)",
+            path=f"{base}.endpoints",
+        )
     try:
         endpoints = tuple(parse_endpoint(str(e)) for e in raw_endpoints)
     except ValueError:
         raise InputError(source, f"bad endpoint in {raw_endpoints!r}", path=f"{base}.endpoints") from None
     if ctx.get("auth"):
-        raise InputError(source, "siderov1/basic auth (Omni) is not supported; a client cert is needed",
-                         path=f"{base}.auth")
+        raise InputError(
+            source,
+            "siderov1/basic auth (Omni) is not supported; a client cert is needed",
+            path=f"{base}.auth",
+        )
     pems = {}
     for key in ("ca", "crt", "key"):
         if not ctx.get(key):

@@ -1,0 +1,47 @@
+"""Helpers for tests that run a simulated cluster in-process.
+
+    def test_something(tmp_path):
+        async def scenario(cluster: SimCluster) -> None:
+            ...
+        run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1)
+
+Each cluster gets its own loopback /24 (127.21.x.0/24, x unique in this process), so tests never
+collide on addresses or with a `trustplan sim up` running on the default 127.20.0.0/24.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from trustplan.providers.sim.cluster import SimCluster, run_cluster
+
+T = TypeVar("T")
+
+_subnets = itertools.count((os.getpid() * 7) % 200)
+
+
+def unique_subnet() -> str:
+    """A loopback /24 not handed out before in this process (127.21.0.0/24 ... 127.250.255.0/24)."""
+    n = next(_subnets)
+    return f"127.{21 + (n // 256) % 230}.{n % 256}.0/24"
+
+
+def run_with_cluster(
+    scenario: Callable[[SimCluster], Awaitable[T]],
+    dir: Path,
+    controlplanes: int = 1,
+    workers: int = 1,
+    latency_ms: float = 0,
+) -> T:
+    """Start a cluster in `dir` on a fresh subnet, run `scenario(cluster)` on it, stop it."""
+
+    async def main() -> T:
+        async with run_cluster(controlplanes, workers, dir, subnet=unique_subnet(), latency_ms=latency_ms) as c:
+            return await scenario(c)
+
+    return asyncio.run(main())

@@ -1,0 +1,144 @@
+"""TalosProvider against the simulator: real gRPC over real mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from pathlib import Path
+
+import pytest
+from google.protobuf.empty_pb2 import Empty
+from grpclib.client import Channel
+from trustplan.providers.sim.cluster import SimCluster
+from trustplan.providers.sim.testing import run_with_cluster
+from trustplan.providers.talos.proto import machine_grpc
+from trustplan.providers.talos.provider import TalosProvider
+from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
+
+from trustplan import machineconfig, pki
+from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
+
+
+def _provider(cluster: SimCluster, **kw: float) -> TalosProvider:
+    return TalosProvider(cluster.talosconfig, None, cluster.node_refs(), **kw)
+
+
+def test_read_write_verify(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        async with _provider(cluster) as provider:
+            for ref, node in zip(cluster.node_refs(), cluster.nodes, strict=True):
+                assert await provider.verify(ref) == machineconfig.TALOS_VERSION
+                live = await provider.read(ref)
+                assert live.data == node.config  # exact bytes, through the control plane's proxy
+                assert live.digest == machineconfig.digest(node.config)
+            worker = cluster.workers[0]
+            ref = cluster.node_refs()[-1]
+            edited = worker.config.replace(b"hostname: worker-1", b"hostname: worker-one")
+            out = await provider.write(ref, edited, dry_run=True)
+            assert out.startswith("Dry run summary") and "+    hostname: worker-one" in out
+            assert worker.config != edited
+            assert "without a reboot" in await provider.write(ref, edited)
+            assert (await provider.read(ref)).data == edited
+
+    run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1)
+
+
+def test_invalid_config_is_refused_with_the_reason(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        cp, worker = cluster.controlplanes[0], cluster.workers[0]
+        copy = machineconfig.parse(worker.config, "worker")
+        with_key = copy.with_ca_fields({"talos": cp.parsed.ca_fields("talos")})
+        async with _provider(cluster) as provider:
+            with pytest.raises(ProviderError, match=r"(?s)INVALID_ARGUMENT: .*key is not allowed on non-controlplane"):
+                await provider.write(cluster.node_refs()[1], with_key, dry_run=True)
+
+    run_with_cluster(scenario, tmp_path)
+
+
+def test_unreachable_node_is_named(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        await cluster.workers[0].stop()
+        ref = cluster.node_refs()[1]
+        async with _provider(cluster, retry_timeout=0.5) as provider:
+            with pytest.raises(NodeUnreachableError, match=rf"node {ref.address}: .*unreachable.*connection refused"):
+                await provider.read(ref)
+
+    run_with_cluster(scenario, tmp_path)
+
+
+def test_injected_apply_failure_is_not_retried(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        node = cluster.workers[0]
+        node.faults.apply_error, node.faults.apply_error_times = "disk on fire", 1
+        async with _provider(cluster) as provider:
+            with pytest.raises(ProviderError, match="INTERNAL: disk on fire"):
+                await provider.write(cluster.node_refs()[1], node.config)
+            assert await provider.write(cluster.node_refs()[1], node.config)
+
+    run_with_cluster(scenario, tmp_path)
+
+
+def test_untrusted_credential_fails_the_gate(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        now = pki.utcnow()
+        other, other_key = pki.generate_ca("talos", now)
+        cert, key = pki.issue_client_cert(other, other_key, "os:admin", now)
+        bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
+        cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
+        async with _provider(cluster, verify_timeout=0.5) as provider:
+            with pytest.raises(GateFailedError, match="TLS handshake refused"):
+                await provider.verify(cluster.node_refs()[0], cred)
+
+    run_with_cluster(scenario, tmp_path, workers=0)
+
+
+def test_plain_grpclib_client_can_call_version(tmp_path: Path) -> None:
+    """A client built from the stdlib and grpclib alone (no trustplan transport code) works."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        tc = load_talosconfig(cluster.talosconfig)
+        (tmp_path / "ca.pem").write_bytes(tc.ca_pem)
+        (tmp_path / "client.pem").write_bytes(tc.crt_pem + pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k")))
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        ctx.load_cert_chain(str(tmp_path / "client.pem"))
+        ctx.set_alpn_protocols(["h2"])
+        for node in cluster.nodes:
+            endpoint = cluster.controlplanes[0].address
+            channel = Channel(endpoint, 50000, ssl=ctx)
+            try:
+                reply = await machine_grpc.MachineServiceStub(channel).Version(
+                    Empty(), metadata={"node": node.address}, timeout=5
+                )
+            finally:
+                channel.close()
+            assert reply.messages[0].version.tag == machineconfig.TALOS_VERSION
+            assert reply.messages[0].metadata.hostname == node.name
+
+    run_with_cluster(scenario, tmp_path, controlplanes=1, workers=2)
+
+
+def test_openssl_s_client_handshake(tmp_path: Path) -> None:
+    """OpenSSL's own client completes the mTLS handshake and negotiates h2 with a node."""
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+
+    async def scenario(cluster: SimCluster) -> None:
+        tc = load_talosconfig(cluster.talosconfig)
+        (tmp_path / "ca.pem").write_bytes(tc.ca_pem)
+        (tmp_path / "crt.pem").write_bytes(tc.crt_pem)
+        (tmp_path / "key.pem").write_bytes(pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k")))
+        address = cluster.controlplanes[0].address
+        cmd = ["openssl", "s_client", "-connect", f"{address}:50000", "-CAfile", str(tmp_path / "ca.pem"),
+               "-cert", str(tmp_path / "crt.pem"), "-key", str(tmp_path / "key.pem"), "-alpn", "h2",
+               "-verify_ip", address, "-verify_return_error"]
+        proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                                    stderr=subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        text = out.decode(errors="replace")
+        assert "Verify return code: 0 (ok)" in text, text
+        assert "ALPN protocol: h2" in text, text
+
+    run_with_cluster(scenario, tmp_path, workers=0)
