@@ -1,0 +1,151 @@
+"""The plan as a JSON-ready document (schemas/plan.schema.json) and back. Pure; no I/O.
+
+Ordering is stable: phases in order, edits as planned (control planes first, then by address),
+authorities by PKI and name, keys sorted when serialized.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from trustplan.planner.model import PKI, Authority, LiveNode, LiveTrust
+from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.plan import NodeTarget, Plan
+
+FORMAT_VERSION = 1
+
+
+def _time(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(s: str) -> dt.datetime:
+    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+def _trust(t: LiveTrust) -> dict[str, Any]:
+    return {"issuer": t.issuer, "issuer_key": t.issuer_has_key, "accepted": list(t.accepted)}
+
+
+def _untrust(d: dict[str, Any]) -> LiveTrust:
+    return LiveTrust(d["issuer"], bool(d["issuer_key"]), tuple(d["accepted"]))
+
+
+def _cred(c: Credential | None) -> dict[str, Any] | None:
+    return None if c is None else {"issuer": c.issuer, "trusted": list(c.trusted)}
+
+
+def _uncred(d: dict[str, Any] | None) -> Credential | None:
+    return None if d is None else Credential(d["issuer"], tuple(d["trusted"]))
+
+
+def edit_document(e: Edit) -> dict[str, Any]:
+    base: dict[str, Any] = {"kind": e.kind, "node": e.node, "role": e.role, "pki": e.pki,
+                            "destructive": e.destructive}
+    match e:
+        case AcceptCA(ca=ca) | RemoveCA(ca=ca):
+            base["ca"] = ca
+        case SwapIssuer(new=new, old=old):
+            base["new"], base["old"], base["with_key"] = new, old, e.with_key
+    return base
+
+
+def _edit(d: dict[str, Any]) -> Edit:
+    match d["kind"]:
+        case "accept":
+            return AcceptCA(d["node"], d["role"], d["pki"], d["ca"])
+        case "remove":
+            return RemoveCA(d["node"], d["role"], d["pki"], d["ca"])
+        case "swap":
+            return SwapIssuer(d["node"], d["role"], d["pki"], d["new"], d["old"])
+    raise ValueError(f"unknown edit kind {d['kind']!r}")
+
+
+def to_document(plan: Plan) -> dict[str, Any]:
+    """The plan's own content (the shell adds bindings: digests, lineage, expiry)."""
+    targets: dict[str, dict[str, Any]] = {}
+    for t in plan.targets:
+        targets.setdefault(t.node, {})[t.pki] = {"before": _trust(t.before), "after": _trust(t.after)}
+    kinds = [e.kind for e in plan.edits]
+    return {
+        "cluster": plan.cluster,
+        "managed": list(plan.managed),
+        "authorities": [
+            {
+                "fingerprint": a.fingerprint, "name": a.name, "pki": a.pki, "source": a.source,
+                "subject": a.subject, "algorithm": a.algorithm, "not_before": _time(a.not_before),
+                "not_after": _time(a.not_after), "certificate": a.cert_pem, "key_available": a.key_available,
+            }
+            for a in plan.authorities
+        ],
+        "nodes": [
+            {
+                "address": n.address, "role": n.role, "declared_role": n.declared_role,
+                "config_digest": n.config_digest,
+                "live": {"talos": _trust(n.talos), "kubernetes": _trust(n.kubernetes)},
+                "targets": targets.get(n.address, {}),
+                "changes": sum(1 for e in plan.edits if e.node == n.address),
+            }
+            for n in plan.nodes
+        ],
+        "phases": [
+            {
+                "name": p.name,
+                "credential": _cred(p.credential),
+                "edits": [edit_document(e) for e in p.edits],
+                "gates": [
+                    {"kind": "gate", "pki": g.pki, "after": g.after, "credential": _cred(g.credential),
+                     "nodes": list(g.nodes)}
+                    for g in p.gates
+                ],
+                "outputs": [{"kind": "output", "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
+            }
+            for p in plan.phases
+        ],
+        "warnings": list(plan.warnings),
+        "summary": {
+            "authorities_to_create": len(plan.new_authorities),
+            "node_changes": len(kinds),
+            "accept": kinds.count("accept"),
+            "swap": kinds.count("swap"),
+            "remove": kinds.count("remove"),
+            "gates": len(plan.gates),
+            "outputs": len(plan.outputs),
+            "has_changes": plan.has_changes,
+        },
+    }
+
+
+def from_document(doc: dict[str, Any]) -> Plan:
+    authorities = tuple(
+        Authority(
+            fingerprint=a["fingerprint"], pki=a["pki"], source=a["source"], subject=a["subject"],
+            algorithm=a["algorithm"], not_before=_parse_time(a["not_before"]), not_after=_parse_time(a["not_after"]),
+            cert_pem=a["certificate"], key_available=a["key_available"], name=a["name"],
+        )
+        for a in doc["authorities"]
+    )
+    nodes = tuple(
+        LiveNode(n["address"], n["role"], n["config_digest"], _untrust(n["live"]["talos"]),
+                 _untrust(n["live"]["kubernetes"]), n["declared_role"])
+        for n in doc["nodes"]
+    )
+    targets = tuple(
+        NodeTarget(n["address"], n["role"], pki, _untrust(t["before"]), _untrust(t["after"]))
+        for n in doc["nodes"]
+        for pki, t in sorted(n["targets"].items(), key=lambda kv: ("talos", "kubernetes").index(kv[0]))
+    )
+    phases = tuple(
+        Phase(
+            p["name"],
+            tuple(_edit(e) for e in p["edits"]),
+            tuple(Gate(g["pki"], g["after"], _uncred(g["credential"]) or Credential("", ()), tuple(g["nodes"]))
+                  for g in p["gates"]),
+            _uncred(p["credential"]),
+            tuple(WriteOutput(o["output"], o["pki"], o["ca"]) for o in p["outputs"]),
+        )
+        for p in doc["phases"]
+    )
+    managed: tuple[PKI, ...] = tuple(doc["managed"])
+    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, tuple(doc["warnings"]))

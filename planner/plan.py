@@ -1,0 +1,248 @@
+"""Compare live trust with desired trust and order the differences into phases.
+
+    make_plan(PlanInput) -> Plan        pure; raises PlanningError / UnsafePlanError
+
+Per node and PKI the target is: issuer = desired issuer (control planes with its key, workers the
+certificate only), accepted = desired accepted. The way there is expand -> switch -> contract:
+accept (trust every CA the target needs), swap (issue from the new CA, keep the old one accepted),
+remove (drop what the target does not name). Each phase skips nodes where it is already done, so a
+plan made from a half-finished rotation finishes it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from trustplan.planner.model import PKI, PKIS, Authority, DesiredTrust, LiveNode, LiveTrust, PlanInput
+from trustplan.planner.ops import (
+    AcceptCA,
+    Credential,
+    Edit,
+    Gate,
+    Phase,
+    PhaseName,
+    RemoveCA,
+    SwapIssuer,
+    WriteOutput,
+)
+
+
+class PlanningError(Exception):
+    """The live cluster and the desired state cannot be reconciled (e.g. a role contradiction)."""
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """One node's trust for one PKI before and after the plan."""
+
+    node: str
+    role: str
+    pki: PKI
+    before: LiveTrust
+    after: LiveTrust
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    managed: tuple[PKI, ...]
+    authorities: tuple[Authority, ...]
+    nodes: tuple[LiveNode, ...]
+    targets: tuple[NodeTarget, ...]
+    phases: tuple[Phase, ...]
+    warnings: tuple[str, ...]
+
+    @property
+    def has_changes(self) -> bool:
+        return any(p.edits for p in self.phases)
+
+    @property
+    def new_authorities(self) -> tuple[Authority, ...]:
+        """CAs no node trusted before the plan: the ones reviewers approve by fingerprint."""
+        before = {c for t in self.targets for c in t.before.trusted}
+        return tuple(a for a in self.authorities if a.fingerprint not in before)
+
+    def authority(self, fingerprint: str) -> Authority | None:
+        for a in self.authorities:
+            if a.fingerprint == fingerprint:
+                return a
+        return None
+
+    def label(self, fingerprint: str) -> str:
+        a = self.authority(fingerprint)
+        return a.label if a else fingerprint[: len("sha256:") + 12]
+
+    @property
+    def edits(self) -> tuple[Edit, ...]:
+        return tuple(e for p in self.phases for e in p.edits)
+
+    @property
+    def gates(self) -> tuple[Gate, ...]:
+        return tuple(g for p in self.phases for g in p.gates)
+
+    @property
+    def outputs(self) -> tuple[WriteOutput, ...]:
+        return tuple(o for p in self.phases for o in p.outputs)
+
+
+def node_sort_key(node: LiveNode) -> tuple[int, int, object, str]:
+    """Control planes before workers, then by address (numerically for IPs)."""
+    try:
+        ip = ipaddress.ip_address(node.address)
+        return (0 if node.role == "controlplane" else 1, ip.version, int(ip), "")
+    except ValueError:
+        return (0 if node.role == "controlplane" else 1, 9, 0, node.address)
+
+
+def apply_edit(trust: LiveTrust, edit: Edit, key_available: bool = True) -> LiveTrust:
+    """The CA fields after one edit: the same rule the engine uses to rewrite a config."""
+    match edit:
+        case AcceptCA(ca=ca):
+            if ca in trust.trusted:
+                return trust
+            return LiveTrust(trust.issuer, trust.issuer_has_key, trust.accepted + (ca,))
+        case SwapIssuer(new=new, old=old):
+            accepted = tuple(c for c in trust.accepted if c != new)
+            if old is not None and old != new and old not in accepted:
+                accepted += (old,)
+            return LiveTrust(new, edit.with_key and key_available, accepted)
+        case RemoveCA(ca=ca):
+            return LiveTrust(trust.issuer, trust.issuer_has_key, tuple(c for c in trust.accepted if c != ca))
+
+
+def _edits_for(node: LiveNode, want: DesiredTrust, trust: LiveTrust) -> dict[PhaseName, list[Edit]]:
+    keep = set(want.accepted) | {want.issuer}
+    edits: dict[PhaseName, list[Edit]] = {"accept": [], "swap": [], "remove": []}
+    for ca in (want.issuer, *want.accepted):
+        if ca not in trust.trusted and all(getattr(e, "ca", None) != ca for e in edits["accept"]):
+            edits["accept"].append(AcceptCA(node.address, node.role, want.pki, ca))
+    if trust.issuer != want.issuer:
+        edits["swap"].append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
+    after_swap = trust
+    for e in edits["accept"] + edits["swap"]:
+        after_swap = apply_edit(after_swap, e)
+    for ca in after_swap.accepted:
+        if ca not in keep:
+            edits["remove"].append(RemoveCA(node.address, node.role, want.pki, ca))
+    return edits
+
+
+def _check_roles(inp: PlanInput) -> None:
+    wrong = [n for n in inp.nodes if n.declared_role is not None and n.declared_role != n.role]
+    if wrong:
+        lines = [
+            f"node {n.address} is listed under cluster.nodes.{n.declared_role} but its machine config says "
+            f"machine.type: {n.role}"
+            for n in wrong
+        ]
+        raise PlanningError("; ".join(lines))
+
+
+def make_plan(inp: PlanInput) -> Plan:
+    """Diff live against desired and order the changes into phases with gates; then prove it safe."""
+    from trustplan.planner.safety import check_plan
+
+    _check_roles(inp)
+    nodes = tuple(sorted(inp.nodes, key=node_sort_key))
+    desired = {d.pki: d for d in inp.desired}
+    managed = tuple(p for p in PKIS if p in desired)
+    key_ok = {a.fingerprint: a.key_available for a in inp.authorities}
+
+    by_phase: dict[PhaseName, list[Edit]] = {"accept": [], "swap": [], "remove": []}
+    targets: list[NodeTarget] = []
+    for node in nodes:
+        for pki in managed:
+            want, trust = desired[pki], node.trust(pki)
+            edits = _edits_for(node, want, trust)
+            after = trust
+            for phase_name in ("accept", "swap", "remove"):
+                by_phase[phase_name] += edits[phase_name]  # type: ignore[index]
+                for e in edits[phase_name]:  # type: ignore[index]
+                    after = apply_edit(after, e, key_ok.get(want.issuer, False))
+            targets.append(NodeTarget(node.address, node.role, pki, trust, after))
+
+    live_issuers = {
+        pki: tuple(sorted({n.trust(pki).issuer for n in nodes if n.trust(pki).issuer} | {desired[pki].issuer}))
+        for pki in managed
+    }
+    all_nodes = tuple(n.address for n in nodes)
+
+    def gate_credential(pki: PKI, phase: PhaseName) -> Credential:
+        """After accept: new client cert, old + new server CAs; after swap and remove: new only."""
+        issuer = desired[pki].issuer
+        return Credential(issuer, live_issuers[pki] if phase == "accept" else (issuer,))
+
+    def talos_credential(phase: PhaseName) -> Credential | None:
+        """Accept runs with the operator's credential; swap with the new cert trusting old + new
+        server CAs (nodes switch certificates during it); remove with the new PKI alone."""
+        if "talos" in desired and phase != "accept":
+            return gate_credential("talos", "accept" if phase == "swap" else phase)
+        if inp.operator is not None:
+            return Credential(inp.operator.issuer, inp.operator.trusted)
+        return None
+
+    phases: list[Phase] = []
+    for phase_name in ("accept", "swap", "remove"):
+        edits = by_phase[phase_name]  # type: ignore[index]
+        if not edits:
+            continue
+        changed = [p for p in managed if any(e.pki == p for e in edits)]
+        gates = tuple(Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed)  # type: ignore[arg-type]
+        phases.append(Phase(phase_name, tuple(edits), gates, talos_credential(phase_name)))  # type: ignore[arg-type]
+
+    if phases:
+        outs: list[WriteOutput] = []
+        if "talos" in desired and inp.outputs.talosconfig:
+            outs.append(WriteOutput("talosconfig", "talos", desired["talos"].issuer))
+        if "kubernetes" in desired and inp.outputs.kubeconfig:
+            outs.append(WriteOutput("kubeconfig", "kubernetes", desired["kubernetes"].issuer))
+        if inp.outputs.secrets:
+            for pki in managed:
+                outs.append(WriteOutput("secrets", pki, desired[pki].issuer))
+        if outs:
+            phases.append(Phase("outputs", (), (), None, tuple(outs)))
+
+    plan = Plan(
+        cluster=inp.cluster,
+        managed=managed,
+        authorities=_referenced(inp, targets),
+        nodes=nodes,
+        targets=tuple(targets),
+        phases=tuple(phases),
+        warnings=(),
+    )
+    plan = Plan(**{**plan.__dict__, "warnings": _warnings(plan, inp)})
+    check_plan(plan, inp)
+    return plan
+
+
+def _referenced(inp: PlanInput, targets: list[NodeTarget]) -> tuple[Authority, ...]:
+    used: set[str] = set()
+    for t in targets:
+        used |= t.before.trusted | t.after.trusted
+    used |= {d.issuer for d in inp.desired} | {c for d in inp.desired for c in d.accepted}
+    return tuple(sorted((a for a in inp.authorities if a.fingerprint in used), key=lambda a: (a.pki, a.label)))
+
+
+def _warnings(plan: Plan, inp: PlanInput) -> tuple[str, ...]:
+    out: list[str] = []
+    trusted_after = {(t.pki, c) for t in plan.targets for c in t.after.trusted}
+    trusted_before = {(t.pki, c) for t in plan.targets for c in t.before.trusted}
+    for pki, ca in sorted(trusted_before - trusted_after):
+        what = "talosconfigs" if pki == "talos" else "kubeconfigs"
+        out.append(
+            f"{plan.label(ca)} ({ca}) stops being trusted on every node: {what} and any other "
+            f"client certificates it issued stop working"
+        )
+    for d in inp.desired:
+        for fp in (d.issuer, *d.accepted):
+            a = plan.authority(fp)
+            if a is not None and (a.not_after - inp.now).days < 90:
+                out.append(f"{a.label} expires on {a.not_after:%Y-%m-%d}, within 90 days")
+    if plan.has_changes:
+        changed = {e.node for e in plan.edits}
+        skipped = [n.address for n in plan.nodes if n.address not in changed]
+        if skipped:
+            out.append("already in the desired state, skipped: " + ", ".join(skipped))
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,215 @@
+"""Replay a plan on a model of the cluster and refuse it if any step would lock someone out.
+
+The model follows Talos's trust rules (reference/talos.md §2):
+- a control plane's apid trusts client certs from its accepted CAs + its issuer, and serves a cert
+  from its issuer; it proxies to other nodes with an os:impersonator cert from its issuer;
+- a worker gets its server cert and its client-trust bundle from a control plane's trustd when its
+  own config changes (so worker trust follows the control planes), and must itself trust the
+  control planes' issuer to talk to trustd at all;
+- every kube-apiserver (control planes) trusts cluster.ca + cluster.acceptedCAs, and every node's
+  kubelet must trust the CA of every API server certificate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from trustplan.planner.model import PKI, LiveTrust, PlanInput
+from trustplan.planner.ops import Credential, Edit, Gate, RemoveCA
+
+if TYPE_CHECKING:
+    from trustplan.planner.plan import Plan
+
+
+class UnsafePlan(Exception):
+    """The plan would lock someone out; the message says which step, which node and why."""
+
+
+@dataclass
+class _Node:
+    address: str
+    role: str
+    trust: dict[PKI, LiveTrust]
+    server_issuers: frozenset[str]  # Talos API: CAs that may have issued its current server cert
+    client_trust: frozenset[str]  # Talos API: CAs whose client certs its apid accepts
+
+
+class _Model:
+    def __init__(self, plan: Plan, inp: PlanInput) -> None:
+        self.plan = plan
+        self.key_ok = {a.fingerprint: a.key_available for a in inp.authorities}
+        self.managed = plan.managed
+        self.nodes: dict[str, _Node] = {}
+        for n in plan.nodes:
+            self.nodes[n.address] = _Node(n.address, n.role, {"talos": n.talos, "kubernetes": n.kubernetes},
+                                          frozenset(), frozenset())
+        for node in self.cps():
+            node.server_issuers = frozenset({node.trust["talos"].issuer} - {None})  # type: ignore[arg-type]
+            node.client_trust = node.trust["talos"].trusted
+        for node in self.workers():
+            self._reissue_worker(node, initial=True)
+
+    def cps(self) -> list[_Node]:
+        return [n for n in self.nodes.values() if n.role == "controlplane"]
+
+    def workers(self) -> list[_Node]:
+        return [n for n in self.nodes.values() if n.role == "worker"]
+
+    def label(self, fp: str) -> str:
+        return self.plan.label(fp)
+
+    def labels(self, fps: frozenset[str] | tuple[str, ...]) -> str:
+        return "[" + ", ".join(sorted(self.label(f) for f in fps)) + "]" if fps else "[nothing]"
+
+    # --- the Talos API ------------------------------------------------------------------------
+
+    def _reissue_worker(self, node: _Node, initial: bool = False) -> None:
+        cps = self.cps()
+        if not cps:  # a plan over workers only: assume their own fields describe them
+            node.server_issuers = frozenset({node.trust["talos"].issuer} - {None})  # type: ignore[arg-type]
+            node.client_trust = node.trust["talos"].trusted
+            return
+        issuers = frozenset(i for cp in cps if (i := cp.trust["talos"].issuer))
+        own = node.trust["talos"].trusted
+        if not initial and not issuers <= own:
+            raise UnsafePlan(
+                f"worker {node.address} would not trust its control planes' trustd certificate "
+                f"(issued by {self.labels(issuers - own)}), so it could not get a new server certificate; "
+                f"it trusts only {self.labels(own)}"
+            )
+        node.server_issuers = issuers
+        trust = frozenset.intersection(*(cp.trust["talos"].trusted for cp in cps))
+        node.client_trust = trust
+
+    def talos_reach(self, target: _Node, cred: Credential) -> str | None:
+        """None if `cred` reaches `target` through every control-plane endpoint; else why not."""
+        who = f"an admin certificate from {self.label(cred.issuer)}"
+        trusted = frozenset(cred.trusted)
+        for ep in self.cps():
+            if cred.issuer not in ep.client_trust:
+                return (f"endpoint {ep.address} would refuse {who}: it trusts only "
+                        f"{self.labels(ep.client_trust)}")
+            if not ep.server_issuers <= trusted:
+                return (f"the client would refuse endpoint {ep.address}'s server certificate "
+                        f"(issued by {self.labels(ep.server_issuers)}); it trusts {self.labels(trusted)}")
+            if target is ep:
+                continue
+            ep_issuer = ep.trust["talos"].issuer
+            if ep_issuer not in target.client_trust:
+                return (f"node {target.address} would refuse the proxy certificate of endpoint {ep.address} "
+                        f"(issued by {self.label(ep_issuer or '?')}); it trusts only {self.labels(target.client_trust)}")
+            if not target.server_issuers <= ep.client_trust:
+                return (f"endpoint {ep.address} would refuse node {target.address}'s server certificate "
+                        f"(issued by {self.labels(target.server_issuers)})")
+        if not self.cps():
+            if cred.issuer not in target.client_trust:
+                return f"node {target.address} would refuse {who}; it trusts only {self.labels(target.client_trust)}"
+            if not target.server_issuers <= trusted:
+                return f"the client would refuse node {target.address}'s server certificate"
+        return None
+
+    # --- the Kubernetes API ---------------------------------------------------------------------
+
+    def kube_reach(self, cred: Credential) -> str | None:
+        for cp in self.cps():
+            t = cp.trust["kubernetes"]
+            if cred.issuer not in t.trusted:
+                return (f"the kube-apiserver on {cp.address} would refuse an admin certificate from "
+                        f"{self.label(cred.issuer)}; it trusts only {self.labels(t.trusted)}")
+            if t.issuer not in cred.trusted:
+                return f"the client would refuse the kube-apiserver certificate of {cp.address}"
+        return None
+
+    def kube_consistent(self, nodes: list[_Node]) -> str | None:
+        issuers = frozenset(i for cp in self.cps() if (i := cp.trust["kubernetes"].issuer))
+        for node in nodes:
+            missing = issuers - node.trust["kubernetes"].trusted
+            if missing:
+                return (f"the kubelet on {node.address} would not trust the kube-apiserver certificate "
+                        f"issued by {self.labels(missing)}")
+        return None
+
+    # --- applying edits ---------------------------------------------------------------------------
+
+    def apply(self, node: _Node, edits: tuple[Edit, ...]) -> None:
+        from trustplan.planner.plan import apply_edit
+
+        for e in edits:
+            before = node.trust[e.pki]
+            if isinstance(e, RemoveCA) and e.ca == before.issuer:
+                raise UnsafePlan(f"removing {self.label(e.ca)} from {node.address} would remove its issuing CA")
+            node.trust[e.pki] = apply_edit(before, e, self.key_ok.get(getattr(e, "new", ""), False))
+        self.check_node(node)
+        if "talos" in {e.pki for e in edits}:
+            if node.role == "controlplane":
+                node.server_issuers = frozenset({node.trust["talos"].issuer} - {None})  # type: ignore[arg-type]
+                node.client_trust = node.trust["talos"].trusted
+            else:
+                self._reissue_worker(node)
+        elif node.role == "worker":  # any config change re-requests the worker's certificate
+            self._reissue_worker(node)
+        if "kubernetes" in self.managed:
+            changed_cp_issuer = node.role == "controlplane" and any(e.kind == "swap" for e in edits
+                                                                     if e.pki == "kubernetes")
+            why = self.kube_consistent(list(self.nodes.values()) if changed_cp_issuer else [node])
+            if why:
+                raise UnsafePlan(why)
+
+    def check_node(self, node: _Node) -> None:
+        for pki in self.managed:
+            t = node.trust[pki]
+            name = "machine" if pki == "talos" else "cluster"
+            if not t.trusted:
+                raise UnsafePlan(f"node {node.address} would be left without any trusted {pki} CA")
+            if node.role == "controlplane":
+                if t.issuer is None or not t.issuer_has_key:
+                    what = self.label(t.issuer) if t.issuer else "no CA"
+                    raise UnsafePlan(
+                        f"control plane {node.address} would have {name}.ca = {what} without its private key "
+                        f"(no key for it in the keystore, the import or any control plane's config)"
+                    )
+            elif t.issuer_has_key:
+                raise UnsafePlan(f"worker {node.address} would hold the {name}.ca private key; workers must not")
+
+
+def check_plan(plan: Plan, inp: PlanInput) -> None:
+    """Raise UnsafePlan naming the first step that would lock someone out."""
+    model = _Model(plan, inp)
+    for node in model.nodes.values():  # the live state itself must be sane for what we manage
+        for pki in plan.managed:
+            if node.role == "worker" and node.trust[pki].issuer_has_key:
+                name = "machine" if pki == "talos" else "cluster"
+                raise UnsafePlan(f"worker {node.address} holds the {name}.ca private key in its live config; "
+                                 "fix the config before rotating")
+    for phase in plan.phases:
+        for address in phase.nodes():
+            node = model.nodes[address]
+            if phase.credential is not None:
+                why = model.talos_reach(node, phase.credential)
+                if why:
+                    raise UnsafePlan(f"{phase.name} phase, before changing {address}: {why}")
+            model.apply(node, phase.edits_for(address))
+        for gate in phase.gates:
+            _check_gate(model, gate)
+        for out in phase.outputs:
+            if not model.key_ok.get(out.ca, False):
+                raise UnsafePlan(f"cannot write the {out.output} output: no private key for {model.label(out.ca)}")
+    for t in plan.targets:
+        if model.nodes[t.node].trust[t.pki] != t.after:
+            raise UnsafePlan(f"internal: replay of {t.node} ({t.pki}) does not end in the planned state")
+
+
+def _check_gate(model: _Model, gate: Gate) -> None:
+    if gate.pki == "talos":
+        for address in gate.nodes:
+            why = model.talos_reach(model.nodes[address], gate.credential)
+            if why:
+                raise UnsafePlan(f"gate after {gate.after} (Talos API): {why}")
+    else:
+        why = model.kube_reach(gate.credential) or model.kube_consistent(list(model.nodes.values()))
+        if why:
+            raise UnsafePlan(f"gate after {gate.after} (Kubernetes API): {why}")
+
+
+__all__ = ["UnsafePlan", "check_plan"]

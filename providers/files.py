@@ -1,0 +1,95 @@
+"""The files provider: machine configs as YAML files on disk (talosctl gen config / talhelper output).
+
+Reads are file reads; writes validate the new config with the Talos rules and replace the file
+atomically; a gate checks, offline, that the node's config on disk trusts the credential and that
+the credential trusts the certificate the node would serve.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trustplan.providers.base import Credential, NodeConfig, NodeRef
+
+from trustplan import machineconfig, pki
+from trustplan.atomic import write_atomic
+from trustplan.errors import GateFailedError, InputError, ProviderError
+
+
+class FilesProvider:
+    """Nodes are files: `configs` maps each node address to its machine-config path."""
+
+    def __init__(self, configs: dict[str, Path]) -> None:
+        self.configs = configs
+
+    def _path(self, node: NodeRef) -> Path:
+        try:
+            return self.configs[node.address]
+        except KeyError:
+            raise ProviderError(f"unknown node {node.address}: not in cluster.machineConfigs") from None
+
+    async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
+        path = self._path(node)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(str(path), f"machine config file for node {node.address} not found",
+                             hint="fix cluster.machineConfigs in the desired state") from None
+        except OSError as exc:
+            raise InputError(str(path), f"cannot read machine config: {exc.strerror}") from None
+        return NodeConfig(node, data, machineconfig.digest(data), source=str(path))
+
+    async def write(
+        self, node: NodeRef, data: bytes, *, credential: Credential | None = None, dry_run: bool = False
+    ) -> str:
+        path = self._path(node)
+        cfg = machineconfig.parse(data, str(path))
+        problems = machineconfig.validate(cfg)
+        if problems:
+            raise ProviderError(f"{path}: the new config of {node.address} fails Talos validation: " + "; ".join(problems))
+        if dry_run:
+            return "valid"
+        mode = os.stat(path).st_mode & 0o777 if path.exists() else 0o600
+        write_atomic(path, data, mode=mode)
+        return "written"
+
+    def _trust(self, address: str, pki_name: str) -> tuple[frozenset[str], str | None]:
+        path = self.configs[address]
+        cfg = machineconfig.parse(path.read_bytes(), str(path))
+        fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
+        fps = {pki.CACert.from_pem(p, str(path)).fingerprint for p in fields.accepted}
+        issuer = pki.CACert.from_pem(fields.issuer, str(path)).fingerprint if fields.issuer else None
+        if issuer:
+            fps.add(issuer)
+        return frozenset(fps), issuer
+
+    async def verify(self, node: NodeRef, credential: Credential) -> str:
+        """Offline gate: the config on disk is valid, trusts the credential, and serves a trusted cert."""
+        path = self._path(node)
+        cfg = machineconfig.parse(path.read_bytes(), str(path))
+        problems = machineconfig.validate(cfg)
+        if problems:
+            raise GateFailedError(f"{node.address}: {path} fails Talos validation: " + "; ".join(problems))
+        trusted, issuer = self._trust(node.address, credential.pki)
+        if credential.issuer not in trusted:
+            raise GateFailedError(
+                f"{node.address}: {path} does not trust client certificates from {pki.short(credential.issuer)}"
+            )
+        if cfg.role == "controlplane":
+            serving = {issuer} if issuer else set()
+        else:  # a worker's server certificate comes from a control plane's issuing CA
+            serving = {
+                i for a, p in self.configs.items()
+                if machineconfig.parse(p.read_bytes(), str(p)).role == "controlplane"
+                and (i := self._trust(a, credential.pki)[1])
+            }
+        untrusted = serving - set(credential.trusted)
+        if untrusted:
+            names = ", ".join(pki.short(u) for u in sorted(untrusted))
+            raise GateFailedError(f"{node.address}: its server certificate would be issued by {names}, "
+                                  "which the client does not trust")
+        return "config trusts the credential"
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,152 @@
+"""Turn the desired state's authorities and CA references into concrete CAs.
+
+- `generate`: reuse the CA generated for this name before (keystore index) or mint one now; a new
+  one is saved to the keystore only once the plan is known to be safe (`Resolved.save_new`).
+- import: PEM certificate + key files, checked (a CA, key matches, not expired, right algorithm).
+- `sha256:<hex>`: a CA already live on the nodes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from trustplan import pki
+from trustplan.desired import DesiredState
+from trustplan.errors import CAError, InputError
+from trustplan.keystore import Keystore
+from trustplan.live import LiveCA
+from trustplan.planner import Authority, DesiredTrust
+
+
+@dataclass
+class Material:
+    """A CA with its key when trustplan has one (keystore, import, or a control plane's config)."""
+
+    ca: pki.CACert
+    pki: str
+    source: str
+    name: str | None = None
+    key: pki.PrivateKey | None = field(default=None, repr=False)
+
+
+@dataclass
+class Resolved:
+    material: dict[str, Material]  # fingerprint -> material
+    refs: dict[str, str]  # authority name -> fingerprint
+    desired: tuple[DesiredTrust, ...]
+    warnings: list[str]
+    new: list[tuple[str, Material]]  # generated now, not yet in the keystore
+
+    def authorities(self) -> tuple[Authority, ...]:
+        out = []
+        for fp, m in sorted(self.material.items()):
+            out.append(
+                Authority(
+                    fingerprint=fp,
+                    pki=m.pki,  # type: ignore[arg-type]
+                    source=m.source,  # type: ignore[arg-type]
+                    subject=m.ca.subject,
+                    algorithm=m.ca.algorithm,
+                    not_before=m.ca.not_before,
+                    not_after=m.ca.not_after,
+                    cert_pem=m.ca.pem.decode(),
+                    key_available=m.key is not None,
+                    name=m.name,
+                )
+            )
+        return tuple(out)
+
+    def save_new(self, keystore: Keystore) -> None:
+        for name, m in self.new:
+            assert m.key is not None
+            keystore.save(m.ca.cert, m.key, name)
+        self.new = []
+
+
+def resolve(
+    desired: DesiredState,
+    keystore: Keystore,
+    live: dict[str, LiveCA] | None,
+    now: dt.datetime,
+    *,
+    generate: bool = True,
+) -> Resolved:
+    """Resolve every authority and reference. `live=None` means offline: sha256 refs are not checked."""
+    material: dict[str, Material] = {}
+    refs: dict[str, str] = {}
+    warnings: list[str] = []
+    new: list[tuple[str, Material]] = []
+    for fp, lca in (live or {}).items():
+        key = pki.load_key_pem(lca.key_pem, "live config") if lca.key_pem else None
+        material[fp] = Material(lca.ca, lca.pki, "live", None, key)
+
+    for name, spec in desired.authorities.items():
+        use = desired.uses(name)
+        ypath = f"authorities.{name}"
+        if use is None:
+            warnings.append(f"{desired.path}: {ypath}: authority is defined but not used under 'trust'")
+            continue
+        if spec.kind == "import":
+            assert spec.certificate is not None and spec.key is not None
+            ca, key = _import(desired, spec.certificate, spec.key, ypath)
+            warnings += pki.check_ca(ca.cert, key, use, now, str(spec.certificate))
+            m = Material(ca, use, "import", name, key)
+        else:
+            algorithm = spec.algorithm or pki.default_algorithm(use)
+            if algorithm not in pki.ALLOWED_ALGORITHMS[use]:
+                raise desired.error(f"a {use} CA cannot use {algorithm}", f"{ypath}.generate.algorithm")
+            earlier = keystore.generated(name)
+            if earlier is not None:
+                ca, key = keystore.load(earlier)
+                m = Material(ca, use, "generate", name, key)
+            elif not generate:
+                continue
+            else:
+                validity = dt.timedelta(days=spec.validity_days) if spec.validity_days else pki.CA_VALIDITY
+                cert, key = pki.generate_ca(use, now, algorithm, validity)
+                m = Material(pki.CACert.from_cert(cert), use, "generate", name, key)
+                new.append((name, m))
+        existing = material.get(m.ca.fingerprint)
+        if existing is not None and existing.key is None:
+            existing.key = m.key
+        if existing is not None:
+            existing.name, existing.source = name, m.source
+        else:
+            material[m.ca.fingerprint] = m
+        refs[name] = m.ca.fingerprint
+
+    wanted: list[DesiredTrust] = []
+    for pki_name, spec in desired.trust.items():
+        fps = []
+        for where, ref in [("issuer", spec.issuer), *((f"accepted[{i}]", r) for i, r in enumerate(spec.accepted))]:
+            ypath = f"trust.{pki_name}.{where}"
+            if ref.startswith("sha256:"):
+                if live is not None and ref not in material:
+                    raise desired.error(f"{ref} is not a CA on any node", ypath,
+                                        hint="a sha256: reference names a CA already in a node's config")
+                if ref in material and material[ref].pki != pki_name:
+                    raise desired.error(f"{ref} is a {material[ref].pki} CA, not a {pki_name} CA", ypath)
+                fps.append(ref)
+            elif ref in refs:
+                fps.append(refs[ref])
+            elif not generate:
+                fps.append(f"name:{ref}")
+        if fps:
+            wanted.append(DesiredTrust(pki_name, fps[0], tuple(dict.fromkeys(f for f in fps[1:] if f != fps[0]))))
+    return Resolved(material, refs, tuple(wanted), warnings, new)
+
+
+def _import(desired: DesiredState, cert_path: object, key_path: object, ypath: str) -> tuple[pki.CACert, pki.PrivateKey]:
+    from pathlib import Path
+
+    assert isinstance(cert_path, Path) and isinstance(key_path, Path)
+    for p, sub in ((cert_path, "certificate"), (key_path, "key")):
+        if not p.is_file():
+            raise InputError(str(desired.path), f"file not found: {p}", path=f"{ypath}.{sub}",
+                             line=desired.lines.get(f"{ypath}.{sub}"))
+    ca = pki.CACert.from_pem(cert_path.read_bytes(), str(cert_path))
+    key = pki.load_key_pem(key_path.read_bytes(), str(key_path))
+    if not pki.key_matches(ca.cert, key):
+        raise CAError(str(key_path), f"the private key does not match the certificate {cert_path}", path=None)
+    return ca, key

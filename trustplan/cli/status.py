@@ -1,0 +1,113 @@
+"""`trustplan status`: the trust matrix (nodes x CAs) from the live configs, and drift from the state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from trustplan import engine, pki
+from trustplan.cli.common import ConfigOption, Format, FormatOption, load_desired, out, print_data, run
+from trustplan.live import LiveCluster, read_cluster
+from trustplan.state import LocalState
+
+
+def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Format.text) -> None:
+    """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
+    desired = load_desired(config)
+    provider = engine.make_provider(desired)
+
+    async def go() -> LiveCluster:
+        try:
+            return await read_cluster(provider, desired.nodes, tuple(desired.trust))
+        finally:
+            await provider.close()
+
+    live = run(go())
+    state = LocalState(desired.state).read(desired.cluster)
+    report = build_report(live, state)
+    if fmt is Format.json:
+        print_data(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    elif fmt is Format.markdown:
+        print_data(markdown(report))
+    else:
+        text(report)
+
+
+def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
+    names = {fp: a.get("name") for fp, a in state["authorities"].items()}
+    cas = []
+    for fp, lca in sorted(live.cas.items(), key=lambda kv: (kv[1].pki, kv[1].ca.not_before)):
+        cas.append({"fingerprint": fp, "name": names.get(fp), "pki": lca.pki, "subject": lca.ca.subject,
+                    "algorithm": lca.ca.algorithm, "not_after": f"{lca.ca.not_after:%Y-%m-%d}",
+                    "issuing_on": [], "accepted_on": []})
+    by_fp = {c["fingerprint"]: c for c in cas}
+    nodes = []
+    drift = []
+    for n in live.nodes:
+        row: dict[str, Any] = {"address": n.address, "role": n.role, "config_digest": n.config_digest, "cas": {}}
+        for pki_name in ("talos", "kubernetes"):
+            t = n.trust(pki_name)  # type: ignore[arg-type]
+            if t.issuer:
+                row["cas"][t.issuer] = "issuing+key" if t.issuer_has_key else "issuing"
+                by_fp[t.issuer]["issuing_on"].append(n.address)
+            for a in t.accepted:
+                row["cas"].setdefault(a, "accepted")
+                by_fp[a]["accepted_on"].append(n.address)
+        recorded = state["nodes"].get(n.address)
+        if state["serial"] > 0:
+            if recorded is None:
+                drift.append({"node": n.address, "reason": "not in the state"})
+            else:
+                for pki_name in ("talos", "kubernetes"):
+                    t = n.trust(pki_name)  # type: ignore[arg-type]
+                    now = {"issuer": t.issuer, "accepted": list(t.accepted)}
+                    if recorded[pki_name] != now and (t.issuer or recorded[pki_name]["issuer"]):
+                        drift.append({"node": n.address, "reason": f"{pki_name} CAs differ from the state "
+                                                                   f"(serial {state['serial']})"})
+        nodes.append(row)
+    return {"cluster": state["cluster"], "serial": state["serial"], "authorities": cas, "nodes": nodes, "drift": drift}
+
+
+def _label(ca: dict[str, Any]) -> str:
+    return ca["name"] or pki.short(ca["fingerprint"])
+
+
+def text(report: dict[str, Any]) -> None:
+    table = Table(title=f"Trust matrix of {report['cluster']} (state serial {report['serial']})")
+    table.add_column("node")
+    table.add_column("role")
+    for ca in report["authorities"]:
+        table.add_column(f"{_label(ca)}\n{ca['pki']}, until {ca['not_after']}")
+    for row in report["nodes"]:
+        table.add_row(row["address"], row["role"], *(row["cas"].get(ca["fingerprint"], "-") for ca in report["authorities"]))
+    out.print(table)
+    for ca in report["authorities"]:
+        out.print(f"{_label(ca)}  {ca['fingerprint']}", markup=False)
+    if report["drift"]:
+        out.print("Drift from the state:", style="bold yellow")
+        for d in report["drift"]:
+            out.print(f"  ! {d['node']}: {d['reason']}", markup=False)
+    elif report["serial"]:
+        out.print("No drift: the live configs match the state.")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    cas = report["authorities"]
+    lines = [f"### Trust matrix of `{report['cluster']}` (state serial {report['serial']})", ""]
+    lines.append("| node | role | " + " | ".join(f"{_label(c)} ({c['pki']})" for c in cas) + " |")
+    lines.append("|---|---|" + "---|" * len(cas))
+    for row in report["nodes"]:
+        lines.append(f"| {row['address']} | {row['role']} | "
+                     + " | ".join(row["cas"].get(c["fingerprint"], "") for c in cas) + " |")
+    lines.append("")
+    lines.append("| CA | PKI | issuing on | accepted on | expires | fingerprint |")
+    lines.append("|---|---|---|---|---|---|")
+    for c in cas:
+        lines.append(f"| {_label(c)} | {c['pki']} | {len(c['issuing_on'])} nodes | {len(c['accepted_on'])} nodes | "
+                     f"{c['not_after']} | `{c['fingerprint']}` |")
+    if report["drift"]:
+        lines += ["", "**Drift from the state:**"] + [f"- {d['node']}: {d['reason']}" for d in report["drift"]]
+    return "\n".join(lines) + "\n"

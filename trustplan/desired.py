@@ -1,0 +1,237 @@
+"""The desired state (`trustplan.yaml`): load, check against its schema and its meaning.
+
+Every error names the file, the YAML path, the line where the parser knows it, and the rule.
+Paths inside the file are relative to the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import yaml
+
+from trustplan import schemas
+from trustplan.errors import InputError, SchemaError
+from trustplan.providers.base import NodeRef
+
+DEFAULT_NAME = "trustplan.yaml"
+PKIName = Literal["talos", "kubernetes"]
+VERIFY_TIMEOUT = {"talos": 60.0, "kubernetes": 180.0}
+
+
+@dataclass(frozen=True)
+class AuthoritySpec:
+    name: str
+    kind: Literal["generate", "import"]
+    algorithm: str | None = None
+    validity_days: int | None = None
+    certificate: Path | None = None
+    key: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrustSpec:
+    pki: PKIName
+    issuer: str  # authority name or sha256:<hex>
+    accepted: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Rollout:
+    controlplane_parallelism: int = 1
+    worker_parallelism: int = 10
+    verify_timeout: float | None = None  # None: the PKI's default (talos 60 s, kubernetes 180 s)
+
+    def timeout(self, pki: str) -> float:
+        return self.verify_timeout if self.verify_timeout is not None else VERIFY_TIMEOUT[pki]
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    path: Path
+    digest: str
+    cluster: str
+    provider: Literal["files", "talos"]
+    nodes: tuple[NodeRef, ...]
+    machine_configs: dict[str, Path]
+    talosconfig: Path | None
+    context: str | None
+    authorities: dict[str, AuthoritySpec]
+    trust: dict[PKIName, TrustSpec]
+    keystore: Path
+    secrets: Path | None
+    state: Path
+    talosconfig_output: Path | None
+    kubeconfig_output: Path | None
+    kubeconfig_merge: bool
+    rollout: Rollout
+    lines: dict[str, int]
+
+    @property
+    def base(self) -> Path:
+        return self.path.parent
+
+    def error(self, message: str, path: str, *, hint: str | None = None) -> InputError:
+        return InputError(str(self.path), message, path=path, line=self.lines.get(path), hint=hint)
+
+    def uses(self, name: str) -> PKIName | None:
+        for spec in self.trust.values():
+            if name == spec.issuer or name in spec.accepted:
+                return spec.pki
+        return None
+
+
+def _line_map(node: yaml.Node, prefix: str = "", out: dict[str, int] | None = None) -> dict[str, int]:
+    """YAML path -> 1-based line, for every mapping key and sequence item."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = f"{prefix}.{key.value}" if prefix else str(key.value)
+            out[path] = key.start_mark.line + 1
+            _line_map(value, path, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            path = f"{prefix}[{i}]"
+            out[path] = item.start_mark.line + 1
+            _line_map(item, path, out)
+    return out
+
+
+def _yaml_path(parts: Any) -> str:
+    path = ""
+    for p in parts:
+        path += f"[{p}]" if isinstance(p, int) else (f".{p}" if path else str(p))
+    return path
+
+
+def _schema_message(err: jsonschema.ValidationError) -> str:
+    if err.validator == "additionalProperties":
+        return f"{err.message.split(' (')[0].replace('Additional properties are not allowed', 'unknown key')}"
+    if err.validator == "oneOf" and list(err.absolute_path) == ["cluster"]:
+        return "cluster needs exactly one of machineConfigs (files) or talosconfig + nodes (Talos API)"
+    if err.validator == "oneOf":
+        return "must be either {generate: {...}} or {certificate: FILE, key: FILE}"
+    if err.validator in ("anyOf", "pattern"):
+        return f"{err.instance!r} is not an authority name or sha256:<64 hex digits>"
+    return err.message
+
+
+def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
+    """Parse YAML into a mapping and a line map; a syntax error becomes one InputError."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
+        raise InputError(source, f"malformed YAML: {problem}", line=mark.line + 1 if mark else None) from None
+    if not isinstance(doc, dict):
+        raise InputError(source, "expected a mapping at the top level (version, cluster, authorities, trust)")
+    return doc, _line_map(node) if node is not None else {}
+
+
+def load(path: Path) -> DesiredState:
+    """Read and check a desired-state file; no other file is touched."""
+    source = str(path)
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(source, "file not found", hint="create one with `trustplan init`, or pass -c FILE") from None
+    except OSError as exc:
+        raise InputError(source, f"cannot read: {exc.strerror}") from None
+    doc, lines = parse_text(text, source)
+    validator = jsonschema.Draft202012Validator(schemas.load("desired"))
+    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors) or errors[0]
+        ypath = _yaml_path(err.absolute_path) or "(top level)"
+        raise SchemaError(source, _schema_message(err), path=ypath, line=lines.get(ypath))
+    return _build(path, doc, lines, "sha256:" + hashlib.sha256(text).hexdigest())
+
+
+def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) -> DesiredState:
+    base = path.parent
+    source = str(path)
+    cluster = doc["cluster"]
+
+    def err(message: str, ypath: str, hint: str | None = None) -> InputError:
+        return InputError(source, message, path=ypath, line=lines.get(ypath), hint=hint)
+
+    declared: dict[str, str] = {}
+    for role in ("controlplane", "worker"):
+        for i, address in enumerate((cluster.get("nodes") or {}).get(role, [])):
+            if address in declared:
+                raise err(f"node {address} is listed as both {declared[address]} and {role}", f"cluster.nodes.{role}[{i}]")
+            declared[address] = role
+    machine_configs = {str(k): base / v for k, v in (cluster.get("machineConfigs") or {}).items()}
+    if machine_configs:
+        for address in declared:
+            if address not in machine_configs:
+                role = declared[address]
+                i = cluster["nodes"][role].index(address)
+                raise err(f"unknown node {address}: it has no entry in cluster.machineConfigs",
+                          f"cluster.nodes.{role}[{i}]")
+        nodes = tuple(NodeRef(a, declared.get(a)) for a in machine_configs)  # type: ignore[arg-type]
+    else:
+        nodes = tuple(NodeRef(a, r) for a, r in declared.items())  # type: ignore[arg-type]
+        if not nodes:
+            raise err("no nodes: list control planes and workers under cluster.nodes", "cluster.nodes")
+
+    authorities: dict[str, AuthoritySpec] = {}
+    for name, spec in doc["authorities"].items():
+        if "generate" in spec:
+            gen = spec["generate"] or {}
+            authorities[name] = AuthoritySpec(name, "generate", gen.get("algorithm"), gen.get("validityDays"))
+        else:
+            authorities[name] = AuthoritySpec(name, "import", certificate=base / spec["certificate"],
+                                              key=base / spec["key"])
+
+    trust: dict[PKIName, TrustSpec] = {}
+    owner: dict[str, str] = {}
+    for pki in ("talos", "kubernetes"):
+        if pki not in doc["trust"]:
+            continue
+        spec = doc["trust"][pki]
+        refs = [("issuer", spec["issuer"])] + [(f"accepted[{i}]", r) for i, r in enumerate(spec.get("accepted", []))]
+        for where, ref in refs:
+            ypath = f"trust.{pki}.{where}"
+            if not ref.startswith("sha256:"):
+                if ref not in authorities:
+                    known = ", ".join(sorted(authorities)) or "none"
+                    raise err(f"unknown authority name {ref!r} (known: {known})", ypath,
+                              hint="define it under 'authorities', or refer to a live CA as sha256:<fingerprint>")
+                if owner.get(ref, pki) != pki:
+                    raise err(f"authority {ref!r} is already used by the {owner[ref]} PKI; a CA serves one PKI", ypath)
+                owner[ref] = pki
+        trust[pki] = TrustSpec(pki, spec["issuer"], tuple(spec.get("accepted", [])))  # type: ignore[arg-type]
+
+    outputs = doc.get("outputs") or {}
+    rollout = doc.get("rollout") or {}
+    return DesiredState(
+        path=path,
+        digest=digest,
+        cluster=cluster["name"],
+        provider="files" if machine_configs else "talos",
+        nodes=nodes,
+        machine_configs=machine_configs,
+        talosconfig=base / cluster["talosconfig"] if cluster.get("talosconfig") else None,
+        context=cluster.get("context"),
+        authorities=authorities,
+        trust=trust,
+        keystore=base / doc.get("keystore", ".trustplan/keys"),
+        secrets=base / doc["secrets"] if doc.get("secrets") else None,
+        state=base / doc.get("state", "trustplan.state.json"),
+        talosconfig_output=base / outputs["talosconfig"] if outputs.get("talosconfig") else None,
+        kubeconfig_output=base / outputs["kubeconfig"] if outputs.get("kubeconfig") else None,
+        kubeconfig_merge=bool(outputs.get("kubeconfigMerge", False)),
+        rollout=Rollout(
+            controlplane_parallelism=(rollout.get("controlplane") or {}).get("parallelism", 1),
+            worker_parallelism=(rollout.get("worker") or {}).get("parallelism", 10),
+            verify_timeout=(rollout.get("verify") or {}).get("timeout"),
+        ),
+        lines=lines,
+    )

@@ -1,0 +1,94 @@
+"""Read every node's live config through a provider and turn it into the planner's LiveNodes."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from trustplan import machineconfig, pki
+from trustplan.errors import InputError
+from trustplan.machineconfig import MachineConfig
+from trustplan.planner import LiveNode, LiveTrust
+from trustplan.providers.base import Credential, NodeConfig, NodeRef, Provider
+
+
+@dataclass
+class LiveCA:
+    """A CA found in some node's config; `key_pem` when a control plane holds its key."""
+
+    ca: pki.CACert
+    pki: str
+    key_pem: bytes | None = field(default=None, repr=False)
+
+
+@dataclass
+class LiveCluster:
+    nodes: tuple[LiveNode, ...]
+    configs: dict[str, MachineConfig]
+    raw: dict[str, NodeConfig]
+    cas: dict[str, LiveCA]
+
+    def digests(self) -> dict[str, str]:
+        return {a: c.digest for a, c in self.raw.items()}
+
+
+def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTrust:
+    fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
+
+    def note(pem: bytes, path: str, key: bytes | None = None) -> str:
+        ca = pki.CACert.from_pem(pem, cfg.source)
+        entry = cas.setdefault(ca.fingerprint, LiveCA(ca, pki_name))
+        if key is not None and entry.key_pem is None:
+            k = pki.load_key_pem(key, cfg.source, path)
+            if not pki.key_matches(ca.cert, k):
+                raise InputError(cfg.source, "the CA key does not match the CA certificate", path=path)
+            entry.key_pem = key
+        return ca.fingerprint
+
+    section = "machine" if pki_name == "talos" else "cluster"
+    issuer = note(fields.issuer, f"{section}.ca", fields.issuer_key) if fields.issuer else None
+    accepted = tuple(note(p, f"{section}.acceptedCAs") for p in fields.accepted)
+    return LiveTrust(issuer, fields.issuer_key is not None, accepted)
+
+
+def to_live(ref: NodeRef, cfg: MachineConfig, managed: tuple[str, ...], cas: dict[str, LiveCA]) -> LiveNode:
+    empty = LiveTrust(None, False, ())
+    talos = _trust(cfg, "talos", cas)
+    if "kubernetes" in managed or not cfg.has_kube_ca_document:
+        kube = _trust(cfg, "kubernetes", cas)
+    else:
+        kube = empty
+    return LiveNode(ref.address, cfg.role, cfg.digest, talos, kube, ref.role)
+
+
+async def read_cluster(
+    provider: Provider,
+    nodes: tuple[NodeRef, ...],
+    managed: tuple[str, ...],
+    credential: Credential | None = None,
+    concurrency: int = 32,
+) -> LiveCluster:
+    """Read all nodes concurrently; the first failure (in node order) is raised."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(ref: NodeRef) -> NodeConfig:
+        async with sem:
+            return await provider.read(ref, credential)
+
+    results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    raw = {n.address: r for n, r in zip(nodes, results, strict=True)}  # type: ignore[misc]
+    configs: dict[str, MachineConfig] = {}
+    cas: dict[str, LiveCA] = {}
+    live = []
+    for ref in nodes:
+        cfg = machineconfig.parse(raw[ref.address].data, _source(ref, raw[ref.address]))
+        configs[ref.address] = cfg
+        live.append(to_live(ref, cfg, managed, cas))
+    return LiveCluster(tuple(live), configs, raw, cas)
+
+
+def _source(ref: NodeRef, nc: NodeConfig) -> str:
+    return nc.source or f"node {ref.address} (live machine config)"

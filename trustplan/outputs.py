@@ -1,0 +1,99 @@
+"""What apply writes for people after the last gate: talosconfig, kubeconfig, secrets.yaml.
+
+Each file holds a private key and is written atomically with mode 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from trustplan import pki
+from trustplan.atomic import write_atomic
+from trustplan.errors import InputError
+from trustplan.machineconfig import dump_yaml, load_yaml
+
+
+def talosconfig_document(context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+    return {
+        "context": context,
+        "contexts": {
+            context: {
+                "endpoints": endpoints,
+                "ca": pki.b64encode_pem(ca_pem),
+                "crt": pki.b64encode_pem(crt_pem),
+                "key": pki.b64encode_pem(key_pem),
+            }
+        },
+    }
+
+
+def write_talosconfig(path: Path, context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> None:
+    """One context, like `talosctl rotate-ca -o`: endpoints kept, `ca` = the new CA, no `nodes`."""
+    write_atomic(path, dump_yaml(talosconfig_document(context, endpoints, ca_pem, crt_pem, key_pem)).encode(), mode=0o600)
+
+
+def kubeconfig_document(cluster: str, server: str, ca_bundle: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+    user = f"admin@{cluster}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": cluster, "cluster": {"server": server,
+                                                    "certificate-authority-data": pki.b64encode_pem(ca_bundle)}}],
+        "users": [{"name": user, "user": {"client-certificate-data": pki.b64encode_pem(crt_pem),
+                                          "client-key-data": pki.b64encode_pem(key_pem)}}],
+        "contexts": [{"name": user, "context": {"cluster": cluster, "namespace": "default", "user": user}}],
+        "current-context": user,
+        "preferences": {},
+    }
+
+
+def merge_kubeconfig(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Replace or add the new cluster, user and context by name; keep everything else."""
+    merged = dict(existing)
+    for section in ("clusters", "users", "contexts"):
+        items = [i for i in (existing.get(section) or []) if i.get("name") not in {n["name"] for n in new[section]}]
+        merged[section] = items + new[section]
+    merged["current-context"] = new["current-context"]
+    merged.setdefault("apiVersion", "v1")
+    merged.setdefault("kind", "Config")
+    return merged
+
+
+def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) -> None:
+    if merge and path.exists():
+        try:
+            existing = load_yaml(path.read_bytes()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(str(path), f"cannot merge into a malformed kubeconfig ({exc})") from None
+        document = merge_kubeconfig(existing, document)
+    write_atomic(path, dump_yaml(document).encode(), mode=0o600)
+
+
+def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: dt.datetime) -> tuple[bytes, bytes]:
+    """An admin client cert for the PKI (os:admin for Talos, system:masters for Kubernetes): PEMs."""
+    if pki_name == "talos":
+        cert, ckey = pki.issue_client_cert(ca.cert, key, "os:admin", now)
+        return pki.cert_to_pem(cert), pki.key_to_pem(ckey)
+    cert, ckey = pki.issue_client_cert(ca.cert, key, "system:masters", now, common_name="admin")
+    return pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(ckey)
+
+
+def update_secrets(path: Path, updates: dict[str, tuple[bytes, bytes]]) -> None:
+    """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs)."""
+    try:
+        doc = load_yaml(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(str(path), "secrets file not found") from None
+    except yaml.YAMLError as exc:
+        raise InputError(str(path), f"malformed YAML ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("certs"), dict):
+        raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping)", path="certs")
+    for key, (crt, k) in updates.items():
+        doc["certs"][key] = {"crt": pki.b64encode_pem(crt), "key": pki.b64encode_pem(k)}
+    mode = os.stat(path).st_mode & 0o777
+    write_atomic(path, dump_yaml(doc).encode(), mode=mode & 0o600 or 0o600)

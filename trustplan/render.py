@@ -1,0 +1,100 @@
+"""Renderings of a plan. They only read the Plan (and the document's bindings), so `plan` and
+`show plan.bin` print the same thing.
+
+    text(plan, doc)      for a terminal
+    markdown(plan, doc)  for a pull-request comment (trustplan.render_markdown has the full form)
+    json_text(doc)       the plan document itself, pretty-printed with sorted keys
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from trustplan.planner import Plan
+from trustplan.planner.model import PKI_TITLE
+from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
+
+SYMBOL = {"accept": "+", "swap": "~", "remove": "-"}
+
+
+def summary_line(plan: Plan) -> str:
+    kinds = [e.kind for e in plan.edits]
+    if not plan.has_changes:
+        return "No changes. Every node already has the desired CAs."
+    n_new = len(plan.new_authorities)
+    parts = [f"{n_new} {'authority' if n_new == 1 else 'authorities'} to create"] if n_new else []
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("accept", "swap", "remove") if kinds.count(k))
+    parts.append(f"{len(kinds)} node changes ({counts})")
+    parts.append(f"{len(plan.gates)} verification {'gate' if len(plan.gates) == 1 else 'gates'}")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def describe_edit(plan: Plan, e: Edit) -> str:
+    match e:
+        case AcceptCA(ca=ca):
+            return f"accept {plan.label(ca)}"
+        case SwapIssuer(new=new, old=old):
+            held = "cert + key" if e.with_key else "cert only"
+            was = f"; {plan.label(old)} moves to accepted" if old else ""
+            return f"issue from {plan.label(new)} ({held}){was}"
+        case RemoveCA(ca=ca):
+            return f"remove {plan.label(ca)}  (revokes what it issued on this node)"
+
+
+def _credential(plan: Plan, issuer: str, trusted: tuple[str, ...]) -> str:
+    return f"admin cert from {plan.label(issuer)}, trusting [{', '.join(plan.label(t) for t in trusted)}]"
+
+
+def text(plan: Plan, doc: dict[str, Any]) -> str:
+    lines: list[str] = []
+    n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
+    managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
+    lines.append(f'trustplan: cluster "{plan.cluster}" ({doc.get("provider", "?")} provider), '
+                 f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing the {managed} CA")
+    lines.append(f"plan made {doc.get('created', '?')}, expires {doc.get('expires', '?')}")
+    lines.append("")
+    if plan.new_authorities:
+        lines.append("New authorities (approve these fingerprints):")
+        for a in plan.new_authorities:
+            lines.append(f"  + {a.label}  {PKI_TITLE[a.pki]} CA, {a.algorithm}, {a.subject}, "
+                         f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d} ({a.source})")
+            lines.append(f"      {a.fingerprint}")
+        lines.append("")
+    if plan.has_changes:
+        for i, phase in enumerate(p for p in plan.phases if p.name != "outputs"):
+            lines.append(f"Phase {i + 1}: {phase.name}")
+            width = max(len(n) for n in phase.nodes())
+            for node in phase.nodes():
+                edits = phase.edits_for(node)
+                role = edits[0].role
+                for e in edits:
+                    lines.append(f"  {SYMBOL[e.kind]} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
+                                 f"{describe_edit(plan, e)}")
+            for g in phase.gates:
+                lines.append(f"  ? gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with "
+                             f"{_credential(plan, g.credential.issuer, g.credential.trusted)}")
+            lines.append("")
+        outs = plan.outputs
+        if outs:
+            lines.append("Outputs:")
+            paths = {o["output"]: o.get("path", "") for p in doc.get("phases", []) for o in p["outputs"]}
+            for o in outs:
+                lines.append(f"  > {o.output:<12} {paths.get(o.output, '')}  (from {plan.label(o.ca)})")
+            lines.append("")
+    if plan.warnings:
+        lines.append("Warnings:")
+        lines += [f"  ! {w}" for w in plan.warnings]
+        lines.append("")
+    lines.append(summary_line(plan))
+    return "\n".join(lines) + "\n"
+
+
+def markdown(plan: Plan, doc: dict[str, Any]) -> str:
+    from trustplan.render_markdown import render
+
+    return render(plan, doc)
+
+
+def json_text(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"

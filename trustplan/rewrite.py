@@ -1,0 +1,63 @@
+"""Apply planned edits to a machine config's bytes, keeping every CA entry's exact bytes.
+
+The planner speaks fingerprints; a config holds PEM bytes. An entry already in the node's config
+is written back with the bytes it had (Talos compares CA entries byte for byte); a CA new to the
+node is written with the PEM trustplan has for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from trustplan import pki
+from trustplan.machineconfig import CAFields, MachineConfig
+from trustplan.planner import LiveTrust, apply_edit
+from trustplan.planner.ops import Edit
+
+
+def trust_of(fields: CAFields, source: str) -> tuple[LiveTrust, dict[str, bytes]]:
+    """The fingerprints of a config's CA fields, and fingerprint -> the exact PEM bytes found."""
+    pems: dict[str, bytes] = {}
+    issuer = None
+    if fields.issuer is not None:
+        issuer = pki.CACert.from_pem(fields.issuer, source).fingerprint
+        pems[issuer] = fields.issuer
+    accepted = []
+    for pem in fields.accepted:
+        fp = pki.CACert.from_pem(pem, source).fingerprint
+        pems.setdefault(fp, pem)
+        accepted.append(fp)
+    return LiveTrust(issuer, fields.issuer_key is not None, tuple(accepted)), pems
+
+
+def rewrite(
+    cfg: MachineConfig,
+    edits: tuple[Edit, ...],
+    cert_pem: Callable[[str], bytes],
+    key_pem: Callable[[str], bytes],
+) -> bytes:
+    """The config bytes after `edits`. `cert_pem(fp)` / `key_pem(fp)` supply CAs new to this node."""
+    changes: dict[str, CAFields] = {}
+    for pki_name in dict.fromkeys(e.pki for e in edits):
+        fields = cfg.ca_fields(pki_name)
+        trust, pems = trust_of(fields, cfg.source)
+        after = trust
+        for e in edits:
+            if e.pki == pki_name:
+                after = apply_edit(after, e)
+
+        def pem(fp: str) -> bytes:
+            return pems[fp] if fp in pems else cert_pem(fp)
+
+        if after.issuer is None:
+            issuer = key = None
+        else:
+            issuer = pem(after.issuer)
+            if cfg.role != "controlplane":
+                key = None
+            elif after.issuer == trust.issuer and fields.issuer_key is not None:
+                key = fields.issuer_key
+            else:
+                key = key_pem(after.issuer)
+        changes[pki_name] = CAFields(issuer, key, tuple(pem(fp) for fp in after.accepted))
+    return cfg.with_ca_fields(changes)
