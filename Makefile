@@ -1,0 +1,47 @@
+# trustplan: `make demo` runs the main job, `make test` runs every check.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo demo-files lint typecheck unit proto bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan.planner
+	cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan
+
+unit: $(STAMP)
+	$(BIN)/pytest
+
+test: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
+	$(MAKE) lint typecheck unit
+
+# The main job on the bundled example, in a scratch copy: validate, plan (printed), apply, status.
+demo: $(STAMP)
+	@bash scripts/demo.sh
+
+demo-files: $(STAMP)
+	@bash scripts/demo-files.sh
+
+proto: $(STAMP)
+	$(BIN)/python providers/talos/proto/generate.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/rotation.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
