@@ -41,7 +41,9 @@ def run_with_cluster(
     """Start a cluster in `dir` on a fresh subnet, run `scenario(cluster)` on it, stop it."""
 
     async def main() -> T:
-        async with run_cluster(controlplanes, workers, dir, subnet=unique_subnet(), latency_ms=latency_ms) as c:
+        async with run_cluster(
+            controlplanes, workers, dir, subnet=unique_subnet(), latency_ms=latency_ms
+        ) as c:
             return await scenario(c)
 
     return asyncio.run(main())

@@ -49,7 +49,9 @@ def test_invalid_config_is_refused_with_the_reason(tmp_path: Path) -> None:
         copy = machineconfig.parse(worker.config, "worker")
         with_key = copy.with_ca_fields({"talos": cp.parsed.ca_fields("talos")})
         async with _provider(cluster) as provider:
-            with pytest.raises(ProviderError, match=r"(?s)INVALID_ARGUMENT: .*key is not allowed on non-controlplane"):
+            with pytest.raises(
+                ProviderError, match=r"(?s)INVALID_ARGUMENT: .*key is not allowed on non-controlplane"
+            ):
                 await provider.write(cluster.node_refs()[1], with_key, dry_run=True)
 
     run_with_cluster(scenario, tmp_path)
@@ -60,7 +62,9 @@ def test_unreachable_node_is_named(tmp_path: Path) -> None:
         await cluster.workers[0].stop()
         ref = cluster.node_refs()[1]
         async with _provider(cluster, retry_timeout=0.5) as provider:
-            with pytest.raises(NodeUnreachableError, match=rf"node {ref.address}: .*unreachable.*connection refused"):
+            with pytest.raises(
+                NodeUnreachableError, match=rf"node {ref.address}: .*unreachable.*connection refused"
+            ):
                 await provider.read(ref)
 
     run_with_cluster(scenario, tmp_path)
@@ -98,7 +102,9 @@ def test_plain_grpclib_client_can_call_version(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         tc = load_talosconfig(cluster.talosconfig)
         (tmp_path / "ca.pem").write_bytes(tc.ca_pem)
-        (tmp_path / "client.pem").write_bytes(tc.crt_pem + pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k")))
+        (tmp_path / "client.pem").write_bytes(
+            tc.crt_pem + pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k"))
+        )
         ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         ctx.load_cert_chain(str(tmp_path / "client.pem"))
         ctx.set_alpn_protocols(["h2"])
@@ -131,11 +137,26 @@ def test_openssl_s_client_handshake(tmp_path: Path) -> None:
         (tmp_path / "crt.pem").write_bytes(tc.crt_pem)
         (tmp_path / "key.pem").write_bytes(pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k")))
         address = cluster.controlplanes[0].address
-        cmd = ["openssl", "s_client", "-connect", f"{address}:50000", "-CAfile", str(tmp_path / "ca.pem"),
-               "-cert", str(tmp_path / "crt.pem"), "-key", str(tmp_path / "key.pem"), "-alpn", "h2",
-               "-verify_ip", address, "-verify_return_error"]
-        proc = await asyncio.create_subprocess_exec(*cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                                    stderr=subprocess.STDOUT)
+        cmd = [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"{address}:50000",
+            "-CAfile",
+            str(tmp_path / "ca.pem"),
+            "-cert",
+            str(tmp_path / "crt.pem"),
+            "-key",
+            str(tmp_path / "key.pem"),
+            "-alpn",
+            "h2",
+            "-verify_ip",
+            address,
+            "-verify_return_error",
+        ]
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), 10)
         text = out.decode(errors="replace")
         assert "Verify return code: 0 (ok)" in text, text

@@ -28,8 +28,14 @@ def _material() -> tuple[bytes, bytes, bytes]:
 
 def test_write_then_load(tmp_path: Path) -> None:
     ca, crt, key = _material()
-    path = write_talosconfig(tmp_path / "talosconfig", context="prod", endpoints=["10.0.0.2", "10.0.0.3:50001"],
-                             ca_pem=ca, crt_pem=crt, key_pem=key)
+    path = write_talosconfig(
+        tmp_path / "talosconfig",
+        context="prod",
+        endpoints=["10.0.0.2", "10.0.0.3:50001"],
+        ca_pem=ca,
+        crt_pem=crt,
+        key_pem=key,
+    )
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     doc = yaml.safe_load(path.read_text())
     assert doc["context"] == "prod"
@@ -55,8 +61,9 @@ def test_endpoints() -> None:
 
 def test_errors_name_file_and_path(tmp_path: Path) -> None:
     ca, crt, key = _material()
-    path = write_talosconfig(tmp_path / "tc", context="a", endpoints=["10.0.0.2"], ca_pem=ca, crt_pem=crt,
-                             key_pem=key)
+    path = write_talosconfig(
+        tmp_path / "tc", context="a", endpoints=["10.0.0.2"], ca_pem=ca, crt_pem=crt, key_pem=key
+    )
     with pytest.raises(InputError, match=r"context 'b' not found"):
         load_talosconfig(path, "b")
     doc = yaml.safe_load(path.read_text())
