@@ -12,8 +12,13 @@ from trustplan import pki
 from trustplan.machineconfig import ClusterSecrets, generate_config
 
 HERE = Path(__file__).parent / "files"
-NODES = [("cp-1", "controlplane", "10.5.0.2"), ("cp-2", "controlplane", "10.5.0.3"), ("cp-3", "controlplane", "10.5.0.4"),
-         ("worker-1", "worker", "10.5.0.5"), ("worker-2", "worker", "10.5.0.6")]
+NODES = [
+    ("cp-1", "controlplane", "10.5.0.2"),
+    ("cp-2", "controlplane", "10.5.0.3"),
+    ("cp-3", "controlplane", "10.5.0.4"),
+    ("worker-1", "worker", "10.5.0.5"),
+    ("worker-2", "worker", "10.5.0.6"),
+]
 
 DESIRED = """\
 # yaml-language-server: $schema=../../schemas/desired.schema.json
@@ -46,8 +51,14 @@ def main() -> None:
     (HERE / "nodes").mkdir(parents=True, exist_ok=True)
     configs = []
     for name, role, address in NODES:
-        data = generate_config(secrets, cluster_name="demo", endpoint="https://10.5.0.2:6443", role=role,  # type: ignore[arg-type]
-                               hostname=name, address=address)
+        data = generate_config(
+            secrets,
+            cluster_name="demo",
+            endpoint="https://10.5.0.2:6443",
+            role=role,  # type: ignore[arg-type]
+            hostname=name,
+            address=address,
+        )
         (HERE / "nodes" / f"{name}.yaml").write_bytes(data)
         configs.append(f"    {address}: nodes/{name}.yaml")
     (HERE / "secrets.yaml").write_bytes(secrets.to_yaml())

@@ -1,10 +1,10 @@
 """The pure core of trustplan: (desired, live, now) -> Plan, and the safety check. No I/O.
 
-    model   the inputs: Authority, LiveNode, LiveTrust, DesiredTrust, PlanInput
-    ops     the steps: AcceptCA, SwapIssuer, RemoveCA, Gate, WriteOutput, Phase
-    plan    make_plan(): compare, order into phases, check
-    safety  check_plan(): replay on a model of the cluster; UnsafePlan if anyone would be locked out
-    document  to_document() / from_document(): the canonical JSON form of a plan
+model   the inputs: Authority, LiveNode, LiveTrust, DesiredTrust, PlanInput
+ops     the steps: AcceptCA, SwapIssuer, RemoveCA, Gate, WriteOutput, Phase
+plan    make_plan(): compare, order into phases, check
+safety  check_plan(): replay on a model of the cluster; UnsafePlan if anyone would be locked out
+document  to_document() / from_document(): the canonical JSON form of a plan
 """
 
 from trustplan.planner.model import (
@@ -22,7 +22,25 @@ from trustplan.planner.plan import Plan, PlanningError, apply_edit, make_plan
 from trustplan.planner.safety import UnsafePlan, check_plan
 
 __all__ = [
-    "PKIS", "AcceptCA", "Authority", "Credential", "DesiredTrust", "Gate", "LiveNode", "LiveTrust",
-    "OperatorCredential", "Outputs", "Phase", "Plan", "PlanInput", "PlanningError", "RemoveCA",
-    "SwapIssuer", "UnsafePlan", "WriteOutput", "apply_edit", "check_plan", "make_plan",
+    "PKIS",
+    "AcceptCA",
+    "Authority",
+    "Credential",
+    "DesiredTrust",
+    "Gate",
+    "LiveNode",
+    "LiveTrust",
+    "OperatorCredential",
+    "Outputs",
+    "Phase",
+    "Plan",
+    "PlanInput",
+    "PlanningError",
+    "RemoveCA",
+    "SwapIssuer",
+    "UnsafePlan",
+    "WriteOutput",
+    "apply_edit",
+    "check_plan",
+    "make_plan",
 ]

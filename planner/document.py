@@ -41,8 +41,7 @@ def _uncred(d: dict[str, Any] | None) -> Credential | None:
 
 
 def edit_document(e: Edit) -> dict[str, Any]:
-    base: dict[str, Any] = {"kind": e.kind, "node": e.node, "role": e.role, "pki": e.pki,
-                            "destructive": e.destructive}
+    base: dict[str, Any] = {"kind": e.kind, "node": e.node, "role": e.role, "pki": e.pki, "destructive": e.destructive}
     match e:
         case AcceptCA(ca=ca) | RemoveCA(ca=ca):
             base["ca"] = ca
@@ -73,15 +72,24 @@ def to_document(plan: Plan) -> dict[str, Any]:
         "managed": list(plan.managed),
         "authorities": [
             {
-                "fingerprint": a.fingerprint, "name": a.name, "pki": a.pki, "source": a.source,
-                "subject": a.subject, "algorithm": a.algorithm, "not_before": _time(a.not_before),
-                "not_after": _time(a.not_after), "certificate": a.cert_pem, "key_available": a.key_available,
+                "fingerprint": a.fingerprint,
+                "name": a.name,
+                "pki": a.pki,
+                "source": a.source,
+                "subject": a.subject,
+                "algorithm": a.algorithm,
+                "not_before": _time(a.not_before),
+                "not_after": _time(a.not_after),
+                "certificate": a.cert_pem,
+                "key_available": a.key_available,
             }
             for a in plan.authorities
         ],
         "nodes": [
             {
-                "address": n.address, "role": n.role, "declared_role": n.declared_role,
+                "address": n.address,
+                "role": n.role,
+                "declared_role": n.declared_role,
                 "config_digest": n.config_digest,
                 "live": {"talos": _trust(n.talos), "kubernetes": _trust(n.kubernetes)},
                 "targets": targets.get(n.address, {}),
@@ -95,8 +103,13 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "credential": _cred(p.credential),
                 "edits": [edit_document(e) for e in p.edits],
                 "gates": [
-                    {"kind": "gate", "pki": g.pki, "after": g.after, "credential": _cred(g.credential),
-                     "nodes": list(g.nodes)}
+                    {
+                        "kind": "gate",
+                        "pki": g.pki,
+                        "after": g.after,
+                        "credential": _cred(g.credential),
+                        "nodes": list(g.nodes),
+                    }
                     for g in p.gates
                 ],
                 "outputs": [{"kind": "output", "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
@@ -120,15 +133,28 @@ def to_document(plan: Plan) -> dict[str, Any]:
 def from_document(doc: dict[str, Any]) -> Plan:
     authorities = tuple(
         Authority(
-            fingerprint=a["fingerprint"], pki=a["pki"], source=a["source"], subject=a["subject"],
-            algorithm=a["algorithm"], not_before=_parse_time(a["not_before"]), not_after=_parse_time(a["not_after"]),
-            cert_pem=a["certificate"], key_available=a["key_available"], name=a["name"],
+            fingerprint=a["fingerprint"],
+            pki=a["pki"],
+            source=a["source"],
+            subject=a["subject"],
+            algorithm=a["algorithm"],
+            not_before=_parse_time(a["not_before"]),
+            not_after=_parse_time(a["not_after"]),
+            cert_pem=a["certificate"],
+            key_available=a["key_available"],
+            name=a["name"],
         )
         for a in doc["authorities"]
     )
     nodes = tuple(
-        LiveNode(n["address"], n["role"], n["config_digest"], _untrust(n["live"]["talos"]),
-                 _untrust(n["live"]["kubernetes"]), n["declared_role"])
+        LiveNode(
+            n["address"],
+            n["role"],
+            n["config_digest"],
+            _untrust(n["live"]["talos"]),
+            _untrust(n["live"]["kubernetes"]),
+            n["declared_role"],
+        )
         for n in doc["nodes"]
     )
     targets = tuple(
@@ -140,8 +166,10 @@ def from_document(doc: dict[str, Any]) -> Plan:
         Phase(
             p["name"],
             tuple(_edit(e) for e in p["edits"]),
-            tuple(Gate(g["pki"], g["after"], _uncred(g["credential"]) or Credential("", ()), tuple(g["nodes"]))
-                  for g in p["gates"]),
+            tuple(
+                Gate(g["pki"], g["after"], _uncred(g["credential"]) or Credential("", ()), tuple(g["nodes"]))
+                for g in p["gates"]
+            ),
             _uncred(p["credential"]),
             tuple(WriteOutput(o["output"], o["pki"], o["ca"]) for o in p["outputs"]),
         )

@@ -1,8 +1,8 @@
 """The closed set of plan steps. Renderers, the applier and the safety check `match` on these.
 
-    Edit  = AcceptCA | SwapIssuer | RemoveCA     changes to one node's CA fields for one PKI
-    Gate                                        a verification between phases
-    WriteOutput                                 a file written after the last gate
+Edit  = AcceptCA | SwapIssuer | RemoveCA     changes to one node's CA fields for one PKI
+Gate                                        a verification between phases
+WriteOutput                                 a file written after the last gate
 """
 
 from __future__ import annotations

@@ -28,6 +28,9 @@ from trustplan.planner.ops import (
 )
 
 
+CHANGE_PHASES: tuple[PhaseName, ...] = ("accept", "swap", "remove")
+
+
 class PlanningError(Exception):
     """The live cluster and the desired state cannot be reconciled (e.g. a role contradiction)."""
 
@@ -154,16 +157,16 @@ def make_plan(inp: PlanInput) -> Plan:
     for node in nodes:
         for pki in managed:
             want, trust = desired[pki], node.trust(pki)
-            edits = _edits_for(node, want, trust)
+            node_edits = _edits_for(node, want, trust)
             after = trust
-            for phase_name in ("accept", "swap", "remove"):
-                by_phase[phase_name] += edits[phase_name]  # type: ignore[index]
-                for e in edits[phase_name]:  # type: ignore[index]
+            for phase_name in CHANGE_PHASES:
+                by_phase[phase_name] += node_edits[phase_name]
+                for e in node_edits[phase_name]:
                     after = apply_edit(after, e, key_ok.get(want.issuer, False))
             targets.append(NodeTarget(node.address, node.role, pki, trust, after))
 
     live_issuers = {
-        pki: tuple(sorted({n.trust(pki).issuer for n in nodes if n.trust(pki).issuer} | {desired[pki].issuer}))
+        pki: tuple(sorted({i for n in nodes if (i := n.trust(pki).issuer)} | {desired[pki].issuer}))
         for pki in managed
     }
     all_nodes = tuple(n.address for n in nodes)
@@ -183,13 +186,13 @@ def make_plan(inp: PlanInput) -> Plan:
         return None
 
     phases: list[Phase] = []
-    for phase_name in ("accept", "swap", "remove"):
-        edits = by_phase[phase_name]  # type: ignore[index]
+    for phase_name in CHANGE_PHASES:
+        edits = by_phase[phase_name]
         if not edits:
             continue
         changed = [p for p in managed if any(e.pki == p for e in edits)]
-        gates = tuple(Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed)  # type: ignore[arg-type]
-        phases.append(Phase(phase_name, tuple(edits), gates, talos_credential(phase_name)))  # type: ignore[arg-type]
+        gates = tuple(Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed)
+        phases.append(Phase(phase_name, tuple(edits), gates, talos_credential(phase_name)))
 
     if phases:
         outs: list[WriteOutput] = []

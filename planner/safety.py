@@ -42,8 +42,9 @@ class _Model:
         self.managed = plan.managed
         self.nodes: dict[str, _Node] = {}
         for n in plan.nodes:
-            self.nodes[n.address] = _Node(n.address, n.role, {"talos": n.talos, "kubernetes": n.kubernetes},
-                                          frozenset(), frozenset())
+            self.nodes[n.address] = _Node(
+                n.address, n.role, {"talos": n.talos, "kubernetes": n.kubernetes}, frozenset(), frozenset()
+            )
         for node in self.cps():
             node.server_issuers = frozenset({node.trust["talos"].issuer} - {None})  # type: ignore[arg-type]
             node.client_trust = node.trust["talos"].trusted
@@ -88,20 +89,25 @@ class _Model:
         trusted = frozenset(cred.trusted)
         for ep in self.cps():
             if cred.issuer not in ep.client_trust:
-                return (f"endpoint {ep.address} would refuse {who}: it trusts only "
-                        f"{self.labels(ep.client_trust)}")
+                return f"endpoint {ep.address} would refuse {who}: it trusts only {self.labels(ep.client_trust)}"
             if not ep.server_issuers <= trusted:
-                return (f"the client would refuse endpoint {ep.address}'s server certificate "
-                        f"(issued by {self.labels(ep.server_issuers)}); it trusts {self.labels(trusted)}")
+                return (
+                    f"the client would refuse endpoint {ep.address}'s server certificate "
+                    f"(issued by {self.labels(ep.server_issuers)}); it trusts {self.labels(trusted)}"
+                )
             if target is ep:
                 continue
             ep_issuer = ep.trust["talos"].issuer
             if ep_issuer not in target.client_trust:
-                return (f"node {target.address} would refuse the proxy certificate of endpoint {ep.address} "
-                        f"(issued by {self.label(ep_issuer or '?')}); it trusts only {self.labels(target.client_trust)}")
+                return (
+                    f"node {target.address} would refuse the proxy certificate of endpoint {ep.address} "
+                    f"(issued by {self.label(ep_issuer or '?')}); it trusts only {self.labels(target.client_trust)}"
+                )
             if not target.server_issuers <= ep.client_trust:
-                return (f"endpoint {ep.address} would refuse node {target.address}'s server certificate "
-                        f"(issued by {self.labels(target.server_issuers)})")
+                return (
+                    f"endpoint {ep.address} would refuse node {target.address}'s server certificate "
+                    f"(issued by {self.labels(target.server_issuers)})"
+                )
         if not self.cps():
             if cred.issuer not in target.client_trust:
                 return f"node {target.address} would refuse {who}; it trusts only {self.labels(target.client_trust)}"
@@ -115,8 +121,10 @@ class _Model:
         for cp in self.cps():
             t = cp.trust["kubernetes"]
             if cred.issuer not in t.trusted:
-                return (f"the kube-apiserver on {cp.address} would refuse an admin certificate from "
-                        f"{self.label(cred.issuer)}; it trusts only {self.labels(t.trusted)}")
+                return (
+                    f"the kube-apiserver on {cp.address} would refuse an admin certificate from "
+                    f"{self.label(cred.issuer)}; it trusts only {self.labels(t.trusted)}"
+                )
             if t.issuer not in cred.trusted:
                 return f"the client would refuse the kube-apiserver certificate of {cp.address}"
         return None
@@ -126,8 +134,10 @@ class _Model:
         for node in nodes:
             missing = issuers - node.trust["kubernetes"].trusted
             if missing:
-                return (f"the kubelet on {node.address} would not trust the kube-apiserver certificate "
-                        f"issued by {self.labels(missing)}")
+                return (
+                    f"the kubelet on {node.address} would not trust the kube-apiserver certificate "
+                    f"issued by {self.labels(missing)}"
+                )
         return None
 
     # --- applying edits ---------------------------------------------------------------------------
@@ -150,8 +160,9 @@ class _Model:
         elif node.role == "worker":  # any config change re-requests the worker's certificate
             self._reissue_worker(node)
         if "kubernetes" in self.managed:
-            changed_cp_issuer = node.role == "controlplane" and any(e.kind == "swap" for e in edits
-                                                                     if e.pki == "kubernetes")
+            changed_cp_issuer = node.role == "controlplane" and any(
+                e.kind == "swap" for e in edits if e.pki == "kubernetes"
+            )
             why = self.kube_consistent(list(self.nodes.values()) if changed_cp_issuer else [node])
             if why:
                 raise UnsafePlan(why)
@@ -180,8 +191,10 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
         for pki in plan.managed:
             if node.role == "worker" and node.trust[pki].issuer_has_key:
                 name = "machine" if pki == "talos" else "cluster"
-                raise UnsafePlan(f"worker {node.address} holds the {name}.ca private key in its live config; "
-                                 "fix the config before rotating")
+                raise UnsafePlan(
+                    f"worker {node.address} holds the {name}.ca private key in its live config; "
+                    "fix the config before rotating"
+                )
     for phase in plan.phases:
         for address in phase.nodes():
             node = model.nodes[address]

@@ -58,9 +58,7 @@ class Provider(Protocol):
         """The node's live machine config. Raises NodeUnreachableError or ProviderError."""
         ...
 
-    async def write(
-        self, node: NodeRef, data: bytes, *, credential: Credential | None, dry_run: bool = False
-    ) -> str:
+    async def write(self, node: NodeRef, data: bytes, *, credential: Credential | None, dry_run: bool = False) -> str:
         """Submit a full machine config (dry_run: only validate). Returns the node's message."""
         ...
 

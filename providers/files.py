@@ -34,8 +34,11 @@ class FilesProvider:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise InputError(str(path), f"machine config file for node {node.address} not found",
-                             hint="fix cluster.machineConfigs in the desired state") from None
+            raise InputError(
+                str(path),
+                f"machine config file for node {node.address} not found",
+                hint="fix cluster.machineConfigs in the desired state",
+            ) from None
         except OSError as exc:
             raise InputError(str(path), f"cannot read machine config: {exc.strerror}") from None
         return NodeConfig(node, data, machineconfig.digest(data), source=str(path))
@@ -47,7 +50,9 @@ class FilesProvider:
         cfg = machineconfig.parse(data, str(path))
         problems = machineconfig.validate(cfg)
         if problems:
-            raise ProviderError(f"{path}: the new config of {node.address} fails Talos validation: " + "; ".join(problems))
+            raise ProviderError(
+                f"{path}: the new config of {node.address} fails Talos validation: " + "; ".join(problems)
+            )
         if dry_run:
             return "valid"
         mode = os.stat(path).st_mode & 0o777 if path.exists() else 0o600
@@ -80,15 +85,17 @@ class FilesProvider:
             serving = {issuer} if issuer else set()
         else:  # a worker's server certificate comes from a control plane's issuing CA
             serving = {
-                i for a, p in self.configs.items()
+                i
+                for a, p in self.configs.items()
                 if machineconfig.parse(p.read_bytes(), str(p)).role == "controlplane"
                 and (i := self._trust(a, credential.pki)[1])
             }
         untrusted = serving - set(credential.trusted)
         if untrusted:
             names = ", ".join(pki.short(u) for u in sorted(untrusted))
-            raise GateFailedError(f"{node.address}: its server certificate would be issued by {names}, "
-                                  "which the client does not trust")
+            raise GateFailedError(
+                f"{node.address}: its server certificate would be issued by {names}, which the client does not trust"
+            )
         return "config trusts the credential"
 
     async def close(self) -> None:

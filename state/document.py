@@ -1,11 +1,11 @@
 """The state document: public data only (certificates and fingerprints), safe to commit.
 
-    {
-      "version": 1, "lineage": "<uuid>", "serial": 3, "cluster": "demo",
-      "authorities": {"sha256:..": {"name", "pki", "subject", "algorithm", "not_before", "not_after", "certificate"}},
-      "nodes": {"10.5.0.2": {"role", "config_digest", "talos": {"issuer", "accepted"}, "kubernetes": {...}}},
-      "history": [{"serial", "plan_digest", "started", "finished", "status", "steps": [...]}]
-    }
+{
+  "version": 1, "lineage": "<uuid>", "serial": 3, "cluster": "demo",
+  "authorities": {"sha256:..": {"name", "pki", "subject", "algorithm", "not_before", "not_after", "certificate"}},
+  "nodes": {"10.5.0.2": {"role", "config_digest", "talos": {"issuer", "accepted"}, "kubernetes": {...}}},
+  "history": [{"serial", "plan_digest", "started", "finished", "status", "steps": [...]}]
+}
 """
 
 from __future__ import annotations
@@ -22,8 +22,15 @@ StateDocument = dict[str, Any]
 
 
 def empty_state(cluster: str) -> StateDocument:
-    return {"version": 1, "lineage": None, "serial": 0, "cluster": cluster, "authorities": {}, "nodes": {},
-            "history": []}
+    return {
+        "version": 1,
+        "lineage": None,
+        "serial": 0,
+        "cluster": cluster,
+        "authorities": {},
+        "nodes": {},
+        "history": [],
+    }
 
 
 def parse(data: bytes, source: str) -> StateDocument:

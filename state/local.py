@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trustplan.state.document import StateDocument, dump, empty_state, parse
+
 from trustplan.atomic import write_atomic
 from trustplan.errors import StateError
-from trustplan.state.document import StateDocument, dump, empty_state, parse
 
 
 class LocalState:
@@ -64,8 +65,13 @@ class LocalState:
                             hint="wait for it to finish, or pass --lock-timeout 5m to wait",
                         ) from None
                     time.sleep(0.1)
-            info = {"pid": os.getpid(), "host": socket.gethostname(), "user": _user(), "operation": operation,
-                    "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            info = {
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "user": _user(),
+                "operation": operation,
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(info).encode(), 0)
             yield
@@ -82,8 +88,10 @@ class LocalState:
             info = {}
         if not info:
             return "another process"
-        return (f"{info.get('user', '?')}@{info.get('host', '?')} (pid {info.get('pid', '?')}, "
-                f"{info.get('operation', '?')} since {info.get('since', '?')})")
+        return (
+            f"{info.get('user', '?')}@{info.get('host', '?')} (pid {info.get('pid', '?')}, "
+            f"{info.get('operation', '?')} since {info.get('since', '?')})"
+        )
 
 
 def _user() -> str:

@@ -16,6 +16,7 @@ from trustplan.desired import DesiredState
 from trustplan.errors import CAError, InputError
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCA
+from trustplan.pki import CACert, PrivateKey
 from trustplan.planner import Authority, DesiredTrust
 
 
@@ -23,11 +24,11 @@ from trustplan.planner import Authority, DesiredTrust
 class Material:
     """A CA with its key when trustplan has one (keystore, import, or a control plane's config)."""
 
-    ca: pki.CACert
+    ca: CACert
     pki: str
     source: str
     name: str | None = None
-    key: pki.PrivateKey | None = field(default=None, repr=False)
+    key: PrivateKey | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -117,14 +118,18 @@ def resolve(
         refs[name] = m.ca.fingerprint
 
     wanted: list[DesiredTrust] = []
-    for pki_name, spec in desired.trust.items():
+    for pki_name, tspec in desired.trust.items():
         fps = []
-        for where, ref in [("issuer", spec.issuer), *((f"accepted[{i}]", r) for i, r in enumerate(spec.accepted))]:
+        refs_in_order = [("issuer", tspec.issuer), *((f"accepted[{i}]", r) for i, r in enumerate(tspec.accepted))]
+        for where, ref in refs_in_order:
             ypath = f"trust.{pki_name}.{where}"
             if ref.startswith("sha256:"):
                 if live is not None and ref not in material:
-                    raise desired.error(f"{ref} is not a CA on any node", ypath,
-                                        hint="a sha256: reference names a CA already in a node's config")
+                    raise desired.error(
+                        f"{ref} is not a CA on any node",
+                        ypath,
+                        hint="a sha256: reference names a CA already in a node's config",
+                    )
                 if ref in material and material[ref].pki != pki_name:
                     raise desired.error(f"{ref} is a {material[ref].pki} CA, not a {pki_name} CA", ypath)
                 fps.append(ref)
@@ -137,14 +142,20 @@ def resolve(
     return Resolved(material, refs, tuple(wanted), warnings, new)
 
 
-def _import(desired: DesiredState, cert_path: object, key_path: object, ypath: str) -> tuple[pki.CACert, pki.PrivateKey]:
+def _import(
+    desired: DesiredState, cert_path: object, key_path: object, ypath: str
+) -> tuple[pki.CACert, pki.PrivateKey]:
     from pathlib import Path
 
     assert isinstance(cert_path, Path) and isinstance(key_path, Path)
     for p, sub in ((cert_path, "certificate"), (key_path, "key")):
         if not p.is_file():
-            raise InputError(str(desired.path), f"file not found: {p}", path=f"{ypath}.{sub}",
-                             line=desired.lines.get(f"{ypath}.{sub}"))
+            raise InputError(
+                str(desired.path),
+                f"file not found: {p}",
+                path=f"{ypath}.{sub}",
+                line=desired.lines.get(f"{ypath}.{sub}"),
+            )
     ca = pki.CACert.from_pem(cert_path.read_bytes(), str(cert_path))
     key = pki.load_key_pem(key_path.read_bytes(), str(key_path))
     if not pki.key_matches(ca.cert, key):

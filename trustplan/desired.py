@@ -145,7 +145,9 @@ def load(path: Path) -> DesiredState:
         raise InputError(source, f"cannot read: {exc.strerror}") from None
     doc, lines = parse_text(text, source)
     validator = jsonschema.Draft202012Validator(schemas.load("desired"))
-    errors = sorted(validator.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))))
+    errors = sorted(
+        validator.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path)))
+    )
     if errors:
         err = jsonschema.exceptions.best_match(errors) or errors[0]
         ypath = _yaml_path(err.absolute_path) or "(top level)"
@@ -165,7 +167,9 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
     for role in ("controlplane", "worker"):
         for i, address in enumerate((cluster.get("nodes") or {}).get(role, [])):
             if address in declared:
-                raise err(f"node {address} is listed as both {declared[address]} and {role}", f"cluster.nodes.{role}[{i}]")
+                raise err(
+                    f"node {address} is listed as both {declared[address]} and {role}", f"cluster.nodes.{role}[{i}]"
+                )
             declared[address] = role
     machine_configs = {str(k): base / v for k, v in (cluster.get("machineConfigs") or {}).items()}
     if machine_configs:
@@ -173,8 +177,9 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             if address not in machine_configs:
                 role = declared[address]
                 i = cluster["nodes"][role].index(address)
-                raise err(f"unknown node {address}: it has no entry in cluster.machineConfigs",
-                          f"cluster.nodes.{role}[{i}]")
+                raise err(
+                    f"unknown node {address}: it has no entry in cluster.machineConfigs", f"cluster.nodes.{role}[{i}]"
+                )
         nodes = tuple(NodeRef(a, declared.get(a)) for a in machine_configs)  # type: ignore[arg-type]
     else:
         nodes = tuple(NodeRef(a, r) for a, r in declared.items())  # type: ignore[arg-type]
@@ -187,8 +192,9 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             gen = spec["generate"] or {}
             authorities[name] = AuthoritySpec(name, "generate", gen.get("algorithm"), gen.get("validityDays"))
         else:
-            authorities[name] = AuthoritySpec(name, "import", certificate=base / spec["certificate"],
-                                              key=base / spec["key"])
+            authorities[name] = AuthoritySpec(
+                name, "import", certificate=base / spec["certificate"], key=base / spec["key"]
+            )
 
     trust: dict[PKIName, TrustSpec] = {}
     owner: dict[str, str] = {}
@@ -202,12 +208,15 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             if not ref.startswith("sha256:"):
                 if ref not in authorities:
                     known = ", ".join(sorted(authorities)) or "none"
-                    raise err(f"unknown authority name {ref!r} (known: {known})", ypath,
-                              hint="define it under 'authorities', or refer to a live CA as sha256:<fingerprint>")
+                    raise err(
+                        f"unknown authority name {ref!r} (known: {known})",
+                        ypath,
+                        hint="define it under 'authorities', or refer to a live CA as sha256:<fingerprint>",
+                    )
                 if owner.get(ref, pki) != pki:
                     raise err(f"authority {ref!r} is already used by the {owner[ref]} PKI; a CA serves one PKI", ypath)
                 owner[ref] = pki
-        trust[pki] = TrustSpec(pki, spec["issuer"], tuple(spec.get("accepted", [])))  # type: ignore[arg-type]
+        trust[pki] = TrustSpec(pki, spec["issuer"], tuple(spec.get("accepted", [])))
 
     outputs = doc.get("outputs") or {}
     rollout = doc.get("rollout") or {}

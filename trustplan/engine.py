@@ -1,7 +1,7 @@
 """The imperative shell around the planner: read the cluster, make a plan, apply a saved plan.
 
-    make(desired, ...)        -> Planned    read every node, resolve CAs, plan, check, dry-run
-    apply(desired, document)  -> Applied    refuse stale/expired/foreign plans, run phase by phase
+make(desired, ...)        -> Planned    read every node, resolve CAs, plan, check, dry-run
+apply(desired, document)  -> Applied    refuse stale/expired/foreign plans, run phase by phase
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from trustplan.planner import (
 from trustplan.planner import ops as op
 from trustplan.planner.document import from_document, to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite, trust_of
 from trustplan.state import LocalState, StateDocument
 
@@ -73,11 +74,12 @@ def make_provider(desired: DesiredState) -> Provider:
         from trustplan.providers.files import FilesProvider
 
         return FilesProvider(desired.machine_configs)
-    from trustplan.providers.talos import TalosProvider
+    from trustplan.providers.talos.provider import TalosProvider
 
     assert desired.talosconfig is not None
-    return TalosProvider(desired.talosconfig, desired.context, list(desired.nodes),
-                         verify_timeout=desired.rollout.timeout("talos"))
+    return TalosProvider(
+        desired.talosconfig, desired.context, list(desired.nodes), verify_timeout=desired.rollout.timeout("talos")
+    )
 
 
 def _time(t: dt.datetime) -> str:
@@ -97,7 +99,7 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
     """The talosconfig's client identity by fingerprint (talos provider only)."""
     if desired.provider != "talos":
         return None
-    from trustplan.providers.talos import load_talosconfig
+    from trustplan.providers.talos.talosconfig import load_talosconfig
 
     assert desired.talosconfig is not None
     tc = load_talosconfig(desired.talosconfig, desired.context)
@@ -105,8 +107,11 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
     issuer = next((fp for fp, c in live.cas.items() if pki.verify_issued_by(cert, c.ca.cert)), None)
     trusted = tuple(pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(tc.ca_pem))
     if issuer is None:
-        raise InputError(str(desired.talosconfig), "the talosconfig's client certificate was not issued by any "
-                         "CA the nodes know", path="contexts.*.crt")
+        raise InputError(
+            str(desired.talosconfig),
+            "the talosconfig's client certificate was not issued by any CA the nodes know",
+            path="contexts.*.crt",
+        )
     return OperatorCredential(issuer, trusted)
 
 
@@ -159,8 +164,11 @@ async def make(
         desired_digest=desired.digest,
         state={"lineage": state["lineage"], "serial": state["serial"]},
     )
-    paths = {"talosconfig": desired.talosconfig_output, "kubeconfig": desired.kubeconfig_output,
-             "secrets": desired.secrets}
+    paths = {
+        "talosconfig": desired.talosconfig_output,
+        "kubeconfig": desired.kubeconfig_output,
+        "secrets": desired.secrets,
+    }
     for phase in doc["phases"]:
         for out in phase["outputs"]:
             out["path"] = str(paths[out["output"]])
@@ -234,19 +242,27 @@ class Applied:
     steps: list[dict[str, Any]]
 
 
-def check_bindings(doc: dict[str, Any], desired: DesiredState, state: StateDocument, now: dt.datetime, source: str) -> None:
+def check_bindings(
+    doc: dict[str, Any], desired: DesiredState, state: StateDocument, now: dt.datetime, source: str
+) -> None:
     check_expiry(doc, now, source)
     if doc["cluster"] != desired.cluster:
-        raise PlanFileError(f"{source}: this plan is for cluster {doc['cluster']!r}, but {desired.path} is "
-                            f"cluster {desired.cluster!r}", hint="apply it with the desired state it was made from")
+        raise PlanFileError(
+            f"{source}: this plan is for cluster {doc['cluster']!r}, but {desired.path} is cluster {desired.cluster!r}",
+            hint="apply it with the desired state it was made from",
+        )
     if doc["desired_digest"] != desired.digest:
-        raise PlanFileError(f"{source}: {desired.path} changed since this plan was made",
-                            hint="make a new plan from the current desired state and review it")
+        raise PlanFileError(
+            f"{source}: {desired.path} changed since this plan was made",
+            hint="make a new plan from the current desired state and review it",
+        )
     if (doc["state"]["lineage"], doc["state"]["serial"]) != (state["lineage"], state["serial"]):
         if doc["state"]["lineage"] not in (None, state["lineage"]):
-            raise PlanFileError(f"{source}: this plan was made for another state lineage "
-                                f"({doc['state']['lineage']}, the state is {state['lineage']})",
-                                hint="it belongs to another cluster or state file")
+            raise PlanFileError(
+                f"{source}: this plan was made for another state lineage "
+                f"({doc['state']['lineage']}, the state is {state['lineage']})",
+                hint="it belongs to another cluster or state file",
+            )
         raise PlanFileError(
             f"{source}: the plan is stale: the state changed since it was made "
             f"(serial {doc['state']['serial']} then, {state['serial']} now)",
@@ -265,8 +281,10 @@ def check_live(doc: dict[str, Any], live: LiveCluster, source: str) -> None:
             what.append("live config changed on " + ", ".join(changed))
         if added:
             what.append("nodes not in the plan: " + ", ".join(added))
-        raise PlanFileError(f"{source}: the plan is stale: " + "; ".join(what),
-                            hint="make a new plan with `trustplan plan -o ...`; nothing was changed")
+        raise PlanFileError(
+            f"{source}: the plan is stale: " + "; ".join(what),
+            hint="make a new plan with `trustplan plan -o ...`; nothing was changed",
+        )
 
 
 async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[None]]) -> None:
@@ -288,8 +306,16 @@ async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[N
 
 
 class Applier:
-    def __init__(self, desired: DesiredState, provider: Provider, keyring: KeyRing, live: LiveCluster,
-                 plan: Plan, now: dt.datetime, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        desired: DesiredState,
+        provider: Provider,
+        keyring: KeyRing,
+        live: LiveCluster,
+        plan: Plan,
+        now: dt.datetime,
+        reporter: Reporter,
+    ) -> None:
         self.desired = desired
         self.provider = provider
         self.keys = keyring
@@ -321,7 +347,9 @@ class Applier:
 
     def admin_pems(self, pki_name: str, issuer: str) -> tuple[bytes, bytes]:
         if (pki_name, issuer) not in self.admin:
-            self.admin[(pki_name, issuer)] = admin_credentials(self.keys.ca(issuer), self.keys.key(issuer), pki_name, self.now)
+            self.admin[(pki_name, issuer)] = admin_credentials(
+                self.keys.ca(issuer), self.keys.key(issuer), pki_name, self.now
+            )
         return self.admin[(pki_name, issuer)]
 
     def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
@@ -343,8 +371,7 @@ class Applier:
 
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)
-            detail = ", ".join(f"{e.kind} {e.pki} {self.plan.label(getattr(e, 'ca', None) or getattr(e, 'new', ''))}"
-                               for e in edits)
+            detail = ", ".join(f"{e.pki}: {describe_edit(self.plan, e)}" for e in edits)
             data = rewrite(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
             try:
                 await self.provider.write(self.refs[address], data, credential=cred)
@@ -363,8 +390,9 @@ class Applier:
 
     async def gate(self, gate: op.Gate) -> None:
         cred = self.mint(gate.pki, gate.credential)
-        self.reporter.start(f"gate after {gate.after}: {gate.pki} API with {self.plan.label(gate.credential.issuer)}",
-                            len(gate.nodes))
+        self.reporter.start(
+            f"gate after {gate.after}: {gate.pki} API with {self.plan.label(gate.credential.issuer)}", len(gate.nodes)
+        )
 
         async def check(address: str) -> None:
             try:
@@ -392,26 +420,32 @@ class Applier:
                     path = self.desired.kubeconfig_output
                     assert path is not None
                     crt, key = self.admin_pems("kubernetes", out.ca)
-                    doc = kubeconfig_document(self.desired.cluster, self.kube_server(), self.kube_bundle(out.ca), crt, key)
+                    doc = kubeconfig_document(
+                        self.desired.cluster, self.kube_server(), self.kube_bundle(out.ca), crt, key
+                    )
                     write_kubeconfig(path, doc, merge=self.desired.kubeconfig_merge)
                     self.record("outputs", "output", "ok", detail=f"kubeconfig {path}")
                 case "secrets":
-                    secrets["os" if out.pki == "talos" else "k8s"] = (self.keys.cert_pem(out.ca), self.keys.key_pem(out.ca))
+                    secrets["os" if out.pki == "talos" else "k8s"] = (
+                        self.keys.cert_pem(out.ca),
+                        self.keys.key_pem(out.ca),
+                    )
         if secrets and self.desired.secrets is not None:
             update_secrets(self.desired.secrets, secrets)
             self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
 
     def endpoints(self) -> list[str]:
         if self.desired.provider == "talos":
-            from trustplan.providers.talos import load_talosconfig
+            from trustplan.providers.talos.talosconfig import load_talosconfig
 
             assert self.desired.talosconfig is not None
-            return list(load_talosconfig(self.desired.talosconfig, self.desired.context).endpoints)
+            endpoints = load_talosconfig(self.desired.talosconfig, self.desired.context).endpoints
+            return [e.host if e.port == 50000 else str(e) for e in endpoints]
         return [n.address for n in self.plan.nodes if n.role == "controlplane"]
 
     def context_name(self) -> str:
         if self.desired.provider == "talos":
-            from trustplan.providers.talos import load_talosconfig
+            from trustplan.providers.talos.talosconfig import load_talosconfig
 
             assert self.desired.talosconfig is not None
             return load_talosconfig(self.desired.talosconfig, self.desired.context).context
@@ -439,20 +473,31 @@ def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:
     return {"issuer": trust.issuer, "accepted": list(trust.accepted)}
 
 
-def next_state(state: StateDocument, plan: Plan, configs: dict[str, MachineConfig], entry: dict[str, Any]) -> StateDocument:
+def next_state(
+    state: StateDocument, plan: Plan, configs: dict[str, MachineConfig], entry: dict[str, Any]
+) -> StateDocument:
     new = dict(state)
     new["lineage"] = state["lineage"] or str(uuid.uuid4())
     new["serial"] = state["serial"] + 1
     authorities = dict(state["authorities"])
     for a in plan.authorities:
         authorities[a.fingerprint] = {
-            "name": a.name, "pki": a.pki, "subject": a.subject, "algorithm": a.algorithm,
-            "not_before": _time(a.not_before), "not_after": _time(a.not_after), "certificate": a.cert_pem,
+            "name": a.name,
+            "pki": a.pki,
+            "subject": a.subject,
+            "algorithm": a.algorithm,
+            "not_before": _time(a.not_before),
+            "not_after": _time(a.not_after),
+            "certificate": a.cert_pem,
         }
     new["authorities"] = authorities
     new["nodes"] = {
-        address: {"role": cfg.role, "config_digest": cfg.digest, "talos": _state_trust(cfg, "talos"),
-                  "kubernetes": _state_trust(cfg, "kubernetes")}
+        address: {
+            "role": cfg.role,
+            "config_digest": cfg.digest,
+            "talos": _state_trust(cfg, "talos"),
+            "kubernetes": _state_trust(cfg, "kubernetes"),
+        }
         for address, cfg in configs.items()
     }
     entry["serial"] = new["serial"]
@@ -496,8 +541,11 @@ async def apply(
         except TrustplanError as exc:
             error = exc
         entry: dict[str, Any] = {
-            "serial": 0, "plan_digest": plan_digest, "started": started,
-            "finished": _time(dt.datetime.now(dt.UTC)), "status": "failed" if error else "applied",
+            "serial": 0,
+            "plan_digest": plan_digest,
+            "started": started,
+            "finished": _time(dt.datetime.now(dt.UTC)),
+            "status": "failed" if error else "applied",
             "steps": applier.steps,
         }
         if error is not None:

@@ -71,5 +71,7 @@ class Keystore:
         if name is not None:
             index = self._index()
             index[name] = fp
-            write_atomic(self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600)
+            write_atomic(
+                self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+            )
         return fp

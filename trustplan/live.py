@@ -76,10 +76,11 @@ async def read_cluster(
             return await provider.read(ref, credential)
 
     results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
-    for r in results:
+    raw: dict[str, NodeConfig] = {}
+    for n, r in zip(nodes, results, strict=True):
         if isinstance(r, BaseException):
             raise r
-    raw = {n.address: r for n, r in zip(nodes, results, strict=True)}  # type: ignore[misc]
+        raw[n.address] = r
     configs: dict[str, MachineConfig] = {}
     cas: dict[str, LiveCA] = {}
     live = []

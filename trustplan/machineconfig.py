@@ -108,8 +108,12 @@ class MachineConfig:
     def machine_type(self) -> str:
         value = (self.v1alpha1.get("machine") or {}).get("type")
         if value not in ("controlplane", "worker", "init"):
-            raise InputError(self.source, f"unknown machine type {value!r}", path="machine.type",
-                             hint="expected controlplane, init or worker")
+            raise InputError(
+                self.source,
+                f"unknown machine type {value!r}",
+                path="machine.type",
+                hint="expected controlplane, init or worker",
+            )
         return str(value)
 
     @property
@@ -192,9 +196,8 @@ def validate(cfg: MachineConfig) -> list[str]:
             continue
         ca = section.get("ca") or {}
         if role == "controlplane":
-            if section is machine or ca:
-                if not ca.get("crt") or not ca.get("key"):
-                    errors.append(f"{label}.ca: a control plane needs the issuing {name} CA with its key")
+            if (section is machine or ca) and (not ca.get("crt") or not ca.get("key")):
+                errors.append(f"{label}.ca: a control plane needs the issuing {name} CA with its key")
         else:
             if ca.get("key"):
                 errors.append(f"{label}.ca.key: issuing {name} CA key is not allowed on non-controlplane nodes")
@@ -362,8 +365,14 @@ def generate_config(
                     "configuration": {
                         "apiVersion": "pod-security.admission.config.k8s.io/v1alpha1",
                         "kind": "PodSecurityConfiguration",
-                        "defaults": {"audit": "restricted", "audit-version": "latest", "enforce": "baseline",
-                                     "enforce-version": "latest", "warn": "restricted", "warn-version": "latest"},
+                        "defaults": {
+                            "audit": "restricted",
+                            "audit-version": "latest",
+                            "enforce": "baseline",
+                            "enforce-version": "latest",
+                            "warn": "restricted",
+                            "warn-version": "latest",
+                        },
                         "exemptions": {"namespaces": ["kube-system"], "runtimeClasses": [], "usernames": []},
                     },
                 }

@@ -18,7 +18,9 @@ from trustplan.errors import InputError
 from trustplan.machineconfig import dump_yaml, load_yaml
 
 
-def talosconfig_document(context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:
+def talosconfig_document(
+    context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes
+) -> dict[str, Any]:
     return {
         "context": context,
         "contexts": {
@@ -32,9 +34,13 @@ def talosconfig_document(context: str, endpoints: list[str], ca_pem: bytes, crt_
     }
 
 
-def write_talosconfig(path: Path, context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> None:
+def write_talosconfig(
+    path: Path, context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes
+) -> None:
     """One context, like `talosctl rotate-ca -o`: endpoints kept, `ca` = the new CA, no `nodes`."""
-    write_atomic(path, dump_yaml(talosconfig_document(context, endpoints, ca_pem, crt_pem, key_pem)).encode(), mode=0o600)
+    write_atomic(
+        path, dump_yaml(talosconfig_document(context, endpoints, ca_pem, crt_pem, key_pem)).encode(), mode=0o600
+    )
 
 
 def kubeconfig_document(cluster: str, server: str, ca_bundle: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:
@@ -42,10 +48,18 @@ def kubeconfig_document(cluster: str, server: str, ca_bundle: bytes, crt_pem: by
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": cluster, "cluster": {"server": server,
-                                                    "certificate-authority-data": pki.b64encode_pem(ca_bundle)}}],
-        "users": [{"name": user, "user": {"client-certificate-data": pki.b64encode_pem(crt_pem),
-                                          "client-key-data": pki.b64encode_pem(key_pem)}}],
+        "clusters": [
+            {"name": cluster, "cluster": {"server": server, "certificate-authority-data": pki.b64encode_pem(ca_bundle)}}
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": pki.b64encode_pem(crt_pem),
+                    "client-key-data": pki.b64encode_pem(key_pem),
+                },
+            }
+        ],
         "contexts": [{"name": user, "context": {"cluster": cluster, "namespace": "default", "user": user}}],
         "current-context": user,
         "preferences": {},

@@ -132,7 +132,9 @@ def key_to_pem(key: PrivateKey) -> bytes:
         )
         body = base64.encodebytes(der).decode("ascii").replace("\n", "")
         lines = [body[i : i + 64] for i in range(0, len(body), 64)]
-        return (f"-----BEGIN {_ED25519_HEADER}-----\n" + "\n".join(lines) + f"\n-----END {_ED25519_HEADER}-----\n").encode()
+        return (
+            f"-----BEGIN {_ED25519_HEADER}-----\n" + "\n".join(lines) + f"\n-----END {_ED25519_HEADER}-----\n"
+        ).encode()
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
@@ -220,7 +222,9 @@ def check_ca(
     if cert.not_valid_after_utc <= now:
         raise CAError(source, f"certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC", path=path)
     if cert.not_valid_before_utc > now + BACKDATE:
-        raise CAError(source, f"certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", path=path)
+        raise CAError(
+            source, f"certificate is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC", path=path
+        )
     alg = algorithm_name(cert.public_key())
     if alg not in ALLOWED_ALGORITHMS[pki]:
         allowed = ", ".join(ALLOWED_ALGORITHMS[pki])
@@ -281,9 +285,15 @@ def generate_ca(
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -328,9 +338,15 @@ def issue_client_cert(
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )

@@ -44,8 +44,9 @@ def encode(document: dict[str, Any]) -> bytes:
 def decode(data: bytes, source: str) -> dict[str, Any]:
     """Check magic, version, length and digest; return the document. Never partially trusts input."""
     if len(data) < _HEADER.size + 32 or data[:10] != MAGIC:
-        raise PlanFileError(f"{source}: not a trustplan plan file (bad magic)",
-                            hint="make one with `trustplan plan -o plan.bin`")
+        raise PlanFileError(
+            f"{source}: not a trustplan plan file (bad magic)", hint="make one with `trustplan plan -o plan.bin`"
+        )
     magic, version, length = _HEADER.unpack_from(data)
     if version != FORMAT_VERSION:
         raise PlanFileError(
@@ -54,14 +55,18 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
             hint=f"re-run `trustplan plan` with trustplan {__version__}",
         )
     if len(data) != _HEADER.size + length + 32:
-        raise PlanFileError(f"{source}: plan file is truncated or has extra bytes; it has been modified",
-                            hint="re-create it with `trustplan plan -o ...`")
+        raise PlanFileError(
+            f"{source}: plan file is truncated or has extra bytes; it has been modified",
+            hint="re-create it with `trustplan plan -o ...`",
+        )
     head, digest = data[:-32], data[-32:]
     if hashlib.sha256(head).digest() != digest:
-        raise PlanFileError(f"{source}: plan file digest does not match its content; it has been modified",
-                            hint="re-create it with `trustplan plan -o ...` and review it again")
+        raise PlanFileError(
+            f"{source}: plan file digest does not match its content; it has been modified",
+            hint="re-create it with `trustplan plan -o ...` and review it again",
+        )
     try:
-        doc: dict[str, Any] = json.loads(head[_HEADER.size:].decode("utf-8"))
+        doc: dict[str, Any] = json.loads(head[_HEADER.size :].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise PlanFileError(f"{source}: plan document is not valid JSON ({exc})") from None
     validate_document(doc, source)
@@ -73,7 +78,9 @@ def validate_document(doc: dict[str, Any], source: str) -> None:
         jsonschema.validate(doc, schemas.load("plan"), cls=jsonschema.Draft202012Validator)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
-        raise PlanFileError(f"{source}: plan document does not match the plan schema at {where}: {exc.message}") from None
+        raise PlanFileError(
+            f"{source}: plan document does not match the plan schema at {where}: {exc.message}"
+        ) from None
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -87,8 +94,10 @@ def read(path: Path) -> dict[str, Any]:
 def check_expiry(doc: dict[str, Any], now: dt.datetime, source: str) -> None:
     expires = dt.datetime.strptime(doc["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
     if now >= expires:
-        raise PlanFileError(f"{source}: plan expired at {doc['expires']}",
-                            hint="make a fresh plan with `trustplan plan -o ...` and review it again")
+        raise PlanFileError(
+            f"{source}: plan expired at {doc['expires']}",
+            hint="make a fresh plan with `trustplan plan -o ...` and review it again",
+        )
 
 
 def parse_duration(text: str) -> dt.timedelta:

@@ -50,15 +50,19 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
     lines: list[str] = []
     n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
     managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
-    lines.append(f'trustplan: cluster "{plan.cluster}" ({doc.get("provider", "?")} provider), '
-                 f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing the {managed} CA")
+    lines.append(
+        f'trustplan: cluster "{plan.cluster}" ({doc.get("provider", "?")} provider), '
+        f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing the {managed} CA"
+    )
     lines.append(f"plan made {doc.get('created', '?')}, expires {doc.get('expires', '?')}")
     lines.append("")
     if plan.new_authorities:
         lines.append("New authorities (approve these fingerprints):")
         for a in plan.new_authorities:
-            lines.append(f"  + {a.label}  {PKI_TITLE[a.pki]} CA, {a.algorithm}, {a.subject}, "
-                         f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d} ({a.source})")
+            lines.append(
+                f"  + {a.label}  {PKI_TITLE[a.pki]} CA, {a.algorithm}, {a.subject}, "
+                f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d} ({a.source})"
+            )
             lines.append(f"      {a.fingerprint}")
         lines.append("")
     if plan.has_changes:
@@ -69,11 +73,15 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
                 edits = phase.edits_for(node)
                 role = edits[0].role
                 for e in edits:
-                    lines.append(f"  {SYMBOL[e.kind]} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
-                                 f"{describe_edit(plan, e)}")
+                    lines.append(
+                        f"  {SYMBOL[e.kind]} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
+                        f"{describe_edit(plan, e)}"
+                    )
             for g in phase.gates:
-                lines.append(f"  ? gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with "
-                             f"{_credential(plan, g.credential.issuer, g.credential.trusted)}")
+                lines.append(
+                    f"  ? gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with "
+                    f"{_credential(plan, g.credential.issuer, g.credential.trusted)}"
+                )
             lines.append("")
         outs = plan.outputs
         if outs:

@@ -46,7 +46,7 @@ def rewrite(
             if e.pki == pki_name:
                 after = apply_edit(after, e)
 
-        def pem(fp: str) -> bytes:
+        def pem(fp: str, pems: dict[str, bytes] = pems) -> bytes:
             return pems[fp] if fp in pems else cert_pem(fp)
 
         if after.issuer is None:

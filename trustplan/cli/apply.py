@@ -27,8 +27,9 @@ from trustplan.state import LocalState
 
 
 def apply(
-    plan_file: Annotated[Path | None, typer.Argument(help="A saved plan; without it, plan first and ask.",
-                                                     metavar="[PLAN]")] = None,
+    plan_file: Annotated[
+        Path | None, typer.Argument(help="A saved plan; without it, plan first and ask.", metavar="[PLAN]")
+    ] = None,
     config: ConfigOption = Path("trustplan.yaml"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply a fresh plan without asking.")] = False,
     lock_timeout: LockTimeout = "0s",
@@ -45,8 +46,10 @@ def apply(
             return
         if not auto_approve:
             if not sys.stdin.isatty():
-                raise TrustplanError("refusing to apply without confirmation: stdin is not a terminal",
-                                     hint="pass --auto-approve, or save a plan with -o and apply that file")
+                raise TrustplanError(
+                    "refusing to apply without confirmation: stdin is not a terminal",
+                    hint="pass --auto-approve, or save a plan with -o and apply that file",
+                )
             if input("Apply this plan? Only 'yes' is accepted: ").strip() != "yes":
                 err.print("Apply cancelled; nothing was changed.")
                 raise typer.Exit(1)
@@ -59,22 +62,35 @@ def apply(
 
     async def go() -> engine.Applied:
         try:
-            return await engine.apply(desired, provider, Keystore(desired.keystore), LocalState(desired.state),
-                                      document, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
-                                      seconds(lock_timeout))
+            return await engine.apply(
+                desired,
+                provider,
+                Keystore(desired.keystore),
+                LocalState(desired.state),
+                document,
+                engine.plan_digest(data),
+                source,
+                pki.utcnow(),
+                ConsoleReporter(),
+                seconds(lock_timeout),
+            )
         finally:
             await provider.close()
 
     result = run(go())
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
-    print_data(f"Apply complete: {sum(1 for s in result.steps if s['kind'] == 'write')} node changes, "
-               f"{sum(1 for s in result.steps if s['kind'] == 'gate')} gates passed. "
-               f"State serial {result.state['serial']} in {desired.state}.\n")
+    print_data(
+        f"Apply complete: {sum(1 for s in result.steps if s['kind'] == 'write')} node changes, "
+        f"{sum(1 for s in result.steps if s['kind'] == 'gate')} gates passed. "
+        f"State serial {result.state['serial']} in {desired.state}.\n"
+    )
 
 
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:
-        raise TrustplanError(f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`") from None
+        raise TrustplanError(
+            f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`"
+        ) from None

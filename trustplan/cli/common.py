@@ -74,8 +74,14 @@ class ConsoleReporter:
     def start(self, title: str, total: int) -> None:
         self.title = title
         if self.live:
-            self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeElapsedColumn(), console=err, transient=False)
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=err,
+                transient=False,
+            )
             self.progress.start()
             self.task = self.progress.add_task(title, total=total)
 

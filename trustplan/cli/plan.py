@@ -62,7 +62,8 @@ def plan(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Save the plan to this file (plan.bin).")] = None,
     fmt: FormatOption = Format.text,
     detailed_exitcode: Annotated[
-        bool, typer.Option("--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error.")
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 0 when there are no changes, 2 when there are, 1 on error."),
     ] = False,
     expires_in: Annotated[str, typer.Option("--expires-in", help="How long the saved plan stays valid.")] = "72h",
     lock_timeout: LockTimeout = "0s",

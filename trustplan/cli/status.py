@@ -11,6 +11,7 @@ from rich.table import Table
 from trustplan import engine, pki
 from trustplan.cli.common import ConfigOption, Format, FormatOption, load_desired, out, print_data, run
 from trustplan.live import LiveCluster, read_cluster
+from trustplan.planner import PKIS
 from trustplan.state import LocalState
 
 
@@ -38,18 +39,27 @@ def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Fo
 
 def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
     names = {fp: a.get("name") for fp, a in state["authorities"].items()}
-    cas = []
+    cas: list[dict[str, Any]] = []
     for fp, lca in sorted(live.cas.items(), key=lambda kv: (kv[1].pki, kv[1].ca.not_before)):
-        cas.append({"fingerprint": fp, "name": names.get(fp), "pki": lca.pki, "subject": lca.ca.subject,
-                    "algorithm": lca.ca.algorithm, "not_after": f"{lca.ca.not_after:%Y-%m-%d}",
-                    "issuing_on": [], "accepted_on": []})
+        cas.append(
+            {
+                "fingerprint": fp,
+                "name": names.get(fp),
+                "pki": lca.pki,
+                "subject": lca.ca.subject,
+                "algorithm": lca.ca.algorithm,
+                "not_after": f"{lca.ca.not_after:%Y-%m-%d}",
+                "issuing_on": [],
+                "accepted_on": [],
+            }
+        )
     by_fp = {c["fingerprint"]: c for c in cas}
     nodes = []
     drift = []
     for n in live.nodes:
         row: dict[str, Any] = {"address": n.address, "role": n.role, "config_digest": n.config_digest, "cas": {}}
-        for pki_name in ("talos", "kubernetes"):
-            t = n.trust(pki_name)  # type: ignore[arg-type]
+        for pki_name in PKIS:
+            t = n.trust(pki_name)
             if t.issuer:
                 row["cas"][t.issuer] = "issuing+key" if t.issuer_has_key else "issuing"
                 by_fp[t.issuer]["issuing_on"].append(n.address)
@@ -61,12 +71,16 @@ def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
             if recorded is None:
                 drift.append({"node": n.address, "reason": "not in the state"})
             else:
-                for pki_name in ("talos", "kubernetes"):
-                    t = n.trust(pki_name)  # type: ignore[arg-type]
+                for pki_name in PKIS:
+                    t = n.trust(pki_name)
                     now = {"issuer": t.issuer, "accepted": list(t.accepted)}
                     if recorded[pki_name] != now and (t.issuer or recorded[pki_name]["issuer"]):
-                        drift.append({"node": n.address, "reason": f"{pki_name} CAs differ from the state "
-                                                                   f"(serial {state['serial']})"})
+                        drift.append(
+                            {
+                                "node": n.address,
+                                "reason": f"{pki_name} CAs differ from the state (serial {state['serial']})",
+                            }
+                        )
         nodes.append(row)
     return {"cluster": state["cluster"], "serial": state["serial"], "authorities": cas, "nodes": nodes, "drift": drift}
 
@@ -82,7 +96,9 @@ def text(report: dict[str, Any]) -> None:
     for ca in report["authorities"]:
         table.add_column(f"{_label(ca)}\n{ca['pki']}, until {ca['not_after']}")
     for row in report["nodes"]:
-        table.add_row(row["address"], row["role"], *(row["cas"].get(ca["fingerprint"], "-") for ca in report["authorities"]))
+        table.add_row(
+            row["address"], row["role"], *(row["cas"].get(ca["fingerprint"], "-") for ca in report["authorities"])
+        )
     out.print(table)
     for ca in report["authorities"]:
         out.print(f"{_label(ca)}  {ca['fingerprint']}", markup=False)
@@ -100,14 +116,19 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("| node | role | " + " | ".join(f"{_label(c)} ({c['pki']})" for c in cas) + " |")
     lines.append("|---|---|" + "---|" * len(cas))
     for row in report["nodes"]:
-        lines.append(f"| {row['address']} | {row['role']} | "
-                     + " | ".join(row["cas"].get(c["fingerprint"], "") for c in cas) + " |")
+        lines.append(
+            f"| {row['address']} | {row['role']} | "
+            + " | ".join(row["cas"].get(c["fingerprint"], "") for c in cas)
+            + " |"
+        )
     lines.append("")
     lines.append("| CA | PKI | issuing on | accepted on | expires | fingerprint |")
     lines.append("|---|---|---|---|---|---|")
     for c in cas:
-        lines.append(f"| {_label(c)} | {c['pki']} | {len(c['issuing_on'])} nodes | {len(c['accepted_on'])} nodes | "
-                     f"{c['not_after']} | `{c['fingerprint']}` |")
+        lines.append(
+            f"| {_label(c)} | {c['pki']} | {len(c['issuing_on'])} nodes | {len(c['accepted_on'])} nodes | "
+            f"{c['not_after']} | `{c['fingerprint']}` |"
+        )
     if report["drift"]:
         lines += ["", "**Drift from the state:**"] + [f"- {d['node']}: {d['reason']}" for d in report["drift"]]
     return "\n".join(lines) + "\n"

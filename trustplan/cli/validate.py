@@ -16,13 +16,20 @@ def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     resolved = authorities.resolve(desired, Keystore(desired.keystore), None, pki.utcnow(), generate=False)
     for address, path in desired.machine_configs.items():
         if not path.is_file():
-            raise InputError(str(desired.path), f"machine config file not found: {path}",
-                             path=f"cluster.machineConfigs.{address}",
-                             line=desired.lines.get(f"cluster.machineConfigs.{address}"))
+            raise InputError(
+                str(desired.path),
+                f"machine config file not found: {path}",
+                path=f"cluster.machineConfigs.{address}",
+                line=desired.lines.get(f"cluster.machineConfigs.{address}"),
+            )
         machineconfig.parse(path.read_bytes(), str(path))
     if desired.talosconfig is not None and not desired.talosconfig.is_file():
-        raise InputError(str(desired.path), f"talosconfig not found: {desired.talosconfig}", path="cluster.talosconfig",
-                         line=desired.lines.get("cluster.talosconfig"))
+        raise InputError(
+            str(desired.path),
+            f"talosconfig not found: {desired.talosconfig}",
+            path="cluster.talosconfig",
+            line=desired.lines.get("cluster.talosconfig"),
+        )
     for w in resolved.warnings:
         err.print(f"warning: {w}", markup=False)
     pkis = ", ".join(desired.trust)
