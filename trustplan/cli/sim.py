@@ -1,0 +1,128 @@
+"""`trustplan sim up | down`: a local Talos-API-compatible cluster to try trustplan on.
+
+trustplan sim up --controlplanes 3 --workers 2 --dir demo     # foreground until Ctrl-C/SIGTERM
+cd demo && trustplan plan -o plan.bin && trustplan apply plan.bin
+trustplan sim down --dir demo
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from trustplan.errors import TrustplanError
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+sim_app = typer.Typer(
+    help="Run a simulated Talos cluster on loopback addresses (Talos API over real mutual TLS).",
+    no_args_is_help=True,
+)
+
+DirOption = Annotated[Path, typer.Option("--dir", help="Directory for talosconfig, secrets.yaml, trustplan.yaml.")]
+
+
+@sim_app.command()
+def up(
+    dir: DirOption,
+    controlplanes: Annotated[int, typer.Option("--controlplanes", min=1, help="Control-plane nodes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="Worker nodes.")] = 0,
+    subnet: Annotated[str, typer.Option("--subnet", help="Loopback subnet; nodes get .2, .3, ...")] = "127.20.0.0/24",
+    latency_ms: Annotated[float, typer.Option("--latency-ms", min=0, help="Delay added to every RPC.")] = 0,
+) -> None:
+    """Start the cluster and serve in the foreground until SIGINT or SIGTERM."""
+    existing = _read_pid(dir)
+    if existing is not None and _alive(existing):
+        raise TrustplanError(
+            f"{dir / 'sim.json'}: a simulator (pid {existing}) is already running for this directory",
+            hint=f"stop it with: trustplan sim down --dir {dir}",
+        )
+    try:
+        asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    except OSError as exc:
+        raise TrustplanError(
+            f"cannot listen on {subnet}: {exc.strerror or exc}",
+            hint="another simulator may be using that subnet; pick one with --subnet 127.x.y.0/24",
+        ) from None
+
+
+async def _serve(controlplanes: int, workers: int, dir: Path, subnet: str, latency_ms: float) -> None:
+    from trustplan.providers.sim.cluster import run_cluster
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    async with run_cluster(controlplanes, workers, dir, subnet=subnet, latency_ms=latency_ms) as cluster:
+        err.print(
+            f"trustplan sim: {len(cluster.controlplanes)} control plane(s), {len(cluster.workers)} worker(s) "
+            f"listening in {time.monotonic() - started:.2f}s (pid {os.getpid()})"
+        )
+        for node in cluster.nodes:
+            err.print(f"  {node.name:<12} {node.role:<13} {node.address}:{node.port}")
+        err.print(f"  talosconfig: {cluster.talosconfig}   desired state: {dir / 'trustplan.yaml'}")
+        err.print("Press Ctrl-C (or run `trustplan sim down --dir ...`) to stop.")
+        await stop.wait()
+        err.print("trustplan sim: stopping")
+
+
+@sim_app.command()
+def down(
+    dir: DirOption,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the simulator to exit.")] = 15,
+) -> None:
+    """Stop the simulator running for DIR (SIGTERM to the pid in DIR/sim.json, then wait)."""
+    pid = _read_pid(dir)
+    if pid is None:
+        raise TrustplanError(f"{dir / 'sim.json'}: no simulator is running for this directory")
+    if not _alive(pid):
+        (dir / "sim.json").unlink(missing_ok=True)
+        err.print(f"trustplan sim: pid {pid} was not running; removed the stale {dir / 'sim.json'}")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise TrustplanError(f"simulator pid {pid} did not exit within {timeout:g}s after SIGTERM")
+        time.sleep(0.05)
+    err.print(f"trustplan sim: stopped (pid {pid})")
+
+
+def _read_pid(dir: Path) -> int | None:
+    path = dir / "sim.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise TrustplanError(f"{path}: unreadable ({exc})") from None
+    pid = doc.get("pid") if isinstance(doc, dict) else None
+    if not isinstance(pid, int):
+        raise TrustplanError(f"{path}: no 'pid'")
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child of ours counts as gone
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
