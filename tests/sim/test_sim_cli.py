@@ -30,7 +30,6 @@ def test_up_then_down(tmp_path: Path) -> None:
             str(sim_dir),
             "--subnet",
             unique_subnet(),
-            cwd=tmp_path,
         ),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
