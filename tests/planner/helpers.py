@@ -24,7 +24,9 @@ def trust(issuer: str | None, *accepted: str, key: bool = True) -> LiveTrust:
     return LiveTrust(fp(issuer) if issuer else None, key and issuer is not None, tuple(fp(a) for a in accepted))
 
 
-def node(address: str, role: str, talos: LiveTrust, kube: LiveTrust | None = None, declared: str | None = None) -> LiveNode:
+def node(
+    address: str, role: str, talos: LiveTrust, kube: LiveTrust | None = None, declared: str | None = None
+) -> LiveNode:
     if role == "worker":
         talos = LiveTrust(talos.issuer, False, talos.accepted) if talos.issuer_has_key else talos
         if kube is not None and kube.issuer_has_key:

@@ -1,0 +1,210 @@
+"""The safety check refuses, with a reason naming the node and the rule, every plan that would lock
+the operator out, leave a node without a trusted CA, strip a control plane's key or give a worker one.
+
+Some unsafe plans cannot come out of make_plan (it never removes an issuer, for one); those are
+built by editing a safe plan's phases and handed to check_plan directly, as a saved plan would be.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from helpers import authority, cluster, fp, node, plan_input, trust, want
+from trustplan.planner import (
+    AcceptCA,
+    LiveNode,
+    LiveTrust,
+    OperatorCredential,
+    Phase,
+    Plan,
+    RemoveCA,
+    SwapIssuer,
+    UnsafePlan,
+    check_plan,
+    make_plan,
+)
+from trustplan.planner.plan import NodeTarget, apply_edit
+
+CP1, CP2, W1 = "10.5.0.2", "10.5.0.3", "10.5.0.5"
+
+
+def _with_phases(plan: Plan, *phases: Phase) -> Plan:
+    """`plan` with other phases, and targets recomputed so only the safety rules can object."""
+    trust_now = {(t.node, t.pki): t.before for t in plan.targets}
+    for p in phases:
+        for e in p.edits:
+            trust_now[(e.node, e.pki)] = apply_edit(trust_now[(e.node, e.pki)], e)
+    targets = tuple(NodeTarget(t.node, t.role, t.pki, t.before, trust_now[(t.node, t.pki)]) for t in plan.targets)
+    return dataclasses.replace(plan, phases=phases, targets=targets)
+
+
+def _safe_talos_rotation(nodes: tuple[LiveNode, ...] | None = None):  # noqa: ANN202
+    inp = plan_input(nodes or cluster(trust("old")), want("talos", "new"))
+    return make_plan(inp), inp
+
+
+def test_a_safe_rotation_passes() -> None:
+    plan, inp = _safe_talos_rotation()
+    check_plan(plan, inp)  # no exception
+
+
+def test_operator_credential_not_trusted_by_the_nodes_is_refused() -> None:
+    inp = plan_input(cluster(trust("old")), want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=OperatorCredential(fp("x"), (fp("old"),)))
+    with pytest.raises(UnsafePlan) as exc:
+        make_plan(inp)
+    assert str(exc.value).startswith(f"accept phase, before changing {CP1}: endpoint {CP1} would refuse an admin ")
+    assert "it trusts only [old]" in str(exc.value)
+
+
+def test_operator_not_trusting_the_server_certificates_is_refused() -> None:
+    inp = plan_input(cluster(trust("old")), want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=OperatorCredential(fp("old"), (fp("x"),)))
+    with pytest.raises(UnsafePlan, match=rf"the client would refuse endpoint {CP1}'s server certificate"):
+        make_plan(inp)
+
+
+def test_operator_whose_ca_the_plan_removes_is_still_fine_because_later_phases_use_the_new_cert() -> None:
+    inp = plan_input(cluster(trust("old")), want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=OperatorCredential(fp("old"), (fp("old"),)))
+    plan = make_plan(inp)
+    assert plan.phases[0].credential is not None and plan.phases[0].credential.issuer == fp("old")
+    assert plan.phases[1].credential is not None and plan.phases[1].credential.issuer == fp("new")
+
+
+def test_swapping_before_every_node_accepts_locks_the_new_credential_out() -> None:
+    plan, inp = _safe_talos_rotation()
+    swap = next(p for p in plan.phases if p.name == "swap")
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, swap), inp)
+    assert str(exc.value) == (
+        f"swap phase, before changing {CP1}: endpoint {CP1} would refuse an admin certificate from new: "
+        "it trusts only [old]"
+    )
+
+
+def test_a_worker_that_does_not_trust_the_new_issuer_cannot_get_its_certificate() -> None:
+    plan, inp = _safe_talos_rotation()
+    accept = next(p for p in plan.phases if p.name == "accept")
+    cps_only = dataclasses.replace(accept, edits=tuple(e for e in accept.edits if e.role == "controlplane"))
+    swap = next(p for p in plan.phases if p.name == "swap")
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, cps_only, swap), inp)
+    assert str(exc.value) == (
+        f"swap phase, before changing {W1}: node {W1} would refuse the proxy certificate of endpoint {CP1} "
+        "(issued by new); it trusts only [old]"
+    )
+
+
+def test_removing_the_issuer_is_refused() -> None:
+    plan, inp = _safe_talos_rotation(cluster(trust("old", "new")))
+    remove = Phase("remove", (RemoveCA(CP1, "controlplane", "talos", fp("old")),), (), None)
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, remove), inp)
+    assert str(exc.value) == f"removing old from {CP1} would remove its issuing CA"
+
+
+def test_a_node_left_without_any_trusted_ca_is_refused() -> None:
+    nodes = (*cluster(trust("old"))[:-1], LiveNode("10.5.0.6", "worker", "sha256:w", LiveTrust(None, False,
+                                                   (fp("old"),)), trust("k-old")))
+    plan, inp = _safe_talos_rotation(nodes)
+    remove = Phase("remove", (RemoveCA("10.5.0.6", "worker", "talos", fp("old")),), (), None)
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, remove), inp)
+    assert str(exc.value) == "node 10.5.0.6 would be left without any trusted talos CA"
+
+
+def test_control_plane_issuer_without_a_key_is_refused() -> None:
+    """The desired issuer is a CA live on the nodes (accepted), but nobody has its key."""
+    auths = (authority("old"), authority("new", key=False, source="live"), authority("k-old", "kubernetes"))
+    inp = plan_input(cluster(trust("old", "new")), want("talos", "new"), authorities=auths)
+    with pytest.raises(UnsafePlan) as exc:
+        make_plan(inp)
+    assert str(exc.value) == (
+        f"control plane {CP1} would have machine.ca = new without its private key "
+        "(no key for it in the keystore, the import or any control plane's config)"
+    )
+
+
+def test_output_without_a_key_is_refused() -> None:
+    """Pre-staging keeps the keyless live issuer, but a talosconfig cannot be minted from it."""
+    auths = (authority("old", key=False, source="live"), authority("new"), authority("k-old", "kubernetes"))
+    nodes = cluster(trust("old", key=True))
+    inp = plan_input(nodes, want("talos", "old", "new"), authorities=auths)
+    with pytest.raises(UnsafePlan, match="cannot write the talosconfig output: no private key for old"):
+        make_plan(inp)
+
+
+def test_worker_with_a_key_in_its_live_config_is_refused() -> None:
+    worker = LiveNode(W1, "worker", "sha256:w", LiveTrust(fp("old"), True, ()), trust("k-old"))
+    nodes = tuple(n if n.address != W1 else worker for n in cluster(trust("old")))
+    with pytest.raises(UnsafePlan) as exc:
+        _safe_talos_rotation(nodes)
+    assert str(exc.value) == (
+        f"worker {W1} holds the machine.ca private key in its live config; fix the config before rotating"
+    )
+
+
+def test_a_plan_that_would_give_a_worker_the_key_is_refused() -> None:
+    plan, inp = _safe_talos_rotation()
+    phases = []
+    for p in plan.phases:
+        if p.name == "swap":  # a forged edit: the worker's swap carries the key like a control plane's
+            p = dataclasses.replace(p, edits=tuple(
+                SwapIssuer(e.node, "controlplane", e.pki, e.new, e.old) if isinstance(e, SwapIssuer)
+                and e.node == W1 else e for e in p.edits
+            ))
+        phases.append(p)
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, *phases), inp)
+    assert str(exc.value) == f"worker {W1} would hold the machine.ca private key; workers must not"
+
+
+def test_kubelets_must_trust_the_new_apiserver_ca_before_control_planes_swap() -> None:
+    inp = plan_input(cluster(trust("old"), kube=trust("k-old")), want("kubernetes", "k-new"))
+    plan = make_plan(inp)
+    accept = next(p for p in plan.phases if p.name == "accept")
+    cps_only = dataclasses.replace(accept, edits=tuple(e for e in accept.edits if e.role == "controlplane"))
+    swap = next(p for p in plan.phases if p.name == "swap")
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, cps_only, swap), inp)
+    assert str(exc.value) == "the kubelet on 10.5.0.5 would not trust the kube-apiserver certificate issued by [k-new]"
+
+
+def test_kubernetes_gate_fails_when_the_apiservers_do_not_trust_the_new_client_ca() -> None:
+    inp = plan_input(cluster(trust("old"), kube=trust("k-old")), want("kubernetes", "k-new"))
+    plan = make_plan(inp)
+    accept = next(p for p in plan.phases if p.name == "accept")
+    workers_only = dataclasses.replace(accept, edits=tuple(e for e in accept.edits if e.role == "worker"))
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, workers_only), inp)
+    assert str(exc.value).startswith(
+        f"gate after accept (Kubernetes API): the kube-apiserver on {CP1} would refuse an admin certificate from k-new"
+    )
+
+
+def test_control_plane_whose_live_config_lost_its_key_is_refused_not_kept() -> None:
+    nodes = cluster(trust("old", "new"))
+    cp = LiveNode(CP2, "controlplane", "sha256:cp2", LiveTrust(fp("new"), False, (fp("old"),)), trust("k-old"))
+    with pytest.raises(UnsafePlan, match=f"control plane {CP2} would have machine.ca = new without its private key"):
+        _safe_talos_rotation(tuple(cp if n.address == CP2 else n for n in nodes))
+
+
+def test_accept_edits_alone_are_safe_from_any_order() -> None:
+    plan, inp = _safe_talos_rotation()
+    accept = next(p for p in plan.phases if p.name == "accept")
+    reordered = dataclasses.replace(accept, edits=tuple(reversed(accept.edits)))
+    check_plan(_with_phases(plan, reordered), inp)
+    assert all(isinstance(e, AcceptCA) for e in reordered.edits)
+
+
+def test_a_plan_that_does_not_end_where_it_says_is_refused() -> None:
+    plan, inp = _safe_talos_rotation()
+    broken = dataclasses.replace(plan, phases=plan.phases[:1])  # targets still say "rotated"
+    with pytest.raises(UnsafePlan, match="does not end in the planned state"):
+        check_plan(broken, inp)
+
+
+def test_node_helper_keeps_workers_keyless() -> None:
+    assert not node(W1, "worker", trust("old")).talos.issuer_has_key
