@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from trustplan import engine, pki, planfile, render
+from trustplan import engine, pki, planfile, render, render_markdown
 from trustplan.atomic import write_atomic
 from trustplan.cli.common import (
     ConfigOption,
@@ -26,11 +26,45 @@ from trustplan.planner.document import from_document
 from trustplan.state import LocalState
 
 
-def render_document(doc: dict, fmt: Format) -> str:  # type: ignore[type-arg]
+def render_document(doc: dict, fmt: Format, summary: bool = False) -> str:  # type: ignore[type-arg]
     if fmt is Format.json:
         return render.json_text(doc)
     plan = from_document(doc)
-    return render.markdown(plan, doc) if fmt is Format.markdown else render.text(plan, doc)
+    if fmt is Format.markdown:
+        return render_markdown.render_summary(plan, doc) if summary else render.markdown(plan, doc)
+    if summary:
+        return render.summary_line(plan) + "\n" + "".join(f"  ! {w}\n" for w in plan.warnings)
+    return render.text(plan, doc)
+
+
+SummaryOption = Annotated[
+    bool, typer.Option("--summary", help="Short form: summary, warnings, new CAs, one row per distinct change.")
+]
+SplitDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--split-dir",
+        help="Markdown only: also write the rendering as part-1.md, part-2.md, ... (each fits one GitHub comment).",
+    ),
+]
+
+
+def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:  # type: ignore[type-arg]
+    """Print the plan; Markdown longer than one comment is printed in parts separated by a delimiter line."""
+    if fmt is not Format.markdown:
+        if split_dir is not None:
+            raise typer.BadParameter("--split-dir needs --format markdown", param_hint="--split-dir")
+        print_data(render_document(doc, fmt, summary))
+        return
+    parts = render_markdown.render_parts(from_document(doc), doc, summary)
+    if split_dir is not None:
+        split_dir.mkdir(parents=True, exist_ok=True)
+        for stale in split_dir.glob("part-*.md"):
+            stale.unlink()
+        for i, part in enumerate(parts, start=1):
+            write_atomic(split_dir / f"part-{i}.md", part.encode(), mode=0o644)
+        err.print(f"Wrote {len(parts)} Markdown part(s) to {split_dir}/part-*.md", markup=False)
+    print_data(f"\n{render_markdown.PART_DELIMITER}\n\n".join(parts))
 
 
 def make_plan(config: Path, expires_in: str, lock_timeout: str) -> tuple[engine.Planned, object, Keystore]:
@@ -67,6 +101,8 @@ def plan(
     ] = False,
     expires_in: Annotated[str, typer.Option("--expires-in", help="How long the saved plan stays valid.")] = "72h",
     lock_timeout: LockTimeout = "0s",
+    summary: SummaryOption = False,
+    split_dir: SplitDirOption = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
     planned, _, keystore = make_plan(config, expires_in, lock_timeout)
@@ -75,6 +111,6 @@ def plan(
     if out is not None:
         write_atomic(out, planfile.encode(planned.document), mode=0o644)
         err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
-    print_data(render_document(planned.document, fmt))
+    emit(planned.document, fmt, summary, split_dir)
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)

@@ -8,14 +8,16 @@ from typing import Annotated
 import typer
 
 from trustplan import planfile
-from trustplan.cli.common import Format, FormatOption, print_data
-from trustplan.cli.plan import render_document
+from trustplan.cli.common import Format, FormatOption
+from trustplan.cli.plan import SplitDirOption, SummaryOption, emit
 
 
 def show(
     plan_file: Annotated[Path, typer.Argument(help="A plan saved with `trustplan plan -o`.", metavar="PLAN")],
     fmt: FormatOption = Format.text,
+    summary: SummaryOption = False,
+    split_dir: SplitDirOption = None,
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
     doc = planfile.read(plan_file)
-    print_data(render_document(doc, fmt))
+    emit(doc, fmt, summary, split_dir)
