@@ -7,7 +7,7 @@ Paths inside the file are relative to the file.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,6 +70,7 @@ class DesiredState:
     kubeconfig_merge: bool
     rollout: Rollout
     lines: dict[str, int]
+    node_paths: dict[str, str] = field(default_factory=dict)  # address -> its YAML path in cluster.nodes
 
     @property
     def base(self) -> Path:
@@ -150,7 +151,18 @@ def load(path: Path) -> DesiredState:
     )
     if errors:
         err = jsonschema.exceptions.best_match(errors) or errors[0]
-        ypath = _yaml_path(err.absolute_path) or "(top level)"
+        ypath = _yaml_path(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = set(err.schema.get("properties", {}))
+            unknown = sorted(str(k) for k in err.instance if k not in allowed)
+            if unknown:  # point at the unknown key itself, not at its parent
+                ypath = f"{ypath}.{unknown[0]}" if ypath else unknown[0]
+                allowed_text = ", ".join(sorted(allowed)) or "none"
+                raise SchemaError(
+                    source, f"unknown key {unknown[0]!r} (allowed here: {allowed_text})", path=ypath,
+                    line=lines.get(ypath),
+                )
+        ypath = ypath or "(top level)"
         raise SchemaError(source, _schema_message(err), path=ypath, line=lines.get(ypath))
     return _build(path, doc, lines, "sha256:" + hashlib.sha256(text).hexdigest())
 
@@ -164,6 +176,7 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         return InputError(source, message, path=ypath, line=lines.get(ypath), hint=hint)
 
     declared: dict[str, str] = {}
+    node_paths: dict[str, str] = {}
     for role in ("controlplane", "worker"):
         for i, address in enumerate((cluster.get("nodes") or {}).get(role, [])):
             if address in declared:
@@ -171,6 +184,7 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
                     f"node {address} is listed as both {declared[address]} and {role}", f"cluster.nodes.{role}[{i}]"
                 )
             declared[address] = role
+            node_paths[address] = f"cluster.nodes.{role}[{i}]"
     machine_configs = {str(k): base / v for k, v in (cluster.get("machineConfigs") or {}).items()}
     if machine_configs:
         for address in declared:
@@ -243,4 +257,5 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             verify_timeout=(rollout.get("verify") or {}).get("timeout"),
         ),
         lines=lines,
+        node_paths=node_paths,
     )

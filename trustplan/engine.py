@@ -147,7 +147,7 @@ async def make(
     try:
         plan = make_plan(inp)
     except PlanningError as exc:
-        raise InputError(str(desired.path), str(exc), path="cluster.nodes") from None
+        raise _role_error(desired, inp, exc) from None
     except UnsafePlan as exc:
         raise UnsafePlanError(f"refusing to plan: {exc}", hint="nothing was saved or sent to any node") from None
 
@@ -174,6 +174,13 @@ async def make(
             out["path"] = str(paths[out["output"]])
     validate_document(doc, "plan")
     return Planned(plan, doc, resolved, live, notes)
+
+
+def _role_error(desired: DesiredState, inp: PlanInput, exc: PlanningError) -> InputError:
+    """Point a role contradiction at the first offending entry of cluster.nodes (path and line)."""
+    wrong = next((n.address for n in inp.nodes if n.declared_role not in (None, n.role)), "")
+    path = desired.node_paths.get(wrong, "cluster.nodes")
+    return InputError(str(desired.path), str(exc), path=path, line=desired.lines.get(path))
 
 
 def _final_edits(plan: Plan) -> dict[str, tuple[op.Edit, ...]]:
