@@ -2,3 +2,84 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+# --- shared fixtures for the foundation suite (CA material, example cluster copies, the CLI) ---------
+
+import datetime as _dt  # noqa: E402
+import shutil as _shutil  # noqa: E402
+from dataclasses import dataclass as _dataclass  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_FILES = REPO / "examples" / "files"
+
+
+@_dataclass(frozen=True)
+class CAFiles:
+    """CA material written once per session: PEM bytes of certificates and keys."""
+
+    talos_crt: bytes
+    talos_key: bytes
+    kube_crt: bytes
+    kube_key: bytes
+    expired_crt: bytes
+    expired_key: bytes
+    leaf_crt: bytes  # not a CA
+    leaf_key: bytes
+
+
+@pytest.fixture(scope="session")
+def ca_files() -> CAFiles:
+    """A Talos-shaped CA pair per PKI, an expired CA and a non-CA certificate, generated once."""
+    from trustplan import pki
+
+    now = pki.utcnow()
+    t_crt, t_key = pki.generate_ca("talos", now)
+    k_crt, k_key = pki.generate_ca("kubernetes", now)
+    e_crt, e_key = pki.generate_ca("talos", now - _dt.timedelta(days=30), validity=_dt.timedelta(days=1))
+    l_crt, l_key = pki.issue_client_cert(t_crt, t_key, "os:admin", now)
+    return CAFiles(
+        pki.cert_to_pem(t_crt), pki.key_to_pem(t_key), pki.cert_to_pem(k_crt), pki.key_to_pem(k_key),
+        pki.cert_to_pem(e_crt), pki.key_to_pem(e_key), pki.cert_to_pem(l_crt), pki.key_to_pem(l_key),
+    )
+
+
+@pytest.fixture
+def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch copy of examples/files (3 control planes + 2 workers); the cwd is set to it."""
+    dest = tmp_path / "cluster"
+    _shutil.copytree(EXAMPLE_FILES, dest)
+    monkeypatch.chdir(dest)
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under `root`: relative path -> (mode, bytes). Compare before/after a command."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_mode & 0o777, p.read_bytes())
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@_dataclass(frozen=True)
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """Run `trustplan ARGS...` in-process (the cwd is the test's); returns exit code, stdout, stderr."""
+    from trustplan.cli.app import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
