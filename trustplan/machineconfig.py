@@ -9,6 +9,7 @@ the other documents are kept byte for byte, and CA entries keep the exact bytes 
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import hashlib
 import os
@@ -155,8 +156,9 @@ class MachineConfig:
         return CAFields(issuer=issuer, issuer_key=issuer_key, accepted=tuple(accepted))
 
     def with_ca_fields(self, changes: dict[str, CAFields]) -> bytes:
-        """The config bytes with these PKIs' CA fields replaced; everything else kept."""
-        doc = self.v1alpha1
+        """The config bytes with these PKIs' CA fields replaced; everything else kept. Pure: this
+        object is not changed."""
+        doc = copy.deepcopy(self.v1alpha1)
         for pki_name, fields in sorted(changes.items()):
             section, _ = FIELDS[pki_name]
             sec = doc.setdefault(section, {})
@@ -177,7 +179,6 @@ class MachineConfig:
         if self._v1 > 0 or texts[0].startswith("---"):
             text = "---\n" + text
         texts[self._v1] = text
-        self._docs = [load_yaml(t) for t in texts]  # keep this object equal to its own data
         return "".join(t if t.endswith("\n") else t + "\n" for t in texts).encode("utf-8")
 
 

@@ -306,6 +306,20 @@ def generate_ca(
     return cert, key
 
 
+def authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:
+    """The AKID Go's x509 adds to every certificate it signs: the issuer's Subject Key Identifier.
+
+    It matters: during a rotation a node trusts two CAs with the same subject (O=talos), and
+    OpenSSL picks a chain's issuer by subject and AKID only; without an AKID it may pick the wrong
+    one and refuse a valid certificate.
+    """
+    try:
+        ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
+
+
 def _leaf_key_for(ca_key: PrivateKey) -> PrivateKey:
     if isinstance(ca_key, ed25519.Ed25519PrivateKey):
         return ed25519.Ed25519PrivateKey.generate()
@@ -351,6 +365,7 @@ def issue_client_cert(
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(authority_key_identifier(ca_cert), critical=False)
         .sign(ca_key, _sign_hash(ca_key))
     )
     return cert, key
@@ -381,6 +396,7 @@ def issue_server_cert(
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(authority_key_identifier(ca_cert), critical=False)
     )
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
