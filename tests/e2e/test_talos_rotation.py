@@ -6,15 +6,15 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from trustplan.providers.sim.cluster import SimCluster
+from trustplan.providers.sim.testing import run_with_cluster
+from trustplan.providers.talos.provider import TalosProvider
+from trustplan.state import LocalState
 
 from trustplan import desired as desired_mod
 from trustplan import engine, pki
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.keystore import Keystore
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
-from trustplan.providers.talos.provider import TalosProvider
-from trustplan.state import LocalState
 
 
 async def plan_and_apply(cluster: SimCluster) -> engine.Applied:
