@@ -151,7 +151,8 @@ def warnings_block(plan: Plan, doc: dict[str, Any]) -> list[str]:
     skipped = _skipped(plan)
     if skipped:
         shown = ", ".join(skipped[:50]) + (f" and {len(skipped) - 50} more" if len(skipped) > 50 else "")
-        items.append(f"**{len(skipped)} nodes skipped** (already in the desired state): {shown}.")
+        noun = "node" if len(skipped) == 1 else "nodes"
+        items.append(f"**{len(skipped)} {noun} skipped** (already in the desired state): {shown}.")
     items += [w for w in plan.warnings if not _KNOWN_WARNING.search(w)]
     if not items:
         return []
@@ -254,14 +255,15 @@ def grouped_tables(plan: Plan) -> list[str]:
 
 
 def ca_fields(plan: Plan, pki: PKI, t: LiveTrust) -> dict[str, Any]:
-    """The CA fields of one PKI as a structure to diff: CAs by label, keys by the CA they belong to."""
+    """The CA fields of one PKI as a structure to diff: CAs by label, keys by the CA they belong to.
+    Accepted CAs are plain strings so that deepdiff (ignoring order) reports each as added or removed."""
     prefix = FIELD_PREFIX[pki]
     ca: dict[str, str] = {}
     if t.issuer is not None:
         ca["crt"] = _plain_ref(plan, t.issuer)
         if t.issuer_has_key:
             ca["key"] = _KEY_OF + _plain_ref(plan, t.issuer)  # names the CA; never the key itself
-    return {f"{prefix}.ca": ca, f"{prefix}.acceptedCAs": [{"crt": _plain_ref(plan, c)} for c in t.accepted]}
+    return {f"{prefix}.ca": ca, f"{prefix}.acceptedCAs": [_plain_ref(plan, c) for c in t.accepted]}
 
 
 _PATH_PART = re.compile(r"\['([^']*)'\]|\[(\d+)\]")
@@ -280,6 +282,8 @@ def _value(path: str, value: Any) -> list[tuple[str, str]]:
         return [line for k, v in value.items() for line in _value(f"{path}.{k}", v)]
     if isinstance(value, list):
         return [line for i, v in enumerate(value) for line in _value(f"{path}[{i}]", v)]
+    if path.endswith("]"):  # an acceptedCAs entry: Talos writes it as {crt: ...}
+        return [(path + ".crt", str(value))]
     if path.endswith(".key"):
         owner = str(value).removeprefix(_KEY_OF)
         return [(path, f"{SENSITIVE}  # the key of {owner}")]
@@ -288,10 +292,14 @@ def _value(path: str, value: Any) -> list[tuple[str, str]]:
 
 def diff_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     """`- path: old` / `+ path: new` lines for what deepdiff finds changed, in field order."""
-    diff = DeepDiff(before, after, ignore_order=False, verbose_level=2)
+    diff = DeepDiff(before, after, ignore_order=True, verbose_level=2)  # trust is a set: order is noise
     lines: list[tuple[str, int, str]] = []
 
     def add(sign: str, path: str, value: Any) -> None:
+        field, bracket, _ = path.partition("[")
+        if bracket and isinstance((before if sign == "-" else after).get(field), list):
+            items = (before if sign == "-" else after)[field]
+            path = f"{field}[{items.index(value)}]" if value in items else path  # the real position
         for p, text in _value(path, value):
             lines.append((p, 0 if sign == "-" else 1, f"{sign} {p}: {text}"))
 

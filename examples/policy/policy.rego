@@ -1,0 +1,67 @@
+# conftest / OPA policy for trustplan plan documents (`trustplan show plan.bin --format json`).
+#
+#   trustplan show plan.bin --format json > plan.json
+#   conftest test plan.json -p examples/policy            # or:
+#   opa eval -d examples/policy/policy.rego -i plan.json 'data.main.deny'
+#
+# The same rules as check_plan.py:
+#   remove-before-verified  a `remove` edit on a node for a PKI with no verification gate in an
+#                           earlier phase that reached that node with a credential from the node's
+#                           new issuer
+#   short-lived-ca          a CA the plan introduces (no node trusted it before) valid < 365 days
+package main
+
+import rego.v1
+
+min_validity_ns := ((365 * 24) * 3600) * 1000000000
+
+# The node's issuer for `pki` once the plan has run.
+new_issuer(address, pki) := issuer if {
+	some node in input.nodes
+	node.address == address
+	issuer := node.targets[pki].after.issuer
+}
+
+verified_before(index, address, pki, issuer) if {
+	some k, phase in input.phases
+	k < index
+	some gate in phase.gates
+	gate.pki == pki
+	gate.credential.issuer == issuer
+	address in gate.nodes
+}
+
+deny contains msg if {
+	some i, phase in input.phases
+	some edit in phase.edits
+	edit.kind == "remove"
+	not verified_before(i, edit.node, edit.pki, new_issuer(edit.node, edit.pki))
+	msg := sprintf(
+		"remove-before-verified: phase %d (%s) removes %s from %s (%s) before a gate has verified a credential from its new issuer there",
+		[i + 1, phase.name, edit.ca, edit.node, edit.pki],
+	)
+}
+
+trusted_before contains fp if {
+	some node in input.nodes
+	some trust in node.live
+	fp := trust.issuer
+	fp != null
+}
+
+trusted_before contains fp if {
+	some node in input.nodes
+	some trust in node.live
+	some fp in trust.accepted
+}
+
+deny contains msg if {
+	some a in input.authorities
+	not a.fingerprint in trusted_before
+	validity := time.parse_rfc3339_ns(a.not_after) - time.parse_rfc3339_ns(a.not_before)
+	validity < min_validity_ns
+	msg := sprintf(
+		"short-lived-ca: new %s CA %s is valid for %d days, less than 365",
+		[a.pki, a.fingerprint, validity / ((24 * 3600) * 1000000000)],
+	)
+}
