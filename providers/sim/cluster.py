@@ -139,9 +139,7 @@ class SimCluster:
         """The sim.json document."""
         return {
             "pid": os.getpid(),
-            "nodes": [
-                {"name": n.name, "role": n.role, "address": n.address, "port": n.port} for n in self.nodes
-            ],
+            "nodes": [{"name": n.name, "role": n.role, "address": n.address, "port": n.port} for n in self.nodes],
         }
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:

@@ -92,17 +92,17 @@ class _Server(Server):
     def __init__(self, handlers: list[Any], node: SimNode) -> None:
         super().__init__(handlers)
         self._node = node
-        self.transports: set[asyncio.BaseTransport] = set()
+        self.transports: set[asyncio.Transport] = set()
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
         protocol = super()._protocol_factory()
         made, lost = protocol.connection_made, protocol.connection_lost
         transports = self.transports
         node = self._node
-        mine: list[asyncio.BaseTransport] = []
+        mine: list[asyncio.Transport] = []
 
-        def connection_made(transport: asyncio.BaseTransport) -> None:
-            made(transport)  # type: ignore[arg-type]
+        def connection_made(transport: asyncio.Transport) -> None:
+            made(transport)
             transports.add(transport)
             mine.append(transport)
             ssl_object = transport.get_extra_info("ssl_object")
@@ -112,12 +112,12 @@ class _Server(Server):
                 log.info("%s: refused a client: %s", node.name, reason)
                 transport.abort()
 
-        def connection_lost(exc: Exception | None) -> None:
+        def connection_lost(exc: BaseException | None) -> None:
             for transport in mine:
                 transports.discard(transport)
             lost(exc)
 
-        protocol.connection_made = connection_made  # type: ignore[method-assign]
+        protocol.connection_made = connection_made  # type: ignore[method-assign,assignment]
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]
         return protocol
 
@@ -130,9 +130,7 @@ class _Server(Server):
 class SimNode:
     """A simulated node. `config` is the exact bytes last applied (what COSI Get returns)."""
 
-    def __init__(
-        self, cluster: SimCluster, name: str, role: str, address: str, port: int, config: bytes
-    ) -> None:
+    def __init__(self, cluster: SimCluster, name: str, role: str, address: str, port: int, config: bytes) -> None:
         self.cluster = cluster
         self.name = name
         self.role = role
@@ -198,9 +196,7 @@ class SimNode:
             proxy_cert, proxy_key = certs.issue_client_cert(
                 ca_cert, ca_key, PROXY_ROLE, now, validity=pki.SERVER_VALIDITY
             )
-            self._proxy_ctx = client_context(
-                pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust
-            )
+            self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
             self._flush_upstream()
         else:
             issued = self._trustd_certificate(now, sans)

@@ -34,6 +34,11 @@ from trustplan.providers.talos.proto import (
 )
 
 from trustplan import machineconfig, pki
+
+try:  # libyaml
+    from yaml import CSafeDumper as _Dumper
+except ImportError:  # pragma: no cover
+    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
 from trustplan.errors import TrustplanError
 
 if TYPE_CHECKING:
@@ -136,9 +141,7 @@ class MachineService(machine_grpc.MachineServiceBase):
             )
         else:
             if node.apply_lock.locked():
-                raise GRPCError(
-                    Status.FAILED_PRECONDITION, "another apply configuration is already in progress"
-                )
+                raise GRPCError(Status.FAILED_PRECONDITION, "another apply configuration is already in progress")
             async with node.apply_lock:
                 node.set_config(request.data, parsed)
             if faults.die_on_apply:
@@ -234,7 +237,7 @@ class StateService(cosi_state_grpc.StateBase):
             ),
             spec=cosi_resource_pb2.Spec(
                 proto_spec=spec.SerializeToString(),
-                yaml_spec=yaml.dump(node.config.decode(), Dumper=machineconfig._Dumper),
+                yaml_spec=yaml.dump(node.config.decode(), Dumper=_Dumper),
             ),
         )
 
@@ -301,7 +304,7 @@ def install_router(server: Server, node: SimNode, services: list[Any]) -> None:
         if node.role != "controlplane":
             raise GRPCError(Status.PERMISSION_DENIED, "no request forwarding")
         handler = mapping[event.method_name]
-        event.method_func = _proxy(node, targets[0], event.method_name, handler)
+        event.method_func = _proxy(node, targets[0], event.method_name, handler)  # type: ignore[assignment]
 
     events.listen(server, events.RecvRequest, on_request)
 
@@ -311,9 +314,7 @@ def _roles_of_peer(peer: Any) -> list[str]:
     return [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "organizationName"]
 
 
-def _proxy(
-    node: SimNode, target: str, method: str, handler: Handler
-) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
+def _proxy(node: SimNode, target: str, method: str, handler: Handler) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
     async def forward(stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
         metadata = [(ROLE_KEY, role) for role in peer_roles(stream)] + [("proxyfrom", node.address)]
@@ -336,9 +337,7 @@ def _proxy(
         except GRPCError:
             raise
         except (TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:
-            raise GRPCError(
-                Status.UNAVAILABLE, _dial_error(target, node.cluster.port_of(target), exc)
-            ) from None
+            raise GRPCError(Status.UNAVAILABLE, _dial_error(target, node.cluster.port_of(target), exc)) from None
 
     return forward
 

@@ -5,7 +5,7 @@
             ...
         run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1)
 
-Each cluster gets its own loopback /24 (127.21.x.0/24, x unique in this process), so tests never
+Each cluster gets its own loopback /24 (see unique_subnet), so tests never
 collide on addresses or with a `trustplan sim up` running on the default 127.20.0.0/24.
 """
 
@@ -22,13 +22,16 @@ from trustplan.providers.sim.cluster import SimCluster, run_cluster
 
 T = TypeVar("T")
 
-_subnets = itertools.count((os.getpid() * 7) % 200)
+_subnets = itertools.count()
 
 
 def unique_subnet() -> str:
-    """A loopback /24 not handed out before in this process (127.21.0.0/24 ... 127.250.255.0/24)."""
+    """A loopback /24 not handed out before in this process: 127.<21 + pid % 200>.<n>.0/24.
+
+    The second octet comes from the process id, so concurrent test processes rarely meet.
+    """
     n = next(_subnets)
-    return f"127.{21 + (n // 256) % 230}.{n % 256}.0/24"
+    return f"127.{21 + (os.getpid() + n // 256) % 200}.{n % 256}.0/24"
 
 
 def run_with_cluster(
@@ -41,9 +44,7 @@ def run_with_cluster(
     """Start a cluster in `dir` on a fresh subnet, run `scenario(cluster)` on it, stop it."""
 
     async def main() -> T:
-        async with run_cluster(
-            controlplanes, workers, dir, subnet=unique_subnet(), latency_ms=latency_ms
-        ) as c:
+        async with run_cluster(controlplanes, workers, dir, subnet=unique_subnet(), latency_ms=latency_ms) as c:
             return await scenario(c)
 
     return asyncio.run(main())

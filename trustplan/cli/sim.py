@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import time
@@ -45,6 +46,7 @@ def up(
             f"{dir / 'sim.json'}: a simulator (pid {existing}) is already running for this directory",
             hint=f"stop it with: trustplan sim down --dir {dir}",
         )
+    logging.basicConfig(level=logging.WARNING, format="trustplan sim: %(message)s")
     try:
         asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms))
     except ValueError as exc:
