@@ -83,3 +83,28 @@ def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def run_cli(cwd: Path, *args: str) -> CliResult:
+    """Run `trustplan ARGS...` in-process in `cwd`, capturing stdout and stderr (for any fixture scope)."""
+    import contextlib
+    import io
+    import os
+
+    from trustplan.cli.app import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(old)
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+def copy_example(dest: Path) -> Path:
+    """A scratch copy of examples/files at `dest`."""
+    _shutil.copytree(EXAMPLE_FILES, dest)
+    return dest
