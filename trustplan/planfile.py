@@ -68,7 +68,9 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
     try:
         doc: dict[str, Any] = json.loads(head[_HEADER.size :].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise PlanFileError(f"{source}: plan document is not valid JSON ({exc})") from None
+        raise PlanFileError(
+            f"{source}: plan document is not valid JSON ({exc})", hint="re-create it with `trustplan plan -o ...`"
+        ) from None
     validate_document(doc, source)
     return doc
 
@@ -79,7 +81,8 @@ def validate_document(doc: dict[str, Any], source: str) -> None:
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise PlanFileError(
-            f"{source}: plan document does not match the plan schema at {where}: {exc.message}"
+            f"{source}: plan document does not match the plan schema at {where}: {exc.message}",
+            hint="it was not made by this trustplan, or was edited; re-create it with `trustplan plan -o ...`",
         ) from None
 
 
