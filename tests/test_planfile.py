@@ -1,0 +1,163 @@
+"""plan.bin refusals: `trustplan apply` refuses a tampered, stale, expired, foreign or unknown-version
+plan with one message that says which and what to do, and leaves every file as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import time
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+
+from trustplan import planfile
+from trustplan.errors import PlanFileError
+
+
+@pytest.fixture
+def planned(example: Path, cli) -> Path:  # noqa: ANN001
+    """The example with a fresh plan.bin (and the keystore the plan wrote)."""
+    result = cli("plan", "-o", "plan.bin")
+    assert result.code == 0, result.err
+    return example
+
+
+def refused(cli, root: Path, plan: str, pattern: str) -> str:  # noqa: ANN001
+    """Apply `plan`; assert exit 1, one error matching `pattern`, a hint, no traceback, nothing changed.
+
+    Returns all of stderr."""
+    before = snapshot(root)
+    result = cli("apply", plan)
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.err
+    assert pattern in errors[0], errors[0]
+    assert "  hint: " in result.err
+    assert snapshot(root) == before
+    assert result.out == ""
+    return result.err
+
+
+def reencode(data: bytes, *, version: int | None = None, **changes: object) -> bytes:
+    """A plan file whose document was edited, with a correct length and digest (a crafted file)."""
+    doc = planfile.decode(data, "plan.bin")
+    doc.update(changes)
+    out = planfile.encode(doc)
+    if version is not None:
+        head = out[:-32]
+        head = head[:10] + struct.pack(">H", version) + head[12:]
+        out = head + hashlib.sha256(head).digest()
+    return out
+
+
+@pytest.mark.parametrize("where", ["magic", "version", "length", "body-start", "body-middle", "body-end", "digest"])
+def test_a_flipped_byte_anywhere_is_refused(planned: Path, cli, where: str) -> None:  # noqa: ANN001
+    data = bytearray((planned / "plan.bin").read_bytes())
+    offset = {
+        "magic": 3, "version": 11, "length": 15, "body-start": 16, "body-middle": len(data) // 2,
+        "body-end": len(data) - 33, "digest": len(data) - 1,
+    }[where]
+    data[offset] ^= 0x01
+    (planned / "tampered.bin").write_bytes(bytes(data))
+    message = refused(cli, planned, "tampered.bin", "tampered.bin: ")
+    expected = {
+        "magic": "not a trustplan plan file",
+        "version": "plan file format version 0 is not supported",
+        "length": "truncated or has extra bytes; it has been modified",
+    }.get(where, "digest does not match its content; it has been modified")
+    assert expected in message
+
+
+def test_every_single_byte_flip_is_detected(planned: Path) -> None:
+    """Not through the CLI (that is above), but over every offset of the file."""
+    data = (planned / "plan.bin").read_bytes()
+    for offset in range(0, len(data), max(1, len(data) // 500)):
+        flipped = bytearray(data)
+        flipped[offset] ^= 0x80
+        with pytest.raises(PlanFileError):
+            planfile.decode(bytes(flipped), "plan.bin")
+
+
+def test_truncated_plan_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    (planned / "short.bin").write_bytes((planned / "plan.bin").read_bytes()[:-1])
+    refused(cli, planned, "short.bin", "truncated or has extra bytes")
+
+
+def test_unknown_format_version_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    (planned / "v2.bin").write_bytes(reencode((planned / "plan.bin").read_bytes(), version=2))
+    message = refused(cli, planned, "v2.bin", "plan file format version 2 is not supported")
+    assert "reads version 1" in message
+
+
+def test_stale_when_a_node_config_changed_after_planning(planned: Path, cli) -> None:  # noqa: ANN001
+    with (planned / "nodes/worker-2.yaml").open("a") as f:
+        f.write("# edited by hand\n")
+    refused(cli, planned, "plan.bin", "plan.bin: the plan is stale: live config changed on 10.5.0.6")
+
+
+def test_stale_when_the_state_changed_after_planning(planned: Path, cli) -> None:  # noqa: ANN001
+    assert cli("plan", "-o", "other.bin").code == 0
+    assert cli("apply", "other.bin").code == 0  # someone else applied first: state serial 0 -> 1
+    message = refused(cli, planned, "plan.bin", "plan.bin: the plan is stale: the state changed since it was made")
+    assert "(serial 0 then, 1 now)" in message
+
+
+def test_stale_when_the_desired_state_changed(planned: Path, cli) -> None:  # noqa: ANN001
+    with (planned / "trustplan.yaml").open("a") as f:
+        f.write("# a comment is a change too: the plan binds to the file's digest\n")
+    refused(cli, planned, "plan.bin", "trustplan.yaml changed since this plan was made")
+
+
+def test_expired_plan_is_refused(example: Path, cli) -> None:  # noqa: ANN001
+    assert cli("plan", "-o", "plan.bin", "--expires-in", "1s").code == 0
+    time.sleep(1.1)
+    err = refused(cli, example, "plan.bin", "plan.bin: plan expired at ")
+    assert "make a fresh plan" in err
+
+
+def test_crafted_expiry_in_the_past_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    data = reencode((planned / "plan.bin").read_bytes(), expires="2020-01-01T00:00:00Z")
+    (planned / "old.bin").write_bytes(data)
+    refused(cli, planned, "old.bin", "old.bin: plan expired at 2020-01-01T00:00:00Z")
+
+
+def test_plan_for_another_cluster_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    desired = planned / "trustplan.yaml"
+    desired.write_text(desired.read_text().replace("name: demo", "name: prod"))
+    refused(cli, planned, "plan.bin", "plan.bin: this plan is for cluster 'demo', but trustplan.yaml is cluster 'prod'")
+
+
+def test_plan_for_another_state_lineage_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    data = reencode((planned / "plan.bin").read_bytes(), state={"lineage": "someone-else", "serial": 4})
+    (planned / "foreign.bin").write_bytes(data)
+    refused(cli, planned, "foreign.bin", "this plan was made for another state lineage")
+
+
+def test_a_missing_keystore_key_stops_apply_before_any_node_changes(planned: Path, cli) -> None:  # noqa: ANN001
+    for key in (planned / ".trustplan/keys").glob("*.key"):
+        key.unlink()
+    refused(cli, planned, "plan.bin", "is missing from the keystore")
+
+
+def test_missing_plan_file(planned: Path, cli) -> None:  # noqa: ANN001
+    refused(cli, planned, "nope.bin", "nope.bin: plan file not found")
+
+
+def test_a_document_that_breaks_the_schema_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    doc = planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin")
+    doc["phases"][0]["edits"][0]["kind"] = "format-disk"
+    (planned / "odd.bin").write_bytes(planfile.encode(doc))
+    refused(cli, planned, "odd.bin", "plan document does not match the plan schema")
+
+
+def test_encoding_is_canonical_and_deterministic(planned: Path) -> None:
+    data = (planned / "plan.bin").read_bytes()
+    doc = planfile.decode(data, "plan.bin")
+    assert planfile.encode(doc) == data
+    body = data[16:-32]
+    assert body == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert struct.unpack(">10sHI", data[:16]) == (b"TRUSTPLAN\0", 1, len(body))
+    assert data[-32:] == hashlib.sha256(data[:-32]).digest()
