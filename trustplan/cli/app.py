@@ -16,7 +16,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import UsageError as _UsageError  # type: ignore[no-redef]
 
 from trustplan import __version__
-from trustplan.cli import apply, plan, show, status, validate
+from trustplan.cli import apply, init, plan, show, status, validate
 from trustplan.cli.common import err
 from trustplan.errors import TrustplanError
 
@@ -32,6 +32,7 @@ app.command("plan")(plan.plan)
 app.command("show")(show.show)
 app.command("apply")(apply.apply)
 app.command("status")(status.status)
+app.command("init")(init.init)
 try:
     from trustplan.cli.sim import sim_app
 
