@@ -20,6 +20,7 @@ from trustplan.desired import DesiredState
 from trustplan.errors import (
     InputError,
     KeystoreError,
+    NodeUnreachableError,
     PlanFileError,
     ProviderError,
     TrustplanError,
@@ -115,6 +116,50 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
     return OperatorCredential(issuer, trusted)
 
 
+async def read_live(
+    desired: DesiredState, provider: Provider, keystore: Keystore, managed: tuple[str, ...], now: dt.datetime
+) -> tuple[LiveCluster, Credential | None]:
+    """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
+
+    After a rotation that died halfway, the talosconfig may no longer verify the nodes' new server
+    certificates, or (after a partial remove) be refused. Then read again with the talosconfig's
+    cert trusting our own CAs too, and then with an admin cert from the desired issuer: TLS stays
+    verified, against CAs whose keys we hold.
+    """
+    try:
+        return await read_cluster(provider, desired.nodes, managed), None
+    except NodeUnreachableError:
+        raise
+    except ProviderError as first:
+        if desired.provider != "talos" or "talos" not in desired.trust:
+            raise
+        for credential in _fallback_credentials(desired, keystore, now):
+            try:
+                return await read_cluster(provider, desired.nodes, managed, credential), credential
+            except NodeUnreachableError:
+                raise
+            except ProviderError:
+                continue
+        raise first
+
+
+def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[Credential]:
+    from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
+
+    assert desired.talosconfig is not None
+    tc = load_talosconfig(desired.talosconfig, desired.context)
+    offline = resolve(desired, keystore, None, now, generate=False)
+    ours = [m for m in offline.material.values() if m.pki == "talos"]
+    bundle = tc.ca_pem + b"".join(m.ca.pem for m in ours)
+    out = [make_credential(tc.crt_pem, tc.key_pem, bundle, source=str(desired.talosconfig))]
+    issuer = offline.refs.get(desired.trust["talos"].issuer)
+    material = offline.material.get(issuer or "")
+    if material is not None and material.key is not None:
+        crt, key = admin_credentials(material.ca, material.key, "talos", now)
+        out.append(make_credential(crt, key, bundle, source="admin certificate"))
+    return out
+
+
 async def make(
     desired: DesiredState,
     provider: Provider,
@@ -128,7 +173,7 @@ async def make(
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
-    live = await read_cluster(provider, desired.nodes, managed)
+    live, reader = await read_live(desired, provider, keystore, managed, now)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
     inp = PlanInput(
@@ -142,7 +187,7 @@ async def make(
             kubeconfig=desired.kubeconfig_output is not None,
             secrets=desired.secrets is not None,
         ),
-        operator=_operator(desired, live),
+        operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
     )
     try:
         plan = make_plan(inp)
@@ -153,7 +198,7 @@ async def make(
 
     notes = list(resolved.warnings)
     if plan.has_changes:
-        notes += await _dry_run(plan, live, resolved, provider)
+        notes += await _dry_run(plan, live, resolved, provider, reader)
     doc = to_document(plan)
     doc.update(
         format_version=1,
@@ -190,7 +235,9 @@ def _final_edits(plan: Plan) -> dict[str, tuple[op.Edit, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-async def _dry_run(plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider) -> list[str]:
+async def _dry_run(
+    plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: Credential | None
+) -> list[str]:
     """Let every node validate its final config (Talos: ApplyConfiguration dry_run) before saving."""
     keys = KeyRing(resolved.material, None)
     notes: list[str] = []
@@ -198,7 +245,7 @@ async def _dry_run(plan: Plan, live: LiveCluster, resolved: Resolved, provider: 
 
     async def one(address: str, edits: tuple[op.Edit, ...]) -> None:
         data = rewrite(live.configs[address], edits, keys.cert_pem, keys.key_pem)
-        message = await provider.write(refs[address], data, credential=None, dry_run=True)
+        message = await provider.write(refs[address], data, credential=credential, dry_run=True)
         if message and message not in ("valid",) and "warning" in message.lower():
             notes.append(f"{address}: {message}")
 
@@ -322,8 +369,10 @@ class Applier:
         plan: Plan,
         now: dt.datetime,
         reporter: Reporter,
+        operator: Credential | None = None,
     ) -> None:
         self.desired = desired
+        self.operator = operator  # what the accept phase is sent with (None: the talosconfig's own)
         self.provider = provider
         self.keys = keyring
         self.configs: dict[str, MachineConfig] = dict(live.configs)
@@ -347,8 +396,10 @@ class Applier:
 
     def phase_credential(self, phase: op.Phase) -> Credential | None:
         """Accept runs with the operator's talosconfig (None); swap and remove with the plan's admin cert."""
-        if self.desired.provider != "talos" or phase.name == "accept" or "talos" not in self.plan.managed:
+        if self.desired.provider != "talos":
             return None
+        if phase.name == "accept" or "talos" not in self.plan.managed:
+            return self.operator
         assert phase.credential is not None
         return self.mint("talos", phase.credential)
 
@@ -529,7 +580,7 @@ async def apply(
     with store.lock(lock_timeout, "apply"):
         state = store.read(desired.cluster)
         check_bindings(document, desired, state, now, source)
-        live = await read_cluster(provider, desired.nodes, tuple(document["managed"]))
+        live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
         check_live(document, live, source)
         plan = from_document(document)
         resolved = resolve(desired, keystore, live.cas, now, generate=False)
@@ -540,7 +591,7 @@ async def apply(
         keys = KeyRing(material, keystore)
         for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
             keys.key(fp)
-        applier = Applier(desired, provider, keys, live, plan, now, reporter)
+        applier = Applier(desired, provider, keys, live, plan, now, reporter, reader)
         started = _time(now)
         error: TrustplanError | None = None
         try:

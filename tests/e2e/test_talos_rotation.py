@@ -124,3 +124,47 @@ def test_lockout_desired_state_is_refused_before_anything_is_sent(tmp_path: Path
         _ = UnsafePlanError
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)
+
+
+def _cut(plan, phase_index: int, nodes: int | None):  # noqa: ANN001, ANN202
+    """The plan stopped inside phase `phase_index` after `nodes` nodes (None: the whole phase)."""
+    from dataclasses import replace
+
+    phases = list(plan.phases[:phase_index])
+    phase = plan.phases[phase_index]
+    keep = phase.nodes()[:nodes] if nodes is not None else phase.nodes()
+    phases.append(replace(phase, edits=tuple(e for e in phase.edits if e.node in keep), gates=()))
+    return replace(plan, phases=tuple(phases))
+
+
+@pytest.mark.parametrize(
+    ("phase_index", "nodes"),
+    [(0, 2), (0, None), (1, 1), (1, 4), (2, 3)],
+    ids=["accept-on-2-nodes", "accept-done", "swap-on-1-cp", "swap-on-4-nodes", "remove-on-3-nodes"],
+)
+def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_index: int, nodes: int | None) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        old = tmp_path / "old-talosconfig"
+        old.write_bytes(cluster.talosconfig.read_bytes())
+        desired = desired_mod.load(cluster.dir / "trustplan.yaml")
+        keystore = Keystore(desired.keystore)
+        provider = engine.make_provider(desired)
+        try:
+            planned = await engine.make(desired, provider, keystore, LocalState(desired.state).read("sim"),
+                                        pki.utcnow(), dt.timedelta(hours=1))
+            planned.resolved.save_new(keystore)
+            partial = _cut(planned.plan, phase_index, nodes)
+            applier = engine.Applier(desired, provider, engine.KeyRing(planned.resolved.material, keystore),
+                                     planned.live, partial, pki.utcnow(), engine.QuietReporter())
+            await applier.run()  # an earlier run that died here
+        finally:
+            await provider.close()
+        new_issuer = planned.resolved.refs["talos-new"]
+        applied = await plan_and_apply(cluster)  # the same desired state: finish the job
+        edits = [s for s in applied.steps if s["kind"] == "write"]
+        assert len(edits) < 3 * len(cluster.nodes)  # what was done is skipped
+        assert planned.resolved.refs["talos-new"] == new_issuer
+        assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
+        assert all(v.startswith("refused") for v in (await version_with(cluster, old)).values())
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
