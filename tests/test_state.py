@@ -1,0 +1,156 @@
+"""The local state: a lock another process can hold (and is named when it does), atomic writes,
+a backup of the previous serial, and clear errors for a state that cannot be used."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import snapshot
+from trustplan.state import LocalState, empty_state
+
+from trustplan.atomic import write_atomic
+from trustplan.errors import StateError
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from trustplan.state import LocalState
+    with LocalState(Path(sys.argv[1])).lock(0, "apply"):
+        print("locked", flush=True)
+        time.sleep(float(sys.argv[2]))
+    """
+)
+
+
+def hold_lock(state: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process that holds the state lock for `seconds` (returns once it holds it)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(state), str(seconds)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+@pytest.fixture
+def planned(example: Path, cli) -> Path:  # noqa: ANN001
+    assert cli("plan", "-o", "plan.bin").code == 0
+    return example
+
+
+def test_apply_fails_naming_who_holds_the_lock_and_changes_nothing(planned: Path, cli) -> None:  # noqa: ANN001
+    holder = hold_lock(planned / "trustplan.state.json", 30)
+    try:
+        before = snapshot(planned)
+        result = cli("apply", "plan.bin")
+        after = snapshot(planned)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert "Error: trustplan.state.json: state is locked by " in result.err
+    assert f"(pid {holder.pid}, apply since " in result.err
+    assert "--lock-timeout" in result.err  # the hint says how to wait
+    before.pop("trustplan.state.json.lock")
+    after.pop("trustplan.state.json.lock")
+    assert after == before
+
+
+def test_apply_with_lock_timeout_waits_for_the_holder(planned: Path, cli) -> None:  # noqa: ANN001
+    holder = hold_lock(planned / "trustplan.state.json", 1.0)
+    try:
+        started = time.monotonic()
+        result = cli("apply", "plan.bin", "--lock-timeout", "20s")
+        waited = time.monotonic() - started
+    finally:
+        holder.wait(timeout=30)
+    assert result.code == 0, result.err
+    assert waited >= 0.5  # it did wait for the other process
+    assert json.loads((planned / "trustplan.state.json").read_text())["serial"] == 1
+
+
+def test_lock_times_out_after_the_given_time(tmp_path: Path) -> None:
+    holder = hold_lock(tmp_path / "s.json", 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StateError, match=r"state is locked by .*\(pid \d+, apply since"), \
+                LocalState(tmp_path / "s.json").lock(0.5, "apply"):
+            pass
+        assert 0.4 <= time.monotonic() - started < 5
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_is_released_and_its_holder_info_cleared(tmp_path: Path) -> None:
+    store = LocalState(tmp_path / "s.json")
+    with store.lock(0, "apply"):
+        info = json.loads(store.lock_path.read_text())
+        assert info["pid"] == os.getpid() and info["operation"] == "apply"
+    assert store.lock_path.read_text() == ""
+    with store.lock(0, "plan"):  # free again
+        pass
+
+
+def test_write_keeps_the_previous_serial_as_a_backup(tmp_path: Path) -> None:
+    store = LocalState(tmp_path / "s.json")
+    assert store.read("demo") == empty_state("demo")
+    first = {**empty_state("demo"), "lineage": "l", "serial": 1}
+    second = {**first, "serial": 2}
+    store.write(first)
+    assert not store.backup_path.exists()
+    store.write(second)
+    assert store.read("demo")["serial"] == 2
+    assert json.loads(store.backup_path.read_text())["serial"] == 1
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "s.json"
+    target.write_bytes(b"old")
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
+
+
+def test_atomic_write_sets_the_mode(tmp_path: Path) -> None:
+    write_atomic(tmp_path / "k", b"x", mode=0o600)
+    assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "k").read_bytes() == b"x"
+
+
+def test_state_of_another_cluster_is_refused(tmp_path: Path) -> None:
+    store = LocalState(tmp_path / "s.json")
+    store.write({**empty_state("prod"), "lineage": "l", "serial": 1})
+    with pytest.raises(StateError, match=r"s\.json: this state belongs to cluster 'prod', not 'demo'"):
+        store.read("demo")
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"{not json", "state file is not valid JSON"),
+        (b'{"version": 1}', "(top level): 'lineage' is a required property (schemas/state.schema.json)"),
+    ],
+)
+def test_unusable_state_file_is_one_clear_error(planned: Path, cli, content: bytes, message: str) -> None:  # noqa: ANN001
+    (planned / "trustplan.state.json").write_bytes(content)
+    before = snapshot(planned)
+    result = cli("apply", "plan.bin")
+    assert result.code == 1
+    assert "Traceback" not in result.err
+    assert result.err.startswith("Error: trustplan.state.json: ")
+    assert message in result.err
+    assert snapshot(planned) == before
