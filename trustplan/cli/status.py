@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -124,11 +125,29 @@ def markdown(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("| CA | PKI | issuing on | accepted on | expires | fingerprint |")
     lines.append("|---|---|---|---|---|---|")
+    total = len(report["nodes"])
     for c in cas:
         lines.append(
-            f"| {_label(c)} | {c['pki']} | {len(c['issuing_on'])} nodes | {len(c['accepted_on'])} nodes | "
-            f"{c['not_after']} | `{c['fingerprint']}` |"
+            f"| {_label(c)} | {c['pki']} | {_where(c['issuing_on'], total)} | {_where(c['accepted_on'], total)} | "
+            f"{_expiry(c['not_after'])} | `{c['fingerprint']}` |"
         )
     if report["drift"]:
         lines += ["", "**Drift from the state:**"] + [f"- {d['node']}: {d['reason']}" for d in report["drift"]]
     return "\n".join(lines) + "\n"
+
+
+def _where(nodes: list[str], total: int) -> str:
+    """The nodes a CA is issuing or accepted on: all of them, none, or the list (shortened past 10)."""
+    if not nodes:
+        return "none"
+    if len(nodes) == total:
+        return f"all {total} nodes"
+    shown = ", ".join(nodes[:10])
+    return shown + (f" and {len(nodes) - 10} more" if len(nodes) > 10 else "")
+
+
+def _expiry(not_after: str) -> str:
+    days = (dt.datetime.strptime(not_after, "%Y-%m-%d").replace(tzinfo=dt.UTC) - pki.utcnow()).days
+    if days < 0:
+        return f"**{not_after} (expired)**"
+    return f"**{not_after} (in {days} days)**" if days < 90 else f"{not_after} (in {days} days)"
