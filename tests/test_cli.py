@@ -267,7 +267,7 @@ def test_status_after_apply_shows_no_drift(rotation: Rotation) -> None:
     result = run_cli(rotation.root, "status", "--format", "json")
     assert result.code == 0, result.err
     report = json.loads(result.out)
-    assert report.get("drift", []) == []
+    assert report["drift"] == []
 
 
 # --- exit codes ------------------------------------------------------------------------------

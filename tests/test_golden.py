@@ -1,0 +1,113 @@
+"""Golden renderings: the text a user reads for a plan, and the canonical plan document, pinned.
+
+Plans are built from fixed inputs (the planner helpers: fake fingerprints, a fixed `now`), so the
+output is deterministic. After an intended change, regenerate with:
+
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py
+and review the diff of tests/golden/.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "planner"))
+from helpers import NOW, cluster, node, plan_input, trust, want  # noqa: E402
+from trustplan.planner import Plan, make_plan  # noqa: E402
+from trustplan.planner.document import to_document  # noqa: E402
+
+from trustplan import planfile, render  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _fresh_both() -> Plan:
+    return make_plan(
+        plan_input(cluster(trust("old"), kube=trust("k-old")), want("talos", "new"), want("kubernetes", "k-new"))
+    )
+
+
+def _half_done() -> Plan:
+    nodes = (
+        node("10.5.0.2", "controlplane", trust("new", "old")),
+        *(node(a, "controlplane", trust("old", "new")) for a in ("10.5.0.3", "10.5.0.4")),
+        *(node(a, "worker", trust("old")) for a in ("10.5.0.5", "10.5.0.6")),
+    )
+    return make_plan(plan_input(nodes, want("talos", "new")))
+
+
+def _pre_stage() -> Plan:
+    return make_plan(plan_input(cluster(trust("old")), want("talos", "old", "new")))
+
+
+def _revoke() -> Plan:
+    return make_plan(plan_input(cluster(trust("new", "old")), want("talos", "new")))
+
+
+def _no_op() -> Plan:
+    return make_plan(plan_input(cluster(trust("new")), want("talos", "new")))
+
+
+PLANS = {
+    "fresh-both": _fresh_both,
+    "half-done": _half_done,
+    "pre-stage": _pre_stage,
+    "revoke": _revoke,
+    "no-op": _no_op,
+}
+
+
+def document(plan: Plan) -> dict[str, Any]:
+    """The plan document with the bindings the shell adds, fixed."""
+    doc = to_document(plan)
+    doc.update(
+        format_version=1,
+        tool_version="0.0.0-golden",
+        created=f"{NOW:%Y-%m-%dT%H:%M:%SZ}",
+        expires=f"{NOW + dt.timedelta(hours=72):%Y-%m-%dT%H:%M:%SZ}",
+        provider="files",
+        desired_digest="sha256:" + "d" * 64,
+        state={"lineage": None, "serial": 0},
+    )
+    for a in doc["authorities"]:  # the helpers' CAs have no certificate; stand in a fixed one
+        a["certificate"] = f"-----BEGIN CERTIFICATE-----\n{a['name']}\n-----END CERTIFICATE-----\n"
+    for n in doc["nodes"]:  # the helpers' digests are readable fakes; the schema wants real ones
+        n["config_digest"] = "sha256:" + hashlib.sha256(n["address"].encode()).hexdigest()
+    for phase in doc["phases"]:
+        for out in phase["outputs"]:
+            out["path"] = out["output"]
+    return doc
+
+
+def check_golden(name: str, actual: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(actual)
+        return
+    assert path.exists(), f"{path} is missing; run with UPDATE_GOLDEN=1 to create it"
+    assert actual == path.read_text(), f"{name} changed; if intended, regenerate with UPDATE_GOLDEN=1 and review"
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_text_rendering(name: str) -> None:
+    plan = PLANS[name]()
+    check_golden(f"{name}.txt", render.text(plan, document(plan)))
+
+
+@pytest.mark.parametrize("name", sorted(PLANS))
+def test_plan_document(name: str) -> None:
+    doc = document(PLANS[name]())
+    planfile.validate_document(doc, name)  # the golden document is a valid plan document
+    check_golden(f"{name}.json", render.json_text(doc))
+
+
+def test_same_inputs_give_a_byte_identical_plan_file() -> None:
+    assert planfile.encode(document(_fresh_both())) == planfile.encode(document(_fresh_both()))
