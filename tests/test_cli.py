@@ -325,3 +325,17 @@ def test_exit_codes_of_the_real_process(example: Path) -> None:
     assert broken.returncode == 1
     assert "Traceback" not in broken.stderr
     assert broken.stderr.startswith("Error: trustplan.yaml:")
+
+
+def test_changing_a_generated_authoritys_algorithm_mints_a_new_ca(example: Path, cli) -> None:  # noqa: ANN001
+    """The keystore index reuses a CA generated earlier, but only if it still is what the file asks for."""
+    assert cli("plan").code == 0
+    first = json.loads((example / ".trustplan/keys/index.json").read_text())["talos-2026"]
+    desired = example / "trustplan.yaml"
+    desired.write_text(desired.read_text().replace("talos-2026: {generate: {algorithm: ed25519}}",
+                                                   "talos-2026: {generate: {algorithm: ecdsa-p256}}"))
+    result = cli("plan")
+    assert result.code == 0, result.err
+    second = json.loads((example / ".trustplan/keys/index.json").read_text())["talos-2026"]
+    assert second != first
+    assert "talos-2026  Talos API CA, ecdsa-p256, O=talos" in result.out

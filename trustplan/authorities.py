@@ -98,8 +98,11 @@ def resolve(
             if algorithm not in pki.ALLOWED_ALGORITHMS[use]:
                 raise desired.error(f"a {use} CA cannot use {algorithm}", f"{ypath}.generate.algorithm")
             earlier = keystore.generated(name)
-            if earlier is not None:
-                ca, key = keystore.load(earlier)
+            reused = keystore.load(earlier) if earlier is not None else None
+            if reused is not None and not _still_wanted(reused[0], algorithm, spec.validity_days):
+                reused = None  # the file now asks for another CA: mint one instead of reusing
+            if reused is not None:
+                ca, key = reused
                 m = Material(ca, use, "generate", name, key)
             elif not generate:
                 continue
@@ -140,6 +143,14 @@ def resolve(
         if fps:
             wanted.append(DesiredTrust(pki_name, fps[0], tuple(dict.fromkeys(f for f in fps[1:] if f != fps[0]))))
     return Resolved(material, refs, tuple(wanted), warnings, new)
+
+
+def _still_wanted(ca: pki.CACert, algorithm: str, validity_days: int | None) -> bool:
+    """A CA generated earlier still matches its `generate:` spec (algorithm and, if given, validity)."""
+    if ca.algorithm != algorithm:
+        return False
+    validity = dt.timedelta(days=validity_days) if validity_days else pki.CA_VALIDITY
+    return ca.not_after - ca.not_before == validity
 
 
 def _import(
