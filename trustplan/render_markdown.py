@@ -270,7 +270,7 @@ _PATH_PART = re.compile(r"\['([^']*)'\]|\[(\d+)\]")
 
 
 def _path(deep_path: str) -> str:
-    parts = []
+    parts: list[str] = []
     for name, index in _PATH_PART.findall(deep_path):
         parts.append(f"[{index}]" if index else ("." + name if parts else name))
     return "".join(parts)

@@ -116,7 +116,7 @@ def live_cas(configs: list[tuple[str, machineconfig.MachineConfig]]) -> dict[str
     found: dict[str, dict[str, LiveCA]] = {"talos": {}, "kubernetes": {}}
     for where, cfg in configs:
         for pki_name in ("talos", "kubernetes"):
-            fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
+            fields = cfg.ca_fields(pki_name)
             if fields.issuer is not None:
                 _ca(pki_name, fields.issuer, where, found[pki_name])
     return {p: sorted(cas.values(), key=lambda c: -len(c.where)) for p, cas in found.items()}
