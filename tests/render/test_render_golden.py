@@ -1,6 +1,6 @@
 """Golden files pin the text, Markdown and JSON renderings of deterministic example plans.
 
-Regenerate after an intended change with `UPDATE_GOLDEN=1 .venv/bin/pytest tests/render/test_golden.py`
+Regenerate after an intended change with `UPDATE_GOLDEN=1 .venv/bin/pytest tests/render/test_render_golden.py`
 and review the diff like any other change to what users see.
 """
 
