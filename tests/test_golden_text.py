@@ -3,7 +3,7 @@
 Plans are built from fixed inputs (the planner helpers: fake fingerprints, a fixed `now`), so the
 output is deterministic. After an intended change, regenerate with:
 
-    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden.py
+    UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_golden_text.py
 and review the diff of tests/golden/.
 """
 
