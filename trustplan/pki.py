@@ -38,7 +38,7 @@ ORGANIZATION = {"talos": "talos", "kubernetes": "kubernetes"}
 #: Key algorithms a CA of each PKI may use (Talos: Ed25519 by default; Kubernetes: ECDSA P-256).
 ALLOWED_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "talos": ("ed25519", "ecdsa-p256", "rsa"),
-    "kubernetes": ("ecdsa-p256", "rsa", "ed25519"),
+    "kubernetes": ("ecdsa-p256", "rsa"),
 }
 _ED25519_HEADER = "ED25519 PRIVATE KEY"
 
