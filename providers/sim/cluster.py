@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from trustplan.providers.base import NodeRef
-from trustplan.providers.sim import certs
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
 
@@ -144,7 +143,7 @@ class SimCluster:
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
         """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
-        cert, key = certs.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
+        cert, key = pki.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
         return write_talosconfig(
             path,
             context=CONTEXT,

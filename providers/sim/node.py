@@ -32,7 +32,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
-from trustplan.providers.sim import certs
 from trustplan.providers.talos.tls import client_context, server_context
 
 from trustplan import machineconfig, pki
@@ -190,10 +189,10 @@ class SimNode:
             ca_key = pki.load_key_pem(fields.issuer_key, self.name)
             self.issuing = (ca_cert, ca_key)
             trust = _bundle(self.own_trust())
-            cert, key = certs.issue_server_cert(
+            cert, key = pki.issue_server_cert(
                 ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
             )
-            proxy_cert, proxy_key = certs.issue_client_cert(
+            proxy_cert, proxy_key = pki.issue_client_cert(
                 ca_cert, ca_key, PROXY_ROLE, now, validity=pki.SERVER_VALIDITY
             )
             self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
@@ -218,7 +217,7 @@ class SimNode:
             ca_cert, ca_key = cp.issuing
             if pki.fingerprint(ca_cert) not in own:
                 continue  # cannot verify that trustd's server cert: try another control plane
-            cert, key = certs.issue_server_cert(
+            cert, key = pki.issue_server_cert(
                 ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
             )
             self.trustd_error = None

@@ -55,9 +55,7 @@ def classify(exc: BaseException) -> Transient | None:
             return Transient("unavailable", exc.message or "unavailable")
         return None
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Transient(
-            "tls", f"TLS handshake failed: server certificate not trusted ({exc.verify_message})"
-        )
+        return Transient("tls", f"TLS handshake failed: server certificate not trusted ({exc.verify_message})")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         return Transient("tls", f"TLS handshake refused ({reason})")
@@ -65,8 +63,7 @@ def classify(exc: BaseException) -> Transient | None:
         # the server aborted the connection right after the handshake: it refused our client cert
         return Transient(
             "tls",
-            "TLS handshake refused by the server (client certificate not accepted: "
-            f"{type(exc).__name__} {exc})",
+            f"TLS handshake refused by the server (client certificate not accepted: {type(exc).__name__} {exc})",
         )
     if isinstance(exc, ConnectionRefusedError):
         return Transient("connect", "connection refused")
@@ -120,13 +117,17 @@ async def with_retry(
     endpoints: tuple[Endpoint, ...],
     timeout: float,
     on_failure: Callable[[Endpoint, Transient], None] | None = None,
+    tls_timeout: float | None = None,
 ) -> T:
     """Run `attempt(endpoint)` until it succeeds, retrying Transient failures until `timeout`.
 
     Endpoints are tried in turn (the next one after a transport failure). Raises the last
-    Transient when the time is up; any non-transient exception propagates at once.
+    Transient when the time is up; any non-transient exception propagates at once. With
+    `tls_timeout`, refused TLS handshakes are given up on sooner: outside the short window in which
+    a node reloads its certs they do not heal by waiting.
     """
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     delay = BACKOFF_START
     index = 0
     while True:
@@ -142,6 +143,8 @@ async def with_retry(
             if transient.kind != "unavailable":
                 index += 1  # the endpoint itself failed: try the next one
             left = deadline - time.monotonic()
+            if transient.kind == "tls" and tls_timeout is not None:
+                left = min(left, start + tls_timeout - time.monotonic())
             if left <= 0:
                 raise transient from (exc if exc is not transient else None)
             await asyncio.sleep(min(delay, left))

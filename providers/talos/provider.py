@@ -43,7 +43,8 @@ class TalosProvider:
 
     `credential=None` means the talosconfig's own client identity. Channels are cached per
     (endpoint, credential). Reads and writes retry UNAVAILABLE and connection failures for
-    `retry_timeout` seconds; verification gates retry for `verify_timeout` seconds.
+    `retry_timeout` seconds (refused TLS handshakes only `tls_retry_timeout`, so that a caller can
+    fall back to another credential quickly); verification gates retry for `verify_timeout` seconds.
     """
 
     def __init__(
@@ -54,12 +55,14 @@ class TalosProvider:
         verify_timeout: float = 60.0,
         retry_timeout: float = 10.0,
         *,
+        tls_retry_timeout: float = 2.0,
         endpoints: Iterable[str] | None = None,
     ) -> None:
         self.config: TalosConfig = load_talosconfig(talosconfig_path, context)
         self.nodes = tuple(nodes)
         self.verify_timeout = verify_timeout
         self.retry_timeout = retry_timeout
+        self.tls_retry_timeout = tls_retry_timeout
         if endpoints is not None:
             from trustplan.providers.talos.talosconfig import parse_endpoint
 
@@ -128,9 +131,7 @@ class TalosProvider:
             return await stub.Version(Empty(), metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
         try:
-            response = await with_retry(
-                attempt, self.endpoints, self.verify_timeout, lambda _e, t: failures.append(t)
-            )
+            response = await with_retry(attempt, self.endpoints, self.verify_timeout, lambda _e, t: failures.append(t))
         except Transient as exc:
             raise GateFailedError(
                 f"node {node.address}: Version with the client cert issued by "
@@ -138,9 +139,7 @@ class TalosProvider:
                 hint=_hint(exc),
             ) from None
         except GRPCError as exc:
-            raise GateFailedError(
-                f"node {node.address}: Version refused: {exc.status.name}: {exc.message}"
-            ) from None
+            raise GateFailedError(f"node {node.address}: Version refused: {exc.status.name}: {exc.message}") from None
         tags = [m.version.tag for m in response.messages if m.version.tag]
         return tags[0] if tags else "unknown version"
 
@@ -156,15 +155,14 @@ class TalosProvider:
 
     async def _call(self, node: NodeRef, what: str, attempt, timeout: float):  # type: ignore[no-untyped-def]
         try:
-            return await with_retry(attempt, self.endpoints, timeout)
+            return await with_retry(attempt, self.endpoints, timeout, tls_timeout=self.tls_retry_timeout)
         except Transient as exc:
             if exc.kind == "tls":
                 message = f"node {node.address}: cannot {what}: {exc.detail}"
                 raise ProviderError(message, hint=_hint(exc)) from None
             endpoints = ", ".join(str(e) for e in self.endpoints)
             raise NodeUnreachableError(
-                f"node {node.address}: cannot {what}: unreachable after {timeout:g}s "
-                f"(via {endpoints}): {exc.detail}",
+                f"node {node.address}: cannot {what}: unreachable after {timeout:g}s (via {endpoints}): {exc.detail}",
                 hint="check that the node is up and that its address in cluster.nodes is right",
             ) from None
         except GRPCError as exc:

@@ -54,9 +54,7 @@ class TalosConfig:
         return make_credential(self.crt_pem, self.key_pem, self.ca_pem, source=str(self.path))
 
 
-def make_credential(
-    crt_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes, source: str = "<credential>"
-) -> Credential:
+def make_credential(crt_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes, source: str = "<credential>") -> Credential:
     """A talos Credential from PEMs; `issuer` is the bundle CA that signed the cert, if any."""
     cert = pki.load_cert_pem(crt_pem, source, "crt")
     cas = [pki.load_cert_pem(block, source, "ca") for block in pki.split_pem_bundle(ca_bundle_pem)]

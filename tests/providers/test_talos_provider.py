@@ -49,9 +49,7 @@ def test_invalid_config_is_refused_with_the_reason(tmp_path: Path) -> None:
         copy = machineconfig.parse(worker.config, "worker")
         with_key = copy.with_ca_fields({"talos": cp.parsed.ca_fields("talos")})
         async with _provider(cluster) as provider:
-            with pytest.raises(
-                ProviderError, match=r"(?s)INVALID_ARGUMENT: .*key is not allowed on non-controlplane"
-            ):
+            with pytest.raises(ProviderError, match=r"(?s)INVALID_ARGUMENT: .*key is not allowed on non-controlplane"):
                 await provider.write(cluster.node_refs()[1], with_key, dry_run=True)
 
     run_with_cluster(scenario, tmp_path)
@@ -62,9 +60,7 @@ def test_unreachable_node_is_named(tmp_path: Path) -> None:
         await cluster.workers[0].stop()
         ref = cluster.node_refs()[1]
         async with _provider(cluster, retry_timeout=0.5) as provider:
-            with pytest.raises(
-                NodeUnreachableError, match=rf"node {ref.address}: .*unreachable.*connection refused"
-            ):
+            with pytest.raises(NodeUnreachableError, match=rf"node {ref.address}: .*unreachable.*connection refused"):
                 await provider.read(ref)
 
     run_with_cluster(scenario, tmp_path)
@@ -102,9 +98,7 @@ def test_plain_grpclib_client_can_call_version(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         tc = load_talosconfig(cluster.talosconfig)
         (tmp_path / "ca.pem").write_bytes(tc.ca_pem)
-        (tmp_path / "client.pem").write_bytes(
-            tc.crt_pem + pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k"))
-        )
+        (tmp_path / "client.pem").write_bytes(tc.crt_pem + pki.key_to_pkcs8_pem(pki.load_key_pem(tc.key_pem, "k")))
         ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         ctx.load_cert_chain(str(tmp_path / "client.pem"))
         ctx.set_alpn_protocols(["h2"])
@@ -161,5 +155,24 @@ def test_openssl_s_client_handshake(tmp_path: Path) -> None:
         text = out.decode(errors="replace")
         assert "Verify return code: 0 (ok)" in text, text
         assert "ALPN protocol: h2" in text, text
+
+    run_with_cluster(scenario, tmp_path, workers=0)
+
+
+def test_refused_tls_at_read_fails_fast(tmp_path: Path) -> None:
+    """A read with a credential the endpoint refuses gives up after tls_retry_timeout, not 10 s."""
+    import time
+
+    async def scenario(cluster: SimCluster) -> None:
+        now = pki.utcnow()
+        other, other_key = pki.generate_ca("talos", now)
+        cert, key = pki.issue_client_cert(other, other_key, "os:admin", now)
+        cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), cluster.secrets.os.crt_pem)
+        async with _provider(cluster, tls_retry_timeout=0.5) as provider:
+            started = time.monotonic()
+            with pytest.raises(ProviderError, match="TLS handshake refused") as err:
+                await provider.read(cluster.node_refs()[0], cred)
+            assert not isinstance(err.value, NodeUnreachableError)
+            assert time.monotonic() - started < 3
 
     run_with_cluster(scenario, tmp_path, workers=0)

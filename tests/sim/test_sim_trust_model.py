@@ -21,7 +21,6 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from trustplan.providers.base import Credential, NodeRef
-from trustplan.providers.sim import certs
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import cosi_state_grpc, cosi_state_pb2, machine_grpc, machine_pb2
@@ -37,7 +36,7 @@ REFUSED = (StreamTerminatedError, ProtocolError, ssl.SSLError, ConnectionError)
 
 
 def _client(ca_cert: x509.Certificate, ca_key: pki.PrivateKey, role: str = "os:admin") -> tuple[bytes, bytes]:
-    cert, key = certs.issue_client_cert(ca_cert, ca_key, role, pki.utcnow())
+    cert, key = pki.issue_client_cert(ca_cert, ca_key, role, pki.utcnow())
     return pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
 
 
@@ -120,9 +119,7 @@ def test_roles(tmp_path: Path) -> None:
             assert err.value.status is Status.PERMISSION_DENIED
             with pytest.raises(GRPCError) as err:
                 await cosi_state_grpc.StateStub(channel).Get(
-                    cosi_state_pb2.GetRequest(
-                        namespace="config", type="MachineConfigs.config.talos.dev", id="v1alpha1"
-                    )
+                    cosi_state_pb2.GetRequest(namespace="config", type="MachineConfigs.config.talos.dev", id="v1alpha1")
                 )
             assert err.value.status is Status.PERMISSION_DENIED
         finally:
@@ -139,9 +136,7 @@ def test_workers_do_not_proxy(tmp_path: Path) -> None:
         assert await _version(_channel(w1.address, *admin, os_ca.crt_pem)) == "v1.11.5"  # direct: fine
         with pytest.raises(GRPCError) as err:
             await _version(_channel(w1.address, *admin, os_ca.crt_pem), w2.address)
-        assert err.value.status is Status.PERMISSION_DENIED and "no request forwarding" in str(
-            err.value.message
-        )
+        assert err.value.status is Status.PERMISSION_DENIED and "no request forwarding" in str(err.value.message)
 
     run_with_cluster(scenario, tmp_path, workers=2)
 
@@ -192,9 +187,7 @@ def test_accept_swap_remove(tmp_path: Path) -> None:
                 provider,
                 nodes,
                 new_both,
-                lambda f, r: CAFields(
-                    new_pem, pki.key_to_pem(new_key) if r == "controlplane" else None, (old_pem,)
-                ),
+                lambda f, r: CAFields(new_pem, pki.key_to_pem(new_key) if r == "controlplane" else None, (old_pem,)),
             )
             assert await reaches(new_both) and await reaches(new_only)
             assert not await reaches(old_only, 0.3)  # server certs now come from NEW
