@@ -10,13 +10,9 @@ PROTO_DIR = Path(__file__).resolve().parents[2] / "providers" / "talos" / "proto
 
 
 def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, str(PROTO_DIR / "generate.py"), str(tmp_path)], check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, str(PROTO_DIR / "generate.py"), str(tmp_path)], check=True, capture_output=True)
     generated = sorted(p.name for p in tmp_path.iterdir())
-    committed = sorted(
-        p.name for p in PROTO_DIR.iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi", "_grpc.py"))
-    )
+    committed = sorted(p.name for p in PROTO_DIR.iterdir() if p.name.endswith(("_pb2.py", "_pb2.pyi", "_grpc.py")))
     assert generated == committed, "generated module set differs: run `make proto`"
     stale = [name for name in generated if (tmp_path / name).read_text() != (PROTO_DIR / name).read_text()]
     assert not stale, f"out of date (run `make proto`): {stale}"

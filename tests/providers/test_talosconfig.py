@@ -61,9 +61,7 @@ def test_endpoints() -> None:
 
 def test_errors_name_file_and_path(tmp_path: Path) -> None:
     ca, crt, key = _material()
-    path = write_talosconfig(
-        tmp_path / "tc", context="a", endpoints=["10.0.0.2"], ca_pem=ca, crt_pem=crt, key_pem=key
-    )
+    path = write_talosconfig(tmp_path / "tc", context="a", endpoints=["10.0.0.2"], ca_pem=ca, crt_pem=crt, key_pem=key)
     with pytest.raises(InputError, match=r"context 'b' not found"):
         load_talosconfig(path, "b")
     doc = yaml.safe_load(path.read_text())
