@@ -95,6 +95,14 @@ class SimCluster:
         except KeyError:
             raise KeyError(f"no simulated node {key!r}") from None
 
+    async def stop_node(self, key: str) -> None:
+        """Make a node unreachable: stop its listener and drop its open connections."""
+        await self.node(key).stop()
+
+    async def start_node(self, key: str) -> None:
+        """Bring a stopped node back (same config, certs and trust)."""
+        await self.node(key).start()
+
     def port_of(self, address: str) -> int:
         node = self._by_key.get(address)
         return node.port if node is not None else PORT

@@ -75,3 +75,29 @@ def test_list_and_watch_machine_config(tmp_path: Path) -> None:
             channel.close()
 
     run_with_cluster(scenario, tmp_path)
+
+
+def test_latency_and_restart(tmp_path: Path) -> None:
+    import time
+
+    async def scenario(cluster: SimCluster) -> None:
+        worker = cluster.workers[0]
+
+        async def version() -> float:
+            channel = _admin_channel(cluster)
+            try:
+                started = time.monotonic()
+                await machine_grpc.MachineServiceStub(channel).Version(
+                    Empty(), metadata={"node": worker.address}, timeout=5
+                )
+                return time.monotonic() - started
+            finally:
+                channel.close()
+
+        assert await version() >= 0.05  # injected once per client call, not again on the proxied hop
+        await worker.stop()
+        assert not worker.running
+        await worker.start()
+        assert await version() < 2
+
+    run_with_cluster(scenario, tmp_path, latency_ms=50)
