@@ -27,7 +27,6 @@ from trustplan.planner.ops import (
     WriteOutput,
 )
 
-
 CHANGE_PHASES: tuple[PhaseName, ...] = ("accept", "swap", "remove")
 
 
