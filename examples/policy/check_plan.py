@@ -5,9 +5,10 @@
     python3 check_plan.py plan.json          # or: trustplan show plan.bin --format json | python3 check_plan.py
 
 Rules (the same as policy.rego, for conftest users):
-  remove-before-verified  a node loses a CA (a `remove` edit) before a verification gate in an
-                          earlier phase has reached that node, for that PKI, with a client
-                          certificate from the node's new issuer
+  remove-before-verified  a node whose issuer the plan changes loses a CA (a `remove` edit)
+                          before a verification gate in an earlier phase has reached that node,
+                          for that PKI, with a client certificate from the node's new issuer
+                          (revoke-only removes, where the issuer stays, are not concerned)
   short-lived-ca          the plan introduces a CA (one no node trusted before) valid for less than
                           365 days
 
@@ -50,6 +51,8 @@ def violations(doc: dict[str, Any]) -> list[str]:
                 continue
             target = nodes.get(edit["node"], {}).get("targets", {}).get(edit["pki"])
             issuer = target["after"]["issuer"] if target else None
+            if target and target["before"]["issuer"] == issuer:
+                continue  # the plan does not change this node's issuer (revoke only, or resuming)
             if not _verified_before(phases, index, edit["node"], edit["pki"], issuer):
                 out.append(
                     f"remove-before-verified: phase {index + 1} ({phase['name']}) removes "

@@ -22,6 +22,13 @@ new_issuer(address, pki) := issuer if {
 	issuer := node.targets[pki].after.issuer
 }
 
+# The node's issuer for `pki` before the plan.
+old_issuer(address, pki) := issuer if {
+	some node in input.nodes
+	node.address == address
+	issuer := node.targets[pki].before.issuer
+}
+
 verified_before(index, address, pki, issuer) if {
 	some k, phase in input.phases
 	k < index
@@ -35,6 +42,7 @@ deny contains msg if {
 	some i, phase in input.phases
 	some edit in phase.edits
 	edit.kind == "remove"
+	old_issuer(edit.node, edit.pki) != new_issuer(edit.node, edit.pki)
 	not verified_before(i, edit.node, edit.pki, new_issuer(edit.node, edit.pki))
 	msg := sprintf(
 		"remove-before-verified: phase %d (%s) removes %s from %s (%s) before a gate has verified a credential from its new issuer there",

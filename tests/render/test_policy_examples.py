@@ -147,3 +147,18 @@ def test_rego_policy_passes_the_example_plan(example_plan: dict[str, Any], tmp_p
 def test_rego_policy_fails_unsafe_plans(craft: str, example_plan: dict[str, Any], tmp_path: Path) -> None:
     denied = opa_deny(UNSAFE[craft](example_plan), tmp_path)
     assert denied and all(d.startswith(RULE[craft]) for d in denied)
+
+
+def test_python_policy_passes_a_revoke_only_plan(tmp_path: Path) -> None:
+    """Dropping a CA while the issuer stays (revoking a leaked credential) is not an unverified removal."""
+    from planner.helpers import cluster, plan_input, steps, trust, want
+
+    from trustplan.planner import make_plan
+    from trustplan.planner.document import to_document
+
+    plan = make_plan(plan_input(cluster(trust("old", "x")), want("talos", "old"), authorities=()))
+    assert steps(plan)[0].startswith("remove")
+    doc = to_document(plan)
+    doc.update(created="2026-11-27T12:00:00Z", expires="2026-11-30T12:00:00Z")
+    result = check(doc, tmp_path)
+    assert result.returncode == 0, result.stdout
