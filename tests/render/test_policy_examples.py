@@ -152,7 +152,6 @@ def test_rego_policy_fails_unsafe_plans(craft: str, example_plan: dict[str, Any]
 def test_python_policy_passes_a_revoke_only_plan(tmp_path: Path) -> None:
     """Dropping a CA while the issuer stays (revoking a leaked credential) is not an unverified removal."""
     from planner.helpers import cluster, plan_input, steps, trust, want
-
     from trustplan.planner import make_plan
     from trustplan.planner.document import to_document
 
