@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# Rotate both CAs of the bundled example (examples/files: 3 control planes + 2 workers as
-# machine-config files) in a scratch copy: validate, plan (printed), apply, status.
+# The main job: rotate the Talos API CA of a simulated 3 control plane + 2 worker Talos cluster.
+# Starts `trustplan sim`, plans and applies the rotation, shows status, proves that the old
+# talosconfig is refused and the new one works (with grpclib + ssl, not trustplan's client), stops.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tp="$root/.venv/bin/trustplan"
-work="$(mktemp -d -t trustplan-demo-files.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
-cp -r "$root/examples/files/." "$work/"
-cd "$work"
+py="$root/.venv/bin/python"
+dir="$(mktemp -d -t trustplan-demo.XXXXXX)"
+subnet="${TRUSTPLAN_DEMO_SUBNET:-127.20.0.0/24}"
+cleanup() { "$tp" sim down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }
+trap cleanup EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
-step trustplan validate;                     "$tp" validate
-step trustplan plan -o plan.bin;             "$tp" plan -o plan.bin || true
-step trustplan apply plan.bin;               "$tp" apply plan.bin
-step trustplan status;                       "$tp" status
-step "openssl verify (new talosconfig cert against the new Talos CA)"
-"$root/.venv/bin/python" - <<'PY'
-import base64, yaml
-tc = yaml.safe_load(open("talosconfig"))["contexts"]["demo"]
-open("ca.pem", "wb").write(base64.b64decode(tc["ca"])); open("crt.pem", "wb").write(base64.b64decode(tc["crt"]))
-PY
-openssl verify -CAfile ca.pem crt.pem
-step trustplan plan --detailed-exitcode;     "$tp" plan --detailed-exitcode && echo "exit 0: nothing left to do"
+
+step trustplan sim up --controlplanes 3 --workers 2 --dir "$dir" --subnet "$subnet" '&'
+"$tp" sim up --controlplanes 3 --workers 2 --dir "$dir" --subnet "$subnet" >"$dir/sim.log" 2>&1 &
+for _ in $(seq 1 100); do [ -f "$dir/sim.json" ] && break; sleep 0.1; done
+[ -f "$dir/sim.json" ] || { cat "$dir/sim.log"; echo "the simulator did not start" >&2; exit 1; }
+cp "$dir/talosconfig" "$dir/talosconfig.old"
+cd "$dir"
+
+step cat trustplan.yaml;              cat trustplan.yaml
+step trustplan plan -o plan.bin;      "$tp" plan -o plan.bin
+step trustplan apply plan.bin;        "$tp" apply plan.bin
+step trustplan status;                "$tp" status
+
+step "Version on every node, with the old and the new talosconfig (a plain grpclib + ssl client)"
+"$py" "$root/scripts/version_check.py" talosconfig.old talosconfig
+
+step trustplan plan --detailed-exitcode; "$tp" plan --detailed-exitcode >/dev/null && echo "exit 0: nothing left to do"
+step trustplan sim down --dir "$dir";    "$tp" sim down --dir "$dir"
