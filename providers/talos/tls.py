@@ -8,6 +8,7 @@ have IP SANs), and the server side always demands a client cert.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
 import tempfile
@@ -15,6 +16,24 @@ import tempfile
 from trustplan import pki
 
 _ED25519_HEADER = b"-----BEGIN ED25519 PRIVATE KEY-----"
+
+
+class _DeadConnectionWrites(logging.Filter):
+    """Drop asyncio's warnings about writes to a connection the server already dropped.
+
+    When a node refuses our client cert it closes the connection right after the TLS handshake;
+    grpclib's other streams on that connection still reset themselves, and asyncio logs each write
+    after the fifth ("socket.send() raised exception.", "SSL connection is closed"). The refusal
+    itself is reported as an error; these lines only add noise to the CLI's output.
+    """
+
+    NOISE = ("socket.send() raised exception.", "SSL connection is closed")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() not in self.NOISE
+
+
+logging.getLogger("asyncio").addFilter(_DeadConnectionWrites())
 
 
 def pkcs8_key_pem(key_pem: bytes, source: str = "<key>") -> bytes:
