@@ -11,8 +11,9 @@ All calls go to a control-plane endpoint from the talosconfig, with gRPC metadat
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from google.protobuf.empty_pb2 import Empty
 from grpclib.exceptions import GRPCError
@@ -32,6 +33,7 @@ from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderErro
 CONFIG_NAMESPACE = "config"
 CONFIG_TYPE = "MachineConfigs.config.talos.dev"
 CONFIG_ID = "v1alpha1"
+R = TypeVar("R")
 
 
 def _digest(data: bytes) -> str:
@@ -153,7 +155,7 @@ class TalosProvider:
     def _metadata(node: NodeRef) -> dict[str, str]:
         return {"node": node.address}
 
-    async def _call(self, node: NodeRef, what: str, attempt, timeout: float):  # type: ignore[no-untyped-def]
+    async def _call(self, node: NodeRef, what: str, attempt: Callable[[Endpoint], Awaitable[R]], timeout: float) -> R:
         try:
             return await with_retry(attempt, self.endpoints, timeout, tls_timeout=self.tls_retry_timeout)
         except Transient as exc:

@@ -176,3 +176,18 @@ def test_refused_tls_at_read_fails_fast(tmp_path: Path) -> None:
             assert time.monotonic() - started < 3
 
     run_with_cluster(scenario, tmp_path, workers=0)
+
+
+def test_node_dying_mid_apply(tmp_path: Path) -> None:
+    """The node stores the config and dies before answering: the caller sees it unreachable."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        node = cluster.workers[0]
+        node.faults.die_on_apply = True
+        new = node.config + b"\n"
+        async with _provider(cluster, retry_timeout=0.5) as provider:
+            with pytest.raises(NodeUnreachableError, match=node.address):
+                await provider.write(cluster.node_refs()[1], new)
+        assert node.config == new and not node.running
+
+    run_with_cluster(scenario, tmp_path)
