@@ -33,6 +33,7 @@ MODULES: dict[str, str] = {
     "google/rpc/status.proto": "google_rpc_status",
     "machine/machine.proto": "machine",
     "resource/config/config.proto": "resource_config",
+    "resource/definitions/v1alpha1/v1alpha1.proto": "resource_v1alpha1",
 }
 
 
