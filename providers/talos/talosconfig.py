@@ -11,8 +11,6 @@ contexts:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -148,30 +146,8 @@ def write_talosconfig(
     key_pem: bytes,
 ) -> Path:
     """Write a single-context talosconfig atomically with mode 0600 (as `talosctl rotate-ca` does)."""
+    from trustplan.outputs import write_talosconfig as write
+
     path = Path(path)
-    doc = {
-        "context": context,
-        "contexts": {
-            context: {
-                "endpoints": [str(e) for e in endpoints],
-                "ca": pki.b64encode_pem(ca_pem),
-                "crt": pki.b64encode_pem(crt_pem),
-                "key": pki.b64encode_pem(talos_key_pem(key_pem)),
-            }
-        },
-    }
-    text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1 << 16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write(path, context, [str(e) for e in endpoints], ca_pem, crt_pem, talos_key_pem(key_pem))
     return path
