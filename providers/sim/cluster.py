@@ -3,9 +3,13 @@
     async with run_cluster(3, 2, Path("demo")) as cluster:
         ...   # DIR/talosconfig, DIR/secrets.yaml, DIR/trustplan.yaml, DIR/sim.json are written
 
+    async with run_cluster(3, 2, Path("demo"), k8s=True, config_layout="multidoc") as cluster:
+        ...   # also a kube-apiserver on each control plane (port 6443) and DIR/kubeconfig
+
 Node k listens on the (k+2)th address of the subnet (control planes first), so the talosconfig holds
 plain IPs like a real one. Machine configs are generated from one ClusterSecrets the way
-`talosctl gen config` would.
+`talosctl gen config` would, with the Kubernetes API CA in `cluster.ca` (config_layout="legacy") or
+in a KubeAPIServerCAConfig document (config_layout="multidoc", Talos 1.14).
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from trustplan.providers.base import NodeRef
+from trustplan.providers.sim.kube import KUBE_PORT
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
 
 from trustplan import machineconfig, pki
+from trustplan.outputs import kubeconfig_document, write_kubeconfig
 
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
@@ -42,6 +48,12 @@ class SimCluster:
         subnet: str = DEFAULT_SUBNET,
         latency_ms: float = 0,
         port: int = PORT,
+        *,
+        k8s: bool = False,
+        k8s_port: int = KUBE_PORT,
+        apiserver_restart_ms: float = 2000,
+        kubelet_rejoin_ms: float = 1000,
+        config_layout: machineconfig.KubeCALayout = "legacy",
     ) -> None:
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
@@ -52,9 +64,19 @@ class SimCluster:
             raise ValueError(f"subnet {subnet} is too small for {controlplanes + workers} nodes")
         if not network.is_loopback:
             raise ValueError(f"subnet {subnet} is not a loopback network (use 127.x.y.0/24)")
+        if config_layout not in ("legacy", "multidoc"):
+            raise ValueError(f"unknown config layout {config_layout!r} (legacy or multidoc)")
+        if apiserver_restart_ms < 0 or kubelet_rejoin_ms < 0:
+            raise ValueError("restart and rejoin times cannot be negative")
         self.dir = Path(dir)
         self.latency = latency_ms / 1000.0
         self.port = port
+        #: serve a Kubernetes API on every control plane (and write DIR/kubeconfig)
+        self.k8s = k8s
+        self.k8s_port = k8s_port
+        self.apiserver_restart_ms = apiserver_restart_ms
+        self.kubelet_rejoin_ms = kubelet_rejoin_ms
+        self.config_layout: machineconfig.KubeCALayout = config_layout
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
         self.secrets = machineconfig.ClusterSecrets.generate(pki.utcnow())
@@ -73,6 +95,7 @@ class SimCluster:
                 role=role,  # type: ignore[arg-type]
                 hostname=name,
                 address=address,
+                kube_ca_layout=config_layout,
             )
             node = SimNode(self, name, role, address, port, config)
             self.nodes.append(node)
@@ -116,8 +139,21 @@ class SimCluster:
         return self.dir / "talosconfig"
 
     @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
     def endpoints(self) -> list[str]:
         return [n.address for n in self.controlplanes]
+
+    @property
+    def k8s_server(self) -> str:
+        """The Kubernetes API URL clients use: the first control plane (the config's endpoint)."""
+        return f"https://{self.controlplanes[0].address}:{self.k8s_port}"
+
+    def k8s_resource_version(self) -> int:
+        """A resourceVersion for NodeLists: grows with every config change and kubelet restart."""
+        return sum(n.version + n.kubelet.restarts for n in self.nodes)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -132,22 +168,45 @@ class SimCluster:
         self.started = True
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_talosconfig(self.talosconfig)
+        if self.k8s:
+            self.write_kubeconfig(self.kubeconfig)
         _write(self.dir / "secrets.yaml", self.secrets.to_yaml(), mode=0o600)
         _write(self.dir / "trustplan.yaml", desired_state_yaml(self).encode())
         _write(self.dir / "sim.json", (json.dumps(self.describe(), indent=2) + "\n").encode())
 
     async def stop(self) -> None:
-        """Stop every node and remove sim.json."""
+        """Stop every node (and its kubelet and API server) and remove sim.json."""
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
+        for node in self.nodes:
+            node.kubelet.close()
         with suppress(FileNotFoundError):
             (self.dir / "sim.json").unlink()
 
     def describe(self) -> dict[str, Any]:
         """The sim.json document."""
-        return {
-            "pid": os.getpid(),
-            "nodes": [{"name": n.name, "role": n.role, "address": n.address, "port": n.port} for n in self.nodes],
-        }
+        nodes: list[dict[str, Any]] = []
+        for n in self.nodes:
+            entry: dict[str, Any] = {"name": n.name, "role": n.role, "address": n.address, "port": n.port}
+            if n.apiserver is not None:
+                entry["k8s"] = {"address": n.address, "port": n.apiserver.port}
+            nodes.append(entry)
+        doc: dict[str, Any] = {"pid": os.getpid(), "nodes": nodes}
+        if self.k8s:
+            doc["kubeconfig"] = str(self.kubeconfig)
+            doc["config_layout"] = self.config_layout
+        return doc
+
+    def write_kubeconfig(self, path: Path, group: str = "system:masters", user: str = "admin") -> Path:
+        """A kubeconfig (mode 0600) like `talosctl kubeconfig`: a fresh client cert (Subject
+        O=`group`, CN=`user`, ECDSA P-256) from the cluster's Kubernetes CA; the server is the first
+        control plane; the CA data is that CA."""
+        k8s = self.secrets.k8s
+        cert, key = pki.issue_client_cert(k8s.cert, k8s.key, group, pki.utcnow(), common_name=user)
+        document = kubeconfig_document(
+            CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
+        )
+        write_kubeconfig(path, document)
+        return path
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
         """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
@@ -163,11 +222,22 @@ class SimCluster:
 
 
 def desired_state_yaml(cluster: SimCluster) -> str:
-    """DIR/trustplan.yaml: rotate the Talos API CA of this cluster (paths relative to DIR)."""
+    """DIR/trustplan.yaml: rotate the Talos API CA of this cluster, and with k8s also the Kubernetes
+    API CA (paths relative to DIR)."""
     cps = ", ".join(n.address for n in cluster.controlplanes)
     workers = ", ".join(n.address for n in cluster.workers)
+    if cluster.k8s:
+        what = "the Talos API CA and the Kubernetes API CA to newly generated ones"
+        authorities = "  talos-new: {generate: {algorithm: ed25519}}\n  k8s-new: {generate: {algorithm: ecdsa-p256}}\n"
+        trust = "  talos: {issuer: talos-new, accepted: []}\n  kubernetes: {issuer: k8s-new, accepted: []}\n"
+        outputs = "{talosconfig: talosconfig, kubeconfig: kubeconfig}"
+    else:
+        what = "the Talos API CA to a newly generated one"
+        authorities = "  talos-new: {generate: {algorithm: ed25519}}\n"
+        trust = "  talos: {issuer: talos-new, accepted: []}\n"
+        outputs = "{talosconfig: talosconfig}"
     return f"""\
-# Desired CA state of the simulated cluster: rotate the Talos API CA to a newly generated one.
+# Desired CA state of the simulated cluster: rotate {what}.
 version: v1alpha1
 cluster:
   name: {CLUSTER_NAME}
@@ -176,13 +246,11 @@ cluster:
     controlplane: [{cps}]
     worker: [{workers}]
 authorities:
-  talos-new: {{generate: {{algorithm: ed25519}}}}
-trust:
-  talos: {{issuer: talos-new, accepted: []}}
-keystore: .trustplan/keys
+{authorities}trust:
+{trust}keystore: .trustplan/keys
 secrets: secrets.yaml
 state: trustplan.state.json
-outputs: {{talosconfig: talosconfig}}
+outputs: {outputs}
 rollout: {{controlplane: {{parallelism: 1}}, worker: {{parallelism: 10}}, verify: {{timeout: 60}}}}
 """
 
@@ -204,9 +272,31 @@ async def run_cluster(
     dir: Path | str,
     subnet: str = DEFAULT_SUBNET,
     latency_ms: float = 0,
+    *,
+    k8s: bool = False,
+    k8s_port: int = KUBE_PORT,
+    apiserver_restart_ms: float = 2000,
+    kubelet_rejoin_ms: float = 1000,
+    config_layout: machineconfig.KubeCALayout = "legacy",
 ) -> AsyncIterator[SimCluster]:
-    """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit."""
-    cluster = SimCluster(controlplanes, workers, dir, subnet=subnet, latency_ms=latency_ms)
+    """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
+
+    With `k8s=True` every control plane also serves a Kubernetes API on port `k8s_port`, restarting
+    for `apiserver_restart_ms` when its Kubernetes CA changes; a node's kubelet comes back
+    `kubelet_rejoin_ms` after its Kubernetes CA changes. `config_layout="multidoc"` keeps the
+    Kubernetes CA in a KubeAPIServerCAConfig document."""
+    cluster = SimCluster(
+        controlplanes,
+        workers,
+        dir,
+        subnet=subnet,
+        latency_ms=latency_ms,
+        k8s=k8s,
+        k8s_port=k8s_port,
+        apiserver_restart_ms=apiserver_restart_ms,
+        kubelet_rejoin_ms=kubelet_rejoin_ms,
+        config_layout=config_layout,
+    )
     try:
         await cluster.start()
         yield cluster

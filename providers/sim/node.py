@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
+from trustplan.providers.sim.kube import KubeAPIServer, Kubelet, kube_ca_state
 from trustplan.providers.talos.tls import client_context, server_context
 
 from trustplan import machineconfig, pki
@@ -54,6 +55,11 @@ class Faults:
     apply_error_times: int | None = None
     #: apply the config, then stop the node before answering (a node that dies mid-apply)
     die_on_apply: bool = False
+    #: after its next restart the kubelet never comes back (the node stays NotReady)
+    kubelet_stuck: bool = False
+    #: a restarted kubelet first comes back running but not healthy, then healthy one rejoin time
+    #: later (CREATED, then UPDATED), as Talos reports a service whose health check has not passed yet
+    kubelet_unhealthy_first: bool = False
 
 
 def _bundle(pems: list[bytes]) -> bytes:
@@ -152,6 +158,10 @@ class SimNode:
         self._proxy_ctx: ssl.SSLContext | None = None
         self._upstream: dict[str, Channel] = {}
         self._server: _Server | None = None
+        #: the kubelet service (runtime/Services.v1alpha1.talos.dev/kubelet)
+        self.kubelet = Kubelet(self)
+        #: kube-apiserver, on control planes of a cluster started with k8s=True
+        self.apiserver: KubeAPIServer | None = KubeAPIServer(self) if cluster.k8s and role == "controlplane" else None
 
     # --- state ----------------------------------------------------------------------------
 
@@ -164,12 +174,21 @@ class SimNode:
         return self._server is not None
 
     def set_config(self, data: bytes, parsed: machineconfig.MachineConfig) -> None:
-        """Store a new active config and re-issue this node's certs (as machined + apid do)."""
+        """Store a new active config and re-issue this node's certs (as machined + apid do).
+
+        A change of the Kubernetes CA fields restarts the kubelet and, on a control plane, the API
+        server (both come back later with the new PKI)."""
+        kube_before = kube_ca_state(self.parsed)
         self.config = data
         self.parsed = parsed
         self.version += 1
         self.updated = dt.datetime.now(dt.UTC)
         self.reload_pki()
+        if kube_ca_state(parsed) != kube_before:
+            log.info("%s: Kubernetes CA changed: restarting its kubelet (and kube-apiserver)", self.name)
+            self.kubelet.restart()
+            if self.apiserver is not None:
+                self.apiserver.restart()
         self.changed.set()
         self.changed = asyncio.Event()
 
@@ -253,6 +272,9 @@ class SimNode:
         install_router(server, self, services)
         await server.start(self.address, self.port, ssl=self._listen_ctx, reuse_address=True)
         self._server = server
+        if self.apiserver is not None:
+            await self.apiserver.start()
+        self.kubelet.resume()
 
     async def stop(self) -> None:
         """Stop listening and drop every open connection: the node becomes unreachable."""
@@ -262,6 +284,9 @@ class SimNode:
         server.close()
         server.drop_connections()
         self._flush_upstream()
+        if self.apiserver is not None:
+            await self.apiserver.stop()
+        self.kubelet.halt()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(server.wait_closed(), 5)
 

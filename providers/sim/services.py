@@ -31,6 +31,7 @@ from trustplan.providers.talos.proto import (
     machine_grpc,
     machine_pb2,
     resource_config_pb2,
+    resource_v1alpha1_pb2,
 )
 
 from trustplan import machineconfig, pki
@@ -42,6 +43,7 @@ except ImportError:  # pragma: no cover
 from trustplan.errors import TrustplanError
 
 if TYPE_CHECKING:
+    from trustplan.providers.sim.kube import ServiceState
     from trustplan.providers.sim.node import SimNode
 
 TALOS_TAG = machineconfig.TALOS_VERSION
@@ -49,6 +51,9 @@ ROLE_KEY = "talos-role"
 PROXY_ROLE = "os:impersonator"
 READ_ROLES = {"os:admin", "os:operator", "os:reader"}
 CONFIG_TYPE = "MachineConfigs.config.talos.dev"
+SERVICE_TYPE = "Services.v1alpha1.talos.dev"
+SERVICE_NAMESPACE = "runtime"
+SERVICE_OWNER = "v1alpha1.ServiceController"
 UPSTREAM_TIMEOUT = 15.0
 Mode = machine_pb2.ApplyConfigurationRequest
 
@@ -213,7 +218,9 @@ def _kubeconfig_tar(node: SimNode) -> bytes:
 
 
 class StateService(cosi_state_grpc.StateBase):
-    """cosi.resource.State over the one resource a rotation reads: the active machine config."""
+    """cosi.resource.State over the resources a rotation reads: the active machine config
+    (`config/MachineConfigs.config.talos.dev`, os:admin only) and the kubelet service
+    (`runtime/Services.v1alpha1.talos.dev/kubelet`, any reader role)."""
 
     def __init__(self, node: SimNode) -> None:
         self.node = node
@@ -241,34 +248,58 @@ class StateService(cosi_state_grpc.StateBase):
             ),
         )
 
-    def _check(self, stream: Stream[Any, Any], namespace: str, rtype: str, rid: str | None) -> None:
-        if namespace != "config" or rtype != CONFIG_TYPE:
-            raise GRPCError(
-                Status.NOT_FOUND,
-                f"resource type {rtype!r} in namespace {namespace!r} is not served by the simulator",
-            )
-        require(stream, {"os:admin"})  # MachineConfig is a sensitive resource
-        if rid is not None and rid not in ("v1alpha1", "persistent"):
-            raise GRPCError(Status.NOT_FOUND, f"resource {CONFIG_TYPE}({namespace}/{rid}) doesn't exist")
+    def _kind(self, stream: Stream[Any, Any], namespace: str, rtype: str, rid: str | None) -> str:
+        """Which resource the request is about ("config" or "service"), after the role check."""
+        if namespace == "config" and rtype == CONFIG_TYPE:
+            require(stream, {"os:admin"})  # MachineConfig is a sensitive resource
+            if rid is not None and rid not in ("v1alpha1", "persistent"):
+                raise GRPCError(Status.NOT_FOUND, f"resource {CONFIG_TYPE}({namespace}/{rid}@undefined) doesn't exist")
+            return "config"
+        if namespace == SERVICE_NAMESPACE and rtype == SERVICE_TYPE:
+            require(stream, READ_ROLES)
+            return "service"
+        raise GRPCError(
+            Status.NOT_FOUND,
+            f"resource type {rtype!r} in namespace {namespace!r} is not served by the simulator",
+        )
+
+    def _service_missing(self, rid: str) -> GRPCError:
+        return GRPCError(
+            Status.NOT_FOUND, f"resource {SERVICE_TYPE}({SERVICE_NAMESPACE}/{rid}@undefined) doesn't exist"
+        )
 
     async def Get(self, stream: Stream[cosi_state_pb2.GetRequest, cosi_state_pb2.GetResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        self._check(stream, request.namespace, request.type, request.id)
+        if self._kind(stream, request.namespace, request.type, request.id) == "service":
+            state = self.node.kubelet.state if request.id == "kubelet" else None
+            if state is None:
+                raise self._service_missing(request.id)
+            await stream.send_message(cosi_state_pb2.GetResponse(resource=service_resource("kubelet", state)))
+            return
         await stream.send_message(cosi_state_pb2.GetResponse(resource=self._resource(request.id)))
 
     async def List(self, stream: Stream[cosi_state_pb2.ListRequest, cosi_state_pb2.ListResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        self._check(stream, request.namespace, request.type, None)
+        if self._kind(stream, request.namespace, request.type, None) == "service":
+            state = self.node.kubelet.state
+            if state is not None:
+                await stream.send_message(cosi_state_pb2.ListResponse(resource=service_resource("kubelet", state)))
+            return
         for rid in ("persistent", "v1alpha1"):
             await stream.send_message(cosi_state_pb2.ListResponse(resource=self._resource(rid)))
 
     async def Watch(self, stream: Stream[cosi_state_pb2.WatchRequest, cosi_state_pb2.WatchResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
+        if self._kind(stream, request.namespace, request.type, None) == "service":
+            if not request.HasField("id"):
+                raise GRPCError(Status.UNIMPLEMENTED, "the simulator watches a service by id only")
+            await self._watch_service(stream, request.id)
+            return
         rid = request.id if request.HasField("id") else "v1alpha1"
-        self._check(stream, request.namespace, request.type, rid)
+        self._kind(stream, request.namespace, request.type, rid)
         event_type = cosi_state_pb2.CREATED
         while True:
             changed = self.node.changed
@@ -279,6 +310,71 @@ class StateService(cosi_state_grpc.StateBase):
             )
             event_type = cosi_state_pb2.UPDATED
             await changed.wait()
+
+    async def _watch_service(
+        self, stream: Stream[cosi_state_pb2.WatchRequest, cosi_state_pb2.WatchResponse], rid: str
+    ) -> None:
+        """Like COSI's Watch of one resource: first its current state (CREATED, or DESTROYED with an
+        empty tombstone when it does not exist), then every change in order."""
+        kubelet = self.node.kubelet if rid == "kubelet" else None
+        if kubelet is None:
+            await stream.send_message(_service_event(cosi_state_pb2.DESTROYED, _tombstone(rid)))
+            await asyncio.Event().wait()  # a service the simulator does not run never appears
+            return
+        queue = kubelet.subscribe()
+        try:
+            state = kubelet.state
+            first = (
+                service_resource(rid, state) if state is not None else _tombstone(rid, kubelet.last.version)
+            )
+            event_type = cosi_state_pb2.CREATED if state is not None else cosi_state_pb2.DESTROYED
+            await stream.send_message(_service_event(event_type, first))
+            while True:
+                event_type, state = await queue.get()
+                await stream.send_message(_service_event(event_type, service_resource(rid, state)))
+        finally:
+            kubelet.unsubscribe(queue)
+
+
+def _service_event(event_type: int, resource: cosi_resource_pb2.Resource) -> cosi_state_pb2.WatchResponse:
+    return cosi_state_pb2.WatchResponse(
+        event=[cosi_state_pb2.Event(resource=resource, event_type=event_type)]  # type: ignore[arg-type]
+    )
+
+
+def _tombstone(rid: str, version: int = 0) -> cosi_resource_pb2.Resource:
+    return cosi_resource_pb2.Resource(
+        metadata=cosi_resource_pb2.Metadata(
+            namespace=SERVICE_NAMESPACE, type=SERVICE_TYPE, id=rid, version=str(version), phase="running"
+        )
+    )
+
+
+def service_resource(rid: str, state: ServiceState) -> cosi_resource_pb2.Resource:
+    """A `runtime/Services.v1alpha1.talos.dev` resource: proto_spec is Talos's ServiceSpec."""
+    created, updated = Timestamp(), Timestamp()
+    created.FromDatetime(state.created)
+    updated.FromDatetime(state.updated)
+    spec = resource_v1alpha1_pb2.ServiceSpec(running=state.running, healthy=state.healthy, unknown=state.unknown)
+    flag = {True: "true", False: "false"}
+    return cosi_resource_pb2.Resource(
+        metadata=cosi_resource_pb2.Metadata(
+            namespace=SERVICE_NAMESPACE,
+            type=SERVICE_TYPE,
+            id=rid,
+            version=str(state.version),
+            owner=SERVICE_OWNER,
+            phase="running",
+            created=created,
+            updated=updated,
+        ),
+        spec=cosi_resource_pb2.Spec(
+            proto_spec=spec.SerializeToString(),
+            yaml_spec=(
+                f"running: {flag[state.running]}\nhealthy: {flag[state.healthy]}\nunknown: {flag[state.unknown]}\n"
+            ),
+        ),
+    )
 
 
 def handlers_for(node: SimNode) -> list[Any]:

@@ -16,7 +16,7 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from trustplan.providers.sim.cluster import SimCluster, run_cluster
 
@@ -40,11 +40,15 @@ def run_with_cluster(
     controlplanes: int = 1,
     workers: int = 1,
     latency_ms: float = 0,
+    **options: Any,
 ) -> T:
-    """Start a cluster in `dir` on a fresh subnet, run `scenario(cluster)` on it, stop it."""
+    """Start a cluster in `dir` on a fresh subnet, run `scenario(cluster)` on it, stop it.
+
+    `options` go to run_cluster: k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, config_layout."""
 
     async def main() -> T:
-        async with run_cluster(controlplanes, workers, dir, subnet=unique_subnet(), latency_ms=latency_ms) as c:
+        subnet = unique_subnet()
+        async with run_cluster(controlplanes, workers, dir, subnet=subnet, latency_ms=latency_ms, **options) as c:
             return await scenario(c)
 
     return asyncio.run(main())

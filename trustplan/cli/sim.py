@@ -3,6 +3,10 @@
 trustplan sim up --controlplanes 3 --workers 2 --dir demo     # foreground until Ctrl-C/SIGTERM
 cd demo && trustplan plan -o plan.bin && trustplan apply plan.bin
 trustplan sim down --dir demo
+
+`--k8s` adds a Kubernetes API (port 6443) on every control plane, writes DIR/kubeconfig, and makes the
+generated trustplan.yaml rotate both PKIs; `--config-layout multidoc` keeps the Kubernetes CA in a
+KubeAPIServerCAConfig document (Talos 1.14). docs/simulator.md has the details.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 from rich.console import Console
@@ -38,6 +43,29 @@ def up(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Worker nodes.")] = 0,
     subnet: Annotated[str, typer.Option("--subnet", help="Loopback subnet; nodes get .2, .3, ...")] = "127.20.0.0/24",
     latency_ms: Annotated[float, typer.Option("--latency-ms", min=0, help="Delay added to every RPC.")] = 0,
+    k8s: Annotated[
+        bool,
+        typer.Option(
+            "--k8s",
+            help="Serve a Kubernetes API on each control plane, write DIR/kubeconfig, rotate both PKIs.",
+        ),
+    ] = False,
+    k8s_port: Annotated[int, typer.Option("--k8s-port", min=1, max=65535, help="Kubernetes API port.")] = 6443,
+    apiserver_restart_ms: Annotated[
+        float,
+        typer.Option("--apiserver-restart-ms", min=0, help="How long an API server is down after its CA changes."),
+    ] = 2000,
+    kubelet_rejoin_ms: Annotated[
+        float,
+        typer.Option("--kubelet-rejoin-ms", min=0, help="How long a kubelet is down after its node's CA changes."),
+    ] = 1000,
+    config_layout: Annotated[
+        str,
+        typer.Option(
+            "--config-layout",
+            help="Where configs keep the Kubernetes CA: legacy (cluster.ca) or multidoc (KubeAPIServerCAConfig).",
+        ),
+    ] = "legacy",
 ) -> None:
     """Start the cluster and serve in the foreground until SIGINT or SIGTERM."""
     existing = _read_pid(dir)
@@ -46,9 +74,13 @@ def up(
             f"{dir / 'sim.json'}: a simulator (pid {existing}) is already running for this directory",
             hint=f"stop it with: trustplan sim down --dir {dir}",
         )
+    if config_layout not in ("legacy", "multidoc"):
+        raise typer.BadParameter("expected legacy or multidoc", param_hint="--config-layout")
     logging.basicConfig(level=logging.WARNING, format="trustplan sim: %(message)s")
+    layout = cast(Literal["legacy", "multidoc"], config_layout)
+    options = _K8sOptions(k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout)
     try:
-        asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms))
+        asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms, options))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except OSError as exc:
@@ -58,7 +90,18 @@ def up(
         ) from None
 
 
-async def _serve(controlplanes: int, workers: int, dir: Path, subnet: str, latency_ms: float) -> None:
+@dataclass(frozen=True)
+class _K8sOptions:
+    k8s: bool
+    k8s_port: int
+    apiserver_restart_ms: float
+    kubelet_rejoin_ms: float
+    config_layout: Literal["legacy", "multidoc"]
+
+
+async def _serve(
+    controlplanes: int, workers: int, dir: Path, subnet: str, latency_ms: float, options: _K8sOptions
+) -> None:
     from trustplan.providers.sim.cluster import run_cluster
 
     stop = asyncio.Event()
@@ -66,14 +109,28 @@ async def _serve(controlplanes: int, workers: int, dir: Path, subnet: str, laten
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
-    async with run_cluster(controlplanes, workers, dir, subnet=subnet, latency_ms=latency_ms) as cluster:
+    async with run_cluster(
+        controlplanes,
+        workers,
+        dir,
+        subnet=subnet,
+        latency_ms=latency_ms,
+        k8s=options.k8s,
+        k8s_port=options.k8s_port,
+        apiserver_restart_ms=options.apiserver_restart_ms,
+        kubelet_rejoin_ms=options.kubelet_rejoin_ms,
+        config_layout=options.config_layout,
+    ) as cluster:
         err.print(
             f"trustplan sim: {len(cluster.controlplanes)} control plane(s), {len(cluster.workers)} worker(s) "
             f"listening in {time.monotonic() - started:.2f}s (pid {os.getpid()})"
         )
         for node in cluster.nodes:
-            err.print(f"  {node.name:<12} {node.role:<13} {node.address}:{node.port}")
+            api = f"   kubernetes {node.address}:{node.apiserver.port}" if node.apiserver is not None else ""
+            err.print(f"  {node.name:<12} {node.role:<13} {node.address}:{node.port}{api}")
         err.print(f"  talosconfig: {cluster.talosconfig}   desired state: {dir / 'trustplan.yaml'}")
+        if options.k8s:
+            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {options.config_layout}")
         err.print("Press Ctrl-C (or run `trustplan sim down --dir ...`) to stop.")
         await stop.wait()
         err.print("trustplan sim: stopping")

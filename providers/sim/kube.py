@@ -1,0 +1,580 @@
+"""The simulated Kubernetes side of a node: its kubelet service and, on a control plane, kube-apiserver.
+
+Trust follows Talos (reference/talos.md §1.2, §3.1):
+
+- A control plane's kube-apiserver serves a cert issued by its current Kubernetes issuing CA
+  (`cluster.ca`, or `issuingCA` of the KubeAPIServerCAConfig document) and accepts client certs
+  issued by that CA or any of its accepted CAs. Authorization is a minimal RBAC: /version, /readyz,
+  /livez and /healthz are open to any authenticated client (system:public-info-viewer); everything
+  else needs Subject O=system:masters (403 otherwise).
+- When a control plane's Kubernetes CA fields change, its API server restarts: the listener closes
+  (connection refused) for `apiserver_restart_ms`, then comes back with a cert from the new issuer
+  and the new trust.
+- When any node's Kubernetes CA fields change, its kubelet restarts: the COSI resource
+  `runtime/Services.v1alpha1.talos.dev/kubelet` is destroyed, and after `kubelet_rejoin_ms` created
+  again (running, healthy) once the kubelet can verify some control plane's API server (that
+  server's issuing CA is in the node's Kubernetes trust). Meanwhile the node is NotReady.
+
+The API server is a small HTTP/1.1 server on asyncio streams over stdlib `ssl` (keep-alive,
+Content-Length bodies, JSON like kube-apiserver's), enough for `curl` and the `kubernetes` client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import ssl
+import uuid
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from trustplan.providers.talos.tls import server_context
+
+from trustplan import machineconfig, pki
+from trustplan.errors import TrustplanError
+
+if TYPE_CHECKING:
+    from trustplan.providers.sim.node import SimNode
+
+log = logging.getLogger("trustplan.sim")
+
+KUBE_PORT = 6443
+MASTERS = "system:masters"
+OPEN_PATHS = {"/version", "/readyz", "/livez", "/healthz"}
+SERVICE_DNS = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+    "localhost",
+)
+SERVICE_IP = "10.96.0.1"
+MAX_HEADER_LINES = 100
+
+#: CREATED / UPDATED / DESTROYED, as cosi.resource.EventType numbers
+CREATED, UPDATED, DESTROYED = 0, 1, 2
+
+KubeCAState = tuple[bytes | None, bytes | None, tuple[bytes, ...]] | str
+
+
+def kube_ca_state(cfg: machineconfig.MachineConfig) -> KubeCAState:
+    """What a restart depends on: issuing CA, its key and accepted CAs (or why they cannot be read)."""
+    try:
+        fields = cfg.ca_fields("kubernetes")
+    except TrustplanError as exc:
+        return str(exc)
+    return fields.issuer, fields.issuer_key, fields.accepted
+
+
+def kube_trust(cfg: machineconfig.MachineConfig) -> list[bytes]:
+    """The Kubernetes CAs a node trusts: accepted CAs plus the issuing CA (empty if unreadable)."""
+    try:
+        fields = cfg.ca_fields("kubernetes")
+    except TrustplanError:
+        return []
+    return list(fields.accepted) + ([fields.issuer] if fields.issuer else [])
+
+
+def _fingerprints(pems: list[bytes], source: str) -> set[str]:
+    return {pki.fingerprint(pki.load_cert_pem(p, source)) for p in pems}
+
+
+def _bundle(pems: list[bytes]) -> bytes:
+    seen: set[str] = set()
+    out: list[bytes] = []
+    for pem in pems:
+        fp = pki.fingerprint(pki.load_cert_pem(pem, "<ca>"))
+        if fp not in seen:
+            seen.add(fp)
+            out.append(pem if pem.endswith(b"\n") else pem + b"\n")
+    return b"".join(out)
+
+
+# --- kubelet ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """One state of the kubelet Service resource (what COSI Get/Watch return)."""
+
+    running: bool
+    healthy: bool
+    unknown: bool
+    version: int
+    created: dt.datetime
+    updated: dt.datetime
+
+
+#: an event for Watch subscribers: (cosi EventType number, state; the last state for DESTROYED)
+ServiceEvent = tuple[int, ServiceState]
+
+
+class Kubelet:
+    """The kubelet service of one node, as Talos's service controller publishes it.
+
+    `state` is None while the resource does not exist (kubelet stopped). Watchers subscribe to a
+    queue that receives every transition in order; none is coalesced."""
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        now = dt.datetime.now(dt.UTC)
+        self.state: ServiceState | None = ServiceState(True, True, False, 1, now, now)
+        self.last: ServiceState = self.state
+        #: when Ready last changed (the Node's Ready condition lastTransitionTime)
+        self.transition = now
+        self.restarts = 0
+        #: why the kubelet cannot rejoin right now (None: it can, or it is running)
+        self.waiting: str | None = None
+        self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """The node's Ready condition: the kubelet runs and is healthy."""
+        return self.state is not None and self.state.running and self.state.healthy
+
+    def subscribe(self) -> asyncio.Queue[ServiceEvent]:
+        queue: asyncio.Queue[ServiceEvent] = asyncio.Queue()
+        self._subscribers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[ServiceEvent]) -> None:
+        self._subscribers.discard(queue)
+
+    def _emit(self, event_type: int, state: ServiceState) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait((event_type, state))
+
+    def _set(self, running: bool, healthy: bool, unknown: bool = False) -> None:
+        was_ready = self.ready
+        now = dt.datetime.now(dt.UTC)
+        if self.state is None:
+            self.state = ServiceState(running, healthy, unknown, 1, now, now)
+            event = CREATED
+        else:
+            s = self.state
+            self.state = ServiceState(running, healthy, unknown, s.version + 1, s.created, now)
+            event = UPDATED
+        self.last = self.state
+        if self.ready != was_ready:
+            self.transition = now
+        self._emit(event, self.state)
+
+    def _destroy(self) -> None:
+        if self.state is None:
+            return
+        last, self.state = self.state, None
+        self.transition = dt.datetime.now(dt.UTC)
+        self._emit(DESTROYED, last)
+
+    def restart(self) -> None:
+        """Stop the kubelet now (the resource is destroyed) and start it again after the rejoin time."""
+        self.restarts += 1
+        self._destroy()
+        self._cancel()
+        self._task = asyncio.get_running_loop().create_task(self._rejoin())
+
+    def halt(self) -> None:
+        """Stop the kubelet and keep it stopped (the node went away)."""
+        self._cancel()
+        self._destroy()
+
+    def resume(self) -> None:
+        """Start a halted kubelet again (after the rejoin time)."""
+        if self.state is None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._rejoin())
+
+    def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _rejoin(self) -> None:
+        cluster = self.node.cluster
+        delay = cluster.kubelet_rejoin_ms / 1000.0
+        try:
+            await asyncio.sleep(delay)
+            if self.node.faults.kubelet_stuck:
+                self.waiting = f"{self.node.name}: kubelet is stuck (fault injected); it will not come back"
+                log.warning("%s", self.waiting)
+                return
+            while (reason := self.join_refusal()) is not None:
+                if reason != self.waiting:
+                    log.warning("%s", reason)
+                self.waiting = reason
+                await asyncio.sleep(max(delay, 0.05))
+            self.waiting = None
+            if self.node.faults.kubelet_unhealthy_first:
+                self._set(running=True, healthy=False, unknown=True)
+                await asyncio.sleep(max(delay, 0.05))
+                self._set(running=True, healthy=True)
+            else:
+                self._set(running=True, healthy=True)
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    def join_refusal(self) -> str | None:
+        """Why the kubelet cannot register with any API server now (None: it can).
+
+        It must verify some running control plane's API server: that server's issuing CA must be in
+        this node's Kubernetes trust. Without `--k8s` there are no API servers, and nothing to check."""
+        cluster = self.node.cluster
+        if not cluster.k8s:
+            return None
+        own = _fingerprints(kube_trust(self.node.parsed), self.node.name)
+        for cp in cluster.controlplanes:
+            api = cp.apiserver
+            if api is not None and api.serving and api.issuer_fingerprint in own:
+                return None
+        return (
+            f"{self.node.name}: kubelet cannot register: no running API server's certificate is issued by a "
+            "Kubernetes CA this node trusts; retrying"
+        )
+
+    def close(self) -> None:
+        self._cancel()
+
+
+# --- kube-apiserver ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Peer:
+    """An authenticated client: user (Subject CN) and groups (Subject O values)."""
+
+    user: str
+    groups: tuple[str, ...]
+
+
+def _peer(ssl_object: ssl.SSLObject | None) -> Peer | None:
+    if ssl_object is None:
+        return None
+    der = ssl_object.getpeercert(binary_form=True)
+    if not der:
+        return None
+    subject = x509.load_der_x509_certificate(der).subject
+    cn = [str(a.value) for a in subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)]
+    orgs = tuple(str(a.value) for a in subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME))
+    return Peer(cn[0] if cn else "", orgs)
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A meta/v1 Status, as kube-apiserver answers errors."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+def _timestamp(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KubeAPIServer:
+    """kube-apiserver of one control plane, on (node address, cluster.k8s_port)."""
+
+    def __init__(self, node: SimNode) -> None:
+        self.node = node
+        self.port = node.cluster.k8s_port
+        self.server_cert: x509.Certificate | None = None
+        self.issuer_fingerprint: str | None = None
+        self.restarts = 0
+        self._ctx: ssl.SSLContext | None = None
+        self._listen_ctx: ssl.SSLContext | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._task: asyncio.Task[None] | None = None
+        #: why the server could not (re)start (None: it serves, or is restarting)
+        self.error: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.node.address
+
+    @property
+    def serving(self) -> bool:
+        return self._server is not None
+
+    def reload(self) -> None:
+        """Issue the serving cert from the node's current Kubernetes issuing CA; load its trust."""
+        node = self.node
+        fields = node.parsed.ca_fields("kubernetes")
+        if not fields.issuer or not fields.issuer_key:
+            raise TrustplanError(f"{node.name}: no Kubernetes issuing CA with a key; kube-apiserver cannot start")
+        ca_cert = pki.load_cert_pem(fields.issuer, node.name)
+        ca_key = pki.load_key_pem(fields.issuer_key, node.name)
+        ips = [node.address, "127.0.0.1", SERVICE_IP]
+        dns = [*SERVICE_DNS, node.hostname]
+        cluster = node.parsed.v1alpha1.get("cluster") or {}
+        endpoint = (cluster.get("controlPlane") or {}).get("endpoint") or ""
+        sans = (cluster.get("apiServer") or {}).get("certSANs") or []
+        extra = [urlsplit(endpoint).hostname or ""] + [str(s) for s in sans]
+        for name in extra:
+            if not name:
+                continue
+            try:
+                ip_address(name)
+            except ValueError:
+                dns.append(name)
+            else:
+                ips.append(name)
+        cert, key = pki.issue_server_cert(
+            ca_cert,
+            ca_key,
+            pki.utcnow(),
+            ips=tuple(dict.fromkeys(ips)),
+            dns=tuple(dict.fromkeys(dns)),
+            common_name="kube-apiserver",
+        )
+        trust = _bundle(kube_trust(node.parsed))
+        ctx = server_context(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trust)
+        ctx.set_alpn_protocols(["http/1.1"])
+        self._ctx = ctx
+        self.server_cert = cert
+        self.issuer_fingerprint = pki.fingerprint(ca_cert)
+
+    def _sni(self, ssl_object: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        if self._ctx is not None:
+            ssl_object.context = self._ctx
+
+    async def start(self) -> None:
+        """Listen (no-op when already listening). The listener defers to the current context."""
+        if self._server is not None:
+            return
+        self.reload()
+        assert self._ctx is not None
+        if self._listen_ctx is None:
+            self._listen_ctx = self._ctx
+            self._listen_ctx.sni_callback = self._sni
+        self._server = await asyncio.start_server(
+            self._handle, self.address, self.port, ssl=self._listen_ctx, reuse_address=True
+        )
+        self.error = None
+
+    def _close_now(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def stop(self) -> None:
+        """Stop listening and drop every open connection."""
+        self._cancel()
+        self._close_now()
+
+    def restart(self) -> None:
+        """Go away now (connection refused), come back after `apiserver_restart_ms` with the new PKI.
+
+        A restart during a restart starts the wait again."""
+        self.restarts += 1
+        self._cancel()
+        self._close_now()
+        self._task = asyncio.get_running_loop().create_task(self._come_back())
+
+    def _cancel(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def _come_back(self) -> None:
+        try:
+            await asyncio.sleep(self.node.cluster.apiserver_restart_ms / 1000.0)
+            if not self.node.running:
+                return  # the node itself is down; start() brings the API server back with it
+            try:
+                await self.start()
+            except (TrustplanError, OSError) as exc:
+                self.error = f"{self.node.name}: kube-apiserver did not come back: {exc}"
+                log.warning("%s", self.error)
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        peer = _peer(writer.get_extra_info("ssl_object"))
+        try:
+            if peer is None:
+                return  # CERT_REQUIRED makes this unreachable; never serve an anonymous client
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                parts = line.decode("latin-1").split()
+                headers: dict[str, str] = {}
+                for _ in range(MAX_HEADER_LINES):
+                    raw = await reader.readline()
+                    if raw in (b"\r\n", b"\n", b""):
+                        break
+                    name, _, value = raw.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                if len(parts) != 3:
+                    await self._send(writer, 400, _status(400, "BadRequest", "malformed request line"), False)
+                    return
+                method, target, version = parts
+                length = int(headers.get("content-length") or 0)
+                if length:
+                    await reader.readexactly(length)
+                keep = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+                code, body = self.route(method, target, peer)
+                await self._send(writer, code, body, keep)
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, ValueError):
+            return
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _send(self, writer: asyncio.StreamWriter, code: int, body: dict[str, Any] | str, keep: bool) -> None:
+        if isinstance(body, str):
+            data, ctype = body.encode(), "text/plain; charset=utf-8"
+        else:
+            data, ctype = json.dumps(body).encode(), "application/json"
+        head = (
+            f"HTTP/1.1 {code} {REASONS.get(code, 'Error')}\r\n"
+            f"Content-Type: {ctype}\r\n"
+            f"Content-Length: {len(data)}\r\n"
+            f"Cache-Control: no-cache, private\r\n"
+            f"Connection: {'keep-alive' if keep else 'close'}\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1") + data)
+        await writer.drain()
+
+    def route(self, method: str, target: str, peer: Peer) -> tuple[int, dict[str, Any] | str]:
+        """Answer one request: (HTTP status, JSON document or text)."""
+        path = urlsplit(target).path.rstrip("/") or "/"
+        if method not in ("GET", "HEAD"):
+            return 405, _status(405, "MethodNotAllowed", f"the server does not allow this method ({method})")
+        if path in ("/readyz", "/livez", "/healthz"):
+            return 200, "ok"
+        if path == "/version":
+            return 200, version_document()
+        if MASTERS not in peer.groups:
+            resource = path.rsplit("/", 1)[-1] if path.startswith("/api/v1/nodes") else path
+            return 403, _status(
+                403,
+                "Forbidden",
+                f'{resource} is forbidden: User "{peer.user}" cannot get path or resource "{path}" '
+                "(the simulator's RBAC allows only group system:masters)",
+            )
+        cluster = self.node.cluster
+        if path == "/api":
+            return 200, {
+                "kind": "APIVersions",
+                "versions": ["v1"],
+                "serverAddressByClientCIDRs": [
+                    {"clientCIDR": "0.0.0.0/0", "serverAddress": f"{self.address}:{self.port}"}
+                ],
+            }
+        if path == "/api/v1/nodes":
+            return 200, {
+                "kind": "NodeList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": str(cluster.k8s_resource_version())},
+                "items": [node_document(n) for n in cluster.nodes],
+            }
+        if path.startswith("/api/v1/nodes/"):
+            name = path[len("/api/v1/nodes/") :]
+            for n in cluster.nodes:
+                if n.hostname == name:
+                    return 200, {"kind": "Node", "apiVersion": "v1", **node_document(n)}
+            return 404, _status(404, "NotFound", f'nodes "{name}" not found')
+        return 404, _status(404, "NotFound", "the server could not find the requested resource")
+
+
+def version_document() -> dict[str, str]:
+    """GET /version, as kube-apiserver answers it."""
+    git_version = machineconfig.KUBERNETES_VERSION
+    major, minor = git_version.lstrip("v").split(".")[:2]
+    return {
+        "major": major,
+        "minor": minor,
+        "emulationMajor": major,
+        "emulationMinor": minor,
+        "minCompatibilityMajor": major,
+        "minCompatibilityMinor": str(int(minor) - 1),
+        "gitVersion": git_version,
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2025-09-09T00:00:00Z",
+        "goVersion": "go1.24.6",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    }
+
+
+def node_document(node: SimNode) -> dict[str, Any]:
+    """A v1 Node (without kind/apiVersion, as NodeList items are) for a simulated node."""
+    kubelet = node.kubelet
+    ready = kubelet.ready
+    if ready:
+        condition = {"status": "True", "reason": "KubeletReady", "message": "kubelet is posting ready status"}
+    else:
+        condition = {
+            "status": "False",
+            "reason": "KubeletNotReady",
+            "message": kubelet.waiting or "kubelet is restarting",
+        }
+    labels = {
+        "kubernetes.io/arch": "amd64",
+        "kubernetes.io/hostname": node.hostname,
+        "kubernetes.io/os": "linux",
+    }
+    if node.role == "controlplane":
+        labels["node-role.kubernetes.io/control-plane"] = ""
+    created = _timestamp(node.created)
+    return {
+        "metadata": {
+            "name": node.hostname,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"trustplan-sim:{node.address}")),
+            "resourceVersion": str(node.version * 1000 + kubelet.restarts),
+            "creationTimestamp": created,
+            "labels": labels,
+        },
+        "spec": {"podCIDR": f"10.244.{node.cluster.nodes.index(node)}.0/24"},
+        "status": {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "lastHeartbeatTime": _timestamp(dt.datetime.now(dt.UTC)),
+                    "lastTransitionTime": _timestamp(kubelet.transition),
+                    **condition,
+                }
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": node.address},
+                {"type": "Hostname", "address": node.hostname},
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"boot:{node.address}")),
+                "containerRuntimeVersion": "containerd://2.1.4",
+                "kernelVersion": "6.12.57-talos",
+                "kubeProxyVersion": machineconfig.KUBERNETES_VERSION,
+                "kubeletVersion": machineconfig.KUBERNETES_VERSION,
+                "machineID": uuid.uuid5(uuid.NAMESPACE_URL, f"machine:{node.address}").hex,
+                "operatingSystem": "linux",
+                "osImage": f"Talos ({machineconfig.TALOS_VERSION})",
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"system:{node.address}")),
+            },
+        },
+    }
