@@ -196,7 +196,7 @@ async def make(
     except UnsafePlan as exc:
         raise UnsafePlanError(f"refusing to plan: {exc}", hint="nothing was saved or sent to any node") from None
 
-    notes = list(resolved.warnings)
+    notes = [f"warning: {w}" for w in resolved.warnings]
     if plan.has_changes:
         notes += await _dry_run(plan, live, resolved, provider, reader)
     doc = to_document(plan)
@@ -245,12 +245,21 @@ async def _dry_run(
 
     async def one(address: str, edits: tuple[op.Edit, ...]) -> None:
         data = rewrite(live.configs[address], edits, keys.cert_pem, keys.key_pem)
-        message = await provider.write(refs[address], data, credential=credential, dry_run=True)
-        if message and message not in ("valid",) and "warning" in message.lower():
-            notes.append(f"{address}: {message}")
+        try:
+            message = await provider.write(refs[address], data, credential=credential, dry_run=True)
+        except NodeUnreachableError:
+            raise
+        except ProviderError as exc:
+            raise UnsafePlanError(
+                f"refusing to plan: node {address} rejects the config this plan would give it (dry run): {exc}",
+                hint="nothing was saved or changed",
+            ) from None
+        if message and "warning" in message.lower():
+            notes.append(f"warning: {address}: {message}")
 
-    await asyncio.gather(*(one(a, e) for a, e in _final_edits(plan).items()))
-    return notes
+    final = _final_edits(plan)
+    await asyncio.gather(*(one(a, e) for a, e in final.items()))
+    return [f"dry run: {len(final)} nodes validated the configs this plan gives them", *notes]
 
 
 def _refs(plan: Plan) -> list[NodeRef]:

@@ -87,7 +87,7 @@ def make_plan(config: Path, expires_in: str, lock_timeout: str) -> tuple[engine.
 
     planned = run(go())
     for note in planned.notes:
-        err.print(f"warning: {note}", markup=False)
+        err.print(note, markup=False)
     return planned, desired, keystore
 
 
