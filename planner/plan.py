@@ -190,8 +190,14 @@ def make_plan(inp: PlanInput) -> Plan:
         if not edits:
             continue
         changed = [p for p in managed if any(e.pki == p for e in edits)]
-        gates = tuple(Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed)
-        phases.append(Phase(phase_name, tuple(edits), gates, talos_credential(phase_name)))
+        gates = [Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed]
+        if phase_name == "accept":  # also prove every pre-staged CA we hold a key for is trusted
+            for p in changed:
+                staged = dict.fromkeys(e.ca for e in edits if isinstance(e, AcceptCA) and e.pki == p)
+                for ca in staged:
+                    if ca != desired[p].issuer and key_ok.get(ca, False):
+                        gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), all_nodes))
+        phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name)))
 
     if phases:
         outs: list[WriteOutput] = []
