@@ -324,14 +324,12 @@ class StateService(cosi_state_grpc.StateBase):
         queue = kubelet.subscribe()
         try:
             state = kubelet.state
-            first = (
-                service_resource(rid, state) if state is not None else _tombstone(rid, kubelet.last.version)
-            )
+            first = service_resource(rid, state) if state is not None else _tombstone(rid, kubelet.last.version)
             event_type = cosi_state_pb2.CREATED if state is not None else cosi_state_pb2.DESTROYED
             await stream.send_message(_service_event(event_type, first))
             while True:
-                event_type, state = await queue.get()
-                await stream.send_message(_service_event(event_type, service_resource(rid, state)))
+                change, changed = await queue.get()
+                await stream.send_message(_service_event(change, service_resource(rid, changed)))
         finally:
             kubelet.unsubscribe(queue)
 
