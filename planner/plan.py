@@ -121,6 +121,8 @@ def _edits_for(node: LiveNode, want: DesiredTrust, trust: LiveTrust) -> dict[Pha
             edits["accept"].append(AcceptCA(node.address, node.role, want.pki, ca))
     if trust.issuer != want.issuer:
         edits["swap"].append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
+    elif node.role == "controlplane" and not trust.issuer_has_key:  # the right CA, but its key is missing
+        edits["swap"].append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
     after_swap = trust
     for e in edits["accept"] + edits["swap"]:
         after_swap = apply_edit(after_swap, e)

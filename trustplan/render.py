@@ -34,6 +34,8 @@ def describe_edit(plan: Plan, e: Edit) -> str:
     match e:
         case AcceptCA(ca=ca):
             return f"accept {plan.label(ca)}"
+        case SwapIssuer(new=new, old=old) if old == new:
+            return f"restore the key of {plan.label(new)} (the config has the certificate only)"
         case SwapIssuer(new=new, old=old):
             held = "cert + key" if e.with_key else "cert only"
             was = f"; {plan.label(old)} moves to accepted" if old else ""

@@ -184,11 +184,23 @@ def test_kubernetes_gate_fails_when_the_apiservers_do_not_trust_the_new_client_c
     )
 
 
-def test_control_plane_whose_live_config_lost_its_key_is_refused_not_kept() -> None:
+def test_control_plane_whose_live_config_lost_its_key_gets_it_back_from_the_keystore() -> None:
     nodes = cluster(trust("old", "new"))
     cp = LiveNode(CP2, "controlplane", "sha256:cp2", LiveTrust(fp("new"), False, (fp("old"),)), trust("k-old"))
-    with pytest.raises(UnsafePlan, match=f"control plane {CP2} would have machine.ca = new without its private key"):
-        _safe_talos_rotation(tuple(cp if n.address == CP2 else n for n in nodes))
+    plan, _ = _safe_talos_rotation(tuple(cp if n.address == CP2 else n for n in nodes))
+    restore = [e for e in plan.edits if e.node == CP2 and e.kind == "swap"]
+    assert restore == [SwapIssuer(CP2, "controlplane", "talos", fp("new"), fp("new"))]
+    target = next(t for t in plan.targets if t.node == CP2)
+    assert target.after.issuer_has_key
+
+
+def test_control_plane_whose_live_config_lost_a_key_nobody_has_is_refused() -> None:
+    nodes = cluster(trust("old", "new"))
+    cp = LiveNode(CP2, "controlplane", "sha256:cp2", LiveTrust(fp("new"), False, (fp("old"),)), trust("k-old"))
+    inp = plan_input(tuple(cp if n.address == CP2 else n for n in nodes), want("talos", "new"),
+                     authorities=(authority("old"), authority("new", key=False), authority("k-old", "kubernetes")))
+    with pytest.raises(UnsafePlan, match="would have machine.ca = new without its private key"):
+        make_plan(inp)
 
 
 def test_accept_edits_alone_are_safe_from_any_order() -> None:
