@@ -119,9 +119,8 @@ def _edits_for(node: LiveNode, want: DesiredTrust, trust: LiveTrust) -> dict[Pha
     for ca in (want.issuer, *want.accepted):
         if ca not in trust.trusted and all(getattr(e, "ca", None) != ca for e in edits["accept"]):
             edits["accept"].append(AcceptCA(node.address, node.role, want.pki, ca))
-    if trust.issuer != want.issuer:
-        edits["swap"].append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
-    elif node.role == "controlplane" and not trust.issuer_has_key:  # the right CA, but its key is missing
+    key_missing = node.role == "controlplane" and not trust.issuer_has_key  # e.g. the right CA, but no key
+    if trust.issuer != want.issuer or key_missing:
         edits["swap"].append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
     after_swap = trust
     for e in edits["accept"] + edits["swap"]:
