@@ -145,10 +145,10 @@ CASES: list[tuple[str, Callable[[Path, CAFiles], None], str]] = [
         r"nodes/worker-2\.yaml: machine\.ca\.crt: not valid base64 \(.+\)",
     ),
     (
-        "kube-apiserver-ca-document",
+        "kube-apiserver-ca-in-both-layouts",
         append("nodes/worker-1.yaml", "---\napiVersion: v1alpha1\nkind: KubeAPIServerCAConfig\n"),
-        r"nodes/worker-1\.yaml: the Kubernetes API CA is in a KubeAPIServerCAConfig document \(Talos 1\.14 layout\); "
-        r"editing that layout is not supported yet, so trustplan will not touch it",
+        r"nodes/worker-1\.yaml: cluster\.ca: kube-apiserver CA is set both in the v1alpha1 config \(\.cluster\.ca\) "
+        r"and in a KubeAPIServerCAConfig document",
     ),
 ]
 

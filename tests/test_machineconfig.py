@@ -11,7 +11,7 @@ from test_pki import rewrap
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
 
 from trustplan import machineconfig, pki
-from trustplan.errors import InputError, UnsupportedError
+from trustplan.errors import InputError
 from trustplan.machineconfig import CAFields
 from trustplan.rewrite import rewrite, trust_of
 
@@ -150,14 +150,6 @@ def test_trust_of_reads_fingerprints_and_key_presence() -> None:
     assert trust.issuer_has_key and trust.accepted == ()
     assert trust.issuer == fp(cp.ca_fields("talos").issuer or b"")
     assert pems == {trust.issuer: cp.ca_fields("talos").issuer}
-
-
-def test_kube_apiserver_ca_document_is_refused_for_kubernetes_only() -> None:
-    data = load("cp-1.yaml").data + b"---\napiVersion: v1alpha1\nkind: KubeAPIServerCAConfig\n"
-    cfg = machineconfig.parse(data, "nodes/cp-1.yaml")
-    assert cfg.ca_fields("talos").issuer is not None
-    with pytest.raises(UnsupportedError, match="not supported yet"):
-        cfg.ca_fields("kubernetes")
 
 
 def test_validation_rules_a_rotation_can_break() -> None:

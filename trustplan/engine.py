@@ -534,8 +534,6 @@ class Applier:
 
 
 def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:
-    if pki_name == "kubernetes" and cfg.has_kube_ca_document:
-        return {"issuer": None, "accepted": []}
     trust, _ = trust_of(cfg.ca_fields(pki_name), cfg.source)  # type: ignore[arg-type]
     return {"issuer": trust.issuer, "accepted": list(trust.accepted)}
 

@@ -45,19 +45,25 @@ def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTru
             entry.key_pem = key
         return ca.fingerprint
 
-    section = "machine" if pki_name == "talos" else "cluster"
-    issuer = note(fields.issuer, f"{section}.ca", fields.issuer_key) if fields.issuer else None
-    accepted = tuple(note(p, f"{section}.acceptedCAs") for p in fields.accepted)
+    if pki_name == "talos":
+        ca_path, accepted_path = "machine.ca", "machine.acceptedCAs"
+    elif cfg.kube_ca_layout == "multidoc":
+        ca_path, accepted_path = (
+            f"{machineconfig.KUBE_CA_DOC_KIND}.issuingCA",
+            f"{machineconfig.KUBE_CA_DOC_KIND}.acceptedCAs",
+        )
+    else:
+        ca_path, accepted_path = "cluster.ca", "cluster.acceptedCAs"
+    issuer = note(fields.issuer, ca_path, fields.issuer_key) if fields.issuer else None
+    accepted = tuple(note(p, accepted_path) for p in fields.accepted)
     return LiveTrust(issuer, fields.issuer_key is not None, accepted)
 
 
 def to_live(ref: NodeRef, cfg: MachineConfig, managed: tuple[str, ...], cas: dict[str, LiveCA]) -> LiveNode:
-    empty = LiveTrust(None, False, ())
+    """Both PKIs' trust (either Kubernetes CA layout); `managed` is kept for the callers' sake."""
+    del managed
     talos = _trust(cfg, "talos", cas)
-    if "kubernetes" in managed or not cfg.has_kube_ca_document:
-        kube = _trust(cfg, "kubernetes", cas)
-    else:
-        kube = empty
+    kube = _trust(cfg, "kubernetes", cas)
     return LiveNode(ref.address, cfg.role, cfg.digest, talos, kube, ref.role)
 
 

@@ -1,9 +1,16 @@
 """Talos machine configs: read the CA fields, write them back, validate, and generate whole clusters.
 
 A machine config is a multi-document YAML stream; the `v1alpha1` document (the one with
-`version: v1alpha1`) holds `machine.ca` / `machine.acceptedCAs` (Talos API PKI) and `cluster.ca` /
-`cluster.acceptedCAs` (Kubernetes API PKI, the legacy layout). Editing re-encodes only that document;
-the other documents are kept byte for byte, and CA entries keep the exact bytes they were read with.
+`version: v1alpha1`) holds `machine.ca` / `machine.acceptedCAs` (Talos API PKI). The Kubernetes API
+PKI is in one of two layouts, detected per node (reference/talos.md §1.2, §3.1):
+
+- legacy: `cluster.ca` / `cluster.acceptedCAs` in the v1alpha1 document (base64 of the PEM);
+- multidoc (Talos 1.14): a `kind: KubeAPIServerCAConfig` document with `issuingCA: {cert, key}` and
+  `acceptedCAs: [...]` holding plain PEM strings. Workers carry no issuing CA there: their trust is
+  `acceptedCAs` only, current issuer first (talosctl prepends the new CA at swap).
+
+Editing re-encodes only the document that holds the fields; the other documents are kept byte for
+byte, and CA entries keep the exact bytes they were read with.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from typing import Any, Literal
 import yaml
 
 from trustplan import pki
-from trustplan.errors import InputError, UnsupportedError
+from trustplan.errors import InputError
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
@@ -31,8 +38,13 @@ except ImportError:  # pragma: no cover
 
 PKIName = Literal["talos", "kubernetes"]
 Role = Literal["controlplane", "worker"]
+KubeCALayout = Literal["legacy", "multidoc"]
 FIELDS: dict[str, tuple[str, str]] = {"talos": ("machine", "ca"), "kubernetes": ("cluster", "ca")}
 KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
+KUBE_AGGREGATOR_DOC_KIND = "KubeAggregatorCAConfig"
+BOTH_LAYOUTS = (
+    "kube-apiserver CA is set both in the v1alpha1 config (.cluster.ca) and in a KubeAPIServerCAConfig document"
+)
 
 TALOS_VERSION = "v1.11.5"
 KUBERNETES_VERSION = "v1.34.1"
@@ -57,6 +69,27 @@ def load_yaml(text: bytes | str) -> Any:
 
 def dump_yaml(doc: Any) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True)
+
+
+class _LiteralDumper(_Dumper):
+    """Multi-line strings (PEM text) as `|` block scalars, as Talos writes them."""
+
+
+def _represent_str(dumper: Any, value: str) -> Any:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_str(value)
+
+
+_LiteralDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml_literal(doc: Any) -> str:
+    """Like dump_yaml, with multi-line strings as literal blocks (PyYAML falls back to a quoted
+    scalar when a string cannot be a literal block, so the value is always kept exactly)."""
+    return yaml.dump(
+        doc, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True
+    )
 
 
 def _split_documents(text: str) -> list[str]:
@@ -129,16 +162,34 @@ class MachineConfig:
 
     @property
     def has_kube_ca_document(self) -> bool:
-        return any(isinstance(d, dict) and d.get("kind") == KUBE_CA_DOC_KIND for d in self._docs)
+        return self._kube_doc is not None
+
+    @property
+    def _kube_doc(self) -> int | None:
+        return next(
+            (i for i, d in enumerate(self._docs) if isinstance(d, dict) and d.get("kind") == KUBE_CA_DOC_KIND), None
+        )
+
+    @property
+    def kube_ca_layout(self) -> KubeCALayout:
+        """Where this node keeps its Kubernetes API CA. A node with both layouts is refused."""
+        if self._kube_doc is None:
+            return "legacy"
+        cluster = self.v1alpha1.get("cluster") or {}
+        ca = cluster.get("ca") or {}
+        if (isinstance(ca, dict) and (ca.get("crt") or ca.get("key"))) or cluster.get("acceptedCAs"):
+            raise InputError(
+                self.source,
+                BOTH_LAYOUTS,
+                path="cluster.ca",
+                hint="Talos refuses such a config: keep the CA in one place (Talos 1.14+: the KubeAPIServerCAConfig)",
+            )
+        return "multidoc"
 
     def ca_fields(self, pki_name: PKIName) -> CAFields:
-        """Read one PKI's CA fields. The Kubernetes PKI in a KubeAPIServerCAConfig is refused."""
-        if pki_name == "kubernetes" and self.has_kube_ca_document:
-            raise UnsupportedError(
-                f"{self.source}: the Kubernetes API CA is in a {KUBE_CA_DOC_KIND} document (Talos 1.14 layout); "
-                "editing that layout is not supported yet, so trustplan will not touch it",
-                hint="leave 'trust.kubernetes' out of the desired state to rotate only the Talos API CA",
-            )
+        """Read one PKI's CA fields, from whichever layout this node uses."""
+        if pki_name == "kubernetes" and self.kube_ca_layout == "multidoc":
+            return self._multidoc_fields()
         section, _ = FIELDS[pki_name]
         sec = self.v1alpha1.get(section) or {}
         path = f"{section}.ca"
@@ -155,9 +206,55 @@ class MachineConfig:
             accepted.append(pki.b64decode_pem(entry["crt"], self.source, f"{section}.acceptedCAs[{i}].crt"))
         return CAFields(issuer=issuer, issuer_key=issuer_key, accepted=tuple(accepted))
 
+    def _pem(self, value: object, path: str) -> bytes:
+        if not isinstance(value, str) or "-----BEGIN " not in value:
+            raise InputError(self.source, "not a PEM string", path=path)
+        return value.encode("utf-8")
+
+    def _multidoc_fields(self) -> CAFields:
+        """issuingCA / acceptedCAs of the KubeAPIServerCAConfig document, as CAFields.
+
+        A worker without `issuingCA.cert` keeps its whole trust in `acceptedCAs`, current issuer
+        first; it is read as issuer = acceptedCAs[0], accepted = the rest (and written back the
+        same way), so the planner sees the same trust as in the legacy layout."""
+        index = self._kube_doc
+        assert index is not None
+        doc = self._docs[index]
+        kind = KUBE_CA_DOC_KIND
+        issuing = doc.get("issuingCA") or {}
+        if not isinstance(issuing, dict):
+            raise InputError(self.source, "issuingCA is not a mapping", path=f"{kind}.issuingCA")
+        issuer = self._pem(issuing["cert"], f"{kind}.issuingCA.cert") if issuing.get("cert") else None
+        key = self._pem(issuing["key"], f"{kind}.issuingCA.key") if issuing.get("key") else None
+        entries = doc.get("acceptedCAs") or []
+        if not isinstance(entries, list):
+            raise InputError(self.source, "acceptedCAs is not a list", path=f"{kind}.acceptedCAs")
+        accepted = tuple(self._pem(e, f"{kind}.acceptedCAs[{i}]") for i, e in enumerate(entries))
+        if issuer is None and self.role == "worker" and accepted:
+            return CAFields(issuer=accepted[0], issuer_key=None, accepted=accepted[1:])
+        return CAFields(issuer=issuer, issuer_key=key, accepted=accepted)
+
     def with_ca_fields(self, changes: dict[str, CAFields]) -> bytes:
         """The config bytes with these PKIs' CA fields replaced; everything else kept. Pure: this
-        object is not changed."""
+        object is not changed. Each PKI is written into the layout the node uses; only the
+        documents holding changed fields are re-encoded."""
+        texts = list(self._texts)
+        legacy = {k: v for k, v in changes.items() if not (k == "kubernetes" and self.kube_ca_layout == "multidoc")}
+        if legacy:
+            texts[self._v1] = self._encode(self._v1, self._legacy_doc(legacy), dump_yaml)
+        if "kubernetes" in changes and self.kube_ca_layout == "multidoc":
+            index = self._kube_doc
+            assert index is not None
+            texts[index] = self._encode(index, self._multidoc_doc(changes["kubernetes"]), dump_yaml_literal)
+        return "".join(t if t.endswith("\n") else t + "\n" for t in texts).encode("utf-8")
+
+    def _encode(self, index: int, doc: Any, dump: Any) -> str:
+        text: str = dump(doc)
+        if index > 0 or self._texts[0].startswith("---"):
+            text = "---\n" + text
+        return text
+
+    def _legacy_doc(self, changes: dict[str, CAFields]) -> dict[str, Any]:
         doc = copy.deepcopy(self.v1alpha1)
         for pki_name, fields in sorted(changes.items()):
             section, _ = FIELDS[pki_name]
@@ -174,12 +271,30 @@ class MachineConfig:
                 sec["acceptedCAs"] = [{"crt": pki.b64encode_pem(p)} for p in fields.accepted]
             else:
                 sec.pop("acceptedCAs", None)
-        texts = list(self._texts)
-        text = dump_yaml(doc)
-        if self._v1 > 0 or texts[0].startswith("---"):
-            text = "---\n" + text
-        texts[self._v1] = text
-        return "".join(t if t.endswith("\n") else t + "\n" for t in texts).encode("utf-8")
+        return doc
+
+    def _multidoc_doc(self, fields: CAFields) -> dict[str, Any]:
+        index = self._kube_doc
+        assert index is not None
+        doc: dict[str, Any] = copy.deepcopy(self._docs[index])
+        had_issuer = bool((doc.get("issuingCA") or {}).get("cert"))
+        accepted = [p.decode("utf-8") for p in fields.accepted]
+        if fields.issuer is None:
+            doc.pop("issuingCA", None)
+        elif self.role == "worker" and not had_issuer:
+            # talosctl's layout for workers: no issuingCA, the issuer first in acceptedCAs
+            doc.pop("issuingCA", None)
+            accepted.insert(0, fields.issuer.decode("utf-8"))
+        else:
+            issuing = {"cert": fields.issuer.decode("utf-8")}
+            if fields.issuer_key:
+                issuing["key"] = fields.issuer_key.decode("utf-8")
+            doc["issuingCA"] = issuing
+        if accepted:
+            doc["acceptedCAs"] = accepted
+        else:
+            doc.pop("acceptedCAs", None)
+        return doc
 
 
 def parse(data: bytes, source: str) -> MachineConfig:
@@ -187,11 +302,17 @@ def parse(data: bytes, source: str) -> MachineConfig:
 
 
 def validate(cfg: MachineConfig) -> list[str]:
-    """The Talos validation rules that a CA rotation can break (reference/talos.md §2.5)."""
+    """The Talos validation rules that a CA rotation can break (reference/talos.md §2.5), in the
+    v1alpha1 document and, for the Talos 1.14 layout, the KubeAPIServerCAConfig document."""
     errors: list[str] = []
     machine = cfg.v1alpha1.get("machine") or {}
     cluster = cfg.v1alpha1.get("cluster") or {}
     role = cfg.role
+    try:
+        multidoc = cfg.kube_ca_layout == "multidoc"
+    except InputError:
+        errors.append(BOTH_LAYOUTS)
+        multidoc = False
     for section, label, name in ((machine, "machine", "Talos API"), (cluster, "cluster", "Kubernetes API")):
         if section is cluster and cfg.has_kube_ca_document:
             continue
@@ -213,6 +334,37 @@ def validate(cfg: MachineConfig) -> list[str]:
                 pki.load_cert_pem(pem, cfg.source)
             except Exception:  # noqa: BLE001 - any failure is a validation failure
                 errors.append(f"{label}.acceptedCAs[{i}]: not a base64 PEM certificate")
+    if multidoc:
+        errors += _validate_kube_doc(cfg)
+    return errors
+
+
+def _validate_kube_doc(cfg: MachineConfig) -> list[str]:
+    errors: list[str] = []
+    kind = KUBE_CA_DOC_KIND
+    doc = next(d for d in cfg.documents if isinstance(d, dict) and d.get("kind") == kind)
+    issuing = doc.get("issuingCA") or {}
+    accepted = doc.get("acceptedCAs") or []
+    if not isinstance(issuing, dict) or not isinstance(accepted, list):
+        return [f"{kind}: issuingCA must be a mapping and acceptedCAs a list"]
+    if cfg.role == "controlplane":
+        if not issuing.get("cert") or not issuing.get("key"):
+            errors.append(f"{kind}.issuingCA: a control plane needs the issuing Kubernetes API CA with its key")
+    else:
+        if issuing.get("key"):
+            errors.append(
+                f"{kind}.issuingCA.key: issuing Kubernetes API CA key is not allowed on non-controlplane nodes"
+            )
+        if not issuing.get("cert") and not accepted:
+            errors.append(f"{kind}: a worker needs issuingCA.cert or acceptedCAs")
+    checks = [("issuingCA.cert", issuing.get("cert"))] if issuing.get("cert") else []
+    checks += [(f"acceptedCAs[{i}]", e) for i, e in enumerate(accepted)]
+    for path, value in checks:
+        try:
+            assert isinstance(value, str)
+            pki.load_cert_pem(value.encode("utf-8"), cfg.source)
+        except Exception:  # noqa: BLE001 - any failure is a validation failure
+            errors.append(f"{kind}.{path}: not a PEM certificate")
     return errors
 
 
@@ -305,8 +457,13 @@ def generate_config(
     role: Literal["controlplane", "worker", "init"],
     hostname: str,
     address: str,
+    kube_ca_layout: KubeCALayout = "legacy",
 ) -> bytes:
-    """A v1alpha1 machine config for one node, shaped like `talosctl gen config` output."""
+    """A machine config for one node, shaped like `talosctl gen config` output.
+
+    `kube_ca_layout="multidoc"` puts the Kubernetes API CA in a KubeAPIServerCAConfig document
+    (Talos 1.14; control planes: `issuingCA` with key; workers: the CA in `acceptedCAs`) instead of
+    `cluster.ca`, and a control plane's aggregator CA in a KubeAggregatorCAConfig document."""
     cp = role != "worker"
     machine: dict[str, Any] = {
         "type": role,
@@ -352,9 +509,12 @@ def generate_config(
     }
     if cp:
         cluster["secretboxEncryptionSecret"] = secrets_.secretbox_secret
-    cluster["ca"] = secrets_.k8s.encoded(with_key=cp)
-    if cp:
+    multidoc = kube_ca_layout == "multidoc"
+    if not multidoc:
+        cluster["ca"] = secrets_.k8s.encoded(with_key=cp)
+    if cp and not multidoc:
         cluster["aggregatorCA"] = secrets_.aggregator.encoded()
+    if cp:
         cluster["serviceAccount"] = {"key": pki.b64encode_pem(pki.key_to_pem(secrets_.service_account_key))}
         cluster["apiServer"] = {
             "image": f"registry.k8s.io/kube-apiserver:{KUBERNETES_VERSION}",
@@ -391,4 +551,22 @@ def generate_config(
     cluster["extraManifests"] = []
     cluster["inlineManifests"] = []
     doc = {"version": "v1alpha1", "debug": False, "persist": True, "machine": machine, "cluster": cluster}
-    return dump_yaml(doc).encode()
+    text = dump_yaml(doc)
+    if multidoc:
+        kube: dict[str, Any] = {"apiVersion": "v1alpha1", "kind": KUBE_CA_DOC_KIND}
+        if cp:
+            kube["issuingCA"] = {"cert": secrets_.k8s.crt_pem.decode(), "key": secrets_.k8s.key_pem.decode()}
+        else:
+            kube["acceptedCAs"] = [secrets_.k8s.crt_pem.decode()]
+        text += "---\n" + dump_yaml_literal(kube)
+        if cp:
+            aggregator = {
+                "apiVersion": "v1alpha1",
+                "kind": KUBE_AGGREGATOR_DOC_KIND,
+                "issuingCA": {
+                    "cert": secrets_.aggregator.crt_pem.decode(),
+                    "key": secrets_.aggregator.key_pem.decode(),
+                },
+            }
+            text += "---\n" + dump_yaml_literal(aggregator)
+    return text.encode()
