@@ -250,6 +250,21 @@ def verify_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 # --- generation ------------------------------------------------------------------------------
 
 
+def _key_usage(cert_sign: bool) -> x509.KeyUsage:
+    """digitalSignature, plus keyCertSign for a CA: what Talos puts on its certificates."""
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def _new_key(algorithm: str) -> PrivateKey:
     if algorithm == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
@@ -284,17 +299,7 @@ def generate_ca(
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(cert_sign=True),
             critical=True,
         )
         .add_extension(
@@ -351,17 +356,7 @@ def issue_client_cert(
         .not_valid_after(now + validity)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            _key_usage(cert_sign=False),
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
