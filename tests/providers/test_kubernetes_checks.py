@@ -1,0 +1,135 @@
+"""KubernetesChecker against the simulator's Kubernetes API (`k8s=True`): passes with an admin cert
+of the cluster's CA, waits through a kubelet re-join and an API server restart, fails in time and
+names what was wrong when the cert is refused or a node stays NotReady."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from trustplan.providers.base import Credential
+from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, describe_error, kubeconfig_dict, server_for
+from trustplan.providers.sim.cluster import SimCluster
+from trustplan.providers.sim.testing import run_with_cluster
+
+from trustplan import pki
+from trustplan.errors import GateFailedError
+
+FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 300}
+
+
+def admin(ca_cert: Any, ca_key: Any, trusted: bytes, group: str = "system:masters") -> Credential:
+    cert, key = pki.issue_client_cert(ca_cert, ca_key, group, pki.utcnow(), common_name="admin")
+    fp = pki.fingerprint(ca_cert)
+    return Credential("kubernetes", fp, (fp,), pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trusted)
+
+
+def cluster_admin(c: SimCluster) -> Credential:
+    return admin(c.secrets.k8s.cert, c.secrets.k8s.key, c.secrets.k8s.crt_pem)
+
+
+def expected(c: SimCluster) -> list[ExpectedNode]:
+    return [ExpectedNode(n.address, n.hostname) for n in c.nodes]
+
+
+def checker(c: SimCluster, timeout: float = 10.0) -> KubernetesChecker:
+    return KubernetesChecker([server_for(n.address, c.k8s_port) for n in c.controlplanes], timeout)
+
+
+def test_server_for_and_kubeconfig_dict_hold_no_surprises() -> None:
+    assert server_for("10.5.0.2") == "https://10.5.0.2:6443"
+    assert server_for("fd00::2", 7443) == "https://[fd00::2]:7443"
+    cred = Credential("kubernetes", "sha256:x", ("sha256:x",), b"CRT", b"KEY", b"CA")
+    doc = kubeconfig_dict("https://a:6443", cred)
+    assert doc["clusters"][0]["cluster"] == {"server": "https://a:6443", "certificate-authority-data": "Q0E="}
+    assert "KEY" not in repr(cred) and "CRT" not in repr(cred)
+
+
+def test_gate_passes_on_every_control_plane(tmp_path: Path) -> None:
+    async def scenario(c: SimCluster) -> dict[str, str]:
+        return await checker(c).check(cluster_admin(c), expected(c))
+
+    results = run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1, **FAST)
+    assert len(results) == 2 and all("3 nodes Ready" in r for r in results.values())
+
+
+def test_gate_waits_for_a_kubelet_to_rejoin(tmp_path: Path) -> None:
+    waits: list[str] = []
+
+    async def scenario(c: SimCluster) -> float:
+        c.workers[0].kubelet.restart()
+        start = time.monotonic()
+        await checker(c).check(cluster_admin(c), expected(c), on_wait=waits.append)
+        return time.monotonic() - start
+
+    elapsed = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
+    assert any("not Ready" in w for w in waits), waits
+    assert elapsed >= 0.1
+
+
+def test_gate_waits_for_an_api_server_restart(tmp_path: Path) -> None:
+    waits: list[str] = []
+
+    async def scenario(c: SimCluster) -> None:
+        api = c.controlplanes[0].apiserver
+        assert api is not None
+        api.restart()
+        await checker(c).check(cluster_admin(c), expected(c), on_wait=waits.append)
+
+    run_with_cluster(scenario, tmp_path, controlplanes=1, workers=0, **FAST)
+    assert any("connection refused" in w or "closed the connection" in w for w in waits), waits
+
+
+def test_unknown_ca_is_refused_and_named(tmp_path: Path) -> None:
+    async def scenario(c: SimCluster) -> None:
+        other, other_key = pki.generate_ca("kubernetes", pki.utcnow())
+        cred = admin(other, other_key, c.secrets.k8s.crt_pem)
+        await checker(c, timeout=0.5).check(cred, expected(c))
+
+    with pytest.raises(GateFailedError) as info:
+        run_with_cluster(scenario, tmp_path, controlplanes=1, workers=0, **FAST)
+    message = str(info.value)
+    assert "did not pass within 0.5 s" in message
+    assert any(m in message for m in ("does not accept the client certificate", "TLS handshake refused", "401"))
+    assert "PRIVATE KEY" not in message
+
+
+def test_untrusted_server_cert_is_reported(tmp_path: Path) -> None:
+    async def scenario(c: SimCluster) -> None:
+        other, _ = pki.generate_ca("kubernetes", pki.utcnow())
+        cred = admin(c.secrets.k8s.cert, c.secrets.k8s.key, pki.cert_to_pem(other))
+        await checker(c, timeout=0.3).check(cred, expected(c))
+
+    with pytest.raises(GateFailedError, match="certificate is not trusted"):
+        run_with_cluster(scenario, tmp_path, controlplanes=1, workers=0, **FAST)
+
+
+def test_a_node_that_stays_not_ready_is_named(tmp_path: Path) -> None:
+    async def scenario(c: SimCluster) -> str:
+        worker = c.workers[0]
+        worker.kubelet.halt()
+        try:
+            await checker(c, timeout=0.5).check(cluster_admin(c), expected(c))
+        except GateFailedError as exc:
+            return str(exc)
+        finally:
+            worker.kubelet.resume()
+        raise AssertionError("the gate passed")
+
+    message = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
+    assert "not Ready" in message and "did not pass within 0.5 s" in message
+
+
+def test_non_admin_cert_is_forbidden(tmp_path: Path) -> None:
+    async def scenario(c: SimCluster) -> None:
+        cred = admin(c.secrets.k8s.cert, c.secrets.k8s.key, c.secrets.k8s.crt_pem, group="developers")
+        await checker(c, timeout=0.3).check(cred, expected(c))
+
+    with pytest.raises(GateFailedError, match="403 Forbidden"):
+        run_with_cluster(scenario, tmp_path, controlplanes=1, workers=0, **FAST)
+
+
+def test_describe_error_of_an_unknown_exception() -> None:
+    assert describe_error(ValueError("boom\nmore")) == "ValueError: boom"
