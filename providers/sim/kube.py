@@ -205,7 +205,8 @@ class Kubelet:
                 return
             while (reason := self.join_refusal()) is not None:
                 if reason != self.waiting:
-                    log.warning("%s", reason)
+                    # normal while every trusted API server is restarting; the Ready message shows it
+                    log.info("%s", reason)
                 self.waiting = reason
                 await asyncio.sleep(max(delay, 0.05))
             self.waiting = None
