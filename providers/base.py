@@ -7,8 +7,9 @@ planner's and the engine's job.
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["controlplane", "worker"]
 
@@ -71,4 +72,23 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+class KubeletRestart(Protocol):
+    """An open watch of one node's kubelet, from KubeletWatcher.kubelet_restart."""
+
+    async def wait(self) -> None:
+        """Until the kubelet restarted and is running and healthy again; raises after the timeout."""
+        ...
+
+
+@runtime_checkable
+class KubeletWatcher(Protocol):
+    """A provider that can watch a node's kubelet restart (talos); the files provider cannot."""
+
+    def kubelet_restart(
+        self, node: NodeRef, credential: Credential | None, timeout: float
+    ) -> AbstractAsyncContextManager[KubeletRestart]:
+        """Open the watch; entering fails when the kubelet is not healthy right now."""
         ...

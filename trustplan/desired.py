@@ -70,6 +70,8 @@ class DesiredState:
     kubeconfig_merge: bool
     rollout: Rollout
     lines: dict[str, int]
+    kube_port: int = 6443  # cluster.kubernetes.port
+    kube_endpoints: tuple[str, ...] = ()  # cluster.kubernetes.endpoints (empty: one per control plane)
     node_paths: dict[str, str] = field(default_factory=dict)  # address -> its YAML path in cluster.nodes
 
     @property
@@ -78,6 +80,13 @@ class DesiredState:
 
     def error(self, message: str, path: str, *, hint: str | None = None) -> InputError:
         return InputError(str(self.path), message, path=path, line=self.lines.get(path), hint=hint)
+
+    def kube_servers(self, controlplanes: list[str]) -> list[str]:
+        """The Kubernetes API servers the gates check: cluster.kubernetes.endpoints, else
+        https://<address>:<cluster.kubernetes.port> of each control plane."""
+        from trustplan.providers.kubernetes import server_for
+
+        return list(self.kube_endpoints) or [server_for(a, self.kube_port) for a in controlplanes]
 
     def uses(self, name: str) -> PKIName | None:
         for spec in self.trust.values():
@@ -258,4 +267,6 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         ),
         lines=lines,
         node_paths=node_paths,
+        kube_port=int((cluster.get("kubernetes") or {}).get("port", 6443)),
+        kube_endpoints=tuple((cluster.get("kubernetes") or {}).get("endpoints", ())),
     )

@@ -48,7 +48,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planner.document import from_document, to_document
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import Credential, KubeletWatcher, NodeRef, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite, trust_of
 from trustplan.state import LocalState, StateDocument
@@ -437,15 +437,18 @@ class Applier:
         roles = {n.address: n.role for n in self.plan.nodes}
 
         async def patch(address: str) -> None:
-            edits = phase.edits_for(address)
+            edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {describe_edit(self.plan, e)}" for e in edits)
             data = rewrite(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
             try:
-                await self.provider.write(self.refs[address], data, credential=cred)
+                if isinstance(self.provider, KubeletWatcher) and self.restarts_kubelet(address, data):
+                    await self.write_with_kubelet_restart(phase.name, address, data, cred)
+                else:
+                    await self.provider.write(self.refs[address], data, credential=cred)
+                    self.configs[address] = machineconfig.parse(data, self.configs[address].source)
             except TrustplanError as exc:
                 self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
                 raise
-            self.configs[address] = machineconfig.parse(data, self.configs[address].source)
             self.record(phase.name, "write", "ok", node=address, detail=detail)
             self.reporter.advance(address)
 
@@ -455,7 +458,33 @@ class Applier:
         await _bounded(workers, self.desired.rollout.worker_parallelism, patch)
         self.reporter.done()
 
+    def restarts_kubelet(self, address: str, data: bytes) -> bool:
+        """Whether writing `data` changes the node's Kubernetes CA fields (its kubelet restarts)."""
+        before = self.configs[address]
+        after = machineconfig.parse(data, before.source)
+        return before.ca_fields("kubernetes") != after.ca_fields("kubernetes")
+
+    async def write_with_kubelet_restart(self, phase: str, address: str, data: bytes, cred: Credential | None) -> None:
+        """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
+        it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
+        assert isinstance(self.provider, KubeletWatcher)
+        timeout = self.desired.rollout.timeout("kubernetes")
+        ref = self.refs[address]
+        async with self.provider.kubelet_restart(ref, cred, timeout) as kubelet:
+            await self.provider.write(ref, data, credential=cred)
+            self.configs[address] = machineconfig.parse(data, self.configs[address].source)  # applied
+            self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
+            try:
+                await kubelet.wait()
+            except TrustplanError as exc:
+                self.record(phase, "kubelet", "failed", node=address, message=str(exc))
+                raise
+        self.record(phase, "kubelet", "ok", node=address, detail="kubelet restarted, running and healthy")
+
     async def gate(self, gate: op.Gate) -> None:
+        if gate.pki == "kubernetes" and self.desired.provider == "talos":
+            await self.kube_gate(gate)
+            return
         cred = self.mint(gate.pki, gate.credential)
         self.reporter.start(
             f"gate after {gate.after}: {gate.pki} API with {self.plan.label(gate.credential.issuer)}", len(gate.nodes)
@@ -472,6 +501,32 @@ class Applier:
         await _bounded(list(gate.nodes), 32, check)
         self.record(gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(gate.nodes)} nodes")
         self.reporter.done()
+
+    async def kube_gate(self, gate: op.Gate) -> None:
+        """A Kubernetes gate through the Kubernetes API itself: every control plane's API server
+        answers with the phase's admin cert and CA bundle, and lists every gate node Ready."""
+        from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
+
+        cred = self.mint("kubernetes", gate.credential)
+        cps = [n.address for n in self.plan.nodes if n.role == "controlplane"]
+        servers = self.desired.kube_servers(cps)
+        expected = [ExpectedNode(a, self.configs[a].hostname) for a in gate.nodes]
+        checker = KubernetesChecker(servers, self.desired.rollout.timeout("kubernetes"))
+        self.reporter.start(
+            f"gate after {gate.after}: Kubernetes API with {self.plan.label(gate.credential.issuer)} "
+            f"({len(expected)} nodes Ready on {len(servers)} API servers)",
+            len(servers),
+        )
+        try:
+            await checker.check(cred, expected, on_wait=self.reporter.note, on_pass=self.reporter.advance)
+        except TrustplanError as exc:
+            self.record(gate.after, "gate", "failed", pki=gate.pki, message=str(exc))
+            raise
+        finally:
+            self.reporter.done()
+        self.record(
+            gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(expected)} nodes Ready on {len(servers)} API servers"
+        )
 
     def write_outputs(self, phase: op.Phase) -> None:
         secrets: dict[str, tuple[bytes, bytes]] = {}

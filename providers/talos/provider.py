@@ -4,16 +4,23 @@
           `proto_spec` is `MachineConfigSpec{yaml_marshalled}`: the config bytes exactly as applied.
 - write:  `MachineService/ApplyConfiguration{data, mode=NO_REBOOT, dry_run}`.
 - verify: `MachineService/Version` with the given credential (a verification gate).
+- kubelet_restart: COSI `State/Watch` of `runtime/Services.v1alpha1.talos.dev/kubelet`, opened
+          before a config change and waited on after it (talosctl's PatchNodeConfigWithKubeletRestart,
+          reference/talos.md §1.2), with a timeout: talosctl can wait forever there (talos#10357).
 
 All calls go to a control-plane endpoint from the talosconfig, with gRPC metadata `node: <address>`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.empty_pb2 import Empty
 from grpclib.exceptions import GRPCError
@@ -25,6 +32,7 @@ from trustplan.providers.talos.proto import (
     machine_grpc,
     machine_pb2,
     resource_config_pb2,
+    resource_v1alpha1_pb2,
 )
 from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_talosconfig
 
@@ -33,6 +41,9 @@ from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderErro
 CONFIG_NAMESPACE = "config"
 CONFIG_TYPE = "MachineConfigs.config.talos.dev"
 CONFIG_ID = "v1alpha1"
+SERVICE_NAMESPACE = "runtime"
+SERVICE_TYPE = "Services.v1alpha1.talos.dev"
+KUBELET = "kubelet"
 R = TypeVar("R")
 
 
@@ -145,6 +156,49 @@ class TalosProvider:
         tags = [m.version.tag for m in response.messages if m.version.tag]
         return tags[0] if tags else "unknown version"
 
+    @asynccontextmanager
+    async def kubelet_restart(
+        self, node: NodeRef, credential: Credential | None = None, timeout: float = 180.0
+    ) -> AsyncIterator[KubeletWatch]:
+        """Watch the node's kubelet service around a config change that restarts it.
+
+        On entry the Watch is open and its first event showed the kubelet running and healthy
+        (else ProviderError "kubelet is not healthy on NODE", as talosctl). Apply the config inside
+        the block, then `await watch.wait()`: it returns once the kubelet went down and came back
+        running and healthy, or raises ProviderError after `timeout` seconds.
+        """
+        cred = credential or self._own
+        request = cosi_state_pb2.WatchRequest(namespace=SERVICE_NAMESPACE, type=SERVICE_TYPE, id=KUBELET, api_version=1)
+
+        async def attempt(endpoint: Endpoint) -> tuple[AsyncExitStack, _Events, Any]:
+            stack = AsyncExitStack()
+            try:
+                stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, cred))
+                stream = await stack.enter_async_context(stub.Watch.open(metadata=self._metadata(node)))
+                stack.push_async_callback(_cancel, stream)  # a watch never ends by itself: reset it
+                await stream.send_message(request, end=True)
+                events = _Events(stream)
+                first = await asyncio.wait_for(events.next(), CALL_TIMEOUT)
+            except BaseException:
+                await stack.aclose()
+                raise
+            return stack, events, first
+
+        stack, events, first = await self._call(node, "watch the kubelet service", attempt, self.retry_timeout)
+        async with stack:
+            state = _service_state(first)
+            if first is None or first.event_type == cosi_state_pb2.DESTROYED or state != (True, True):
+                seen = (
+                    "not running"
+                    if first is None or first.event_type == cosi_state_pb2.DESTROYED
+                    else (f"running={state[0]}, healthy={state[1]}")
+                )
+                raise ProviderError(
+                    f"kubelet is not healthy on {node.address} ({seen}); not changing its Kubernetes CA",
+                    hint="check it with `talosctl -n NODE service kubelet`; nothing was sent to this node",
+                )
+            yield KubeletWatch(node.address, events, timeout)
+
     async def close(self) -> None:
         """Close every cached channel."""
         self._pool.close()
@@ -176,6 +230,84 @@ class TalosProvider:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _cancel(stream: Any) -> None:
+    """Reset a client stream (RST_STREAM) so that leaving it does not wait for the server's end."""
+    with contextlib.suppress(Exception):  # already ended, never sent, or the connection is gone
+        await stream.cancel()
+
+
+class _Events:
+    """The events of a COSI Watch stream, one at a time (a WatchResponse may carry several)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._buffer: collections.deque[Any] = collections.deque()
+
+    async def next(self) -> Any:
+        """The next CREATED/UPDATED/DESTROYED event, or None when the stream ended."""
+        while True:
+            while self._buffer:
+                event = self._buffer.popleft()
+                if event.event_type == cosi_state_pb2.ERRORED:
+                    raise ProviderError(f"the kubelet watch failed: {event.error or 'errored event'}")
+                if event.event_type in (cosi_state_pb2.CREATED, cosi_state_pb2.UPDATED, cosi_state_pb2.DESTROYED):
+                    return event
+            response = await self._stream.recv_message()
+            if response is None:
+                return None
+            self._buffer.extend(response.event)
+
+
+def _service_state(event: Any) -> tuple[bool, bool]:
+    """(running, healthy) of a Service resource event (proto_spec, else yaml_spec)."""
+    if event is None or event.event_type == cosi_state_pb2.DESTROYED:
+        return (False, False)
+    spec = event.resource.spec
+    if spec.proto_spec:
+        parsed = resource_v1alpha1_pb2.ServiceSpec.FromString(spec.proto_spec)
+        return (parsed.running, parsed.healthy)
+    if spec.yaml_spec:
+        import yaml
+
+        doc = yaml.safe_load(spec.yaml_spec) or {}
+        return (bool(doc.get("running")), bool(doc.get("healthy")))
+    return (False, False)
+
+
+class KubeletWatch:
+    """An open Watch of one node's kubelet (from TalosProvider.kubelet_restart)."""
+
+    def __init__(self, address: str, events: _Events, timeout: float) -> None:
+        self.address = address
+        self._events = events
+        self.timeout = timeout
+
+    async def wait(self) -> None:
+        """Until the kubelet went down (DESTROYED, or not running) and came back running and
+        healthy; ProviderError after `timeout` seconds or if the watch ends."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                went_down = False
+                while True:
+                    event = await self._events.next()
+                    if event is None:
+                        raise ProviderError(
+                            f"the kubelet watch on {self.address} ended before the kubelet came back",
+                            hint="check it with `talosctl -n NODE service kubelet`",
+                        )
+                    running, healthy = _service_state(event)
+                    if event.event_type == cosi_state_pb2.DESTROYED or not running:
+                        went_down = True
+                    elif went_down and running and healthy:
+                        return
+        except TimeoutError:
+            raise ProviderError(
+                f"kubelet on {self.address} did not come back within {self.timeout:g} s after its "
+                "Kubernetes CA changed (the new config is applied)",
+                hint="check `talosctl -n NODE service kubelet` and its logs; rollout.verify.timeout sets the wait",
+            ) from None
 
 
 def _short(fp: str) -> str:
