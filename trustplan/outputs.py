@@ -70,7 +70,8 @@ def merge_kubeconfig(existing: dict[str, Any], new: dict[str, Any]) -> dict[str,
     """Replace or add the new cluster, user and context by name; keep everything else."""
     merged = dict(existing)
     for section in ("clusters", "users", "contexts"):
-        items = [i for i in (existing.get(section) or []) if i.get("name") not in {n["name"] for n in new[section]}]
+        names = {n["name"] for n in new[section]}
+        items = [i for i in (existing.get(section) or []) if not (isinstance(i, dict) and i.get("name") in names)]
         merged[section] = items + new[section]
     merged["current-context"] = new["current-context"]
     merged.setdefault("apiVersion", "v1")
@@ -84,6 +85,10 @@ def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) 
             existing = load_yaml(path.read_bytes()) or {}
         except yaml.YAMLError as exc:
             raise InputError(str(path), f"cannot merge into a malformed kubeconfig ({exc})") from None
+        if not isinstance(existing, dict) or not all(
+            isinstance(existing.get(k) or [], list) for k in ("clusters", "users", "contexts")
+        ):
+            raise InputError(str(path), "cannot merge into it: not a kubeconfig (clusters, users, contexts lists)")
         document = merge_kubeconfig(existing, document)
     write_atomic(path, dump_yaml(document).encode(), mode=0o600)
 
