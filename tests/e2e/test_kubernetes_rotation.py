@@ -84,7 +84,7 @@ def kubeconfig_credential(path: Path) -> Credential:
     return Credential("kubernetes", "", (), crt, key, ca)
 
 
-async def kube_check(cluster: SimCluster, kubeconfig: Path, timeout: float = 3.0) -> dict[str, str]:
+async def kube_check(cluster: SimCluster, kubeconfig: Path, timeout: float = 10.0) -> dict[str, str]:
     checker = KubernetesChecker([server_for(n.address, cluster.k8s_port) for n in cluster.controlplanes], timeout)
     expected = [ExpectedNode(n.address, n.hostname) for n in cluster.nodes]
     return await checker.check(kubeconfig_credential(kubeconfig), expected)
@@ -121,8 +121,14 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         results = await kube_check(cluster, cluster.kubeconfig)
         assert len(results) == 3 and all("5 nodes Ready" in r for r in results.values())
         assert stat.S_IMODE(cluster.kubeconfig.stat().st_mode) == 0o600
-        with pytest.raises(GateFailedError):
+        with pytest.raises(GateFailedError, match="not trusted"):
             await kube_check(cluster, old, timeout=0.3)
+        stale = kubeconfig_credential(old)  # the old cert, trusting the new CA: the server refuses it
+        stale = Credential("kubernetes", "", (), stale.cert_pem, stale.key_pem,
+                           kubeconfig_credential(cluster.kubeconfig).ca_bundle_pem)
+        checker = KubernetesChecker([server_for(n.address, cluster.k8s_port) for n in cluster.controlplanes], 0.3)
+        with pytest.raises(GateFailedError, match="does not accept the client certificate"):
+            await checker.check(stale, [ExpectedNode(n.address, n.hostname) for n in cluster.nodes])
 
         # the kubeconfig's CA data is what `talosctl kubeconfig` gives: issuing CA, then accepted
         cp = machineconfig.parse(cluster.controlplanes[0].config, "cp")
