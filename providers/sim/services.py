@@ -53,6 +53,8 @@ READ_ROLES = {"os:admin", "os:operator", "os:reader"}
 CONFIG_TYPE = "MachineConfigs.config.talos.dev"
 SERVICE_TYPE = "Services.v1alpha1.talos.dev"
 SERVICE_NAMESPACE = "runtime"
+MEMBERS_TYPE = "Members.cluster.talos.dev"
+MEMBERS_NAMESPACE = "cluster"
 SERVICE_OWNER = "v1alpha1.ServiceController"
 UPSTREAM_TIMEOUT = 15.0
 Mode = machine_pb2.ApplyConfigurationRequest
@@ -217,6 +219,23 @@ def _kubeconfig_tar(node: SimNode) -> bytes:
     return out.getvalue()
 
 
+def member_resource(node: SimNode) -> cosi_resource_pb2.Resource:
+    """`cluster/Members.cluster.talos.dev/<hostname>`, as the discovery service reports it (yaml spec)."""
+    spec = {
+        "nodeId": node.name,
+        "addresses": [node.address],
+        "hostname": node.hostname,
+        "machineType": node.role,
+        "operatingSystem": "Talos (v1.11.5)",
+    }
+    return cosi_resource_pb2.Resource(
+        metadata=cosi_resource_pb2.Metadata(
+            namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE, id=node.hostname, version="1", phase="running"
+        ),
+        spec=cosi_resource_pb2.Spec(yaml_spec=yaml.safe_dump(spec, sort_keys=False)),
+    )
+
+
 class StateService(cosi_state_grpc.StateBase):
     """cosi.resource.State over the resources a rotation reads: the active machine config
     (`config/MachineConfigs.config.talos.dev`, os:admin only) and the kubelet service
@@ -258,6 +277,9 @@ class StateService(cosi_state_grpc.StateBase):
         if namespace == SERVICE_NAMESPACE and rtype == SERVICE_TYPE:
             require(stream, READ_ROLES)
             return "service"
+        if namespace == MEMBERS_NAMESPACE and rtype == MEMBERS_TYPE:
+            require(stream, READ_ROLES)
+            return "members"
         raise GRPCError(
             Status.NOT_FOUND,
             f"resource type {rtype!r} in namespace {namespace!r} is not served by the simulator",
@@ -282,7 +304,12 @@ class StateService(cosi_state_grpc.StateBase):
     async def List(self, stream: Stream[cosi_state_pb2.ListRequest, cosi_state_pb2.ListResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        if self._kind(stream, request.namespace, request.type, None) == "service":
+        kind = self._kind(stream, request.namespace, request.type, None)
+        if kind == "members":  # the discovery service's view: every node of the cluster
+            for member in self.node.cluster.nodes:
+                await stream.send_message(cosi_state_pb2.ListResponse(resource=member_resource(member)))
+            return
+        if kind == "service":
             state = self.node.kubelet.state
             if state is not None:
                 await stream.send_message(cosi_state_pb2.ListResponse(resource=service_resource("kubelet", state)))

@@ -199,6 +199,33 @@ class TalosProvider:
                 )
             yield KubeletWatch(node.address, events, timeout)
 
+    async def members(self) -> list[tuple[str, str, str]]:
+        """The cluster's members as the discovery service sees them: (address, role, hostname).
+
+        COSI List of `cluster/Members.cluster.talos.dev` on an endpoint (no `node` metadata). The
+        first address counts, as in talosctl; `init` counts as controlplane. Discovery can be wrong
+        (a VIP listed as a node's first address, talos#10357): the result is for a human to check.
+        """
+        import yaml
+
+        request = cosi_state_pb2.ListRequest(namespace="cluster", type="Members.cluster.talos.dev")
+
+        async def attempt(endpoint: Endpoint) -> list[cosi_state_pb2.ListResponse]:
+            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, self._own))
+            return list(await stub.List(request, timeout=CALL_TIMEOUT))
+
+        responses = await self._call(NodeRef(str(self.endpoints[0].host)), "list the cluster members", attempt,
+                                     self.retry_timeout)
+        out = []
+        for r in responses:
+            spec = yaml.safe_load(r.resource.spec.yaml_spec or "{}") or {}
+            addresses = spec.get("addresses") or []
+            if not addresses:
+                continue
+            role = "worker" if spec.get("machineType") == "worker" else "controlplane"
+            out.append((str(addresses[0]), role, str(spec.get("hostname") or r.resource.metadata.id)))
+        return out
+
     async def close(self) -> None:
         """Close every cached channel."""
         self._pool.close()

@@ -105,8 +105,57 @@ def test_init_from_talosconfig_with_explicit_nodes_and_secrets(repo: Path) -> No
     assert run("validate", cwd=repo).returncode == 0
 
 
-def test_nodes_from_members_is_refused_with_a_hint(repo: Path) -> None:
+def test_init_from_a_live_cluster_with_nodes_from_members(tmp_path: Path) -> None:
+    """Against `trustplan sim up`: the member list gives the topology, the first control plane's
+    live config names the CAs, and the written file validates and plans."""
+    import json
+    import signal
+    import time
+
+    from trustplan.providers.sim.testing import unique_subnet
+
+    sim = tmp_path / "sim"
+    proc = subprocess.Popen(
+        [
+            TRUSTPLAN,
+            "sim",
+            "up",
+            "--controlplanes",
+            "2",
+            "--workers",
+            "1",
+            "--dir",
+            str(sim),
+            "--subnet",
+            unique_subnet(),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (sim / "sim.json").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the simulator did not start"
+            time.sleep(0.05)
+        nodes = json.loads((sim / "sim.json").read_text())["nodes"]
+        result = run("init", "--talosconfig", "talosconfig", "--nodes-from", "members", "-o", "mine.yaml", cwd=sim)
+        assert result.returncode == 0, result.stderr
+        assert "found 3 members" in result.stderr
+        doc = yaml.safe_load((sim / "mine.yaml").read_text())
+        assert doc["cluster"]["nodes"] == {
+            "controlplane": [n["address"] for n in nodes if n["role"] == "controlplane"],
+            "worker": [n["address"] for n in nodes if n["role"] == "worker"],
+        }
+        assert run("validate", "-c", "mine.yaml", cwd=sim).returncode == 0
+        plan = run("plan", "-c", "mine.yaml", "--detailed-exitcode", cwd=sim)
+        assert plan.returncode == 2, plan.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def test_nodes_from_members_takes_no_explicit_lists(repo: Path) -> None:
     (repo / "talosconfig").write_text("context: demo\ncontexts: {}\n")
-    result = run("init", "--talosconfig", "talosconfig", "--nodes-from", "members", cwd=repo)
-    assert result.returncode == 1 and "--controlplane" in result.stderr
+    result = run("init", "--talosconfig", "talosconfig", "--nodes-from", "members", "--worker", "10.5.0.5", cwd=repo)
+    assert result.returncode != 0 and "--nodes-from members" in result.stderr
     assert not (repo / "trustplan.yaml").exists()

@@ -7,9 +7,10 @@
 From machine-config files, each node's role is its `machine.type` (init counts as controlplane) and
 its address is, in this order: the first address of `machine.network.interfaces[].addresses`
 (without the prefix length), the first IP address in `machine.certSANs`, the file name without
-`.yaml`. From a talosconfig, the nodes are listed explicitly (discovery is fragile; `--nodes-from
-members` needs COSI List, which the Talos provider does not offer yet), and the live CAs come from
-`--secrets` when given, otherwise from the first control plane's live config.
+`.yaml`. From a talosconfig, the nodes are listed explicitly, or taken from the cluster's member list with
+`--nodes-from members` (discovery can be wrong, e.g. a VIP as a node's first address, talos#10357:
+the nodes found are printed for checking); the live CAs come from `--secrets` when given, otherwise
+from the first control plane's live config.
 
 The live CAs are named in comments (`talos-current` / `k8s-current`, with their `sha256:`
 fingerprints); the file rotates both PKIs to new CAs that trustplan generates. It never overwrites a
@@ -284,13 +285,11 @@ def init(
         source = f"{len(nodes)} machine configs in {machine_configs}"
     else:
         assert talosconfig is not None
-        if nodes_from is NodesFrom.members:
-            raise UnsupportedError(
-                "--nodes-from members is not supported yet: the Talos provider cannot list "
-                "cluster/Members.cluster.talos.dev (COSI List)",
-                hint="list the nodes with --controlplane A,B,C --worker D,E",
-            )
         cps, workers = _split(controlplane), _split(worker)
+        if nodes_from is NodesFrom.members:
+            if cps or workers:
+                raise typer.BadParameter("--nodes-from members takes no --controlplane/--worker lists")
+            cps, workers = discover_members(talosconfig, context)
         if not cps:
             raise typer.BadParameter("list the control planes with --controlplane (and workers with --worker)")
         if secrets is not None:
@@ -313,6 +312,31 @@ def init(
     text = render_yaml(cluster, source, cluster_lines, cas, now.year, _rel(secrets, base) if secrets else None)
     write_atomic(out, text.encode(), mode=0o644)
     err.print(f"Wrote {out}. Check it with: trustplan validate -c {out}", markup=False)
+
+
+def discover_members(talosconfig: Path, context: str | None) -> tuple[list[str], list[str]]:
+    """Control planes and workers from the cluster's member list (the discovery service)."""
+    import asyncio
+
+    from trustplan.providers.talos.provider import TalosProvider
+
+    async def go() -> list[tuple[str, str, str]]:
+        async with TalosProvider(talosconfig, context) as provider:
+            return await provider.members()
+
+    members = asyncio.run(go())
+    if not members:
+        raise UnsupportedError(
+            "the cluster's member list is empty (is discovery enabled?)",
+            hint="list the nodes with --controlplane A,B,C --worker D,E",
+        )
+    err.print(
+        f"found {len(members)} members: " + ", ".join(f"{h} {a} ({r})" for a, r, h in members)
+        + "; check these addresses (discovery can list a VIP, talos#10357)",
+        markup=False,
+    )
+    cps = [a for a, r, _ in members if r == "controlplane"]
+    return cps, [a for a, r, _ in members if r == "worker"]
 
 
 def _cluster_name(configs: list[machineconfig.MachineConfig]) -> str | None:
