@@ -227,3 +227,25 @@ def test_imported_ca_is_accepted_and_planned(example: Path, ca_files: CAFiles, c
     assert result.code == 2, result.err
     assert "talos-2026  Talos API CA, ed25519, O=talos" in result.out
     assert "(import)" in result.out
+
+
+def test_kubernetes_api_endpoints_default_and_override(tmp_path: Path) -> None:
+    from trustplan import desired as desired_mod
+    from trustplan.errors import SchemaError
+
+    base = (
+        "version: v1alpha1\ncluster:\n  name: c\n  talosconfig: talosconfig\n"
+        "  nodes: {controlplane: [10.5.0.2, 10.5.0.3], worker: [10.5.0.5]}\n{extra}"
+        "authorities: {k: {generate: {}}}\ntrust: {kubernetes: {issuer: k}}\n"
+    )
+    path = tmp_path / "trustplan.yaml"
+    path.write_text(base.replace("{extra}", ""))
+    d = desired_mod.load(path)
+    assert d.kube_servers(["10.5.0.2", "10.5.0.3"]) == ["https://10.5.0.2:6443", "https://10.5.0.3:6443"]
+    path.write_text(base.replace("{extra}", "  kubernetes: {port: 7443}\n"))
+    assert desired_mod.load(path).kube_servers(["10.5.0.2"]) == ["https://10.5.0.2:7443"]
+    path.write_text(base.replace("{extra}", "  kubernetes: {endpoints: ['https://lb.example:6443']}\n"))
+    assert desired_mod.load(path).kube_servers(["10.5.0.2"]) == ["https://lb.example:6443"]
+    path.write_text(base.replace("{extra}", "  kubernetes: {endpoints: ['http://plain:6443']}\n"))
+    with pytest.raises(SchemaError, match=r"cluster\.kubernetes\.endpoints\[0\]"):
+        desired_mod.load(path)
