@@ -26,8 +26,8 @@ from pathlib import Path
 from trustplan.providers.sim.testing import unique_subnet
 from trustplan.state import LocalState
 
+from trustplan import applier, engine, pki
 from trustplan import desired as desired_mod
-from trustplan import engine, pki
 from trustplan.keystore import Keystore
 
 
@@ -53,7 +53,7 @@ async def rotate(controlplanes: int, workers: int, latency_ms: float, worker_par
             t1 = time.perf_counter()
             provider = engine.make_provider(desired)
             try:
-                await engine.apply(
+                await applier.apply(
                     desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64, "bench", pki.utcnow()
                 )
             finally:

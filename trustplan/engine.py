@@ -1,7 +1,10 @@
-"""The imperative shell around the planner: read the cluster, make a plan, apply a saved plan.
+"""The imperative shell around the planner: read the cluster and make a checked plan.
 
-make(desired, ...)        -> Planned    read every node, resolve CAs, plan, check, dry-run
-apply(desired, document)  -> Applied    refuse stale/expired/foreign plans, run phase by phase
+    make(desired, ...) -> Planned    read every node, resolve CAs, plan, check, let the nodes dry-run it
+    read_live(...)                   read every node, falling back to our own CAs after a half-done run
+    KeyRing                          CA certificates and keys by fingerprint (plan material + keystore)
+
+Applying a saved plan is trustplan.applier.
 """
 
 from __future__ import annotations
@@ -9,34 +12,25 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from trustplan import __version__, machineconfig, pki
+from trustplan import __version__, pki
 from trustplan.authorities import Material, Resolved, resolve
 from trustplan.desired import DesiredState
 from trustplan.errors import (
     InputError,
     KeystoreError,
     NodeUnreachableError,
-    PlanFileError,
     ProviderError,
-    TrustplanError,
     UnsafePlanError,
 )
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCluster, read_cluster
-from trustplan.machineconfig import MachineConfig
 from trustplan.outputs import (
     admin_credentials,
-    kubeconfig_document,
-    update_secrets,
-    write_kubeconfig,
-    write_talosconfig,
 )
-from trustplan.planfile import check_expiry, validate_document
+from trustplan.planfile import validate_document
 from trustplan.planner import (
     OperatorCredential,
     Outputs,
@@ -47,11 +41,10 @@ from trustplan.planner import (
     make_plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.document import from_document, to_document
-from trustplan.providers.base import Credential, KubeletWatcher, NodeRef, Provider
-from trustplan.render import describe_edit
-from trustplan.rewrite import rewrite, trust_of
-from trustplan.state import LocalState, StateDocument
+from trustplan.planner.document import to_document
+from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.rewrite import rewrite
+from trustplan.state import StateDocument
 
 
 class Reporter(Protocol):
@@ -83,7 +76,7 @@ def make_provider(desired: DesiredState) -> Provider:
     )
 
 
-def _time(t: dt.datetime) -> str:
+def iso_time(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -203,8 +196,8 @@ async def make(
     doc.update(
         format_version=1,
         tool_version=__version__,
-        created=_time(now),
-        expires=_time(now + expires_in),
+        created=iso_time(now),
+        expires=iso_time(now + expires_in),
         provider=desired.provider,
         desired_digest=desired.digest,
         state={"lineage": state["lineage"], "serial": state["serial"]},
@@ -241,7 +234,7 @@ async def _dry_run(
     """Let every node validate its final config (Talos: ApplyConfiguration dry_run) before saving."""
     keys = KeyRing(resolved.material, None)
     notes: list[str] = []
-    refs = {n.address: n for n in _refs(plan)}
+    refs = {n.address: n for n in node_refs(plan)}
 
     async def one(address: str, edits: tuple[op.Edit, ...]) -> None:
         data = rewrite(live.configs[address], edits, keys.cert_pem, keys.key_pem)
@@ -262,7 +255,7 @@ async def _dry_run(
     return [f"dry run: {len(final)} nodes validated the configs this plan gives them", *notes]
 
 
-def _refs(plan: Plan) -> list[NodeRef]:
+def node_refs(plan: Plan) -> list[NodeRef]:
     return [NodeRef(n.address, n.declared_role) for n in plan.nodes]
 
 
@@ -296,401 +289,6 @@ class KeyRing:
 
 
 # --- apply ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Applied:
-    state: StateDocument
-    written: list[str]
-    steps: list[dict[str, Any]]
-
-
-def check_bindings(
-    doc: dict[str, Any], desired: DesiredState, state: StateDocument, now: dt.datetime, source: str
-) -> None:
-    check_expiry(doc, now, source)
-    if doc["cluster"] != desired.cluster:
-        raise PlanFileError(
-            f"{source}: this plan is for cluster {doc['cluster']!r}, but {desired.path} is cluster {desired.cluster!r}",
-            hint="apply it with the desired state it was made from",
-        )
-    if doc["desired_digest"] != desired.digest:
-        raise PlanFileError(
-            f"{source}: {desired.path} changed since this plan was made",
-            hint="make a new plan from the current desired state and review it",
-        )
-    if (doc["state"]["lineage"], doc["state"]["serial"]) != (state["lineage"], state["serial"]):
-        if doc["state"]["lineage"] not in (None, state["lineage"]):
-            raise PlanFileError(
-                f"{source}: this plan was made for another state lineage "
-                f"({doc['state']['lineage']}, the state is {state['lineage']})",
-                hint="it belongs to another cluster or state file",
-            )
-        raise PlanFileError(
-            f"{source}: the plan is stale: the state changed since it was made "
-            f"(serial {doc['state']['serial']} then, {state['serial']} now)",
-            hint="make a new plan with `trustplan plan -o ...` and review it again",
-        )
-
-
-def check_live(doc: dict[str, Any], live: LiveCluster, source: str) -> None:
-    planned = {n["address"]: n["config_digest"] for n in doc["nodes"]}
-    now = live.digests()
-    changed = sorted(a for a in planned if now.get(a) != planned[a])
-    added = sorted(set(now) - set(planned))
-    if changed or added:
-        what = []
-        if changed:
-            what.append("live config changed on " + ", ".join(changed))
-        if added:
-            what.append("nodes not in the plan: " + ", ".join(added))
-        raise PlanFileError(
-            f"{source}: the plan is stale: " + "; ".join(what),
-            hint="make a new plan with `trustplan plan -o ...`; nothing was changed",
-        )
-
-
-async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[None]]) -> None:
-    sem = asyncio.Semaphore(max(1, limit))
-    errors: list[BaseException] = []
-
-    async def one(item: str) -> None:
-        async with sem:
-            if errors:
-                return
-            try:
-                await fn(item)
-            except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
-                errors.append(exc)
-
-    await asyncio.gather(*(one(i) for i in items))
-    if errors:
-        raise errors[0]
-
-
-class Applier:
-    def __init__(
-        self,
-        desired: DesiredState,
-        provider: Provider,
-        keyring: KeyRing,
-        live: LiveCluster,
-        plan: Plan,
-        now: dt.datetime,
-        reporter: Reporter,
-        operator: Credential | None = None,
-    ) -> None:
-        self.desired = desired
-        self.operator = operator  # what the accept phase is sent with (None: the talosconfig's own)
-        self.provider = provider
-        self.keys = keyring
-        self.configs: dict[str, MachineConfig] = dict(live.configs)
-        self.plan = plan
-        self.now = now
-        self.reporter = reporter
-        self.steps: list[dict[str, Any]] = []
-        self.refs = {r.address: r for r in _refs(plan)}
-        self._credentials: dict[tuple[str, str, tuple[str, ...]], Credential] = {}
-        self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
-
-    def mint(self, pki_name: str, cred: op.Credential) -> Credential:
-        """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
-        key = (pki_name, cred.issuer, cred.trusted)
-        if key not in self._credentials:
-            crt, k = self.admin_pems(pki_name, cred.issuer)
-            bundle = b"".join(self.keys.cert_pem(fp) for fp in cred.trusted)
-            pkcs8 = pki.key_to_pkcs8_pem(pki.load_key_pem(k, "admin key"))
-            self._credentials[key] = Credential(pki_name, cred.issuer, cred.trusted, crt, pkcs8, bundle)  # type: ignore[arg-type]
-        return self._credentials[key]
-
-    def phase_credential(self, phase: op.Phase) -> Credential | None:
-        """Accept runs with the operator's talosconfig (None); swap and remove with the plan's admin cert."""
-        if self.desired.provider != "talos":
-            return None
-        if phase.name == "accept" or "talos" not in self.plan.managed:
-            return self.operator
-        assert phase.credential is not None
-        return self.mint("talos", phase.credential)
-
-    def admin_pems(self, pki_name: str, issuer: str) -> tuple[bytes, bytes]:
-        if (pki_name, issuer) not in self.admin:
-            self.admin[(pki_name, issuer)] = admin_credentials(
-                self.keys.ca(issuer), self.keys.key(issuer), pki_name, self.now
-            )
-        return self.admin[(pki_name, issuer)]
-
-    def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
-        self.steps.append({"phase": phase, "kind": kind, "outcome": outcome, **extra})
-
-    async def run(self) -> None:
-        for phase in self.plan.phases:
-            if phase.name == "outputs":
-                self.write_outputs(phase)
-                continue
-            await self.patch_phase(phase, self.phase_credential(phase))
-            for gate in phase.gates:
-                await self.gate(gate)
-
-    async def patch_phase(self, phase: op.Phase, cred: Credential | None) -> None:
-        nodes = phase.nodes()
-        self.reporter.start(f"{phase.name}: patching {len(nodes)} nodes", len(nodes))
-        roles = {n.address: n.role for n in self.plan.nodes}
-
-        async def patch(address: str) -> None:
-            edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
-            detail = ", ".join(f"{e.pki}: {describe_edit(self.plan, e)}" for e in edits)
-            data = rewrite(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
-            try:
-                if isinstance(self.provider, KubeletWatcher) and self.restarts_kubelet(address, data):
-                    await self.write_with_kubelet_restart(phase.name, address, data, cred)
-                else:
-                    await self.provider.write(self.refs[address], data, credential=cred)
-                    self.configs[address] = machineconfig.parse(data, self.configs[address].source)
-            except TrustplanError as exc:
-                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
-                raise
-            self.record(phase.name, "write", "ok", node=address, detail=detail)
-            self.reporter.advance(address)
-
-        cps = [a for a in nodes if roles[a] == "controlplane"]
-        workers = [a for a in nodes if roles[a] != "controlplane"]
-        await _bounded(cps, self.desired.rollout.controlplane_parallelism, patch)  # control planes first
-        await _bounded(workers, self.desired.rollout.worker_parallelism, patch)
-        self.reporter.done()
-
-    def restarts_kubelet(self, address: str, data: bytes) -> bool:
-        """Whether writing `data` changes the node's Kubernetes CA fields (its kubelet restarts)."""
-        before = self.configs[address]
-        after = machineconfig.parse(data, before.source)
-        return before.ca_fields("kubernetes") != after.ca_fields("kubernetes")
-
-    async def write_with_kubelet_restart(self, phase: str, address: str, data: bytes, cred: Credential | None) -> None:
-        """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
-        it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
-        assert isinstance(self.provider, KubeletWatcher)
-        timeout = self.desired.rollout.timeout("kubernetes")
-        ref = self.refs[address]
-        async with self.provider.kubelet_restart(ref, cred, timeout) as kubelet:
-            await self.provider.write(ref, data, credential=cred)
-            self.configs[address] = machineconfig.parse(data, self.configs[address].source)  # applied
-            self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
-            try:
-                await kubelet.wait()
-            except TrustplanError as exc:
-                self.record(phase, "kubelet", "failed", node=address, message=str(exc))
-                raise
-        self.record(phase, "kubelet", "ok", node=address, detail="kubelet restarted, running and healthy")
-
-    async def gate(self, gate: op.Gate) -> None:
-        if gate.pki == "kubernetes" and self.desired.provider == "talos":
-            await self.kube_gate(gate)
-            return
-        cred = self.mint(gate.pki, gate.credential)
-        self.reporter.start(
-            f"gate after {gate.after}: {gate.pki} API with {self.plan.label(gate.credential.issuer)}", len(gate.nodes)
-        )
-
-        async def check(address: str) -> None:
-            try:
-                await self.provider.verify(self.refs[address], cred)
-            except TrustplanError as exc:
-                self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=str(exc))
-                raise
-            self.reporter.advance(address)
-
-        await _bounded(list(gate.nodes), 32, check)
-        self.record(gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(gate.nodes)} nodes")
-        self.reporter.done()
-
-    async def kube_gate(self, gate: op.Gate) -> None:
-        """A Kubernetes gate through the Kubernetes API itself: every control plane's API server
-        answers with the phase's admin cert and CA bundle, and lists every gate node Ready."""
-        from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
-
-        cred = self.mint("kubernetes", gate.credential)
-        cps = [n.address for n in self.plan.nodes if n.role == "controlplane"]
-        servers = self.desired.kube_servers(cps)
-        expected = [ExpectedNode(a, self.configs[a].hostname) for a in gate.nodes]
-        checker = KubernetesChecker(servers, self.desired.rollout.timeout("kubernetes"))
-        self.reporter.start(
-            f"gate after {gate.after}: Kubernetes API with {self.plan.label(gate.credential.issuer)} "
-            f"({len(expected)} nodes Ready on {len(servers)} API servers)",
-            len(servers),
-        )
-        try:
-            await checker.check(cred, expected, on_wait=self.reporter.note, on_pass=self.reporter.advance)
-        except TrustplanError as exc:
-            self.record(gate.after, "gate", "failed", pki=gate.pki, message=str(exc))
-            raise
-        finally:
-            self.reporter.done()
-        self.record(
-            gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(expected)} nodes Ready on {len(servers)} API servers"
-        )
-
-    def write_outputs(self, phase: op.Phase) -> None:
-        secrets: dict[str, tuple[bytes, bytes]] = {}
-        for out in phase.outputs:
-            match out.output:
-                case "talosconfig":
-                    path = self.desired.talosconfig_output
-                    assert path is not None
-                    crt, key = self.admin_pems("talos", out.ca)
-                    write_talosconfig(path, self.context_name(), self.endpoints(), self.keys.cert_pem(out.ca), crt, key)
-                    self.record("outputs", "output", "ok", detail=f"talosconfig {path}")
-                case "kubeconfig":
-                    path = self.desired.kubeconfig_output
-                    assert path is not None
-                    crt, key = self.admin_pems("kubernetes", out.ca)
-                    doc = kubeconfig_document(
-                        self.desired.cluster, self.kube_server(), self.kube_bundle(out.ca), crt, key
-                    )
-                    write_kubeconfig(path, doc, merge=self.desired.kubeconfig_merge)
-                    self.record("outputs", "output", "ok", detail=f"kubeconfig {path}")
-                case "secrets":
-                    secrets["os" if out.pki == "talos" else "k8s"] = (
-                        self.keys.cert_pem(out.ca),
-                        self.keys.key_pem(out.ca),
-                    )
-        if secrets and self.desired.secrets is not None:
-            update_secrets(self.desired.secrets, secrets)
-            self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
-
-    def endpoints(self) -> list[str]:
-        if self.desired.provider == "talos":
-            from trustplan.providers.talos.talosconfig import load_talosconfig
-
-            assert self.desired.talosconfig is not None
-            endpoints = load_talosconfig(self.desired.talosconfig, self.desired.context).endpoints
-            return [e.host if e.port == 50000 else str(e) for e in endpoints]
-        return [n.address for n in self.plan.nodes if n.role == "controlplane"]
-
-    def context_name(self) -> str:
-        if self.desired.provider == "talos":
-            from trustplan.providers.talos.talosconfig import load_talosconfig
-
-            assert self.desired.talosconfig is not None
-            return load_talosconfig(self.desired.talosconfig, self.desired.context).context
-        return self.desired.cluster
-
-    def _first_cp(self) -> MachineConfig:
-        cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
-        return self.configs[cp]
-
-    def kube_server(self) -> str:
-        endpoint = ((self._first_cp().v1alpha1.get("cluster") or {}).get("controlPlane") or {}).get("endpoint")
-        return str(endpoint or f"https://{self.plan.nodes[0].address}:6443")
-
-    def kube_bundle(self, issuer: str) -> bytes:
-        """CA data like `talosctl kubeconfig`: the issuing CA first, then the accepted CAs."""
-        fields = self._first_cp().ca_fields("kubernetes")
-        pems = [fields.issuer] if fields.issuer else [self.keys.cert_pem(issuer)]
-        return b"".join([p for p in pems if p] + [p for p in fields.accepted if p not in pems])
-
-
-def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:
-    trust, _ = trust_of(cfg.ca_fields(pki_name), cfg.source)  # type: ignore[arg-type]
-    return {"issuer": trust.issuer, "accepted": list(trust.accepted)}
-
-
-def next_state(
-    state: StateDocument, plan: Plan, configs: dict[str, MachineConfig], entry: dict[str, Any]
-) -> StateDocument:
-    new = dict(state)
-    new["lineage"] = state["lineage"] or str(uuid.uuid4())
-    new["serial"] = state["serial"] + 1
-    authorities = dict(state["authorities"])
-    for a in plan.authorities:
-        authorities[a.fingerprint] = {
-            "name": a.name,
-            "pki": a.pki,
-            "subject": a.subject,
-            "algorithm": a.algorithm,
-            "not_before": _time(a.not_before),
-            "not_after": _time(a.not_after),
-            "certificate": a.cert_pem,
-        }
-    new["authorities"] = authorities
-    new["nodes"] = {
-        address: {
-            "role": cfg.role,
-            "config_digest": cfg.digest,
-            "talos": _state_trust(cfg, "talos"),
-            "kubernetes": _state_trust(cfg, "kubernetes"),
-        }
-        for address, cfg in configs.items()
-    }
-    entry["serial"] = new["serial"]
-    new["history"] = [*state["history"], entry]
-    return new
-
-
-async def apply(
-    desired: DesiredState,
-    provider: Provider,
-    keystore: Keystore,
-    store: LocalState,
-    document: dict[str, Any],
-    plan_digest: str,
-    source: str,
-    now: dt.datetime,
-    reporter: Reporter | None = None,
-    lock_timeout: float = 0.0,
-) -> Applied:
-    """Apply a decoded plan document exactly; refuse it if anything it was made from changed."""
-    reporter = reporter or QuietReporter()
-    with store.lock(lock_timeout, "apply"):
-        state = store.read(desired.cluster)
-        check_bindings(document, desired, state, now, source)
-        live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
-        check_live(document, live, source)
-        plan = from_document(document)
-        resolved = resolve(desired, keystore, live.cas, now, generate=False)
-        material = dict(resolved.material)
-        for a in plan.authorities:
-            if a.fingerprint not in material:
-                material[a.fingerprint] = Material(pki.CACert.from_pem(a.cert_pem.encode()), a.pki, a.source, a.name)
-        keys = KeyRing(material, keystore)
-        for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
-            keys.key(fp)
-        applier = Applier(desired, provider, keys, live, plan, now, reporter, reader)
-        started = _time(now)
-        error: TrustplanError | None = None
-        try:
-            await applier.run()
-        except TrustplanError as exc:
-            error = exc
-        entry: dict[str, Any] = {
-            "serial": 0,
-            "plan_digest": plan_digest,
-            "started": started,
-            "finished": _time(dt.datetime.now(dt.UTC)),
-            "status": "failed" if error else "applied",
-            "steps": applier.steps,
-        }
-        if error is not None:
-            entry["error"] = str(error)
-        new_state = next_state(state, plan, applier.configs, entry)
-        store.write(new_state)
-        if error is not None:
-            raise ProviderError(
-                f"apply stopped: {error}",
-                hint="the state records what was done; run `trustplan plan` to make a plan that finishes the job",
-            ) from None
-        return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
-
-
-def _needed_keys(plan: Plan) -> list[str]:
-    need: list[str] = []
-    for phase in plan.phases:
-        for e in phase.edits:
-            if isinstance(e, op.SwapIssuer) and e.with_key:
-                need.append(e.new)
-        for g in phase.gates:
-            need.append(g.credential.issuer)
-        for o in phase.outputs:
-            need.append(o.ca)
-    return list(dict.fromkeys(need))
 
 
 def plan_digest(data: bytes) -> str:

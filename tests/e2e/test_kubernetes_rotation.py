@@ -16,8 +16,8 @@ from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.state import LocalState
 
+from trustplan import applier, engine, machineconfig, pki
 from trustplan import desired as desired_mod
-from trustplan import engine, machineconfig, pki
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.keystore import Keystore
 
@@ -41,7 +41,7 @@ class Notes:
         self.notes.append(message)
 
 
-async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> engine.Applied:
+async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> applier.Applied:
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
     store = LocalState(desired.state)
     keystore = Keystore(desired.keystore)
@@ -55,7 +55,7 @@ async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> 
         await provider.close()
     provider = engine.make_provider(desired)
     try:
-        return await engine.apply(
+        return await applier.apply(
             desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow(),
             reporter=reporter,
         )

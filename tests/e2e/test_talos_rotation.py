@@ -11,13 +11,13 @@ from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.state import LocalState
 
+from trustplan import applier, engine, pki
 from trustplan import desired as desired_mod
-from trustplan import engine, pki
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.keystore import Keystore
 
 
-async def plan_and_apply(cluster: SimCluster) -> engine.Applied:
+async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
     store = LocalState(desired.state)
     keystore = Keystore(desired.keystore)
@@ -30,7 +30,7 @@ async def plan_and_apply(cluster: SimCluster) -> engine.Applied:
         await provider.close()
     provider = engine.make_provider(desired)
     try:
-        return await engine.apply(desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64,
+        return await applier.apply(desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64,
                                   "plan", pki.utcnow())
     finally:
         await provider.close()
@@ -154,9 +154,9 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
                                         pki.utcnow(), dt.timedelta(hours=1))
             planned.resolved.save_new(keystore)
             partial = _cut(planned.plan, phase_index, nodes)
-            applier = engine.Applier(desired, provider, engine.KeyRing(planned.resolved.material, keystore),
+            runner = applier.Applier(desired, provider, engine.KeyRing(planned.resolved.material, keystore),
                                      planned.live, partial, pki.utcnow(), engine.QuietReporter())
-            await applier.run()  # an earlier run that died here
+            await runner.run()  # an earlier run that died here
         finally:
             await provider.close()
         new_issuer = planned.resolved.refs["talos-new"]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from trustplan import engine, pki, planfile
+from trustplan import applier, engine, pki, planfile
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -60,9 +60,9 @@ def apply(
     desired = load_desired(config)
     provider = engine.make_provider(desired)
 
-    async def go() -> engine.Applied:
+    async def go() -> applier.Applied:
         try:
-            return await engine.apply(
+            return await applier.apply(
                 desired,
                 provider,
                 Keystore(desired.keystore),
