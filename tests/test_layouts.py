@@ -181,11 +181,41 @@ def test_multidoc_worker_with_an_issuing_cert_keeps_that_shape(
     text = data.decode()
     doc_text = text[text.index("kind: KubeAPIServerCAConfig") :]
     w2 = machineconfig.parse(
-        data.replace(doc_text.encode(), b"kind: KubeAPIServerCAConfig\nissuingCA:\n  cert: |\n    "
-                     + "\n    ".join(secrets.k8s.crt_pem.decode().strip().split("\n")).encode() + b"\n"),
+        data.replace(
+            doc_text.encode(),
+            b"kind: KubeAPIServerCAConfig\nissuingCA:\n  cert: |\n    "
+            + "\n    ".join(secrets.k8s.crt_pem.decode().strip().split("\n")).encode()
+            + b"\n",
+        ),
         "w.yaml",
     )
     assert w2.ca_fields("kubernetes") == CAFields(secrets.k8s.crt_pem, None, ())
     swapped = rotate(w2, secrets.k8s.crt_pem, new_ca)[1]
     assert kube_doc(swapped)["issuingCA"] == {"cert": new_ca[0].decode()}
     assert kube_doc(swapped)["acceptedCAs"] == [secrets.k8s.crt_pem.decode()]
+
+
+@pytest.mark.parametrize("layout", ["legacy", "multidoc"])
+@pytest.mark.parametrize("role", ["controlplane", "worker"])
+def test_an_edited_config_equals_its_own_bytes_parsed_again(
+    secrets: ClusterSecrets, new_ca: tuple[bytes, bytes], role: str, layout: str
+) -> None:
+    """The applier keeps `edited()` objects instead of re-parsing what it sent: they must agree."""
+    from trustplan.rewrite import rewrite_config
+
+    cfg = gen(secrets, role, layout)
+    new, old = fp(new_ca[0]), fp(secrets.k8s.crt_pem)
+    edits = [
+        AcceptCA("n", cfg.role, "kubernetes", new),
+        SwapIssuer("n", cfg.role, "kubernetes", new, old),
+        RemoveCA("n", cfg.role, "kubernetes", old),
+        AcceptCA("n", cfg.role, "talos", new),
+    ]
+    step = cfg
+    for edit in edits:
+        step = rewrite_config(step, (edit,), {new: new_ca[0]}.__getitem__, {new: new_ca[1]}.__getitem__)
+        again = machineconfig.parse(step.data, "again")
+        assert step.documents == again.documents
+        assert step.digest == again.digest
+        assert step.ca_fields("kubernetes") == again.ca_fields("kubernetes")
+        assert step.ca_fields("talos") == again.ca_fields("talos")

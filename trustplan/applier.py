@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from trustplan import machineconfig, pki
+from trustplan import pki
 from trustplan.authorities import Material, resolve
 from trustplan.desired import DesiredState
 from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, node_refs, read_live
@@ -41,7 +41,7 @@ from trustplan.planner import ops as op
 from trustplan.planner.document import from_document
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
 from trustplan.render import describe_edit
-from trustplan.rewrite import rewrite, trust_of
+from trustplan.rewrite import rewrite_config, trust_of
 from trustplan.state import LocalState, StateDocument
 
 
@@ -186,13 +186,13 @@ class Applier:
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {describe_edit(self.plan, e)}" for e in edits)
-            data = rewrite(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
             try:
-                if isinstance(self.provider, KubeletWatcher) and self.restarts_kubelet(address, data):
-                    await self.write_with_kubelet_restart(phase.name, address, data, cred)
+                if isinstance(self.provider, KubeletWatcher) and self.restarts_kubelet(address, after):
+                    await self.write_with_kubelet_restart(phase.name, address, after, cred)
                 else:
-                    await self.provider.write(self.refs[address], data, credential=cred)
-                    self.configs[address] = machineconfig.parse(data, self.configs[address].source)
+                    await self.provider.write(self.refs[address], after.data, credential=cred)
+                    self.configs[address] = after
             except TrustplanError as exc:
                 self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
                 raise
@@ -205,21 +205,21 @@ class Applier:
         await _bounded(workers, self.desired.rollout.worker_parallelism, patch)
         self.reporter.done()
 
-    def restarts_kubelet(self, address: str, data: bytes) -> bool:
-        """Whether writing `data` changes the node's Kubernetes CA fields (its kubelet restarts)."""
-        before = self.configs[address]
-        after = machineconfig.parse(data, before.source)
-        return before.ca_fields("kubernetes") != after.ca_fields("kubernetes")
+    def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
+        """Whether writing `after` changes the node's Kubernetes CA fields (its kubelet restarts)."""
+        return self.configs[address].ca_fields("kubernetes") != after.ca_fields("kubernetes")
 
-    async def write_with_kubelet_restart(self, phase: str, address: str, data: bytes, cred: Credential | None) -> None:
+    async def write_with_kubelet_restart(
+        self, phase: str, address: str, after: MachineConfig, cred: Credential | None
+    ) -> None:
         """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
         it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
         assert isinstance(self.provider, KubeletWatcher)
         timeout = self.desired.rollout.timeout("kubernetes")
         ref = self.refs[address]
         async with self.provider.kubelet_restart(ref, cred, timeout) as kubelet:
-            await self.provider.write(ref, data, credential=cred)
-            self.configs[address] = machineconfig.parse(data, self.configs[address].source)  # applied
+            await self.provider.write(ref, after.data, credential=cred)
+            self.configs[address] = after  # applied
             self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
             try:
                 await kubelet.wait()

@@ -238,15 +238,26 @@ class MachineConfig:
         """The config bytes with these PKIs' CA fields replaced; everything else kept. Pure: this
         object is not changed. Each PKI is written into the layout the node uses; only the
         documents holding changed fields are re-encoded."""
-        texts = list(self._texts)
+        return self.edited(changes).data
+
+    def edited(self, changes: dict[str, CAFields]) -> MachineConfig:
+        """A new MachineConfig with these CA fields (see with_ca_fields), built without re-parsing."""
+        texts, docs = list(self._texts), list(self._docs)
         legacy = {k: v for k, v in changes.items() if not (k == "kubernetes" and self.kube_ca_layout == "multidoc")}
         if legacy:
-            texts[self._v1] = self._encode(self._v1, self._legacy_doc(legacy), dump_yaml)
+            docs[self._v1] = self._legacy_doc(legacy)
+            texts[self._v1] = self._encode(self._v1, docs[self._v1], dump_yaml)
         if "kubernetes" in changes and self.kube_ca_layout == "multidoc":
             index = self._kube_doc
             assert index is not None
-            texts[index] = self._encode(index, self._multidoc_doc(changes["kubernetes"]), dump_yaml_literal)
-        return "".join(t if t.endswith("\n") else t + "\n" for t in texts).encode("utf-8")
+            docs[index] = self._multidoc_doc(changes["kubernetes"])
+            texts[index] = self._encode(index, docs[index], dump_yaml_literal)
+        texts = [t if t.endswith("\n") else t + "\n" for t in texts]
+        new = object.__new__(MachineConfig)
+        new.data = "".join(texts).encode("utf-8")
+        new.source, new.digest = self.source, digest(new.data)
+        new._texts, new._docs, new._v1 = texts, docs, self._v1
+        return new
 
     def _encode(self, index: int, doc: Any, dump: Any) -> str:
         text: str = dump(doc)

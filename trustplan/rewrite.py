@@ -37,6 +37,16 @@ def rewrite(
     key_pem: Callable[[str], bytes],
 ) -> bytes:
     """The config bytes after `edits`. `cert_pem(fp)` / `key_pem(fp)` supply CAs new to this node."""
+    return rewrite_config(cfg, edits, cert_pem, key_pem).data
+
+
+def rewrite_config(
+    cfg: MachineConfig,
+    edits: tuple[Edit, ...],
+    cert_pem: Callable[[str], bytes],
+    key_pem: Callable[[str], bytes],
+) -> MachineConfig:
+    """The config after `edits`, as a MachineConfig (its `data` is what to send)."""
     changes: dict[str, CAFields] = {}
     for pki_name in dict.fromkeys(e.pki for e in edits):
         fields = cfg.ca_fields(pki_name)
@@ -60,4 +70,4 @@ def rewrite(
             else:
                 key = key_pem(after.issuer)
         changes[pki_name] = CAFields(issuer, key, tuple(pem(fp) for fp in after.accepted))
-    return cfg.with_ca_fields(changes)
+    return cfg.edited(changes)
