@@ -7,6 +7,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import jsonschema
+
 
 @cache
 def load(name: str) -> dict[str, Any]:
@@ -14,3 +16,9 @@ def load(name: str) -> dict[str, Any]:
     text = resources.files(__name__).joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+@cache
+def validator(name: str) -> jsonschema.Draft202012Validator:
+    """A validator for `<name>.schema.json`, built once (checking the schema itself is the slow part)."""
+    return jsonschema.Draft202012Validator(load(name))

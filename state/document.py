@@ -39,7 +39,7 @@ def parse(data: bytes, source: str) -> StateDocument:
     except (UnicodeDecodeError, ValueError) as exc:
         raise StateError(f"{source}: state file is not valid JSON ({exc})") from None
     try:
-        jsonschema.validate(doc, schemas.load("state"), cls=jsonschema.Draft202012Validator)
+        schemas.validator("state").validate(doc)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise StateError(f"{source}: {where}: {exc.message} (schemas/state.schema.json)") from None

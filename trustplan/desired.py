@@ -154,7 +154,7 @@ def load(path: Path) -> DesiredState:
     except OSError as exc:
         raise InputError(source, f"cannot read: {exc.strerror}") from None
     doc, lines = parse_text(text, source)
-    validator = jsonschema.Draft202012Validator(schemas.load("desired"))
+    validator = schemas.validator("desired")
     errors = sorted(
         validator.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path)))
     )

@@ -77,7 +77,7 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
 
 def validate_document(doc: dict[str, Any], source: str) -> None:
     try:
-        jsonschema.validate(doc, schemas.load("plan"), cls=jsonschema.Draft202012Validator)
+        schemas.validator("plan").validate(doc)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise PlanFileError(
