@@ -84,7 +84,7 @@ def simulator(controlplanes: int, workers: int, dir: Path, latency_ms: float) ->
             "--dir",
             str(dir),
             "--subnet",
-            unique_subnet(),
+            unique_subnet() if controlplanes + workers < 250 else "127.40.0.0/16",
             "--latency-ms",
             str(latency_ms),
         ],
@@ -92,7 +92,7 @@ def simulator(controlplanes: int, workers: int, dir: Path, latency_ms: float) ->
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300
         while not (dir / "sim.json").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit("the simulator did not start")
