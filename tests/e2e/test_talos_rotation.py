@@ -168,3 +168,39 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
         assert all(v.startswith("refused") for v in (await version_with(cluster, old)).values())
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+
+
+def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        desired = desired_mod.load(cluster.dir / "trustplan.yaml")
+        store = LocalState(desired.state)
+        keystore = Keystore(desired.keystore)
+        provider = engine.make_provider(desired)
+        try:
+            planned = await engine.make(desired, provider, keystore, store.read("sim"), pki.utcnow(),
+                                        dt.timedelta(hours=1))
+            planned.resolved.save_new(keystore)
+        finally:
+            await provider.close()
+        broken = cluster.workers[1]
+        broken.faults.apply_error = "disk full"
+        broken.faults.apply_error_times = 1
+        provider = engine.make_provider(desired)
+        try:
+            with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
+                await applier.apply(desired, provider, keystore, store, planned.document, "sha256:" + "1" * 64,
+                                    "plan.bin", pki.utcnow())
+        finally:
+            await provider.close()
+        state = store.read("sim")
+        last = state["history"][-1]
+        assert last["status"] == "failed" and "disk full" in last["error"]
+        failed = [s for s in last["steps"] if s["outcome"] == "failed"]
+        assert [s["node"] for s in failed] == [broken.address]
+        assert sum(1 for s in last["steps"] if s["kind"] == "write" and s["outcome"] == "ok") >= 4
+        applied = await plan_and_apply(cluster)  # the fault has passed: the same desired state finishes
+        assert applied.state["history"][-1]["status"] == "applied"
+        assert planned.resolved.refs["talos-new"] == applied.state["nodes"][broken.address]["talos"]["issuer"]
+        assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
