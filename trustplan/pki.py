@@ -188,6 +188,18 @@ def split_pem_bundle(data: bytes) -> list[bytes]:
     return blocks
 
 
+def pem_bundle(pems: list[bytes]) -> bytes:
+    """Concatenate PEM certificates into one CA bundle, each once (by fingerprint), newline-ended."""
+    seen: set[str] = set()
+    out: list[bytes] = []
+    for pem in pems:
+        fp = fingerprint(load_cert_pem(pem, "<ca>"))
+        if fp not in seen:
+            seen.add(fp)
+            out.append(pem if pem.endswith(b"\n") else pem + b"\n")
+    return b"".join(out)
+
+
 # --- checks ----------------------------------------------------------------------------------
 
 

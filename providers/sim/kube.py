@@ -84,17 +84,6 @@ def _fingerprints(pems: list[bytes], source: str) -> set[str]:
     return {pki.fingerprint(pki.load_cert_pem(p, source)) for p in pems}
 
 
-def _bundle(pems: list[bytes]) -> bytes:
-    seen: set[str] = set()
-    out: list[bytes] = []
-    for pem in pems:
-        fp = pki.fingerprint(pki.load_cert_pem(pem, "<ca>"))
-        if fp not in seen:
-            seen.add(fp)
-            out.append(pem if pem.endswith(b"\n") else pem + b"\n")
-    return b"".join(out)
-
-
 # --- kubelet ------------------------------------------------------------------------------------
 
 
@@ -341,7 +330,7 @@ class KubeAPIServer:
             dns=tuple(dict.fromkeys(dns)),
             common_name="kube-apiserver",
         )
-        trust = _bundle(kube_trust(node.parsed))
+        trust = pki.pem_bundle(kube_trust(node.parsed))
         ctx = server_context(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trust)
         ctx.set_alpn_protocols(["http/1.1"])
         self._ctx = ctx

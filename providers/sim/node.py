@@ -62,17 +62,6 @@ class Faults:
     kubelet_unhealthy_first: bool = False
 
 
-def _bundle(pems: list[bytes]) -> bytes:
-    seen: set[str] = set()
-    out: list[bytes] = []
-    for pem in pems:
-        fp = pki.fingerprint(pki.load_cert_pem(pem, "<ca>"))
-        if fp not in seen:
-            seen.add(fp)
-            out.append(pem if pem.endswith(b"\n") else pem + b"\n")
-    return b"".join(out)
-
-
 def eku_refusal(der: bytes) -> str | None:
     """Why apid would refuse this client cert for its extended key usage (None: acceptable)."""
     cert = x509.load_der_x509_certificate(der)
@@ -207,7 +196,7 @@ class SimNode:
             ca_cert = pki.load_cert_pem(fields.issuer, self.name)
             ca_key = pki.load_key_pem(fields.issuer_key, self.name)
             self.issuing = (ca_cert, ca_key)
-            trust = _bundle(self.own_trust())
+            trust = pki.pem_bundle(self.own_trust())
             cert, key = pki.issue_server_cert(
                 ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
             )
