@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from trustplan import pki
 from trustplan.desired import DesiredState
-from trustplan.errors import CAError, InputError
+from trustplan.errors import CAError
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCA
 from trustplan.pki import CACert, PrivateKey
@@ -161,12 +161,7 @@ def _import(
     assert isinstance(cert_path, Path) and isinstance(key_path, Path)
     for p, sub in ((cert_path, "certificate"), (key_path, "key")):
         if not p.is_file():
-            raise InputError(
-                str(desired.path),
-                f"file not found: {p}",
-                path=f"{ypath}.{sub}",
-                line=desired.lines.get(f"{ypath}.{sub}"),
-            )
+            raise desired.error(f"file not found: {p}", f"{ypath}.{sub}")
     ca = pki.CACert.from_pem(cert_path.read_bytes(), str(cert_path))
     key = pki.load_key_pem(key_path.read_bytes(), str(key_path))
     if not pki.key_matches(ca.cert, key):

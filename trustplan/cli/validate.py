@@ -6,7 +6,6 @@ from pathlib import Path
 
 from trustplan import authorities, machineconfig, pki
 from trustplan.cli.common import ConfigOption, err, load_desired, print_data
-from trustplan.errors import InputError
 from trustplan.keystore import Keystore
 
 
@@ -16,20 +15,10 @@ def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     resolved = authorities.resolve(desired, Keystore(desired.keystore), None, pki.utcnow(), generate=False)
     for address, path in desired.machine_configs.items():
         if not path.is_file():
-            raise InputError(
-                str(desired.path),
-                f"machine config file not found: {path}",
-                path=f"cluster.machineConfigs.{address}",
-                line=desired.lines.get(f"cluster.machineConfigs.{address}"),
-            )
+            raise desired.error(f"machine config file not found: {path}", f"cluster.machineConfigs.{address}")
         machineconfig.parse(path.read_bytes(), str(path))
     if desired.talosconfig is not None and not desired.talosconfig.is_file():
-        raise InputError(
-            str(desired.path),
-            f"talosconfig not found: {desired.talosconfig}",
-            path="cluster.talosconfig",
-            line=desired.lines.get("cluster.talosconfig"),
-        )
+        raise desired.error(f"talosconfig not found: {desired.talosconfig}", "cluster.talosconfig")
     for w in resolved.warnings:
         err.print(f"warning: {w}", markup=False)
     pkis = ", ".join(desired.trust)
