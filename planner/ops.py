@@ -16,9 +16,6 @@ PhaseName = Literal["accept", "swap", "remove", "outputs"]
 PHASES: tuple[PhaseName, ...] = ("accept", "swap", "remove", "outputs")
 OutputKind = Literal["talosconfig", "kubeconfig", "secrets"]
 
-#: The credential a phase uses for Talos API calls: the operator's own or an admin cert from a CA.
-OPERATOR = "operator"
-
 
 @dataclass(frozen=True)
 class AcceptCA:
