@@ -76,7 +76,7 @@ Edit = AcceptCA | SwapIssuer | RemoveCA
 class Credential:
     """A client identity in the plan: a cert issued by `issuer` (or the operator's), trusting `trusted`."""
 
-    issuer: str  # a CA fingerprint, or OPERATOR
+    issuer: str  # a CA fingerprint (the operator's own CA for the operator's credential)
     trusted: tuple[str, ...]  # fingerprints of the server CAs the client accepts
 
 
