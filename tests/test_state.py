@@ -80,8 +80,10 @@ def test_lock_times_out_after_the_given_time(tmp_path: Path) -> None:
     holder = hold_lock(tmp_path / "s.json", 30)
     try:
         started = time.monotonic()
-        with pytest.raises(StateError, match=r"state is locked by .*\(pid \d+, apply since"), \
-                LocalState(tmp_path / "s.json").lock(0.5, "apply"):
+        with (
+            pytest.raises(StateError, match=r"state is locked by .*\(pid \d+, apply since"),
+            LocalState(tmp_path / "s.json").lock(0.5, "apply"),
+        ):
             pass
         assert 0.4 <= time.monotonic() - started < 5
     finally:
@@ -154,3 +156,49 @@ def test_unusable_state_file_is_one_clear_error(planned: Path, cli, content: byt
     assert result.err.startswith("Error: trustplan.state.json: ")
     assert message in result.err
     assert snapshot(planned) == before
+
+
+def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
+    """Ctrl-C halfway: the state says which writes happened, and the apply is marked interrupted."""
+    import asyncio
+    import datetime as dt
+    import shutil
+
+    from trustplan.providers.files import FilesProvider
+    from trustplan.state import LocalState
+
+    from trustplan import applier, engine, pki
+    from trustplan import desired as desired_mod
+    from trustplan.keystore import Keystore
+
+    work = tmp_path / "files"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "files", work)
+    desired = desired_mod.load(work / "trustplan.yaml")
+    keystore, store = Keystore(desired.keystore), LocalState(desired.state)
+
+    class Interrupted(FilesProvider):
+        writes = 0
+
+        async def write(self, node, data, *, credential=None, dry_run=False):  # type: ignore[no-untyped-def]
+            if not dry_run:
+                self.writes += 1
+                if self.writes == 7:  # during the swap phase
+                    raise KeyboardInterrupt
+            return await super().write(node, data, credential=credential, dry_run=dry_run)
+
+    async def go() -> None:
+        provider = Interrupted(desired.machine_configs)
+        planned = await engine.make(
+            desired, provider, keystore, store.read("demo"), pki.utcnow(), dt.timedelta(hours=1)
+        )
+        planned.resolved.save_new(keystore)
+        await applier.apply(
+            desired, provider, keystore, store, planned.document, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(go())
+    state = store.read("demo")
+    last = state["history"][-1]
+    assert last["status"] == "failed" and last["error"] == "interrupted"
+    assert sum(1 for s in last["steps"] if s["kind"] == "write" and s["outcome"] == "ok") == 6

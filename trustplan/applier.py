@@ -402,11 +402,11 @@ async def apply(
             keys.key(fp)
         applier = Applier(desired, provider, keys, live, plan, now, reporter, reader)
         started = iso_time(now)
-        error: TrustplanError | None = None
+        error: BaseException | None = None
         try:
             await applier.run()
-        except TrustplanError as exc:
-            error = exc
+        except (TrustplanError, asyncio.CancelledError, KeyboardInterrupt) as exc:
+            error = exc  # recorded below, so the state says what was done before the stop
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
@@ -416,9 +416,11 @@ async def apply(
             "steps": applier.steps,
         }
         if error is not None:
-            entry["error"] = str(error)
+            entry["error"] = str(error) if isinstance(error, TrustplanError) else "interrupted"
         new_state = next_state(state, plan, applier.configs, entry)
         store.write(new_state)
+        if error is not None and not isinstance(error, TrustplanError):
+            raise error
         if error is not None:
             raise ProviderError(
                 f"apply stopped: {error}",
