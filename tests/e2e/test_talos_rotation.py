@@ -23,15 +23,15 @@ async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
     keystore = Keystore(desired.keystore)
     provider = engine.make_provider(desired)
     try:
-        planned = await engine.make(desired, provider, keystore, store.read("sim"), pki.utcnow(),
-                                    dt.timedelta(hours=1))
+        planned = await engine.make(desired, provider, keystore, store.read("sim"), pki.utcnow(), dt.timedelta(hours=1))
         planned.resolved.save_new(keystore)
     finally:
         await provider.close()
     provider = engine.make_provider(desired)
     try:
-        return await applier.apply(desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64,
-                                  "plan", pki.utcnow())
+        return await applier.apply(
+            desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow()
+        )
     finally:
         await provider.close()
 
@@ -62,8 +62,14 @@ def test_full_talos_rotation_locks_out_the_old_talosconfig(tmp_path: Path) -> No
         desired = desired_mod.load(cluster.dir / "trustplan.yaml")
         provider = engine.make_provider(desired)
         try:
-            planned = await engine.make(desired, provider, Keystore(desired.keystore),
-                                        LocalState(desired.state).read("sim"), pki.utcnow(), dt.timedelta(hours=1))
+            planned = await engine.make(
+                desired,
+                provider,
+                Keystore(desired.keystore),
+                LocalState(desired.state).read("sim"),
+                pki.utcnow(),
+                dt.timedelta(hours=1),
+            )
         finally:
             await provider.close()
         assert not planned.plan.has_changes
@@ -109,14 +115,21 @@ def test_lockout_desired_state_is_refused_before_anything_is_sent(tmp_path: Path
         # a live CA (the current one) as issuer but with its key removed is impossible to express;
         # instead: revoke the current CA without ever swapping: a node would trust nothing.
         current = pki.fingerprint(cluster.secrets.os.cert)
-        text = path.read_text().replace("talos: {issuer: talos-new, accepted: []}",
-                                        f"talos: {{issuer: {current}, accepted: []}}")
+        text = path.read_text().replace(
+            "talos: {issuer: talos-new, accepted: []}", f"talos: {{issuer: {current}, accepted: []}}"
+        )
         path.write_text(text)
         desired = desired_mod.load(path)
         provider = engine.make_provider(desired)
         try:
-            planned = await engine.make(desired, provider, Keystore(desired.keystore),
-                                        LocalState(desired.state).read("sim"), pki.utcnow(), dt.timedelta(hours=1))
+            planned = await engine.make(
+                desired,
+                provider,
+                Keystore(desired.keystore),
+                LocalState(desired.state).read("sim"),
+                pki.utcnow(),
+                dt.timedelta(hours=1),
+            )
         finally:
             await provider.close()
         assert not planned.plan.has_changes  # already there: nothing to do
@@ -150,12 +163,20 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
         keystore = Keystore(desired.keystore)
         provider = engine.make_provider(desired)
         try:
-            planned = await engine.make(desired, provider, keystore, LocalState(desired.state).read("sim"),
-                                        pki.utcnow(), dt.timedelta(hours=1))
+            planned = await engine.make(
+                desired, provider, keystore, LocalState(desired.state).read("sim"), pki.utcnow(), dt.timedelta(hours=1)
+            )
             planned.resolved.save_new(keystore)
             partial = _cut(planned.plan, phase_index, nodes)
-            runner = applier.Applier(desired, provider, engine.KeyRing(planned.resolved.material, keystore),
-                                     planned.live, partial, pki.utcnow(), engine.QuietReporter())
+            runner = applier.Applier(
+                desired,
+                provider,
+                engine.KeyRing(planned.resolved.material, keystore),
+                planned.live,
+                partial,
+                pki.utcnow(),
+                engine.QuietReporter(),
+            )
             await runner.run()  # an earlier run that died here
         finally:
             await provider.close()
@@ -177,8 +198,9 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
         keystore = Keystore(desired.keystore)
         provider = engine.make_provider(desired)
         try:
-            planned = await engine.make(desired, provider, keystore, store.read("sim"), pki.utcnow(),
-                                        dt.timedelta(hours=1))
+            planned = await engine.make(
+                desired, provider, keystore, store.read("sim"), pki.utcnow(), dt.timedelta(hours=1)
+            )
             planned.resolved.save_new(keystore)
         finally:
             await provider.close()
@@ -188,8 +210,9 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
         provider = engine.make_provider(desired)
         try:
             with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
-                await applier.apply(desired, provider, keystore, store, planned.document, "sha256:" + "1" * 64,
-                                    "plan.bin", pki.utcnow())
+                await applier.apply(
+                    desired, provider, keystore, store, planned.document, "sha256:" + "1" * 64, "plan.bin", pki.utcnow()
+                )
         finally:
             await provider.close()
         state = store.read("sim")
@@ -204,3 +227,23 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
         assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+
+
+def test_one_rotation_can_follow_another(tmp_path: Path) -> None:
+    """The first apply writes the new talosconfig over the old one; a second rotation runs with it."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        first = await plan_and_apply(cluster)
+        path = cluster.dir / "trustplan.yaml"
+        text = path.read_text().replace(
+            "talos-new: {generate: {algorithm: ed25519}}",
+            "talos-new: {generate: {algorithm: ed25519}}\n  talos-next: {generate: {}}",
+        )
+        path.write_text(text.replace("talos: {issuer: talos-new, accepted: []}", "talos: {issuer: talos-next}"))
+        second = await plan_and_apply(cluster)
+        assert second.state["serial"] == first.state["serial"] + 1
+        issuers = {n["talos"]["issuer"] for n in second.state["nodes"].values()}
+        assert len(issuers) == 1 and issuers != {n["talos"]["issuer"] for n in first.state["nodes"].values()}
+        assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
