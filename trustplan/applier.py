@@ -98,6 +98,8 @@ def check_live(doc: dict[str, Any], live: LiveCluster, source: str) -> None:
 
 
 async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[None]]) -> None:
+    """Run `fn` over `items`, at most `limit` at once; after a failure start no more, let the
+    running ones finish (so the journal is complete), then raise the first failure."""
     sem = asyncio.Semaphore(max(1, limit))
     errors: list[BaseException] = []
 
@@ -116,6 +118,10 @@ async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[N
 
 
 class Applier:
+    """Runs one plan's phases against a provider: per phase, the edits (control planes first, each
+    node once with all its edits of the phase), then the gates; then the outputs. `steps` is the
+    journal that goes into the state."""
+
     def __init__(
         self,
         desired: DesiredState,
@@ -145,7 +151,7 @@ class Applier:
         key = (pki_name, cred.issuer, cred.trusted)
         if key not in self._credentials:
             crt, k = self.admin_pems(pki_name, cred.issuer)
-            bundle = b"".join(self.keys.cert_pem(fp) for fp in cred.trusted)
+            bundle = pki.pem_bundle([self.keys.cert_pem(fp) for fp in cred.trusted])
             pkcs8 = pki.key_to_pkcs8_pem(pki.load_key_pem(k, "admin key"))
             self._credentials[key] = Credential(pki_name, cred.issuer, cred.trusted, crt, pkcs8, bundle)  # type: ignore[arg-type]
         return self._credentials[key]
