@@ -57,8 +57,13 @@ def reencode(data: bytes, *, version: int | None = None, **changes: object) -> b
 def test_a_flipped_byte_anywhere_is_refused(planned: Path, cli, where: str) -> None:  # noqa: ANN001
     data = bytearray((planned / "plan.bin").read_bytes())
     offset = {
-        "magic": 3, "version": 11, "length": 15, "body-start": 16, "body-middle": len(data) // 2,
-        "body-end": len(data) - 33, "digest": len(data) - 1,
+        "magic": 3,
+        "version": 11,
+        "length": 15,
+        "body-start": 16,
+        "body-middle": len(data) // 2,
+        "body-end": len(data) - 33,
+        "digest": len(data) - 1,
     }[where]
     data[offset] ^= 0x01
     (planned / "tampered.bin").write_bytes(bytes(data))
@@ -161,3 +166,71 @@ def test_encoding_is_canonical_and_deterministic(planned: Path) -> None:
     assert body == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     assert struct.unpack(">10sHI", data[:16]) == (b"TRUSTPLAN\0", 1, len(body))
     assert data[-32:] == hashlib.sha256(data[:-32]).digest()
+
+
+# --- signed plans (desired state `planSigning`) ---------------------------------------------------
+
+
+def _keypair(dir: Path, name: str) -> tuple[Path, Path]:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = dir / f"{name}.key", dir / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
+
+
+@pytest.fixture
+def signing(example: Path) -> tuple[Path, Path]:
+    """The example requiring plans signed by `ci.key`; also an `other.key` nobody trusts."""
+    keys = example.parent / "keys"
+    keys.mkdir()
+    ci = _keypair(keys, "ci")
+    _keypair(keys, "other")
+    (example / "trustplan.yaml").write_text(
+        (example / "trustplan.yaml").read_text() + f"planSigning: {{publicKey: {ci[1]}}}\n"
+    )
+    return ci
+
+
+def test_a_plan_signed_with_the_planSigning_key_applies(example: Path, signing: tuple[Path, Path], cli) -> None:  # noqa: ANN001, N802
+    assert cli("plan", "-o", "plan.bin", "--sign-key", str(signing[0])).code == 0
+    shown = cli("show", "plan.bin")
+    assert "signed by Ed25519 key sha256:" in shown.err
+    result = cli("apply", "plan.bin")
+    assert result.code == 0, result.err
+
+
+def test_unsigned_or_wrongly_signed_plans_are_refused(example: Path, signing: tuple[Path, Path], cli) -> None:  # noqa: ANN001
+    assert cli("plan", "-o", "unsigned.bin").code == 0
+    refused(cli, example, "unsigned.bin", "the plan is not signed")
+    other = signing[0].parent / "other.key"
+    assert cli("plan", "-o", "other.bin", "--sign-key", str(other)).code == 0
+    refused(cli, example, "other.bin", "not by the planSigning key")
+    assert cli("plan", "-o", "signed.bin", "--sign-key", str(signing[0])).code == 0
+    data = bytearray((example / "signed.bin").read_bytes())
+    data[-1] ^= 0x01  # the signature itself
+    (example / "forged.bin").write_bytes(bytes(data))
+    refused(cli, example, "forged.bin", "signature is not valid")
+    data = bytearray((example / "signed.bin").read_bytes())
+    data[20] ^= 0x01  # the signed content
+    (example / "tampered.bin").write_bytes(bytes(data))
+    refused(cli, example, "tampered.bin", "has been modified")
+
+
+def test_a_signed_plan_decodes_and_names_its_signer(planned: Path) -> None:
+    from trustplan.planfile import encode, key_fingerprint, load_signing_key, signer
+
+    private, public = _keypair(planned, "k")
+    doc = planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin")
+    data = encode(doc, load_signing_key(private))
+    assert planfile.decode(data, "signed.bin") == doc
+    raw = signer(data)
+    assert raw is not None and key_fingerprint(raw).startswith("sha256:")
+    assert signer(encode(doc)) is None

@@ -65,6 +65,7 @@ class DesiredState:
     keystore: Path
     secrets: Path | None
     state: Path
+    plan_signing_key: Path | None
     talosconfig_output: Path | None
     kubeconfig_output: Path | None
     kubeconfig_merge: bool
@@ -257,6 +258,7 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         keystore=base / doc.get("keystore", ".trustplan/keys"),
         secrets=base / doc["secrets"] if doc.get("secrets") else None,
         state=base / doc.get("state", "trustplan.state.json"),
+        plan_signing_key=base / doc["planSigning"]["publicKey"] if doc.get("planSigning") else None,
         talosconfig_output=base / outputs["talosconfig"] if outputs.get("talosconfig") else None,
         kubeconfig_output=base / outputs["kubeconfig"] if outputs.get("kubeconfig") else None,
         kubeconfig_merge=bool(outputs.get("kubeconfigMerge", False)),

@@ -6,6 +6,8 @@
     12      4     length N of the document, big-endian
     16      N     the plan document: canonical JSON (sorted keys, no spaces, UTF-8)
     16+N    32    SHA-256 of bytes [0, 16+N)
+    48+N    100   optional signature: b"SIG\\0", the signer's Ed25519 public key (32 bytes) and its
+                  signature (64 bytes) over bytes [0, 48+N)
 
 The document binds the plan to what it was computed from: every node's live config digest, the
 state lineage and serial, the desired-state digest, the tool version, and an expiry. It never holds
@@ -22,11 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from trustplan import __version__, schemas
 from trustplan.errors import PlanFileError
 
 MAGIC = b"TRUSTPLAN\0"
+SIG_MAGIC = b"SIG\0"
+_SIG_SIZE = len(SIG_MAGIC) + 32 + 64
 FORMAT_VERSION = 1
 _HEADER = struct.Struct(">10sHI")
 
@@ -35,14 +42,83 @@ def canonical_json(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def encode(document: dict[str, Any]) -> bytes:
+def encode(document: dict[str, Any], signing_key: ed25519.Ed25519PrivateKey | None = None) -> bytes:
     body = canonical_json(document)
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body)) + body
-    return head + hashlib.sha256(head).digest()
+    data = head + hashlib.sha256(head).digest()
+    if signing_key is not None:
+        public = signing_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        data += SIG_MAGIC + public + signing_key.sign(data)
+    return data
+
+
+def signer(data: bytes) -> bytes | None:
+    """The raw Ed25519 public key that signed an (already decoded) plan file, or None if unsigned."""
+    length = _HEADER.unpack_from(data)[2]
+    trailer = data[_HEADER.size + length + 32 :]
+    return trailer[len(SIG_MAGIC) : len(SIG_MAGIC) + 32] if trailer else None
+
+
+def key_fingerprint(public: bytes) -> str:
+    return "sha256:" + hashlib.sha256(public).hexdigest()
+
+
+def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey) -> None:
+    """Refuse a plan that is unsigned or not signed by `trusted` (desired state `planSigning`)."""
+    want = trusted.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    got = signer(data)
+    if got is None:
+        raise PlanFileError(
+            f"{source}: the plan is not signed, and planSigning requires a signature",
+            hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`",
+        )
+    if got != want:
+        raise PlanFileError(
+            f"{source}: the plan is signed by key {key_fingerprint(got)}, not by the "
+            f"planSigning key {key_fingerprint(want)}",
+            hint="apply only plans made by the signer you trust (e.g. your CI); nothing was changed",
+        )
+    try:
+        trusted.verify(data[-64:], data[: -(len(SIG_MAGIC) + 32 + 64)])
+    except InvalidSignature:
+        raise PlanFileError(
+            f"{source}: the plan's signature is not valid; it has been modified",
+            hint="re-create it with `trustplan plan -o ... --sign-key KEY` and review it again",
+        ) from None
+
+
+def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
+    """An Ed25519 private key (PEM) to sign plans with."""
+    from trustplan import pki
+    from trustplan.errors import InputError
+
+    try:
+        key = pki.load_key_pem(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        raise InputError(str(path), "signing key file not found") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise InputError(str(path), f"plans are signed with Ed25519 keys, not {pki.algorithm_name(key)}")
+    return key
+
+
+def load_verify_key(path: Path, source: str) -> ed25519.Ed25519PublicKey:
+    """The Ed25519 public key (PEM) of `planSigning.publicKey`."""
+    from trustplan.errors import InputError
+
+    try:
+        key = serialization.load_pem_public_key(path.read_bytes())
+    except FileNotFoundError:
+        raise InputError(source, f"public key file not found: {path}", path="planSigning.publicKey") from None
+    except ValueError as exc:
+        raise InputError(source, f"{path} is not a PEM public key ({exc})", path="planSigning.publicKey") from None
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise InputError(source, f"{path} is not an Ed25519 public key", path="planSigning.publicKey")
+    return key
 
 
 def decode(data: bytes, source: str) -> dict[str, Any]:
-    """Check magic, version, length and digest; return the document. Never partially trusts input."""
+    """Check magic, version, length, digest (and a signature's shape); return the document.
+    Never partially trusts input. Whether the signature is valid is check_signature's job."""
     if len(data) < _HEADER.size + 32 or data[:10] != MAGIC:
         raise PlanFileError(
             f"{source}: not a trustplan plan file (bad magic)", hint="make one with `trustplan plan -o plan.bin`"
@@ -54,12 +130,14 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
             f"{FORMAT_VERSION})",
             hint=f"re-run `trustplan plan` with trustplan {__version__}",
         )
-    if len(data) != _HEADER.size + length + 32:
+    end = _HEADER.size + length + 32
+    signed = len(data) == end + _SIG_SIZE and data[end : end + len(SIG_MAGIC)] == SIG_MAGIC
+    if len(data) != end and not signed:
         raise PlanFileError(
             f"{source}: plan file is truncated or has extra bytes; it has been modified",
             hint="re-create it with `trustplan plan -o ...`",
         )
-    head, digest = data[:-32], data[-32:]
+    head, digest = data[: end - 32], data[end - 32 : end]
     if hashlib.sha256(head).digest() != digest:
         raise PlanFileError(
             f"{source}: plan file digest does not match its content; it has been modified",

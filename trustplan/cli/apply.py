@@ -39,6 +39,9 @@ def apply(
         data = _read(plan_file)
         document = planfile.decode(data, str(plan_file))
         source = str(plan_file)
+        signing = load_desired(config).plan_signing_key
+        if signing is not None:  # only plans signed with this key may be applied
+            planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
     else:
         planned, _, keystore = make_plan(config, "1h", lock_timeout)
         print_data(render_document(planned.document, Format.text))

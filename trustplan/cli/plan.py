@@ -103,13 +103,17 @@ def plan(
     lock_timeout: LockTimeout = "0s",
     summary: SummaryOption = False,
     split_dir: SplitDirOption = None,
+    sign_key: Annotated[
+        Path | None, typer.Option("--sign-key", help="Sign the saved plan with this Ed25519 private key (PEM).")
+    ] = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
+    signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
     planned, _, keystore = make_plan(config, expires_in, lock_timeout)
     if planned.plan.has_changes:
         planned.resolved.save_new(keystore)  # new CA keys go to the keystore before any node sees them
     if out is not None:
-        write_atomic(out, planfile.encode(planned.document), mode=0o644)
+        write_atomic(out, planfile.encode(planned.document, signing_key), mode=0o644)
         err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
     emit(planned.document, fmt, summary, split_dir)
     if detailed_exitcode and planned.plan.has_changes:

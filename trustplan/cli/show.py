@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from trustplan import planfile
-from trustplan.cli.common import Format, FormatOption
+from trustplan.cli.common import Format, FormatOption, err
 from trustplan.cli.plan import SplitDirOption, SummaryOption, emit
 
 
@@ -20,4 +20,7 @@ def show(
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
     doc = planfile.read(plan_file)
+    signer = planfile.signer(plan_file.read_bytes())
+    if signer is not None:
+        err.print(f"{plan_file}: signed by Ed25519 key {planfile.key_fingerprint(signer)}", markup=False)
     emit(doc, fmt, summary, split_dir)
