@@ -22,6 +22,18 @@ class FilesProvider:
 
     def __init__(self, configs: dict[str, Path]) -> None:
         self.configs = configs
+        self._parsed: dict[Path, tuple[tuple[int, int, int], machineconfig.MachineConfig]] = {}
+
+    def _load(self, path: Path) -> machineconfig.MachineConfig:
+        """The parsed config on disk, parsed again only when the file changed (gates read every
+        control plane's config for every worker)."""
+        st = path.stat()
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # an atomic replace makes a new inode
+        cached = self._parsed.get(path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, machineconfig.parse(path.read_bytes(), str(path)))
+            self._parsed[path] = cached
+        return cached[1]
 
     def _path(self, node: NodeRef) -> Path:
         try:
@@ -61,7 +73,7 @@ class FilesProvider:
 
     def _trust(self, address: str, pki_name: str) -> tuple[frozenset[str], str | None]:
         path = self.configs[address]
-        cfg = machineconfig.parse(path.read_bytes(), str(path))
+        cfg = self._load(path)
         fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
         fps = {pki.CACert.from_pem(p, str(path)).fingerprint for p in fields.accepted}
         issuer = pki.CACert.from_pem(fields.issuer, str(path)).fingerprint if fields.issuer else None
@@ -72,7 +84,7 @@ class FilesProvider:
     async def verify(self, node: NodeRef, credential: Credential) -> str:
         """Offline gate: the config on disk is valid, trusts the credential, and serves a trusted cert."""
         path = self._path(node)
-        cfg = machineconfig.parse(path.read_bytes(), str(path))
+        cfg = self._load(path)
         problems = machineconfig.validate(cfg)
         if problems:
             raise GateFailedError(f"{node.address}: {path} fails Talos validation: " + "; ".join(problems))
@@ -87,7 +99,7 @@ class FilesProvider:
             serving = {
                 i
                 for a, p in self.configs.items()
-                if machineconfig.parse(p.read_bytes(), str(p)).role == "controlplane"
+                if self._load(p).role == "controlplane"
                 and (i := self._trust(a, credential.pki)[1])
             }
         untrusted = serving - set(credential.trusted)
