@@ -24,43 +24,26 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trustplan.providers.sim.testing import unique_subnet
-from trustplan.state import LocalState
 
 from trustplan import applier, engine, pki
 from trustplan import desired as desired_mod
-from trustplan.keystore import Keystore
 
 
 async def rotate(controlplanes: int, workers: int, latency_ms: float, worker_parallelism: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, simulator(controlplanes, workers, Path(tmp), latency_ms) as sim_dir:
-        if True:
-            path = sim_dir / "trustplan.yaml"
-            path.write_text(
-                path.read_text().replace("worker: {parallelism: 10}", f"worker: {{parallelism: {worker_parallelism}}}")
-            )
-            desired = desired_mod.load(path)
-            keystore = Keystore(desired.keystore)
-            store = LocalState(desired.state)
-            t0 = time.perf_counter()
-            provider = engine.make_provider(desired)
-            try:
-                planned = await engine.make(
-                    desired, provider, keystore, store.read("sim"), pki.utcnow(), dt.timedelta(hours=1)
-                )
-                planned.resolved.save_new(keystore)
-            finally:
-                await provider.close()
-            t1 = time.perf_counter()
-            provider = engine.make_provider(desired)
-            try:
-                await applier.apply(
-                    desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64, "bench", pki.utcnow()
-                )
-            finally:
-                await provider.close()
-            t2 = time.perf_counter()
-            phases = sum(1 for p in planned.plan.phases if p.edits)
-            gates = len(planned.plan.gates)
+        path = sim_dir / "trustplan.yaml"
+        path.write_text(
+            path.read_text().replace("worker: {parallelism: 10}", f"worker: {{parallelism: {worker_parallelism}}}")
+        )
+        desired = desired_mod.load(path)
+        t0 = time.perf_counter()
+        planned = await engine.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
+        planned.save_new_keys()
+        t1 = time.perf_counter()
+        await applier.apply_desired(desired, planned.document, "sha256:" + "0" * 64, "bench", pki.utcnow())
+        t2 = time.perf_counter()
+        phases = sum(1 for p in planned.plan.phases if p.edits)
+        gates = len(planned.plan.gates)
     # RPC rounds that must follow each other: plan reads + dry runs (1 + 1), apply reads (1), then per
     # phase every control plane in turn plus the worker waves, and one round per gate.
     waves = math.ceil(workers / worker_parallelism) if workers else 0

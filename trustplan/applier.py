@@ -17,7 +17,7 @@ from typing import Any
 from trustplan import pki
 from trustplan.authorities import Material, resolve
 from trustplan.desired import DesiredState
-from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, node_refs, read_live
+from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
 from trustplan.errors import (
     PlanFileError,
     ProviderError,
@@ -433,6 +433,25 @@ async def apply(
                 hint="the state records what was done; run `trustplan plan` to make a plan that finishes the job",
             ) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
+
+
+async def apply_desired(
+    desired: DesiredState,
+    document: dict[str, Any],
+    plan_digest: str,
+    source: str,
+    now: dt.datetime,
+    reporter: Reporter | None = None,
+    lock_timeout: float = 0.0,
+) -> Applied:
+    """`trustplan apply` without the printing: apply() with the desired state's provider, keystore
+    and state file, the provider opened (and closed) for it."""
+    provider = make_provider(desired)
+    try:
+        return await apply(desired, provider, Keystore(desired.keystore), LocalState(desired.state), document,
+                           plan_digest, source, now, reporter, lock_timeout)
+    finally:
+        await provider.close()
 
 
 def _needed_keys(plan: Plan) -> list[str]:

@@ -44,7 +44,7 @@ from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.rewrite import rewrite
-from trustplan.state import StateDocument
+from trustplan.state import LocalState, StateDocument
 
 
 class Reporter(Protocol):
@@ -87,6 +87,12 @@ class Planned:
     resolved: Resolved
     live: LiveCluster
     notes: list[str] = field(default_factory=list)
+    keystore: Keystore | None = None
+
+    def save_new_keys(self) -> None:
+        """Store the keys of CAs generated for this plan, before any node sees them."""
+        assert self.keystore is not None
+        self.resolved.save_new(self.keystore)
 
 
 def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | None:
@@ -211,7 +217,26 @@ async def make(
         for out in phase["outputs"]:
             out["path"] = str(paths[out["output"]])
     validate_document(doc, "plan")
-    return Planned(plan, doc, resolved, live, notes)
+    return Planned(plan, doc, resolved, live, notes, keystore)
+
+
+async def plan_desired(
+    desired: DesiredState,
+    now: dt.datetime,
+    expires_in: dt.timedelta,
+    reporter: Reporter | None = None,
+    lock_timeout: float = 0.0,
+) -> Planned:
+    """`trustplan plan` without the printing: read the state under its lock, make the plan with a
+    provider opened (and closed) for it. New CA keys are not saved yet: `Planned.save_new_keys()`."""
+    store = LocalState(desired.state)
+    provider = make_provider(desired)
+    try:
+        with store.lock(lock_timeout, "plan"):
+            state = store.read(desired.cluster)
+        return await make(desired, provider, Keystore(desired.keystore), state, now, expires_in, reporter)
+    finally:
+        await provider.close()
 
 
 def _role_error(desired: DesiredState, inp: PlanInput, exc: PlanningError) -> InputError:

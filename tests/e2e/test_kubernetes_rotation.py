@@ -19,7 +19,6 @@ from trustplan.state import LocalState
 from trustplan import applier, engine, machineconfig, pki
 from trustplan import desired as desired_mod
 from trustplan.errors import GateFailedError, ProviderError
-from trustplan.keystore import Keystore
 
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 200, "kubelet_rejoin_ms": 150}
 
@@ -41,38 +40,20 @@ class Notes:
         self.notes.append(message)
 
 
-async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> applier.Applied:
-    desired = desired_mod.load(cluster.dir / "trustplan.yaml")
-    store = LocalState(desired.state)
-    keystore = Keystore(desired.keystore)
-    provider = engine.make_provider(desired)
-    try:
-        planned = await engine.make(
-            desired, provider, keystore, store.read("sim"), pki.utcnow(), dt.timedelta(hours=1)
-        )
-        planned.resolved.save_new(keystore)
-    finally:
-        await provider.close()
-    provider = engine.make_provider(desired)
-    try:
-        return await applier.apply(
-            desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow(),
-            reporter=reporter,
-        )
-    finally:
-        await provider.close()
-
-
 async def replan(cluster: SimCluster) -> engine.Planned:
+    """`trustplan plan` in-process on the cluster's trustplan.yaml; new CA keys saved."""
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
-    provider = engine.make_provider(desired)
-    try:
-        return await engine.make(
-            desired, provider, Keystore(desired.keystore), LocalState(desired.state).read("sim"), pki.utcnow(),
-            dt.timedelta(hours=1),
-        )
-    finally:
-        await provider.close()
+    planned = await engine.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
+    planned.save_new_keys()
+    return planned
+
+
+async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> applier.Applied:
+    planned = await replan(cluster)
+    desired = desired_mod.load(cluster.dir / "trustplan.yaml")
+    return await applier.apply_desired(
+        desired, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
+    )
 
 
 def kubeconfig_credential(path: Path) -> Credential:
@@ -110,8 +91,9 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         # one ApplyConfiguration per node per phase carries both PKIs' edits
         writes = [(s["phase"], s["node"]) for s in applied.steps if s["kind"] == "write"]
         assert len(writes) == len(set(writes))
-        assert any("talos:" in s["detail"] and "kubernetes:" in s["detail"] for s in applied.steps
-                   if s["kind"] == "write")
+        assert any(
+            "talos:" in s["detail"] and "kubernetes:" in s["detail"] for s in applied.steps if s["kind"] == "write"
+        )
         kubelet_steps = [s for s in applied.steps if s["kind"] == "kubelet"]
         assert {s["node"] for s in kubelet_steps} == {n.address for n in cluster.nodes}
         assert all(s["outcome"] == "ok" for s in kubelet_steps)
@@ -124,8 +106,9 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         with pytest.raises(GateFailedError, match="not trusted"):
             await kube_check(cluster, old, timeout=0.3)
         stale = kubeconfig_credential(old)  # the old cert, trusting the new CA: the server refuses it
-        stale = Credential("kubernetes", "", (), stale.cert_pem, stale.key_pem,
-                           kubeconfig_credential(cluster.kubeconfig).ca_bundle_pem)
+        stale = Credential(
+            "kubernetes", "", (), stale.cert_pem, stale.key_pem, kubeconfig_credential(cluster.kubeconfig).ca_bundle_pem
+        )
         checker = KubernetesChecker([server_for(n.address, cluster.k8s_port) for n in cluster.controlplanes], 0.3)
         with pytest.raises(GateFailedError, match="does not accept the client certificate"):
             await checker.check(stale, [ExpectedNode(n.address, n.hostname) for n in cluster.nodes])
@@ -155,8 +138,14 @@ def test_gates_wait_through_the_api_restart_and_the_not_ready_window(tmp_path: P
         return time.monotonic() - start
 
     elapsed = run_with_cluster(
-        scenario, tmp_path / "sim", controlplanes=1, workers=1, k8s=True, apiserver_restart_ms=1200,
-        kubelet_rejoin_ms=600, config_layout="legacy",
+        scenario,
+        tmp_path / "sim",
+        controlplanes=1,
+        workers=1,
+        k8s=True,
+        apiserver_restart_ms=1200,
+        kubelet_rejoin_ms=600,
+        config_layout="legacy",
     )
     assert elapsed > 3 * 0.6  # three kubelet restarts per node, waited for
     assert any("waiting for its kubelet to restart" in n for n in reporter.notes)

@@ -17,23 +17,17 @@ from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanErr
 from trustplan.keystore import Keystore
 
 
-async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
+async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Planned]:
+    """`trustplan plan` in-process on the cluster's trustplan.yaml; new CA keys saved."""
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
-    store = LocalState(desired.state)
-    keystore = Keystore(desired.keystore)
-    provider = engine.make_provider(desired)
-    try:
-        planned = await engine.make(desired, provider, keystore, store.read("sim"), pki.utcnow(), dt.timedelta(hours=1))
-        planned.resolved.save_new(keystore)
-    finally:
-        await provider.close()
-    provider = engine.make_provider(desired)
-    try:
-        return await applier.apply(
-            desired, provider, keystore, store, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow()
-        )
-    finally:
-        await provider.close()
+    planned = await engine.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
+    planned.save_new_keys()
+    return desired, planned
+
+
+async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
+    desired, planned = await plan(cluster)
+    return await applier.apply_desired(desired, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow())
 
 
 async def version_with(cluster: SimCluster, talosconfig: Path) -> dict[str, str]:
@@ -59,19 +53,7 @@ def test_full_talos_rotation_locks_out_the_old_talosconfig(tmp_path: Path) -> No
         old_results = await version_with(cluster, old)
         assert all(v.startswith("refused") for v in old_results.values()), old_results
         # state equals live
-        desired = desired_mod.load(cluster.dir / "trustplan.yaml")
-        provider = engine.make_provider(desired)
-        try:
-            planned = await engine.make(
-                desired,
-                provider,
-                Keystore(desired.keystore),
-                LocalState(desired.state).read("sim"),
-                pki.utcnow(),
-                dt.timedelta(hours=1),
-            )
-        finally:
-            await provider.close()
+        desired, planned = await plan(cluster)
         assert not planned.plan.has_changes
         state = LocalState(desired.state).read("sim")
         assert {a: n["config_digest"] for a, n in state["nodes"].items()} == planned.live.digests()
@@ -119,19 +101,7 @@ def test_lockout_desired_state_is_refused_before_anything_is_sent(tmp_path: Path
             "talos: {issuer: talos-new, accepted: []}", f"talos: {{issuer: {current}, accepted: []}}"
         )
         path.write_text(text)
-        desired = desired_mod.load(path)
-        provider = engine.make_provider(desired)
-        try:
-            planned = await engine.make(
-                desired,
-                provider,
-                Keystore(desired.keystore),
-                LocalState(desired.state).read("sim"),
-                pki.utcnow(),
-                dt.timedelta(hours=1),
-            )
-        finally:
-            await provider.close()
+        _, planned = await plan(cluster)
         assert not planned.plan.has_changes  # already there: nothing to do
         assert {n.address: n.config for n in cluster.nodes} == before
         _ = UnsafePlanError
@@ -193,29 +163,13 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
 
 def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
-        desired = desired_mod.load(cluster.dir / "trustplan.yaml")
-        store = LocalState(desired.state)
-        keystore = Keystore(desired.keystore)
-        provider = engine.make_provider(desired)
-        try:
-            planned = await engine.make(
-                desired, provider, keystore, store.read("sim"), pki.utcnow(), dt.timedelta(hours=1)
-            )
-            planned.resolved.save_new(keystore)
-        finally:
-            await provider.close()
+        desired, planned = await plan(cluster)
         broken = cluster.workers[1]
         broken.faults.apply_error = "disk full"
         broken.faults.apply_error_times = 1
-        provider = engine.make_provider(desired)
-        try:
-            with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
-                await applier.apply(
-                    desired, provider, keystore, store, planned.document, "sha256:" + "1" * 64, "plan.bin", pki.utcnow()
-                )
-        finally:
-            await provider.close()
-        state = store.read("sim")
+        with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
+            await applier.apply_desired(desired, planned.document, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
+        state = LocalState(desired.state).read("sim")
         last = state["history"][-1]
         assert last["status"] == "failed" and "disk full" in last["error"]
         failed = [s for s in last["steps"] if s["outcome"] == "failed"]

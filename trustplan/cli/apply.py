@@ -22,8 +22,6 @@ from trustplan.cli.common import (
 )
 from trustplan.cli.plan import make_plan, render_document
 from trustplan.errors import TrustplanError
-from trustplan.keystore import Keystore
-from trustplan.state import LocalState
 
 
 def apply(
@@ -43,7 +41,7 @@ def apply(
         if signing is not None:  # only plans signed with this key may be applied
             planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
     else:
-        planned, _, keystore = make_plan(config, "1h", lock_timeout)
+        planned = make_plan(config, "1h", lock_timeout)
         print_data(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
             return
@@ -56,31 +54,15 @@ def apply(
             if input("Apply this plan? Only 'yes' is accepted: ").strip() != "yes":
                 err.print("Apply cancelled; nothing was changed.")
                 raise typer.Exit(1)
-        planned.resolved.save_new(keystore)
+        planned.save_new_keys()
         data = planfile.encode(planned.document)
         document = planned.document
         source = "the plan above"
     desired = load_desired(config)
-    provider = engine.make_provider(desired)
-
-    async def go() -> applier.Applied:
-        try:
-            return await applier.apply(
-                desired,
-                provider,
-                Keystore(desired.keystore),
-                LocalState(desired.state),
-                document,
-                engine.plan_digest(data),
-                source,
-                pki.utcnow(),
-                ConsoleReporter(),
-                seconds(lock_timeout),
-            )
-        finally:
-            await provider.close()
-
-    result = run(go())
+    result = run(
+        applier.apply_desired(desired, document, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
+                              seconds(lock_timeout))
+    )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
     print_data(

@@ -21,9 +21,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.keystore import Keystore
 from trustplan.planner.document import from_document
-from trustplan.state import LocalState
 
 
 def render_document(doc: dict, fmt: Format, summary: bool = False) -> str:  # type: ignore[type-arg]
@@ -67,28 +65,16 @@ def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:
     print_data(f"\n{render_markdown.PART_DELIMITER}\n\n".join(parts))
 
 
-def make_plan(config: Path, expires_in: str, lock_timeout: str) -> tuple[engine.Planned, object, Keystore]:
+def make_plan(config: Path, expires_in: str, lock_timeout: str) -> engine.Planned:
     desired = load_desired(config)
     try:
         expiry = planfile.parse_duration(expires_in)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from None
-    store = LocalState(desired.state)
-    keystore = Keystore(desired.keystore)
-    provider = engine.make_provider(desired)
-
-    async def go() -> engine.Planned:
-        try:
-            with store.lock(seconds(lock_timeout), "plan"):
-                state = store.read(desired.cluster)
-            return await engine.make(desired, provider, keystore, state, pki.utcnow(), expiry, ConsoleReporter())
-        finally:
-            await provider.close()
-
-    planned = run(go())
+    planned = run(engine.plan_desired(desired, pki.utcnow(), expiry, ConsoleReporter(), seconds(lock_timeout)))
     for note in planned.notes:
         err.print(note, markup=False)
-    return planned, desired, keystore
+    return planned
 
 
 def plan(
@@ -109,9 +95,9 @@ def plan(
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
-    planned, _, keystore = make_plan(config, expires_in, lock_timeout)
+    planned = make_plan(config, expires_in, lock_timeout)
     if planned.plan.has_changes:
-        planned.resolved.save_new(keystore)  # new CA keys go to the keystore before any node sees them
+        planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
     if out is not None:
         write_atomic(out, planfile.encode(planned.document, signing_key), mode=0o644)
         err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
