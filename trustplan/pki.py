@@ -337,6 +337,30 @@ def authority_key_identifier(ca_cert: x509.Certificate) -> x509.AuthorityKeyIden
         return x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
 
 
+def _leaf(
+    ca_cert: x509.Certificate,
+    key: PrivateKey,
+    subject: x509.Name,
+    now: dt.datetime,
+    validity: dt.timedelta,
+    usage: x509.ObjectIdentifier,
+) -> x509.CertificateBuilder:
+    """What every leaf trustplan issues shares: not a CA, back-dated, one extended key usage, and
+    the issuer's key identifier as Go adds it."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(int.from_bytes(os.urandom(16), "big") >> 1)
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(authority_key_identifier(ca_cert), critical=False)
+    )
+
+
 def _leaf_key_for(ca_key: PrivateKey) -> PrivateKey:
     if isinstance(ca_key, ed25519.Ed25519PrivateKey):
         return ed25519.Ed25519PrivateKey.generate()
@@ -358,23 +382,8 @@ def issue_client_cert(
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
     if common_name:
         attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(int.from_bytes(os.urandom(16), "big") >> 1)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            _key_usage(cert_sign=False),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(authority_key_identifier(ca_cert), critical=False)
-        .sign(ca_key, _sign_hash(ca_key))
-    )
+    builder = _leaf(ca_cert, key, x509.Name(attrs), now, validity, ExtendedKeyUsageOID.CLIENT_AUTH)
+    cert = builder.add_extension(_key_usage(cert_sign=False), critical=True).sign(ca_key, _sign_hash(ca_key))
     return cert, key
 
 
@@ -393,18 +402,7 @@ def issue_server_cert(
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name or (dns[0] if dns else (ips[0] if ips else "node")))]
     sans: list[x509.GeneralName] = [x509.IPAddress(ip_address(ip)) for ip in ips]
     sans += [x509.DNSName(name) for name in dns]
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(attrs))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(int.from_bytes(os.urandom(16), "big") >> 1)
-        .not_valid_before(now - BACKDATE)
-        .not_valid_after(now + validity)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(authority_key_identifier(ca_cert), critical=False)
-    )
+    builder = _leaf(ca_cert, key, x509.Name(attrs), now, validity, ExtendedKeyUsageOID.SERVER_AUTH)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca_key, _sign_hash(ca_key)), key
