@@ -33,6 +33,14 @@ from trustplan.providers.talos.proto import (
     resource_config_pb2,
     resource_v1alpha1_pb2,
 )
+from trustplan.providers.talos.resources import (
+    CONFIG_NAMESPACE,
+    CONFIG_TYPE,
+    MEMBERS_NAMESPACE,
+    MEMBERS_TYPE,
+    SERVICE_NAMESPACE,
+    SERVICE_TYPE,
+)
 
 from trustplan import machineconfig, pki
 
@@ -50,11 +58,6 @@ TALOS_TAG = machineconfig.TALOS_VERSION
 ROLE_KEY = "talos-role"
 PROXY_ROLE = "os:impersonator"
 READ_ROLES = {"os:admin", "os:operator", "os:reader"}
-CONFIG_TYPE = "MachineConfigs.config.talos.dev"
-SERVICE_TYPE = "Services.v1alpha1.talos.dev"
-SERVICE_NAMESPACE = "runtime"
-MEMBERS_TYPE = "Members.cluster.talos.dev"
-MEMBERS_NAMESPACE = "cluster"
 SERVICE_OWNER = "v1alpha1.ServiceController"
 UPSTREAM_TIMEOUT = 15.0
 Mode = machine_pb2.ApplyConfigurationRequest
@@ -252,7 +255,7 @@ class StateService(cosi_state_grpc.StateBase):
         spec = resource_config_pb2.MachineConfigSpec(yaml_marshalled=node.config)
         return cosi_resource_pb2.Resource(
             metadata=cosi_resource_pb2.Metadata(
-                namespace="config",
+                namespace=CONFIG_NAMESPACE,
                 type=CONFIG_TYPE,
                 id=rid,
                 version=str(node.version),
@@ -269,7 +272,7 @@ class StateService(cosi_state_grpc.StateBase):
 
     def _kind(self, stream: Stream[Any, Any], namespace: str, rtype: str, rid: str | None) -> str:
         """Which resource the request is about ("config" or "service"), after the role check."""
-        if namespace == "config" and rtype == CONFIG_TYPE:
+        if namespace == CONFIG_NAMESPACE and rtype == CONFIG_TYPE:
             require(stream, {"os:admin"})  # MachineConfig is a sensitive resource
             if rid is not None and rid not in ("v1alpha1", "persistent"):
                 raise GRPCError(Status.NOT_FOUND, f"resource {CONFIG_TYPE}({namespace}/{rid}@undefined) doesn't exist")

@@ -34,15 +34,19 @@ from trustplan.providers.talos.proto import (
     resource_config_pb2,
     resource_v1alpha1_pb2,
 )
+from trustplan.providers.talos.resources import (
+    CONFIG_ID,
+    CONFIG_NAMESPACE,
+    CONFIG_TYPE,
+    MEMBERS_NAMESPACE,
+    MEMBERS_TYPE,
+    SERVICE_NAMESPACE,
+    SERVICE_TYPE,
+)
 from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_talosconfig
 
 from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
 
-CONFIG_NAMESPACE = "config"
-CONFIG_TYPE = "MachineConfigs.config.talos.dev"
-CONFIG_ID = "v1alpha1"
-SERVICE_NAMESPACE = "runtime"
-SERVICE_TYPE = "Services.v1alpha1.talos.dev"
 KUBELET = "kubelet"
 R = TypeVar("R")
 
@@ -208,7 +212,7 @@ class TalosProvider:
         """
         import yaml
 
-        request = cosi_state_pb2.ListRequest(namespace="cluster", type="Members.cluster.talos.dev")
+        request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
         async def attempt(endpoint: Endpoint) -> list[cosi_state_pb2.ListResponse]:
             stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, self._own))

@@ -1,0 +1,10 @@
+"""The COSI resources a rotation touches (reference/talos.md §4.3): namespace and type of each, shared
+by the client (TalosProvider) and the simulator that serves them."""
+
+CONFIG_NAMESPACE = "config"
+CONFIG_TYPE = "MachineConfigs.config.talos.dev"
+CONFIG_ID = "v1alpha1"  # the active config ("persistent" is the saved one)
+SERVICE_NAMESPACE = "runtime"
+SERVICE_TYPE = "Services.v1alpha1.talos.dev"
+MEMBERS_NAMESPACE = "cluster"
+MEMBERS_TYPE = "Members.cluster.talos.dev"
