@@ -289,7 +289,8 @@ class Applier:
                     path = self.desired.talosconfig_output
                     assert path is not None
                     crt, key = self.admin_pems("talos", out.ca)
-                    write_talosconfig(path, self.context_name(), self.endpoints(), self.keys.cert_pem(out.ca), crt, key)
+                    context, endpoints = self.talos_context()
+                    write_talosconfig(path, context, endpoints, self.keys.cert_pem(out.ca), crt, key)
                     self.record("outputs", "output", "ok", detail=f"talosconfig {path}")
                 case "kubeconfig":
                     path = self.desired.kubeconfig_output
@@ -309,22 +310,16 @@ class Applier:
             update_secrets(self.desired.secrets, secrets)
             self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
 
-    def endpoints(self) -> list[str]:
+    def talos_context(self) -> tuple[str, list[str]]:
+        """Context name and endpoints for the new talosconfig: the operator's (talos provider), or
+        the cluster name and the control planes (files)."""
         if self.desired.provider == "talos":
             from trustplan.providers.talos.talosconfig import load_talosconfig
 
             assert self.desired.talosconfig is not None
-            endpoints = load_talosconfig(self.desired.talosconfig, self.desired.context).endpoints
-            return [e.host if e.port == 50000 else str(e) for e in endpoints]
-        return [n.address for n in self.plan.nodes if n.role == "controlplane"]
-
-    def context_name(self) -> str:
-        if self.desired.provider == "talos":
-            from trustplan.providers.talos.talosconfig import load_talosconfig
-
-            assert self.desired.talosconfig is not None
-            return load_talosconfig(self.desired.talosconfig, self.desired.context).context
-        return self.desired.cluster
+            tc = load_talosconfig(self.desired.talosconfig, self.desired.context)
+            return tc.context, [e.host if e.port == 50000 else str(e) for e in tc.endpoints]
+        return self.desired.cluster, [n.address for n in self.plan.nodes if n.role == "controlplane"]
 
     def _first_cp(self) -> MachineConfig:
         cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
