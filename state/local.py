@@ -7,15 +7,14 @@ into that file so that a second apply can say who holds it.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trustplan.state.backend import Holder
 from trustplan.state.document import StateDocument, dump, empty_state, parse
 
 from trustplan.atomic import write_atomic
@@ -27,6 +26,10 @@ class LocalState:
         self.path = path
         self.lock_path = path.with_name(path.name + ".lock")
         self.backup_path = path.with_name(path.name + ".backup")
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
 
     def read(self, cluster: str) -> StateDocument:
         """The current state, or an empty one (serial 0, no lineage) if there is no file yet."""
@@ -48,7 +51,7 @@ class LocalState:
         write_atomic(self.path, dump(doc))
 
     @contextmanager
-    def lock(self, timeout: float, operation: str) -> Iterator[None]:
+    def lock(self, timeout: float, operation: str, plan_digest: str | None = None) -> Iterator[Holder]:
         """Hold the state lock; wait up to `timeout` seconds, then fail naming the holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -65,21 +68,23 @@ class LocalState:
                             hint="wait for it to finish, or pass --lock-timeout 5m to wait",
                         ) from None
                     time.sleep(0.1)
-            info = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "user": _user(),
-                "operation": operation,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+            holder = Holder.me(operation, plan_digest)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-            yield
+            os.pwrite(fd, json.dumps(holder.to_dict()).encode(), 0)
+            yield holder
         finally:
             try:
                 os.ftruncate(fd, 0)
             finally:
                 os.close(fd)
+
+    def force_unlock(self, lock_id: str) -> Holder:
+        """The operating system releases a flock when its holder exits: there is nothing to force."""
+        raise StateError(
+            f"{self.path}: the local state lock is released by the operating system when its holder exits; "
+            f"there is no lock {lock_id} to force",
+            hint="force-unlock is for remote backends (state: {backend: kubernetes})",
+        )
 
     def _holder(self) -> str:
         try:
@@ -88,14 +93,4 @@ class LocalState:
             info = {}
         if not info:
             return "another process"
-        return (
-            f"{info.get('user', '?')}@{info.get('host', '?')} (pid {info.get('pid', '?')}, "
-            f"{info.get('operation', '?')} since {info.get('since', '?')})"
-        )
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        return Holder.from_dict(info).describe()

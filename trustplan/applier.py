@@ -16,6 +16,7 @@ from typing import Any
 
 from trustplan import pki
 from trustplan.authorities import Material, resolve
+from trustplan.backend_guard import check_backend_outside
 from trustplan.desired import DesiredState
 from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
 from trustplan.errors import (
@@ -42,7 +43,7 @@ from trustplan.planner.document import from_document
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
-from trustplan.state import LocalState, StateDocument
+from trustplan.state import StateBackend, StateDocument
 
 
 @dataclass
@@ -377,7 +378,7 @@ async def apply(
     desired: DesiredState,
     provider: Provider,
     keystore: Keystore,
-    store: LocalState,
+    store: StateBackend,
     document: dict[str, Any],
     plan_digest: str,
     source: str,
@@ -387,9 +388,10 @@ async def apply(
 ) -> Applied:
     """Apply a decoded plan document exactly; refuse it if anything it was made from changed."""
     reporter = reporter or QuietReporter()
-    with store.lock(lock_timeout, "apply"):
+    with store.lock(lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)
         check_bindings(document, desired, state, now, source)
+        check_backend_outside(desired, document)
         live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
         check_live(document, live, source)
         plan = from_document(document)
@@ -443,7 +445,7 @@ async def apply_desired(
     and state file, the provider opened (and closed) for it."""
     provider = make_provider(desired)
     try:
-        return await apply(desired, provider, Keystore(desired.keystore), LocalState(desired.state), document,
+        return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), document,
                            plan_digest, source, now, reporter, lock_timeout)
     finally:
         await provider.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jsonschema
 import yaml
@@ -17,6 +17,10 @@ import yaml
 from trustplan import schemas
 from trustplan.errors import InputError, SchemaError
 from trustplan.providers.base import NodeRef
+from trustplan.state.backend import KubernetesStateSpec, StateBackend
+
+if TYPE_CHECKING:
+    from trustplan.keystore import Keystore
 
 DEFAULT_NAME = "trustplan.yaml"
 PKIName = Literal["talos", "kubernetes"]
@@ -74,6 +78,9 @@ class DesiredState:
     kube_port: int = 6443  # cluster.kubernetes.port
     kube_endpoints: tuple[str, ...] = ()  # cluster.kubernetes.endpoints (empty: one per control plane)
     node_paths: dict[str, str] = field(default_factory=dict)  # address -> its YAML path in cluster.nodes
+    state_remote: KubernetesStateSpec | None = None  # state: {backend: kubernetes, ...}
+    age_recipients: tuple[str, ...] = ()  # keystore.age.recipients: CA keys are encrypted when given
+    age_identity: Path | None = None  # keystore.age.identity (else $TRUSTPLAN_AGE_IDENTITY)
 
     @property
     def base(self) -> Path:
@@ -88,6 +95,22 @@ class DesiredState:
         from trustplan.providers.kubernetes import server_for
 
         return list(self.kube_endpoints) or [server_for(a, self.kube_port) for a in controlplanes]
+
+    def state_backend(self) -> StateBackend:
+        """Where the state lives: the file `state`, or the `state: {backend: kubernetes}` Secret."""
+        from trustplan.state import open_backend
+
+        return open_backend(self.state, self.state_remote)
+
+    def open_keystore(self) -> Keystore:
+        """The keystore directory; with keystore.age, every key in it is encrypted to the recipients."""
+        from trustplan.keystore import Keystore
+
+        if not self.age_recipients:
+            return Keystore(self.keystore)
+        from trustplan.keystore_age import AgeSealer
+
+        return Keystore(self.keystore, AgeSealer(self.age_recipients, self.age_identity, str(self.path)))
 
     def uses(self, name: str) -> PKIName | None:
         for spec in self.trust.values():
@@ -122,6 +145,10 @@ def _yaml_path(parts: Any) -> str:
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"{err.message.split(' (')[0].replace('Additional properties are not allowed', 'unknown key')}"
+    if err.validator == "oneOf" and list(err.absolute_path) == ["state"]:
+        return "must be a file name, or {backend: kubernetes, namespace: NS, name: NAME, kubeconfig: FILE}"
+    if err.validator == "oneOf" and list(err.absolute_path) == ["keystore"]:
+        return "must be a directory, or {path: DIR, age: {recipients: [age1...], identity: FILE}}"
     if err.validator == "oneOf" and list(err.absolute_path) == ["cluster"]:
         return "cluster needs exactly one of machineConfigs (files) or talosconfig + nodes (Talos API)"
     if err.validator == "oneOf":
@@ -244,6 +271,27 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
 
     outputs = doc.get("outputs") or {}
     rollout = doc.get("rollout") or {}
+    keystore = doc.get("keystore", ".trustplan/keys")
+    age = keystore.get("age") if isinstance(keystore, dict) else None
+    if age and doc.get("secrets"):
+        raise err(
+            "secrets.yaml holds CA keys in plaintext, and keystore.age is on (keys encrypted at rest)",
+            "secrets",
+            hint="drop `secrets:` (the encrypted keystore has the keys), or turn keystore encryption off",
+        )
+    state = doc.get("state", "trustplan.state.json")
+    if isinstance(state, str):
+        state = {"backend": "local", "path": state}
+    remote = None
+    if state["backend"] == "kubernetes":
+        remote = KubernetesStateSpec(
+            namespace=state["namespace"],
+            name=state["name"],
+            kubeconfig=base / state["kubeconfig"] if state.get("kubeconfig") else None,
+            context=state.get("context"),
+            lease_seconds=state.get("leaseSeconds", 30),
+            max_bytes=state.get("maxBytes", 512 * 1024),
+        )
     return DesiredState(
         path=path,
         digest=digest,
@@ -255,9 +303,12 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         context=cluster.get("context"),
         authorities=authorities,
         trust=trust,
-        keystore=base / doc.get("keystore", ".trustplan/keys"),
+        keystore=base / (keystore if isinstance(keystore, str) else keystore.get("path", ".trustplan/keys")),
         secrets=base / doc["secrets"] if doc.get("secrets") else None,
-        state=base / doc.get("state", "trustplan.state.json"),
+        state=base / state.get("path", "trustplan.state.json"),
+        state_remote=remote,
+        age_recipients=tuple(age["recipients"]) if age else (),
+        age_identity=base / age["identity"] if age and age.get("identity") else None,
         plan_signing_key=base / doc["planSigning"]["publicKey"] if doc.get("planSigning") else None,
         talosconfig_output=base / outputs["talosconfig"] if outputs.get("talosconfig") else None,
         kubeconfig_output=base / outputs["kubeconfig"] if outputs.get("kubeconfig") else None,

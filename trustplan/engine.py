@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from trustplan import __version__, pki
 from trustplan.authorities import Material, Resolved, resolve
+from trustplan.backend_guard import check_backend_outside
 from trustplan.desired import DesiredState
 from trustplan.errors import (
     InputError,
@@ -44,7 +45,7 @@ from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.rewrite import rewrite
-from trustplan.state import LocalState, StateDocument
+from trustplan.state import StateDocument
 
 
 class Reporter(Protocol):
@@ -229,12 +230,14 @@ async def plan_desired(
 ) -> Planned:
     """`trustplan plan` without the printing: read the state under its lock, make the plan with a
     provider opened (and closed) for it. New CA keys are not saved yet: `Planned.save_new_keys()`."""
-    store = LocalState(desired.state)
+    store = desired.state_backend()
     provider = make_provider(desired)
     try:
         with store.lock(lock_timeout, "plan"):
             state = store.read(desired.cluster)
-        return await make(desired, provider, Keystore(desired.keystore), state, now, expires_in, reporter)
+        planned = await make(desired, provider, desired.open_keystore(), state, now, expires_in, reporter)
+        check_backend_outside(desired, planned.document)
+        return planned
     finally:
         await provider.close()
 

@@ -68,7 +68,7 @@ def apply(
     print_data(
         f"Apply complete: {sum(1 for s in result.steps if s['kind'] == 'write')} node changes, "
         f"{sum(1 for s in result.steps if s['kind'] == 'gate')} gates passed. "
-        f"State serial {result.state['serial']} in {desired.state}.\n"
+        f"State serial {result.state['serial']} in {desired.state_backend().where}.\n"
     )
 
 

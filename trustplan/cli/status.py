@@ -13,7 +13,6 @@ from trustplan import engine, pki
 from trustplan.cli.common import ConfigOption, Format, FormatOption, load_desired, out, print_data, run
 from trustplan.live import LiveCluster, read_cluster
 from trustplan.planner import PKIS
-from trustplan.state import LocalState
 
 
 def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Format.text) -> None:
@@ -28,7 +27,7 @@ def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Fo
             await provider.close()
 
     live = run(go())
-    state = LocalState(desired.state).read(desired.cluster)
+    state = desired.state_backend().read(desired.cluster)
     report = build_report(live, state)
     if fmt is Format.json:
         print_data(json.dumps(report, indent=2, sort_keys=True) + "\n")

@@ -6,13 +6,12 @@ from pathlib import Path
 
 from trustplan import authorities, machineconfig, pki
 from trustplan.cli.common import ConfigOption, err, load_desired, print_data
-from trustplan.keystore import Keystore
 
 
 def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     """Check the desired state offline: schema, names, imported CAs, machine-config files."""
     desired = load_desired(config)
-    resolved = authorities.resolve(desired, Keystore(desired.keystore), None, pki.utcnow(), generate=False)
+    resolved = authorities.resolve(desired, desired.open_keystore(), None, pki.utcnow(), generate=False)
     for address, path in desired.machine_configs.items():
         if not path.is_file():
             raise desired.error(f"machine config file not found: {path}", f"cluster.machineConfigs.{address}")
