@@ -309,9 +309,8 @@ class KubernetesState:
                     self._take(api.create_namespaced_lease, self.spec.namespace, self._lease_body(me, now, None))
                     return me
                 if _lease_free(lease, now):
-                    self._take(
-                        api.replace_namespaced_lease, self.spec.name, self.spec.namespace, self._lease_body(me, now, lease)
-                    )
+                    body = self._lease_body(me, now, lease)
+                    self._take(api.replace_namespaced_lease, self.spec.name, self.spec.namespace, body)
                     return me
             except ApiException as exc:
                 if exc.status != 409:  # 409: another process was faster; look again

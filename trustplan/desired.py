@@ -153,6 +153,11 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
         return "cluster needs exactly one of machineConfigs (files) or talosconfig + nodes (Talos API)"
     if err.validator == "oneOf":
         return "must be either {generate: {...}} or {certificate: FILE, key: FILE}"
+    where = list(err.absolute_path)[:1]
+    if err.validator == "pattern" and where == ["keystore"]:
+        return f"{err.instance!r} is not an age public key (age1...) or an SSH public key (ssh-ed25519 ...)"
+    if err.validator == "pattern" and where == ["state"]:
+        return f"{err.instance!r} is not a Kubernetes object name (lower-case letters, digits, '-')"
     if err.validator in ("anyOf", "pattern"):
         return f"{err.instance!r} is not an authority name or sha256:<64 hex digits>"
     return err.message

@@ -18,6 +18,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from trustplan import __version__
 from trustplan.cli import apply, init, plan, show, status, validate
 from trustplan.cli.common import err
+from trustplan.cli.keystore import keystore_app
+from trustplan.cli.state import force_unlock, state_app
 from trustplan.errors import TrustplanError
 
 app = typer.Typer(
@@ -33,6 +35,9 @@ app.command("show")(show.show)
 app.command("apply")(apply.apply)
 app.command("status")(status.status)
 app.command("init")(init.init)
+app.command("force-unlock")(force_unlock)
+app.add_typer(state_app, name="state")
+app.add_typer(keystore_app, name="keystore")
 try:
     from trustplan.cli.sim import sim_app
 
