@@ -11,10 +11,10 @@ import pyrage
 import pytest
 from cryptography.hazmat.primitives import serialization
 from kubeapi import Simulator, run
-from trustplan.keystore_age import AgeSealer
 
 from trustplan import pki
 from trustplan.keystore import Keystore
+from trustplan.keystore_age import AgeSealer
 
 
 def identity() -> tuple[str, str]:
