@@ -292,7 +292,7 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         remote = KubernetesStateSpec(
             namespace=state["namespace"],
             name=state["name"],
-            kubeconfig=base / state["kubeconfig"] if state.get("kubeconfig") else None,
+            kubeconfig=base / Path(state["kubeconfig"]).expanduser() if state.get("kubeconfig") else None,
             context=state.get("context"),
             lease_seconds=state.get("leaseSeconds", 30),
             max_bytes=state.get("maxBytes", 512 * 1024),
@@ -313,7 +313,7 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         state=base / state.get("path", "trustplan.state.json"),
         state_remote=remote,
         age_recipients=tuple(age["recipients"]) if age else (),
-        age_identity=base / age["identity"] if age and age.get("identity") else None,
+        age_identity=base / Path(age["identity"]).expanduser() if age and age.get("identity") else None,
         plan_signing_key=base / doc["planSigning"]["publicKey"] if doc.get("planSigning") else None,
         talosconfig_output=base / outputs["talosconfig"] if outputs.get("talosconfig") else None,
         kubeconfig_output=base / outputs["kubeconfig"] if outputs.get("kubeconfig") else None,
