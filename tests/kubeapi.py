@@ -84,6 +84,7 @@ class KubeAPIServer:
         sa_key = ec.generate_private_key(ec.SECP256R1())
         files = {
             "ca.crt": pki.cert_to_pem(ca),
+            "ca.key": pki.key_to_pkcs8_pem(ca_key),
             "server.crt": pki.cert_to_pem(srv),
             "server.key": pki.key_to_pkcs8_pem(srv_key),
             "admin.crt": pki.cert_to_pem(adm),
