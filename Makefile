@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-files lint typecheck unit proto bench clean
+.PHONY: test demo demo-files lint typecheck unit proto bench clean peers
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,10 @@ demo-files: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python providers/talos/proto/generate.py
+
+# Real peers the tests run against, built once per machine into ~/.cache/trustplan/peers (~12 min).
+peers:
+	bash scripts/peers/kube-apiserver.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rotation.py

@@ -279,8 +279,8 @@ class KubernetesState:
             spec=client.V1LeaseSpec(
                 holder_identity=holder.describe(),
                 lease_duration_seconds=self.spec.lease_seconds,
-                acquire_time=now,
-                renew_time=now,
+                acquire_time=_micro(now),
+                renew_time=_micro(now),
                 lease_transitions=transitions,
             ),
         )
@@ -341,7 +341,8 @@ class KubernetesState:
                     taker = "nobody (the Lease was deleted)" if lease is None else _lease_holder(lease).describe()
                     self._lost = f"it is now held by {taker}"
                     return
-                lease.spec.renew_time = dt.datetime.now(dt.UTC)
+                lease.spec.renew_time = _micro(dt.datetime.now(dt.UTC))
+                lease.spec.acquire_time = _micro(lease.spec.acquire_time) if lease.spec.acquire_time else None
                 self._coordination().replace_namespaced_lease(
                     self.spec.name, self.spec.namespace, lease, _request_timeout=CALL_TIMEOUT
                 )
@@ -391,6 +392,12 @@ class KubernetesState:
         except ApiException as exc:
             raise StateError(f"{self.where}: the lock changed while unlocking ({_api_message(exc)})") from None
         return current
+
+
+def _micro(t: dt.datetime) -> str:
+    """A MicroTime as the API server parses it (RFC 3339 with exactly six fraction digits; the client's
+    isoformat() drops them when they are zero, which the server refuses)."""
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _lease_free(lease: Any, now: dt.datetime) -> bool:
