@@ -20,6 +20,7 @@ import base64
 import datetime as dt
 import gzip
 import json
+import ssl
 import threading
 import time
 import uuid
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 from trustplan.state.backend import Holder, KubernetesStateSpec
 from trustplan.state.document import StateDocument, dump, empty_state, parse
+from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
 from trustplan.atomic import write_atomic
 from trustplan.errors import StateError
@@ -112,10 +114,13 @@ class KubernetesState:
                     if exc.status in (401, 403):
                         raise StateError(f"{self.where}: {what}: {_api_message(exc)}") from None
                     raise
-            except Exception as exc:  # noqa: BLE001 - connection errors: the server may be restarting
-                if time.monotonic() >= deadline:
-                    from trustplan.providers.kubernetes import describe_error
+            except (HTTPError, OSError) as exc:  # connection errors: the server may be restarting
+                from trustplan.providers.kubernetes import describe_error
 
+                reason = exc.reason if isinstance(exc, MaxRetryError) else exc
+                if isinstance(reason, SSLError | ssl.SSLError):  # a wrong CA or certificate: retrying won't help
+                    raise StateError(f"{self.where}: {what}: {describe_error(exc)}") from None
+                if time.monotonic() >= deadline:
                     raise StateError(
                         f"{self.where}: {what}: {describe_error(exc)} (retried for {self.spec.retry_seconds:g}s)"
                     ) from None
@@ -279,8 +284,8 @@ class KubernetesState:
             spec=client.V1LeaseSpec(
                 holder_identity=holder.describe(),
                 lease_duration_seconds=self.spec.lease_seconds,
-                acquire_time=_micro(now),
-                renew_time=_micro(now),
+                acquire_time=_micro(now),  # type: ignore[arg-type]  # see _micro
+                renew_time=_micro(now),  # type: ignore[arg-type]
                 lease_transitions=transitions,
             ),
         )
