@@ -145,9 +145,9 @@ def _yaml_path(parts: Any) -> str:
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"{err.message.split(' (')[0].replace('Additional properties are not allowed', 'unknown key')}"
-    if err.validator == "oneOf" and list(err.absolute_path) == ["state"]:
+    if err.validator == "type" and list(err.absolute_path) == ["state"]:
         return "must be a file name, or {backend: kubernetes, namespace: NS, name: NAME, kubeconfig: FILE}"
-    if err.validator == "oneOf" and list(err.absolute_path) == ["keystore"]:
+    if err.validator == "type" and list(err.absolute_path) == ["keystore"]:
         return "must be a directory, or {path: DIR, age: {recipients: [age1...], identity: FILE}}"
     if err.validator == "oneOf" and list(err.absolute_path) == ["cluster"]:
         return "cluster needs exactly one of machineConfigs (files) or talosconfig + nodes (Talos API)"
