@@ -217,14 +217,17 @@ class KubernetesState:
         )
 
     def _encode(self, doc: StateDocument) -> bytes:
-        """gzip of the canonical JSON, the oldest history entries dropped until it fits `max_bytes`."""
-        doc = dict(doc)
+        """gzip of the canonical JSON, the oldest history entries dropped until it fits `max_bytes`
+        (their number is added to `history_compacted`); the newest entry always stays."""
         history = list(doc["history"])
-        dropped = 0
+        compacted = doc.get("history_compacted", 0)
         while True:
-            data = gzip.compress(dump({**doc, "history": history}), mtime=0)
+            candidate = {**doc, "history": history}
+            if compacted:
+                candidate["history_compacted"] = compacted
+            data = gzip.compress(dump(candidate), mtime=0)
             if len(data) <= self.spec.max_bytes:
-                break
+                return data
             if len(history) <= 1:
                 raise StateError(
                     f"{self.where}: the state is {len(data)} bytes compressed even with one history entry, "
@@ -234,11 +237,7 @@ class KubernetesState:
             over = (len(data) - self.spec.max_bytes) / len(data)
             cut = min(len(history) - 1, max(1, int(len(history) * over / 2)))
             history = history[cut:]
-            dropped += cut
-        if dropped:
-            doc["history_compacted"] = doc.get("history_compacted", 0) + dropped
-            data = gzip.compress(dump({**doc, "history": history}), mtime=0)
-        return data
+            compacted += cut
 
     def _decode(self, secret: Any) -> StateDocument:
         raw = (secret.data or {}).get(KEY)

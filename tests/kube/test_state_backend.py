@@ -150,7 +150,7 @@ def test_a_held_lock_names_its_holder_and_waiting_gets_it(kube_api: KubeAPIServe
         lease = kube_api.coordination().read_namespaced_lease(name, "trustplan")
         assert f"pid {holder.pid}" in lease.spec.holder_identity
         with KubernetesState(spec(kube_api, name), tmp_path).lock(30, "apply") as mine:  # waits for the release
-            assert holder.poll() == 0  # the holder finished and released it
+            assert holder.wait(timeout=30) == 0  # it ran to its end: released, not expired (30 s lease)
             lease = kube_api.coordination().read_namespaced_lease(name, "trustplan")
             assert json.loads(lease.metadata.annotations["trustplan.dev/holder"])["lock_id"] == mine.lock_id
     finally:
