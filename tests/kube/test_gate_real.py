@@ -44,7 +44,7 @@ def check(api: KubeAPIServer, cred: Credential, expected: list[ExpectedNode]) ->
 
 
 def test_gate_passes_when_every_node_is_ready(kube_api: KubeAPIServer, nodes: list[ExpectedNode]) -> None:
-    assert check(kube_api, credential(kube_api), nodes) == {kube_api.server: "2 nodes Ready (v1.34.4)"}  # the real server's version
+    assert check(kube_api, credential(kube_api), nodes) == {kube_api.server: "2 nodes Ready (v1.34.4)"}
 
 
 def test_gate_names_a_missing_node(kube_api: KubeAPIServer, nodes: list[ExpectedNode]) -> None:

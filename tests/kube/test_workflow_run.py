@@ -84,8 +84,9 @@ class Team:
             "TRUSTPLAN_REPO": f"file://{ROOT}",
             "TRUSTPLAN_COMMIT": git("rev-parse", "HEAD", cwd=ROOT),
             "PATH": f"{ci_venv / 'bin'}:/usr/bin:/bin",
-            "PIP_NO_DEPS": "1", "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "1", "PIP_IGNORE_INSTALLED": "1",
+            "PIP_NO_DEPS": "1", "PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0", "PIP_IGNORE_INSTALLED": "1",
             "PIP_DISABLE_PIP_VERSION_CHECK": "1", "VIRTUAL_ENV": str(ci_venv),
+            # (pip reads PIP_NO_BUILD_ISOLATION inverted: "0" means --no-build-isolation)
         }
         self.artifacts: dict[str, bytes] = {}
 
