@@ -228,3 +228,33 @@ def test_an_unreachable_server_is_named_after_the_retries(kube_api: KubeAPIServe
             store.read("demo")
     finally:
         kube_api.restart()
+
+
+def test_a_holder_whose_lock_was_forced_away_cannot_overwrite_the_new_holder(
+    kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    name = fresh_name()
+    old = KubernetesState(spec(kube_api, name, lease_seconds=6), tmp_path / "old")
+    new = KubernetesState(spec(kube_api, name), tmp_path / "new")
+    with old.lock(0, "apply") as old_holder:
+        stale = old.read("demo")
+        new.force_unlock(old_holder.lock_id)  # someone believed the old holder dead
+        with new.lock(0, "apply"):
+            new.read("demo")
+            new.write(doc_with(1, lineage="new"))
+        stale["serial"], stale["lineage"] = 1, "old"
+        with pytest.raises(StateError, match="the state was not written"):
+            old.write(stale)
+        deadline = time.monotonic() + 15
+        while "lock was lost" not in _write_error(old, stale) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the old holder's next renewal sees the Lease is no longer its own
+        assert "the state lock was lost while this process held it" in _write_error(old, stale)
+    assert stored(kube_api, name)["lineage"] == "new"
+
+
+def _write_error(store: KubernetesState, doc: dict[str, Any]) -> str:
+    try:
+        store.write(doc)
+    except StateError as exc:
+        return str(exc)
+    return ""
