@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-files lint typecheck unit proto bench clean peers
+.PHONY: test demo demo-files lint typecheck unit proto bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,7 @@ proto: $(STAMP)
 	$(BIN)/python providers/talos/proto/generate.py
 
 # Real peers the tests run against, built once per machine into ~/.cache/trustplan/peers (~12 min).
+.PHONY: peers
 peers:
 	bash scripts/peers/kube-apiserver.sh
 
