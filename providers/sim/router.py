@@ -57,7 +57,9 @@ class _Methods(dict[str, Handler]):
             return found
 
         async def unimplemented(stream: Stream[Any, Any]) -> None:
-            raise GRPCError(Status.UNIMPLEMENTED, f"unknown method {key.rsplit('/', 1)[-1]} for service {_service(key)}")
+            raise GRPCError(
+                Status.UNIMPLEMENTED, f"unknown method {key.rsplit('/', 1)[-1]} for service {_service(key)}"
+            )
 
         return Handler(unimplemented, Cardinality.UNARY_UNARY, Empty, Empty)
 

@@ -65,7 +65,9 @@ def test_plural_nodes_metadata_reaches_the_named_nodes(tmp_path: Path) -> None:
             # apply-config -n worker -e cp lands on the worker, not on the endpoint
             before_cp = cp.config
             edited = worker.config.replace(b"hostname: worker-1", b"hostname: worker-one")
-            request = machine_pb2.ApplyConfigurationRequest(data=edited, mode=machine_pb2.ApplyConfigurationRequest.NO_REBOOT)
+            request = machine_pb2.ApplyConfigurationRequest(
+                data=edited, mode=machine_pb2.ApplyConfigurationRequest.NO_REBOOT
+            )
             reply = await machine.ApplyConfiguration(request, metadata=_nodes(worker.address), timeout=10)
             assert [m.metadata.hostname for m in reply.messages] == [worker.address]
             assert worker.config == edited and cp.config == before_cp
@@ -135,7 +137,9 @@ def test_os_and_kubernetes_roots(tmp_path: Path, layout: str) -> None:
         channel = _channel(cluster)
         state = cosi_state_grpc.StateStub(channel)
         try:
-            got = await state.Get(cosi_state_pb2.GetRequest(**OS_ROOT, id="os"), metadata={"node": cp.address}, timeout=5)
+            got = await state.Get(
+                cosi_state_pb2.GetRequest(**OS_ROOT, id="os"), metadata={"node": cp.address}, timeout=5
+            )
             os_root = resource_secrets_pb2.OSRootSpec.FromString(got.resource.spec.proto_spec)
             assert os_root.issuing_ca.crt == cluster.secrets.os.crt_pem and os_root.issuing_ca.key
             assert [c.crt for c in os_root.accepted_c_as] == [cluster.secrets.os.crt_pem]
@@ -148,7 +152,9 @@ def test_os_and_kubernetes_roots(tmp_path: Path, layout: str) -> None:
             assert not worker_root.HasField("issuing_ca")  # a worker has no key: no issuing CA
             assert [c.crt for c in worker_root.accepted_c_as] == [cluster.secrets.os.crt_pem]
 
-            got = await state.Get(cosi_state_pb2.GetRequest(**K8S_ROOT, id="k8s"), metadata={"node": cp.address}, timeout=5)
+            got = await state.Get(
+                cosi_state_pb2.GetRequest(**K8S_ROOT, id="k8s"), metadata={"node": cp.address}, timeout=5
+            )
             k8s_root = resource_secrets_pb2.KubernetesRootSpec.FromString(got.resource.spec.proto_spec)
             assert k8s_root.issuing_ca.crt == cluster.secrets.k8s.crt_pem and k8s_root.issuing_ca.key
             assert k8s_root.name == "sim"
@@ -189,7 +195,10 @@ def test_members_have_protobuf_specs(tmp_path: Path) -> None:
                 spec.machine_type,
                 spec.operating_system,
             )
-        expected_type = {"controlplane": resource_enums_pb2.TYPE_CONTROL_PLANE, "worker": resource_enums_pb2.TYPE_WORKER}
+        expected_type = {
+            "controlplane": resource_enums_pb2.TYPE_CONTROL_PLANE,
+            "worker": resource_enums_pb2.TYPE_WORKER,
+        }
         assert members == {
             n.hostname: ([n.address], expected_type[n.role], f"Talos ({cluster.talos_version})") for n in cluster.nodes
         }
@@ -254,9 +263,9 @@ def test_one_talos_version_everywhere(tmp_path: Path, layout: str, version: str)
         finally:
             channel.close()
         assert {m.version.tag for m in reply.messages} == {version}
-        assert {resource_cluster_pb2.MemberSpec.FromString(r.resource.spec.proto_spec).operating_system for r in listed} == {
-            f"Talos ({version})"
-        }
+        assert {
+            resource_cluster_pb2.MemberSpec.FromString(r.resource.spec.proto_spec).operating_system for r in listed
+        } == {f"Talos ({version})"}
         for node in cluster.nodes:
             image = node.parsed.v1alpha1["machine"]["install"]["image"]
             assert image == f"ghcr.io/siderolabs/installer:{version}"
