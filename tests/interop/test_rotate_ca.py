@@ -15,13 +15,15 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import applies, printed_ca, run_killed_after_applies, talosctl, trustplan
+from interop_tools import applies, printed_ca, run_killed_after_applies, talosctl, talosctl_binary, trustplan
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
 from trustplan import machineconfig, pki
 
 FAST_K8S = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 200}
+
+pytestmark = pytest.mark.interop
 
 
 def _issuers(cluster: SimCluster, pki_name: str) -> set[bytes | None]:
@@ -53,7 +55,9 @@ def _desired_from_live(cluster: SimCluster, talos_ca: bytes, k8s_ca: bytes | Non
     (cluster.dir / "trustplan.yaml").write_text(head + trust + tail)
 
 
-def test_rotate_ca_both_pkis_then_trustplan_reads_it(talosctl_path: Path, tmp_path: Path) -> None:
+def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path) -> None:
+    talosctl_path = talosctl_binary()
+
     async def scenario(cluster: SimCluster) -> None:
         cp = cluster.controlplanes[0]
         old_config = tmp_path / "talosconfig.old"
@@ -107,7 +111,9 @@ def test_rotate_ca_both_pkis_then_trustplan_reads_it(talosctl_path: Path, tmp_pa
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **FAST_K8S)
 
 
-def test_talosctl_reaches_every_node_after_a_trustplan_rotation(talosctl_path: Path, tmp_path: Path) -> None:
+def test_talosctl_reaches_every_node_after_a_trustplan_rotation(tmp_path: Path) -> None:
+    talosctl_path = talosctl_binary()
+
     async def scenario(cluster: SimCluster) -> None:
         old_config = tmp_path / "talosconfig.old"
         shutil.copy(cluster.talosconfig, old_config)
@@ -125,8 +131,9 @@ def test_talosctl_reaches_every_node_after_a_trustplan_rotation(talosctl_path: P
 
 
 @pytest.mark.parametrize("stop_after", ["first", "middle", "last"])
-def test_trustplan_finishes_a_killed_rotate_ca(talosctl_path: Path, tmp_path: Path, stop_after: str) -> None:
+def test_trustplan_finishes_a_killed_rotate_ca(tmp_path: Path, stop_after: str) -> None:
     """rotate-ca makes 3 phases x 5 nodes = 15 applies; kill it after apply 1, 8 or 15."""
+    talosctl_path = talosctl_binary()
 
     async def scenario(cluster: SimCluster) -> None:
         total = 3 * len(cluster.nodes)

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import talosctl
+from interop_tools import talosctl, talosctl_binary
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
 from trustplan import machineconfig
+
+pytestmark = pytest.mark.interop
 
 
 def _json_docs(text: str) -> list[dict]:
@@ -31,8 +33,9 @@ def _json_docs(text: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("layout", "k8s"), [("legacy", False), ("legacy", True), ("multidoc", False), ("multidoc", True)]
 )
-def test_read_commands(talosctl_path: Path, tmp_path: Path, layout: str, k8s: bool) -> None:
+def test_read_commands(tmp_path: Path, layout: str, k8s: bool) -> None:
     """version, get machineconfig / members / rd, `-n worker -e cp`, `-n a,b`, kubeconfig, Unimplemented."""
+    talosctl_path = talosctl_binary()
 
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[1]
@@ -98,8 +101,9 @@ def test_read_commands(talosctl_path: Path, tmp_path: Path, layout: str, k8s: bo
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
-def test_apply_config_lands_on_the_named_node(talosctl_path: Path, tmp_path: Path, dry_run: bool) -> None:
+def test_apply_config_lands_on_the_named_node(tmp_path: Path, dry_run: bool) -> None:
     """`talosctl -n worker -e cp apply-config --mode no-reboot [--dry-run]` changes the worker only."""
+    talosctl_path = talosctl_binary()
 
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[0]

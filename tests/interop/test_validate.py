@@ -14,11 +14,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import run, trustplan
+from interop_tools import run, talosctl_binary, trustplan
 
 REPO = Path(__file__).resolve().parents[2]
 GEN_CONFIG = REPO / "tests" / "fixtures" / "talosctl-gen-config"
 EXAMPLE = REPO / "examples" / "files"
+
+pytestmark = pytest.mark.interop
 
 
 async def _validate(talosctl: Path, config: Path) -> None:
@@ -27,7 +29,9 @@ async def _validate(talosctl: Path, config: Path) -> None:
 
 
 @pytest.mark.parametrize("source", [EXAMPLE, GEN_CONFIG], ids=["examples-files", "talosctl-gen-config"])
-def test_every_config_trustplan_writes_validates(talosctl_path: Path, tmp_path: Path, source: Path) -> None:
+def test_every_config_trustplan_writes_validates(tmp_path: Path, source: Path) -> None:
+    talosctl_path = talosctl_binary()
+
     async def scenario() -> None:
         work = tmp_path / "cluster"
         shutil.copytree(source, work)

@@ -1,5 +1,9 @@
 """Running talosctl and trustplan as a user would, from a test that hosts the simulator in-process.
 
+Every test module here is marked `interop` (deselected from the default run); `make interop`
+builds talosctl if it is missing, exports TALOSCTL and runs them. A missing binary fails the tests:
+it never skips them.
+
 The simulator runs on the test's event loop, so every external command runs as an asyncio
 subprocess: the loop keeps serving the Talos API while talosctl talks to it.
 """
@@ -14,7 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from trustplan.providers.sim.cluster import SimCluster
+
+CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
+VERSION = "v1.12.1"
+
+
+def talosctl_binary() -> Path:
+    """The talosctl binary: $TALOSCTL, else the cached build of scripts/peers/talosctl.sh."""
+    path = Path(os.environ.get("TALOSCTL") or CACHE / f"talosctl-{VERSION}")
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"talosctl not found at {path}: run `make interop` (it builds it with scripts/peers/talosctl.sh)")
+    return path
 
 
 @dataclass(frozen=True)
