@@ -147,9 +147,11 @@ def rd_resource(definition: Definition, created: dt.datetime) -> cosi_resource_p
 
 
 def config_resource(node: SimNode, rid: str) -> cosi_resource_pb2.Resource:
-    """`config/MachineConfigs.config.talos.dev/<rid>`: the exact bytes last applied."""
+    """`config/MachineConfigs.config.talos.dev/<rid>`: the exact bytes last applied. `yaml_spec` is
+    the config as one YAML string, which the annotation `talos.dev/yaml-spec` announces (talosctl
+    reads a spec without it the way Talos releases before the annotation wrote it)."""
     spec = resource_config_pb2.MachineConfigSpec(yaml_marshalled=node.config)
-    return _resource(
+    resource = _resource(
         CONFIG_NAMESPACE,
         CONFIG_TYPE,
         rid,
@@ -159,6 +161,8 @@ def config_resource(node: SimNode, rid: str) -> cosi_resource_pb2.Resource:
         spec,
         yaml_text=yaml.dump(node.config.decode(), Dumper=_Dumper),
     )
+    resource.metadata.annotations["talos.dev/yaml-spec"] = "1"
+    return resource
 
 
 def os_root_resource(node: SimNode) -> cosi_resource_pb2.Resource:

@@ -61,7 +61,8 @@ class _Methods(dict[str, Handler]):
                 Status.UNIMPLEMENTED, f"unknown method {key.rsplit('/', 1)[-1]} for service {_service(key)}"
             )
 
-        return Handler(unimplemented, Cardinality.UNARY_UNARY, Empty, Empty)
+        # the reply type only matters when fanning out: apid's error reply is an EmptyResponse
+        return Handler(unimplemented, Cardinality.UNARY_UNARY, Empty, common_pb2.EmptyResponse)
 
 
 def _service(method: str) -> str:
