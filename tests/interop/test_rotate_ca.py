@@ -48,7 +48,7 @@ def _desired_from_live(cluster: SimCluster, talos_ca: bytes, k8s_ca: bytes | Non
     """A trustplan.yaml that names the CAs now live (`sha256:`): managing the cluster as it is."""
     text = (cluster.dir / "trustplan.yaml").read_text()
     head = text.split("authorities:\n", 1)[0]
-    trust = f"trust:\n  talos: {{issuer: '{_fp(talos_ca)}', accepted: []}}\n"
+    trust = f"authorities: {{}}\ntrust:\n  talos: {{issuer: '{_fp(talos_ca)}', accepted: []}}\n"
     if k8s_ca is not None:
         trust += f"  kubernetes: {{issuer: '{_fp(k8s_ca)}', accepted: []}}\n"
     tail = "keystore:" + text.split("keystore:", 1)[1]
