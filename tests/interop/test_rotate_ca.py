@@ -176,3 +176,20 @@ def test_trustplan_finishes_a_killed_rotate_ca(tmp_path: Path, stop_after: str) 
         assert again.code == 0, again.out + again.err
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+
+
+def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path) -> None:
+    """talosctl v1.12.1 cannot read a config with a KubeAPIServerCAConfig document (Talos 1.14): it
+    stops before its first ApplyConfiguration and changes nothing. trustplan rotates such clusters."""
+    talosctl_path = talosctl_binary()
+
+    async def scenario(cluster: SimCluster) -> None:
+        before = {n.name: n.config for n in cluster.nodes}
+        result = await talosctl(
+            talosctl_path, cluster, "-n", cluster.controlplanes[0].address, "rotate-ca", "--dry-run=false",
+            "--talos=true", "--kubernetes=false", "-o", str(tmp_path / "new"), timeout=120,
+        )  # fmt: skip
+        assert result.code != 0 and '"KubeAPIServerCAConfig" "v1alpha1": not registered' in result.err
+        assert {n.name: n.config for n in cluster.nodes} == before and applies(cluster) == 0
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, config_layout="multidoc")
