@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -144,14 +145,19 @@ def main() -> None:
     if not os.access(talosctl, os.X_OK):
         raise SystemExit(f"talosctl not found at {talosctl}: run `make race` or scripts/peers/talosctl.sh")
     version = subprocess.run([str(talosctl), "version", "--client", "--short"], capture_output=True, text=True).stdout
-    print(f"talosctl: {version.strip() or talosctl}; {os.cpu_count()} CPUs", file=sys.stderr)
+    print(f"talosctl: {' '.join(version.split()) or talosctl}; {os.cpu_count()} CPUs", file=sys.stderr)
     results = []
-    with tempfile.TemporaryDirectory(prefix="race-") as tmp:
-        for pki in args.pki:
-            for latency in args.latency_ms:
-                r = race_one(talosctl, Path(tmp), pki, latency, args.controlplanes, args.workers)
-                print(json.dumps(r), file=sys.stderr)
-                results.append(r)
+    tmp = Path(tempfile.mkdtemp(prefix="race-"))
+    for pki in args.pki:
+        for latency in args.latency_ms:
+            try:
+                r = race_one(talosctl, tmp, pki, latency, args.controlplanes, args.workers)
+            except SystemExit:
+                print(f"kept {tmp} (simulator logs: *.log)", file=sys.stderr)
+                raise
+            print(json.dumps(r), file=sys.stderr)
+            results.append(r)
+    shutil.rmtree(tmp)
     print("| CA | nodes | latency | talosctl rotate-ca | trustplan plan + apply | ratio |")
     print("|---|---|---|---|---|---|")
     for r in results:
