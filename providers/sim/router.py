@@ -51,7 +51,7 @@ def _roles_of_peer(peer: Any) -> list[str]:
 class _Methods(dict[str, Handler]):
     """The server's method table; an unknown method gets a handler that answers UNIMPLEMENTED."""
 
-    def get(self, key: str, default: Any = None) -> Handler:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Handler:
         found = super().get(key)
         if found is not None:
             return found

@@ -272,3 +272,28 @@ def test_one_talos_version_everywhere(tmp_path: Path, layout: str, version: str)
         assert machineconfig.talos_version(cluster.config_layout) == version  # type: ignore[arg-type]
 
     run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, config_layout=layout)
+
+
+def test_streaming_call_fanned_out_is_stamped_per_message(tmp_path: Path) -> None:
+    """`talosctl kubeconfig` reads a server stream under `nodes`: every chunk names its node."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        cp, other = cluster.controlplanes
+        channel = _channel(cluster)
+        try:
+            async with machine_grpc.MachineServiceStub(channel).Kubeconfig.open(
+                metadata=_nodes(other.address, cluster.workers[0].address), timeout=10
+            ) as stream:
+                await stream.send_message(Empty(), end=True)
+                chunks = [m async for m in stream]
+        finally:
+            channel.close()
+        data = [c for c in chunks if c.bytes]
+        errors = [c for c in chunks if c.metadata.error]
+        assert data and {c.metadata.hostname for c in data} == {other.address}
+        # a worker has no kubeconfig to give: its error travels in the stream, not as the call's status
+        assert [c.metadata.hostname for c in errors] == [cluster.workers[0].address]
+        assert errors[0].metadata.status.code == Status.FAILED_PRECONDITION.value
+        assert cp.address not in {c.metadata.hostname for c in chunks}
+
+    run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1)
