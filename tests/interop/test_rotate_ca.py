@@ -4,8 +4,9 @@
   trustplan `status` and `plan` read the result (a plan naming the live CAs has nothing to do);
 - the reverse: after a trustplan rotation, talosctl with the talosconfig trustplan wrote reaches
   every node;
-- talosctl rotate-ca killed right after its first, middle and last ApplyConfiguration: trustplan
-  `plan` + `apply`, given the CA talosctl printed, finish the rotation.
+- talosctl rotate-ca (Talos CA, and Kubernetes CA) killed right after its first, middle and last
+  ApplyConfiguration: trustplan `plan` + `apply`, given the CA talosctl printed, finish the rotation;
+- talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything.
 """
 
 from __future__ import annotations
@@ -130,52 +131,53 @@ def test_talosctl_reaches_every_node_after_a_trustplan_rotation(tmp_path: Path) 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **FAST_K8S)
 
 
+@pytest.mark.parametrize("pki_name", ["talos", "kubernetes"])
 @pytest.mark.parametrize("stop_after", ["first", "middle", "last"])
-def test_trustplan_finishes_a_killed_rotate_ca(tmp_path: Path, stop_after: str) -> None:
-    """rotate-ca makes 3 phases x 5 nodes = 15 applies; kill it after apply 1, 8 or 15."""
+def test_trustplan_finishes_a_killed_rotate_ca(tmp_path: Path, stop_after: str, pki_name: str) -> None:
+    """rotate-ca makes 3 phases x 5 nodes = 15 applies per CA; kill it after apply 1, 8 or 15."""
     talosctl_path = talosctl_binary()
+    talos = pki_name == "talos"
 
     async def scenario(cluster: SimCluster) -> None:
         total = 3 * len(cluster.nodes)
         n = {"first": 1, "middle": total // 2 + 1, "last": total}[stop_after]
         cp = cluster.controlplanes[0]
         argv: list[str | Path] = [
-            talosctl_path,
-            "--talosconfig",
-            cluster.talosconfig,
-            "-n",
-            cp.address,
-            "rotate-ca",
-            "--dry-run=false",
-            "--talos=true",
-            "--kubernetes=false",
-            "-o",
-            tmp_path / "talosconfig.talosctl",
-        ]
+            talosctl_path, "--talosconfig", cluster.talosconfig, "-n", cp.address, "rotate-ca", "--dry-run=false",
+            f"--talos={str(talos).lower()}", f"--kubernetes={str(not talos).lower()}",
+            "-o", tmp_path / "talosconfig.talosctl",
+        ]  # fmt: skip
         result = await run_killed_after_applies(argv, cluster, n)
         assert applies(cluster) == n
         # the user kept talosctl's output: the new CA (and key), and the talosconfig it printed
-        crt, key = printed_ca(result.out, "New Talos CA")
+        crt, key = printed_ca(result.out, "New Talos CA" if talos else "New Kubernetes CA")
         (cluster.dir / "talosctl-ca.crt").write_bytes(crt)
         (cluster.dir / "talosctl-ca.key").write_bytes(key)
-        if stop_after == "last":  # every node dropped the old CA: only talosctl's printed talosconfig works
+        if talos and stop_after == "last":  # every node dropped the old CA: only the printed talosconfig works
             printed = result.out.split("> Generating new talosconfig:\n", 1)[1].split("\n> ", 1)[0]
             (cluster.dir / "talosconfig").write_text(printed)
-        text = (cluster.dir / "trustplan.yaml").read_text()
-        text = text.replace(
-            "  talos-new: {generate: {algorithm: ed25519}}\n",
-            "  talosctl-ca: {certificate: talosctl-ca.crt, key: talosctl-ca.key}\n",
-        ).replace("talos: {issuer: talos-new, accepted: []}", "talos: {issuer: talosctl-ca, accepted: []}")
-        (cluster.dir / "trustplan.yaml").write_text(text)
+        # trustplan.yaml: finish this CA's rotation to talosctl's CA; leave the other PKI alone
+        mine, other = ("talos", "kubernetes") if talos else ("kubernetes", "talos")
+        generated = {"talos": "talos-new", "kubernetes": "k8s-new"}
+        lines = []
+        for line in (cluster.dir / "trustplan.yaml").read_text().splitlines(keepends=True):
+            if line.startswith(f"  {generated[mine]}: "):
+                line = "  talosctl-ca: {certificate: talosctl-ca.crt, key: talosctl-ca.key}\n"
+            elif line.startswith(f"  {generated[other]}: ") or line.startswith(f"  {other}: {{issuer"):
+                continue
+            elif line.startswith(f"  {mine}: {{issuer"):
+                line = f"  {mine}: {{issuer: talosctl-ca, accepted: []}}\n"
+            lines.append(line)
+        (cluster.dir / "trustplan.yaml").write_text("".join(lines))
 
         (await trustplan("plan", "-o", "plan.bin", cwd=cluster.dir)).ok()
         (await trustplan("apply", "plan.bin", cwd=cluster.dir)).ok()
-        assert _issuers(cluster, "talos") == {crt} and _accepted(cluster, "talos") == {()}
+        assert _issuers(cluster, pki_name) == {crt} and _accepted(cluster, pki_name) == {()}
         assert await _reaches_every_node(talosctl_path, cluster, cluster.talosconfig)
         again = await trustplan("plan", "--detailed-exitcode", cwd=cluster.dir)
         assert again.code == 0, again.out + again.err
 
-    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **({} if talos else FAST_K8S))
 
 
 def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path) -> None:
