@@ -16,7 +16,7 @@ from conftest import snapshot
 from trustplan.state import LocalState, empty_state
 
 from trustplan.atomic import write_atomic
-from trustplan.errors import StateError
+from trustplan.errors import FilesystemError, StateError
 
 HOLD = textwrap.dedent(
     """
@@ -121,7 +121,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(FilesystemError, match=r"s\.json: cannot write: No space left on device"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]

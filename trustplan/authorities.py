@@ -17,6 +17,7 @@ from trustplan.errors import CAError
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCA
 from trustplan.pki import CACert, PrivateKey
+from trustplan.safeio import read_regular
 from trustplan.planner import Authority, DesiredTrust
 
 
@@ -160,10 +161,10 @@ def _import(
 
     assert isinstance(cert_path, Path) and isinstance(key_path, Path)
     for p, sub in ((cert_path, "certificate"), (key_path, "key")):
-        if not p.is_file():
+        if not p.exists():
             raise desired.error(f"file not found: {p}", f"{ypath}.{sub}")
-    ca = pki.CACert.from_pem(cert_path.read_bytes(), str(cert_path))
-    key = pki.load_key_pem(key_path.read_bytes(), str(key_path))
+    ca = pki.CACert.from_pem(read_regular(cert_path, what="CA certificate"), str(cert_path))
+    key = pki.load_key_pem(read_regular(key_path, what="CA key"), str(key_path))
     if not pki.key_matches(ca.cert, key):
         raise CAError(str(key_path), f"the private key does not match the certificate {cert_path}", path=None)
     return ca, key

@@ -8,6 +8,7 @@
     ├── UnsupportedError           a config layout or feature this version cannot edit safely
     ├── PlanFileError              plan.bin is tampered with, stale, expired, of another cluster ...
     ├── StateError                 the state file is unreadable, locked, or of another lineage
+    ├── FilesystemError            a file or folder could not be read or written (names the path)
     ├── KeystoreError              a CA key is missing from the keystore or does not match
     └── ProviderError              a node could not be read, written or verified
         ├── NodeUnreachableError   the node did not answer (after retries)
@@ -74,6 +75,10 @@ class PlanFileError(TrustplanError):
 
 class StateError(TrustplanError):
     """The state file cannot be read, locked or written."""
+
+
+class FilesystemError(TrustplanError):
+    """A file or folder could not be read or written: the message names the path and the reason."""
 
 
 class KeystoreError(TrustplanError):

@@ -26,15 +26,13 @@ from typing import Any, Literal
 
 import yaml
 
-from trustplan import pki
+from trustplan import pki, safeyaml
 from trustplan.errors import InputError
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 PKIName = Literal["talos", "kubernetes"]
 Role = Literal["controlplane", "worker"]
@@ -64,7 +62,8 @@ def digest(data: bytes) -> str:
 
 
 def load_yaml(text: bytes | str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader is the safe loader
+    """One YAML document with trustplan.safeyaml's limits (aliases, depth, size, duplicate keys)."""
+    return safeyaml.load(text)
 
 
 def dump_yaml(doc: Any) -> str:

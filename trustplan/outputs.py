@@ -16,6 +16,7 @@ from trustplan import pki
 from trustplan.atomic import write_atomic
 from trustplan.errors import InputError
 from trustplan.machineconfig import dump_yaml, load_yaml
+from trustplan.safeio import read_regular
 
 
 def talosconfig_document(
@@ -82,7 +83,7 @@ def merge_kubeconfig(existing: dict[str, Any], new: dict[str, Any]) -> dict[str,
 def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) -> None:
     if merge and path.exists():
         try:
-            existing = load_yaml(path.read_bytes()) or {}
+            existing = load_yaml(read_regular(path, what="kubeconfig to merge into")) or {}
         except yaml.YAMLError as exc:
             raise InputError(str(path), f"cannot merge into a malformed kubeconfig ({exc})") from None
         if not isinstance(existing, dict) or not all(
@@ -105,9 +106,7 @@ def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: d
 def update_secrets(path: Path, updates: dict[str, tuple[bytes, bytes]]) -> None:
     """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs)."""
     try:
-        doc = load_yaml(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(str(path), "secrets file not found") from None
+        doc = load_yaml(read_regular(path, what="secrets file"))
     except yaml.YAMLError as exc:
         raise InputError(str(path), f"malformed YAML ({exc})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("certs"), dict):

@@ -54,9 +54,12 @@ def encode(document: dict[str, Any], signing_key: ed25519.Ed25519PrivateKey | No
 
 def signer(data: bytes) -> bytes | None:
     """The raw Ed25519 public key that signed an (already decoded) plan file, or None if unsigned."""
-    length = _HEADER.unpack_from(data)[2]
-    trailer = data[_HEADER.size + length + 32 :]
-    return trailer[len(SIG_MAGIC) : len(SIG_MAGIC) + 32] if trailer else None
+    if len(data) < _HEADER.size:
+        return None
+    end = _HEADER.size + _HEADER.unpack_from(data)[2] + 32
+    if len(data) != end + _SIG_SIZE or data[end : end + len(SIG_MAGIC)] != SIG_MAGIC:
+        return None
+    return data[end + len(SIG_MAGIC) : end + len(SIG_MAGIC) + 32]
 
 
 def key_fingerprint(public: bytes) -> str:
@@ -92,10 +95,9 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     from trustplan import pki
     from trustplan.errors import InputError
 
-    try:
-        key = pki.load_key_pem(path.read_bytes(), str(path))
-    except FileNotFoundError:
-        raise InputError(str(path), "signing key file not found") from None
+    from trustplan.safeio import read_regular
+
+    key = pki.load_key_pem(read_regular(path, what="signing key file"), str(path))
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError(str(path), f"plans are signed with Ed25519 keys, not {pki.algorithm_name(key)}")
     return key
@@ -105,11 +107,12 @@ def load_verify_key(path: Path, source: str) -> ed25519.Ed25519PublicKey:
     """The Ed25519 public key (PEM) of `planSigning.publicKey`."""
     from trustplan.errors import InputError
 
+    from trustplan.safeio import read_regular
+
+    data = read_regular(path, source, "planSigning public key file")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(source, f"public key file not found: {path}", path="planSigning.publicKey") from None
-    except ValueError as exc:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
         raise InputError(source, f"{path} is not a PEM public key ({exc})", path="planSigning.publicKey") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise InputError(source, f"{path} is not an Ed25519 public key", path="planSigning.publicKey")
@@ -150,6 +153,9 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
             f"{source}: plan document is not valid JSON ({exc})", hint="re-create it with `trustplan plan -o ...`"
         ) from None
     validate_document(doc, source)
+    from trustplan.planverify import check_structure
+
+    check_structure(doc, source)
     return doc
 
 
@@ -164,12 +170,17 @@ def validate_document(doc: dict[str, Any], source: str) -> None:
         ) from None
 
 
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a plan file: a regular file, not a folder, FIFO or device."""
+    from trustplan.safeio import read_regular
+
+    if not path.exists() and not path.is_symlink():
+        raise PlanFileError(f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`")
+    return read_regular(path, what="plan file", hint="give the plan file made by `trustplan plan -o plan.bin`")
+
+
 def read(path: Path) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PlanFileError(f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`") from None
-    return decode(data, str(path))
+    return decode(read_bytes(path), str(path))
 
 
 def check_expiry(doc: dict[str, Any], now: dt.datetime, source: str) -> None:

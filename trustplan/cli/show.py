@@ -19,8 +19,9 @@ def show(
     split_dir: SplitDirOption = None,
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
-    doc = planfile.read(plan_file)
-    signer = planfile.signer(plan_file.read_bytes())
+    data = planfile.read_bytes(plan_file)
+    doc = planfile.decode(data, str(plan_file))
+    signer = planfile.signer(data)
     if signer is not None:
         err.print(f"{plan_file}: signed by Ed25519 key {planfile.key_fingerprint(signer)}", markup=False)
     emit(doc, fmt, summary, split_dir)
