@@ -73,7 +73,7 @@ def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey)
     if got is None:
         raise PlanFileError(
             f"{source}: the plan is not signed, and planSigning requires a signature",
-            hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`",
+            hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`; nothing was changed",
         )
     if got != want:
         raise PlanFileError(

@@ -43,7 +43,7 @@ _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o p
 
 
 def _fail(source: str, message: str) -> PlanFileError:
-    return PlanFileError(f"{source}: {message}", hint="re-create it with `trustplan plan -o ...`")
+    return PlanFileError(f"{source}: {message}", hint="re-create it with `trustplan plan -o ...`; nothing was changed")
 
 
 def _fps_of(doc: dict[str, Any]) -> list[tuple[str, str]]:
@@ -230,12 +230,13 @@ def verified_plan(
         ),
         operator=operator,
     )
+    unsafe: str | None = None
     try:
         check_plan(got, inp)
     except UnsafePlan as exc:
-        raise UnsafePlanError(f"{source}: refusing to apply: the safety check fails: {exc}", hint=_HINT) from None
+        unsafe = str(exc)
     except (KeyError, ValueError) as exc:
-        raise PlanFileError(f"{source}: refusing to apply: the plan is inconsistent ({exc})", hint=_HINT) from None
+        unsafe = f"the plan is inconsistent ({exc})"
     try:
         want = make_plan(inp)
     except (PlanningError, UnsafePlan) as exc:
@@ -252,10 +253,14 @@ def verified_plan(
     got_doc = {k: doc.get(k) for k in want_doc}
     if _comparable(got_doc) != _comparable(want_doc):
         differences = _differences(got, want, got_doc, want_doc)
+        if unsafe:
+            differences.append(f"and the safety check refuses it: {unsafe}")
         raise PlanFileError(
             f"{source}: refusing to apply: the plan is not the one {desired.path} asks for: " + "; ".join(differences),
             hint=_HINT,
         )
+    if unsafe:
+        raise UnsafePlanError(f"{source}: refusing to apply: the safety check fails: {unsafe}", hint=_HINT)
     return want
 
 
