@@ -32,6 +32,24 @@ def config_mode(path: Path, cfg: machineconfig.MachineConfig) -> int:
     return (mode & 0o700 or 0o600) if holds_key(cfg) else mode
 
 
+def tightened_modes(configs: dict[str, Path], written: list[str]) -> list[str]:
+    """A note for each control plane's file that apply will write without group/other bits (it
+    holds CA private keys), listing its mode now; `written` are the control planes the plan changes."""
+    out = []
+    for address in written:
+        path = configs.get(address)
+        try:
+            mode = os.stat(path).st_mode & 0o777 if path is not None else 0
+        except OSError:
+            continue
+        if mode & 0o077:
+            out.append(
+                f"note: {path} holds CA private keys; apply writes it with mode {(mode & 0o700) or 0o600:04o} "
+                f"(it is {mode:04o} now)"
+            )
+    return out
+
+
 class FilesProvider:
     """Nodes are files: `configs` maps each node address to its machine-config path."""
 

@@ -20,6 +20,7 @@ from trustplan.state.document import StateDocument, dump, empty_state, parse
 
 from trustplan.atomic import write_atomic
 from trustplan.errors import StateError
+from trustplan.safeio import describe, ensure_dir
 
 
 class LocalState:
@@ -50,8 +51,11 @@ class LocalState:
     @contextmanager
     def lock(self, timeout: float, operation: str) -> Iterator[None]:
         """Hold the state lock; wait up to `timeout` seconds, then fail naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_dir(self.path.parent)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(f"{self.lock_path}: cannot create the state lock: {describe(exc)}") from None
         deadline = time.monotonic() + timeout
         try:
             while True:

@@ -60,9 +60,12 @@ class Resolved:
         return tuple(out)
 
     def save_new(self, keystore: Keystore) -> None:
+        items = []
         for name, m in self.new:
             assert m.key is not None
-            keystore.save(m.ca.cert, m.key, name)
+            items.append((name, m.ca.cert, m.key))
+        if items:
+            keystore.save_generated(items)
         self.new = []
 
 

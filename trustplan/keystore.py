@@ -4,12 +4,17 @@ Layout:  <keystore>/<hex>.key   the key (Talos PEM encoding), 0600
          <keystore>/<hex>.crt   the certificate
          <keystore>/index.json  generated authority name -> fingerprint, so a re-plan reuses the
                                 CA it generated before instead of minting another
+         <keystore>/index.lock  flock held while CAs are stored and the index updated: two plans
+                                at once store one CA per name (the second is refused, and re-plans)
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography import x509
@@ -17,6 +22,7 @@ from cryptography import x509
 from trustplan import pki
 from trustplan.atomic import write_atomic
 from trustplan.errors import KeystoreError
+from trustplan.safeio import describe, ensure_dir
 
 
 class Keystore:
@@ -61,17 +67,48 @@ class Keystore:
             raise KeystoreError(f"{key_path}: the key in the keystore does not match CA {fp}")
         return ca, key
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the keystore's lock (flock on `index.lock`): minting and the index are one step."""
+        ensure_dir(self.root)
+        try:
+            os.chmod(self.root, 0o700)
+            fd = os.open(self.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeystoreError(f"{self.root}: cannot use the keystore: {describe(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a few file writes: wait
+            yield
+        finally:
+            os.close(fd)
+
     def save(self, cert: x509.Certificate, key: pki.PrivateKey, name: str | None = None) -> str:
         """Store a CA key (0600) and certificate; record `name` for generated authorities."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
-        fp = pki.fingerprint(cert)
-        write_atomic(self.root / f"{self._hex(fp)}.key", pki.key_to_pem(key), mode=0o600)
-        write_atomic(self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), mode=0o644)
-        if name is not None:
+        return self.save_generated([(name, cert, key)])[0]
+
+    def save_generated(self, items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]]) -> list[str]:
+        """Store CAs minted for one plan, under the lock, all or none: if another run recorded a
+        different CA for one of these names meanwhile, store nothing and say so (one CA per name)."""
+        with self.locked():
             index = self._index()
-            index[name] = fp
-            write_atomic(
-                self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
-            )
-        return fp
+            for name, cert, _ in items:
+                other = index.get(name) if name is not None else None
+                if other is not None and other != pki.fingerprint(cert) and self.has(other):
+                    raise KeystoreError(
+                        f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
+                        "while this plan was being made; this plan was not saved, and its CA was discarded",
+                        hint="run `trustplan plan` again: it reuses that CA",
+                    )
+            fps = []
+            for name, cert, key in items:
+                fp = pki.fingerprint(cert)
+                write_atomic(self.root / f"{self._hex(fp)}.key", pki.key_to_pem(key), mode=0o600)
+                write_atomic(self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), mode=0o644)
+                if name is not None:
+                    index[name] = fp
+                fps.append(fp)
+            if any(name is not None for name, _, _ in items):
+                write_atomic(
+                    self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+                )
+            return fps

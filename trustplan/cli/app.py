@@ -19,6 +19,7 @@ from trustplan import __version__
 from trustplan.cli import apply, init, plan, show, status, validate
 from trustplan.cli.common import err
 from trustplan.errors import TrustplanError
+from trustplan.secretfiles import remove_leftovers
 
 app = typer.Typer(
     name="trustplan",
@@ -56,6 +57,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)
     try:
         code = app(args=args, prog_name="trustplan", standalone_mode=False)
     except _UsageError as exc:

@@ -9,6 +9,7 @@ import typer
 
 from trustplan import engine, pki, planfile, render, render_markdown
 from trustplan.atomic import write_atomic
+from trustplan.safeio import ensure_dir
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -56,7 +57,7 @@ def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:
         return
     parts = render_markdown.render_parts(from_document(doc), doc, summary)
     if split_dir is not None:
-        split_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(split_dir)
         for stale in split_dir.glob("part-*.md"):
             stale.unlink()
         for i, part in enumerate(parts, start=1):
