@@ -14,7 +14,7 @@ from trustplan.providers.base import Credential, NodeConfig, NodeRef
 
 from trustplan import machineconfig, pki, safeio, safeyaml
 from trustplan.atomic import write_atomic
-from trustplan.errors import GateFailedError, InputError, ProviderError
+from trustplan.errors import GateFailedError, ProviderError
 
 
 def holds_key(cfg: machineconfig.MachineConfig) -> bool:

@@ -17,8 +17,8 @@ from trustplan.errors import CAError
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCA
 from trustplan.pki import CACert, PrivateKey
-from trustplan.safeio import read_regular
 from trustplan.planner import Authority, DesiredTrust
+from trustplan.safeio import read_regular
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Resolved:
     desired: tuple[DesiredTrust, ...]
     warnings: list[str]
     new: list[tuple[str, Material]]  # generated now, not yet in the keystore
+    indexed: dict[str, str | None] = field(default_factory=dict)  # name -> the keystore index's CA then
 
     def authorities(self) -> tuple[Authority, ...]:
         out = []
@@ -65,7 +66,7 @@ class Resolved:
             assert m.key is not None
             items.append((name, m.ca.cert, m.key))
         if items:
-            keystore.save_generated(items)
+            keystore.save_generated(items, self.indexed)
         self.new = []
 
 
@@ -146,7 +147,8 @@ def resolve(
                 fps.append(f"name:{ref}")
         if fps:
             wanted.append(DesiredTrust(pki_name, fps[0], tuple(dict.fromkeys(f for f in fps[1:] if f != fps[0]))))
-    return Resolved(material, refs, tuple(wanted), warnings, new)
+    indexed = {name: keystore.generated(name) for name, _ in new}
+    return Resolved(material, refs, tuple(wanted), warnings, new, indexed)
 
 
 def _still_wanted(ca: pki.CACert, algorithm: str, validity_days: int | None) -> bool:

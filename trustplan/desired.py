@@ -139,7 +139,7 @@ def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]
         doc = safeyaml.load(text)
     except yaml.YAMLError as exc:
         problem, line = safeyaml.problem(exc)
-        raise InputError(source, f"malformed YAML: {problem}", line=line) from None
+        raise InputError(source, problem, line=line) from None
     if not isinstance(doc, dict):
         raise InputError(source, "expected a mapping at the top level (version, cluster, authorities, trust)")
     return doc, _line_map(node) if node is not None else {}

@@ -86,14 +86,20 @@ class Keystore:
         """Store a CA key (0600) and certificate; record `name` for generated authorities."""
         return self.save_generated([(name, cert, key)])[0]
 
-    def save_generated(self, items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]]) -> list[str]:
-        """Store CAs minted for one plan, under the lock, all or none: if another run recorded a
-        different CA for one of these names meanwhile, store nothing and say so (one CA per name)."""
+    def save_generated(
+        self,
+        items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]],
+        indexed: dict[str, str | None] | None = None,
+    ) -> list[str]:
+        """Store CAs minted for one plan, under the lock, all or none. `indexed` is what the index
+        said for each name when the plan was made: if another run recorded a CA for one of these
+        names since, store nothing and say so (one CA per name)."""
         with self.locked():
             index = self._index()
             for name, cert, _ in items:
                 other = index.get(name) if name is not None else None
-                if other is not None and other != pki.fingerprint(cert) and self.has(other):
+                before = (indexed or {}).get(name or "")
+                if other is not None and other not in (before, pki.fingerprint(cert)) and self.has(other):
                     raise KeystoreError(
                         f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
                         "while this plan was being made; this plan was not saved, and its CA was discarded",

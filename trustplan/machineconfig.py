@@ -119,10 +119,8 @@ class MachineConfig:
             try:
                 self._docs.append(load_yaml(chunk))
             except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = mark.line + 1 if mark is not None else None
-                problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-                raise InputError(source, f"malformed YAML: {problem}", line=line) from None
+                problem, line = safeyaml.problem(exc)
+                raise InputError(source, problem, line=line) from None
         index = [i for i, d in enumerate(self._docs) if isinstance(d, dict) and d.get("version") == "v1alpha1"]
         if not index:
             raise InputError(source, "no v1alpha1 machine config document (a document with 'version: v1alpha1')")

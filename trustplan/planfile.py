@@ -94,7 +94,6 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     """An Ed25519 private key (PEM) to sign plans with."""
     from trustplan import pki
     from trustplan.errors import InputError
-
     from trustplan.safeio import read_regular
 
     key = pki.load_key_pem(read_regular(path, what="signing key file"), str(path))
@@ -106,7 +105,6 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
 def load_verify_key(path: Path, source: str) -> ed25519.Ed25519PublicKey:
     """The Ed25519 public key (PEM) of `planSigning.publicKey`."""
     from trustplan.errors import InputError
-
     from trustplan.safeio import read_regular
 
     data = read_regular(path, source, "planSigning public key file")
@@ -192,10 +190,18 @@ def check_expiry(doc: dict[str, Any], now: dt.datetime, source: str) -> None:
         )
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """`72h`, `30m`, `3d`, `90s` -> timedelta; raises ValueError."""
+#: The longest duration trustplan accepts (plan expiry, lock timeout): a year.
+MAX_DURATION = dt.timedelta(days=366)
+
+
+def parse_duration(text: str, maximum: dt.timedelta = MAX_DURATION) -> dt.timedelta:
+    """`72h`, `30m`, `3d`, `90s` -> timedelta, at most `maximum`; raises ValueError."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = text.strip()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isascii() or not text[:-1].isdigit() \
+            or int(text[:-1]) <= 0:
         raise ValueError(f"invalid duration {text!r} (use e.g. 72h, 30m, 7d)")
-    return dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    digits = text[:-1].lstrip("0")
+    if len(digits) > 12 or int(digits) * units[text[-1]] > maximum.total_seconds():
+        raise ValueError(f"duration {text!r} is too long (at most {maximum.days}d)")
+    return dt.timedelta(seconds=int(digits) * units[text[-1]])

@@ -261,7 +261,36 @@ def verified_plan(
         )
     if unsafe:
         raise UnsafePlanError(f"{source}: refusing to apply: the safety check fails: {unsafe}", hint=_HINT)
+    preflight_outputs(desired, want)
     return want
+
+
+def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
+    """Before any node changes: every output can be written (a file path whose folder exists or can
+    be made), secrets.yaml is a secrets bundle, a kubeconfig to merge into is one. Finding out after
+    the last gate would leave the new CA's only copies in the keystore."""
+    from trustplan.outputs import read_secrets
+    from trustplan.safeio import check_writable
+
+    paths = {"talosconfig": desired.talosconfig_output, "kubeconfig": desired.kubeconfig_output,
+             "secrets": desired.secrets}
+    for out in plan.outputs:
+        path = paths[out.output]
+        if path is None:
+            continue
+        check_writable(path, f"the {out.output} output")
+        if out.output == "secrets":
+            read_secrets(path)
+        if out.output == "kubeconfig" and desired.kubeconfig_merge and path.exists():
+            from trustplan.machineconfig import load_yaml
+            from trustplan.safeio import read_regular
+
+            try:
+                existing = load_yaml(read_regular(path, what="kubeconfig to merge into"))
+            except Exception as exc:  # noqa: BLE001 - reported as the input error it is
+                raise PlanFileError(f"{path}: cannot merge the new kubeconfig into it: {exc}", hint=_HINT) from None
+            if existing is not None and not isinstance(existing, dict):
+                raise PlanFileError(f"{path}: cannot merge the new kubeconfig into it: not a kubeconfig", hint=_HINT)
 
 
 def operator_of(desired: DesiredState, live: LiveCluster, reader: Credential | None) -> OperatorCredential | None:

@@ -90,3 +90,19 @@ def ensure_dir(path: Path) -> None:
         except OSError as exc:
             raise FilesystemError(f"{d}: cannot create folder: {describe(exc)}",
                                   hint="check the path and its permissions") from None
+
+
+def check_writable(path: Path, what: str = "file") -> None:
+    """Refuse, before any work, a file path trustplan could not write: a folder, or under a file or
+    an unwritable folder. FilesystemError naming the path."""
+    if path.is_dir():
+        raise FilesystemError(f"{path}: {what} is a directory; give a file path")
+    parent = path.parent
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FilesystemError(f"{path}: cannot write {what}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FilesystemError(f"{path}: cannot write {what}: {parent} is not writable")

@@ -8,7 +8,8 @@ PyYAML shares aliased nodes, so an alias "bomb" costs nothing to construct, but 
 the result (schema validation, JSON encoding, comparison) expands it exponentially; deep nesting
 overflows the recursive composer. The text is therefore scanned first, event by event (libyaml's
 parser keeps its own stack, it does not recurse), and refused before anything is built when it
-has more than MAX_ALIASES aliases or nests deeper than MAX_DEPTH. A key given twice in one mapping
+has more than MAX_ALIASES aliases, expands through them to more than MAX_NODES values, or nests
+deeper than MAX_DEPTH. A key given twice in one mapping
 is refused too: PyYAML would silently keep the last one (a second `trust:` replacing the first).
 
 Every error is a yaml.MarkedYAMLError with `problem` and `problem_mark`, so callers that already
@@ -29,6 +30,8 @@ except ImportError:  # pragma: no cover
 
 #: Aliases (`*name`) allowed in one stream. Talos configs, talosconfigs and trustplan.yaml use none.
 MAX_ALIASES = 100
+#: Values (scalars, mappings, sequences) once aliases are expanded. A Talos config has ~1,000.
+MAX_NODES = 200_000
 #: Mappings and sequences nested inside each other. A Talos config nests about 8 deep.
 MAX_DEPTH = 64
 #: Bytes in one YAML file the user gives trustplan (a Talos machine config is ~30 KB).
@@ -75,7 +78,10 @@ def check(text: bytes | str, max_bytes: int = MAX_BYTES) -> None:
     size = len(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     if size > max_bytes:
         raise LimitError(f"the file is {size} bytes; the limit for YAML input is {max_bytes} bytes")
-    aliases = depth = 0
+    aliases = 0
+    nodes = 0  # nodes once every alias is expanded: what a consumer walking the result visits
+    sizes: dict[str, int] = {}  # anchor -> expanded nodes under it
+    open_: list[tuple[str | None, int]] = []  # the collections we are in: (anchor, nodes at start)
     for event in yaml.parse(text, Loader=_BaseLoader):
         if isinstance(event, yaml.AliasEvent):
             aliases += 1
@@ -84,12 +90,26 @@ def check(text: bytes | str, max_bytes: int = MAX_BYTES) -> None:
                     f"more than {MAX_ALIASES} YAML aliases (*name); refused as a possible alias bomb",
                     event.start_mark,
                 )
+            nodes += sizes.get(str(event.anchor), 1)
+        elif isinstance(event, yaml.ScalarEvent):
+            nodes += 1
+            if event.anchor is not None:
+                sizes[event.anchor] = 1
         elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-            depth += 1
-            if depth > MAX_DEPTH:
+            nodes += 1
+            open_.append((event.anchor, nodes - 1))
+            if len(open_) > MAX_DEPTH:
                 raise LimitError(f"nested more than {MAX_DEPTH} levels deep", event.start_mark)
         elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-            depth -= 1
+            anchor, start = open_.pop()
+            if anchor is not None:
+                sizes[anchor] = nodes - start
+        if nodes > MAX_NODES:
+            raise LimitError(
+                f"expands to more than {MAX_NODES} values through its aliases (*name); refused as a possible "
+                "alias bomb",
+                event.start_mark,
+            )
 
 
 def load(text: bytes | str, max_bytes: int = MAX_BYTES) -> Any:
@@ -110,7 +130,8 @@ def compose(text: bytes | str, max_bytes: int = MAX_BYTES) -> yaml.Node | None:
 
 
 def problem(exc: yaml.YAMLError) -> tuple[str, int | None]:
-    """The one-line problem of a YAML error and its 1-based line, if known."""
+    """What is wrong, for a message ("malformed YAML: ..." or "YAML refused: ..."), and the line."""
     mark = getattr(exc, "problem_mark", None)
     text = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-    return str(text), (mark.line + 1 if mark is not None else None)
+    prefix = "YAML refused" if isinstance(exc, LimitError) else "malformed YAML"
+    return f"{prefix}: {text}", (mark.line + 1 if mark is not None else None)

@@ -98,7 +98,7 @@ def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfi
         doc = safeyaml.load(data)
     except yaml.YAMLError as exc:
         problem, line = safeyaml.problem(exc)
-        raise InputError(source, f"malformed YAML: {problem}", line=line) from None
+        raise InputError(source, problem, line=line) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), dict):
         raise InputError(source, "not a talosconfig: no 'contexts' mapping")
     name = context or doc.get("context")

@@ -128,7 +128,7 @@ def live_cas_from_secrets(path: Path) -> dict[str, list[LiveCA]]:
         doc = safeyaml.load(safeio.read_regular(path, what="secrets file"))
     except yaml.YAMLError as exc:
         problem, line = safeyaml.problem(exc)
-        raise InputError(str(path), f"malformed YAML: {problem}", line=line) from None
+        raise InputError(str(path), problem, line=line) from None
     certs = doc.get("certs") if isinstance(doc, dict) else None
     if not isinstance(certs, dict) or not all(isinstance(certs.get(k) or {}, dict) for k in ("os", "k8s")):
         raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping with os and k8s)", path="certs")

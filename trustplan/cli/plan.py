@@ -9,7 +9,6 @@ import typer
 
 from trustplan import engine, pki, planfile, render, render_markdown
 from trustplan.atomic import write_atomic
-from trustplan.safeio import ensure_dir
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -23,6 +22,7 @@ from trustplan.cli.common import (
     seconds,
 )
 from trustplan.planner.document import from_document
+from trustplan.safeio import ensure_dir
 
 
 def render_document(doc: dict, fmt: Format, summary: bool = False) -> str:  # type: ignore[type-arg]
@@ -66,6 +66,15 @@ def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:
     print_data(f"\n{render_markdown.PART_DELIMITER}\n\n".join(parts))
 
 
+def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
+    """Refuse, before any work, an output file that is a folder or a split folder that is a file."""
+    if out is not None and out.is_dir():
+        raise typer.BadParameter(f"{out} is a directory; give the plan file's path (e.g. {out}/plan.bin)",
+                                 param_hint="--out")
+    if split_dir is not None and split_dir.exists() and not split_dir.is_dir():
+        raise typer.BadParameter(f"{split_dir} exists and is not a directory", param_hint="--split-dir")
+
+
 def make_plan(config: Path, expires_in: str, lock_timeout: str) -> engine.Planned:
     desired = load_desired(config)
     try:
@@ -95,6 +104,7 @@ def plan(
     ] = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
+    check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
     planned = make_plan(config, expires_in, lock_timeout)
     if planned.plan.has_changes:

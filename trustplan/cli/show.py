@@ -9,7 +9,7 @@ import typer
 
 from trustplan import planfile
 from trustplan.cli.common import Format, FormatOption, err
-from trustplan.cli.plan import SplitDirOption, SummaryOption, emit
+from trustplan.cli.plan import SplitDirOption, SummaryOption, check_output_paths, emit
 
 
 def show(
@@ -19,6 +19,7 @@ def show(
     split_dir: SplitDirOption = None,
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
+    check_output_paths(None, split_dir)
     data = planfile.read_bytes(plan_file)
     doc = planfile.decode(data, str(plan_file))
     signer = planfile.signer(data)
