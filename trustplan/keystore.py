@@ -37,8 +37,13 @@ class Keystore:
             data = json.loads((self.root / "index.json").read_text())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index ({describe(exc)})",
+                                hint="check the keystore path in the desired state") from None
+        except ValueError as exc:
             raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index ({exc})") from None
+        if not isinstance(data, dict):
+            raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index (not a JSON object)")
         return {str(k): str(v) for k, v in data.items()}
 
     def generated(self, name: str) -> str | None:
