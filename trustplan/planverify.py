@@ -183,10 +183,6 @@ def _differences(got: Plan, want: Plan, got_doc: dict[str, Any], want_doc: dict[
     return out
 
 
-def _comparable(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k != "warnings"}
-
-
 def verified_plan(
     doc: dict[str, Any],
     source: str,
@@ -251,7 +247,7 @@ def verified_plan(
         for out in phase["outputs"]:
             out["path"] = str(paths[out["output"]])
     got_doc = {k: doc.get(k) for k in want_doc}
-    if _comparable(got_doc) != _comparable(want_doc):
+    if got_doc != want_doc:  # every step, gate, output, CA, node, summary line and warning
         differences = _differences(got, want, got_doc, want_doc)
         if unsafe:
             differences.append(f"and the safety check refuses it: {unsafe}")
