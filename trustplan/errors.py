@@ -12,6 +12,7 @@
     ├── KeystoreError              a CA key is missing from the keystore or does not match
     └── ProviderError              a node could not be read, written or verified
         ├── NodeUnreachableError   the node did not answer (after retries)
+        │   └── NodeTimeoutError   no answer within the call's deadline (a timeout, named as one)
         └── GateFailedError        a verification gate did not pass in time
 
 Errors never carry private key material. The CLI maps each to one line on stderr and exit code 1.
@@ -91,6 +92,10 @@ class ProviderError(TrustplanError):
 
 class NodeUnreachableError(ProviderError):
     """The node did not answer, even after retrying."""
+
+
+class NodeTimeoutError(NodeUnreachableError):
+    """Nothing answered before the call's deadline (reported as a timeout, not as "unreachable")."""
 
 
 class GateFailedError(ProviderError):

@@ -53,9 +53,13 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, GRPCError):
         if exc.status in (Status.UNAVAILABLE,):
             return Transient("unavailable", exc.message or "unavailable")
+        if exc.status is Status.DEADLINE_EXCEEDED:
+            return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
         return None
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Transient("tls", f"TLS handshake failed: server certificate not trusted ({exc.verify_message})")
+        return Transient("tls", trust_failure(exc))
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         return Transient("tls", f"TLS handshake refused ({reason})")
@@ -72,6 +76,29 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
         return Transient("connect", f"{type(exc).__name__}: {exc}".rstrip(": "))
     return None
+
+
+#: OpenSSL verification codes (X509_V_ERR_*) and what they mean for the operator.
+_UNKNOWN_AUTHORITY = {2, 18, 19, 20, 21}  # unable to get issuer / self-signed / local issuer / leaf
+_NAME_MISMATCH = {62, 63, 64}  # hostname, e-mail, IP address mismatch
+
+
+def trust_failure(exc: ssl.SSLCertVerificationError) -> str:
+    """A TLS verification failure named as the trust failure it is (not as "unreachable")."""
+    code, detail = exc.verify_code, exc.verify_message or str(exc)
+    if code in _NAME_MISMATCH:
+        return (
+            "TLS trust failure: hostname mismatch: the server's certificate is not valid for the address "
+            f"dialled ({detail})"
+        )
+    if code in _UNKNOWN_AUTHORITY:
+        return (
+            "TLS trust failure: unknown authority: the server's certificate was not issued by any CA this "
+            f"client trusts ({detail})"
+        )
+    if code == 10:
+        return f"TLS trust failure: the server's certificate has expired ({detail})"
+    return f"TLS trust failure: the server's certificate is not trusted ({detail})"
 
 
 class ChannelPool:
