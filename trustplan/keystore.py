@@ -66,6 +66,8 @@ class Keystore:
                 f"{key_path}: the private key of CA {fp} is missing from the keystore",
                 hint="restore the keystore directory from backup, or make a new plan",
             ) from None
+        except OSError as exc:
+            raise KeystoreError(f"{key_path}: cannot read the keystore: {describe(exc)}") from None
         key = pki.load_key_pem(key_pem, str(key_path))
         ca = pki.CACert.from_pem(crt_pem, str(crt_path))
         if ca.fingerprint != fp or not pki.key_matches(ca.cert, key):
