@@ -141,7 +141,7 @@ class _Client:
 
     def close(self) -> None:
         try:
-            self.api.close()
+            self.api.close()  # type: ignore[no-untyped-call]
         finally:
             for f in self._files:
                 f.close()

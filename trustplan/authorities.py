@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from trustplan import pki
 from trustplan.desired import DesiredState
 from trustplan.errors import CAError
@@ -61,7 +63,7 @@ class Resolved:
         return tuple(out)
 
     def save_new(self, keystore: Keystore) -> None:
-        items = []
+        items: list[tuple[str | None, x509.Certificate, PrivateKey]] = []
         for name, m in self.new:
             assert m.key is not None
             items.append((name, m.ca.cert, m.key))
