@@ -27,6 +27,7 @@ from trustplan.providers.base import Credential
 
 from trustplan.errors import GateFailedError
 from trustplan.secretfiles import SecretFile
+from trustplan.tlserrors import trust_failure, trust_failure_text
 
 DEFAULT_PORT = 6443
 CALL_TIMEOUT = 5.0
@@ -165,16 +166,17 @@ def describe_error(exc: BaseException) -> str:
     seen = 0
     while reason is not None and seen < 5:
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return f"TLS: the API server's certificate is not trusted ({reason.verify_message})"
+            return trust_failure(reason)
         if isinstance(reason, ssl.SSLError | Urllib3SSLError):
             text = str(reason)
-            if "CERTIFICATE_VERIFY_FAILED" in text:
-                return "TLS: the API server's certificate is not trusted"
+            named = trust_failure_text(text)
+            if named is not None:
+                return named
             return "TLS handshake refused (the API server does not accept the client certificate?)"
         if isinstance(reason, NewConnectionError | ConnectionRefusedError):
             return "connection refused (API server not listening: restarting?)"
         if isinstance(reason, ReadTimeoutError | TimeoutError):
-            return "timed out"
+            return f"timed out: no answer within the {CALL_TIMEOUT:g} s deadline of one call"
         if isinstance(reason, ProtocolError | ConnectionError | http.client.HTTPException):
             inner = [a for a in reason.args if isinstance(a, ssl.SSLError)]
             if inner:

@@ -23,6 +23,8 @@ from trustplan.providers.base import Credential
 from trustplan.providers.talos.talosconfig import Endpoint
 from trustplan.providers.talos.tls import client_context
 
+from trustplan.tlserrors import trust_failure
+
 T = TypeVar("T")
 
 #: gRPC deadline of one call (the retry loop has its own, longer deadline)
@@ -76,29 +78,6 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, OSError | asyncio.TimeoutError | ConnectionError):
         return Transient("connect", f"{type(exc).__name__}: {exc}".rstrip(": "))
     return None
-
-
-#: OpenSSL verification codes (X509_V_ERR_*) and what they mean for the operator.
-_UNKNOWN_AUTHORITY = {2, 18, 19, 20, 21}  # unable to get issuer / self-signed / local issuer / leaf
-_NAME_MISMATCH = {62, 63, 64}  # hostname, e-mail, IP address mismatch
-
-
-def trust_failure(exc: ssl.SSLCertVerificationError) -> str:
-    """A TLS verification failure named as the trust failure it is (not as "unreachable")."""
-    code, detail = exc.verify_code, exc.verify_message or str(exc)
-    if code in _NAME_MISMATCH:
-        return (
-            "TLS trust failure: hostname mismatch: the server's certificate is not valid for the address "
-            f"dialled ({detail})"
-        )
-    if code in _UNKNOWN_AUTHORITY:
-        return (
-            "TLS trust failure: unknown authority: the server's certificate was not issued by any CA this "
-            f"client trusts ({detail})"
-        )
-    if code == 10:
-        return f"TLS trust failure: the server's certificate has expired ({detail})"
-    return f"TLS trust failure: the server's certificate is not trusted ({detail})"
 
 
 class ChannelPool:

@@ -115,3 +115,22 @@ def test_a_node_that_never_answers_is_a_timeout_with_its_deadline(
     assert "timed out: no answer within the 0.3 s deadline of one call (retried for 1 s)" in str(error)
     assert "unreachable" not in str(error)
     assert "nothing answered within the deadline" in (error.hint or "")
+
+
+def test_kubernetes_gate_errors_name_the_trust_failure_and_the_deadline() -> None:
+    import ssl
+
+    from trustplan.providers.kubernetes import CALL_TIMEOUT, describe_error
+    from urllib3.exceptions import MaxRetryError, ReadTimeoutError, SSLError
+
+    mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    mismatch.verify_code, mismatch.verify_message = 64, "IP address mismatch, certificate is not valid for '10.0.0.1'"
+    assert describe_error(mismatch) == (
+        "TLS trust failure: hostname mismatch: the server's certificate is not valid for the address dialled "
+        "(IP address mismatch, certificate is not valid for '10.0.0.1')"
+    )
+    unknown = MaxRetryError(None, "/api/v1/nodes", SSLError(  # type: ignore[arg-type]
+        "[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer certificate"))
+    assert describe_error(unknown).startswith("TLS trust failure: unknown authority")
+    slow = MaxRetryError(None, "/version", ReadTimeoutError(None, "/version", "read timed out"))  # type: ignore[arg-type]
+    assert describe_error(slow) == f"timed out: no answer within the {CALL_TIMEOUT:g} s deadline of one call"
