@@ -131,6 +131,7 @@ def test_bad_input_is_refused_with_one_clear_error(
 
 @pytest.mark.parametrize("args, expected", [
     (["plan", "-o", "nodes"], "nodes is a directory; give the plan file's path"),
+    (["plan", "-o", "secrets.yaml/plan.bin"], "cannot write the plan file: secrets.yaml is not a folder"),
     (["plan", "--format", "markdown", "--split-dir", "secrets.yaml"], "secrets.yaml exists and is not a directory"),
     (["show", "plan.bin", "--format", "markdown", "--split-dir", "secrets.yaml"], "exists and is not a directory"),
     (["show", "nodes"], "nodes: plan file is a directory, not a file"),

@@ -22,7 +22,7 @@ from trustplan.cli.common import (
     seconds,
 )
 from trustplan.planner.document import from_document
-from trustplan.safeio import ensure_dir
+from trustplan.safeio import check_writable, ensure_dir
 
 
 def render_document(doc: dict, fmt: Format, summary: bool = False) -> str:  # type: ignore[type-arg]
@@ -73,6 +73,10 @@ def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
                                  param_hint="--out")
     if split_dir is not None and split_dir.exists() and not split_dir.is_dir():
         raise typer.BadParameter(f"{split_dir} exists and is not a directory", param_hint="--split-dir")
+    if out is not None:
+        check_writable(out, "the plan file")
+    if split_dir is not None:
+        check_writable(split_dir / "part-1.md", "the Markdown parts")
 
 
 def make_plan(config: Path, expires_in: str, lock_timeout: str) -> engine.Planned:
