@@ -137,6 +137,10 @@ def _gate_text(plan: Plan, g: op.Gate) -> str:
     return f"gate after {g.after} ({g.pki} API with {plan.label(g.credential.issuer)})"
 
 
+def _listing(items: list[str], most: int = 5) -> str:
+    return "; ".join(items[:most]) + (f" (and {len(items) - most} more)" if len(items) > most else "")
+
+
 def _differences(got: Plan, want: Plan, got_doc: dict[str, Any], want_doc: dict[str, Any]) -> list[str]:
     out: list[str] = []
     got_phases = [p.name for p in got.phases]
@@ -153,18 +157,14 @@ def _differences(got: Plan, want: Plan, got_doc: dict[str, Any], want_doc: dict[
             out.append(f"issuer changed on {e.node} ({e.pki}): {got.label(e.new)} ({e.new}), but the desired state "
                        f"asks for {want.label(new)} ({new})")
     got_edits, want_edits = set(got.edits), set(want.edits)
-    extra = [e for e in got.edits if e not in want_edits]
-    missing = [e for e in want.edits if e not in got_edits]
+    extra = [_edit_text(got, e) for e in got.edits if e not in want_edits]
+    missing = [_edit_text(want, e) for e in want.edits if e not in got_edits]
     if extra:
-        out.append("steps the desired state does not ask for: " + "; ".join(_edit_text(got, e) for e in extra[:5])
-                   + (f" (and {len(extra) - 5} more)" if len(extra) > 5 else ""))
+        out.append("steps the desired state does not ask for: " + _listing(extra))
     if missing:
-        out.append("steps the desired state asks for are missing: "
-                   + "; ".join(_edit_text(want, e) for e in missing[:5])
-                   + (f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""))
-    if not extra and not missing and [e for p in got.phases for e in p.edits] != [
-        e for p in want.phases for e in p.edits
-    ] and sorted(got_phases) == sorted(want_phases):
+        out.append("steps the desired state asks for are missing: " + _listing(missing))
+    moved = [(p.name, e) for p in got.phases for e in p.edits] != [(p.name, e) for p in want.phases for e in p.edits]
+    if not extra and not missing and got_phases == want_phases and moved:
         out.append("edits are moved between phases or reordered")
     got_gates, want_gates = list(got.gates), list(want.gates)
     dropped = [g for g in want_gates if g not in got_gates]
