@@ -95,6 +95,16 @@ def test_a_foreign_ca_in_place_of_a_known_one_is_refused(planned: Path, cli) -> 
     _refused(cli, planned, "certificate's fingerprint is")
 
 
+def test_a_doctored_ca_description_is_refused_even_by_show(planned: Path, cli) -> None:  # noqa: ANN001
+    """Reviewers approve a CA by what `show` prints: it must be what the certificate says."""
+    doc = _doc(planned)
+    doc["authorities"][0]["subject"] = "O=talos,CN=trusted-by-everyone"
+    _write(planned, doc)
+    result = cli("show", "evil.bin")
+    assert result.code == 1 and result.out == ""
+    assert "authorities[0].subject: 'O=talos,CN=trusted-by-everyone' is not what the certificate says" in result.err
+
+
 def test_dropped_gates_are_refused(planned: Path, cli) -> None:  # noqa: ANN001
     doc = _doc(planned)
     for phase in doc["phases"]:

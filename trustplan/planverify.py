@@ -77,8 +77,12 @@ def check_structure(doc: dict[str, Any], source: str) -> None:
             raise _fail(source, f"{where}.certificate: {exc}") from None
         if ca.fingerprint != a["fingerprint"]:
             raise _fail(source, f"{where}: the certificate's fingerprint is {ca.fingerprint}, not {a['fingerprint']}")
-        for key in ("not_before", "not_after"):
-            _time(a[key], source, f"{where}.{key}")
+        facts = {"subject": ca.subject, "algorithm": ca.algorithm,
+                 "not_before": ca.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                 "not_after": ca.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        for key, value in facts.items():  # what reviewers read is what the certificate says
+            if a[key] != value:
+                raise _fail(source, f"{where}.{key}: {a[key]!r} is not what the certificate says ({value!r})")
         fps[a["fingerprint"]] = a["pki"]
     if len(set(doc["managed"])) != len(doc["managed"]):
         raise _fail(source, "managed: a PKI is listed twice")
