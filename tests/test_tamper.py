@@ -105,6 +105,15 @@ def test_a_doctored_ca_description_is_refused_even_by_show(planned: Path, cli) -
     assert "authorities[0].subject: 'O=talos,CN=trusted-by-everyone' is not what the certificate says" in result.err
 
 
+def test_terminal_escapes_in_a_plan_are_refused_even_by_show(planned: Path, cli) -> None:  # noqa: ANN001
+    doc = _doc(planned)
+    doc["warnings"].append("\x1b[2J\x1b[1;1HPlan: no changes.")
+    _write(planned, doc)
+    result = cli("show", "evil.bin")
+    assert result.code == 1 and "\x1b" not in result.err
+    assert "warnings[" in result.err and "holds control characters" in result.err
+
+
 def test_dropped_gates_are_refused(planned: Path, cli) -> None:  # noqa: ANN001
     doc = _doc(planned)
     for phase in doc["phases"]:

@@ -18,6 +18,7 @@ can recompute it. A signature proves who made a plan; this module proves what it
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from trustplan import pki
@@ -64,6 +65,7 @@ def _fps_of(doc: dict[str, Any]) -> list[tuple[str, str]]:
 
 def check_structure(doc: dict[str, Any], source: str) -> None:
     """Refuse a schema-valid document whose parts do not fit together (PlanFileError, never a crash)."""
+    _check_text(doc, source, "")
     for key in ("created", "expires"):
         _time(doc[key], source, key)
     fps: dict[str, str] = {}
@@ -114,6 +116,23 @@ def check_structure(doc: dict[str, Any], source: str) -> None:
     for fp, where in _fps_of(doc):
         if fp not in fps:
             raise _fail(source, f"{where}: CA {fp} is not among the plan's authorities")
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _check_text(value: Any, source: str, where: str) -> None:
+    """No control characters (terminal escapes, bidi overrides) in any string a renderer may print."""
+    if isinstance(value, str):
+        if _CONTROL.search(value):
+            raise _fail(source, f"{where or '(top level)'}: holds control characters")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_text(k, source, where)
+            _check_text(v, source, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_text(v, source, f"{where}[{i}]")
 
 
 def _time(text: str, source: str, where: str) -> dt.datetime:
