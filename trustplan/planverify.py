@@ -89,10 +89,12 @@ def check_structure(doc: dict[str, Any], source: str) -> None:
     if len(set(doc["managed"])) != len(doc["managed"]):
         raise _fail(source, "managed: a PKI is listed twice")
     roles: dict[str, str] = {}
+    targets: set[tuple[str, str]] = set()
     for i, n in enumerate(doc["nodes"]):
         if n["address"] in roles:
             raise _fail(source, f"nodes[{i}]: node {n['address']} is listed twice")
         roles[n["address"]] = n["role"]
+        targets |= {(n["address"], p) for p in n["targets"]}
         for pki_name in n["targets"]:
             if pki_name not in doc["managed"]:
                 raise _fail(source, f"nodes[{i}].targets.{pki_name}: not a managed PKI")
@@ -109,6 +111,8 @@ def check_structure(doc: dict[str, Any], source: str) -> None:
                 raise _fail(source, f"{where}: node {e['node']} is a {roles[e['node']]}, not a {e['role']}")
             if e["pki"] not in doc["managed"]:
                 raise _fail(source, f"{where}: the {e['pki']} PKI is not managed by this plan")
+            if (e["node"], e["pki"]) not in targets:
+                raise _fail(source, f"{where}: node {e['node']} has no {e['pki']} target")
         for j, g in enumerate(phase["gates"]):
             unknown = [a for a in g["nodes"] if a not in roles]
             if unknown:
