@@ -188,3 +188,15 @@ def test_plan_signing_refuses_apply_without_a_plan_file(example: Path, signing, 
 def test_plan_signing_refuses_an_unsigned_plan(example: Path, signing, cli) -> None:  # noqa: ANN001, F811
     assert cli("plan", "-o", "evil.bin").code == 0
     _refused(cli, example, "the plan is not signed, and planSigning requires a signature")
+
+
+def test_a_deeply_nested_plan_document_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    import hashlib
+    import struct
+
+    body = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    head = struct.pack(">10sHI", b"TRUSTPLAN\0", 1, len(body)) + body
+    (planned / "evil.bin").write_bytes(head + hashlib.sha256(head).digest())
+    result = cli("show", "evil.bin")
+    assert result.code == 1
+    assert "evil.bin: plan document is nested too deeply to be a plan" in result.err

@@ -150,6 +150,14 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
         raise PlanFileError(
             f"{source}: plan document is not valid JSON ({exc})", hint="re-create it with `trustplan plan -o ...`"
         ) from None
+    except RecursionError:
+        raise PlanFileError(
+            f"{source}: plan document is nested too deeply to be a plan",
+            hint="re-create it with `trustplan plan -o ...`",
+        ) from None
+    if not isinstance(doc, dict):
+        raise PlanFileError(f"{source}: plan document is not a JSON object",
+                            hint="re-create it with `trustplan plan -o ...`")
     validate_document(doc, source)
     from trustplan.planverify import check_structure
 
@@ -166,6 +174,9 @@ def validate_document(doc: dict[str, Any], source: str) -> None:
             f"{source}: plan document does not match the plan schema at {where}: {exc.message}",
             hint="it was not made by this trustplan, or was edited; re-create it with `trustplan plan -o ...`",
         ) from None
+    except RecursionError:
+        raise PlanFileError(f"{source}: plan document is nested too deeply to be a plan",
+                            hint="re-create it with `trustplan plan -o ...`") from None
 
 
 def read_bytes(path: Path) -> bytes:
