@@ -21,8 +21,8 @@ from cryptography import x509
 
 from trustplan import pki
 from trustplan.atomic import write_atomic
-from trustplan.errors import KeystoreError
-from trustplan.safeio import describe, ensure_dir
+from trustplan.errors import InputError, KeystoreError
+from trustplan.safeio import describe, ensure_dir, read_regular
 
 
 class Keystore:
@@ -33,13 +33,19 @@ class Keystore:
         return fp.removeprefix("sha256:")
 
     def _index(self) -> dict[str, str]:
+        path = self.root / "index.json"
         try:
-            data = json.loads((self.root / "index.json").read_text())
+            os.stat(path)
+            data = json.loads(read_regular(path, what="keystore index"))
         except FileNotFoundError:
             return {}
         except OSError as exc:
-            raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index ({describe(exc)})",
+            raise KeystoreError(f"{path}: unreadable keystore index ({describe(exc)})",
                                 hint="check the keystore path in the desired state") from None
+        except InputError as exc:
+            raise KeystoreError(str(exc), hint="check the keystore path in the desired state") from None
+        except RecursionError:
+            raise KeystoreError(f"{path}: unreadable keystore index (nested too deeply)") from None
         except ValueError as exc:
             raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index ({exc})") from None
         if not isinstance(data, dict):
