@@ -202,3 +202,16 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     last = state["history"][-1]
     assert last["status"] == "failed" and last["error"] == "interrupted"
     assert sum(1 for s in last["steps"] if s["kind"] == "write" and s["outcome"] == "ok") == 6
+
+
+def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    import time
+
+    stale = tmp_path / ".talosconfig.abc123.tmp"  # what write_atomic's mkstemp names look like
+    stale.write_bytes(b"key: LS0tLS1CRUdJTiBFRDI1NTE5IFBSSVZBVEUgS0VZLS0tLS0K")
+    young = tmp_path / ".talosconfig.def456.tmp"  # a write in progress elsewhere
+    young.write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    write_atomic(tmp_path / "talosconfig", b"new", mode=0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".talosconfig.def456.tmp", "talosconfig"]

@@ -1,14 +1,17 @@
 """Atomic file writes: temp file in the same directory, fsync, rename, fsync the directory.
 
 Missing folders are created 0700 (trustplan.safeio.ensure_dir); any OS error becomes one
-FilesystemError naming the path, and the temp file is removed on every exit path.
+FilesystemError naming the path, and the temp file is removed on every exit path; one that a killed
+process left behind (it may hold a key) is removed by the next write of the same file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from trustplan.errors import FilesystemError
@@ -20,6 +23,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     if path.is_dir():
         raise FilesystemError(f"{path}: is a directory; cannot write a file there", hint="give a file path")
     ensure_dir(path.parent)
+    _remove_stale_temps(path)
     tmp = ""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,3 +49,16 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         raise
+
+
+#: A temp file older than this is a leftover of a killed write, not one in progress.
+STALE_TEMP_SECONDS = 600.0
+
+
+def _remove_stale_temps(path: Path) -> None:
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            st = tmp.lstat()
+            if st.st_uid == os.getuid() and now - st.st_mtime > STALE_TEMP_SECONDS:
+                tmp.unlink()
