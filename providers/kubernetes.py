@@ -6,9 +6,9 @@ phase and trusting exactly the phase's CAs (old and new during the swap): what a
 would see with the kubeconfig trustplan writes. It is retried with backoff until a timeout, because
 a control plane restarts its API server and every kubelet re-joins after its Kubernetes CA changed.
 
-The client is blocking; every call runs in a worker thread (asyncio.to_thread). The kubeconfig
-lives in memory (`kubernetes.config.new_client_from_config_dict`); the client library needs the
-cert, key and CA as files, which go to a private 0700 directory removed when the check ends.
+The client is blocking; every call runs in a worker thread (asyncio.to_thread). The credential
+lives in memory: the client library needs the cert, key and CA as files, which are in-memory files
+(trustplan.secretfiles) that never reach the disk and vanish with the process.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import shutil
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +26,8 @@ from urllib.parse import urlsplit
 from trustplan.providers.base import Credential
 
 from trustplan.errors import GateFailedError
+from trustplan.secretfiles import SecretFile
+from trustplan.tlserrors import trust_failure, trust_failure_text
 
 DEFAULT_PORT = 6443
 CALL_TIMEOUT = 5.0
@@ -88,22 +88,27 @@ def kubeconfig_dict(server: str, credential: Credential, name: str = "trustplan-
 
 
 class _Client:
-    """A `kubernetes` ApiClient for one server and credential; its files are removed by close()."""
+    """A `kubernetes` ApiClient for one server and credential (what kubeconfig_dict describes).
+
+    The client library loads the CA bundle, cert and key from paths: they are in-memory files
+    (trustplan.secretfiles), never on disk, closed by close() and gone with the process."""
 
     def __init__(self, server: str, credential: Credential, call_timeout: float) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
         self.server = server
         self.call_timeout = call_timeout
-        self._dir = tempfile.mkdtemp(prefix="trustplan-kube-")  # mode 0700
+        self._files = [
+            SecretFile(credential.ca_bundle_pem, "kube-ca"),
+            SecretFile(credential.cert_pem, "kube-crt"),
+            SecretFile(credential.key_pem, "kube-key"),
+        ]
         configuration = client.Configuration()
+        configuration.host = server
+        configuration.verify_ssl = True  # always: the server must chain to the phase's CAs
+        configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = (f.path for f in self._files)
         configuration.retries = 0  # our loop retries, with backoff and a deadline
-        self.api = config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-            config_dict=kubeconfig_dict(server, credential),
-            persist_config=False,
-            temp_file_path=self._dir,
-            client_configuration=configuration,
-        )
+        self.api = client.ApiClient(configuration)
         self.version_api = client.VersionApi(self.api)
         self.core = client.CoreV1Api(self.api)
 
@@ -137,15 +142,10 @@ class _Client:
 
     def close(self) -> None:
         try:
-            self.api.close()
+            self.api.close()  # type: ignore[no-untyped-call]
         finally:
-            from kubernetes.config import kube_config
-
-            cache = getattr(kube_config, "_temp_files", None)
-            if isinstance(cache, dict):  # the library caches its temp files by content; forget ours
-                for key in [k for k, v in cache.items() if str(v).startswith(self._dir)]:
-                    del cache[key]
-            shutil.rmtree(self._dir, ignore_errors=True)
+            for f in self._files:
+                f.close()
 
 
 def describe_error(exc: BaseException) -> str:
@@ -166,16 +166,17 @@ def describe_error(exc: BaseException) -> str:
     seen = 0
     while reason is not None and seen < 5:
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return f"TLS: the API server's certificate is not trusted ({reason.verify_message})"
+            return trust_failure(reason)
         if isinstance(reason, ssl.SSLError | Urllib3SSLError):
             text = str(reason)
-            if "CERTIFICATE_VERIFY_FAILED" in text:
-                return "TLS: the API server's certificate is not trusted"
+            named = trust_failure_text(text)
+            if named is not None:
+                return named
             return "TLS handshake refused (the API server does not accept the client certificate?)"
         if isinstance(reason, NewConnectionError | ConnectionRefusedError):
             return "connection refused (API server not listening: restarting?)"
         if isinstance(reason, ReadTimeoutError | TimeoutError):
-            return "timed out"
+            return f"timed out: no answer within the {CALL_TIMEOUT:g} s deadline of one call"
         if isinstance(reason, ProtocolError | ConnectionError | http.client.HTTPException):
             inner = [a for a in reason.args if isinstance(a, ssl.SSLError)]
             if inner:

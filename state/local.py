@@ -18,7 +18,8 @@ from trustplan.state.backend import Holder
 from trustplan.state.document import StateDocument, dump, empty_state, parse
 
 from trustplan.atomic import write_atomic
-from trustplan.errors import StateError
+from trustplan.errors import InputError, StateError
+from trustplan.safeio import describe, ensure_dir, read_regular
 
 
 class LocalState:
@@ -33,12 +34,12 @@ class LocalState:
 
     def read(self, cluster: str) -> StateDocument:
         """The current state, or an empty one (serial 0, no lineage) if there is no file yet."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        if not self.path.exists() and not self.path.is_symlink():
             return empty_state(cluster)
-        except OSError as exc:
-            raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from None
+        try:
+            data = read_regular(self.path, what="state file")
+        except InputError as exc:
+            raise StateError(str(exc), hint="the state file must be a regular file") from None
         doc = parse(data, str(self.path))
         if doc["cluster"] != cluster:
             raise StateError(f"{self.path}: this state belongs to cluster {doc['cluster']!r}, not {cluster!r}")
@@ -47,14 +48,21 @@ class LocalState:
     def write(self, doc: StateDocument) -> None:
         """Write atomically, keeping the previous serial as `<state>.backup`."""
         if self.path.exists():
-            write_atomic(self.backup_path, self.path.read_bytes())
+            try:
+                previous = self.path.read_bytes()
+            except OSError as exc:
+                raise StateError(f"{self.path}: cannot read state to back it up: {describe(exc)}") from None
+            write_atomic(self.backup_path, previous)
         write_atomic(self.path, dump(doc))
 
     @contextmanager
     def lock(self, timeout: float, operation: str, plan_digest: str | None = None) -> Iterator[Holder]:
         """Hold the state lock; wait up to `timeout` seconds, then fail naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_dir(self.path.parent)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(f"{self.lock_path}: cannot create the state lock: {describe(exc)}") from None
         deadline = time.monotonic() + timeout
         try:
             while True:

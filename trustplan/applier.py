@@ -39,7 +39,7 @@ from trustplan.planner import (
     Plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.document import from_document
+from trustplan.planverify import operator_of, verified_plan
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
@@ -394,8 +394,9 @@ async def apply(
         check_backend_outside(desired, document)
         live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
         check_live(document, live, source)
-        plan = from_document(document)
         resolved = resolve(desired, keystore, live.cas, now, generate=False)
+        # the steps as the desired state asks for them, not as the file says (planverify)
+        plan = verified_plan(document, source, desired, live, resolved, operator_of(desired, live, reader), now)
         material = dict(resolved.material)
         for a in plan.authorities:
             if a.fingerprint not in material:

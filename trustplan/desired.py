@@ -7,6 +7,7 @@ Paths inside the file are relative to the file.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import jsonschema
 import yaml
 
-from trustplan import schemas
+from trustplan import safeio, safeyaml, schemas
 from trustplan.errors import InputError, SchemaError
 from trustplan.providers.base import NodeRef
 from trustplan.state.backend import KubernetesStateSpec, StateBackend
@@ -166,12 +167,11 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
     """Parse YAML into a mapping and a line map; a syntax error becomes one InputError."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        node = safeyaml.compose(text)
+        doc = safeyaml.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-        raise InputError(source, f"malformed YAML: {problem}", line=mark.line + 1 if mark else None) from None
+        problem, line = safeyaml.problem(exc)
+        raise InputError(source, problem, line=line) from None
     if not isinstance(doc, dict):
         raise InputError(source, "expected a mapping at the top level (version, cluster, authorities, trust)")
     return doc, _line_map(node) if node is not None else {}
@@ -180,12 +180,9 @@ def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]
 def load(path: Path) -> DesiredState:
     """Read and check a desired-state file; no other file is touched."""
     source = str(path)
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(source, "file not found", hint="create one with `trustplan init`, or pass -c FILE") from None
-    except OSError as exc:
-        raise InputError(source, f"cannot read: {exc.strerror}") from None
+    if not path.exists() and not path.is_symlink():
+        raise InputError(source, "file not found", hint="create one with `trustplan init`, or pass -c FILE")
+    text = safeio.read_regular(path, source, "desired-state file", safeyaml.MAX_BYTES)
     doc, lines = parse_text(text, source)
     validator = schemas.validator("desired")
     errors = sorted(
@@ -228,6 +225,18 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             declared[address] = role
             node_paths[address] = f"cluster.nodes.{role}[{i}]"
     machine_configs = {str(k): base / v for k, v in (cluster.get("machineConfigs") or {}).items()}
+    by_file: dict[str, str] = {}
+    for address, file in machine_configs.items():
+        if "\0" in str(file):
+            raise err(f"invalid file name {str(file)!r}", f"cluster.machineConfigs.{address}")
+        real = os.path.realpath(file)
+        if real in by_file:
+            raise err(
+                f"nodes {by_file[real]} and {address} map to the same machine config file {file}; "
+                "each node needs its own",
+                f"cluster.machineConfigs.{address}",
+            )
+        by_file[real] = address
     if machine_configs:
         for address in declared:
             if address not in machine_configs:

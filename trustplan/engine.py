@@ -199,6 +199,12 @@ async def make(
     notes = [f"warning: {w}" for w in resolved.warnings]
     if plan.has_changes:
         notes += await _dry_run(plan, live, resolved, provider, reader)
+        if desired.provider == "files":  # say when apply tightens a key-bearing file's mode
+            from trustplan.providers.files import tightened_modes
+
+            changed = {e.node for e in plan.edits}
+            cps = [n.address for n in plan.nodes if n.role == "controlplane" and n.address in changed]
+            notes += tightened_modes(desired.machine_configs, cps)
     doc = to_document(plan)
     doc.update(
         format_version=1,

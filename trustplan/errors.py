@@ -8,9 +8,11 @@
     ├── UnsupportedError           a config layout or feature this version cannot edit safely
     ├── PlanFileError              plan.bin is tampered with, stale, expired, of another cluster ...
     ├── StateError                 the state file is unreadable, locked, or of another lineage
+    ├── FilesystemError            a file or folder could not be read or written (names the path)
     ├── KeystoreError              a CA key is missing from the keystore or does not match
     └── ProviderError              a node could not be read, written or verified
         ├── NodeUnreachableError   the node did not answer (after retries)
+        │   └── NodeTimeoutError   no answer within the call's deadline (a timeout, named as one)
         └── GateFailedError        a verification gate did not pass in time
 
 Errors never carry private key material. The CLI maps each to one line on stderr and exit code 1.
@@ -76,6 +78,10 @@ class StateError(TrustplanError):
     """The state file cannot be read, locked or written."""
 
 
+class FilesystemError(TrustplanError):
+    """A file or folder could not be read or written: the message names the path and the reason."""
+
+
 class KeystoreError(TrustplanError):
     """A CA key needed for a step is missing or does not match its certificate."""
 
@@ -86,6 +92,10 @@ class ProviderError(TrustplanError):
 
 class NodeUnreachableError(ProviderError):
     """The node did not answer, even after retrying."""
+
+
+class NodeTimeoutError(NodeUnreachableError):
+    """Nothing answered before the call's deadline (reported as a timeout, not as "unreachable")."""
 
 
 class GateFailedError(ProviderError):

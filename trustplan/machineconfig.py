@@ -26,15 +26,13 @@ from typing import Any, Literal
 
 import yaml
 
-from trustplan import pki
+from trustplan import pki, safeyaml
 from trustplan.errors import InputError
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 PKIName = Literal["talos", "kubernetes"]
 Role = Literal["controlplane", "worker"]
@@ -67,7 +65,8 @@ def digest(data: bytes) -> str:
 
 
 def load_yaml(text: bytes | str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader is the safe loader
+    """One YAML document with trustplan.safeyaml's limits (aliases, depth, size, duplicate keys)."""
+    return safeyaml.load(text)
 
 
 def dump_yaml(doc: Any) -> str:
@@ -106,6 +105,55 @@ def _split_documents(text: str) -> list[str]:
     return ["".join(d) for d in docs if "".join(d).strip() not in ("", "---")]
 
 
+_MAP, _LIST, _STR = dict, list, str
+#: The types of every field trustplan reads (None is always allowed: an absent field). Checked when
+#: a config is parsed, so that a wrong type is one error naming the path, not a crash later.
+SHAPE: dict[str, Any] = {
+    "machine": (_MAP, {
+        "type": _STR,
+        "ca": (_MAP, {"crt": _STR, "key": _STR}),
+        "acceptedCAs": (_LIST, (_MAP, {"crt": _STR})),
+        "certSANs": (_LIST, None),
+        "network": (_MAP, {
+            "hostname": None,
+            "interfaces": (_LIST, (_MAP, {"addresses": (_LIST, None)})),
+        }),
+    }),
+    "cluster": (_MAP, {
+        "clusterName": None,
+        "ca": (_MAP, {"crt": _STR, "key": _STR}),
+        "acceptedCAs": (_LIST, (_MAP, {"crt": _STR})),
+        "controlPlane": (_MAP, {"endpoint": None}),
+    }),
+}
+KUBE_DOC_SHAPE: dict[str, Any] = {
+    "issuingCA": (_MAP, {"cert": _STR, "key": _STR}),
+    "acceptedCAs": (_LIST, _STR),
+}
+
+
+def _check_shape(value: Any, shape: Any, source: str, path: str = "") -> None:
+    """Raise InputError at the first field whose type is not what `shape` says."""
+    if shape is None or value is None:
+        return
+    if isinstance(shape, dict):  # the fields of a mapping
+        for key, sub in shape.items():
+            _check_shape(value.get(key), sub, source, f"{path}.{key}" if path else key)
+        return
+    if isinstance(shape, tuple):
+        kind, inner = shape
+    else:
+        kind, inner = shape, None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = {dict: "a mapping", list: "a list", str: "a string"}[kind]
+        raise InputError(source, f"expected {name}, got {type(value).__name__}", path=path or "(top level)")
+    if kind is list and inner is not None:
+        for i, item in enumerate(value):
+            _check_shape(item, inner, source, f"{path}[{i}]")
+    elif kind is dict and inner is not None:
+        _check_shape(value, inner, source, path)
+
+
 class MachineConfig:
     """A parsed machine config; `data` is the exact bytes it came from."""
 
@@ -123,14 +171,16 @@ class MachineConfig:
             try:
                 self._docs.append(load_yaml(chunk))
             except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = mark.line + 1 if mark is not None else None
-                problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-                raise InputError(source, f"malformed YAML: {problem}", line=line) from None
+                problem, line = safeyaml.problem(exc)
+                raise InputError(source, problem, line=line) from None
         index = [i for i, d in enumerate(self._docs) if isinstance(d, dict) and d.get("version") == "v1alpha1"]
         if not index:
             raise InputError(source, "no v1alpha1 machine config document (a document with 'version: v1alpha1')")
         self._v1 = index[0]
+        _check_shape(self._docs[self._v1], SHAPE, source)
+        for doc in self._docs:
+            if isinstance(doc, dict) and doc.get("kind") == KUBE_CA_DOC_KIND:
+                _check_shape(doc, KUBE_DOC_SHAPE, source, KUBE_CA_DOC_KIND)
 
     @property
     def v1alpha1(self) -> dict[str, Any]:

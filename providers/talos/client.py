@@ -23,6 +23,8 @@ from trustplan.providers.base import Credential
 from trustplan.providers.talos.talosconfig import Endpoint
 from trustplan.providers.talos.tls import client_context
 
+from trustplan.tlserrors import trust_failure
+
 T = TypeVar("T")
 
 #: gRPC deadline of one call (the retry loop has its own, longer deadline)
@@ -53,9 +55,13 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, GRPCError):
         if exc.status in (Status.UNAVAILABLE,):
             return Transient("unavailable", exc.message or "unavailable")
+        if exc.status is Status.DEADLINE_EXCEEDED:
+            return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
         return None
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Transient("tls", f"TLS handshake failed: server certificate not trusted ({exc.verify_message})")
+        return Transient("tls", trust_failure(exc))
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         return Transient("tls", f"TLS handshake refused ({reason})")

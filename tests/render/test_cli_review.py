@@ -48,7 +48,7 @@ def test_show_markdown_for_review(planned: Path) -> None:
     new = [a["fingerprint"] for a in doc["authorities"] if a["fingerprint"] not in live]
     assert len(new) == 2 and all(fp in md for fp in new)
     assert "PRIVATE KEY" not in md and "(sensitive)" in md
-    keys = [p.read_text() for p in (planned / ".trustplan" / "keys").rglob("*") if p.is_file()]
+    keys = [p.read_text() for p in (planned / ".trustplan" / "keys").rglob("*.key")]
     assert keys, "the plan should have stored the new CA keys"
     for key in keys:
         body = "".join(line for line in key.splitlines() if not line.startswith("-----"))

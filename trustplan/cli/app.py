@@ -21,6 +21,7 @@ from trustplan.cli.common import err
 from trustplan.cli.keystore import keystore_app
 from trustplan.cli.state import force_unlock, state_app
 from trustplan.errors import TrustplanError
+from trustplan.secretfiles import remove_leftovers
 
 app = typer.Typer(
     name="trustplan",
@@ -61,6 +62,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)
     try:
         code = app(args=args, prog_name="trustplan", standalone_mode=False)
     except _UsageError as exc:

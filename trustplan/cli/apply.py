@@ -35,12 +35,19 @@ def apply(
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     if plan_file is not None:
         data = _read(plan_file)
-        document = planfile.decode(data, str(plan_file))
         source = str(plan_file)
         signing = load_desired(config).plan_signing_key
-        if signing is not None:  # only plans signed with this key may be applied
+        if signing is not None:  # only plans signed with this key may be applied: check before decoding
             planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
+        document = planfile.decode(data, source)
     else:
+        if load_desired(config).plan_signing_key is not None:
+            raise TrustplanError(
+                f"{config}: planSigning is set, so only a saved plan signed with that key can be applied; "
+                "`trustplan apply` without a plan file would apply an unsigned plan",
+                hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`, review it, then "
+                "`trustplan apply plan.bin`; nothing was changed",
+            )
         planned = make_plan(config, "1h", lock_timeout)
         print_data(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
@@ -73,9 +80,4 @@ def apply(
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TrustplanError(
-            f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`"
-        ) from None
+    return planfile.read_bytes(path)

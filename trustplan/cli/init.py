@@ -31,7 +31,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from trustplan import machineconfig, pki
+from trustplan import machineconfig, pki, safeio, safeyaml
 from trustplan.atomic import write_atomic
 from trustplan.cli.common import err
 from trustplan.errors import InputError, TrustplanError, UnsupportedError
@@ -93,7 +93,7 @@ def read_machine_configs(directory: Path) -> tuple[list[FoundNode], list[machine
     configs: list[machineconfig.MachineConfig] = []
     seen: dict[str, Path] = {}
     for path in files:
-        cfg = machineconfig.parse(path.read_bytes(), str(path))
+        cfg = machineconfig.parse(safeio.read_regular(path, what="machine config"), str(path))
         address, why = node_address(cfg, path)
         if address in seen:
             raise InputError(str(path), f"node address {address} (from {why}) is also the address of {seen[address]}")
@@ -125,10 +125,13 @@ def live_cas(configs: list[tuple[str, machineconfig.MachineConfig]]) -> dict[str
 
 def live_cas_from_secrets(path: Path) -> dict[str, list[LiveCA]]:
     try:
-        doc = yaml.safe_load(path.read_bytes())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read secrets ({exc.strerror})") from None
-    certs = (doc or {}).get("certs") if isinstance(doc, dict) else None
+        doc = safeyaml.load(safeio.read_regular(path, what="secrets file"))
+    except yaml.YAMLError as exc:
+        problem, line = safeyaml.problem(exc)
+        raise InputError(str(path), problem, line=line) from None
+    certs = doc.get("certs") if isinstance(doc, dict) else None
+    if not isinstance(certs, dict) or not all(isinstance(certs.get(k) or {}, dict) for k in ("os", "k8s")):
+        raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping with os and k8s)", path="certs")
     out: dict[str, list[LiveCA]] = {"talos": [], "kubernetes": []}
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         crt = ((certs or {}).get(key) or {}).get("crt")
@@ -349,8 +352,8 @@ def _cluster_name(configs: list[machineconfig.MachineConfig]) -> str | None:
 
 def _talosconfig_context(path: Path) -> str | None:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        doc = safeyaml.load(safeio.read_regular(path, what="talosconfig"))
+    except (InputError, yaml.YAMLError):
         return None
     value = doc.get("context") if isinstance(doc, dict) else None
     return str(value) if value else None

@@ -22,6 +22,7 @@ from trustplan.cli.common import (
     seconds,
 )
 from trustplan.planner.document import from_document
+from trustplan.safeio import check_writable, ensure_dir
 
 
 def render_document(doc: dict, fmt: Format, summary: bool = False) -> str:  # type: ignore[type-arg]
@@ -56,13 +57,26 @@ def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:
         return
     parts = render_markdown.render_parts(from_document(doc), doc, summary)
     if split_dir is not None:
-        split_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(split_dir)
         for stale in split_dir.glob("part-*.md"):
             stale.unlink()
         for i, part in enumerate(parts, start=1):
             write_atomic(split_dir / f"part-{i}.md", part.encode(), mode=0o644)
         err.print(f"Wrote {len(parts)} Markdown part(s) to {split_dir}/part-*.md", markup=False)
     print_data(f"\n{render_markdown.PART_DELIMITER}\n\n".join(parts))
+
+
+def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
+    """Refuse, before any work, an output file that is a folder or a split folder that is a file."""
+    if out is not None and out.is_dir():
+        raise typer.BadParameter(f"{out} is a directory; give the plan file's path (e.g. {out}/plan.bin)",
+                                 param_hint="--out")
+    if split_dir is not None and split_dir.exists() and not split_dir.is_dir():
+        raise typer.BadParameter(f"{split_dir} exists and is not a directory", param_hint="--split-dir")
+    if out is not None:
+        check_writable(out, "the plan file")
+    if split_dir is not None:
+        check_writable(split_dir / "part-1.md", "the Markdown parts")
 
 
 def make_plan(config: Path, expires_in: str, lock_timeout: str) -> engine.Planned:
@@ -94,6 +108,7 @@ def plan(
     ] = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
+    check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
     planned = make_plan(config, expires_in, lock_timeout)
     if planned.plan.has_changes:

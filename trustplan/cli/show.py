@@ -9,7 +9,7 @@ import typer
 
 from trustplan import planfile
 from trustplan.cli.common import Format, FormatOption, err
-from trustplan.cli.plan import SplitDirOption, SummaryOption, emit
+from trustplan.cli.plan import SplitDirOption, SummaryOption, check_output_paths, emit
 
 
 def show(
@@ -19,8 +19,10 @@ def show(
     split_dir: SplitDirOption = None,
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
-    doc = planfile.read(plan_file)
-    signer = planfile.signer(plan_file.read_bytes())
+    check_output_paths(None, split_dir)
+    data = planfile.read_bytes(plan_file)
+    doc = planfile.decode(data, str(plan_file))
+    signer = planfile.signer(data)
     if signer is not None:
         err.print(f"{plan_file}: signed by Ed25519 key {planfile.key_fingerprint(signer)}", markup=False)
     emit(doc, fmt, summary, split_dir)

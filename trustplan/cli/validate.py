@@ -6,6 +6,7 @@ from pathlib import Path
 
 from trustplan import authorities, machineconfig, pki
 from trustplan.cli.common import ConfigOption, err, load_desired, print_data
+from trustplan.safeio import read_regular
 
 
 def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
@@ -15,7 +16,7 @@ def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     for address, path in desired.machine_configs.items():
         if not path.is_file():
             raise desired.error(f"machine config file not found: {path}", f"cluster.machineConfigs.{address}")
-        machineconfig.parse(path.read_bytes(), str(path))
+        machineconfig.parse(read_regular(path, what="machine config"), str(path))
     if desired.talosconfig is not None and not desired.talosconfig.is_file():
         raise desired.error(f"talosconfig not found: {desired.talosconfig}", "cluster.talosconfig")
     for w in resolved.warnings:
