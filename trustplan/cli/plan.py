@@ -9,6 +9,7 @@ import typer
 
 from trustplan import engine, pki, planfile, render, render_markdown
 from trustplan.atomic import write_atomic
+from trustplan.cli import conventions, terminal
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -52,7 +53,11 @@ def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:
     if fmt is not Format.markdown:
         if split_dir is not None:
             raise typer.BadParameter("--split-dir needs --format markdown", param_hint="--split-dir")
-        print_data(render_document(doc, fmt, summary))
+        text = render_document(doc, fmt, summary)
+        if fmt is Format.text:
+            terminal.print_text(text)
+        else:
+            print_data(text)
         return
     parts = render_markdown.render_parts(from_document(doc), doc, summary)
     if split_dir is not None:
@@ -94,6 +99,7 @@ def plan(
     ] = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
+    conventions.check_out_path(out)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
     planned = make_plan(config, expires_in, lock_timeout)
     if planned.plan.has_changes:

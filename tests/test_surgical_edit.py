@@ -1,0 +1,165 @@
+"""Surgical config edits: a CA rotation on commented machine configs changes the CA lines and nothing
+else (issue 14, item 1).
+
+The fixtures (tests/fixtures/configs, made by generate.py from its templates) are configs as
+`talosctl gen config` writes them, with doc comments and commented-out examples, a Talos 1.14-style
+worker with a KubeAPIServerCAConfig document, and a control plane edited by hand with odd indentation,
+quoting, flow collections and comments between the CA lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_cli, snapshot
+
+from trustplan import machineconfig, pki, yamledit
+from trustplan.machineconfig import CAFields
+
+FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+NODES = ("cp-1", "cp-2", "worker-1", "worker-2")
+
+
+def ca_lines(text: str) -> set[int]:
+    """Line numbers (0-based) of the CA fields, found by parsing: `machine`/`cluster` `ca` and
+    `acceptedCAs` in the v1alpha1 document, `issuingCA` and `acceptedCAs` in a KubeAPIServerCAConfig."""
+    lines: set[int] = set()
+    offset = 0
+    for chunk in machineconfig._split_documents(text):
+        base = text.index(chunk, offset)
+        offset = base + len(chunk)
+        root = yamledit.compose(chunk)
+        boxes: list[tuple[yaml.Node, tuple[str, ...]]] = []
+        version, kind = yamledit.get(root, "version"), yamledit.get(root, "kind")
+        if version and version[1].value == "v1alpha1":
+            sections = [yamledit.get(root, s) for s in ("machine", "cluster")]
+            boxes = [(pair[1], ("ca", "acceptedCAs")) for pair in sections if pair]
+        elif kind and kind[1].value == machineconfig.KUBE_CA_DOC_KIND:
+            boxes = [(root, ("issuingCA", "acceptedCAs"))]
+        for box, keys in boxes:
+            for key in keys:
+                pair = yamledit.get(box, key)
+                if pair is None:
+                    continue
+                first = text.count("\n", 0, base + pair[0].start_mark.index)
+                last = text.count("\n", 0, base + yamledit.node_end(chunk, pair[1]) - 1)
+                lines.update(range(first, last + 1))
+    return lines
+
+
+def non_ca_lines(text: str) -> list[str]:
+    ca = ca_lines(text)
+    return [line for i, line in enumerate(text.splitlines(keepends=True)) if i not in ca]
+
+
+def changed_lines(old: str, new: str) -> list[str]:
+    return [
+        d for d in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+        if d[:1] in "+-" and not d.startswith(("+++", "---"))
+    ]
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[int, bytes]], list[str]]:
+    """The fixture cluster taken through `plan -o plan.bin` and `apply plan.bin` (both CAs rotated),
+    with every intermediate config the files provider wrote."""
+    root = tmp_path_factory.mktemp("gitops") / "cluster"
+    shutil.copytree(FIXTURES, root)
+    before = snapshot(root)
+    assert run_cli(root, "plan", "-o", "plan.bin").code == 0
+    applied = run_cli(root, "apply", "plan.bin")
+    assert applied.code == 0, applied.err
+    return root, before, [applied.out, applied.err]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_rotation_changes_only_ca_lines(rotated, node: str) -> None:
+    root, before, _ = rotated
+    old = before[f"nodes/{node}.yaml"][1].decode()
+    new = (root / "nodes" / f"{node}.yaml").read_text()
+    assert new != old
+    assert non_ca_lines(new) == non_ca_lines(old)  # every comment, key, blank line, separator, byte
+    # and the CA fields now hold the new CAs only
+    cfg = machineconfig.parse(new.encode(), node)
+    state_cas = {pki.CACert.from_pem(cfg.ca_fields(p).issuer or b"", node).fingerprint for p in ("talos", "kubernetes")}
+    assert len(state_cas) == 2 and all(not cfg.ca_fields(p).accepted for p in ("talos", "kubernetes"))
+
+
+def test_talosctl_control_plane_diff_is_the_four_ca_lines(rotated) -> None:
+    root, before, _ = rotated
+    old = before["nodes/cp-1.yaml"][1].decode()
+    diff = changed_lines(old, (root / "nodes/cp-1.yaml").read_text())
+    assert len(diff) == 8  # 4 lines out, 4 lines in: machine.ca crt/key, cluster.ca crt/key
+    assert {d.split(":")[0].strip("+- ") for d in diff} == {"crt", "key"}
+    assert len(old) > 15000 and old.count("\n#") + old.count("    #") > 100  # the docs and examples are there
+
+
+def test_hand_edited_config_keeps_quoting_and_comments(rotated) -> None:
+    root, _, _ = rotated
+    new = (root / "nodes/cp-2.yaml").read_text()
+    assert '         crt: "LS0t' in new and "         key: 'LS0t" in new  # the quoting style of each value
+    assert "   acceptedCAs: []   # none yet\n" in new  # emptied, its comment kept
+    assert "   # the 2024 CA, still accepted while old talosconfigs are phased out\n" in new
+    assert new.endswith("... # explicit document end, then a trailing comment\n")
+
+
+def _fields(cfg: machineconfig.MachineConfig, pki_name: str) -> CAFields:
+    return cfg.ca_fields(pki_name)  # type: ignore[arg-type]
+
+
+def test_accept_inserts_in_the_documents_own_style(ca_files) -> None:
+    """talosctl indents sequences 4 past their key: a new acceptedCAs follows the ca block that way,
+    before the comment that introduces the next key."""
+    data = (FIXTURES / "nodes/cp-1.yaml").read_bytes()
+    cfg = machineconfig.parse(data, "cp-1")
+    f = _fields(cfg, "talos")
+    new = cfg.with_ca_fields({"talos": CAFields(f.issuer, f.issuer_key, (ca_files.talos_crt,))}).decode()
+    b64 = pki.b64encode_pem(ca_files.talos_crt)
+    assert changed_lines(data.decode(), new) == ["+    acceptedCAs:", f"+        - crt: {b64}"]
+    assert f"        - crt: {b64}\n    # Extra certificate subject alternative names" in new
+
+
+def test_existing_entries_keep_their_bytes_when_a_ca_is_added_and_moved(ca_files) -> None:
+    data = (FIXTURES / "nodes/cp-2.yaml").read_bytes()
+    cfg = machineconfig.parse(data, "cp-2")
+    f = _fields(cfg, "talos")
+    old_entry = next(line for line in data.decode().splitlines() if line.startswith("   -   crt: "))
+    # swap-like: the issuer moves to the front of acceptedCAs, a new CA is appended after the old one
+    new = cfg.with_ca_fields(
+        {"talos": CAFields(f.issuer, f.issuer_key, (f.issuer or b"", *f.accepted, ca_files.talos_crt))}
+    ).decode()
+    assert old_entry in new.splitlines()  # the 2024 entry with its `# 2024` comment, byte for byte
+    assert non_ca_lines(new) == non_ca_lines(data.decode())
+    after = machineconfig.parse(new.encode(), "cp-2")
+    assert _fields(after, "talos").accepted == (f.issuer, *f.accepted, ca_files.talos_crt)
+
+
+def test_kube_ca_document_edited_as_literal_blocks(ca_files) -> None:
+    data = (FIXTURES / "nodes/worker-2.yaml").read_bytes()
+    cfg = machineconfig.parse(data, "worker-2")
+    f = _fields(cfg, "kubernetes")
+    new = cfg.with_ca_fields({"kubernetes": CAFields(f.issuer, None, (ca_files.kube_crt,))}).decode()
+    added = changed_lines(data.decode(), new)
+    assert added[0] == "+    - |" and all(line.startswith("+        ") for line in added[1:])
+    assert _fields(machineconfig.parse(new.encode(), "w"), "kubernetes").accepted == (ca_files.kube_crt,)
+
+
+def test_flow_style_section_falls_back_to_re_encoding(ca_files) -> None:
+    """A shape the in-place editor does not handle is re-encoded: same meaning, new layout."""
+    b64 = pki.b64encode_pem(ca_files.talos_crt)
+    key = pki.b64encode_pem(ca_files.talos_key)
+    data = f"version: v1alpha1\nmachine: {{type: controlplane, ca: {{crt: {b64}, key: {key}}}}}\n".encode()
+    cfg = machineconfig.parse(data, "flow")
+    new = cfg.with_ca_fields({"talos": CAFields(ca_files.talos_crt, ca_files.talos_key, (ca_files.kube_crt,))})
+    assert _fields(machineconfig.parse(new, "flow"), "talos").accepted == (ca_files.kube_crt,)
+
+
+def test_unchanged_fields_leave_the_file_identical() -> None:
+    for node in NODES:
+        data = (FIXTURES / "nodes" / f"{node}.yaml").read_bytes()
+        cfg = machineconfig.parse(data, node)
+        assert cfg.with_ca_fields({p: _fields(cfg, p) for p in ("talos", "kubernetes")}) == data
