@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,7 +117,12 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
 
 
 async def read_live(
-    desired: DesiredState, provider: Provider, keystore: Keystore, managed: tuple[str, ...], now: dt.datetime
+    desired: DesiredState,
+    provider: Provider,
+    keystore: Keystore,
+    managed: tuple[str, ...],
+    now: dt.datetime,
+    on_read: Callable[[str], None] | None = None,
 ) -> tuple[LiveCluster, Credential | None]:
     """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
 
@@ -126,7 +132,7 @@ async def read_live(
     verified, against CAs whose keys we hold.
     """
     try:
-        return await read_cluster(provider, desired.nodes, managed), None
+        return await read_cluster(provider, desired.nodes, managed, on_read=on_read), None
     except NodeUnreachableError:
         raise
     except ProviderError as first:
@@ -172,7 +178,7 @@ async def make(
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
-    live, reader = await read_live(desired, provider, keystore, managed, now)
+    live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
     inp = PlanInput(

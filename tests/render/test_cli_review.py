@@ -41,7 +41,9 @@ def test_show_markdown_is_what_plan_printed(planned: Path) -> None:
 def test_show_markdown_for_review(planned: Path) -> None:
     md = run("show", "plan.bin", "--format", "markdown", cwd=planned).stdout
     doc = json.loads(run("show", "plan.bin", "--format", "json", cwd=planned).stdout)
-    assert md.startswith("Plan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, ")
+    assert md.startswith(
+        "Plan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, "
+    )
     edit_phases = [p for p in doc["phases"] if p["name"] != "outputs"]
     assert md.count("<details><summary>Phase ") == len(edit_phases) == 3
     live = {fp for n in doc["nodes"] for t in n["live"].values() for fp in [t["issuer"], *t["accepted"]]}

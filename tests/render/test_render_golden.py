@@ -61,7 +61,8 @@ def test_markdown_layout_for_review() -> None:
     md = render.markdown(plan, doc)
     assert md.splitlines()[0] == render.summary_line(plan)
     assert md.splitlines()[0] == (
-        "Plan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, 6 verification gates."
+        "Plan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, "
+        "6 verification gates."
     )
     warning, new_cas, tables = md.index("> [!WARNING]"), md.index("### New authorities"), md.index("CA per node")
     assert warning < new_cas < tables < md.index("<details>")
