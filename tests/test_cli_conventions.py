@@ -135,7 +135,8 @@ def test_status_detailed_exitcode_and_drift_lines(applied: tuple[Path, str, str]
     assert run_cli(root, "status", "--detailed-exitcode").code == 0
     original = (root / "nodes/cp-1.yaml").read_bytes()
     try:
-        (root / "nodes/cp-1.yaml").write_bytes((Path(__file__).parents[1] / "examples/files/nodes/cp-1.yaml").read_bytes())
+        pristine = Path(__file__).parents[1] / "examples/files/nodes/cp-1.yaml"
+        (root / "nodes/cp-1.yaml").write_bytes(pristine.read_bytes())
         drifted = run_cli(root, "status", "--detailed-exitcode")
         assert drifted.code == 2
         line = next(x for x in drifted.out.splitlines() if "machine.ca:" in x)
