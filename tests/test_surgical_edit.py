@@ -1,7 +1,9 @@
 """Surgical config edits: a CA rotation on commented machine configs changes the CA lines and nothing
 else (issue 14, item 1).
 
-The fixtures (tests/fixtures/configs, made by generate.py from its templates) are configs as
+The fixtures: tests/fixtures/talosctl holds a control plane and a worker written by the real
+`talosctl gen config` v1.12.1 (docs and examples included; generate.sh regenerates them);
+tests/fixtures/configs (made by generate.py from its templates) has configs shaped as
 `talosctl gen config` writes them, with doc comments and commented-out examples, a Talos 1.14-style
 worker with a KubeAPIServerCAConfig document, and a control plane edited by hand with odd indentation,
 quoting, flow collections and comments between the CA lines.
@@ -21,6 +23,7 @@ from trustplan import machineconfig, pki, yamledit
 from trustplan.machineconfig import CAFields
 
 FIXTURES = Path(__file__).parent / "fixtures" / "configs"
+TALOSCTL = Path(__file__).parent / "fixtures" / "talosctl"  # written by the real talosctl v1.12.1
 NODES = ("cp-1", "cp-2", "worker-1", "worker-2")
 
 
@@ -163,3 +166,25 @@ def test_unchanged_fields_leave_the_file_identical() -> None:
         data = (FIXTURES / "nodes" / f"{node}.yaml").read_bytes()
         cfg = machineconfig.parse(data, node)
         assert cfg.with_ca_fields({p: _fields(cfg, p) for p in ("talos", "kubernetes")}) == data
+
+
+@pytest.fixture(scope="module")
+def rotated_talosctl(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[int, bytes]]]:
+    root = tmp_path_factory.mktemp("talosctl") / "cluster"
+    shutil.copytree(TALOSCTL, root)
+    before = snapshot(root)
+    assert run_cli(root, "plan", "-o", "plan.bin").code == 0
+    applied = run_cli(root, "apply", "plan.bin")
+    assert applied.code == 0, applied.err
+    return root, before
+
+
+@pytest.mark.parametrize(("name", "ca_lines_changed"), [("controlplane.yaml", 4), ("worker.yaml", 2)])
+def test_real_talosctl_configs_change_only_ca_lines(rotated_talosctl, name: str, ca_lines_changed: int) -> None:
+    root, before = rotated_talosctl
+    old, new = before[name][1].decode(), (root / name).read_text()
+    assert old.startswith("version: v1alpha1 # Indicates the schema used to decode the contents.\n")
+    assert non_ca_lines(new) == non_ca_lines(old)
+    diff = changed_lines(old, new)
+    assert len(diff) == 2 * ca_lines_changed  # the crt (and, on a control plane, key) lines of both CAs
+    assert len(new) == len(old) or abs(len(new) - len(old)) < 200  # 25,983 bytes stay ~25,983 bytes
