@@ -128,6 +128,7 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
 
 
 def markdown(plan: Plan, doc: dict[str, Any]) -> str:
+    """The Markdown for GitHub, without a plan file (see trustplan.render_markdown for the options)."""
     from trustplan.render_markdown import render
 
     return render(plan, doc)

@@ -121,3 +121,5 @@ def resume() -> tuple[Plan, dict[str, Any]]:
 
 
 SCENARIOS = {"rotation": rotation, "resume": resume}
+#: the same rotation at the sizes reviewers meet: 5, 53 and 503 nodes (3 control planes each)
+SIZES = {5: rotation, 53: lambda: rotation(n_cp=3, n_w=50), 503: lambda: rotation(n_cp=3, n_w=500)}

@@ -90,7 +90,8 @@ def test_trustplan_commands_of_the_workflow(files_copy: Path) -> None:
     planned = shell(plan_lines[0], files_copy)
     assert planned.returncode == 2, planned.stderr  # changes
     markdown = (files_copy / "plan.md").read_text()
-    assert markdown.startswith("Plan: 2 authorities to create")
+    assert markdown.startswith("## trustplan plan for `demo`")
+    assert "\nPlan: 2 authorities to create" in markdown and "Plan file: `plan.bin`, SHA-256 `" in markdown
     parts = sorted((files_copy / "plan-comment").glob("part-*.md"))
     assert [p.name for p in parts] == ["part-1.md"] and parts[0].read_text() == markdown
     assert "PRIVATE KEY" not in markdown
@@ -101,7 +102,7 @@ def test_trustplan_commands_of_the_workflow(files_copy: Path) -> None:
 
     again = shell(plan_lines[0], files_copy)  # after the apply: nothing left to do
     assert again.returncode == 0, again.stderr
-    assert (files_copy / "plan.md").read_text().startswith("No changes.")
+    assert "**Verdict: no changes.**" in (files_copy / "plan.md").read_text()
 
 
 def test_plan_step_script_treats_exit_code_2_as_success(files_copy: Path, tmp_path: Path) -> None:
