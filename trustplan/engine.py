@@ -207,6 +207,7 @@ async def make(
     doc = to_document(plan)
     doc.update(
         format_version=1,
+        format_minor=1,
         tool_version=__version__,
         created=iso_time(now),
         expires=iso_time(now + expires_in),

@@ -68,6 +68,7 @@ def document(plan: Plan) -> dict[str, Any]:
             o["path"] = paths[o["output"]]
     doc.update(
         format_version=1,
+        format_minor=1,
         tool_version="0.1.0",
         created="2026-11-27T12:00:00Z",
         expires="2026-11-30T12:00:00Z",

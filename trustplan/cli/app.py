@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import UsageError as _UsageError  # type: ignore[no-redef]
 
 from trustplan import __version__
-from trustplan.cli import apply, conventions, init, plan, show, status, terminal, validate
+from trustplan.cli import apply, conventions, init, plan, schema, show, status, terminal, validate
 from trustplan.cli.common import err, stop_heartbeats
 from trustplan.errors import TrustplanError
 
@@ -34,6 +34,7 @@ app.command("show")(show.show)
 app.command("apply")(apply.apply)
 app.command("status")(status.status)
 app.command("init")(init.init)
+app.command("schema")(schema.schema)
 try:
     from trustplan.cli.sim import sim_app
 
