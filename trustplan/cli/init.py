@@ -33,8 +33,8 @@ import yaml
 
 from trustplan import machineconfig, pki
 from trustplan.atomic import write_atomic
-from trustplan.cli.schema import schema_text
 from trustplan.cli.common import err
+from trustplan.cli.schema import schema_text
 from trustplan.errors import InputError, TrustplanError, UnsupportedError
 
 #: where `init` writes the desired-state schema, relative to the file it writes: editors resolve the
