@@ -48,6 +48,7 @@ def _tp(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         (("plan", "-ojson"), "did you mean --format json?"),
         (("plan", "--out", "markdown"), "did you mean --format markdown?"),
         (("status", "-detailed-exitcode"), "did you mean --detailed-exitcode?"),
+        (("status", "-o", "json"), "did you mean --format json?"),
     ],
 )
 def test_flag_traps_are_refused_with_a_hint(cluster: Path, args: tuple[str, ...], hint: str) -> None:

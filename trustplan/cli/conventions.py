@@ -45,10 +45,15 @@ def check_args(root: Any, args: list[str]) -> None:
             for opt in (*getattr(param, "opts", ()), *getattr(param, "secondary_opts", ())):
                 if opt.startswith("--"):
                     options[opt[2:]] = param
+    shorts = {opt for c in (root, cmd) for param in c.params for opt in getattr(param, "opts", ()) if len(opt) == 2}
     for i in range(start, len(args)):
         arg = args[i]
         if arg == "--":
             return
+        if arg.startswith("-o") and "-o" not in shorts and "format" in options:  # `show plan.bin -o json`
+            word = (arg[2:].lstrip("=") or (args[i + 1] if i + 1 < len(args) else "")).lower()
+            if word in FORMAT_WORDS:
+                raise UsageError(f"{arg}: this command has no -o; did you mean --format {FORMAT_WORDS[word]}?")
         m = _SINGLE_DASH_LONG.fullmatch(arg)
         if not m or m.group(1) not in options:
             continue
