@@ -4,20 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-files lint typecheck unit proto bench clean install FORCE
+.PHONY: test demo demo-files lint typecheck unit proto bench clean install
 
 # The strict editable install (the one mypy can follow) links each file of the package: it is redone
 # when pyproject.toml or the list of package files changes, not on every run. Its output goes to a
 # log shown only on failure (setuptools prints a long warning about strict editable installs).
 PKG_FILES := $(shell find trustplan planner providers state schemas -type f \( -name '*.py' -o -name '*.json' -o -name py.typed \) -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
 FILELIST := $(VENV)/.package-files
+# rewritten (new mtime) only when the list changes, so `make -q install` says whether anything is to do
+_ := $(shell mkdir -p $(VENV) && (echo '$(PKG_FILES)' | cmp -s - $(FILELIST) || echo '$(PKG_FILES)' > $(FILELIST)))
 
 $(BIN)/python:
 	@$(PY) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
-
-$(FILELIST): FORCE | $(BIN)/python
-	@echo '$(PKG_FILES)' | cmp -s - $@ || echo '$(PKG_FILES)' > $@
 
 $(STAMP): $(BIN)/python pyproject.toml $(FILELIST)
 	@echo "installing trustplan into $(VENV) (editable)"
@@ -26,19 +25,17 @@ $(STAMP): $(BIN)/python pyproject.toml $(FILELIST)
 	@rm -rf $(VENV)/.mypy_cache  # its cache goes stale when the set of linked files changes
 	@touch $(STAMP)
 
-FORCE:
-
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	@$(BIN)/ruff check --quiet .
 
 typecheck: $(STAMP)
-	cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan.planner
-	cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan
+	@cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan.planner
+	@cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	@$(BIN)/pytest
 
 test: $(STAMP)
 	@$(MAKE) --no-print-directory lint typecheck unit

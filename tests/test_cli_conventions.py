@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -165,3 +166,18 @@ def test_the_files_demo_writes_no_escape_codes_into_a_log() -> None:
     assert result.returncode == 0, result.stderr
     assert "$ trustplan apply plan.bin" in result.stdout
     assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_make_has_nothing_to_install_when_nothing_changed() -> None:
+    """`make test` reinstalls only when pyproject.toml or the package's file list changed."""
+    repo = Path(__file__).parents[1]
+    if shutil.which("make") is None or not (repo / ".venv" / ".installed").exists():
+        pytest.skip("not installed through make")
+    up_to_date = subprocess.run(["make", "-q", "install"], cwd=repo, capture_output=True, text=True)
+    assert up_to_date.returncode == 0, "make would reinstall although nothing changed"
+    (repo / "pyproject.toml").touch()
+    try:
+        assert subprocess.run(["make", "-q", "install"], cwd=repo, capture_output=True).returncode == 1
+    finally:
+        stamp = repo / ".venv" / ".installed"
+        stamp.touch()  # as fresh as pyproject.toml again: nothing was changed
