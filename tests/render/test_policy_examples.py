@@ -18,6 +18,8 @@ from render_scenarios import SCENARIOS
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "examples" / "policy"
 TRUSTPLAN = Path(sys.executable).with_name("trustplan")
+#: the first Rego test may build opa (scripts/peers/opa.sh, ~3 min on 2 cores) when it is not cached yet
+pytestmark = pytest.mark.timeout(1800)
 
 
 def check(doc: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
