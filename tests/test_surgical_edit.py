@@ -188,3 +188,58 @@ def test_real_talosctl_configs_change_only_ca_lines(rotated_talosctl, name: str,
     diff = changed_lines(old, new)
     assert len(diff) == 2 * ca_lines_changed  # the crt (and, on a control plane, key) lines of both CAs
     assert len(new) == len(old) or abs(len(new) - len(old)) < 200  # 25,983 bytes stay ~25,983 bytes
+
+
+def _pems(ca_files) -> list[bytes]:
+    return [ca_files.talos_crt, ca_files.kube_crt, ca_files.expired_crt]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [FIXTURES / "nodes" / f"{n}.yaml" for n in NODES] + [TALOSCTL / "controlplane.yaml", TALOSCTL / "worker.yaml"],
+    ids=lambda p: f"{p.parent.parent.name}/{p.name}",
+)
+def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, ca_files) -> None:
+    """Random walks of issuer / key / acceptedCAs changes (adding, dropping, reordering, emptying,
+    removing the issuer): every result means exactly what was asked and keeps every other line."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    original = path.read_bytes()
+    base = machineconfig.parse(original, path.name)
+    live = {p: _fields(base, p) for p in ("talos", "kubernetes")}
+    key = {"talos": ca_files.talos_key, "kubernetes": ca_files.kube_key}
+    pems = _pems(ca_files)
+    step = st.tuples(
+        st.sampled_from(("talos", "kubernetes")),
+        st.sampled_from(("keep", "new", "none")),
+        st.lists(st.sampled_from(range(len(pems) + 1)), unique=True, max_size=4),
+    )
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(step, min_size=1, max_size=4))
+    def walk(steps: list[tuple[str, str, list[int]]]) -> None:
+        cfg = base
+        for pki_name, issuer_choice, accepted in steps:
+            old = live[pki_name]
+            if issuer_choice == "keep":
+                issuer, issuer_key = old.issuer, old.issuer_key
+            elif issuer_choice == "new":
+                issuer = pems[0] if pki_name == "talos" else pems[1]
+                issuer_key = key[pki_name] if cfg.role == "controlplane" else None
+            else:
+                issuer, issuer_key = None, None
+            if cfg.role == "worker" and pki_name == "kubernetes" and cfg.kube_ca_layout == "multidoc":
+                issuer_key = None
+            choices = [old.issuer or pems[2], *pems]
+            want = CAFields(issuer, issuer_key, tuple(choices[i] for i in accepted if choices[i] != issuer))
+            cfg = machineconfig.parse(cfg.with_ca_fields({pki_name: want}), path.name)
+            got = _fields(cfg, pki_name)  # type: ignore[arg-type]
+            if cfg.role == "worker" and cfg.kube_ca_layout == "multidoc" and pki_name == "kubernetes":
+                # a worker keeps its whole trust in acceptedCAs, issuer first
+                assert [x for x in (got.issuer, *got.accepted) if x] == [x for x in (want.issuer, *want.accepted) if x]
+            else:
+                assert got == want
+            assert non_ca_lines(cfg.data.decode()) == non_ca_lines(original.decode())
+
+    walk()
