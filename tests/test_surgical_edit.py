@@ -243,3 +243,19 @@ def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, ca_files) ->
             assert non_ca_lines(cfg.data.decode()) == non_ca_lines(original.decode())
 
     walk()
+
+
+def test_secrets_yaml_changes_only_the_rotated_ca_lines(rotated_talosctl) -> None:
+    """apply updates certs.os and certs.k8s of the talosctl secrets.yaml in place."""
+    root, before = rotated_talosctl
+    old, new = before["secrets.yaml"][1].decode(), (root / "secrets.yaml").read_text()
+    diff = changed_lines(old, new)
+    assert len(diff) == 8 and {d.split(":")[0].strip("+- ") for d in diff} == {"crt", "key"}
+    assert [line for line in new.splitlines() if "crt:" not in line and "key:" not in line] == [
+        line for line in old.splitlines() if "crt:" not in line and "key:" not in line
+    ]
+    doc = yaml.safe_load(new)
+    assert pki.b64decode_pem(doc["certs"]["os"]["crt"], "s", "certs.os.crt") != pki.b64decode_pem(
+        yaml.safe_load(old)["certs"]["os"]["crt"], "s", "certs.os.crt"
+    )
+    assert doc["certs"]["etcd"] == yaml.safe_load(old)["certs"]["etcd"]

@@ -216,3 +216,13 @@ def edit_kube_ca_document(text: str, issuing: tuple[bytes, bytes | None] | None,
     editor.issuer(box, "issuingCA", want, enc)
     editor.accepted(box, "issuingCA", [enc.encode(p) for p in accepted], enc)
     return editor.result()
+
+
+def edit_secrets(text: str, updates: dict[str, tuple[bytes, bytes]]) -> str:
+    """A Talos secrets.yaml's text with `certs.<name>` (`os`, `k8s`) set to these cert and key PEMs;
+    every other byte (the other CAs, tokens, layout) stays."""
+    editor, enc = _Editor(text), legacy_encoding()
+    certs = editor.container("certs")
+    for name, (crt, key) in updates.items():
+        editor.issuer(certs, name, [("crt", enc.encode(crt)), ("key", enc.encode(key))], enc)
+    return editor.result()
