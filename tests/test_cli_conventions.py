@@ -75,6 +75,7 @@ def test_plan_colours_changes_in_a_terminal_only(cluster: Path) -> None:
     for plain in (
         _tp(cluster, "plan"),  # piped
         _tp(cluster, "--no-color", "plan", FORCE_COLOR="1"),
+        _tp(cluster, "plan", "--no-color", FORCE_COLOR="1"),  # after the command, as with terraform
         _tp(cluster, "plan", FORCE_COLOR="1", NO_COLOR="1"),
     ):
         assert plain.returncode == 0
@@ -88,6 +89,7 @@ def test_verbose_and_log_level_log_the_steps(applied: tuple[Path, str, str]) -> 
     assert " INFO " not in quiet.err
     verbose = run_cli(root, "-v", "plan")
     assert re.search(r" INFO trustplan: reading nodes: finished in [0-9.]+s", verbose.err)
+    assert re.search(r" INFO trustplan: reading nodes: finished", run_cli(root, "plan", "-v").err)
     debug = run_cli(root, "--log-level", "debug", "plan")
     assert " DEBUG trustplan: reading nodes: 10.5.0.2 done" in debug.err
     bad = run_cli(root, "--log-level", "loud", "plan")

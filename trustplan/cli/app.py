@@ -70,7 +70,7 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = conventions.hoist_global_options(sys.argv[1:] if argv is None else argv)
     terminal.configure("--no-color" in args)  # until the root callback has read the options
     try:
         conventions.check_args(typer.main.get_command(app), args)

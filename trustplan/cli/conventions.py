@@ -77,3 +77,28 @@ def check_out_path(out: Path | None) -> None:
             f"(to save the plan: --out plan.bin)",
             param_hint="'--out' / '-o'",
         )
+
+
+_GLOBAL_FLAGS = re.compile(r"--no-color|--verbose|-v+")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Global options are accepted after the command too, as Terraform users write them
+    (`trustplan plan --no-color`, `trustplan apply plan.bin -v`): they are moved to the front."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if _GLOBAL_FLAGS.fullmatch(arg) or arg.startswith("--log-level="):
+            front.append(arg)
+        elif arg == "--log-level" and i + 1 < len(args):
+            front += [arg, args[i + 1]]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
