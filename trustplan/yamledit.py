@@ -11,7 +11,7 @@ one key. Loading user files (limits, duplicate keys) lives elsewhere; this modul
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -255,10 +255,6 @@ def _find_literal(node: yaml.Node, anchor: int | None) -> tuple[int, yaml.Scalar
             if found:
                 return found
     return None
-
-
-Render = Callable[[int], str]
-"""Renders a new value for a key or item whose line starts at the given column."""
 
 
 def as_value(node: Any) -> str | None:
