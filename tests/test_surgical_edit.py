@@ -194,18 +194,24 @@ def _pems(ca_files) -> list[bytes]:
     return [ca_files.talos_crt, ca_files.kube_crt, ca_files.expired_crt]
 
 
+WALKS = [(FIXTURES / "nodes" / f"{n}.yaml", False) for n in NODES]
+WALKS += [(TALOSCTL / "controlplane.yaml", False), (TALOSCTL / "worker.yaml", False)]
+WALKS += [(FIXTURES / "nodes" / "cp-2.yaml", True), (FIXTURES / "nodes" / "worker-2.yaml", True)]  # CRLF files
+
+
 @pytest.mark.parametrize(
-    "path",
-    [FIXTURES / "nodes" / f"{n}.yaml" for n in NODES] + [TALOSCTL / "controlplane.yaml", TALOSCTL / "worker.yaml"],
-    ids=lambda p: f"{p.parent.parent.name}/{p.name}",
+    ("path", "crlf"), WALKS, ids=[f"{p.parent.parent.name}/{p.name}{'-crlf' if c else ''}" for p, c in WALKS]
 )
-def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, ca_files) -> None:
+def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, crlf: bool, ca_files) -> None:
     """Random walks of issuer / key / acceptedCAs changes (adding, dropping, reordering, emptying,
-    removing the issuer): every result means exactly what was asked and keeps every other line."""
+    removing the issuer): every result means exactly what was asked and keeps every other line
+    (CRLF files get CRLF in new lines too)."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
     original = path.read_bytes()
+    if crlf:
+        original = original.replace(b"\n", b"\r\n")
     base = machineconfig.parse(original, path.name)
     live = {p: _fields(base, p) for p in ("talos", "kubernetes")}
     key = {"talos": ca_files.talos_key, "kubernetes": ca_files.kube_key}
@@ -241,6 +247,8 @@ def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, ca_files) ->
             else:
                 assert got == want
             assert non_ca_lines(cfg.data.decode()) == non_ca_lines(original.decode())
+            if crlf:
+                assert cfg.data.count(b"\n") == cfg.data.count(b"\r\n")
 
     walk()
 

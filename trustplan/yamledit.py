@@ -46,12 +46,13 @@ def compose(text: str) -> yaml.Node:
 
 
 def apply(text: str, splices: Sequence[Splice]) -> str:
-    """`text` with non-overlapping splices applied."""
+    """`text` with non-overlapping splices applied; new line breaks follow the text's (CRLF or LF)."""
+    crlf = "\r\n" in text
     out, pos = [], 0
     for s in sorted(splices, key=lambda s: (s.start, s.end)):
         if s.start < pos:
             raise Unsupported("overlapping edits")
-        out += [text[pos : s.start], s.text]
+        out += [text[pos : s.start], re.sub(r"(?<!\r)\n", "\r\n", s.text) if crlf else s.text]
         pos = s.end
     out.append(text[pos:])
     return "".join(out)
@@ -99,7 +100,7 @@ def is_empty(node: yaml.Node) -> bool:
 
 
 def _trailing_breaks(span: str) -> str:
-    m = re.search(r"\n[ \t\n]*\Z", span)
+    m = re.search(r"\r?\n[ \t\r\n]*\Z", span)
     return span[m.start() :] if m else ""
 
 
