@@ -183,3 +183,29 @@ def test_make_has_nothing_to_install_when_nothing_changed() -> None:
     finally:
         stamp = repo / ".venv" / ".installed"
         stamp.touch()  # as fresh as pyproject.toml again: nothing was changed
+
+
+def test_retries_are_logged(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `-v` shows while the Talos API client waits for a node: each retry, why, and the wait."""
+    import asyncio
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("trustplan"), "propagate", True)  # the CLI stops it at its handler
+
+    from trustplan.providers.talos.client import Transient, with_retry
+    from trustplan.providers.talos.talosconfig import Endpoint
+
+    calls = []
+
+    async def attempt(endpoint: Endpoint) -> str:
+        calls.append(endpoint)
+        if len(calls) < 3:
+            raise Transient("unavailable", "node is rebooting")
+        return "ok"
+
+    with caplog.at_level("INFO", logger="trustplan"):
+        assert asyncio.run(with_retry(attempt, (Endpoint("10.5.0.2"),), timeout=30)) == "ok"
+    retries = [r.getMessage() for r in caplog.records if r.name == "trustplan.talos"]
+    assert len(retries) == 2
+    pattern = r"10\.5\.0\.2: node is rebooting \(unavailable\); retrying in [0-9.]+s, \d+s left"
+    assert all(re.fullmatch(pattern, m) for m in retries), retries
