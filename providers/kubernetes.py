@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import logging
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,8 @@ from trustplan.providers.base import Credential
 from trustplan.errors import GateFailedError
 from trustplan.secretfiles import SecretFile
 from trustplan.tlserrors import trust_failure, trust_failure_text
+
+log = logging.getLogger("trustplan.kubernetes")
 
 DEFAULT_PORT = 6443
 CALL_TIMEOUT = 5.0
@@ -268,6 +271,8 @@ class KubernetesChecker:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _ServerFailed(f"{_host(server)}: {probe.detail}")
+                wait = min(delay, left)
+                log.info("%s: %s; trying again in %.1fs, %.0fs left", _host(server), probe.detail, wait, left)
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, self.backoff_max)
         finally:

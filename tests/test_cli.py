@@ -79,7 +79,8 @@ def test_plan_with_detailed_exitcode_exits_2_and_saves_the_plan(rotation: Rotati
     assert rotation.plan_bin.startswith(b"TRUSTPLAN\0")
     assert "Saved the plan to plan.bin; apply it with: trustplan apply plan.bin" in rotation.plan.err
     assert rotation.plan.out.endswith(
-        "Plan: 2 authorities to create, 30 node changes (10 accept, 10 swap, 10 remove), 6 verification gates.\n"
+        "Plan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, "
+        "6 verification gates.\n"
     )
 
 

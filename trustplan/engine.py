@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -117,7 +118,12 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
 
 
 async def read_live(
-    desired: DesiredState, provider: Provider, keystore: Keystore, managed: tuple[str, ...], now: dt.datetime
+    desired: DesiredState,
+    provider: Provider,
+    keystore: Keystore,
+    managed: tuple[str, ...],
+    now: dt.datetime,
+    on_read: Callable[[str], None] | None = None,
 ) -> tuple[LiveCluster, Credential | None]:
     """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
 
@@ -127,7 +133,7 @@ async def read_live(
     verified, against CAs whose keys we hold.
     """
     try:
-        return await read_cluster(provider, desired.nodes, managed), None
+        return await read_cluster(provider, desired.nodes, managed, on_read=on_read), None
     except NodeUnreachableError:
         raise
     except ProviderError as first:
@@ -173,7 +179,7 @@ async def make(
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
-    live, reader = await read_live(desired, provider, keystore, managed, now)
+    live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
     inp = PlanInput(
@@ -208,6 +214,7 @@ async def make(
     doc = to_document(plan)
     doc.update(
         format_version=1,
+        format_minor=1,
         tool_version=__version__,
         created=iso_time(now),
         expires=iso_time(now + expires_in),

@@ -19,20 +19,24 @@ import base64
 import copy
 import datetime as dt
 import hashlib
+import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
-from trustplan import pki, safeyaml
+from trustplan import caedit, pki, safeyaml, yamledit
 from trustplan.errors import InputError
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
 except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 PKIName = Literal["talos", "kubernetes"]
 Role = Literal["controlplane", "worker"]
@@ -299,18 +303,49 @@ class MachineConfig:
         legacy = {k: v for k, v in changes.items() if not (k == "kubernetes" and self.kube_ca_layout == "multidoc")}
         if legacy:
             docs[self._v1] = self._legacy_doc(legacy)
-            texts[self._v1] = self._encode(self._v1, docs[self._v1], dump_yaml)
+            want = {FIELDS[k][0]: (f.issuer, f.issuer_key, f.accepted) for k, f in legacy.items()}
+            texts[self._v1] = self._surgical(
+                self._v1, docs[self._v1], lambda t: caedit.edit_v1alpha1(t, want), dump_yaml
+            )
         if "kubernetes" in changes and self.kube_ca_layout == "multidoc":
             index = self._kube_doc
             assert index is not None
             docs[index] = self._multidoc_doc(changes["kubernetes"])
-            texts[index] = self._encode(index, docs[index], dump_yaml_literal)
-        texts = [t if t.endswith("\n") else t + "\n" for t in texts]
+            issuing, accepted = self._multidoc_want(changes["kubernetes"])
+            texts[index] = self._surgical(
+                index, docs[index], lambda t: caedit.edit_kube_ca_document(t, issuing, accepted), dump_yaml_literal
+            )
+        texts = [t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts)]
         new = object.__new__(MachineConfig)
         new.data = "".join(texts).encode("utf-8")
         new.source, new.digest = self.source, digest(new.data)
         new._texts, new._docs, new._v1 = texts, docs, self._v1
         return new
+
+    def _surgical(self, index: int, doc: Any, edit: Callable[[str], str], dump: Any) -> str:
+        """The document's text with only its CA fields edited in place (caedit), checked by parsing it
+        back: it must mean exactly `doc`. A shape the in-place editor does not handle (a flow-style
+        section, say) is re-encoded whole instead, which keeps the meaning but not the layout."""
+        try:
+            text = edit(self._texts[index])
+            if _without_empty_ca(load_yaml(text)) == _without_empty_ca(doc):
+                return text
+            log.debug("%s: in-place CA edit did not round-trip; re-encoding the document", self.source)
+        except (yamledit.Unsupported, yaml.YAMLError) as exc:
+            log.debug("%s: CA fields not editable in place (%s); re-encoding the document", self.source, exc)
+        return self._encode(index, doc, dump)
+
+    def _multidoc_want(self, fields: CAFields) -> tuple[tuple[bytes, bytes | None] | None, tuple[bytes, ...]]:
+        """issuingCA and acceptedCAs of the KubeAPIServerCAConfig document for these fields (the
+        layout rules of _multidoc_doc)."""
+        index = self._kube_doc
+        assert index is not None
+        had_issuer = bool((self._docs[index].get("issuingCA") or {}).get("cert"))
+        if fields.issuer is None:
+            return None, fields.accepted
+        if self.role == "worker" and not had_issuer:
+            return None, (fields.issuer, *fields.accepted)
+        return (fields.issuer, fields.issuer_key), fields.accepted
 
     def _encode(self, index: int, doc: Any, dump: Any) -> str:
         text: str = dump(doc)
@@ -359,6 +394,17 @@ class MachineConfig:
         else:
             doc.pop("acceptedCAs", None)
         return doc
+
+
+def _without_empty_ca(doc: Any) -> Any:
+    """`doc` with empty CA keys dropped: `acceptedCAs: []`, `acceptedCAs:` and no key mean the same."""
+    if not isinstance(doc, dict):
+        return doc
+    out = {k: v for k, v in doc.items() if not (k in ("acceptedCAs", "issuingCA") and not v)}
+    for section in ("machine", "cluster"):
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if not (k in ("ca", "acceptedCAs") and not v)}
+    return out
 
 
 def parse(data: bytes, source: str) -> MachineConfig:

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from trustplan import pki, safeyaml
+from trustplan import caedit, pki, safeyaml, yamledit
 from trustplan.atomic import write_atomic
 from trustplan.errors import InputError
 from trustplan.machineconfig import dump_yaml, load_yaml
@@ -107,10 +107,11 @@ def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: d
 def update_secrets(path: Path, updates: dict[str, tuple[bytes, bytes]]) -> None:
     """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs)."""
     doc = read_secrets(path)
+    text = read_regular(path, what="secrets file").decode()
     for key, (crt, k) in updates.items():
         doc["certs"][key] = {"crt": pki.b64encode_pem(crt), "key": pki.b64encode_pem(k)}
     mode = os.stat(path).st_mode & 0o777
-    write_atomic(path, dump_yaml(doc).encode(), mode=mode & 0o600 or 0o600)
+    write_atomic(path, _secrets_text(text, doc, updates).encode(), mode=mode & 0o600 or 0o600)
 
 
 def read_secrets(path: Path) -> dict[str, Any]:
@@ -123,3 +124,15 @@ def read_secrets(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("certs"), dict):
         raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping)", path="certs")
     return doc
+
+
+def _secrets_text(text: str, doc: dict[str, Any], updates: dict[str, tuple[bytes, bytes]]) -> str:
+    """The new secrets.yaml: only the changed CA lines edited in place (a file kept in git stays
+    reviewable), checked to mean `doc`; re-encoded when its shape is not editable in place."""
+    try:
+        edited = caedit.edit_secrets(text, updates)
+        if load_yaml(edited) == doc:
+            return edited
+    except (yamledit.Unsupported, yaml.YAMLError):
+        pass
+    return dump_yaml(doc)

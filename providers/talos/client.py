@@ -9,6 +9,7 @@ gRPC errors are final.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from trustplan.providers.talos.tls import client_context
 
 from trustplan.tlserrors import trust_failure
 
+log = logging.getLogger("trustplan.talos")
 T = TypeVar("T")
 
 #: gRPC deadline of one call (the retry loop has its own, longer deadline)
@@ -152,6 +154,11 @@ async def with_retry(
             if transient.kind == "tls" and tls_timeout is not None:
                 left = min(left, start + tls_timeout - time.monotonic())
             if left <= 0:
+                log.info("%s: %s (%s); giving up", endpoint.host, transient.detail, transient.kind)
                 raise transient from (exc if exc is not transient else None)
+            log.info(
+                "%s: %s (%s); retrying in %.1fs, %.0fs left",
+                endpoint.host, transient.detail, transient.kind, min(delay, left), left,
+            )
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, BACKOFF_MAX)

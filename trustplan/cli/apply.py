@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from trustplan import applier, engine, pki, planfile
+from trustplan import applier, engine, pki, planfile, render
+from trustplan.cli import terminal
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -22,6 +23,7 @@ from trustplan.cli.common import (
 )
 from trustplan.cli.plan import make_plan, render_document
 from trustplan.errors import TrustplanError
+from trustplan.planner.document import from_document
 
 
 def apply(
@@ -49,7 +51,7 @@ def apply(
                 "`trustplan apply plan.bin`; nothing was changed",
             )
         planned = make_plan(config, "1h", lock_timeout)
-        print_data(render_document(planned.document, Format.text))
+        terminal.print_text(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
             return
         if not auto_approve:
@@ -72,11 +74,10 @@ def apply(
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
-    print_data(
-        f"Apply complete: {sum(1 for s in result.steps if s['kind'] == 'write')} node changes, "
-        f"{sum(1 for s in result.steps if s['kind'] == 'gate')} gates passed. "
-        f"State serial {result.state['serial']} in {desired.state_backend().where}.\n"
-    )
+    writes = sum(1 for s in result.steps if s["kind"] == "write" and s["outcome"] == "ok")
+    gates = sum(1 for s in result.steps if s["kind"] == "gate" and s["outcome"] == "ok")
+    line = render.apply_line(from_document(document), writes, gates)
+    print_data(f"{line} State serial {result.state['serial']} in {desired.state_backend().where}.\n")
 
 
 def _read(path: Path) -> bytes:

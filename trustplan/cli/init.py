@@ -34,9 +34,12 @@ import yaml
 from trustplan import machineconfig, pki, safeio, safeyaml
 from trustplan.atomic import write_atomic
 from trustplan.cli.common import err
+from trustplan.cli.schema import schema_text
 from trustplan.errors import InputError, TrustplanError, UnsupportedError
 
-SCHEMA_URL = "https://trustplan.dev/schemas/desired.schema.json"
+#: where `init` writes the desired-state schema, relative to the file it writes: editors resolve the
+#: `$schema` line offline (`trustplan schema desired -o` writes it again after an upgrade)
+SCHEMA_FILE = ".trustplan/desired.schema.json"
 PKI_NAMES = {"talos": ("talos", "Talos API CA (machine.ca)"), "kubernetes": ("k8s", "Kubernetes API CA (cluster.ca)")}
 
 
@@ -177,7 +180,7 @@ def render_yaml(
     """The desired-state file, with a comment on every field."""
     new = {p: f"{PKI_NAMES[p][0]}-{year}" for p in ("talos", "kubernetes")}
     lines = [
-        f"# yaml-language-server: $schema={SCHEMA_URL}",
+        f"# yaml-language-server: $schema={SCHEMA_FILE}",
         f'# trustplan desired state for cluster "{cluster}", written by `trustplan init` from {source}.',
         "# It rotates both root CAs (Talos API and Kubernetes API) to new CAs that trustplan generates.",
         "# Next: `trustplan validate`, then `trustplan plan -o plan.bin`, review, `trustplan apply plan.bin`.",
@@ -314,7 +317,10 @@ def init(
         source = f"{talosconfig} ({len(cps)} control planes, {len(workers)} workers)"
     text = render_yaml(cluster, source, cluster_lines, cas, now.year, _rel(secrets, base) if secrets else None)
     write_atomic(out, text.encode(), mode=0o644)
-    err.print(f"Wrote {out}. Check it with: trustplan validate -c {out}", markup=False)
+    schema_path = out.parent / SCHEMA_FILE
+    schema_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(schema_path, schema_text("desired").encode(), mode=0o644)
+    err.print(f"Wrote {out} (and {schema_path} for editors). Check it with: trustplan validate -c {out}", markup=False)
 
 
 def discover_members(talosconfig: Path, context: str | None) -> tuple[list[str], list[str]]:
