@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 
 @cache
@@ -21,4 +22,6 @@ def load(name: str) -> dict[str, Any]:
 @cache
 def validator(name: str) -> jsonschema.Draft202012Validator:
     """A validator for `<name>.schema.json`, built once (checking the schema itself is the slow part)."""
+    import jsonschema
+
     return jsonschema.Draft202012Validator(load(name))

@@ -20,6 +20,7 @@ from trustplan import __version__
 from trustplan.cli import apply, conventions, init, plan, schema, show, status, terminal, validate
 from trustplan.cli.common import err, stop_heartbeats
 from trustplan.cli.keystore import keystore_app
+from trustplan.cli.sim import sim_app
 from trustplan.cli.state import force_unlock, state_app
 from trustplan.errors import TrustplanError
 from trustplan.secretfiles import remove_leftovers
@@ -30,6 +31,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
+    # click's plain help: typer's rich help imports rich and its own formatter (~160 ms) on every --help
+    rich_markup_mode=None,
 )
 app.command("validate")(validate.validate)
 app.command("plan")(plan.plan)
@@ -41,12 +44,7 @@ app.command("force-unlock")(force_unlock)
 app.add_typer(state_app, name="state")
 app.add_typer(keystore_app, name="keystore")
 app.command("schema")(schema.schema)
-try:
-    from trustplan.cli.sim import sim_app
-
-    app.add_typer(sim_app, name="sim")
-except ImportError:  # pragma: no cover - the simulator arrives with the talos provider
-    pass
+app.add_typer(sim_app, name="sim")
 
 
 def _version(value: bool) -> None:
@@ -77,7 +75,7 @@ def _root(
 
 def main(argv: list[str] | None = None) -> int:
     args = conventions.hoist_global_options(sys.argv[1:] if argv is None else argv)
-    terminal.configure("--no-color" in args)  # until the root callback has read the options
+    terminal.set_colour("--no-color" in args)  # until the root callback has read the options
     remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)
     try:
         conventions.check_args(typer.main.get_command(app), args)

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from trustplan import applier, engine, pki, planfile, render
 from trustplan.cli import terminal
 from trustplan.cli.common import (
     ConfigOption,
@@ -23,7 +22,6 @@ from trustplan.cli.common import (
 )
 from trustplan.cli.plan import make_plan, render_document
 from trustplan.errors import TrustplanError
-from trustplan.planner.document import from_document
 
 
 def apply(
@@ -35,6 +33,9 @@ def apply(
     lock_timeout: LockTimeout = "0s",
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
+    from trustplan import applier, engine, pki, planfile, render
+    from trustplan.planner.document import from_document
+
     if plan_file is not None:
         data = _read(plan_file)
         source = str(plan_file)
@@ -81,4 +82,6 @@ def apply(
 
 
 def _read(path: Path) -> bytes:
+    from trustplan import planfile
+
     return planfile.read_bytes(path)

@@ -1,8 +1,12 @@
-"""What the commands share: consoles, option types, loading the desired state, progress."""
+"""What the commands share: consoles, option types, loading the desired state, progress.
+
+This module and every command module import only what `--help` needs (typer, the stdlib): the heavy
+libraries (rich, cryptography, jsonschema, kubernetes, grpclib, the simulator) are imported by the
+command that runs, so `trustplan --version` and `--help` start at once (tests/test_startup.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 import threading
@@ -10,17 +14,53 @@ import time
 from collections.abc import Coroutine
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from trustplan import desired as desired_mod
-from trustplan.desired import DesiredState
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
-out = Console(highlight=False, soft_wrap=True)  # data: stdout
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # humans: stderr
+    from trustplan.desired import DesiredState
+
+
+class LazyConsole:
+    """A rich Console made on first use (importing rich costs ~50 ms, which `--version` never needs).
+    Attributes set before then (no_color) are passed to the Console when it is made."""
+
+    def __init__(self, **options: Any) -> None:
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_console", None)
+
+    @property
+    def console(self) -> Console:
+        console = object.__getattribute__(self, "_console")
+        if console is None:
+            from rich.console import Console
+
+            console = Console(**object.__getattribute__(self, "_options"))
+            object.__setattr__(self, "_console", console)
+        return console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        console = object.__getattribute__(self, "_console")
+        if console is None:
+            object.__getattribute__(self, "_options")[name] = value
+        else:
+            setattr(console, name, value)
+
+
+def real_console(console: Console) -> Console:
+    """The rich Console itself, for rich objects that take one (Progress, RichHandler)."""
+    return console.console if isinstance(console, LazyConsole) else console
+
+
+out: Console = LazyConsole(highlight=False, soft_wrap=True)  # type: ignore[assignment]  # data: stdout
+err: Console = LazyConsole(stderr=True, highlight=False, soft_wrap=True)  # type: ignore[assignment]  # humans
 
 T = TypeVar("T")
 log = logging.getLogger("trustplan")
@@ -43,10 +83,14 @@ LockTimeout = Annotated[
 
 
 def load_desired(path: Path) -> DesiredState:
-    return desired_mod.load(path)
+    from trustplan import desired
+
+    return desired.load(path)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -96,12 +140,14 @@ class ConsoleReporter:
         self.title, self.total, self.completed, self.started = title, total, 0, time.monotonic()
         log.info("%s: started (%d)", title, total)
         if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             self.progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                console=err,
+                console=real_console(err),
                 transient=False,
             )
             self.progress.start()

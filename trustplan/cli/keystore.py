@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from trustplan import pki
 from trustplan.atomic import write_atomic
 from trustplan.cli.common import ConfigOption, load_desired, print_data
 from trustplan.errors import KeystoreError
-from trustplan.keystore import Keystore
 
-keystore_app = typer.Typer(help="Manage the CA keystore.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from trustplan import pki
+    from trustplan.keystore import Keystore
+
+keystore_app = typer.Typer(help="Manage the CA keystore.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @keystore_app.command("rekey")
@@ -21,6 +24,9 @@ def rekey(config: ConfigOption = Path("trustplan.yaml")) -> None:
     then run this). Plaintext keys left from before encryption was turned on are encrypted and removed.
     Decrypting needs an identity that can read the keys today (keystore.age.identity or
     $TRUSTPLAN_AGE_IDENTITY)."""
+    from trustplan import pki
+    from trustplan.keystore import Keystore
+
     desired = load_desired(config)
     store = desired.open_keystore()
     if store.sealer is None:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trustplan import engine, pki, planfile, render, render_markdown
 from trustplan.atomic import write_atomic
 from trustplan.cli import conventions, terminal
 from trustplan.cli.common import (
@@ -23,13 +21,18 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.planner.document import from_document
 from trustplan.safeio import check_writable, ensure_dir
+
+if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
+    from trustplan import engine, render_markdown
 
 
 def render_document(
     doc: dict, fmt: Format, summary: bool = False, view: render_markdown.View | None = None  # type: ignore[type-arg]
 ) -> str:
+    from trustplan import render, render_markdown
+    from trustplan.planner.document import from_document
+
     if fmt is Format.json:
         return render.json_text(doc)
     plan = from_document(doc)
@@ -62,6 +65,10 @@ FlavorOption = Annotated[
 
 def markdown_view(flavor: str, file: Path | None, data: bytes | None) -> render_markdown.View:
     """What the Markdown says about where it goes and the plan file it shows (SHA-256, signer)."""
+    import hashlib
+
+    from trustplan import planfile, render_markdown
+
     if flavor not in render_markdown.FLAVORS:
         choices = ", ".join(render_markdown.FLAVORS)
         raise typer.BadParameter(f"{flavor!r}: expected one of {choices}", param_hint="--markdown-flavor")
@@ -84,6 +91,9 @@ def emit(
     view: render_markdown.View | None = None,
 ) -> None:
     """Print the plan; Markdown longer than one comment is printed in parts separated by a delimiter line."""
+    from trustplan import render_markdown
+    from trustplan.planner.document import from_document
+
     if fmt is not Format.markdown:
         if split_dir is not None:
             raise typer.BadParameter("--split-dir needs --format markdown", param_hint="--split-dir")
@@ -118,6 +128,8 @@ def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
 
 
 def make_plan(config: Path, expires_in: str, lock_timeout: str) -> engine.Planned:
+    from trustplan import engine, pki, planfile
+
     desired = load_desired(config)
     try:
         expiry = planfile.parse_duration(expires_in)
@@ -147,6 +159,8 @@ def plan(
     flavor: FlavorOption = "github",
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
+    from trustplan import planfile
+
     conventions.check_out_path(out)
     check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None

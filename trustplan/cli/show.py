@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from trustplan import planfile
 from trustplan.cli.common import Format, FormatOption, err
 from trustplan.cli.plan import FlavorOption, SplitDirOption, SummaryOption, check_output_paths, emit, markdown_view
 
@@ -20,6 +19,8 @@ def show(
     flavor: FlavorOption = "github",
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
+    from trustplan import planfile
+
     check_output_paths(None, split_dir)
     data = planfile.read_bytes(plan_file)
     doc = planfile.decode(data, str(plan_file))

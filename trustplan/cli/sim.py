@@ -11,7 +11,6 @@ KubeAPIServerCAConfig document (Talos 1.14). docs/simulator.md has the details.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -22,15 +21,16 @@ from pathlib import Path
 from typing import Annotated, Literal, cast
 
 import typer
-from rich.console import Console
 
+from trustplan.cli.common import LazyConsole
 from trustplan.errors import TrustplanError
 
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
 sim_app = typer.Typer(
     help="Run a simulated Talos cluster on loopback addresses (Talos API over real mutual TLS).",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 DirOption = Annotated[Path, typer.Option("--dir", help="Directory for talosconfig, secrets.yaml, trustplan.yaml.")]
@@ -77,6 +77,8 @@ def up(
     if config_layout not in ("legacy", "multidoc"):
         raise typer.BadParameter("expected legacy or multidoc", param_hint="--config-layout")
     logging.basicConfig(level=logging.WARNING, format="trustplan sim: %(message)s")
+    import asyncio
+
     layout = cast(Literal["legacy", "multidoc"], config_layout)
     options = _K8sOptions(k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout)
     try:
@@ -102,6 +104,8 @@ class _K8sOptions:
 async def _serve(
     controlplanes: int, workers: int, dir: Path, subnet: str, latency_ms: float, options: _K8sOptions
 ) -> None:
+    import asyncio
+
     from trustplan.providers.sim.cluster import run_cluster
 
     stop = asyncio.Event()

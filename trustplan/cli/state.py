@@ -4,17 +4,20 @@ configured backend, and release a lock whose holder is gone."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from trustplan.atomic import write_atomic
 from trustplan.cli.common import ConfigOption, LockTimeout, err, load_desired, print_data, seconds
 from trustplan.errors import StateError
-from trustplan.state import LocalState, StateDocument
-from trustplan.state.document import dump
 
-state_app = typer.Typer(help="Move the state between a file and the configured backend.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from trustplan.state import StateDocument
+
+state_app = typer.Typer(
+    help="Move the state between a file and the configured backend.", no_args_is_help=True, rich_markup_mode=None
+)
 
 Force = Annotated[bool, typer.Option("--force", help="Overwrite a destination that holds another or newer state.")]
 
@@ -48,12 +51,16 @@ def migrate(
                 raise StateError(f"{backend.where}: holds no state yet; nothing to copy")
             if to_file.exists():
                 _check_newer(current, _read_file(to_file, desired.cluster), str(to_file), force)
+            from trustplan.state.document import dump
+
             write_atomic(to_file, dump(current), mode=0o644)
             print_data(f"Copied serial {current['serial']} from {backend.where} to {to_file}.\n")
     err.print("The source was left as it was; point `state:` in the desired state at the copy to use it.")
 
 
 def _read_file(path: Path, cluster: str) -> StateDocument:
+    from trustplan.state import LocalState
+
     if not path.exists():
         raise StateError(f"{path}: state file not found")
     return LocalState(path).read(cluster)

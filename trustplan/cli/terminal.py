@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from rich.logging import RichHandler
-from rich.text import Text
+from trustplan.cli.common import err, out, real_console
 
-from trustplan.cli.common import err, out
+if TYPE_CHECKING:
+    from rich.text import Text
 
 #: the style of a plan line, by its leading symbol (+ accept, ~ swap, - remove, ? gate, ! warning)
 LINE_STYLES = {"+": "green", "~": "yellow", "-": "red", "?": "cyan", "!": "bold yellow", ">": "blue"}
@@ -34,22 +35,48 @@ class _Console(logging.Handler):
             self.handleError(record)
 
 
-def configure(no_color: bool = False, verbose: int = 0, log_level: str | None = None) -> None:
-    """Set colour and logging for this run of the command."""
-    plain = no_color or bool(os.environ.get("NO_COLOR"))
-    for console in (out, err):
-        console.no_color = plain
-    level = log_level.upper() if log_level else ("WARNING", "INFO", "DEBUG")[min(verbose, 2)]
-    logger = logging.getLogger("trustplan")
-    for old in [h for h in logger.handlers if h.get_name() == HANDLER_NAME]:
-        logger.removeHandler(old)
+class _Deferred(logging.Handler):
+    """Picks rich's handler (a terminal) or one plain line per record (a pipe) at the first record, so a
+    command that logs nothing (`plan --help`) never imports rich."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._handler: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._handler is None:
+            self._handler = _handler()
+        self._handler.handle(record)
+
+
+def _handler() -> logging.Handler:
     handler: logging.Handler
     if err.is_terminal:
-        handler = RichHandler(console=err, show_path=False, markup=False, rich_tracebacks=False)
+        from rich.logging import RichHandler
+
+        handler = RichHandler(console=real_console(err), show_path=False, markup=False, rich_tracebacks=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     else:
         handler = _Console()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+def set_colour(no_color: bool = False) -> None:
+    """Colour on or off on both consoles (cheap: a console not made yet takes it when it is made)."""
+    plain = no_color or bool(os.environ.get("NO_COLOR"))
+    for console in (out, err):
+        console.no_color = plain
+
+
+def configure(no_color: bool = False, verbose: int = 0, log_level: str | None = None) -> None:
+    """Set colour and logging for this run of the command."""
+    set_colour(no_color)
+    level = log_level.upper() if log_level else ("WARNING", "INFO", "DEBUG")[min(verbose, 2)]
+    logger = logging.getLogger("trustplan")
+    for old in [h for h in logger.handlers if h.get_name() == HANDLER_NAME]:
+        logger.removeHandler(old)
+    handler = _Deferred()
     handler.set_name(HANDLER_NAME)
     logger.addHandler(handler)
     logger.setLevel(level)
@@ -58,6 +85,8 @@ def configure(no_color: bool = False, verbose: int = 0, log_level: str | None = 
 
 def styled(text: str) -> Text:
     """A rendered plan with its +/~/- lines, gates and warnings coloured (the text is unchanged)."""
+    from rich.text import Text
+
     result = Text()
     for line in text.splitlines(keepends=True):
         stripped = line.lstrip()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trustplan import authorities, machineconfig, pki
 from trustplan.cli.common import ConfigOption, err, load_desired, print_data
-from trustplan.safeio import read_regular
 
 
 def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     """Check the desired state offline: schema, names, imported CAs, machine-config files."""
+    from trustplan import authorities, machineconfig, pki
+    from trustplan.safeio import read_regular
+
     desired = load_desired(config)
     resolved = authorities.resolve(desired, desired.open_keystore(), None, pki.utcnow(), generate=False)
     for address, path in desired.machine_configs.items():
