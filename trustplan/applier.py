@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from trustplan import pki
@@ -145,6 +145,7 @@ class Applier:
         self.steps: list[dict[str, Any]] = []
         self.refs = {r.address: r for r in node_refs(plan)}
         self._credentials: dict[tuple[str, str, tuple[str, ...]], Credential] = {}
+        self.rollout = desired.rollout  # apply() sets the plan's
         self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     def mint(self, pki_name: str, cred: op.Credential) -> Credential:
@@ -208,8 +209,16 @@ class Applier:
 
         cps = [a for a in nodes if roles[a] == "controlplane"]
         workers = [a for a in nodes if roles[a] != "controlplane"]
-        await _bounded(cps, self.desired.rollout.controlplane_parallelism, patch)  # control planes first
-        await _bounded(workers, self.desired.rollout.worker_parallelism, patch)
+        await _bounded(cps, self.rollout.controlplane_parallelism, patch)  # control planes first
+        canary = workers[: self.rollout.canary] if len(workers) > self.rollout.canary else []
+        if canary:  # a few workers alone, the phase's gates on what changed so far, then the rest
+            await _bounded(canary, self.rollout.worker_parallelism, patch)
+            self.reporter.done()
+            for gate in phase.gates:
+                await self.gate(replace(gate, nodes=tuple(a for a in gate.nodes if a in {*cps, *canary})), "canary")
+            self.reporter.start(f"{phase.name}: patching {len(workers) - len(canary)} more workers",
+                                len(workers) - len(canary))
+        await _bounded(workers[len(canary):], self.rollout.worker_parallelism, patch)
         self.reporter.done()
 
     def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
@@ -235,13 +244,15 @@ class Applier:
                 raise
         self.record(phase, "kubelet", "ok", node=address, detail="kubelet restarted, running and healthy")
 
-    async def gate(self, gate: op.Gate) -> None:
+    async def gate(self, gate: op.Gate, stage: str = "") -> None:
+        """Prove the gate's credential reaches its nodes (`stage` "canary": the canaries of a phase)."""
         if gate.pki == "kubernetes" and self.desired.provider == "talos":
             await self.kube_gate(gate)
             return
         cred = self.mint(gate.pki, gate.credential)
         self.reporter.start(
-            f"gate after {gate.after}: {gate.pki} API with {self.plan.label(gate.credential.issuer)}", len(gate.nodes)
+            f"{stage + ' ' if stage else ''}gate after {gate.after}: {gate.pki} API with "
+            f"{self.plan.label(gate.credential.issuer)}", len(gate.nodes)
         )
 
         async def check(address: str) -> None:
@@ -252,8 +263,9 @@ class Applier:
                 raise
             self.reporter.advance(address)
 
-        await _bounded(list(gate.nodes), 32, check)
-        self.record(gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(gate.nodes)} nodes")
+        await _bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
+        detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
+        self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
         self.reporter.done()
 
     async def kube_gate(self, gate: op.Gate) -> None:
@@ -405,6 +417,7 @@ async def apply(
         for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
             keys.key(fp)
         applier = Applier(desired, provider, keys, live, plan, now, reporter, reader)
+        applier.rollout = desired.rollout.from_document(document.get("rollout"))
         started = iso_time(now)
         error: BaseException | None = None
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -47,12 +47,38 @@ class TrustSpec:
 
 @dataclass(frozen=True)
 class Rollout:
+    """How many nodes change at once in a phase (control planes first), how many workers go alone
+    first as a canary (then the phase's gates on them, then the rest), and how many nodes a gate
+    probes at once. A plan saves these; apply follows the plan's."""
+
     controlplane_parallelism: int = 1
     worker_parallelism: int = 10
     verify_timeout: float | None = None  # None: the PKI's default (talos 60 s, kubernetes 180 s)
+    canary: int = 0
+    gate_parallelism: int = 32
 
     def timeout(self, pki: str) -> float:
         return self.verify_timeout if self.verify_timeout is not None else VERIFY_TIMEOUT[pki]
+
+    def limited(self, parallelism: int) -> Rollout:
+        """`plan --parallelism N`: workers and gates N at once, control planes at most N."""
+        n = max(1, parallelism)
+        return replace(
+            self, controlplane_parallelism=min(self.controlplane_parallelism, n), worker_parallelism=n,
+            gate_parallelism=n,
+        )
+
+    def to_document(self) -> dict[str, int]:
+        """The plan document's `rollout`."""
+        return {"controlplane": self.controlplane_parallelism, "worker": self.worker_parallelism,
+                "canary": self.canary, "gates": self.gate_parallelism}
+
+    def from_document(self, doc: dict[str, int] | None) -> Rollout:
+        """The rollout a plan saved (plans made before it was saved: this one)."""
+        if not doc:
+            return self
+        return replace(self, controlplane_parallelism=doc["controlplane"], worker_parallelism=doc["worker"],
+                       canary=doc["canary"], gate_parallelism=doc["gates"])
 
 
 @dataclass(frozen=True)
@@ -331,6 +357,8 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             controlplane_parallelism=(rollout.get("controlplane") or {}).get("parallelism", 1),
             worker_parallelism=(rollout.get("worker") or {}).get("parallelism", 10),
             verify_timeout=(rollout.get("verify") or {}).get("timeout"),
+            canary=(rollout.get("worker") or {}).get("canary", 0),
+            gate_parallelism=(rollout.get("verify") or {}).get("parallelism", 32),
         ),
         lines=lines,
         node_paths=node_paths,

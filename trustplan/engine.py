@@ -214,13 +214,14 @@ async def make(
     doc = to_document(plan)
     doc.update(
         format_version=1,
-        format_minor=1,
+        format_minor=2,
         tool_version=__version__,
         created=iso_time(now),
         expires=iso_time(now + expires_in),
         provider=desired.provider,
         desired_digest=desired.digest,
         state={"lineage": state["lineage"], "serial": state["serial"]},
+        rollout=desired.rollout.to_document(),  # apply runs the phases as the plan says
     )
     paths = {
         "talosconfig": desired.talosconfig_output,

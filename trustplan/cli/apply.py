@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import make_plan, render_document
+from trustplan.cli.plan import ParallelismOption, make_plan, render_document
 from trustplan.errors import TrustplanError
 
 
@@ -31,12 +31,16 @@ def apply(
     config: ConfigOption = Path("trustplan.yaml"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply a fresh plan without asking.")] = False,
     lock_timeout: LockTimeout = "0s",
+    parallelism: ParallelismOption = None,
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     from trustplan import applier, engine, pki, planfile, render
     from trustplan.planner.document import from_document
 
     if plan_file is not None:
+        if parallelism is not None:
+            raise typer.BadParameter("a saved plan runs with the rollout saved in it; give --parallelism to "
+                                     "`trustplan plan`", param_hint="--parallelism")
         data = _read(plan_file)
         source = str(plan_file)
         signing = load_desired(config).plan_signing_key
@@ -51,7 +55,7 @@ def apply(
                 hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`, review it, then "
                 "`trustplan apply plan.bin`; nothing was changed",
             )
-        planned = make_plan(config, "1h", lock_timeout)
+        planned = make_plan(config, "1h", lock_timeout, parallelism)
         terminal.print_text(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
             return

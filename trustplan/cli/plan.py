@@ -63,6 +63,17 @@ FlavorOption = Annotated[
 ]
 
 
+ParallelismOption = Annotated[
+    int | None,
+    typer.Option(
+        "--parallelism",
+        min=1,
+        help="At most N nodes at once in each step (workers, gates; control planes at most their rollout "
+        "setting). Saved in the plan. Default: the desired state's rollout.",
+    ),
+]
+
+
 def markdown_view(flavor: str, file: Path | None, data: bytes | None) -> render_markdown.View:
     """What the Markdown says about where it goes and the plan file it shows (SHA-256, signer)."""
     import hashlib
@@ -127,10 +138,14 @@ def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
         check_writable(split_dir / "part-1.md", "the Markdown parts")
 
 
-def make_plan(config: Path, expires_in: str, lock_timeout: str) -> engine.Planned:
+def make_plan(config: Path, expires_in: str, lock_timeout: str, parallelism: int | None = None) -> engine.Planned:
+    import dataclasses
+
     from trustplan import engine, pki, planfile
 
     desired = load_desired(config)
+    if parallelism is not None:  # saved in the plan: apply runs it so
+        desired = dataclasses.replace(desired, rollout=desired.rollout.limited(parallelism))
     try:
         expiry = planfile.parse_duration(expires_in)
     except ValueError as exc:
@@ -157,6 +172,7 @@ def plan(
         Path | None, typer.Option("--sign-key", help="Sign the saved plan with this Ed25519 private key (PEM).")
     ] = None,
     flavor: FlavorOption = "github",
+    parallelism: ParallelismOption = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
     from trustplan import planfile
@@ -164,7 +180,7 @@ def plan(
     conventions.check_out_path(out)
     check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
-    planned = make_plan(config, expires_in, lock_timeout)
+    planned = make_plan(config, expires_in, lock_timeout, parallelism)
     if planned.plan.has_changes:
         planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
     data = None
