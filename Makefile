@@ -56,8 +56,9 @@ peers:
 	bash scripts/peers/talosctl.sh
 	bash scripts/peers/kube-apiserver.sh
 
+# One rotation, 3 control planes + 50 workers at 20 ms per RPC: one JSON line (benchmarks/rotate.py).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/rotation.py
+	$(BIN)/python benchmarks/rotate.py --controlplanes 3 --workers 50 --latency-ms 20
 
 # The real talosctl as judge: build it once per machine (cached in ~/.cache/trustplan/peers), then
 # run every test marked `interop` against it. Fails (never skips) when talosctl cannot be built.

@@ -195,6 +195,7 @@ class Applier:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {describe_edit(self.plan, e)}" for e in edits)
             after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            self.reporter.begin(address)
             try:
                 if isinstance(self.provider, KubeletWatcher) and self.restarts_kubelet(address, after):
                     await self.write_with_kubelet_restart(phase.name, address, after, cred)
@@ -203,6 +204,7 @@ class Applier:
                     self.configs[address] = after
             except TrustplanError as exc:
                 self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
+                self.reporter.fail(address)
                 raise
             self.record(phase.name, "write", "ok", node=address, detail=detail)
             self.reporter.advance(address)
@@ -256,10 +258,12 @@ class Applier:
         )
 
         async def check(address: str) -> None:
+            self.reporter.begin(address)
             try:
                 await self.provider.verify(self.refs[address], cred)
             except TrustplanError as exc:
                 self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=str(exc))
+                self.reporter.fail(address)
                 raise
             self.reporter.advance(address)
 

@@ -168,11 +168,13 @@ class SimNode:
         A change of the Kubernetes CA fields restarts the kubelet and, on a control plane, the API
         server (both come back later with the new PKI)."""
         kube_before = kube_ca_state(self.parsed)
+        trust_before = self._trust_inputs()
         self.config = data
         self.parsed = parsed
         self.version += 1
         self.updated = dt.datetime.now(dt.UTC)
-        self.reload_pki()
+        if self._trust_inputs() != trust_before or self._server_ctx is None or self.trustd_error is not None:
+            self.reload_pki()  # certs and TLS contexts only when what they are made from changed
         if kube_ca_state(parsed) != kube_before:
             log.info("%s: Kubernetes CA changed: restarting its kubelet (and kube-apiserver)", self.name)
             self.kubelet.restart()
@@ -180,6 +182,11 @@ class SimNode:
                 self.apiserver.restart()
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def _trust_inputs(self) -> tuple[object, ...]:
+        """What this node's certs and TLS contexts are made from: its Talos CA fields and name."""
+        fields = self.parsed.ca_fields("talos")
+        return (fields.issuer, fields.issuer_key, fields.accepted, self.hostname)
 
     def own_trust(self) -> list[bytes]:
         """OSRoot.AcceptedCAs: machine.acceptedCAs + machine.ca.crt (appended last)."""

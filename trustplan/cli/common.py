@@ -35,13 +35,13 @@ class LazyConsole:
 
     @property
     def console(self) -> Console:
-        console = object.__getattribute__(self, "_console")
-        if console is None:
+        made: Console | None = object.__getattribute__(self, "_console")
+        if made is None:
             from rich.console import Console
 
-            console = Console(**object.__getattribute__(self, "_options"))
-            object.__setattr__(self, "_console", console)
-        return console
+            made = Console(**object.__getattribute__(self, "_options"))
+            object.__setattr__(self, "_console", made)
+        return made
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.console, name)
@@ -121,8 +121,9 @@ def stop_heartbeats() -> None:
 
 
 class ConsoleReporter:
-    """Progress on stderr: bars in a terminal; in a log (CI), one line per step with its duration and
-    a heartbeat line every `heartbeat` seconds while a step is still running."""
+    """Progress on stderr. In a terminal, a bar per step with done / in flight / failed and the elapsed
+    time. In a log (CI), a line per node as it finishes with how long it took, a heartbeat line every
+    `heartbeat` seconds while a step is still running, and a line when the step ends."""
 
     def __init__(self, heartbeat: float = 10.0) -> None:
         self.live = err.is_terminal
@@ -132,12 +133,16 @@ class ConsoleReporter:
         self.title = ""
         self.total = 0
         self.completed = 0
+        self.failed = 0
         self.started = 0.0
+        self.running: dict[str, float] = {}  # node -> when its step started
         self._stop: threading.Event | None = None
 
     def start(self, title: str, total: int) -> None:
         self.done()  # a step left open ends here
-        self.title, self.total, self.completed, self.started = title, total, 0, time.monotonic()
+        self.title, self.total, self.completed, self.failed = title, total, 0, 0
+        self.started = time.monotonic()
+        self.running = {}
         log.info("%s: started (%d)", title, total)
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -146,12 +151,13 @@ class ConsoleReporter:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
+                TextColumn("{task.fields[flight]} in flight, {task.fields[failed]} failed"),
                 TimeElapsedColumn(),
                 console=real_console(err),
                 transient=False,
             )
             self.progress.start()
-            self.task = self.progress.add_task(title, total=total)
+            self.task = self.progress.add_task(title, total=total, flight=0, failed=0)
         else:
             self._stop = threading.Event()
             _HEARTBEATS.add(self._stop)
@@ -160,14 +166,34 @@ class ConsoleReporter:
     def _beat(self, stop: threading.Event, title: str) -> None:
         while not stop.wait(self.heartbeat):
             elapsed = time.monotonic() - self.started
-            err.print(f"{title}: still running after {elapsed:.0f}s ({self.completed}/{self.total} done)", markup=False)
+            _line(f"{title}: still running after {elapsed:.0f}s ({self._counts()})")
+
+    def _counts(self) -> str:
+        return f"{self.completed}/{self.total} done, {len(self.running)} in flight, {self.failed} failed"
+
+    def _update(self) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=self.completed, flight=len(self.running), failed=self.failed)
+
+    def begin(self, detail: str) -> None:
+        self.running[detail] = time.monotonic()
+        self._update()
 
     def advance(self, detail: str = "") -> None:
         self.completed += 1
+        began = self.running.pop(detail, None)
         if detail:
             log.debug("%s: %s done (%d/%d)", self.title, detail, self.completed, self.total)
-        if self.progress is not None:
-            self.progress.advance(self.task)
+            if began is not None and self.progress is None:
+                _line(f"{self.title}: {detail} ok in {time.monotonic() - began:.2f}s ({self.completed}/{self.total})")
+        self._update()
+
+    def fail(self, detail: str) -> None:
+        self.failed += 1
+        began = self.running.pop(detail, None)
+        if began is not None and self.progress is None:
+            _line(f"{self.title}: {detail} FAILED after {time.monotonic() - began:.2f}s")
+        self._update()
 
     def done(self) -> None:
         if not self.title:
@@ -180,10 +206,17 @@ class ConsoleReporter:
             self._stop.set()
             _HEARTBEATS.discard(self._stop)
             self._stop = None
-            err.print(f"{self.title}: finished ({self.completed}/{self.total}) in {elapsed:.1f}s", markup=False)
+            failed = f", {self.failed} failed" if self.failed else ""
+            _line(f"{self.title}: finished ({self.completed}/{self.total}{failed}) in {elapsed:.1f}s")
         log.info("%s: finished in %.1fs", self.title, elapsed)
         self.title = ""
 
     def note(self, message: str) -> None:
         log.info("%s", message)
         err.print(message, markup=False)
+
+
+def _line(text: str) -> None:
+    """One progress line in a log (plain write: hundreds of nodes make hundreds of lines)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
