@@ -1,0 +1,57 @@
+"""The README's performance runs: benchmarks/rotate.py over the sizes, latencies and PKIs it reports,
+one JSON line per run (with the exact command) appended to docs/perf/results.jsonl.
+
+    .venv/bin/python benchmarks/sweep.py [--only NAME ...] [--out docs/perf/results.jsonl]
+    .venv/bin/python benchmarks/plot.py          # docs/apply-time.png from those lines
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+#: name -> rotate.py arguments
+RUNS: dict[str, list[str]] = {
+    "3+2-talos-20ms": ["--controlplanes", "3", "--workers", "2", "--latency-ms", "20"],
+    "3+20-talos-20ms": ["--controlplanes", "3", "--workers", "20", "--latency-ms", "20"],
+    "3+20-talos-0ms": ["--controlplanes", "3", "--workers", "20", "--latency-ms", "0", "--skip-sequential"],
+    "3+20-kubernetes-0ms": ["--controlplanes", "3", "--workers", "20", "--latency-ms", "0", "--pki", "kubernetes",
+                            "--skip-sequential"],
+    "3+20-kubernetes-20ms": ["--controlplanes", "3", "--workers", "20", "--latency-ms", "20", "--pki", "kubernetes",
+                             "--skip-sequential"],
+    "3+50-talos-20ms": ["--controlplanes", "3", "--workers", "50", "--latency-ms", "20"],
+    "3+200-talos-20ms": ["--controlplanes", "3", "--workers", "200", "--latency-ms", "20", "--skip-talosctl"],
+    "3+500-talos-20ms": ["--controlplanes", "3", "--workers", "500", "--latency-ms", "20", "--parallelism", "500",
+                         "--skip-talosctl"],
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="these runs only")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "perf" / "results.jsonl")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.only or RUNS:
+        argv = [sys.executable, str(HERE / "rotate.py"), *RUNS[name]]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            print(f"{name}: failed\n{done.stdout[-2000:]}{done.stderr[-2000:]}", file=sys.stderr)
+            continue
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result.update(run=name, when=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      command="python benchmarks/rotate.py " + " ".join(RUNS[name]))
+        with args.out.open("a") as out:
+            out.write(json.dumps(result) + "\n")
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
