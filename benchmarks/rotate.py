@@ -180,12 +180,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--pki", choices=["talos", "kubernetes", "both"], default="talos")
-    parser.add_argument("--parallelism", type=int, help="trustplan plan --parallelism (default: all workers at once)")
+    parser.add_argument("--parallelism", type=int, help="trustplan plan --parallelism (default: every node at once)")
     parser.add_argument("--skip-sequential", action="store_true", help="no run with --parallelism 1")
     parser.add_argument("--skip-talosctl", action="store_true", help="no talosctl rotate-ca run")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, plans)")
     args = parser.parse_args()
-    parallelism = args.parallelism or max(1, args.workers)
+    parallelism = args.parallelism or args.controlplanes + args.workers
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # the simulator listens once per node
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
     tmp = Path(tempfile.mkdtemp(prefix="rotate-"))

@@ -21,6 +21,7 @@ from cryptography import x509
 from trustplan import pki
 from trustplan.desired import DesiredState
 from trustplan.errors import StateError, UnsafePlanError
+from trustplan.safeyaml import FastLoader
 
 
 def check_backend_outside(desired: DesiredState, document: dict[str, Any]) -> None:
@@ -48,7 +49,7 @@ def backend_ca_fingerprints(kubeconfig: Path | None, context: str | None) -> set
     """Fingerprints of the CA certificates the backend's kubeconfig trusts for its context."""
     path = kubeconfig or Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube/config")
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = yaml.load(path.read_text(), Loader=FastLoader) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise StateError(f"{path}: cannot read the state backend's kubeconfig ({exc})") from None
     name = context or doc.get("current-context")

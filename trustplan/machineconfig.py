@@ -328,7 +328,7 @@ class MachineConfig:
         section, say) is re-encoded whole instead, which keeps the meaning but not the layout."""
         try:
             text = edit(self._texts[index])
-            if _without_empty_ca(load_yaml(text)) == _without_empty_ca(doc):
+            if _without_empty_ca(safeyaml.load_edited(text)) == _without_empty_ca(doc):
                 return text
             log.debug("%s: in-place CA edit did not round-trip; re-encoding the document", self.source)
         except (yamledit.Unsupported, yaml.YAMLError) as exc:

@@ -28,6 +28,10 @@ try:  # libyaml: ~15x faster (reference/measured-here.md)
 except ImportError:  # pragma: no cover
     from yaml import SafeLoader as _BaseLoader  # type: ignore[assignment]
 
+#: libyaml's safe loader (PyYAML's pure-Python one only where libyaml is missing), for small documents
+#: trustplan reads without the limits below (a node's resource specs, a kubeconfig)
+FastLoader = _BaseLoader
+
 #: Aliases (`*name`) allowed in one stream. Talos configs, talosconfigs and trustplan.yaml use none.
 MAX_ALIASES = 100
 #: Values (scalars, mappings, sequences) once aliases are expanded. A Talos config has ~1,000.
@@ -116,6 +120,12 @@ def check(text: bytes | str, max_bytes: int = MAX_BYTES) -> None:
 def load(text: bytes | str, max_bytes: int = MAX_BYTES) -> Any:
     """One YAML document, checked; None for an empty one."""
     check(text, max_bytes)
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
+def load_edited(text: bytes | str) -> Any:
+    """A document trustplan made by replacing scalars in text that load() accepted: the size, alias
+    and depth limits cannot newly fail, so only duplicate keys are checked (a round trip, per write)."""
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 

@@ -107,7 +107,9 @@ class TalosProvider:
         elif spec.yaml_spec:
             import yaml
 
-            data = str(yaml.safe_load(spec.yaml_spec)).encode()
+            from trustplan.safeyaml import FastLoader
+
+            data = str(yaml.load(spec.yaml_spec, Loader=FastLoader)).encode()
         else:
             raise ProviderError(f"node {node.address}: the MachineConfig resource has an empty spec")
         return NodeConfig(node=node, data=data, digest=_digest(data))
@@ -214,6 +216,8 @@ class TalosProvider:
         """
         import yaml
 
+        from trustplan.safeyaml import FastLoader
+
         request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
         async def attempt(endpoint: Endpoint) -> list[cosi_state_pb2.ListResponse]:
@@ -224,7 +228,7 @@ class TalosProvider:
                                      self.retry_timeout)
         out = []
         for r in responses:
-            spec = yaml.safe_load(r.resource.spec.yaml_spec or "{}") or {}
+            spec = yaml.load(r.resource.spec.yaml_spec or "{}", Loader=FastLoader) or {}
             addresses = spec.get("addresses") or []
             if not addresses:
                 continue
@@ -317,7 +321,9 @@ def _service_state(event: Any) -> tuple[bool, bool]:
     if spec.yaml_spec:
         import yaml
 
-        doc = yaml.safe_load(spec.yaml_spec) or {}
+        from trustplan.safeyaml import FastLoader
+
+        doc = yaml.load(spec.yaml_spec, Loader=FastLoader) or {}
         return (bool(doc.get("running")), bool(doc.get("healthy")))
     return (False, False)
 
