@@ -2,6 +2,7 @@
 one JSON line per run (with the exact command) appended to docs/perf/results.jsonl.
 
     .venv/bin/python benchmarks/sweep.py [--only NAME ...] [--out docs/perf/results.jsonl]
+    .venv/bin/python benchmarks/sweep.py --table  # the README's table: the last line of each run
     .venv/bin/python benchmarks/plot.py          # docs/apply-time.png from those lines
 """
 
@@ -33,11 +34,45 @@ RUNS: dict[str, list[str]] = {
 }
 
 
+def _s(value: float | None, unit: str = " s") -> str:
+    return "-" if value is None else f"{value:g}{unit}"
+
+
+def table(path: Path) -> str:
+    """A Markdown table of the last result of each run, in RUNS order."""
+    last = {}
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        last[row["run"]] = row
+    lines = [
+        "| run | plan | apply | RPC rounds | bound | apply / bound | one at a time | speedup | talosctl | "
+        "talosctl / (plan + apply) | trustplan CPU | peak RSS | simulator CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in RUNS:
+        if name not in last:
+            continue
+        r = last[name]
+        args = r["command"].removeprefix("python benchmarks/rotate.py ")
+        lines.append(
+            f"| `{args}` | {_s(r['plan_s'])} | {_s(r['apply_s'])} | "
+            f"{r['rpc_rounds']} | {_s(r['bound_s'])} | {_s(r['ratio_to_bound'], 'x')} | "
+            f"{_s(r['sequential_apply_s'])} | {_s(r['speedup_vs_sequential'], 'x')} | {_s(r['talosctl_s'])} | "
+            f"{_s(r['speedup_vs_talosctl'], 'x')} | {_s(r['tool_cpu_s'])} | {_s(r['peak_rss_mb'], ' MB')} | "
+            f"{_s(r['sim_cpu_s'])} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="+", choices=sorted(RUNS), help="these runs only")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "perf" / "results.jsonl")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(args.out))
+        return
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.only or RUNS:
         argv = [sys.executable, str(HERE / "rotate.py"), *RUNS[name]]

@@ -13,8 +13,9 @@ The trust model follows Talos (reference/talos.md §2.3, §2.4):
 - Client certs must have EKU exactly [clientAuth], or the connection is dropped right after the
   handshake (apid's VerifyPeerCertificate). Roles come from the client cert's Subject O.
 
-Certs are re-issued and trust reloaded on every config change without closing the listener: the
-listening SSLContext's `sni_callback` swaps in the node's current context for each handshake.
+Certs are re-issued and trust reloaded on a config change that changes what they are made from (the
+Talos CA fields, the hostname), without closing the listener: the listening SSLContext's
+`sni_callback` swaps in the node's current context for each handshake.
 """
 
 from __future__ import annotations
