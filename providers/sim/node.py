@@ -146,6 +146,7 @@ class SimNode:
         self._server_ctx: ssl.SSLContext | None = None
         self._listen_ctx: ssl.SSLContext | None = None
         self._proxy_ctx: ssl.SSLContext | None = None
+        self._made_from: tuple[object, ...] | None = None  # what the current certs were made from
         self._upstream: dict[str, Channel] = {}
         self._server: _Server | None = None
         #: the kubelet service (runtime/Services.v1alpha1.talos.dev/kubelet)
@@ -169,12 +170,11 @@ class SimNode:
         A change of the Kubernetes CA fields restarts the kubelet and, on a control plane, the API
         server (both come back later with the new PKI)."""
         kube_before = kube_ca_state(self.parsed)
-        trust_before = self._trust_inputs()
         self.config = data
         self.parsed = parsed
         self.version += 1
         self.updated = dt.datetime.now(dt.UTC)
-        if self._trust_inputs() != trust_before or self._server_ctx is None or self.trustd_error is not None:
+        if self._trust_inputs() != self._made_from or self.trustd_error is not None:
             self.reload_pki()  # certs and TLS contexts only when what they are made from changed
         if kube_ca_state(parsed) != kube_before:
             log.info("%s: Kubernetes CA changed: restarting its kubelet (and kube-apiserver)", self.name)
@@ -185,9 +185,13 @@ class SimNode:
         self.changed = asyncio.Event()
 
     def _trust_inputs(self) -> tuple[object, ...]:
-        """What this node's certs and TLS contexts are made from: its Talos CA fields and name."""
+        """What this node's certs and TLS contexts are made from: its Talos CA fields and name, and
+        for a worker what the control planes' trustd would answer (their trust, whether they run)."""
         fields = self.parsed.ca_fields("talos")
-        return (fields.issuer, fields.issuer_key, fields.accepted, self.hostname)
+        own = (fields.issuer, fields.issuer_key, fields.accepted, self.hostname)
+        if self.role == "controlplane":
+            return own
+        return own + tuple((cp.client_trust_pem, cp.running) for cp in self.cluster.controlplanes)
 
     def own_trust(self) -> list[bytes]:
         """OSRoot.AcceptedCAs: machine.acceptedCAs + machine.ca.crt (appended last)."""
@@ -196,6 +200,7 @@ class SimNode:
 
     def reload_pki(self) -> None:
         """Re-issue the apid server cert (and, on a control plane, the proxy cert); reload trust."""
+        self._made_from = self._trust_inputs()
         now = pki.utcnow()
         sans = (self.address, "127.0.0.1")
         if self.role == "controlplane":
