@@ -51,8 +51,14 @@ def main() -> None:
         xs, ys = series(rows, key)
         if xs:
             ax.plot(xs, ys, style, label=label)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(sorted(latest))  # the measured sizes, labelled as plain numbers
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("nodes (3 control planes + workers)")
     ax.set_ylabel("seconds (wall, process start to exit)")
     ax.set_title("Talos API CA rotation, simulated cluster, 20 ms per RPC, 2 cores")
