@@ -6,9 +6,8 @@ phase and trusting exactly the phase's CAs (old and new during the swap): what a
 would see with the kubeconfig trustplan writes. It is retried with backoff until a timeout, because
 a control plane restarts its API server and every kubelet re-joins after its Kubernetes CA changed.
 
-The client is blocking; every call runs in a worker thread (asyncio.to_thread). The kubeconfig
-lives in memory (`kubernetes.config.new_client_from_config_dict`); the client library needs the
-cert, key and CA as files, which go to a private 0700 directory removed when the check ends.
+The client is blocking; every call runs in a worker thread (asyncio.to_thread). Each API server's
+client gets its own cert, key and CA files, in a private 0700 directory removed when its check ends.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
+import os
 import shutil
 import ssl
 import tempfile
@@ -88,24 +88,42 @@ def kubeconfig_dict(server: str, credential: Credential, name: str = "trustplan-
 
 
 class _Client:
-    """A `kubernetes` ApiClient for one server and credential; its files are removed by close()."""
+    """A `kubernetes` ApiClient for one server and credential, with its own cert, key and CA files
+    for its whole lifetime (removed by close()).
+
+    The files are written here, not by `config.new_client_from_config_dict`: that caches its temp
+    files by content in one process-wide table, so clients with the same credential would share
+    one file, and the first client to close would delete it under the others (any later new
+    connection of theirs then fails until the gate times out).
+    """
 
     def __init__(self, server: str, credential: Credential, call_timeout: float) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
         self.server = server
         self.call_timeout = call_timeout
         self._dir = tempfile.mkdtemp(prefix="trustplan-kube-")  # mode 0700
-        configuration = client.Configuration()
-        configuration.retries = 0  # our loop retries, with backoff and a deadline
-        self.api = config.new_client_from_config_dict(  # type: ignore[no-untyped-call]
-            config_dict=kubeconfig_dict(server, credential),
-            persist_config=False,
-            temp_file_path=self._dir,
-            client_configuration=configuration,
-        )
+        try:
+            configuration = client.Configuration()
+            configuration.host = server
+            configuration.cert_file = self._file("client.crt", credential.cert_pem)
+            configuration.key_file = self._file("client.key", credential.key_pem)
+            configuration.ssl_ca_cert = self._file("ca.crt", credential.ca_bundle_pem)
+            configuration.verify_ssl = True
+            configuration.retries = 0  # our loop retries, with backoff and a deadline
+            self.api = client.ApiClient(configuration)
+        except BaseException:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            raise
         self.version_api = client.VersionApi(self.api)
         self.core = client.CoreV1Api(self.api)
+
+    def _file(self, name: str, data: bytes) -> str:
+        path = os.path.join(self._dir, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return path
 
     def probe(self, expected: Sequence[ExpectedNode]) -> Probe:
         """/version, then every expected node Ready in /api/v1/nodes. Never raises for API errors."""
@@ -139,13 +157,17 @@ class _Client:
         try:
             self.api.close()
         finally:
-            from kubernetes.config import kube_config
-
-            cache = getattr(kube_config, "_temp_files", None)
-            if isinstance(cache, dict):  # the library caches its temp files by content; forget ours
-                for key in [k for k, v in cache.items() if str(v).startswith(self._dir)]:
-                    del cache[key]
             shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def failure_kind(detail: str) -> str:
+    """What kind of failure a probe's detail describes: `refused trust` (TLS, 401, 403), `unhealthy`
+    (the API answered, but nodes are not Ready), or `timeout` (no answer: down, restarting, slow)."""
+    if detail.startswith(("TLS", "the API refused", "the client certificate is not allowed")):
+        return "refused trust"
+    if detail.startswith(("not Ready", "not in the node list", "API error")):
+        return "unhealthy"
+    return "timeout"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -266,7 +288,7 @@ class KubernetesChecker:
                 last = probe.detail
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise _ServerFailed(f"{_host(server)}: {probe.detail}")
+                    raise _ServerFailed(f"{_host(server)}: {failure_kind(probe.detail)}: {probe.detail}")
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, self.backoff_max)
         finally:
