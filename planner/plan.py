@@ -57,6 +57,11 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
+        """Anything to do: node edits, or outputs to (re)write."""
+        return any(p.edits or p.outputs for p in self.phases)
+
+    @property
+    def has_edits(self) -> bool:
         return any(p.edits for p in self.phases)
 
     @property
@@ -200,17 +205,10 @@ def make_plan(inp: PlanInput) -> Plan:
                         gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), all_nodes))
         phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name)))
 
-    if phases:
-        outs: list[WriteOutput] = []
-        if "talos" in desired and inp.outputs.talosconfig:
-            outs.append(WriteOutput("talosconfig", "talos", desired["talos"].issuer))
-        if "kubernetes" in desired and inp.outputs.kubeconfig:
-            outs.append(WriteOutput("kubeconfig", "kubernetes", desired["kubernetes"].issuer))
-        if inp.outputs.secrets:
-            for pki in managed:
-                outs.append(WriteOutput("secrets", pki, desired[pki].issuer))
-        if outs:
-            phases.append(Phase("outputs", (), (), None, tuple(outs)))
+    outs = _outputs(inp, desired, managed, refresh_only=not phases)
+    if outs:  # after the swap gate, before remove: a working credential exists before anything is revoked
+        at = next((i for i, p in enumerate(phases) if p.name == "remove"), len(phases))
+        phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
     plan = Plan(
         cluster=inp.cluster,
@@ -224,6 +222,26 @@ def make_plan(inp: PlanInput) -> Plan:
     plan = Plan(**{**plan.__dict__, "warnings": _warnings(plan, inp)})
     check_plan(plan, inp)
     return plan
+
+
+def _outputs(
+    inp: PlanInput, desired: dict[PKI, DesiredTrust], managed: tuple[PKI, ...], refresh_only: bool
+) -> list[WriteOutput]:
+    """The outputs for the desired issuers: all configured ones when nodes change, else only the
+    ones that do not work against the live cluster."""
+
+    def wanted(kind: str) -> bool:
+        return bool(getattr(inp.outputs, kind)) and (not refresh_only or kind in inp.outputs.refresh)
+
+    outs: list[WriteOutput] = []
+    if "talos" in desired and wanted("talosconfig"):
+        outs.append(WriteOutput("talosconfig", "talos", desired["talos"].issuer))
+    if "kubernetes" in desired and wanted("kubeconfig"):
+        outs.append(WriteOutput("kubeconfig", "kubernetes", desired["kubernetes"].issuer))
+    if wanted("secrets"):
+        for pki in managed:
+            outs.append(WriteOutput("secrets", pki, desired[pki].issuer))
+    return outs
 
 
 def _referenced(inp: PlanInput, targets: list[NodeTarget]) -> tuple[Authority, ...]:
@@ -249,7 +267,11 @@ def _warnings(plan: Plan, inp: PlanInput) -> tuple[str, ...]:
             a = plan.authority(fp)
             if a is not None and (a.not_after - inp.now).days < 90:
                 out.append(f"{a.label} expires on {a.not_after:%Y-%m-%d}, within 90 days")
-    if plan.has_changes:
+    for kind in inp.outputs.refresh:
+        if getattr(inp.outputs, kind):
+            what = "does not hold the issuing CA" if kind == "secrets" else "does not work against the live cluster"
+            out.append(f"the configured {kind} {what}: it is written anew")
+    if plan.has_edits:
         changed = {e.node for e in plan.edits}
         skipped = [n.address for n in plan.nodes if n.address not in changed]
         if skipped:

@@ -87,7 +87,9 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
             lines.append("")
         outs = plan.outputs
         if outs:
-            lines.append("Outputs:")
+            names = [p.name for p in plan.phases]
+            before_remove = "remove" in names and names.index("outputs") < names.index("remove")
+            lines.append("Outputs (written before the remove phase starts):" if before_remove else "Outputs:")
             paths = {o["output"]: o.get("path", "") for p in doc.get("phases", []) for o in p["outputs"]}
             for o in outs:
                 lines.append(f"  > {o.output:<12} {paths.get(o.output, '')}  (from {plan.label(o.ca)})")

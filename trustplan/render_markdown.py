@@ -381,7 +381,9 @@ def outputs_block(plan: Plan, doc: dict[str, Any]) -> list[str]:
     paths = {
         (o.get("output"), o.get("pki")): o.get("path") for p in doc.get("phases", []) for o in p.get("outputs", [])
     }
-    out = ["### Outputs (written after the last gate)", ""]
+    names = [p.name for p in plan.phases]
+    before_remove = "remove" in names and names.index("outputs") < names.index("remove")
+    out = [f"### Outputs (written {'before the remove phase starts' if before_remove else 'after the last gate'})", ""]
     for o in plan.outputs:
         where = paths.get((o.output, o.pki))
         out.append(f"- {o.output}{f' `{where}`' if where else ''}: {PKI_TITLE[o.pki]}, from {ca_ref(plan, o.ca)}")
