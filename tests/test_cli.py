@@ -93,7 +93,7 @@ def test_show_json_validates_against_the_plan_schema(rotation: Rotation) -> None
     jsonschema.validate(rotation.document, schemas.load("plan"), cls=jsonschema.Draft202012Validator)
     assert rotation.document["cluster"] == "demo"
     assert rotation.document["format_version"] == 1
-    assert [p["name"] for p in rotation.document["phases"]] == ["accept", "swap", "remove", "outputs"]
+    assert [p["name"] for p in rotation.document["phases"]] == ["accept", "swap", "outputs", "remove"]
 
 
 def test_replan_before_apply_reuses_the_generated_cas(rotation: Rotation) -> None:

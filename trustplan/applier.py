@@ -330,10 +330,16 @@ class Applier:
         return str(endpoint or f"https://{self.plan.nodes[0].address}:6443")
 
     def kube_bundle(self, issuer: str) -> bytes:
-        """CA data like `talosctl kubeconfig`: the issuing CA first, then the accepted CAs."""
-        fields = self._first_cp().ca_fields("kubernetes")
-        pems = [fields.issuer] if fields.issuer else [self.keys.cert_pem(issuer)]
-        return b"".join([p for p in pems if p] + [p for p in fields.accepted if p not in pems])
+        """CA data like `talosctl kubeconfig`: the issuing CA first, then the accepted CAs, as the
+        control planes will have them at the end of the plan (the kubeconfig is written before the
+        remove phase, and must not keep trusting a CA that phase revokes)."""
+        cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
+        fields = self.configs[cp].ca_fields("kubernetes")
+        pems = {pki.CACert.from_pem(p).fingerprint: p for p in (fields.issuer, *fields.accepted) if p}
+        after = next((t.after for t in self.plan.targets if t.node == cp and t.pki == "kubernetes"), None)
+        accepted = list(after.accepted) if after is not None else [fp for fp in pems if fp != issuer]
+        fps = [issuer, *(fp for fp in accepted if fp != issuer)]
+        return b"".join(pems.get(fp) or self.keys.cert_pem(fp) for fp in fps)
 
 
 def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:

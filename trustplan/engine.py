@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from trustplan import __version__, pki
 from trustplan.authorities import Material, Resolved, resolve
+from trustplan.credentials import check_outputs
 from trustplan.desired import DesiredState
 from trustplan.errors import (
     InputError,
@@ -142,6 +143,19 @@ async def read_live(
         raise first
 
 
+def reader_label(desired: DesiredState, reader: Credential) -> str:
+    """What a fallback credential is, for the notes of plan and status (never its key)."""
+    from trustplan.providers.talos.talosconfig import load_talosconfig
+
+    assert desired.talosconfig is not None
+    tc = load_talosconfig(desired.talosconfig, desired.context)
+    if reader.cert_pem == tc.crt_pem:
+        how = "its client certificate, trusting the keystore's CAs as well"
+    else:
+        how = f"an admin certificate minted from the keystore's CA {pki.short(reader.issuer)}"
+    return f"{desired.talosconfig} does not work against every node; used {how}"
+
+
 def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[Credential]:
     from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 
@@ -152,10 +166,11 @@ def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.dat
     bundle = tc.ca_pem + b"".join(m.ca.pem for m in ours)
     out = [make_credential(tc.crt_pem, tc.key_pem, bundle, source=str(desired.talosconfig))]
     issuer = offline.refs.get(desired.trust["talos"].issuer)
-    material = offline.material.get(issuer or "")
-    if material is not None and material.key is not None:
-        crt, key = admin_credentials(material.ca, material.key, "talos", now)
-        out.append(make_credential(crt, key, bundle, source="admin certificate"))
+    # an admin cert from each Talos CA we hold a key for, the desired issuer first
+    for material in sorted(ours, key=lambda m: m.ca.fingerprint != issuer):
+        if material.key is not None:
+            crt, key = admin_credentials(material.ca, material.key, "talos", now)
+            out.append(make_credential(crt, key, bundle, source="admin certificate"))
     return out
 
 
@@ -175,6 +190,7 @@ async def make(
     live, reader = await read_live(desired, provider, keystore, managed, now)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
+    checks = check_outputs(desired, live, now)
     inp = PlanInput(
         cluster=desired.cluster,
         nodes=live.nodes,
@@ -185,6 +201,7 @@ async def make(
             talosconfig=desired.talosconfig_output is not None,
             kubeconfig=desired.kubeconfig_output is not None,
             secrets=desired.secrets is not None,
+            refresh=tuple(c.output for c in checks if not c.works),
         ),
         operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
     )
@@ -196,7 +213,14 @@ async def make(
         raise UnsafePlanError(f"refusing to plan: {exc}", hint="nothing was saved or sent to any node") from None
 
     notes = [f"warning: {w}" for w in resolved.warnings]
-    if plan.has_changes:
+    if reader is not None:
+        notes.append(f"note: read the nodes with a fallback credential ({reader_label(desired, reader)})")
+    notes += [
+        f"warning: {c.output} {c.path} does not work: {c.problem}"
+        for c in checks
+        if not c.works and (not plan.has_edits or c.path.exists())
+    ]
+    if plan.has_edits:
         notes += await _dry_run(plan, live, resolved, provider, reader)
     doc = to_document(plan)
     doc.update(
