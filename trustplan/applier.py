@@ -19,10 +19,12 @@ from trustplan.authorities import Material, resolve
 from trustplan.desired import DesiredState
 from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
 from trustplan.errors import (
+    ApplyInterrupted,
     PlanFileError,
     ProviderError,
     TrustplanError,
 )
+from trustplan.interrupt import Stop
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCluster
 from trustplan.machineconfig import MachineConfig
@@ -97,15 +99,17 @@ def check_live(doc: dict[str, Any], live: LiveCluster, source: str) -> None:
         )
 
 
-async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[None]]) -> None:
-    """Run `fn` over `items`, at most `limit` at once; after a failure start no more, let the
-    running ones finish (so the journal is complete), then raise the first failure."""
+async def _bounded(
+    items: list[str], limit: int, fn: Callable[[str], Awaitable[None]], stop: Stop | None = None
+) -> None:
+    """Run `fn` over `items`, at most `limit` at once; after a failure or a stop request start no
+    more, let the running ones finish (so the journal is complete), then raise."""
     sem = asyncio.Semaphore(max(1, limit))
     errors: list[BaseException] = []
 
     async def one(item: str) -> None:
         async with sem:
-            if errors:
+            if errors or (stop is not None and stop.requested):
                 return
             try:
                 await fn(item)
@@ -115,6 +119,8 @@ async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[N
     await asyncio.gather(*(one(i) for i in items))
     if errors:
         raise errors[0]
+    if stop is not None:
+        stop.check()
 
 
 class Applier:
@@ -132,7 +138,9 @@ class Applier:
         now: dt.datetime,
         reporter: Reporter,
         operator: Credential | None = None,
+        stop: Stop | None = None,
     ) -> None:
+        self.stop = stop or Stop()
         self.desired = desired
         self.operator = operator  # what the accept phase is sent with (None: the talosconfig's own)
         self.provider = provider
@@ -177,12 +185,23 @@ class Applier:
 
     async def run(self) -> None:
         for phase in self.plan.phases:
+            self.stop.check()
             if phase.name == "outputs":
                 self.write_outputs(phase)
                 continue
             await self.patch_phase(phase, self.phase_credential(phase))
             for gate in phase.gates:
-                await self.gate(gate)
+                await self.stop.race(self.gate(gate))
+
+    def summary(self) -> str:
+        """What this run changed, for the message when it stops early."""
+        writes = [s for s in self.steps if s["kind"] == "write" and s["outcome"] == "ok"]
+        per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
+        gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
+        outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
+        done = ", ".join(f"{p} on {n} nodes" for p, n in per_phase.items()) or "no node changed"
+        wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
+        return f"done before the stop: {done}, {gates} gates passed{wrote}"
 
     async def patch_phase(self, phase: op.Phase, cred: Credential | None) -> None:
         nodes = phase.nodes()
@@ -207,8 +226,8 @@ class Applier:
 
         cps = [a for a in nodes if roles[a] == "controlplane"]
         workers = [a for a in nodes if roles[a] != "controlplane"]
-        await _bounded(cps, self.desired.rollout.controlplane_parallelism, patch)  # control planes first
-        await _bounded(workers, self.desired.rollout.worker_parallelism, patch)
+        await _bounded(cps, self.desired.rollout.controlplane_parallelism, patch, self.stop)  # control planes first
+        await _bounded(workers, self.desired.rollout.worker_parallelism, patch, self.stop)
         self.reporter.done()
 
     def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
@@ -228,7 +247,7 @@ class Applier:
             self.configs[address] = after  # applied
             self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
             try:
-                await kubelet.wait()
+                await self.stop.race(kubelet.wait())
             except TrustplanError as exc:
                 self.record(phase, "kubelet", "failed", node=address, message=str(exc))
                 raise
@@ -407,13 +426,15 @@ async def apply(
         keys = KeyRing(material, keystore)
         for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
             keys.key(fp)
-        applier = Applier(desired, provider, keys, live, plan, now, reporter, reader)
+        stop = Stop()
+        applier = Applier(desired, provider, keys, live, plan, now, reporter, reader, stop)
         started = iso_time(now)
         error: BaseException | None = None
-        try:
-            await applier.run()
-        except (TrustplanError, asyncio.CancelledError, KeyboardInterrupt) as exc:
-            error = exc  # recorded below, so the state says what was done before the stop
+        with stop.on_signals(reporter.note):
+            try:
+                await applier.run()
+            except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
+                error = exc  # recorded below, so the state says what was done before the stop
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
@@ -423,17 +444,34 @@ async def apply(
             "steps": applier.steps,
         }
         if error is not None:
-            entry["error"] = str(error) if isinstance(error, TrustplanError) else "interrupted"
+            entry["error"] = _error_text(error)
         new_state = next_state(state, plan, applier.configs, entry)
         store.write(new_state)
-        if error is not None and not isinstance(error, TrustplanError):
+        if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
-            raise ProviderError(
-                f"apply stopped: {error}",
-                hint="the state records what was done; run `trustplan plan` to make a plan that finishes the job",
-            ) from None
+            summary = f"{applier.summary()}; state serial {new_state['serial']} in {desired.state} records it"
+            hint = (
+                "nothing is lost: run `trustplan plan -o plan.bin` and `trustplan apply plan.bin` "
+                "(from the live configs, it finishes the job)"
+            )
+            if isinstance(error, ApplyInterrupted):
+                raise ApplyInterrupted(
+                    f"apply stopped: {error}. {summary}",
+                    signal_name=error.signal_name,
+                    exit_code=error.exit_code,
+                    hint=hint,
+                ) from None
+            raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, TrustplanError):
+        return str(error)
+    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
+        return "interrupted"
+    return f"unexpected {type(error).__name__}: {error}"  # e.g. an output file that cannot be written
 
 
 async def apply_desired(
