@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-files lint typecheck unit proto bench clean
+.PHONY: test test-faults demo demo-files lint typecheck unit proto bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ unit: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
 	$(MAKE) lint typecheck unit
+
+# The fault matrix and the kill test (issue 8): slow, so not part of `make test`.
+# TRUSTPLAN_KILLS=20 and TRUSTPLAN_KILL_SEED=7 make a shorter or a repeatable run.
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults -s -p no:cacheprovider tests/faults
 
 # The main job on the bundled example, in a scratch copy: validate, plan (printed), apply, status.
 demo: $(STAMP)

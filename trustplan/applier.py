@@ -182,6 +182,8 @@ class Applier:
 
     def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
         self.steps.append({"phase": phase, "kind": kind, "outcome": outcome, **extra})
+        if kind == "output":
+            self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
 
     async def run(self) -> None:
         for phase in self.plan.phases:

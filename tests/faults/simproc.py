@@ -8,6 +8,7 @@ on in its own process, like a real cluster does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -174,7 +175,5 @@ async def _report(sim: SimProcess) -> dict[str, str]:
 
 
 def kill_tree(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -288,8 +288,10 @@ def test_a_refused_credential_is_rewritten_although_no_node_changes() -> None:
 def test_an_output_without_a_key_to_mint_it_is_refused() -> None:
     from trustplan.planner import Outputs, UnsafePlan
 
-    inp = plan_input(cluster(trust("new")), want("talos", "new"), outputs=Outputs(talosconfig=True, refresh=("talosconfig",)))
-    inp = dataclasses.replace(inp, authorities=tuple(dataclasses.replace(a, key_available=False) for a in inp.authorities))
+    outputs = Outputs(talosconfig=True, refresh=("talosconfig",))
+    inp = plan_input(cluster(trust("new")), want("talos", "new"), outputs=outputs)
+    keyless = tuple(dataclasses.replace(a, key_available=False) for a in inp.authorities)
+    inp = dataclasses.replace(inp, authorities=keyless)
     with pytest.raises(UnsafePlan, match="cannot write the talosconfig output: no private key for new"):
         make_plan(inp)
 
