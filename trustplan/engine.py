@@ -182,6 +182,7 @@ async def make(
     now: dt.datetime,
     expires_in: dt.timedelta,
     reporter: Reporter | None = None,
+    allow_unlisted: tuple[str, ...] = (),
 ) -> Planned:
     """Read the live cluster and make a checked plan. Writes nothing."""
     reporter = reporter or QuietReporter()
@@ -213,6 +214,7 @@ async def make(
         raise UnsafePlanError(f"refusing to plan: {exc}", hint="nothing was saved or sent to any node") from None
 
     notes = [f"warning: {w}" for w in resolved.warnings]
+    notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
     if reader is not None:
         notes.append(f"note: read the nodes with a fallback credential ({reader_label(desired, reader)})")
     notes += [
@@ -250,6 +252,7 @@ async def plan_desired(
     expires_in: dt.timedelta,
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
+    allow_unlisted: tuple[str, ...] = (),
 ) -> Planned:
     """`trustplan plan` without the printing: read the state under its lock, make the plan with a
     provider opened (and closed) for it. New CA keys are not saved yet: `Planned.save_new_keys()`."""
@@ -258,9 +261,55 @@ async def plan_desired(
     try:
         with store.lock(lock_timeout, "plan"):
             state = store.read(desired.cluster)
-        return await make(desired, provider, Keystore(desired.keystore), state, now, expires_in, reporter)
+        return await make(
+            desired, provider, Keystore(desired.keystore), state, now, expires_in, reporter, allow_unlisted
+        )
     finally:
         await provider.close()
+
+
+async def unlisted_nodes(
+    desired: DesiredState, provider: Provider, plan: Plan, reader: Credential | None, allow: tuple[str, ...]
+) -> list[str]:
+    """Refuse a plan that would leave a cluster member out (notes for what is fine).
+
+    A member that is not in cluster.nodes keeps its CAs: once the control planes issue from a new
+    CA it refuses their proxy certificate and the new talosconfig, and its kubelet the new API
+    server certificate. With the talos provider, the cluster's Members (the discovery service's
+    view) are compared with cluster.nodes; with files, the notes say which nodes the plan covers.
+    """
+    revoking = [e for e in plan.edits if e.kind in ("swap", "remove")]
+    if not revoking:
+        return []
+    listed = {n.address for n in desired.nodes}
+    if desired.provider == "files":
+        return [
+            f"note: this rotation covers the {len(listed)} nodes of cluster.machineConfigs "
+            f"({', '.join(n.address for n in plan.nodes)}); any other node of the cluster keeps its CAs "
+            "and loses trust in the new ones"
+        ]
+    members_of = getattr(provider, "members", None)
+    if members_of is None:
+        return []
+    try:
+        members = await members_of(reader)
+    except ProviderError as exc:
+        return [f"warning: could not list the cluster members to look for nodes left out of cluster.nodes: {exc}"]
+    unlisted = [(a, role, host) for a, role, host in members if a not in listed]
+    notes = [f"note: {a} ({host}) is not in cluster.nodes; allowed by --allow-unlisted" for a, _, host in unlisted
+             if a in allow]
+    refused = [(a, role, host) for a, role, host in unlisted if a not in allow]
+    if refused:
+        names = ", ".join(f"{a} ({role} {host})" for a, role, host in refused)
+        pkis = " and ".join(sorted({e.pki for e in revoking}))
+        raise UnsafePlanError(
+            f"refusing to plan: cluster members not in cluster.nodes would lose trust: {names}. This plan changes "
+            f"the {pkis} CAs of the listed nodes only; an unlisted node keeps its CAs, and would refuse the "
+            "control planes' proxy certificate, the new talosconfig and the new API server certificate",
+            hint="add them under cluster.nodes, or pass --allow-unlisted ADDRESS for each node that is really gone; "
+            "nothing was saved or sent to any node",
+        )
+    return notes
 
 
 def _role_error(desired: DesiredState, inp: PlanInput, exc: PlanningError) -> InputError:

@@ -203,7 +203,7 @@ class TalosProvider:
                 )
             yield KubeletWatch(node.address, events, timeout)
 
-    async def members(self) -> list[tuple[str, str, str]]:
+    async def members(self, credential: Credential | None = None) -> list[tuple[str, str, str]]:
         """The cluster's members as the discovery service sees them: (address, role, hostname).
 
         COSI List of `cluster/Members.cluster.talos.dev` on an endpoint (no `node` metadata). The
@@ -215,7 +215,7 @@ class TalosProvider:
         request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
         async def attempt(endpoint: Endpoint) -> list[cosi_state_pb2.ListResponse]:
-            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, self._own))
+            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, credential or self._own))
             return list(await stub.List(request, timeout=CALL_TIMEOUT))
 
         responses = await self._call(NodeRef(str(self.endpoints[0].host)), "list the cluster members", attempt,

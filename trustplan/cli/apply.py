@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import make_plan, render_document
+from trustplan.cli.plan import AllowUnlistedOption, make_plan, render_document
 from trustplan.errors import TrustplanError
 
 
@@ -31,6 +31,7 @@ def apply(
     config: ConfigOption = Path("trustplan.yaml"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply a fresh plan without asking.")] = False,
     lock_timeout: LockTimeout = "0s",
+    allow_unlisted: AllowUnlistedOption = None,
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     if plan_file is not None:
@@ -41,7 +42,7 @@ def apply(
         if signing is not None:  # only plans signed with this key may be applied
             planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
     else:
-        planned = make_plan(config, "1h", lock_timeout)
+        planned = make_plan(config, "1h", lock_timeout, allow_unlisted)
         print_data(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
             return
