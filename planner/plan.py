@@ -80,6 +80,14 @@ class Plan:
         a = self.authority(fingerprint)
         return a.label if a else fingerprint[: len("sha256:") + 12]
 
+    def desired_issuers(self) -> tuple[DesiredTrust, ...]:
+        """Each managed PKI's issuer at the end of the plan (from the first node's target)."""
+        seen: dict[PKI, DesiredTrust] = {}
+        for t in self.targets:
+            if t.pki not in seen and t.after.issuer is not None:
+                seen[t.pki] = DesiredTrust(t.pki, t.after.issuer, ())
+        return tuple(seen.values())
+
     @property
     def edits(self) -> tuple[Edit, ...]:
         return tuple(e for p in self.phases for e in p.edits)
@@ -267,7 +275,7 @@ def _warnings(plan: Plan, inp: PlanInput) -> tuple[str, ...]:
             a = plan.authority(fp)
             if a is not None and (a.not_after - inp.now).days < 90:
                 out.append(f"{a.label} expires on {a.not_after:%Y-%m-%d}, within 90 days")
-    for kind in inp.outputs.refresh:
+    for kind in inp.outputs.refresh if not plan.has_edits else ():
         if getattr(inp.outputs, kind):
             what = "does not hold the issuing CA" if kind == "secrets" else "does not work against the live cluster"
             out.append(f"the configured {kind} {what}: it is written anew")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustplan import pki
-from trustplan.authorities import Material, resolve
+from trustplan.authorities import Material, Resolved, resolve
 from trustplan.desired import DesiredState
 from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
 from trustplan.errors import (
@@ -44,6 +44,7 @@ from trustplan.planner.document import from_document
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
+from trustplan.rollback import Rollback, possible, roll_back
 from trustplan.state import LocalState, StateDocument
 
 
@@ -141,6 +142,7 @@ class Applier:
         stop: Stop | None = None,
     ) -> None:
         self.stop = stop or Stop()
+        self.workers_first = False  # a rollback undoes a phase in reverse order
         self.desired = desired
         self.operator = operator  # what the accept phase is sent with (None: the talosconfig's own)
         self.provider = provider
@@ -228,8 +230,10 @@ class Applier:
 
         cps = [a for a in nodes if roles[a] == "controlplane"]
         workers = [a for a in nodes if roles[a] != "controlplane"]
-        await _bounded(cps, self.desired.rollout.controlplane_parallelism, patch, self.stop)  # control planes first
-        await _bounded(workers, self.desired.rollout.worker_parallelism, patch, self.stop)
+        rollout = self.desired.rollout
+        groups = [(cps, rollout.controlplane_parallelism), (workers, rollout.worker_parallelism)]
+        for group, parallelism in reversed(groups) if self.workers_first else groups:  # control planes first
+            await _bounded(group, parallelism, patch, self.stop)
         self.reporter.done()
 
     def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
@@ -411,8 +415,12 @@ async def apply(
     now: dt.datetime,
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
+    rollback: bool = True,
 ) -> Applied:
-    """Apply a decoded plan document exactly; refuse it if anything it was made from changed."""
+    """Apply a decoded plan document exactly; refuse it if anything it was made from changed.
+
+    When a step fails before the new credentials are written, the nodes changed by this run are
+    returned to their CAs of before (trustplan.rollback), unless `rollback` is False."""
     reporter = reporter or QuietReporter()
     with store.lock(lock_timeout, "apply"):
         state = store.read(desired.cluster)
@@ -437,13 +445,16 @@ async def apply(
                 await applier.run()
             except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
                 error = exc  # recorded below, so the state says what was done before the stop
+            back: Rollback | None = None
+            if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
+                back = await _roll_back(applier, live, resolved, rollback)
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
             "started": started,
             "finished": iso_time(dt.datetime.now(dt.UTC)),
             "status": "failed" if error else "applied",
-            "steps": applier.steps,
+            "steps": applier.steps + (back.steps if back is not None else []),
         }
         if error is not None:
             entry["error"] = _error_text(error)
@@ -464,8 +475,26 @@ async def apply(
                     exit_code=error.exit_code,
                     hint=hint,
                 ) from None
+            if back is not None and back.done:
+                summary = f"{back.text()}\nState serial {new_state['serial']} in {desired.state} records it"
+                hint = "the cluster is as it was before this apply: fix the cause, then make a new plan"
+            elif back is not None:
+                summary += f"\n{back.text()}"
             raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
+
+
+async def _roll_back(applier: Applier, live: LiveCluster, resolved: Resolved, enabled: bool) -> Rollback:
+    if not enabled:
+        why = possible(applier)
+        if why is None:
+            why = "no rollback (--no-rollback): the nodes are left as they are for the operator"
+        return Rollback(False, why)
+    applier.reporter.note("apply failed before the new credentials were written: rolling back")
+    try:
+        return await roll_back(applier, live, resolved.authorities())
+    except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
+        return Rollback(False, f"rollback failed: {_error_text(exc)}")
 
 
 def _error_text(error: BaseException) -> str:
@@ -484,13 +513,14 @@ async def apply_desired(
     now: dt.datetime,
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
+    rollback: bool = True,
 ) -> Applied:
     """`trustplan apply` without the printing: apply() with the desired state's provider, keystore
     and state file, the provider opened (and closed) for it."""
     provider = make_provider(desired)
     try:
         return await apply(desired, provider, Keystore(desired.keystore), LocalState(desired.state), document,
-                           plan_digest, source, now, reporter, lock_timeout)
+                           plan_digest, source, now, reporter, lock_timeout, rollback)
     finally:
         await provider.close()
 

@@ -32,6 +32,14 @@ def apply(
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply a fresh plan without asking.")] = False,
     lock_timeout: LockTimeout = "0s",
     allow_unlisted: AllowUnlistedOption = None,
+    no_rollback: Annotated[
+        bool,
+        typer.Option(
+            "--no-rollback",
+            help="When a step fails before the new credentials are written, leave the nodes as they are "
+            "(default: return them to their CAs of before).",
+        ),
+    ] = False,
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     if plan_file is not None:
@@ -62,7 +70,7 @@ def apply(
     desired = load_desired(config)
     result = run(
         applier.apply_desired(desired, document, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
-                              seconds(lock_timeout))
+                              seconds(lock_timeout), rollback=not no_rollback)
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
