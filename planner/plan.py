@@ -232,6 +232,26 @@ def make_plan(inp: PlanInput) -> Plan:
     return plan
 
 
+def suggest_accepted(inp: PlanInput) -> tuple[PKI, str] | None:
+    """For a refused plan: a CA some node trusts now that, kept in `accepted`, makes the plan safe
+    (the first such, by PKI then fingerprint); None when no single CA does. A half-done rotation
+    often needs the old CA kept for one more plan; a later plan without it removes it safely."""
+    import dataclasses
+
+    from trustplan.planner.safety import UnsafePlan
+
+    for d in inp.desired:
+        live = sorted({c for n in inp.nodes for c in n.trust(d.pki).trusted} - {d.issuer, *d.accepted})
+        for ca in live:
+            wider = tuple(DesiredTrust(x.pki, x.issuer, x.accepted + (ca,)) if x is d else x for x in inp.desired)
+            try:
+                make_plan(dataclasses.replace(inp, desired=wider))
+            except (UnsafePlan, PlanningError):
+                continue
+            return d.pki, ca
+    return None
+
+
 def _outputs(
     inp: PlanInput, desired: dict[PKI, DesiredTrust], managed: tuple[PKI, ...], refresh_only: bool
 ) -> list[WriteOutput]:

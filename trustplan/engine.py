@@ -40,6 +40,7 @@ from trustplan.planner import (
     PlanningError,
     UnsafePlan,
     make_plan,
+    suggest_accepted,
 )
 from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
@@ -211,7 +212,7 @@ async def make(
     except PlanningError as exc:
         raise _role_error(desired, inp, exc) from None
     except UnsafePlan as exc:
-        raise UnsafePlanError(f"refusing to plan: {exc}", hint="nothing was saved or sent to any node") from None
+        raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp)) from None
 
     notes = [f"warning: {w}" for w in resolved.warnings]
     notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
@@ -310,6 +311,21 @@ async def unlisted_nodes(
             "nothing was saved or sent to any node",
         )
     return notes
+
+
+def _way_forward(desired: DesiredState, inp: PlanInput) -> str:
+    """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does."""
+    found = suggest_accepted(inp)
+    if found is None:
+        return "nothing was saved or sent to any node"
+    pki_name, ca = found
+    spec = desired.trust[pki_name]  # type: ignore[index]
+    accepted = ", ".join([*spec.accepted, ca])
+    return (
+        f"nothing was saved or sent to any node. A safe plan exists if {desired.path} keeps {pki.short(ca)} "
+        f"trusted for this rotation: trust.{pki_name}.accepted: [{accepted}]; once it is applied, drop it "
+        "again and plan once more to remove it"
+    )
 
 
 def _role_error(desired: DesiredState, inp: PlanInput, exc: PlanningError) -> InputError:
