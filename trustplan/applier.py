@@ -31,6 +31,7 @@ from trustplan.machineconfig import MachineConfig
 from trustplan.outputs import (
     admin_credentials,
     kubeconfig_document,
+    trust_also,
     update_secrets,
     write_kubeconfig,
     write_talosconfig,
@@ -193,9 +194,28 @@ class Applier:
             if phase.name == "outputs":
                 self.write_outputs(phase)
                 continue
+            if phase.name == "swap":
+                self.trust_new_issuers(phase)
             await self.patch_phase(phase, self.phase_credential(phase))
             for gate in phase.gates:
                 await self.stop.race(self.gate(gate))
+
+    def trust_new_issuers(self, phase: op.Phase) -> None:
+        """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
+        certificates, so they keep working while nodes switch until the new credentials are written."""
+        for pki_name in dict.fromkeys(e.pki for e in phase.edits if isinstance(e, op.SwapIssuer)):
+            new = next(e.new for e in phase.edits if isinstance(e, op.SwapIssuer) and e.pki == pki_name)
+            if pki_name == "talos" and self.desired.talosconfig_output is not None:
+                path = self.desired.talosconfig_output
+                context = self.desired.context if path == self.desired.talosconfig else None
+                if trust_also(path, self.keys.cert_pem(new), context=context):
+                    detail = f"talosconfig {path} (now also trusts {self.plan.label(new)})"
+                    self.record("swap", "output", "ok", detail=detail)
+            if pki_name == "kubernetes" and self.desired.kubeconfig_output is not None:
+                path = self.desired.kubeconfig_output
+                if trust_also(path, self.keys.cert_pem(new), cluster=self.desired.cluster):
+                    detail = f"kubeconfig {path} (now also trusts {self.plan.label(new)})"
+                    self.record("swap", "output", "ok", detail=detail)
 
     def summary(self) -> str:
         """What this run changed, for the message when it stops early."""

@@ -108,6 +108,38 @@ def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) 
     replace_with_backup(path, dump_yaml(document).encode())
 
 
+def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster: str | None = None) -> bool:
+    """Add a CA to what a talosconfig (`context`) or kubeconfig (the `admin@<cluster>` context, else
+    the current one) trusts for server certificates, keeping everything else. Done before a swap
+    phase, so the credential on disk keeps working while nodes switch to certificates from the new
+    CA and until the new credential is written. False when the file is absent, unreadable, or
+    already trusts the CA."""
+    try:
+        doc = load_yaml(path.read_bytes())
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    fp = pki.CACert.from_pem(ca_pem).fingerprint
+    try:
+        if context is not None or "contexts" in doc and isinstance(doc.get("contexts"), dict):
+            entry = doc["contexts"][context or doc["context"]]
+            key = "ca"
+        else:
+            contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
+            name = f"admin@{cluster}" if f"admin@{cluster}" in contexts else doc.get("current-context")
+            entry = next(c["cluster"] for c in doc["clusters"] if c["name"] == contexts[name]["cluster"])
+            key = "certificate-authority-data"
+        bundle = pki.b64decode_pem(entry[key], str(path), key)
+        if fp in {pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(bundle)}:
+            return False
+        entry[key] = pki.b64encode_pem(pki.pem_bundle([bundle, ca_pem]))
+    except (KeyError, TypeError, StopIteration, AttributeError, InputError):
+        return False
+    replace_with_backup(path, dump_yaml(doc).encode())
+    return True
+
+
 def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: dt.datetime) -> tuple[bytes, bytes]:
     """An admin client cert for the PKI (os:admin for Talos, system:masters for Kubernetes): PEMs."""
     if pki_name == "talos":

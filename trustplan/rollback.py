@@ -64,13 +64,37 @@ def _original(started: LiveCluster, managed: tuple[PKI, ...]) -> tuple[DesiredTr
     return tuple(out)
 
 
-def reverse_plan(applier: Applier, started: LiveCluster, nodes: tuple[LiveNode, ...],
+async def _applied(applier: Applier) -> set[tuple[str, str]] | str:
+    """(phase, node) pairs whose config change reached the node: the writes that succeeded, the ones
+    whose kubelet wait failed (the config was applied), and failed writes that a fresh read shows
+    applied (a reply lost after the node applied it). A string: why this cannot be known."""
+    done = {(s["phase"], s["node"]) for s in applier.steps if s["kind"] in ("write", "kubelet")
+            and (s["kind"] == "kubelet" or s["outcome"] == "ok")}
+    failed = [(s["phase"], s["node"]) for s in applier.steps if s["kind"] == "write" and s["outcome"] == "failed"]
+    phases = {p.name: p for p in applier.plan.phases}
+    for phase, address in failed:
+        if (phase, address) in done:
+            continue
+        try:
+            cred = applier.phase_credential(phases[phase])
+            read = await applier.provider.read(applier.refs[address], cred)
+        except TrustplanError as exc:
+            return (f"no rollback: node {address} does not answer, so whether its {phase} change applied is "
+                    f"unknown ({exc})")
+        if read.digest != applier.configs[address].digest:
+            from trustplan import machineconfig
+
+            applier.configs[address] = machineconfig.parse(read.data, f"node {address} (live machine config)")
+            done.add((phase, address))
+    return done
+
+
+def reverse_plan(applier: Applier, done: set[tuple[str, str]], nodes: tuple[LiveNode, ...],
                  original: tuple[DesiredTrust, ...], authorities: tuple[Authority, ...]) -> Plan:
     """This run's edits undone in reverse order: the last phase first, and within a phase workers
     before control planes (a worker's config change re-requests its certificate from control planes
     that issue from the old CA again, before they stop trusting the new one). Gates as forward:
     the old issuer's admin cert, trusting old + new after the swap back, then old only."""
-    done = {(s["phase"], s["node"]) for s in applier.steps if s["kind"] == "write" and s["outcome"] == "ok"}
     old = {d.pki: d.issuer for d in original}
     new = {d.pki: d.issuer for d in applier.plan.desired_issuers()}
     everyone = tuple(n.address for n in applier.plan.nodes)
@@ -106,11 +130,14 @@ async def roll_back(applier: Applier, started: LiveCluster, authorities: tuple[A
     original = _original(started, managed)
     if isinstance(original, str):
         return Rollback(False, original)
+    done = await _applied(applier)
+    if isinstance(done, str):
+        return Rollback(False, done)
     cas: dict[str, LiveCA] = dict(started.cas)
     nodes = tuple(to_live(applier.refs[a], cfg, managed, cas) for a, cfg in applier.configs.items())
     operator = applier.operator
     inp = PlanInput(applier.plan.cluster, nodes, original, authorities, applier.now, Outputs())
-    back = reverse_plan(applier, started, nodes, original, authorities)
+    back = reverse_plan(applier, done, nodes, original, authorities)
     try:
         check_plan(back, inp)
     except UnsafePlan as exc:
@@ -119,8 +146,7 @@ async def roll_back(applier: Applier, started: LiveCluster, authorities: tuple[A
     runner = Runner(applier.desired, applier.provider, applier.keys, current, back, applier.now, applier.reporter,
                     operator, applier.stop)
     runner.workers_first = True
-    changed = sorted({s["node"] for s in applier.steps if s["kind"] == "write" and s["outcome"] == "ok"},
-                     key=lambda a: [n.address for n in applier.plan.nodes].index(a))
+    changed = sorted({node for _, node in done}, key=lambda a: [n.address for n in applier.plan.nodes].index(a))
     try:
         await runner.run()
     except TrustplanError as exc:

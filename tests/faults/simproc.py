@@ -127,11 +127,12 @@ class SimProcess:
         head, tail = text.split("authorities:\n", 1)
         _, rest = tail.split(marker, 1)
         trust_block, after = rest.split("keystore:", 1)
-        auth = f"  talos-{generation}: {{generate: {{algorithm: ed25519}}}}\n"
-        trust = f"  talos: {{issuer: talos-{generation}, accepted: []}}\n"
+        name = f"{generation}".replace("-", "w")
+        auth = f"  talos-{name}: {{generate: {{algorithm: ed25519}}}}\n"
+        trust = f"  talos: {{issuer: talos-{name}, accepted: []}}\n"
         if self.k8s:
-            auth += f"  k8s-{generation}: {{generate: {{algorithm: ecdsa-p256}}}}\n"
-            trust += f"  kubernetes: {{issuer: k8s-{generation}, accepted: []}}\n"
+            auth += f"  k8s-{name}: {{generate: {{algorithm: ecdsa-p256}}}}\n"
+            trust += f"  kubernetes: {{issuer: k8s-{name}, accepted: []}}\n"
         del trust_block
         path.write_text(f"{head}authorities:\n{auth}{marker}{trust}keystore:{after}")
 

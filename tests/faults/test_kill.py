@@ -62,11 +62,14 @@ def test_sigkill_at_random_moments_always_leaves_a_finishable_rotation_and_worki
     with SimProcess(tmp_path / "sim", 3, 2, latency_ms=LATENCY_MS, k8s=True,
                     apiserver_restart_ms=APISERVER_RESTART_MS, kubelet_rejoin_ms=KUBELET_REJOIN_MS) as sim:
         sim.set_verify_timeout(30)
-        sim.rotate_to(0)
-        t0 = time.monotonic()
-        first = run_cli(sim.dir, "apply", "--auto-approve")
-        full = time.monotonic() - t0
-        assert first.returncode == 0, first.stderr
+        runs = []
+        for warm_up in (-2, -1):  # the first run also warms caches; the kill window is the faster one
+            sim.rotate_to(warm_up)
+            t0 = time.monotonic()
+            first = run_cli(sim.dir, "apply", "--auto-approve")
+            runs.append(time.monotonic() - t0)
+            assert first.returncode == 0, first.stderr
+        full = min(runs)
 
         where: collections.Counter[str] = collections.Counter()
         recovery_times: list[float] = []
@@ -79,8 +82,10 @@ def test_sigkill_at_random_moments_always_leaves_a_finishable_rotation_and_worki
                 time.sleep(0.005)
             if proc.popen.poll() is None:
                 proc.popen.kill()
-            proc.wait(30)
-            at = stretch(proc.lines)
+                proc.wait(30)
+                at = stretch(proc.lines)
+            else:
+                at = "finished before the kill"
             where[at] += 1
 
             t1 = time.monotonic()
