@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-faults demo demo-files lint typecheck unit proto bench clean
+.PHONY: test test-faults demo demo-files lint typecheck unit proto bench interop race clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,15 @@ proto: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rotation.py
+
+# The real talosctl as judge: build it once per machine (cached in ~/.cache/trustplan/peers), then
+# run every test marked `interop` against it. Fails (never skips) when talosctl cannot be built.
+interop: $(STAMP)
+	TALOSCTL=$$(bash scripts/peers/talosctl.sh) && export TALOSCTL && $(BIN)/pytest -m interop tests/interop
+
+# talosctl rotate-ca vs trustplan plan+apply on the same simulated clusters (README figures).
+race: $(STAMP)
+	TALOSCTL=$$(bash scripts/peers/talosctl.sh) && export TALOSCTL && $(BIN)/python benchmarks/race_talosctl.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -46,8 +46,11 @@ BOTH_LAYOUTS = (
     "kube-apiserver CA is set both in the v1alpha1 config (.cluster.ca) and in a KubeAPIServerCAConfig document"
 )
 
-TALOS_VERSION = "v1.11.5"
-KUBERNETES_VERSION = "v1.34.1"
+#: the Talos release whose `talosctl gen config` output generate_config imitates, and its Kubernetes
+TALOS_VERSION = "v1.12.1"
+KUBERNETES_VERSION = "v1.35.0"
+#: the first Talos release with the KubeAPIServerCAConfig document (kube_ca_layout="multidoc")
+MULTIDOC_TALOS_VERSION = "v1.14.0"
 
 
 @dataclass(frozen=True)
@@ -460,6 +463,11 @@ class ClusterSecrets:
         return dump_yaml(doc).encode()
 
 
+def talos_version(kube_ca_layout: KubeCALayout) -> str:
+    """The Talos release a config in this layout belongs to (the multidoc layout is 1.14+)."""
+    return MULTIDOC_TALOS_VERSION if kube_ca_layout == "multidoc" else TALOS_VERSION
+
+
 def generate_config(
     secrets_: ClusterSecrets,
     *,
@@ -492,7 +500,7 @@ def generate_config(
         },
         "install": {
             "disk": "/dev/sda",
-            "image": f"ghcr.io/siderolabs/installer:{TALOS_VERSION}",
+            "image": f"ghcr.io/siderolabs/installer:{talos_version(kube_ca_layout)}",
             "wipe": False,
         },
         "features": {

@@ -15,6 +15,7 @@ in a KubeAPIServerCAConfig document (config_layout="multidoc", Talos 1.14).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import ipaddress
 import json
 import os
@@ -77,6 +78,9 @@ class SimCluster:
         self.apiserver_restart_ms = apiserver_restart_ms
         self.kubelet_rejoin_ms = kubelet_rejoin_ms
         self.config_layout: machineconfig.KubeCALayout = config_layout
+        #: the one Talos version every node reports (Version, Members), matching its configs
+        self.talos_version = machineconfig.talos_version(config_layout)
+        self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
         self.secrets = machineconfig.ClusterSecrets.generate(pki.utcnow())

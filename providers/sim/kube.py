@@ -563,7 +563,7 @@ def node_document(node: SimNode) -> dict[str, Any]:
                 "kubeletVersion": machineconfig.KUBERNETES_VERSION,
                 "machineID": uuid.uuid5(uuid.NAMESPACE_URL, f"machine:{node.address}").hex,
                 "operatingSystem": "linux",
-                "osImage": f"Talos ({machineconfig.TALOS_VERSION})",
+                "osImage": f"Talos ({node.cluster.talos_version})",
                 "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"system:{node.address}")),
             },
         },

@@ -254,11 +254,11 @@ class SimNode:
         if self._listen_ctx is None:
             self._listen_ctx = self._server_ctx
             self._listen_ctx.sni_callback = self._sni
-        from trustplan.providers.sim.services import handlers_for, install_router
+        from trustplan.providers.sim.router import install_router
+        from trustplan.providers.sim.services import handlers_for
 
-        services = handlers_for(self)
-        server = _Server(services, self)
-        install_router(server, self, services)
+        server = _Server(handlers_for(self), self)
+        install_router(server, self)
         await server.start(self.address, self.port, ssl=self._listen_ctx, reuse_address=True)
         self._server = server
         if self.apiserver is not None:

@@ -1,10 +1,7 @@
-"""The Talos API as the simulator serves it: MachineService and COSI State, plus apid's router.
+"""The Talos API as the simulator serves it: machine.MachineService and cosi.resource.State.
 
-The router (a grpclib RecvRequest listener) runs before every handler: it applies the injected
-latency, refuses `node` routing on workers ("no request forwarding"), and on a control plane
-replaces the handler with a proxy to the target node's apid over a fresh mutual-TLS connection made
-with the control plane's `os:impersonator` cert. Proxied calls carry the caller's roles in
-`talos-role` metadata, which the target believes only from an impersonator.
+Routing (`node` / `nodes` metadata, proxying, latency) happens before these handlers, in
+router.py; the resources served are built in resources.py.
 """
 
 from __future__ import annotations
@@ -13,16 +10,15 @@ import asyncio
 import difflib
 import io
 import tarfile
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from google.protobuf.empty_pb2 import Empty
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpclib import events
-from grpclib.const import Cardinality, Handler, Status
-from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from grpclib.server import Server, Stream
+from grpclib.const import Status
+from grpclib.exceptions import GRPCError
+from grpclib.server import Stream
+from trustplan.providers.sim import resources
+from trustplan.providers.sim.router import PROXY_ROLE, ROLE_KEY, peer_roles
 from trustplan.providers.talos.proto import (
     common_pb2,
     cosi_resource_pb2,
@@ -30,43 +26,19 @@ from trustplan.providers.talos.proto import (
     cosi_state_pb2,
     machine_grpc,
     machine_pb2,
-    resource_config_pb2,
-    resource_v1alpha1_pb2,
 )
-from trustplan.providers.talos.resources import (
-    CONFIG_NAMESPACE,
-    CONFIG_TYPE,
-    MEMBERS_NAMESPACE,
-    MEMBERS_TYPE,
-    SERVICE_NAMESPACE,
-    SERVICE_TYPE,
-)
+from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 
 from trustplan import machineconfig, pki
-
-try:  # libyaml
-    from yaml import CSafeDumper as _Dumper
-except ImportError:  # pragma: no cover
-    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
 from trustplan.errors import TrustplanError
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.kube import ServiceState
     from trustplan.providers.sim.node import SimNode
 
-TALOS_TAG = machineconfig.TALOS_VERSION
-ROLE_KEY = "talos-role"
-PROXY_ROLE = "os:impersonator"
 READ_ROLES = {"os:admin", "os:operator", "os:reader"}
-SERVICE_OWNER = "v1alpha1.ServiceController"
-UPSTREAM_TIMEOUT = 15.0
+#: the Go release Talos v1.12.1 is built with (pkg/machinery/constants GoVersion)
+GO_VERSION = "go1.25.5"
 Mode = machine_pb2.ApplyConfigurationRequest
-
-
-def peer_roles(stream: Stream[Any, Any]) -> list[str]:
-    """Roles of the TLS peer: the Subject O values of its client cert."""
-    cert = stream.peer.cert() or {}
-    return [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "organizationName"]
 
 
 def caller_roles(stream: Stream[Any, Any]) -> list[str]:
@@ -97,10 +69,10 @@ class MachineService(machine_grpc.MachineServiceBase):
                     machine_pb2.Version(
                         metadata=common_pb2.Metadata(hostname=self.node.hostname),
                         version=machine_pb2.VersionInfo(
-                            tag=TALOS_TAG,
+                            tag=self.node.cluster.talos_version,
                             sha="trustplan-sim",
                             built="",
-                            go_version="go1.24.9",
+                            go_version=GO_VERSION,
                             os="linux",
                             arch="amd64",
                         ),
@@ -222,120 +194,94 @@ def _kubeconfig_tar(node: SimNode) -> bytes:
     return out.getvalue()
 
 
-def member_resource(node: SimNode) -> cosi_resource_pb2.Resource:
-    """`cluster/Members.cluster.talos.dev/<hostname>`, as the discovery service reports it (yaml spec)."""
-    spec = {
-        "nodeId": node.name,
-        "addresses": [node.address],
-        "hostname": node.hostname,
-        "machineType": node.role,
-        "operatingSystem": "Talos (v1.11.5)",
-    }
-    return cosi_resource_pb2.Resource(
-        metadata=cosi_resource_pb2.Metadata(
-            namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE, id=node.hostname, version="1", phase="running"
-        ),
-        spec=cosi_resource_pb2.Spec(yaml_spec=yaml.safe_dump(spec, sort_keys=False)),
-    )
-
-
 class StateService(cosi_state_grpc.StateBase):
-    """cosi.resource.State over the resources a rotation reads: the active machine config
-    (`config/MachineConfigs.config.talos.dev`, os:admin only) and the kubelet service
-    (`runtime/Services.v1alpha1.talos.dev/kubelet`, any reader role)."""
+    """cosi.resource.State (Get, List, Watch) over the resources in `resources.DEFINITIONS`.
+
+    Sensitive types (machine config, OS and Kubernetes roots) need `os:admin`, the others any
+    reader role. Every Watch first sends an empty WatchResponse, as COSI's server does to say the
+    watch is established (its client discards that first message)."""
 
     def __init__(self, node: SimNode) -> None:
         self.node = node
 
-    def _resource(self, rid: str) -> cosi_resource_pb2.Resource:
+    def _kind(self, stream: Stream[Any, Any], namespace: str, rtype: str) -> str:
+        """The served type the request is about, after the role check."""
+        definition = resources.BY_KIND.get((namespace, rtype))
+        if definition is None:
+            raise GRPCError(
+                Status.NOT_FOUND,
+                f"resource type {rtype!r} in namespace {namespace!r} is not served by the simulator",
+            )
+        require(stream, {"os:admin"} if definition.sensitive else READ_ROLES)
+        return rtype
+
+    def _items(self, rtype: str) -> list[cosi_resource_pb2.Resource]:
+        """Every resource of a type on this node, in id order."""
         node = self.node
-        created, updated = Timestamp(), Timestamp()
-        created.FromDatetime(node.created)
-        updated.FromDatetime(node.updated)
-        spec = resource_config_pb2.MachineConfigSpec(yaml_marshalled=node.config)
-        return cosi_resource_pb2.Resource(
-            metadata=cosi_resource_pb2.Metadata(
-                namespace=CONFIG_NAMESPACE,
-                type=CONFIG_TYPE,
-                id=rid,
-                version=str(node.version),
-                owner="",
-                phase="running",
-                created=created,
-                updated=updated,
-            ),
-            spec=cosi_resource_pb2.Spec(
-                proto_spec=spec.SerializeToString(),
-                yaml_spec=yaml.dump(node.config.decode(), Dumper=_Dumper),
-            ),
+        if rtype == CONFIG_TYPE:
+            return [resources.config_resource(node, rid) for rid in ("persistent", "v1alpha1")]
+        if rtype == MEMBERS_TYPE:
+            version = node.cluster.talos_version
+            return sorted(
+                (resources.member_resource(n, version) for n in node.cluster.nodes), key=lambda r: r.metadata.id
+            )
+        if rtype == resources.OS_ROOT_TYPE:
+            return [resources.os_root_resource(node)]
+        if rtype == resources.K8S_ROOT_TYPE:
+            found = resources.kubernetes_root_resource(node)
+            return [found] if found is not None else []
+        if rtype == SERVICE_TYPE:
+            state = node.kubelet.state
+            return [resources.service_resource("kubelet", state)] if state is not None else []
+        assert rtype == resources.RD_TYPE
+        return sorted(
+            (resources.rd_resource(d, node.cluster.created) for d in resources.DEFINITIONS),
+            key=lambda r: r.metadata.id,
         )
 
-    def _kind(self, stream: Stream[Any, Any], namespace: str, rtype: str, rid: str | None) -> str:
-        """Which resource the request is about ("config" or "service"), after the role check."""
-        if namespace == CONFIG_NAMESPACE and rtype == CONFIG_TYPE:
-            require(stream, {"os:admin"})  # MachineConfig is a sensitive resource
-            if rid is not None and rid not in ("v1alpha1", "persistent"):
-                raise GRPCError(Status.NOT_FOUND, f"resource {CONFIG_TYPE}({namespace}/{rid}@undefined) doesn't exist")
-            return "config"
-        if namespace == SERVICE_NAMESPACE and rtype == SERVICE_TYPE:
-            require(stream, READ_ROLES)
-            return "service"
-        if namespace == MEMBERS_NAMESPACE and rtype == MEMBERS_TYPE:
-            require(stream, READ_ROLES)
-            return "members"
-        raise GRPCError(
-            Status.NOT_FOUND,
-            f"resource type {rtype!r} in namespace {namespace!r} is not served by the simulator",
-        )
-
-    def _service_missing(self, rid: str) -> GRPCError:
-        return GRPCError(
-            Status.NOT_FOUND, f"resource {SERVICE_TYPE}({SERVICE_NAMESPACE}/{rid}@undefined) doesn't exist"
-        )
+    def _get(self, namespace: str, rtype: str, rid: str) -> cosi_resource_pb2.Resource:
+        for item in self._items(rtype):
+            if item.metadata.id == rid:
+                return item
+        raise GRPCError(Status.NOT_FOUND, f"resource {rtype}({namespace}/{rid}@undefined) doesn't exist")
 
     async def Get(self, stream: Stream[cosi_state_pb2.GetRequest, cosi_state_pb2.GetResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        if self._kind(stream, request.namespace, request.type, request.id) == "service":
-            state = self.node.kubelet.state if request.id == "kubelet" else None
-            if state is None:
-                raise self._service_missing(request.id)
-            await stream.send_message(cosi_state_pb2.GetResponse(resource=service_resource("kubelet", state)))
-            return
-        await stream.send_message(cosi_state_pb2.GetResponse(resource=self._resource(request.id)))
+        rtype = self._kind(stream, request.namespace, request.type)
+        resource = self._get(request.namespace, rtype, request.id)
+        await stream.send_message(cosi_state_pb2.GetResponse(resource=resource))
 
     async def List(self, stream: Stream[cosi_state_pb2.ListRequest, cosi_state_pb2.ListResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        kind = self._kind(stream, request.namespace, request.type, None)
-        if kind == "members":  # the discovery service's view: every node of the cluster
-            for member in self.node.cluster.nodes:
-                await stream.send_message(cosi_state_pb2.ListResponse(resource=member_resource(member)))
-            return
-        if kind == "service":
-            state = self.node.kubelet.state
-            if state is not None:
-                await stream.send_message(cosi_state_pb2.ListResponse(resource=service_resource("kubelet", state)))
-            return
-        for rid in ("persistent", "v1alpha1"):
-            await stream.send_message(cosi_state_pb2.ListResponse(resource=self._resource(rid)))
+        rtype = self._kind(stream, request.namespace, request.type)
+        for item in self._items(rtype):
+            await stream.send_message(cosi_state_pb2.ListResponse(resource=item))
 
     async def Watch(self, stream: Stream[cosi_state_pb2.WatchRequest, cosi_state_pb2.WatchResponse]) -> None:
         request = await stream.recv_message()
         assert request is not None
-        if self._kind(stream, request.namespace, request.type, None) == "service":
+        rtype = self._kind(stream, request.namespace, request.type)
+        if rtype == SERVICE_TYPE:
             if not request.HasField("id"):
                 raise GRPCError(Status.UNIMPLEMENTED, "the simulator watches a service by id only")
+            await stream.send_message(cosi_state_pb2.WatchResponse())
             await self._watch_service(stream, request.id)
             return
+        if rtype != CONFIG_TYPE:
+            raise GRPCError(Status.UNIMPLEMENTED, f"the simulator does not watch {rtype}")
         rid = request.id if request.HasField("id") else "v1alpha1"
-        self._kind(stream, request.namespace, request.type, rid)
+        self._get(request.namespace, rtype, rid)
+        await stream.send_message(cosi_state_pb2.WatchResponse())
         event_type = cosi_state_pb2.CREATED
         while True:
             changed = self.node.changed
             await stream.send_message(
                 cosi_state_pb2.WatchResponse(
-                    event=[cosi_state_pb2.Event(resource=self._resource(rid), event_type=event_type)]
+                    event=[
+                        cosi_state_pb2.Event(resource=resources.config_resource(self.node, rid), event_type=event_type)
+                    ]
                 )
             )
             event_type = cosi_state_pb2.UPDATED
@@ -344,22 +290,25 @@ class StateService(cosi_state_grpc.StateBase):
     async def _watch_service(
         self, stream: Stream[cosi_state_pb2.WatchRequest, cosi_state_pb2.WatchResponse], rid: str
     ) -> None:
-        """Like COSI's Watch of one resource: first its current state (CREATED, or DESTROYED with an
+        """Like COSI's Watch of one resource: its current state (CREATED, or DESTROYED with an
         empty tombstone when it does not exist), then every change in order."""
         kubelet = self.node.kubelet if rid == "kubelet" else None
         if kubelet is None:
-            await stream.send_message(_service_event(cosi_state_pb2.DESTROYED, _tombstone(rid)))
+            await stream.send_message(_service_event(cosi_state_pb2.DESTROYED, resources.tombstone(rid)))
             await asyncio.Event().wait()  # a service the simulator does not run never appears
             return
         queue = kubelet.subscribe()
         try:
             state = kubelet.state
-            first = service_resource(rid, state) if state is not None else _tombstone(rid, kubelet.last.version)
+            if state is not None:
+                first = resources.service_resource(rid, state)
+            else:
+                first = resources.tombstone(rid, kubelet.last.version)
             event_type = cosi_state_pb2.CREATED if state is not None else cosi_state_pb2.DESTROYED
             await stream.send_message(_service_event(event_type, first))
             while True:
                 change, changed = await queue.get()
-                await stream.send_message(_service_event(change, service_resource(rid, changed)))
+                await stream.send_message(_service_event(change, resources.service_resource(rid, changed)))
         finally:
             kubelet.unsubscribe(queue)
 
@@ -370,109 +319,6 @@ def _service_event(event_type: int, resource: cosi_resource_pb2.Resource) -> cos
     )
 
 
-def _tombstone(rid: str, version: int = 0) -> cosi_resource_pb2.Resource:
-    return cosi_resource_pb2.Resource(
-        metadata=cosi_resource_pb2.Metadata(
-            namespace=SERVICE_NAMESPACE, type=SERVICE_TYPE, id=rid, version=str(version), phase="running"
-        )
-    )
-
-
-def service_resource(rid: str, state: ServiceState) -> cosi_resource_pb2.Resource:
-    """A `runtime/Services.v1alpha1.talos.dev` resource: proto_spec is Talos's ServiceSpec."""
-    created, updated = Timestamp(), Timestamp()
-    created.FromDatetime(state.created)
-    updated.FromDatetime(state.updated)
-    spec = resource_v1alpha1_pb2.ServiceSpec(running=state.running, healthy=state.healthy, unknown=state.unknown)
-    flag = {True: "true", False: "false"}
-    return cosi_resource_pb2.Resource(
-        metadata=cosi_resource_pb2.Metadata(
-            namespace=SERVICE_NAMESPACE,
-            type=SERVICE_TYPE,
-            id=rid,
-            version=str(state.version),
-            owner=SERVICE_OWNER,
-            phase="running",
-            created=created,
-            updated=updated,
-        ),
-        spec=cosi_resource_pb2.Spec(
-            proto_spec=spec.SerializeToString(),
-            yaml_spec=(
-                f"running: {flag[state.running]}\nhealthy: {flag[state.healthy]}\nunknown: {flag[state.unknown]}\n"
-            ),
-        ),
-    )
-
-
 def handlers_for(node: SimNode) -> list[Any]:
     """The services a node serves."""
     return [MachineService(node), StateService(node)]
-
-
-def install_router(server: Server, node: SimNode, services: list[Any]) -> None:
-    """Route every request like apid: latency, `node` metadata, proxying, forwarding refusal."""
-    mapping: dict[str, Handler] = {}
-    for service in services:
-        mapping.update(service.__mapping__())
-
-    async def on_request(event: events.RecvRequest) -> None:
-        proxied = PROXY_ROLE in _roles_of_peer(event.peer)
-        if node.cluster.latency and not proxied:
-            await asyncio.sleep(node.cluster.latency)
-        targets = [str(t) for t in event.metadata.getall("node", [])]
-        if len(targets) > 1:
-            raise GRPCError(Status.INVALID_ARGUMENT, "only one 'node' metadata value is allowed; use 'nodes'")
-        if not targets or proxied or targets[0] in (node.address, node.hostname):
-            return
-        if node.role != "controlplane":
-            raise GRPCError(Status.PERMISSION_DENIED, "no request forwarding")
-        handler = mapping[event.method_name]
-        event.method_func = _proxy(node, targets[0], event.method_name, handler)  # type: ignore[assignment]
-
-    events.listen(server, events.RecvRequest, on_request)
-
-
-def _roles_of_peer(peer: Any) -> list[str]:
-    cert = peer.cert() or {}
-    return [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "organizationName"]
-
-
-def _proxy(node: SimNode, target: str, method: str, handler: Handler) -> Callable[[Stream[Any, Any]], Awaitable[None]]:
-    async def forward(stream: Stream[Any, Any]) -> None:
-        request = await stream.recv_message()
-        metadata = [(ROLE_KEY, role) for role in peer_roles(stream)] + [("proxyfrom", node.address)]
-        channel = node.upstream(target)
-        try:
-            async with channel.request(
-                method,
-                handler.cardinality,
-                handler.request_type,
-                handler.reply_type,
-                metadata=metadata,
-                timeout=UPSTREAM_TIMEOUT,
-            ) as upstream:
-                await upstream.send_message(request, end=True)
-                if handler.cardinality is Cardinality.UNARY_UNARY:
-                    await stream.send_message(await upstream.recv_message())
-                else:
-                    while (reply := await upstream.recv_message()) is not None:
-                        await stream.send_message(reply)
-        except GRPCError:
-            raise
-        except (TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:
-            raise GRPCError(Status.UNAVAILABLE, _dial_error(target, node.cluster.port_of(target), exc)) from None
-
-    return forward
-
-
-def _dial_error(target: str, port: int, exc: BaseException) -> str:
-    if isinstance(exc, ConnectionRefusedError):
-        reason = f"dial tcp {target}:{port}: connect: connection refused"
-    elif isinstance(exc, OSError) and exc.__class__.__module__ == "ssl":
-        reason = f"authentication handshake failed: {getattr(exc, 'verify_message', None) or exc}"
-    elif isinstance(exc, StreamTerminatedError | ProtocolError | ConnectionResetError):
-        reason = "authentication handshake failed: remote error: tls: bad certificate"
-    else:
-        reason = f"{type(exc).__name__}: {exc}"
-    return f'connection error: desc = "transport: {reason}"'

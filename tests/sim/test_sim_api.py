@@ -62,6 +62,8 @@ def test_list_and_watch_machine_config(tmp_path: Path) -> None:
             assert sorted(r.resource.metadata.id for r in listed) == ["persistent", "v1alpha1"]
             async with stub.Watch.open(metadata=metadata, timeout=10) as watch:
                 await watch.send_message(cosi_state_pb2.WatchRequest(**CONFIG, id="v1alpha1"), end=True)
+                ready = await watch.recv_message()  # COSI's "watch established": an empty message
+                assert ready is not None and list(ready.event) == []
                 first = await watch.recv_message()
                 assert first is not None and first.event[0].event_type == cosi_state_pb2.CREATED
                 new = worker.config + b"\n"

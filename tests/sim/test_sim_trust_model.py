@@ -32,6 +32,8 @@ from trustplan import machineconfig, pki
 from trustplan.errors import GateFailedError
 from trustplan.machineconfig import CAFields
 
+TALOS = machineconfig.TALOS_VERSION
+
 REFUSED = (StreamTerminatedError, ProtocolError, ssl.SSLError, ConnectionError)
 
 
@@ -76,7 +78,7 @@ def test_unknown_ca_and_bad_eku_are_refused_at_handshake(tmp_path: Path) -> None
     async def scenario(cluster: SimCluster) -> None:
         os_ca = cluster.secrets.os
         cp = cluster.controlplanes[0].address
-        assert await _version(_channel(cp, *_client(os_ca.cert, os_ca.key), os_ca.crt_pem)) == "v1.11.5"
+        assert await _version(_channel(cp, *_client(os_ca.cert, os_ca.key), os_ca.crt_pem)) == TALOS
         other, other_key = pki.generate_ca("talos", pki.utcnow())
         with pytest.raises(REFUSED):
             await _version(_channel(cp, *_client(other, other_key), os_ca.crt_pem))
@@ -108,7 +110,7 @@ def test_roles(tmp_path: Path) -> None:
         os_ca = cluster.secrets.os
         cp, worker = cluster.controlplanes[0], cluster.workers[0]
         reader = _client(os_ca.cert, os_ca.key, "os:reader")
-        assert await _version(_channel(cp.address, *reader, os_ca.crt_pem), worker.address) == "v1.11.5"
+        assert await _version(_channel(cp.address, *reader, os_ca.crt_pem), worker.address) == TALOS
         channel = _channel(cp.address, *reader, os_ca.crt_pem)
         try:
             with pytest.raises(GRPCError) as err:
@@ -133,7 +135,7 @@ def test_workers_do_not_proxy(tmp_path: Path) -> None:
         os_ca = cluster.secrets.os
         w1, w2 = cluster.workers
         admin = _client(os_ca.cert, os_ca.key)
-        assert await _version(_channel(w1.address, *admin, os_ca.crt_pem)) == "v1.11.5"  # direct: fine
+        assert await _version(_channel(w1.address, *admin, os_ca.crt_pem)) == TALOS  # direct: fine
         with pytest.raises(GRPCError) as err:
             await _version(_channel(w1.address, *admin, os_ca.crt_pem), w2.address)
         assert err.value.status is Status.PERMISSION_DENIED and "no request forwarding" in str(err.value.message)

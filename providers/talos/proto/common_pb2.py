@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from trustplan.providers.talos.proto import google_rpc_status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63ommon/common.proto\x12\x06\x63ommon\x1a\x17google/rpc/status.proto\"O\n\x08Metadata\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"9\n\x04\x44\x61ta\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\r\n\x05\x62ytes\x18\x02 \x01(\x0c\".\n\x0c\x44\x61taResponse\x12\x1e\n\x08messages\x18\x01 \x03(\x0b\x32\x0c.common.Data\"+\n\x05\x45mpty\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\"0\n\rEmptyResponse\x12\x1f\n\x08messages\x18\x01 \x03(\x0b\x32\r.common.Empty\"\x13\n\x05NetIP\x12\n\n\x02ip\x18\x01 \x01(\x0c\x42\x36Z4github.com/siderolabs/talos/pkg/machinery/api/commonb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x63ommon/common.proto\x12\x06\x63ommon\x1a\x17google/rpc/status.proto\"O\n\x08Metadata\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\x12\"\n\x06status\x18\x03 \x01(\x0b\x32\x12.google.rpc.Status\"9\n\x04\x44\x61ta\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\r\n\x05\x62ytes\x18\x02 \x01(\x0c\".\n\x0c\x44\x61taResponse\x12\x1e\n\x08messages\x18\x01 \x03(\x0b\x32\x0c.common.Data\"+\n\x05\x45mpty\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\"0\n\rEmptyResponse\x12\x1f\n\x08messages\x18\x01 \x03(\x0b\x32\r.common.Empty\"\x13\n\x05NetIP\x12\n\n\x02ip\x18\x01 \x01(\x0c\"\x18\n\x03URL\x12\x11\n\tfull_path\x18\x01 \x01(\t\"7\n\x1bPEMEncodedCertificateAndKey\x12\x0b\n\x03\x63rt\x18\x01 \x01(\x0c\x12\x0b\n\x03key\x18\x02 \x01(\x0c\"\x1c\n\rPEMEncodedKey\x12\x0b\n\x03key\x18\x01 \x01(\x0c\"$\n\x15PEMEncodedCertificate\x12\x0b\n\x03\x63rt\x18\x01 \x01(\x0c\x42\x36Z4github.com/siderolabs/talos/pkg/machinery/api/commonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,4 +45,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMPTYRESPONSE']._serialized_end=337
   _globals['_NETIP']._serialized_start=339
   _globals['_NETIP']._serialized_end=358
+  _globals['_URL']._serialized_start=360
+  _globals['_URL']._serialized_end=384
+  _globals['_PEMENCODEDCERTIFICATEANDKEY']._serialized_start=386
+  _globals['_PEMENCODEDCERTIFICATEANDKEY']._serialized_end=441
+  _globals['_PEMENCODEDKEY']._serialized_start=443
+  _globals['_PEMENCODEDKEY']._serialized_end=471
+  _globals['_PEMENCODEDCERTIFICATE']._serialized_start=473
+  _globals['_PEMENCODEDCERTIFICATE']._serialized_end=509
 # @@protoc_insertion_point(module_scope)

@@ -48,3 +48,29 @@ class NetIP(_message.Message):
     IP_FIELD_NUMBER: _ClassVar[int]
     ip: bytes
     def __init__(self, ip: _Optional[bytes] = ...) -> None: ...
+
+class URL(_message.Message):
+    __slots__ = ("full_path",)
+    FULL_PATH_FIELD_NUMBER: _ClassVar[int]
+    full_path: str
+    def __init__(self, full_path: _Optional[str] = ...) -> None: ...
+
+class PEMEncodedCertificateAndKey(_message.Message):
+    __slots__ = ("crt", "key")
+    CRT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    crt: bytes
+    key: bytes
+    def __init__(self, crt: _Optional[bytes] = ..., key: _Optional[bytes] = ...) -> None: ...
+
+class PEMEncodedKey(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: bytes
+    def __init__(self, key: _Optional[bytes] = ...) -> None: ...
+
+class PEMEncodedCertificate(_message.Message):
+    __slots__ = ("crt",)
+    CRT_FIELD_NUMBER: _ClassVar[int]
+    crt: bytes
+    def __init__(self, crt: _Optional[bytes] = ...) -> None: ...

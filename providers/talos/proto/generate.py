@@ -28,11 +28,15 @@ PACKAGE = "trustplan.providers.talos.proto"
 #: proto file (relative to src/) -> flat module stem in this package
 MODULES: dict[str, str] = {
     "common/common.proto": "common",
+    "cosi/meta.proto": "cosi_meta",
     "cosi/resource.proto": "cosi_resource",
     "cosi/state.proto": "cosi_state",
     "google/rpc/status.proto": "google_rpc_status",
     "machine/machine.proto": "machine",
     "resource/config/config.proto": "resource_config",
+    "resource/definitions/cluster/cluster.proto": "resource_cluster",
+    "resource/definitions/enums/enums.proto": "resource_enums",
+    "resource/definitions/secrets/secrets.proto": "resource_secrets",
     "resource/definitions/v1alpha1/v1alpha1.proto": "resource_v1alpha1",
 }
 
