@@ -155,7 +155,7 @@ class _Client:
 
     def close(self) -> None:
         try:
-            self.api.close()
+            self.api.close()  # type: ignore[no-untyped-call]
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
 

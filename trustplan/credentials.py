@@ -135,7 +135,7 @@ def _secrets(desired: DesiredState, live: LiveCluster) -> str | None:
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         if pki_name not in desired.trust:
             continue
-        issuers = {i for n in live.nodes if n.role == "controlplane" and (i := n.trust(pki_name).issuer)}  # type: ignore[arg-type]
+        issuers = {i for n in live.nodes if n.role == "controlplane" and (i := n.trust(pki_name).issuer)}
         try:
             held = pki.CACert.from_pem(pki.b64decode_pem(certs[key]["crt"], str(path), f"certs.{key}.crt")).fingerprint
         except (KeyError, TypeError, InputError):

@@ -319,7 +319,7 @@ def _way_forward(desired: DesiredState, inp: PlanInput) -> str:
     if found is None:
         return "nothing was saved or sent to any node"
     pki_name, ca = found
-    spec = desired.trust[pki_name]  # type: ignore[index]
+    spec = desired.trust[pki_name]
     accepted = ", ".join([*spec.accepted, ca])
     return (
         f"nothing was saved or sent to any node. A safe plan exists if {desired.path} keeps {pki.short(ca)} "
