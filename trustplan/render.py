@@ -22,6 +22,9 @@ def summary_line(plan: Plan) -> str:
     kinds = [e.kind for e in plan.edits]
     if not plan.has_changes:
         return "No changes. Every node already has the desired CAs."
+    if not plan.has_edits:
+        names = ", ".join(dict.fromkeys(o.output for o in plan.outputs))
+        return f"Plan: no node changes; rewrite {names} (not working against the live cluster)."
     n_new = len(plan.new_authorities)
     parts = [f"{n_new} {'authority' if n_new == 1 else 'authorities'} to create"] if n_new else []
     counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("accept", "swap", "remove") if kinds.count(k))

@@ -118,7 +118,7 @@ def _expiring(plan: Plan, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
 
 
 def _skipped(plan: Plan) -> list[str]:
-    if not plan.has_changes:
+    if not plan.has_edits:
         return []
     changed = {e.node for e in plan.edits}
     return [n.address for n in plan.nodes if n.address not in changed]
@@ -398,10 +398,11 @@ def chunks(plan: Plan, doc: dict[str, Any]) -> list[Chunk]:
     """The full rendering as unsplittable chunks, in order."""
     head = [summary_line(plan), ""] + header(plan, doc) + warnings_block(plan, doc) + new_authorities(plan)
     out = [Chunk(line + "\n") for line in head]
-    if plan.has_changes:
+    if plan.has_edits:
         out += trust_tables(plan)
         out += [Chunk("### Phases\n\n")]
         out += phase_chunks(plan)
+    if plan.has_changes:
         out += [Chunk(line + "\n") for line in outputs_block(plan, doc)]
     return out
 
@@ -410,11 +411,12 @@ def render_summary(plan: Plan, doc: dict[str, Any]) -> str:
     """The short form: summary, warnings, new CAs, one row per distinct change, one line per phase."""
     out = [summary_line(plan), ""] + header(plan, doc) + warnings_block(plan, doc) + new_authorities(plan)
     if plan.has_changes:
-        out += grouped_tables(plan)
-        out += ["### Phases", ""]
-        for i, phase in enumerate((p for p in plan.phases if p.name != "outputs"), start=1):
-            out.append(f"{i}. {_phase_title(i, phase).split(': ', 1)[1]}")
-        out.append("")
+        if plan.has_edits:
+            out += grouped_tables(plan)
+            out += ["### Phases", ""]
+            for i, phase in enumerate((p for p in plan.phases if p.name != "outputs"), start=1):
+                out.append(f"{i}. {_phase_title(i, phase).split(': ', 1)[1]}")
+            out.append("")
         out += outputs_block(plan, doc)
         out.append("Full plan: `trustplan show plan.bin --format markdown`.")
         out.append("")
