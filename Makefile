@@ -4,31 +4,41 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-faults demo demo-files lint typecheck unit proto bench interop race clean
+.PHONY: test test-faults demo demo-files lint typecheck unit proto bench interop race clean install
+
+# The strict editable install (the one mypy can follow) links each file of the package: it is redone
+# when pyproject.toml or the list of package files changes, not on every run. Its output goes to a
+# log shown only on failure (setuptools prints a long warning about strict editable installs).
+PKG_FILES := $(shell find trustplan planner providers state schemas -type f \( -name '*.py' -o -name '*.json' -o -name py.typed \) -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+FILELIST := $(VENV)/.package-files
+# rewritten (new mtime) only when the list changes, so `make -q install` says whether anything is to do
+_ := $(shell mkdir -p $(VENV) && (echo '$(PKG_FILES)' | cmp -s - $(FILELIST) || echo '$(PKG_FILES)' > $(FILELIST)))
 
 $(BIN)/python:
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@$(PY) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
-	touch $(STAMP)
+$(STAMP): $(BIN)/python pyproject.toml $(FILELIST)
+	@echo "installing trustplan into $(VENV) (editable)"
+	@$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict >$(VENV)/install.log 2>&1 \
+		|| { cat $(VENV)/install.log; exit 1; }
+	@rm -rf $(VENV)/.mypy_cache  # its cache goes stale when the set of linked files changes
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check .
+	@$(BIN)/ruff check --quiet .
 
 typecheck: $(STAMP)
-	cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan.planner
-	cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan
+	@cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan.planner
+	@cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan
 
 unit: $(STAMP)
-	$(BIN)/pytest
+	@$(BIN)/pytest
 
 test: $(STAMP)
-	$(BIN)/pip install -q -e '.[dev]' --config-settings editable_mode=strict
-	$(MAKE) lint typecheck unit
+	@$(MAKE) --no-print-directory lint typecheck unit
 
 # The fault matrix and the kill test (issue 8): slow, so not part of `make test`.
 # TRUSTPLAN_KILLS=20 and TRUSTPLAN_KILL_SEED=7 make a shorter or a repeatable run.
@@ -44,6 +54,12 @@ demo-files: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python providers/talos/proto/generate.py
+
+# Real peers the tests run against, built once per machine into ~/.cache/trustplan/peers (~12 min).
+.PHONY: peers
+peers:
+	bash scripts/peers/talosctl.sh
+	bash scripts/peers/kube-apiserver.sh
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/rotation.py

@@ -18,7 +18,7 @@ from trustplan.planner.model import (
     PlanInput,
 )
 from trustplan.planner.ops import AcceptCA, Credential, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
-from trustplan.planner.plan import Plan, PlanningError, apply_edit, make_plan, suggest_accepted
+from trustplan.planner.plan import Plan, PlanningError, PlanWarning, apply_edit, make_plan, suggest_accepted
 from trustplan.planner.safety import UnsafePlan, check_plan
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Phase",
     "Plan",
     "PlanInput",
+    "PlanWarning",
     "PlanningError",
     "RemoveCA",
     "SwapIssuer",

@@ -11,7 +11,7 @@ from typing import Any
 
 from trustplan.planner.model import PKI, Authority, LiveNode, LiveTrust
 from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
-from trustplan.planner.plan import NodeTarget, Plan
+from trustplan.planner.plan import NodeTarget, Plan, PlanWarning
 
 FORMAT_VERSION = 1
 
@@ -67,6 +67,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
     for t in plan.targets:
         targets.setdefault(t.node, {})[t.pki] = {"before": _trust(t.before), "after": _trust(t.after)}
     kinds = [e.kind for e in plan.edits]
+    new = {a.fingerprint for a in plan.new_authorities}
     return {
         "cluster": plan.cluster,
         "managed": list(plan.managed),
@@ -82,6 +83,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "not_after": _time(a.not_after),
                 "certificate": a.cert_pem,
                 "key_available": a.key_available,
+                "new": a.fingerprint in new,
             }
             for a in plan.authorities
         ],
@@ -117,9 +119,15 @@ def to_document(plan: Plan) -> dict[str, Any]:
             for p in plan.phases
         ],
         "warnings": list(plan.warnings),
+        "warning_details": [
+            {"code": w.code, "pki": w.pki, "fingerprint": w.fingerprint, "nodes": list(w.nodes), "message": w.message}
+            for w in plan.warning_details
+        ],
         "summary": {
             "authorities_to_create": len(plan.new_authorities),
             "node_changes": len(kinds),
+            "ca_changes": len(kinds),
+            "config_writes": sum(len(p.nodes()) for p in plan.phases if p.name != "outputs"),
             "accept": kinds.count("accept"),
             "swap": kinds.count("swap"),
             "remove": kinds.count("remove"),
@@ -176,4 +184,8 @@ def from_document(doc: dict[str, Any]) -> Plan:
         for p in doc["phases"]
     )
     managed: tuple[PKI, ...] = tuple(doc["managed"])
-    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, tuple(doc["warnings"]))
+    details = tuple(
+        PlanWarning(w["code"], w["pki"], w["fingerprint"], tuple(w["nodes"]), w["message"])
+        for w in doc.get("warning_details", ())  # absent in format 1.0 documents
+    )
+    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, tuple(doc["warnings"]), details)

@@ -46,6 +46,18 @@ class NodeTarget:
 
 
 @dataclass(frozen=True)
+class PlanWarning:
+    """A warning a policy can match: a stable `code` (`ca-untrusted`, `ca-expiring`, `nodes-skipped`),
+    the PKI and CA it concerns (None when it concerns neither), the nodes, and the human sentence."""
+
+    code: str
+    pki: PKI | None
+    fingerprint: str | None
+    nodes: tuple[str, ...]
+    message: str
+
+
+@dataclass(frozen=True)
 class Plan:
     cluster: str
     managed: tuple[PKI, ...]
@@ -53,7 +65,8 @@ class Plan:
     nodes: tuple[LiveNode, ...]
     targets: tuple[NodeTarget, ...]
     phases: tuple[Phase, ...]
-    warnings: tuple[str, ...]
+    warnings: tuple[str, ...]  # the messages of `warning_details`, in order
+    warning_details: tuple[PlanWarning, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -227,7 +240,8 @@ def make_plan(inp: PlanInput) -> Plan:
         phases=tuple(phases),
         warnings=(),
     )
-    plan = Plan(**{**plan.__dict__, "warnings": _warnings(plan, inp)})
+    details = _warnings(plan, inp)
+    plan = Plan(**{**plan.__dict__, "warnings": tuple(w.message for w in details), "warning_details": details})
     check_plan(plan, inp)
     return plan
 
@@ -280,28 +294,39 @@ def _referenced(inp: PlanInput, targets: list[NodeTarget]) -> tuple[Authority, .
     return tuple(sorted((a for a in inp.authorities if a.fingerprint in used), key=lambda a: (a.pki, a.label)))
 
 
-def _warnings(plan: Plan, inp: PlanInput) -> tuple[str, ...]:
-    out: list[str] = []
+def _warnings(plan: Plan, inp: PlanInput) -> tuple[PlanWarning, ...]:
+    out: list[PlanWarning] = []
     trusted_after = {(t.pki, c) for t in plan.targets for c in t.after.trusted}
     trusted_before = {(t.pki, c) for t in plan.targets for c in t.before.trusted}
     for pki, ca in sorted(trusted_before - trusted_after):
         what = "talosconfigs" if pki == "talos" else "kubeconfigs"
+        dropping = tuple(t.node for t in plan.targets if t.pki == pki and ca in t.before.trusted)
         out.append(
-            f"{plan.label(ca)} ({ca}) stops being trusted on every node: {what} and any other "
-            f"client certificates it issued stop working"
+            PlanWarning(
+                "ca-untrusted",
+                pki,
+                ca,
+                dropping,
+                f"{plan.label(ca)} ({ca}) stops being trusted on every node: {what} and any other "
+                f"client certificates it issued stop working",
+            )
         )
     for d in inp.desired:
         for fp in (d.issuer, *d.accepted):
             a = plan.authority(fp)
             if a is not None and (a.not_after - inp.now).days < 90:
-                out.append(f"{a.label} expires on {a.not_after:%Y-%m-%d}, within 90 days")
+                trusting = tuple(t.node for t in plan.targets if t.pki == d.pki and fp in t.after.trusted)
+                message = f"{a.label} expires on {a.not_after:%Y-%m-%d}, within 90 days"
+                out.append(PlanWarning("ca-expiring", d.pki, fp, trusting, message))
     for kind in inp.outputs.refresh if not plan.has_edits else ():
         if getattr(inp.outputs, kind):
             what = "does not hold the issuing CA" if kind == "secrets" else "does not work against the live cluster"
-            out.append(f"the configured {kind} {what}: it is written anew")
+            message = f"the configured {kind} {what}: it is written anew"
+            out.append(PlanWarning("output-refused", None, None, (), message))
     if plan.has_edits:
         changed = {e.node for e in plan.edits}
-        skipped = [n.address for n in plan.nodes if n.address not in changed]
+        skipped = tuple(n.address for n in plan.nodes if n.address not in changed)
         if skipped:
-            out.append("already in the desired state, skipped: " + ", ".join(skipped))
-    return tuple(dict.fromkeys(out))
+            message = "already in the desired state, skipped: " + ", ".join(skipped)
+            out.append(PlanWarning("nodes-skipped", None, None, skipped, message))
+    return tuple({w.message: w for w in out}.values())

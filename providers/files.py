@@ -12,9 +12,42 @@ from pathlib import Path
 
 from trustplan.providers.base import Credential, NodeConfig, NodeRef
 
-from trustplan import machineconfig, pki
+from trustplan import machineconfig, pki, safeio, safeyaml
 from trustplan.atomic import write_atomic
-from trustplan.errors import GateFailedError, InputError, ProviderError
+from trustplan.errors import GateFailedError, ProviderError
+
+
+def holds_key(cfg: machineconfig.MachineConfig) -> bool:
+    """Whether a machine config carries a CA private key (a control plane's machine.ca / cluster.ca key)."""
+    return any(cfg.ca_fields(p).issuer_key is not None for p in ("talos", "kubernetes"))
+
+
+def config_mode(path: Path, cfg: machineconfig.MachineConfig) -> int:
+    """The mode to write a machine config with: its current one, without group/other bits when it
+    holds a CA private key (0600 for a new file)."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return 0o600
+    return (mode & 0o700 or 0o600) if holds_key(cfg) else mode
+
+
+def tightened_modes(configs: dict[str, Path], written: list[str]) -> list[str]:
+    """A note for each control plane's file that apply will write without group/other bits (it
+    holds CA private keys), listing its mode now; `written` are the control planes the plan changes."""
+    out = []
+    for address in written:
+        path = configs.get(address)
+        try:
+            mode = os.stat(path).st_mode & 0o777 if path is not None else 0
+        except OSError:
+            continue
+        if mode & 0o077:
+            out.append(
+                f"note: {path} holds CA private keys; apply writes it with mode {(mode & 0o700) or 0o600:04o} "
+                f"(it is {mode:04o} now)"
+            )
+    return out
 
 
 class FilesProvider:
@@ -43,16 +76,10 @@ class FilesProvider:
 
     async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
         path = self._path(node)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(
-                str(path),
-                f"machine config file for node {node.address} not found",
-                hint="fix cluster.machineConfigs in the desired state",
-            ) from None
-        except OSError as exc:
-            raise InputError(str(path), f"cannot read machine config: {exc.strerror}") from None
+        data = safeio.read_regular(
+            path, what=f"machine config file for node {node.address}", limit=safeyaml.MAX_BYTES,
+            hint="fix cluster.machineConfigs in the desired state",
+        )
         return NodeConfig(node, data, machineconfig.digest(data), source=str(path))
 
     async def write(
@@ -67,8 +94,7 @@ class FilesProvider:
             )
         if dry_run:
             return "valid"
-        mode = os.stat(path).st_mode & 0o777 if path.exists() else 0o600
-        write_atomic(path, data, mode=mode)
+        write_atomic(path, data, mode=config_mode(path, cfg))
         return "written"
 
     def _trust(self, address: str, pki_name: str) -> tuple[frozenset[str], str | None]:

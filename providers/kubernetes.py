@@ -6,8 +6,9 @@ phase and trusting exactly the phase's CAs (old and new during the swap): what a
 would see with the kubeconfig trustplan writes. It is retried with backoff until a timeout, because
 a control plane restarts its API server and every kubelet re-joins after its Kubernetes CA changed.
 
-The client is blocking; every call runs in a worker thread (asyncio.to_thread). Each API server's
-client gets its own cert, key and CA files, in a private 0700 directory removed when its check ends.
+The client is blocking; every call runs in a worker thread (asyncio.to_thread). The credential
+lives in memory: the client library needs the cert, key and CA as files, which are in-memory files
+(trustplan.secretfiles) that never reach the disk and vanish with the process.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.client
-import os
-import shutil
+import logging
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,10 @@ from urllib.parse import urlsplit
 from trustplan.providers.base import Credential
 
 from trustplan.errors import GateFailedError
+from trustplan.secretfiles import SecretFile
+from trustplan.tlserrors import trust_failure, trust_failure_text
+
+log = logging.getLogger("trustplan.kubernetes")
 
 DEFAULT_PORT = 6443
 CALL_TIMEOUT = 5.0
@@ -88,42 +91,29 @@ def kubeconfig_dict(server: str, credential: Credential, name: str = "trustplan-
 
 
 class _Client:
-    """A `kubernetes` ApiClient for one server and credential, with its own cert, key and CA files
-    for its whole lifetime (removed by close()).
+    """A `kubernetes` ApiClient for one server and credential (what kubeconfig_dict describes).
 
-    The files are written here, not by `config.new_client_from_config_dict`: that caches its temp
-    files by content in one process-wide table, so clients with the same credential would share
-    one file, and the first client to close would delete it under the others (any later new
-    connection of theirs then fails until the gate times out).
-    """
+    The client library loads the CA bundle, cert and key from paths: they are in-memory files
+    (trustplan.secretfiles), never on disk, closed by close() and gone with the process."""
 
     def __init__(self, server: str, credential: Credential, call_timeout: float) -> None:
         from kubernetes import client
 
         self.server = server
         self.call_timeout = call_timeout
-        self._dir = tempfile.mkdtemp(prefix="trustplan-kube-")  # mode 0700
-        try:
-            configuration = client.Configuration()
-            configuration.host = server
-            configuration.cert_file = self._file("client.crt", credential.cert_pem)
-            configuration.key_file = self._file("client.key", credential.key_pem)
-            configuration.ssl_ca_cert = self._file("ca.crt", credential.ca_bundle_pem)
-            configuration.verify_ssl = True
-            configuration.retries = 0  # our loop retries, with backoff and a deadline
-            self.api = client.ApiClient(configuration)
-        except BaseException:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            raise
+        self._files = [
+            SecretFile(credential.ca_bundle_pem, "kube-ca"),
+            SecretFile(credential.cert_pem, "kube-crt"),
+            SecretFile(credential.key_pem, "kube-key"),
+        ]
+        configuration = client.Configuration()
+        configuration.host = server
+        configuration.verify_ssl = True  # always: the server must chain to the phase's CAs
+        configuration.ssl_ca_cert, configuration.cert_file, configuration.key_file = (f.path for f in self._files)
+        configuration.retries = 0  # our loop retries, with backoff and a deadline
+        self.api = client.ApiClient(configuration)
         self.version_api = client.VersionApi(self.api)
         self.core = client.CoreV1Api(self.api)
-
-    def _file(self, name: str, data: bytes) -> str:
-        path = os.path.join(self._dir, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        return path
 
     def probe(self, expected: Sequence[ExpectedNode]) -> Probe:
         """/version, then every expected node Ready in /api/v1/nodes. Never raises for API errors."""
@@ -157,7 +147,8 @@ class _Client:
         try:
             self.api.close()  # type: ignore[no-untyped-call]
         finally:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            for f in self._files:
+                f.close()
 
 
 def failure_kind(detail: str) -> str:
@@ -188,16 +179,17 @@ def describe_error(exc: BaseException) -> str:
     seen = 0
     while reason is not None and seen < 5:
         if isinstance(reason, ssl.SSLCertVerificationError):
-            return f"TLS: the API server's certificate is not trusted ({reason.verify_message})"
+            return trust_failure(reason)
         if isinstance(reason, ssl.SSLError | Urllib3SSLError):
             text = str(reason)
-            if "CERTIFICATE_VERIFY_FAILED" in text:
-                return "TLS: the API server's certificate is not trusted"
+            named = trust_failure_text(text)
+            if named is not None:
+                return named
             return "TLS handshake refused (the API server does not accept the client certificate?)"
         if isinstance(reason, NewConnectionError | ConnectionRefusedError):
             return "connection refused (API server not listening: restarting?)"
         if isinstance(reason, ReadTimeoutError | TimeoutError):
-            return "timed out"
+            return f"timed out: no answer within the {CALL_TIMEOUT:g} s deadline of one call"
         if isinstance(reason, ProtocolError | ConnectionError | http.client.HTTPException):
             inner = [a for a in reason.args if isinstance(a, ssl.SSLError)]
             if inner:
@@ -289,6 +281,8 @@ class KubernetesChecker:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _ServerFailed(f"{_host(server)}: {failure_kind(probe.detail)}: {probe.detail}")
+                wait = min(delay, left)
+                log.info("%s: %s; trying again in %.1fs, %.0fs left", _host(server), probe.detail, wait, left)
                 await asyncio.sleep(min(delay, left))
                 delay = min(delay * 2, self.backoff_max)
         finally:

@@ -8,7 +8,9 @@ work="$(mktemp -d -t trustplan-demo-files.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 cp -r "$root/examples/files/." "$work/"
 cd "$work"
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# bold step lines in a terminal only: a CI log gets no escape codes (NO_COLOR is honoured too)
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
 step trustplan validate;                     "$tp" validate
 step trustplan plan -o plan.bin;             "$tp" plan -o plan.bin || true
 step trustplan apply plan.bin;               "$tp" apply plan.bin

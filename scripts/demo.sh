@@ -12,7 +12,9 @@ dir="$(mktemp -d -t trustplan-demo.XXXXXX)"
 subnet="${TRUSTPLAN_DEMO_SUBNET:-127.20.0.0/24}"
 cleanup() { "$tp" sim down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap cleanup EXIT
-step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
+# bold step lines in a terminal only: a CI log gets no escape codes (NO_COLOR is honoured too)
+if [[ -t 1 && -z "${NO_COLOR:-}" ]]; then bold=$'\033[1m' plain=$'\033[0m'; else bold='' plain=''; fi
+step() { printf '\n%s$ %s%s\n' "$bold" "$*" "$plain"; }
 
 k8s=(--k8s --apiserver-restart-ms 1000 --kubelet-rejoin-ms 500)
 step trustplan sim up --controlplanes 3 --workers 2 "${k8s[@]}" --dir "$dir" --subnet "$subnet" '&'

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import ssl
 import sys
 import tempfile
@@ -31,12 +32,12 @@ def context_for(talosconfig: Path) -> ssl.SSLContext:
         der = base64.b64decode(b"".join(key.split(b"\n")[1:-2]))
         key = serialization.load_der_private_key(der, None).private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    tmp = Path(tempfile.mkdtemp())
-    (tmp / "crt.pem").write_bytes(crt)
-    (tmp / "key.pem").write_bytes(key)
-    (tmp / "key.pem").chmod(0o600)
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=ca.decode())
-    context.load_cert_chain(tmp / "crt.pem", tmp / "key.pem")
+    with tempfile.TemporaryDirectory(prefix="version-check-") as tmp:  # 0700, removed at once
+        fd = os.open(Path(tmp) / "credential.pem", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(crt.rstrip(b"\n") + b"\n" + key)
+        context.load_cert_chain(Path(tmp) / "credential.pem")
     context.set_alpn_protocols(["h2"])
     return context
 

@@ -38,11 +38,15 @@ def parse(data: bytes, source: str) -> StateDocument:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise StateError(f"{source}: state file is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise StateError(f"{source}: state file is nested too deeply to be a trustplan state") from None
     try:
         schemas.validator("state").validate(doc)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise StateError(f"{source}: {where}: {exc.message} (schemas/state.schema.json)") from None
+    except RecursionError:
+        raise StateError(f"{source}: state file is nested too deeply to be a trustplan state") from None
     result: StateDocument = doc
     return result
 

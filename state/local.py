@@ -7,19 +7,19 @@ into that file so that a second apply can say who holds it.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trustplan.state.backend import Holder
 from trustplan.state.document import StateDocument, dump, empty_state, parse
 
 from trustplan.atomic import write_atomic
-from trustplan.errors import StateError
+from trustplan.errors import InputError, StateError
+from trustplan.safeio import describe, ensure_dir, read_regular
 
 
 class LocalState:
@@ -28,14 +28,18 @@ class LocalState:
         self.lock_path = path.with_name(path.name + ".lock")
         self.backup_path = path.with_name(path.name + ".backup")
 
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
     def read(self, cluster: str) -> StateDocument:
         """The current state, or an empty one (serial 0, no lineage) if there is no file yet."""
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+        if not self.path.exists() and not self.path.is_symlink():
             return empty_state(cluster)
-        except OSError as exc:
-            raise StateError(f"{self.path}: cannot read state: {exc.strerror}") from None
+        try:
+            data = read_regular(self.path, what="state file")
+        except InputError as exc:
+            raise StateError(str(exc), hint="the state file must be a regular file") from None
         doc = parse(data, str(self.path))
         if doc["cluster"] != cluster:
             raise StateError(f"{self.path}: this state belongs to cluster {doc['cluster']!r}, not {cluster!r}")
@@ -44,14 +48,21 @@ class LocalState:
     def write(self, doc: StateDocument) -> None:
         """Write atomically, keeping the previous serial as `<state>.backup`."""
         if self.path.exists():
-            write_atomic(self.backup_path, self.path.read_bytes())
+            try:
+                previous = self.path.read_bytes()
+            except OSError as exc:
+                raise StateError(f"{self.path}: cannot read state to back it up: {describe(exc)}") from None
+            write_atomic(self.backup_path, previous)
         write_atomic(self.path, dump(doc))
 
     @contextmanager
-    def lock(self, timeout: float, operation: str) -> Iterator[None]:
+    def lock(self, timeout: float, operation: str, plan_digest: str | None = None) -> Iterator[Holder]:
         """Hold the state lock; wait up to `timeout` seconds, then fail naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        ensure_dir(self.path.parent)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(f"{self.lock_path}: cannot create the state lock: {describe(exc)}") from None
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -65,21 +76,23 @@ class LocalState:
                             hint="wait for it to finish, or pass --lock-timeout 5m to wait",
                         ) from None
                     time.sleep(0.1)
-            info = {
-                "pid": os.getpid(),
-                "host": socket.gethostname(),
-                "user": _user(),
-                "operation": operation,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            }
+            holder = Holder.me(operation, plan_digest)
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode(), 0)
-            yield
+            os.pwrite(fd, json.dumps(holder.to_dict()).encode(), 0)
+            yield holder
         finally:
             try:
                 os.ftruncate(fd, 0)
             finally:
                 os.close(fd)
+
+    def force_unlock(self, lock_id: str) -> Holder:
+        """The operating system releases a flock when its holder exits: there is nothing to force."""
+        raise StateError(
+            f"{self.path}: the local state lock is released by the operating system when its holder exits; "
+            f"there is no lock {lock_id} to force",
+            hint="force-unlock is for remote backends (state: {backend: kubernetes})",
+        )
 
     def _holder(self) -> str:
         try:
@@ -88,14 +101,4 @@ class LocalState:
             info = {}
         if not info:
             return "another process"
-        return (
-            f"{info.get('user', '?')}@{info.get('host', '?')} (pid {info.get('pid', '?')}, "
-            f"{info.get('operation', '?')} since {info.get('since', '?')})"
-        )
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
+        return Holder.from_dict(info).describe()

@@ -108,3 +108,29 @@ def copy_example(dest: Path) -> Path:
     """A scratch copy of examples/files at `dest`."""
     _shutil.copytree(EXAMPLE_FILES, dest)
     return dest
+
+
+# --- a real kube-apiserver + etcd, once per session (tests/kubeapi.py) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def kube_api(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """etcd + kube-apiserver on loopback with generated certs, and a `trustplan` namespace. Skipped where
+    the binary was never built (a developer's laptop); in CI (CI=true) that is a failure."""
+    import os
+
+    import kubeapi
+
+    why = kubeapi.missing()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    api = kubeapi.KubeAPIServer.start(tmp_path_factory.mktemp("kube-api"))
+    try:
+        from kubernetes import client
+
+        api.core().create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="trustplan")))
+        yield api
+    finally:
+        api.stop()

@@ -69,6 +69,7 @@ def document(plan: Plan) -> dict[str, Any]:
     doc = to_document(plan)
     doc.update(
         format_version=1,
+        format_minor=1,
         tool_version="0.0.0-golden",
         created=f"{NOW:%Y-%m-%dT%H:%M:%SZ}",
         expires=f"{NOW + dt.timedelta(hours=72):%Y-%m-%dT%H:%M:%SZ}",

@@ -148,6 +148,7 @@ def test_algorithm_not_allowed_for_the_pki_is_refused() -> None:
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(1).not_valid_before(NOW).not_valid_after(NOW + dt.timedelta(days=10))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(pki._key_usage(cert_sign=True), critical=True)
         .sign(key, hashes.SHA384())
     )
     with pytest.raises(CAError, match=r"a talos CA cannot use ecdsa-p384 \(allowed: ed25519, ecdsa-p256, rsa\)"):

@@ -16,7 +16,7 @@ from conftest import snapshot
 from trustplan.state import LocalState, empty_state
 
 from trustplan.atomic import write_atomic
-from trustplan.errors import StateError
+from trustplan.errors import FilesystemError, StateError
 
 HOLD = textwrap.dedent(
     """
@@ -121,7 +121,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path, mon
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(FilesystemError, match=r"s\.json: cannot write: No space left on device"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.json"]
@@ -202,3 +202,16 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     last = state["history"][-1]
     assert last["status"] == "failed" and last["error"] == "interrupted"
     assert sum(1 for s in last["steps"] if s["kind"] == "write" and s["outcome"] == "ok") == 6
+
+
+def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    import time
+
+    stale = tmp_path / ".talosconfig.abc123.tmp"  # what write_atomic's mkstemp names look like
+    stale.write_bytes(b"key: LS0tLS1CRUdJTiBFRDI1NTE5IFBSSVZBVEUgS0VZLS0tLS0K")
+    young = tmp_path / ".talosconfig.def456.tmp"  # a write in progress elsewhere
+    young.write_bytes(b"x")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    write_atomic(tmp_path / "talosconfig", b"new", mode=0o600)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".talosconfig.def456.tmp", "talosconfig"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from trustplan import pki
 from trustplan.authorities import Material, Resolved, resolve
+from trustplan.backend_guard import check_backend_outside
 from trustplan.desired import DesiredState
 from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
 from trustplan.errors import (
@@ -41,12 +42,12 @@ from trustplan.planner import (
     Plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.document import from_document
+from trustplan.planverify import operator_of, verified_plan
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
 from trustplan.rollback import Rollback, possible, roll_back
-from trustplan.state import LocalState, StateDocument
+from trustplan.state import StateBackend, StateDocument
 
 
 @dataclass
@@ -428,7 +429,7 @@ async def apply(
     desired: DesiredState,
     provider: Provider,
     keystore: Keystore,
-    store: LocalState,
+    store: StateBackend,
     document: dict[str, Any],
     plan_digest: str,
     source: str,
@@ -442,13 +443,15 @@ async def apply(
     When a step fails before the new credentials are written, the nodes changed by this run are
     returned to their CAs of before (trustplan.rollback), unless `rollback` is False."""
     reporter = reporter or QuietReporter()
-    with store.lock(lock_timeout, "apply"):
+    with store.lock(lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)
         check_bindings(document, desired, state, now, source)
+        check_backend_outside(desired, document)
         live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
         check_live(document, live, source)
-        plan = from_document(document)
         resolved = resolve(desired, keystore, live.cas, now, generate=False)
+        # the steps as the desired state asks for them, not as the file says (planverify)
+        plan = verified_plan(document, source, desired, live, resolved, operator_of(desired, live, reader), now)
         material = dict(resolved.material)
         for a in plan.authorities:
             if a.fingerprint not in material:
@@ -539,7 +542,7 @@ async def apply_desired(
     and state file, the provider opened (and closed) for it."""
     provider = make_provider(desired)
     try:
-        return await apply(desired, provider, Keystore(desired.keystore), LocalState(desired.state), document,
+        return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), document,
                            plan_digest, source, now, reporter, lock_timeout, rollback)
     finally:
         await provider.close()

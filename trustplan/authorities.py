@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from cryptography import x509
+
 from trustplan import pki
 from trustplan.desired import DesiredState
 from trustplan.errors import CAError
@@ -18,6 +20,7 @@ from trustplan.keystore import Keystore
 from trustplan.live import LiveCA
 from trustplan.pki import CACert, PrivateKey
 from trustplan.planner import Authority, DesiredTrust
+from trustplan.safeio import read_regular
 
 
 @dataclass
@@ -38,6 +41,7 @@ class Resolved:
     desired: tuple[DesiredTrust, ...]
     warnings: list[str]
     new: list[tuple[str, Material]]  # generated now, not yet in the keystore
+    indexed: dict[str, str | None] = field(default_factory=dict)  # name -> the keystore index's CA then
 
     def authorities(self) -> tuple[Authority, ...]:
         out = []
@@ -59,9 +63,12 @@ class Resolved:
         return tuple(out)
 
     def save_new(self, keystore: Keystore) -> None:
+        items: list[tuple[str | None, x509.Certificate, PrivateKey]] = []
         for name, m in self.new:
             assert m.key is not None
-            keystore.save(m.ca.cert, m.key, name)
+            items.append((name, m.ca.cert, m.key))
+        if items:
+            keystore.save_generated(items, self.indexed)
         self.new = []
 
 
@@ -142,7 +149,8 @@ def resolve(
                 fps.append(f"name:{ref}")
         if fps:
             wanted.append(DesiredTrust(pki_name, fps[0], tuple(dict.fromkeys(f for f in fps[1:] if f != fps[0]))))
-    return Resolved(material, refs, tuple(wanted), warnings, new)
+    indexed = {name: keystore.generated(name) for name, _ in new}
+    return Resolved(material, refs, tuple(wanted), warnings, new, indexed)
 
 
 def _still_wanted(ca: pki.CACert, algorithm: str, validity_days: int | None) -> bool:
@@ -160,10 +168,10 @@ def _import(
 
     assert isinstance(cert_path, Path) and isinstance(key_path, Path)
     for p, sub in ((cert_path, "certificate"), (key_path, "key")):
-        if not p.is_file():
+        if not p.exists():
             raise desired.error(f"file not found: {p}", f"{ypath}.{sub}")
-    ca = pki.CACert.from_pem(cert_path.read_bytes(), str(cert_path))
-    key = pki.load_key_pem(key_path.read_bytes(), str(key_path))
+    ca = pki.CACert.from_pem(read_regular(cert_path, what="CA certificate"), str(cert_path))
+    key = pki.load_key_pem(read_regular(key_path, what="CA key"), str(key_path))
     if not pki.key_matches(ca.cert, key):
         raise CAError(str(key_path), f"the private key does not match the certificate {cert_path}", path=None)
     return ca, key

@@ -7,16 +7,21 @@ Paths inside the file are relative to the file.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import jsonschema
 import yaml
 
-from trustplan import schemas
+from trustplan import safeio, safeyaml, schemas
 from trustplan.errors import InputError, SchemaError
 from trustplan.providers.base import NodeRef
+from trustplan.state.backend import KubernetesStateSpec, StateBackend
+
+if TYPE_CHECKING:
+    from trustplan.keystore import Keystore
 
 DEFAULT_NAME = "trustplan.yaml"
 PKIName = Literal["talos", "kubernetes"]
@@ -74,6 +79,9 @@ class DesiredState:
     kube_port: int = 6443  # cluster.kubernetes.port
     kube_endpoints: tuple[str, ...] = ()  # cluster.kubernetes.endpoints (empty: one per control plane)
     node_paths: dict[str, str] = field(default_factory=dict)  # address -> its YAML path in cluster.nodes
+    state_remote: KubernetesStateSpec | None = None  # state: {backend: kubernetes, ...}
+    age_recipients: tuple[str, ...] = ()  # keystore.age.recipients: CA keys are encrypted when given
+    age_identity: Path | None = None  # keystore.age.identity (else $TRUSTPLAN_AGE_IDENTITY)
 
     @property
     def base(self) -> Path:
@@ -88,6 +96,22 @@ class DesiredState:
         from trustplan.providers.kubernetes import server_for
 
         return list(self.kube_endpoints) or [server_for(a, self.kube_port) for a in controlplanes]
+
+    def state_backend(self) -> StateBackend:
+        """Where the state lives: the file `state`, or the `state: {backend: kubernetes}` Secret."""
+        from trustplan.state import open_backend
+
+        return open_backend(self.state, self.state_remote)
+
+    def open_keystore(self) -> Keystore:
+        """The keystore directory; with keystore.age, every key in it is encrypted to the recipients."""
+        from trustplan.keystore import Keystore
+
+        if not self.age_recipients:
+            return Keystore(self.keystore)
+        from trustplan.keystore_age import AgeSealer
+
+        return Keystore(self.keystore, AgeSealer(self.age_recipients, self.age_identity, str(self.path)))
 
     def uses(self, name: str) -> PKIName | None:
         for spec in self.trust.values():
@@ -122,10 +146,19 @@ def _yaml_path(parts: Any) -> str:
 def _schema_message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"{err.message.split(' (')[0].replace('Additional properties are not allowed', 'unknown key')}"
+    if err.validator == "type" and list(err.absolute_path) == ["state"]:
+        return "must be a file name, or {backend: kubernetes, namespace: NS, name: NAME, kubeconfig: FILE}"
+    if err.validator == "type" and list(err.absolute_path) == ["keystore"]:
+        return "must be a directory, or {path: DIR, age: {recipients: [age1...], identity: FILE}}"
     if err.validator == "oneOf" and list(err.absolute_path) == ["cluster"]:
         return "cluster needs exactly one of machineConfigs (files) or talosconfig + nodes (Talos API)"
     if err.validator == "oneOf":
         return "must be either {generate: {...}} or {certificate: FILE, key: FILE}"
+    where = list(err.absolute_path)[:1]
+    if err.validator == "pattern" and where == ["keystore"]:
+        return f"{err.instance!r} is not an age public key (age1...) or an SSH public key (ssh-ed25519 ...)"
+    if err.validator == "pattern" and where == ["state"]:
+        return f"{err.instance!r} is not a Kubernetes object name (lower-case letters, digits, '-')"
     if err.validator in ("anyOf", "pattern"):
         return f"{err.instance!r} is not an authority name or sha256:<64 hex digits>"
     return err.message
@@ -134,12 +167,11 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
     """Parse YAML into a mapping and a line map; a syntax error becomes one InputError."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        node = safeyaml.compose(text)
+        doc = safeyaml.load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-        raise InputError(source, f"malformed YAML: {problem}", line=mark.line + 1 if mark else None) from None
+        problem, line = safeyaml.problem(exc)
+        raise InputError(source, problem, line=line) from None
     if not isinstance(doc, dict):
         raise InputError(source, "expected a mapping at the top level (version, cluster, authorities, trust)")
     return doc, _line_map(node) if node is not None else {}
@@ -148,12 +180,9 @@ def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]
 def load(path: Path) -> DesiredState:
     """Read and check a desired-state file; no other file is touched."""
     source = str(path)
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(source, "file not found", hint="create one with `trustplan init`, or pass -c FILE") from None
-    except OSError as exc:
-        raise InputError(source, f"cannot read: {exc.strerror}") from None
+    if not path.exists() and not path.is_symlink():
+        raise InputError(source, "file not found", hint="create one with `trustplan init`, or pass -c FILE")
+    text = safeio.read_regular(path, source, "desired-state file", safeyaml.MAX_BYTES)
     doc, lines = parse_text(text, source)
     validator = schemas.validator("desired")
     errors = sorted(
@@ -196,6 +225,18 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             declared[address] = role
             node_paths[address] = f"cluster.nodes.{role}[{i}]"
     machine_configs = {str(k): base / v for k, v in (cluster.get("machineConfigs") or {}).items()}
+    by_file: dict[str, str] = {}
+    for address, file in machine_configs.items():
+        if "\0" in str(file):
+            raise err(f"invalid file name {str(file)!r}", f"cluster.machineConfigs.{address}")
+        real = os.path.realpath(file)
+        if real in by_file:
+            raise err(
+                f"nodes {by_file[real]} and {address} map to the same machine config file {file}; "
+                "each node needs its own",
+                f"cluster.machineConfigs.{address}",
+            )
+        by_file[real] = address
     if machine_configs:
         for address in declared:
             if address not in machine_configs:
@@ -244,6 +285,27 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
 
     outputs = doc.get("outputs") or {}
     rollout = doc.get("rollout") or {}
+    keystore = doc.get("keystore", ".trustplan/keys")
+    age = keystore.get("age") if isinstance(keystore, dict) else None
+    if age and doc.get("secrets"):
+        raise err(
+            "secrets.yaml holds CA keys in plaintext, and keystore.age is on (keys encrypted at rest)",
+            "secrets",
+            hint="drop `secrets:` (the encrypted keystore has the keys), or turn keystore encryption off",
+        )
+    state = doc.get("state", "trustplan.state.json")
+    if isinstance(state, str):
+        state = {"backend": "local", "path": state}
+    remote = None
+    if state["backend"] == "kubernetes":
+        remote = KubernetesStateSpec(
+            namespace=state["namespace"],
+            name=state["name"],
+            kubeconfig=base / Path(state["kubeconfig"]).expanduser() if state.get("kubeconfig") else None,
+            context=state.get("context"),
+            lease_seconds=state.get("leaseSeconds", 30),
+            max_bytes=state.get("maxBytes", 512 * 1024),
+        )
     return DesiredState(
         path=path,
         digest=digest,
@@ -255,9 +317,12 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         context=cluster.get("context"),
         authorities=authorities,
         trust=trust,
-        keystore=base / doc.get("keystore", ".trustplan/keys"),
+        keystore=base / (keystore if isinstance(keystore, str) else keystore.get("path", ".trustplan/keys")),
         secrets=base / doc["secrets"] if doc.get("secrets") else None,
-        state=base / doc.get("state", "trustplan.state.json"),
+        state=base / state.get("path", "trustplan.state.json"),
+        state_remote=remote,
+        age_recipients=tuple(age["recipients"]) if age else (),
+        age_identity=base / Path(age["identity"]).expanduser() if age and age.get("identity") else None,
         plan_signing_key=base / doc["planSigning"]["publicKey"] if doc.get("planSigning") else None,
         talosconfig_output=base / outputs["talosconfig"] if outputs.get("talosconfig") else None,
         kubeconfig_output=base / outputs["kubeconfig"] if outputs.get("kubeconfig") else None,

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from trustplan import __version__, pki
 from trustplan.authorities import Material, Resolved, resolve
+from trustplan.backend_guard import check_backend_outside
 from trustplan.credentials import check_outputs
 from trustplan.desired import DesiredState
 from trustplan.errors import (
@@ -46,7 +48,7 @@ from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.rewrite import rewrite
-from trustplan.state import LocalState, StateDocument
+from trustplan.state import StateDocument
 
 
 class Reporter(Protocol):
@@ -118,7 +120,12 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
 
 
 async def read_live(
-    desired: DesiredState, provider: Provider, keystore: Keystore, managed: tuple[str, ...], now: dt.datetime
+    desired: DesiredState,
+    provider: Provider,
+    keystore: Keystore,
+    managed: tuple[str, ...],
+    now: dt.datetime,
+    on_read: Callable[[str], None] | None = None,
 ) -> tuple[LiveCluster, Credential | None]:
     """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
 
@@ -128,7 +135,7 @@ async def read_live(
     verified, against CAs whose keys we hold.
     """
     try:
-        return await read_cluster(provider, desired.nodes, managed), None
+        return await read_cluster(provider, desired.nodes, managed, on_read=on_read), None
     except NodeUnreachableError:
         raise
     except ProviderError as first:
@@ -189,7 +196,7 @@ async def make(
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
-    live, reader = await read_live(desired, provider, keystore, managed, now)
+    live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
     checks = check_outputs(desired, live, now)
@@ -225,9 +232,16 @@ async def make(
     ]
     if plan.has_edits:
         notes += await _dry_run(plan, live, resolved, provider, reader)
+        if desired.provider == "files":  # say when apply tightens a key-bearing file's mode
+            from trustplan.providers.files import tightened_modes
+
+            changed = {e.node for e in plan.edits}
+            cps = [n.address for n in plan.nodes if n.role == "controlplane" and n.address in changed]
+            notes += tightened_modes(desired.machine_configs, cps)
     doc = to_document(plan)
     doc.update(
         format_version=1,
+        format_minor=1,
         tool_version=__version__,
         created=iso_time(now),
         expires=iso_time(now + expires_in),
@@ -257,14 +271,16 @@ async def plan_desired(
 ) -> Planned:
     """`trustplan plan` without the printing: read the state under its lock, make the plan with a
     provider opened (and closed) for it. New CA keys are not saved yet: `Planned.save_new_keys()`."""
-    store = LocalState(desired.state)
+    store = desired.state_backend()
     provider = make_provider(desired)
     try:
         with store.lock(lock_timeout, "plan"):
             state = store.read(desired.cluster)
-        return await make(
-            desired, provider, Keystore(desired.keystore), state, now, expires_in, reporter, allow_unlisted
+        planned = await make(
+            desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted
         )
+        check_backend_outside(desired, planned.document)
+        return planned
     finally:
         await provider.close()
 

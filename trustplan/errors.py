@@ -8,10 +8,12 @@
     ├── UnsupportedError           a config layout or feature this version cannot edit safely
     ├── PlanFileError              plan.bin is tampered with, stale, expired, of another cluster ...
     ├── StateError                 the state file is unreadable, locked, or of another lineage
+    ├── FilesystemError            a file or folder could not be read or written (names the path)
     ├── KeystoreError              a CA key is missing from the keystore or does not match
     ├── ApplyInterrupted           SIGINT / SIGTERM stopped an apply (exit code 128 + signal number)
     └── ProviderError              a node could not be read, written or verified
         ├── NodeUnreachableError   the node did not answer (after retries)
+        │   └── NodeTimeoutError   no answer within the call's deadline (a timeout, named as one)
         └── GateFailedError        a verification gate did not pass in time
 
 Errors never carry private key material. The CLI maps each to one line on stderr and exit code 1
@@ -78,6 +80,10 @@ class StateError(TrustplanError):
     """The state file cannot be read, locked or written."""
 
 
+class FilesystemError(TrustplanError):
+    """A file or folder could not be read or written: the message names the path and the reason."""
+
+
 class KeystoreError(TrustplanError):
     """A CA key needed for a step is missing or does not match its certificate."""
 
@@ -97,6 +103,10 @@ class ProviderError(TrustplanError):
 
 class NodeUnreachableError(ProviderError):
     """The node did not answer, even after retrying."""
+
+
+class NodeTimeoutError(NodeUnreachableError):
+    """Nothing answered before the call's deadline (reported as a timeout, not as "unreachable")."""
 
 
 class GateFailedError(ProviderError):

@@ -4,35 +4,75 @@ Layout:  <keystore>/<hex>.key   the key (Talos PEM encoding), 0600
          <keystore>/<hex>.crt   the certificate
          <keystore>/index.json  generated authority name -> fingerprint, so a re-plan reuses the
                                 CA it generated before instead of minting another
+         <keystore>/index.lock  flock held while CAs are stored and the index updated: two plans
+                                at once store one CA per name (the second is refused, and re-plans)
+
+With a sealer (keystore.age in trustplan.yaml, see keystore_age.py) a key is stored as
+`<hex>.key.age`, encrypted before it is written; a plaintext `<hex>.key` is then refused.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from cryptography import x509
 
 from trustplan import pki
 from trustplan.atomic import write_atomic
-from trustplan.errors import KeystoreError
+from trustplan.errors import InputError, KeystoreError
+from trustplan.safeio import describe, ensure_dir, read_regular
+
+
+class Sealer(Protocol):
+    """Turns key bytes into what is stored, and back (age encryption)."""
+
+    suffix: str
+
+    def seal(self, plaintext: bytes) -> bytes: ...
+
+    def open(self, ciphertext: bytes, where: str) -> bytes: ...
 
 
 class Keystore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sealer: Sealer | None = None) -> None:
         self.root = root
+        self.sealer = sealer
+
+    def key_path(self, fp: str) -> Path:
+        return self.root / f"{self._hex(fp)}{self.sealer.suffix if self.sealer else '.key'}"
+
+    def fingerprints(self) -> list[str]:
+        """Every CA whose key is here, sealed or not."""
+        found = {p.name.split(".")[0] for p in self.root.glob("*.key*") if p.name.endswith((".key", ".key.age"))}
+        return sorted(f"sha256:{h}" for h in found)
 
     def _hex(self, fp: str) -> str:
         return fp.removeprefix("sha256:")
 
     def _index(self) -> dict[str, str]:
+        path = self.root / "index.json"
         try:
-            data = json.loads((self.root / "index.json").read_text())
+            os.stat(path)
+            data = json.loads(read_regular(path, what="keystore index"))
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise KeystoreError(f"{path}: unreadable keystore index ({describe(exc)})",
+                                hint="check the keystore path in the desired state") from None
+        except InputError as exc:
+            raise KeystoreError(str(exc), hint="check the keystore path in the desired state") from None
+        except RecursionError:
+            raise KeystoreError(f"{path}: unreadable keystore index (nested too deeply)") from None
+        except ValueError as exc:
             raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index ({exc})") from None
+        if not isinstance(data, dict):
+            raise KeystoreError(f"{self.root / 'index.json'}: unreadable keystore index (not a JSON object)")
         return {str(k): str(v) for k, v in data.items()}
 
     def generated(self, name: str) -> str | None:
@@ -41,12 +81,19 @@ class Keystore:
         return fp if fp and self.has(fp) else None
 
     def has(self, fp: str) -> bool:
-        return (self.root / f"{self._hex(fp)}.key").exists()
+        plain = self.root / f"{self._hex(fp)}.key"  # with a sealer: found, and refused by load() until rekeyed
+        return self.key_path(fp).exists() or plain.exists()
 
     def load(self, fp: str) -> tuple[pki.CACert, pki.PrivateKey]:
         """The CA and its key; KeystoreError if missing or if the key does not match."""
-        key_path = self.root / f"{self._hex(fp)}.key"
+        key_path = self.key_path(fp)
         crt_path = self.root / f"{self._hex(fp)}.crt"
+        plain = self.root / f"{self._hex(fp)}.key"
+        if self.sealer is not None and not key_path.exists() and plain.exists():
+            raise KeystoreError(
+                f"{plain}: the key of CA {fp} is stored in plaintext, and keystore encryption is on",
+                hint="run `trustplan keystore rekey` to encrypt it (and remove the plaintext file)",
+            )
         try:
             key_pem = key_path.read_bytes()
             crt_pem = crt_path.read_bytes()
@@ -55,23 +102,65 @@ class Keystore:
                 f"{key_path}: the private key of CA {fp} is missing from the keystore",
                 hint="restore the keystore directory from backup, or make a new plan",
             ) from None
+        except OSError as exc:
+            raise KeystoreError(f"{key_path}: cannot read the keystore: {describe(exc)}") from None
+        if self.sealer is not None:
+            key_pem = self.sealer.open(key_pem, str(key_path))
         key = pki.load_key_pem(key_pem, str(key_path))
         ca = pki.CACert.from_pem(crt_pem, str(crt_path))
         if ca.fingerprint != fp or not pki.key_matches(ca.cert, key):
             raise KeystoreError(f"{key_path}: the key in the keystore does not match CA {fp}")
         return ca, key
 
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the keystore's lock (flock on `index.lock`): minting and the index are one step."""
+        ensure_dir(self.root)
+        try:
+            os.chmod(self.root, 0o700)
+            fd = os.open(self.root / "index.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeystoreError(f"{self.root}: cannot use the keystore: {describe(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # held for a few file writes: wait
+            yield
+        finally:
+            os.close(fd)
+
     def save(self, cert: x509.Certificate, key: pki.PrivateKey, name: str | None = None) -> str:
         """Store a CA key (0600) and certificate; record `name` for generated authorities."""
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
-        fp = pki.fingerprint(cert)
-        write_atomic(self.root / f"{self._hex(fp)}.key", pki.key_to_pem(key), mode=0o600)
-        write_atomic(self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), mode=0o644)
-        if name is not None:
+        return self.save_generated([(name, cert, key)])[0]
+
+    def save_generated(
+        self,
+        items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]],
+        indexed: dict[str, str | None] | None = None,
+    ) -> list[str]:
+        """Store CAs minted for one plan, under the lock, all or none. `indexed` is what the index
+        said for each name when the plan was made: if another run recorded a CA for one of these
+        names since, store nothing and say so (one CA per name)."""
+        with self.locked():
             index = self._index()
-            index[name] = fp
-            write_atomic(
-                self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
-            )
-        return fp
+            for name, cert, _ in items:
+                other = index.get(name) if name is not None else None
+                before = (indexed or {}).get(name or "")
+                if other is not None and other not in (before, pki.fingerprint(cert)) and self.has(other):
+                    raise KeystoreError(
+                        f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
+                        "while this plan was being made; this plan was not saved, and its CA was discarded",
+                        hint="run `trustplan plan` again: it reuses that CA",
+                    )
+            fps = []
+            for name, cert, key in items:
+                fp = pki.fingerprint(cert)
+                pem = pki.key_to_pem(key)
+                write_atomic(self.key_path(fp), self.sealer.seal(pem) if self.sealer else pem, mode=0o600)
+                write_atomic(self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), mode=0o644)
+                if name is not None:
+                    index[name] = fp
+                fps.append(fp)
+            if any(name is not None for name, _, _ in items):
+                write_atomic(
+                    self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+                )
+            return fps

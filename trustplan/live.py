@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trustplan import machineconfig, pki
@@ -73,13 +74,18 @@ async def read_cluster(
     managed: tuple[str, ...],
     credential: Credential | None = None,
     concurrency: int = 32,
+    on_read: Callable[[str], None] | None = None,
 ) -> LiveCluster:
-    """Read all nodes concurrently; the first failure (in node order) is raised."""
+    """Read all nodes concurrently; the first failure (in node order) is raised. `on_read(address)`
+    is called as each node's config arrives (progress)."""
     sem = asyncio.Semaphore(concurrency)
 
     async def one(ref: NodeRef) -> NodeConfig:
         async with sem:
-            return await provider.read(ref, credential)
+            config = await provider.read(ref, credential)
+        if on_read is not None:
+            on_read(ref.address)
+        return config
 
     results = await asyncio.gather(*(one(n) for n in nodes), return_exceptions=True)
     raw: dict[str, NodeConfig] = {}

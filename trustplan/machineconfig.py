@@ -19,22 +19,24 @@ import base64
 import copy
 import datetime as dt
 import hashlib
+import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
 
-from trustplan import pki
+from trustplan import caedit, pki, safeyaml, yamledit
 from trustplan.errors import InputError
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 PKIName = Literal["talos", "kubernetes"]
 Role = Literal["controlplane", "worker"]
@@ -67,7 +69,8 @@ def digest(data: bytes) -> str:
 
 
 def load_yaml(text: bytes | str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - CSafeLoader is the safe loader
+    """One YAML document with trustplan.safeyaml's limits (aliases, depth, size, duplicate keys)."""
+    return safeyaml.load(text)
 
 
 def dump_yaml(doc: Any) -> str:
@@ -106,6 +109,55 @@ def _split_documents(text: str) -> list[str]:
     return ["".join(d) for d in docs if "".join(d).strip() not in ("", "---")]
 
 
+_MAP, _LIST, _STR = dict, list, str
+#: The types of every field trustplan reads (None is always allowed: an absent field). Checked when
+#: a config is parsed, so that a wrong type is one error naming the path, not a crash later.
+SHAPE: dict[str, Any] = {
+    "machine": (_MAP, {
+        "type": _STR,
+        "ca": (_MAP, {"crt": _STR, "key": _STR}),
+        "acceptedCAs": (_LIST, (_MAP, {"crt": _STR})),
+        "certSANs": (_LIST, None),
+        "network": (_MAP, {
+            "hostname": None,
+            "interfaces": (_LIST, (_MAP, {"addresses": (_LIST, None)})),
+        }),
+    }),
+    "cluster": (_MAP, {
+        "clusterName": None,
+        "ca": (_MAP, {"crt": _STR, "key": _STR}),
+        "acceptedCAs": (_LIST, (_MAP, {"crt": _STR})),
+        "controlPlane": (_MAP, {"endpoint": None}),
+    }),
+}
+KUBE_DOC_SHAPE: dict[str, Any] = {
+    "issuingCA": (_MAP, {"cert": _STR, "key": _STR}),
+    "acceptedCAs": (_LIST, _STR),
+}
+
+
+def _check_shape(value: Any, shape: Any, source: str, path: str = "") -> None:
+    """Raise InputError at the first field whose type is not what `shape` says."""
+    if shape is None or value is None:
+        return
+    if isinstance(shape, dict):  # the fields of a mapping
+        for key, sub in shape.items():
+            _check_shape(value.get(key), sub, source, f"{path}.{key}" if path else key)
+        return
+    if isinstance(shape, tuple):
+        kind, inner = shape
+    else:
+        kind, inner = shape, None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        name = {dict: "a mapping", list: "a list", str: "a string"}[kind]
+        raise InputError(source, f"expected {name}, got {type(value).__name__}", path=path or "(top level)")
+    if kind is list and inner is not None:
+        for i, item in enumerate(value):
+            _check_shape(item, inner, source, f"{path}[{i}]")
+    elif kind is dict and inner is not None:
+        _check_shape(value, inner, source, path)
+
+
 class MachineConfig:
     """A parsed machine config; `data` is the exact bytes it came from."""
 
@@ -123,14 +175,16 @@ class MachineConfig:
             try:
                 self._docs.append(load_yaml(chunk))
             except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = mark.line + 1 if mark is not None else None
-                problem = getattr(exc, "problem", None) or str(exc).split("\n")[0]
-                raise InputError(source, f"malformed YAML: {problem}", line=line) from None
+                problem, line = safeyaml.problem(exc)
+                raise InputError(source, problem, line=line) from None
         index = [i for i, d in enumerate(self._docs) if isinstance(d, dict) and d.get("version") == "v1alpha1"]
         if not index:
             raise InputError(source, "no v1alpha1 machine config document (a document with 'version: v1alpha1')")
         self._v1 = index[0]
+        _check_shape(self._docs[self._v1], SHAPE, source)
+        for doc in self._docs:
+            if isinstance(doc, dict) and doc.get("kind") == KUBE_CA_DOC_KIND:
+                _check_shape(doc, KUBE_DOC_SHAPE, source, KUBE_CA_DOC_KIND)
 
     @property
     def v1alpha1(self) -> dict[str, Any]:
@@ -249,18 +303,49 @@ class MachineConfig:
         legacy = {k: v for k, v in changes.items() if not (k == "kubernetes" and self.kube_ca_layout == "multidoc")}
         if legacy:
             docs[self._v1] = self._legacy_doc(legacy)
-            texts[self._v1] = self._encode(self._v1, docs[self._v1], dump_yaml)
+            want = {FIELDS[k][0]: (f.issuer, f.issuer_key, f.accepted) for k, f in legacy.items()}
+            texts[self._v1] = self._surgical(
+                self._v1, docs[self._v1], lambda t: caedit.edit_v1alpha1(t, want), dump_yaml
+            )
         if "kubernetes" in changes and self.kube_ca_layout == "multidoc":
             index = self._kube_doc
             assert index is not None
             docs[index] = self._multidoc_doc(changes["kubernetes"])
-            texts[index] = self._encode(index, docs[index], dump_yaml_literal)
-        texts = [t if t.endswith("\n") else t + "\n" for t in texts]
+            issuing, accepted = self._multidoc_want(changes["kubernetes"])
+            texts[index] = self._surgical(
+                index, docs[index], lambda t: caedit.edit_kube_ca_document(t, issuing, accepted), dump_yaml_literal
+            )
+        texts = [t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts)]
         new = object.__new__(MachineConfig)
         new.data = "".join(texts).encode("utf-8")
         new.source, new.digest = self.source, digest(new.data)
         new._texts, new._docs, new._v1 = texts, docs, self._v1
         return new
+
+    def _surgical(self, index: int, doc: Any, edit: Callable[[str], str], dump: Any) -> str:
+        """The document's text with only its CA fields edited in place (caedit), checked by parsing it
+        back: it must mean exactly `doc`. A shape the in-place editor does not handle (a flow-style
+        section, say) is re-encoded whole instead, which keeps the meaning but not the layout."""
+        try:
+            text = edit(self._texts[index])
+            if _without_empty_ca(load_yaml(text)) == _without_empty_ca(doc):
+                return text
+            log.debug("%s: in-place CA edit did not round-trip; re-encoding the document", self.source)
+        except (yamledit.Unsupported, yaml.YAMLError) as exc:
+            log.debug("%s: CA fields not editable in place (%s); re-encoding the document", self.source, exc)
+        return self._encode(index, doc, dump)
+
+    def _multidoc_want(self, fields: CAFields) -> tuple[tuple[bytes, bytes | None] | None, tuple[bytes, ...]]:
+        """issuingCA and acceptedCAs of the KubeAPIServerCAConfig document for these fields (the
+        layout rules of _multidoc_doc)."""
+        index = self._kube_doc
+        assert index is not None
+        had_issuer = bool((self._docs[index].get("issuingCA") or {}).get("cert"))
+        if fields.issuer is None:
+            return None, fields.accepted
+        if self.role == "worker" and not had_issuer:
+            return None, (fields.issuer, *fields.accepted)
+        return (fields.issuer, fields.issuer_key), fields.accepted
 
     def _encode(self, index: int, doc: Any, dump: Any) -> str:
         text: str = dump(doc)
@@ -309,6 +394,17 @@ class MachineConfig:
         else:
             doc.pop("acceptedCAs", None)
         return doc
+
+
+def _without_empty_ca(doc: Any) -> Any:
+    """`doc` with empty CA keys dropped: `acceptedCAs: []`, `acceptedCAs:` and no key mean the same."""
+    if not isinstance(doc, dict):
+        return doc
+    out = {k: v for k, v in doc.items() if not (k in ("acceptedCAs", "issuingCA") and not v)}
+    for section in ("machine", "cluster"):
+        if isinstance(out.get(section), dict):
+            out[section] = {k: v for k, v in out[section].items() if not (k in ("ca", "acceptedCAs") and not v)}
+    return out
 
 
 def parse(data: bytes, source: str) -> MachineConfig:

@@ -14,10 +14,11 @@ from typing import Any
 
 import yaml
 
-from trustplan import pki
+from trustplan import caedit, pki, safeyaml, yamledit
 from trustplan.atomic import write_atomic
 from trustplan.errors import InputError
 from trustplan.machineconfig import dump_yaml, load_yaml
+from trustplan.safeio import read_regular
 
 
 def backup_path(path: Path) -> Path:
@@ -97,9 +98,10 @@ def merge_kubeconfig(existing: dict[str, Any], new: dict[str, Any]) -> dict[str,
 def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) -> None:
     if merge and path.exists():
         try:
-            existing = load_yaml(path.read_bytes()) or {}
+            existing = load_yaml(read_regular(path, what="kubeconfig to merge into")) or {}
         except yaml.YAMLError as exc:
-            raise InputError(str(path), f"cannot merge into a malformed kubeconfig ({exc})") from None
+            problem, line = safeyaml.problem(exc)
+            raise InputError(str(path), f"cannot merge into it: {problem}", line=line) from None
         if not isinstance(existing, dict) or not all(
             isinstance(existing.get(k) or [], list) for k in ("clusters", "users", "contexts")
         ):
@@ -151,15 +153,33 @@ def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: d
 
 def update_secrets(path: Path, updates: dict[str, tuple[bytes, bytes]]) -> None:
     """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs)."""
-    try:
-        doc = load_yaml(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(str(path), "secrets file not found") from None
-    except yaml.YAMLError as exc:
-        raise InputError(str(path), f"malformed YAML ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("certs"), dict):
-        raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping)", path="certs")
+    doc = read_secrets(path)
+    text = read_regular(path, what="secrets file").decode()
     for key, (crt, k) in updates.items():
         doc["certs"][key] = {"crt": pki.b64encode_pem(crt), "key": pki.b64encode_pem(k)}
     mode = os.stat(path).st_mode & 0o777
-    replace_with_backup(path, dump_yaml(doc).encode(), mode=mode & 0o600 or 0o600)
+    replace_with_backup(path, _secrets_text(text, doc, updates).encode(), mode=mode & 0o600 or 0o600)
+
+
+def read_secrets(path: Path) -> dict[str, Any]:
+    """A Talos secrets bundle (a mapping with a `certs` mapping); InputError otherwise."""
+    try:
+        doc = load_yaml(read_regular(path, what="secrets file"))
+    except yaml.YAMLError as exc:
+        problem, line = safeyaml.problem(exc)
+        raise InputError(str(path), problem, line=line) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("certs"), dict):
+        raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping)", path="certs")
+    return doc
+
+
+def _secrets_text(text: str, doc: dict[str, Any], updates: dict[str, tuple[bytes, bytes]]) -> str:
+    """The new secrets.yaml: only the changed CA lines edited in place (a file kept in git stays
+    reviewable), checked to mean `doc`; re-encoded when its shape is not editable in place."""
+    try:
+        edited = caedit.edit_secrets(text, updates)
+        if load_yaml(edited) == doc:
+            return edited
+    except (yamledit.Unsupported, yaml.YAMLError):
+        pass
+    return dump_yaml(doc)

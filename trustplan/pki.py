@@ -41,6 +41,8 @@ ALLOWED_ALGORITHMS: dict[str, tuple[str, ...]] = {
     "kubernetes": ("ecdsa-p256", "rsa"),
 }
 _ED25519_HEADER = "ED25519 PRIVATE KEY"
+#: The smallest RSA key trustplan accepts for a CA.
+MIN_RSA_BITS = 2048
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,12 @@ def key_to_pkcs8_pem(key: PrivateKey) -> bytes:
 
 
 def load_cert_pem(pem: bytes, source: str, path: str | None = None) -> x509.Certificate:
+    """Exactly one PEM certificate (a bundle is split with split_pem_bundle first)."""
+    count = pem.count(b"-----BEGIN CERTIFICATE-----")
+    if count > 1:
+        raise CAError(
+            source, f"holds {count} certificates where one is expected (only the first would be used)", path=path
+        )
     try:
         return x509.load_pem_x509_certificate(pem)
     except ValueError as exc:
@@ -227,10 +235,17 @@ def check_ca(
         raise CAError(source, "certificate is not a CA (basicConstraints CA:true is missing)", path=path)
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        if not ku.key_cert_sign:
-            raise CAError(source, "CA certificate may not sign certificates (keyUsage lacks keyCertSign)", path=path)
     except x509.ExtensionNotFound:
-        pass
+        raise CAError(
+            source, "CA certificate has no keyUsage extension (keyCertSign is required)", path=path
+        ) from None
+    if not ku.key_cert_sign:
+        raise CAError(source, "CA certificate may not sign certificates (keyUsage lacks keyCertSign)", path=path)
+    public = cert.public_key()
+    if isinstance(public, rsa.RSAPublicKey) and public.key_size < MIN_RSA_BITS:
+        raise CAError(
+            source, f"RSA key of {public.key_size} bits is too weak for a CA (at least {MIN_RSA_BITS})", path=path
+        )
     if cert.not_valid_after_utc <= now:
         raise CAError(source, f"certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC", path=path)
     if cert.not_valid_before_utc > now + BACKDATE:

@@ -54,9 +54,12 @@ def encode(document: dict[str, Any], signing_key: ed25519.Ed25519PrivateKey | No
 
 def signer(data: bytes) -> bytes | None:
     """The raw Ed25519 public key that signed an (already decoded) plan file, or None if unsigned."""
-    length = _HEADER.unpack_from(data)[2]
-    trailer = data[_HEADER.size + length + 32 :]
-    return trailer[len(SIG_MAGIC) : len(SIG_MAGIC) + 32] if trailer else None
+    if len(data) < _HEADER.size:
+        return None
+    end = _HEADER.size + _HEADER.unpack_from(data)[2] + 32
+    if len(data) != end + _SIG_SIZE or data[end : end + len(SIG_MAGIC)] != SIG_MAGIC:
+        return None
+    return data[end + len(SIG_MAGIC) : end + len(SIG_MAGIC) + 32]
 
 
 def key_fingerprint(public: bytes) -> str:
@@ -70,7 +73,7 @@ def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey)
     if got is None:
         raise PlanFileError(
             f"{source}: the plan is not signed, and planSigning requires a signature",
-            hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`",
+            hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`; nothing was changed",
         )
     if got != want:
         raise PlanFileError(
@@ -91,11 +94,9 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     """An Ed25519 private key (PEM) to sign plans with."""
     from trustplan import pki
     from trustplan.errors import InputError
+    from trustplan.safeio import read_regular
 
-    try:
-        key = pki.load_key_pem(path.read_bytes(), str(path))
-    except FileNotFoundError:
-        raise InputError(str(path), "signing key file not found") from None
+    key = pki.load_key_pem(read_regular(path, what="signing key file"), str(path))
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError(str(path), f"plans are signed with Ed25519 keys, not {pki.algorithm_name(key)}")
     return key
@@ -104,12 +105,12 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
 def load_verify_key(path: Path, source: str) -> ed25519.Ed25519PublicKey:
     """The Ed25519 public key (PEM) of `planSigning.publicKey`."""
     from trustplan.errors import InputError
+    from trustplan.safeio import read_regular
 
+    data = read_regular(path, source, "planSigning public key file")
     try:
-        key = serialization.load_pem_public_key(path.read_bytes())
-    except FileNotFoundError:
-        raise InputError(source, f"public key file not found: {path}", path="planSigning.publicKey") from None
-    except ValueError as exc:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
         raise InputError(source, f"{path} is not a PEM public key ({exc})", path="planSigning.publicKey") from None
     if not isinstance(key, ed25519.Ed25519PublicKey):
         raise InputError(source, f"{path} is not an Ed25519 public key", path="planSigning.publicKey")
@@ -149,7 +150,18 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
         raise PlanFileError(
             f"{source}: plan document is not valid JSON ({exc})", hint="re-create it with `trustplan plan -o ...`"
         ) from None
+    except RecursionError:
+        raise PlanFileError(
+            f"{source}: plan document is nested too deeply to be a plan",
+            hint="re-create it with `trustplan plan -o ...`",
+        ) from None
+    if not isinstance(doc, dict):
+        raise PlanFileError(f"{source}: plan document is not a JSON object",
+                            hint="re-create it with `trustplan plan -o ...`")
     validate_document(doc, source)
+    from trustplan.planverify import check_structure
+
+    check_structure(doc, source)
     return doc
 
 
@@ -162,14 +174,22 @@ def validate_document(doc: dict[str, Any], source: str) -> None:
             f"{source}: plan document does not match the plan schema at {where}: {exc.message}",
             hint="it was not made by this trustplan, or was edited; re-create it with `trustplan plan -o ...`",
         ) from None
+    except RecursionError:
+        raise PlanFileError(f"{source}: plan document is nested too deeply to be a plan",
+                            hint="re-create it with `trustplan plan -o ...`") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The bytes of a plan file: a regular file, not a folder, FIFO or device."""
+    from trustplan.safeio import read_regular
+
+    if not path.exists() and not path.is_symlink():
+        raise PlanFileError(f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`")
+    return read_regular(path, what="plan file", hint="give the plan file made by `trustplan plan -o plan.bin`")
 
 
 def read(path: Path) -> dict[str, Any]:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PlanFileError(f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`") from None
-    return decode(data, str(path))
+    return decode(read_bytes(path), str(path))
 
 
 def check_expiry(doc: dict[str, Any], now: dt.datetime, source: str) -> None:
@@ -181,10 +201,18 @@ def check_expiry(doc: dict[str, Any], now: dt.datetime, source: str) -> None:
         )
 
 
-def parse_duration(text: str) -> dt.timedelta:
-    """`72h`, `30m`, `3d`, `90s` -> timedelta; raises ValueError."""
+#: The longest duration trustplan accepts (plan expiry, lock timeout): a year.
+MAX_DURATION = dt.timedelta(days=366)
+
+
+def parse_duration(text: str, maximum: dt.timedelta = MAX_DURATION) -> dt.timedelta:
+    """`72h`, `30m`, `3d`, `90s` -> timedelta, at most `maximum`; raises ValueError."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     text = text.strip()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) <= 0:
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isascii() or not text[:-1].isdigit() \
+            or int(text[:-1]) <= 0:
         raise ValueError(f"invalid duration {text!r} (use e.g. 72h, 30m, 7d)")
-    return dt.timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    digits = text[:-1].lstrip("0")
+    if len(digits) > 12 or int(digits) * units[text[-1]] > maximum.total_seconds():
+        raise ValueError(f"duration {text!r} is too long (at most {maximum.days}d)")
+    return dt.timedelta(seconds=int(digits) * units[text[-1]])

@@ -18,8 +18,27 @@ from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
 SYMBOL = {"accept": "+", "swap": "~", "remove": "-"}
 
 
-def summary_line(plan: Plan) -> str:
+def change_counts(plan: Plan) -> str:
+    """What a plan changes, counted the same way by `plan` and by `apply`: CA changes (one per node,
+    PKI and CA, by kind) and the config writes that carry them (one per node and phase)."""
     kinds = [e.kind for e in plan.edits]
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("accept", "swap", "remove") if kinds.count(k))
+    writes = config_writes(plan)
+    return (
+        f"{len(kinds)} CA {'change' if len(kinds) == 1 else 'changes'} ({counts}) in "
+        f"{writes} config {'write' if writes == 1 else 'writes'}"
+    )
+
+
+def config_writes(plan: Plan) -> int:
+    return sum(len(p.nodes()) for p in plan.phases if p.name != "outputs")
+
+
+def gate_count(n: int) -> str:
+    return f"{n} verification {'gate' if n == 1 else 'gates'}"
+
+
+def summary_line(plan: Plan) -> str:
     if not plan.has_changes:
         return "No changes. Every node already has the desired CAs."
     if not plan.has_edits:
@@ -27,10 +46,18 @@ def summary_line(plan: Plan) -> str:
         return f"Plan: no node changes; rewrite {names} (not working against the live cluster)."
     n_new = len(plan.new_authorities)
     parts = [f"{n_new} {'authority' if n_new == 1 else 'authorities'} to create"] if n_new else []
-    counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("accept", "swap", "remove") if kinds.count(k))
-    parts.append(f"{len(kinds)} node changes ({counts})")
-    parts.append(f"{len(plan.gates)} verification {'gate' if len(plan.gates) == 1 else 'gates'}")
+    parts.append(change_counts(plan))
+    parts.append(gate_count(len(plan.gates)))
     return "Plan: " + ", ".join(parts) + "."
+
+
+def apply_line(plan: Plan, writes_done: int, gates_passed: int) -> str:
+    """The closing line of `apply`, in the words of the plan's summary line."""
+    if not plan.has_changes:
+        return "Apply complete: no changes."
+    skipped = config_writes(plan) - writes_done
+    done = f" ({skipped} already done, skipped)" if skipped > 0 else ""
+    return f"Apply complete: {change_counts(plan)}{done}, {gate_count(gates_passed)} passed."
 
 
 def describe_edit(plan: Plan, e: Edit) -> str:
@@ -106,6 +133,7 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
 
 
 def markdown(plan: Plan, doc: dict[str, Any]) -> str:
+    """The Markdown for GitHub, without a plan file (see trustplan.render_markdown for the options)."""
     from trustplan.render_markdown import render
 
     return render(plan, doc)

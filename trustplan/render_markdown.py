@@ -1,22 +1,26 @@
-"""The Markdown rendering of a plan, for a pull-request comment.
+"""The Markdown rendering of a plan, for a pull-request (or merge-request) comment.
 
-    render(plan, doc)                   the whole plan as one Markdown text
-    render_parts(plan, doc, summary)    the same, split into parts that each fit one GitHub comment
-    render_summary(plan, doc)           the short form (`--summary`): no per-node rows or diffs
+    render(plan, doc, view)                   the whole plan as one Markdown text
+    render_parts(plan, doc, summary, view=)   the same, split into parts that each fit one comment
+    render_summary(plan, doc, view)           the short form (`--summary`): no per-phase diffs
 
-Layout, top to bottom: the "Plan: ..." summary line (exactly `render.summary_line`); a warnings block
-(CAs no node trusts any more and the credentials that dies with them, CAs expiring within 90 days,
-skipped nodes); the new CAs with their full fingerprints (what reviewers approve); per PKI a table
-node -> role -> issuing before -> after -> accepted before -> after; one `<details>` block per phase
-with each node's change to its CA fields as a diff; the outputs.
+Layout, top to bottom: a heading naming the cluster; a one-line verdict; the "Plan: ..." summary line
+(exactly `render.summary_line`); the plan file's SHA-256 and who signed it (or "unsigned"); a
+warnings block (CAs no node trusts any more and the credentials that die with them, CAs expiring
+within 90 days, skipped nodes); the new CAs with their full fingerprints (what reviewers approve);
+per PKI a table of the distinct changes, nodes with the same before and after grouped into one row
+with their count and their list folded; per phase the gates after it and one diff per group of
+nodes that change the same way, a swap shown as a move between `ca` and `acceptedCAs`; the outputs.
 
-The per-node diff is computed with deepdiff on a small structure of the CA fields in which each CA
-is named by label and short fingerprint. Key material never enters that structure: a key is
-represented by the fingerprint of the CA it belongs to (public) and always printed as `(sensitive)`.
+A View says where the text goes: `flavor` github (a `> [!WARNING]` alert, `<details>` folds), gitlab
+(`> [!warning]`, `<details>`), or plain (a bold "Warning" quote, no HTML), and the plan file's
+provenance. Key material never enters the rendering: a key is shown as `(sensitive)` and named by
+the CA it belongs to.
 
 Long plans are split into parts of at most PART_LIMIT characters (GitHub stops a comment at 65,536).
-A part never cuts a table row or a node's diff; a table or `<details>` block cut by a part boundary
-is closed at the end of the part and reopened, marked "(continued)", at the start of the next.
+A part never cuts a table row or a group's diff; a table or `<details>` block cut by a part boundary
+is closed at the end of the part and reopened, marked "(continued)", at the start of the next. Every
+part names the cluster, the plan's SHA-256 and its number, so each one stands on its own.
 """
 
 from __future__ import annotations
@@ -25,15 +29,36 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from deepdiff import DeepDiff
+from typing import Any, Literal
 
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI, PKI_TITLE, LiveTrust
 from trustplan.planner.ops import Phase, SwapIssuer
 from trustplan.planner.plan import apply_edit
 from trustplan.render import summary_line
+
+Flavor = Literal["github", "gitlab", "plain"]
+FLAVORS: tuple[Flavor, ...] = ("github", "gitlab", "plain")
+
+
+@dataclass(frozen=True)
+class View:
+    """Where the Markdown goes and what the reviewer is approving: the flavor of Markdown, and the
+    plan file's name, SHA-256 and signer (the signing key's fingerprint; None: unsigned). Without a
+    file (`trustplan plan` with no `-o`) the plan is shown as not saved."""
+
+    flavor: Flavor = "github"
+    file: str | None = None
+    sha256: str | None = None
+    signer: str | None = None
+
+    @property
+    def folds(self) -> bool:
+        return self.flavor != "plain"
+
+
+#: Node lists longer than this are folded (`<details>`) in github and gitlab flavors.
+FOLD_OVER = 6
 
 #: Split when the whole rendering is longer than this; every part stays at or below it.
 PART_LIMIT = 60_000
@@ -127,8 +152,8 @@ def _skipped(plan: Plan) -> list[str]:
 _KNOWN_WARNING = re.compile(r"stops being trusted on every node|expires on .* within 90 days|already in the desired")
 
 
-def warnings_block(plan: Plan, doc: dict[str, Any]) -> list[str]:
-    """The warnings as a GitHub alert: trust removed (and which credentials die), expiry, skipped nodes."""
+def warnings_block(plan: Plan, doc: dict[str, Any], view: View = View()) -> list[str]:
+    """The warnings as an alert: trust removed (and which credentials die), expiry, skipped nodes."""
     items: list[str] = []
     outputs = {o.pki: o for o in plan.outputs if o.output != "secrets"}
     paths = {o.get("output"): o.get("path") for p in doc.get("phases", []) for o in p.get("outputs", [])}
@@ -150,22 +175,92 @@ def warnings_block(plan: Plan, doc: dict[str, Any]) -> list[str]:
             items.append(f"**{ca_ref(plan, fp)} {state}** ({not_after:%Y-%m-%d}) and is still trusted after this plan.")
     skipped = _skipped(plan)
     if skipped:
-        shown = ", ".join(skipped[:50]) + (f" and {len(skipped) - 50} more" if len(skipped) > 50 else "")
         noun = "node" if len(skipped) == 1 else "nodes"
-        items.append(f"**{len(skipped)} {noun} skipped** (already in the desired state): {shown}.")
+        items.append(f"**{len(skipped)} {noun} skipped** (already in the desired state): {node_list(skipped)}.")
     items += [w for w in plan.warnings if not _KNOWN_WARNING.search(w)]
     if not items:
         return []
-    return ["> [!WARNING]"] + [f"> - {i}" for i in items] + [""]
+    alert = {"github": "> [!WARNING]", "gitlab": "> [!warning]", "plain": "> **Warning**"}[view.flavor]
+    return [alert] + [f"> - {i}" for i in items] + [""]
+
+
+# --- node lists -------------------------------------------------------------------------------
+
+_IPV4 = re.compile(r"(\d+\.\d+\.\d+\.)(\d+)")
+
+
+def node_list(nodes: list[str]) -> str:
+    """Nodes in plan order, runs of consecutive IPv4 addresses written as ranges (`10.5.0.5-10.5.0.9`)."""
+    out: list[str] = []
+    run: list[tuple[str, int]] = []
+
+    def flush() -> None:
+        if run:
+            first, last = run[0], run[-1]
+            a, b = f"{first[0]}{first[1]}", f"{last[0]}{last[1]}"
+            out.append(a if len(run) == 1 else f"{a}, {b}" if len(run) == 2 else f"{a}-{b}")
+            run.clear()
+
+    for n in nodes:
+        m = _IPV4.fullmatch(n)
+        if m and run and run[-1][0] == m.group(1) and run[-1][1] + 1 == int(m.group(2)):
+            run.append((m.group(1), int(m.group(2))))
+            continue
+        flush()
+        if m:
+            run.append((m.group(1), int(m.group(2))))
+        else:
+            out.append(n)
+    flush()
+    return ", ".join(out)
+
+
+def nodes_cell(nodes: list[str], role: str, view: View) -> str:
+    """A group's nodes: the list itself when short, else its count with the list folded."""
+    noun = {"controlplane": "control plane", "worker": "worker"}.get(role, role) + ("" if len(nodes) == 1 else "s")
+    listed = node_list(nodes)
+    if len(nodes) <= FOLD_OVER or not view.folds:
+        return f"{len(nodes)} {noun}: {listed}"
+    return f"<details><summary>{len(nodes)} {noun}</summary>{listed}</details>"
 
 
 # --- sections ---------------------------------------------------------------------------------
 
 
-def header(plan: Plan, doc: dict[str, Any]) -> list[str]:
+def verdict(plan: Plan) -> str:
+    """One line a reviewer reads first: what the plan does and what it takes away."""
+    if not plan.has_changes:
+        return "**Verdict: no changes.** Every node already has the desired CAs; applying does nothing."
+    nodes = len({e.node for e in plan.edits})
+    managed = " and ".join(PKI_TITLE[p] for p in plan.managed if any(e.pki == p for e in plan.edits))
+    revoked = len(_untrusted(plan))
+    takes = f"revokes {revoked} {'CA' if revoked == 1 else 'CAs'} (see the warning)" if revoked else "revokes nothing"
+    return (
+        f"**Verdict: changes the {managed} CA on {nodes} of {len(plan.nodes)} nodes; {takes}.** "
+        "It passed the lock-out safety check: at every step each node trusts the credential used next."
+    )
+
+
+def provenance(view: View) -> str:
+    if view.sha256 is None:
+        return "Plan file: not saved (`trustplan plan -o plan.bin` saves it; apply exactly that file)."
+    signed = f"signed by Ed25519 key `{view.signer}`" if view.signer else "unsigned"
+    name = f"`{view.file}`, " if view.file else ""
+    return f"Plan file: {name}SHA-256 `{view.sha256}`, {signed}."
+
+
+def header(plan: Plan, doc: dict[str, Any], view: View = View()) -> list[str]:
     n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
     managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
     return [
+        f"## trustplan plan for `{plan.cluster}`",
+        "",
+        verdict(plan),
+        "",
+        summary_line(plan),
+        "",
+        provenance(view),
+        "",
         f"Cluster `{plan.cluster}` ({doc.get('provider', '?')} provider): {n_cp} control planes, "
         f"{len(plan.nodes) - n_cp} workers; managing the {managed} CA. "
         f"Plan made {doc.get('created', '?')}, expires {doc.get('expires', '?')}.",
@@ -206,124 +301,70 @@ def _trust_row(plan: Plan, before: LiveTrust, after: LiveTrust) -> tuple[str, st
     return ib, (ia if ia != ib else "="), ab, (aa if aa != ab else "=")
 
 
-TABLE_HEAD = (
-    "| node | role | issuing before | issuing after | accepted before | accepted after |\n|---|---|---|---|---|---|\n"
-)
+TABLE_HEAD = "| nodes | issuing before | issuing after | accepted before | accepted after |\n|---|---|---|---|---|\n"
 
 
-def trust_tables(plan: Plan) -> list[Chunk]:
-    """Per PKI, one row per node: issuing and accepted CAs before and after (`=`: unchanged)."""
+def _groups(plan: Plan, pki: PKI) -> dict[tuple[str, tuple[str, str, str, str]], list[str]]:
+    """Nodes of one PKI grouped by role and (before, after) trust, in plan order."""
+    groups: dict[tuple[str, tuple[str, str, str, str]], list[str]] = {}
+    for t in plan.targets:
+        if t.pki == pki:
+            groups.setdefault((t.role, _trust_row(plan, t.before, t.after)), []).append(t.node)
+    return groups
+
+
+def trust_tables(plan: Plan, view: View = View()) -> list[Chunk]:
+    """Per PKI, one row per distinct change: its nodes (counted, the list folded), issuing and
+    accepted CAs before and after (`=`: unchanged)."""
     chunks: list[Chunk] = []
     for pki in plan.managed:
-        title = f"### {PKI_TITLE[pki]} CA per node\n\n"
-        rows = [t for t in plan.targets if t.pki == pki]
-        for i, t in enumerate(rows):
-            ib, ia, ab, aa = _trust_row(plan, t.before, t.after)
+        title = f"### {PKI_TITLE[pki]} CA: what changes where\n\n"
+        for i, ((role, (ib, ia, ab, aa)), nodes) in enumerate(_groups(plan, pki).items()):
             chunks.append(
                 Chunk(
-                    f"| {t.node} | {t.role} | {ib} | {ia} | {ab} | {aa} |\n",
+                    f"| {nodes_cell(nodes, role, view)} | {ib} | {ia} | {ab} | {aa} |\n",
                     context=f"table:{pki}",
                     open=(title if i == 0 else "") + TABLE_HEAD,
-                    reopen=f"### {PKI_TITLE[pki]} CA per node (continued)\n\n" + TABLE_HEAD,
+                    reopen=f"### {PKI_TITLE[pki]} CA: what changes where (continued)\n\n" + TABLE_HEAD,
                     close="\n",
                 )
             )
     return chunks
 
 
-def grouped_tables(plan: Plan) -> list[str]:
-    """The short form of the trust tables: one row per distinct change, with its node count."""
-    out: list[str] = []
-    for pki in plan.managed:
-        groups: dict[tuple[str, tuple[str, str, str, str]], list[str]] = {}
-        for t in plan.targets:
-            if t.pki == pki:
-                groups.setdefault((t.role, _trust_row(plan, t.before, t.after)), []).append(t.node)
-        out += [f"### {PKI_TITLE[pki]} CA", ""]
-        out += [
-            "| nodes | role | issuing before | issuing after | accepted before | accepted after |",
-            "|---|---|---|---|---|---|",
-        ]
-        for (role, (ib, ia, ab, aa)), nodes in groups.items():
-            names = ", ".join(nodes[:3]) + (f", … ({len(nodes)} nodes)" if len(nodes) > 3 else "")
-            out.append(f"| {names} | {role} | {ib} | {ia} | {ab} | {aa} |")
-        out.append("")
-    return out
-
-
 # --- per-phase diffs --------------------------------------------------------------------------
 
 
-def ca_fields(plan: Plan, pki: PKI, t: LiveTrust) -> dict[str, Any]:
-    """The CA fields of one PKI as a structure to diff: CAs by label, keys by the CA they belong to.
-    Accepted CAs are plain strings so that deepdiff (ignoring order) reports each as added or removed."""
+def diff_lines(plan: Plan, pki: PKI, before: LiveTrust, after: LiveTrust) -> list[str]:
+    """`-` / `+` lines for one node's CA fields of one PKI. A CA that goes from the issuing field to
+    acceptedCAs (or back) is shown as a move, annotated on both lines; acceptedCAs is a set to Talos,
+    so entries are never compared by position."""
     prefix = FIELD_PREFIX[pki]
-    ca: dict[str, str] = {}
-    if t.issuer is not None:
-        ca["crt"] = _plain_ref(plan, t.issuer)
-        if t.issuer_has_key:
-            ca["key"] = _KEY_OF + _plain_ref(plan, t.issuer)  # names the CA; never the key itself
-    return {f"{prefix}.ca": ca, f"{prefix}.acceptedCAs": [_plain_ref(plan, c) for c in t.accepted]}
-
-
-_PATH_PART = re.compile(r"\['([^']*)'\]|\[(\d+)\]")
-
-
-def _path(deep_path: str) -> str:
-    parts: list[str] = []
-    for name, index in _PATH_PART.findall(deep_path):
-        parts.append(f"[{index}]" if index else ("." + name if parts else name))
-    return "".join(parts)
-
-
-def _value(path: str, value: Any) -> list[tuple[str, str]]:
-    """Flatten a (possibly nested) value into (path, text) lines; keys become `(sensitive)`."""
-    if isinstance(value, dict):
-        return [line for k, v in value.items() for line in _value(f"{path}.{k}", v)]
-    if isinstance(value, list):
-        return [line for i, v in enumerate(value) for line in _value(f"{path}[{i}]", v)]
-    if path.endswith("]"):  # an acceptedCAs entry: Talos writes it as {crt: ...}
-        return [(path + ".crt", str(value))]
-    if path.endswith(".key"):
-        owner = str(value).removeprefix(_KEY_OF)
-        return [(path, f"{SENSITIVE}  # the key of {owner}")]
-    return [(path, str(value))]
-
-
-def diff_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    """`- path: old` / `+ path: new` lines for what deepdiff finds changed, in field order."""
-    diff = DeepDiff(before, after, ignore_order=True, verbose_level=2)  # trust is a set: order is noise
-    lines: list[tuple[str, int, str]] = []
-
-    def add(sign: str, path: str, value: Any) -> None:
-        field, bracket, _ = path.partition("[")
-        if bracket and isinstance((before if sign == "-" else after).get(field), list):
-            items = (before if sign == "-" else after)[field]
-            path = f"{field}[{items.index(value)}]" if value in items else path  # the real position
-        for p, text in _value(path, value):
-            lines.append((p, 0 if sign == "-" else 1, f"{sign} {p}: {text}"))
-
-    for kind in ("values_changed", "type_changes"):
-        for deep_path, change in diff.get(kind, {}).items():
-            add("-", _path(deep_path), change["old_value"])
-            add("+", _path(deep_path), change["new_value"])
-    for kind, sign in (
-        ("dictionary_item_removed", "-"),
-        ("iterable_item_removed", "-"),
-        ("dictionary_item_added", "+"),
-        ("iterable_item_added", "+"),
-    ):
-        for deep_path, value in diff.get(kind, {}).items():
-            add(sign, _path(deep_path), value)
-    order = {name: i for i, name in enumerate(("ca.crt", "ca.key", "acceptedCAs"))}
-
-    def sort_key(item: tuple[str, int, str]) -> tuple[int, str, int]:
-        path, sign, _ = item
-        field = path.split(".", 1)[1] if "." in path else path
-        rank = next((i for name, i in order.items() if field.startswith(name)), 9)
-        return rank, path, sign
-
-    return [text for _, _, text in sorted(lines, key=sort_key)]
+    crt, key, acc = f"{prefix}.ca.crt", f"{prefix}.ca.key", f"{prefix}.acceptedCAs"
+    lines: list[str] = []
+    if before.issuer != after.issuer:
+        if before.issuer is not None:
+            moved = f"  # moves to {acc}" if before.issuer in after.accepted else ""
+            lines.append(f"- {crt}: {_plain_ref(plan, before.issuer)}{moved}")
+        if after.issuer is not None:
+            moved = f"  # moves here from {acc}" if after.issuer in before.accepted else ""
+            lines.append(f"+ {crt}: {_plain_ref(plan, after.issuer)}{moved}")
+    key_before = before.issuer if before.issuer_has_key else None
+    key_after = after.issuer if after.issuer_has_key else None
+    if key_before != key_after:
+        if key_before is not None:
+            lines.append(f"- {key}: {SENSITIVE}  # the key of {_plain_ref(plan, key_before)}")
+        if key_after is not None:
+            lines.append(f"+ {key}: {SENSITIVE}  # the key of {_plain_ref(plan, key_after)}")
+    for fp in before.accepted:
+        if fp not in after.accepted:
+            moved = f"  # moves to {crt}" if fp == after.issuer else ""
+            lines.append(f"- {acc}: {_plain_ref(plan, fp)}{moved}")
+    for fp in after.accepted:
+        if fp not in before.accepted:
+            moved = f"  # moves here from {crt}" if fp == before.issuer else ""
+            lines.append(f"+ {acc}: {_plain_ref(plan, fp)}{moved}")
+    return lines
 
 
 def _phase_title(i: int, phase: Phase) -> str:
@@ -340,8 +381,8 @@ def _phase_title(i: int, phase: Phase) -> str:
     )
 
 
-def phase_chunks(plan: Plan) -> list[Chunk]:
-    """One `<details>` block per phase: the gates that follow it, then a diff of every node's CA fields."""
+def phase_chunks(plan: Plan, view: View = View()) -> list[Chunk]:
+    """Per phase: the gates that follow it, then one diff per group of nodes that change the same way."""
     state = {(t.node, t.pki): t.before for t in plan.targets}
     chunks: list[Chunk] = []
     edit_phases = [p for p in plan.phases if p.name != "outputs"]
@@ -354,8 +395,7 @@ def phase_chunks(plan: Plan) -> list[Chunk]:
             for g in phase.gates
         )
         gates = f"Verified after this phase, before the next one starts:\n\n{gates}\n" if gates else ""
-        opening = f"<details><summary>{title}</summary>\n\n{gates}```diff\n"
-        reopen = f"<details><summary>{title} (continued)</summary>\n\n```diff\n"
+        groups: dict[tuple[str, str], list[str]] = {}
         for node in phase.nodes():
             edits = phase.edits_for(node)
             text = ""
@@ -363,15 +403,22 @@ def phase_chunks(plan: Plan) -> list[Chunk]:
                 pki_edits = [e for e in edits if e.pki == pki]
                 if not pki_edits:
                     continue
-                before = state[(node, pki)]
-                after = before
+                before = after = state[(node, pki)]
                 for e in pki_edits:
                     a = plan.authority(e.new) if isinstance(e, SwapIssuer) else None
                     after = apply_edit(after, e, a.key_available if a is not None else True)
                 state[(node, pki)] = after
-                lines = diff_lines(ca_fields(plan, pki, before), ca_fields(plan, pki, after))
-                text += f"@@ {node} ({edits[0].role}) {PKI_TITLE[pki]} @@\n" + "".join(f"{ln}\n" for ln in lines)
-            chunks.append(Chunk(text, f"phase:{i}", opening, reopen, "```\n\n</details>\n\n"))
+                text += f"@@ {PKI_TITLE[pki]} @@\n" + "".join(f"{ln}\n" for ln in diff_lines(plan, pki, before, after))
+            groups.setdefault((edits[0].role, text), []).append(node)
+        if view.folds:
+            opening = f"<details><summary>{title}</summary>\n\n{gates}"
+            reopen = f"<details><summary>{title} (continued)</summary>\n\n"
+            close = "</details>\n\n"
+        else:
+            opening, reopen, close = f"#### {title}\n\n{gates}", f"#### {title} (continued)\n\n", ""
+        for (role, text), nodes in groups.items():
+            body = f"{nodes_cell(nodes, role, view)}\n\n```diff\n{text}```\n\n"
+            chunks.append(Chunk(body, f"phase:{i}", opening, reopen, close))
     return chunks
 
 
@@ -394,34 +441,35 @@ def outputs_block(plan: Plan, doc: dict[str, Any]) -> list[str]:
 # --- assembly ---------------------------------------------------------------------------------
 
 
-def chunks(plan: Plan, doc: dict[str, Any]) -> list[Chunk]:
+def _front(plan: Plan, doc: dict[str, Any], view: View) -> list[str]:
+    return header(plan, doc, view) + warnings_block(plan, doc, view) + new_authorities(plan)
+
+
+def chunks(plan: Plan, doc: dict[str, Any], view: View = View()) -> list[Chunk]:
     """The full rendering as unsplittable chunks, in order."""
-    head = [summary_line(plan), ""] + header(plan, doc) + warnings_block(plan, doc) + new_authorities(plan)
-    out = [Chunk(line + "\n") for line in head]
+    out = [Chunk(line + "\n") for line in _front(plan, doc, view)]
     if plan.has_edits:
-        out += trust_tables(plan)
+        out += trust_tables(plan, view)
         out += [Chunk("### Phases\n\n")]
-        out += phase_chunks(plan)
+        out += phase_chunks(plan, view)
     if plan.has_changes:
         out += [Chunk(line + "\n") for line in outputs_block(plan, doc)]
     return out
 
 
-def render_summary(plan: Plan, doc: dict[str, Any]) -> str:
-    """The short form: summary, warnings, new CAs, one row per distinct change, one line per phase."""
-    out = [summary_line(plan), ""] + header(plan, doc) + warnings_block(plan, doc) + new_authorities(plan)
+def render_summary(plan: Plan, doc: dict[str, Any], view: View = View()) -> str:
+    """The short form: heading, verdict, warnings, new CAs, the grouped tables, one line per phase."""
+    out = _front(plan, doc, view)
+    text = "\n".join(out) + "\n"
     if plan.has_changes:
         if plan.has_edits:
-            out += grouped_tables(plan)
-            out += ["### Phases", ""]
-            for i, phase in enumerate((p for p in plan.phases if p.name != "outputs"), start=1):
-                out.append(f"{i}. {_phase_title(i, phase).split(': ', 1)[1]}")
-            out.append("")
-        out += outputs_block(plan, doc)
-        out.append("Full plan: `trustplan show plan.bin --format markdown`.")
-        out.append("")
-    text = "\n".join(out)
-    return text if text.endswith("\n") else text + "\n"
+            text += _join(trust_tables(plan, view))
+            phases = [f"{i}. {_phase_title(i, p).split(': ', 1)[1]}" for i, p in
+                      enumerate((p for p in plan.phases if p.name != "outputs"), start=1)]
+            text += "### Phases\n\n" + "\n".join(phases) + "\n\n"
+        text += "\n".join(outputs_block(plan, doc)) + "\n"
+        text += "Full plan: `trustplan show plan.bin --format markdown`.\n"
+    return text
 
 
 def _join(items: Iterable[Chunk]) -> str:
@@ -434,9 +482,9 @@ def _join(items: Iterable[Chunk]) -> str:
     return text + close
 
 
-def render(plan: Plan, doc: dict[str, Any]) -> str:
+def render(plan: Plan, doc: dict[str, Any], view: View = View()) -> str:
     """The whole plan as one Markdown text (may be longer than one comment; see render_parts)."""
-    return _join(chunks(plan, doc))
+    return _join(chunks(plan, doc, view))
 
 
 def _hard_split(c: Chunk, budget: int) -> Iterator[Chunk]:
@@ -477,26 +525,30 @@ def split(items: list[Chunk], limit: int = PART_LIMIT, heading: str = "") -> lis
     parts = []
     for i, b in enumerate(bodies, start=1):
         if i == 1:
-            first, _, rest = b.partition("\n")  # the "Plan: ..." line stays the first line
+            first, _, rest = b.partition("\n")  # the heading stays the first line
             parts.append(f"{first}\n\n*{heading}part 1/{n}; continued in the next comment*\n{rest}")
         else:
             parts.append(f"**{heading}part {i}/{n} (continued)**\n\n{b}")
     return parts
 
 
-def render_parts(plan: Plan, doc: dict[str, Any], summary: bool = False, limit: int = PART_LIMIT) -> list[str]:
-    """The rendering as one or more parts, each at most `limit` characters (one GitHub comment each)."""
+def _part_heading(plan: Plan, view: View, what: str) -> str:
+    digest = f" (plan SHA-256 `{view.sha256[:16]}…`)" if view.sha256 else ""
+    return f"trustplan {what} for `{plan.cluster}`{digest}, "
+
+
+def render_parts(
+    plan: Plan, doc: dict[str, Any], summary: bool = False, limit: int = PART_LIMIT, view: View = View()
+) -> list[str]:
+    """The rendering as one or more parts, each at most `limit` characters (one comment each)."""
     if summary:
-        text = render_summary(plan, doc)
+        text = render_summary(plan, doc, view)
         if len(text) <= limit:
             return [text]
-        return split(
-            [Chunk(line) for line in text.splitlines(keepends=True)],
-            limit,
-            f"trustplan plan summary for `{plan.cluster}`, ",
-        )
-    items = chunks(plan, doc)
+        lines = [Chunk(line) for line in text.splitlines(keepends=True)]
+        return split(lines, limit, _part_heading(plan, view, "plan summary"))
+    items = chunks(plan, doc, view)
     text = _join(items)
     if len(text) <= limit:
         return [text]
-    return split(items, limit, f"trustplan plan for `{plan.cluster}`, ")
+    return split(items, limit, _part_heading(plan, view, "plan"))

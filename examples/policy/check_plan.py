@@ -11,6 +11,8 @@ Rules (the same as policy.rego, for conftest users):
                           (revoke-only removes, where the issuer stays, are not concerned)
   short-lived-ca          the plan introduces a CA (one no node trusted before) valid for less than
                           365 days
+  format-version          the document's major format_version is not 1 (this script reads 1.x:
+                          later minor versions only add fields, which it ignores)
 
 Exit status: 0 the plan passes, 1 it violates a rule (one line per violation on stdout), 2 the
 input is not a plan document. Standard library only, so it runs anywhere Python 3.9+ does.
@@ -24,6 +26,7 @@ import sys
 from typing import Any
 
 MIN_VALIDITY = dt.timedelta(days=365)
+SUPPORTED_MAJOR = 1
 
 
 def _time(value: str) -> dt.datetime:
@@ -41,6 +44,12 @@ def _verified_before(phases: list[dict[str, Any]], index: int, node: str, pki: s
 
 def violations(doc: dict[str, Any]) -> list[str]:
     """Every rule the plan breaks, as one message each (empty: the plan passes)."""
+    version = doc["format_version"]
+    if version != SUPPORTED_MAJOR or isinstance(version, bool):
+        return [
+            f"format-version: plan document format_version {version!r} is not supported by this policy "
+            f"(it reads {SUPPORTED_MAJOR}.x)"
+        ]
     out: list[str] = []
     nodes = {n["address"]: n for n in doc["nodes"]}
     names = {a["fingerprint"]: a.get("name") or a["fingerprint"][:19] for a in doc["authorities"]}
@@ -63,7 +72,8 @@ def violations(doc: dict[str, Any]) -> list[str]:
         fp for n in doc["nodes"] for trust in n["live"].values() for fp in [trust["issuer"], *trust["accepted"]] if fp
     }
     for a in doc["authorities"]:
-        if a["fingerprint"] in trusted_before:
+        is_new = a["new"] if "new" in a else a["fingerprint"] not in trusted_before  # `new` since format 1.1
+        if not is_new:
             continue
         validity = _time(a["not_after"]) - _time(a["not_before"])
         if validity < MIN_VALIDITY:
@@ -88,7 +98,9 @@ def main(argv: list[str]) -> int:
     for message in found:
         print(f"FAIL {message}")
     if not found:
-        print(f"PASS plan for cluster {doc['cluster']!r}: {doc['summary']['node_changes']} node changes checked")
+        summary = doc["summary"]
+        changes = summary.get("ca_changes", summary["node_changes"])  # ca_changes since format 1.1
+        print(f"PASS plan for cluster {doc['cluster']!r}: {changes} CA changes checked")
     return 1 if found else 0
 
 

@@ -9,11 +9,25 @@
 #                           earlier phase that reached that node with a credential from the node's
 #                           new issuer
 #   short-lived-ca          a CA the plan introduces (no node trusted it before) valid < 365 days
+#   format-version          a document of a major format version this policy does not know (it reads
+#                           1.x: later minor versions only add fields, which it ignores)
 package main
 
 import rego.v1
 
 min_validity_ns := ((365 * 24) * 3600) * 1000000000
+
+ns_per_day := (24 * 3600) * 1000000000
+
+supported_major := 1
+
+deny contains msg if {
+	not input.format_version == supported_major
+	msg := sprintf(
+		"format-version: plan document format_version %v is not supported by this policy (it reads %d.x)",
+		[object.get(input, "format_version", "missing"), supported_major],
+	)
+}
 
 # The node's issuer for `pki` once the plan has run.
 new_issuer(address, pki) := issuer if {
@@ -63,13 +77,21 @@ trusted_before contains fp if {
 	some fp in trust.accepted
 }
 
+# New in this plan: format 1.1 says so (`new`); for 1.0 documents, no node trusted it before.
+is_new(a) if a.new == true
+
+is_new(a) if {
+	not "new" in object.keys(a)
+	not a.fingerprint in trusted_before
+}
+
 deny contains msg if {
 	some a in input.authorities
-	not a.fingerprint in trusted_before
+	is_new(a)
 	validity := time.parse_rfc3339_ns(a.not_after) - time.parse_rfc3339_ns(a.not_before)
 	validity < min_validity_ns
 	msg := sprintf(
 		"short-lived-ca: new %s CA %s is valid for %d days, less than 365",
-		[a.pki, a.fingerprint, validity / ((24 * 3600) * 1000000000)],
+		[a.pki, a.fingerprint, floor(validity / ns_per_day)],
 	)
 }

@@ -31,6 +31,7 @@ from trustplan.providers.talos.talosconfig import write_talosconfig
 
 from trustplan import machineconfig, pki
 from trustplan.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.safeio import ensure_dir
 
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
@@ -170,7 +171,7 @@ class SimCluster:
             node.reload_pki()
         await asyncio.gather(*(node.start() for node in self.nodes))
         self.started = True
-        self.dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.dir)  # 0700 whatever the umask: it holds secrets.yaml
         self.write_talosconfig(self.talosconfig)
         if self.k8s:
             self.write_kubeconfig(self.kubeconfig)

@@ -9,6 +9,7 @@ gRPC errors are final.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,9 @@ from trustplan.providers.base import Credential
 from trustplan.providers.talos.talosconfig import Endpoint
 from trustplan.providers.talos.tls import client_context
 
+from trustplan.tlserrors import trust_failure
+
+log = logging.getLogger("trustplan.talos")
 T = TypeVar("T")
 
 #: gRPC deadline of one call (the retry loop has its own, longer deadline)
@@ -53,9 +57,13 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, GRPCError):
         if exc.status in (Status.UNAVAILABLE,):
             return Transient("unavailable", exc.message or "unavailable")
+        if exc.status is Status.DEADLINE_EXCEEDED:
+            return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
         return None
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return Transient("tls", f"TLS handshake failed: server certificate not trusted ({exc.verify_message})")
+        return Transient("tls", trust_failure(exc))
+    if isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
         return Transient("tls", f"TLS handshake refused ({reason})")
@@ -146,6 +154,11 @@ async def with_retry(
             if transient.kind == "tls" and tls_timeout is not None:
                 left = min(left, start + tls_timeout - time.monotonic())
             if left <= 0:
+                log.info("%s: %s (%s); giving up", endpoint.host, transient.detail, transient.kind)
                 raise transient from (exc if exc is not transient else None)
+            log.info(
+                "%s: %s (%s); retrying in %.1fs, %.0fs left",
+                endpoint.host, transient.detail, transient.kind, min(delay, left), left,
+            )
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, BACKOFF_MAX)

@@ -45,7 +45,7 @@ from trustplan.providers.talos.resources import (
 )
 from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_talosconfig
 
-from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
+from trustplan.errors import GateFailedError, NodeTimeoutError, NodeUnreachableError, ProviderError
 
 KUBELET = "kubelet"
 R = TypeVar("R")
@@ -100,7 +100,7 @@ class TalosProvider:
             stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, cred))
             return await stub.Get(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
-        response = await self._call(node, "read the machine config", attempt, self.retry_timeout)
+        response = await self._call(node, "read the machine config", attempt, self.retry_timeout, cred)
         spec = response.resource.spec
         if spec.proto_spec:
             data = resource_config_pb2.MachineConfigSpec.FromString(spec.proto_spec).yaml_marshalled
@@ -126,7 +126,7 @@ class TalosProvider:
             return await stub.ApplyConfiguration(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
         what = "validate the new config (dry run)" if dry_run else "apply the new config"
-        response = await self._call(node, what, attempt, self.retry_timeout)
+        response = await self._call(node, what, attempt, self.retry_timeout, cred)
         lines: list[str] = []
         for message in response.messages:
             if message.mode_details:
@@ -152,11 +152,13 @@ class TalosProvider:
         except Transient as exc:
             raise GateFailedError(
                 f"node {node.address}: Version with the client cert issued by "
-                f"{_short(cred.issuer)} failed for {self.verify_timeout:g}s: {exc.detail}",
+                f"{_short(cred.issuer)} failed for {self.verify_timeout:g}s: {exc.detail}{_trusting(cred)}",
                 hint=_hint(exc),
             ) from None
         except GRPCError as exc:
-            raise GateFailedError(f"node {node.address}: Version refused: {exc.status.name}: {exc.message}") from None
+            raise GateFailedError(
+                f"node {node.address}: Version refused: {exc.status.name}: {exc.message or 'no message'}"
+            ) from None
         tags = [m.version.tag for m in response.messages if m.version.tag]
         return tags[0] if tags else "unknown version"
 
@@ -248,20 +250,33 @@ class TalosProvider:
     def _metadata(node: NodeRef) -> dict[str, str]:
         return {"node": node.address}
 
-    async def _call(self, node: NodeRef, what: str, attempt: Callable[[Endpoint], Awaitable[R]], timeout: float) -> R:
+    async def _call(
+        self,
+        node: NodeRef,
+        what: str,
+        attempt: Callable[[Endpoint], Awaitable[R]],
+        timeout: float,
+        cred: Credential | None = None,
+    ) -> R:
         try:
             return await with_retry(attempt, self.endpoints, timeout, tls_timeout=self.tls_retry_timeout)
         except Transient as exc:
             if exc.kind == "tls":
-                message = f"node {node.address}: cannot {what}: {exc.detail}"
+                message = f"node {node.address}: cannot {what}: {exc.detail}{_trusting(cred)}"
                 raise ProviderError(message, hint=_hint(exc)) from None
+            if exc.kind == "timeout":
+                raise NodeTimeoutError(
+                    f"node {node.address}: cannot {what}: timed out: {exc.detail} (retried for {timeout:g} s)",
+                    hint="nothing answered within the deadline: the node may be overloaded, stuck, or behind a "
+                    "network that drops packets; check it, then run the command again",
+                ) from None
             endpoints = ", ".join(str(e) for e in self.endpoints)
             raise NodeUnreachableError(
                 f"node {node.address}: cannot {what}: unreachable after {timeout:g}s (via {endpoints}): {exc.detail}",
                 hint="check that the node is up and that its address in cluster.nodes is right",
             ) from None
         except GRPCError as exc:
-            message = f"node {node.address}: cannot {what}: {exc.status.name}: {exc.message}"
+            message = f"node {node.address}: cannot {what}: {exc.status.name}: {exc.message or 'no message'}"
             raise ProviderError(message) from None
 
     async def __aenter__(self) -> TalosProvider:
@@ -376,7 +391,18 @@ def _short(fp: str) -> str:
     return fp[: len("sha256:") + 12] if fp else "an unknown CA"
 
 
+def _trusting(cred: Credential | None) -> str:
+    """Which CAs the client trusted, for a trust failure's message."""
+    if cred is None or not cred.trusted:
+        return ""
+    return "; the client trusts " + ", ".join(_short(fp) for fp in cred.trusted)
+
+
 def _hint(exc: Transient) -> str | None:
+    if "unknown authority" in exc.detail:
+        return "the client's CA bundle (talosconfig `ca`) does not hold the CA that issued the node's certificate"
+    if "hostname mismatch" in exc.detail:
+        return "the endpoint's certificate does not name the address in the talosconfig; check the endpoints"
     if exc.kind == "tls":
         return (
             "the endpoint or the node does not trust this client certificate, or the client does not "

@@ -18,7 +18,7 @@ import yaml
 from trustplan.providers.base import Credential
 from trustplan.providers.talos.tls import pkcs8_key_pem
 
-from trustplan import pki
+from trustplan import pki, safeio, safeyaml
 from trustplan.errors import InputError
 
 DEFAULT_PORT = 50000
@@ -75,31 +75,40 @@ def parse_endpoint(value: str) -> Endpoint:
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.lstrip(":")
-        return Endpoint(host, int(port) if port else DEFAULT_PORT)
+        return Endpoint(host, _port(port) if port else DEFAULT_PORT)
     if text.count(":") == 1:
         host, port = text.split(":")
-        return Endpoint(host, int(port))
+        return Endpoint(host, _port(port))
     return Endpoint(text, DEFAULT_PORT)
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    return port
 
 
 def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfig:
     """Read one context (default: the file's `context`) of a talosconfig. Errors name file and path."""
     path = Path(path)
     source = str(path)
+    data = safeio.read_regular(path, source, "talosconfig", safeyaml.MAX_BYTES)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(source, f"cannot read talosconfig ({exc.strerror})") from None
+        doc = safeyaml.load(data)
     except yaml.YAMLError as exc:
-        raise InputError(source, f"malformed YAML ({str(exc).splitlines()[0]})") from None
+        problem, line = safeyaml.problem(exc)
+        raise InputError(source, problem, line=line) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("contexts"), dict):
         raise InputError(source, "not a talosconfig: no 'contexts' mapping")
     name = context or doc.get("context")
     if not name:
         raise InputError(source, "no current context set and none given", path="context")
+    if not isinstance(name, str):
+        raise InputError(source, f"the context name must be a string, not {type(name).__name__}", path="context")
     ctx = doc["contexts"].get(name)
     if not isinstance(ctx, dict):
-        known = ", ".join(sorted(doc["contexts"])) or "none"
+        known = ", ".join(sorted(map(str, doc["contexts"]))) or "none"
         raise InputError(source, f"context {name!r} not found (contexts: {known})", path="contexts")
     base = f"contexts.{name}"
     raw_endpoints = ctx.get("endpoints") or []

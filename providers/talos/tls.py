@@ -9,11 +9,10 @@ have IP SANs), and the server side always demands a client cert.
 from __future__ import annotations
 
 import logging
-import os
 import ssl
-import tempfile
 
 from trustplan import pki
+from trustplan.secretfiles import SecretFile
 
 _ED25519_HEADER = b"-----BEGIN ED25519 PRIVATE KEY-----"
 
@@ -44,15 +43,9 @@ def pkcs8_key_pem(key_pem: bytes, source: str = "<key>") -> bytes:
 
 
 def _load_chain(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
-    """Load a cert and key from memory (ssl only reads files: a private temp file, removed at once)."""
-    fd, path = tempfile.mkstemp(prefix="trustplan-", suffix=".pem")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(cert_pem.rstrip(b"\n") + b"\n" + pkcs8_key_pem(key_pem))
-        ctx.load_cert_chain(path)
-    finally:
-        os.unlink(path)
+    """Load a cert and key from memory (ssl only reads files: an in-memory file, secretfiles)."""
+    with SecretFile(cert_pem.rstrip(b"\n") + b"\n" + pkcs8_key_pem(key_pem), "tls-credential") as file:
+        ctx.load_cert_chain(file.path)
 
 
 def client_context(cert_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes) -> ssl.SSLContext:

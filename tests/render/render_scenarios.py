@@ -68,6 +68,7 @@ def document(plan: Plan) -> dict[str, Any]:
             o["path"] = paths[o["output"]]
     doc.update(
         format_version=1,
+        format_minor=1,
         tool_version="0.1.0",
         created="2026-11-27T12:00:00Z",
         expires="2026-11-30T12:00:00Z",
@@ -121,3 +122,5 @@ def resume() -> tuple[Plan, dict[str, Any]]:
 
 
 SCENARIOS = {"rotation": rotation, "resume": resume}
+#: the same rotation at the sizes reviewers meet: 5, 53 and 503 nodes (3 control planes each)
+SIZES = {5: rotation, 53: lambda: rotation(n_cp=3, n_w=50), 503: lambda: rotation(n_cp=3, n_w=500)}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -41,14 +42,17 @@ def test_show_markdown_is_what_plan_printed(planned: Path) -> None:
 def test_show_markdown_for_review(planned: Path) -> None:
     md = run("show", "plan.bin", "--format", "markdown", cwd=planned).stdout
     doc = json.loads(run("show", "plan.bin", "--format", "json", cwd=planned).stdout)
-    assert md.startswith("Plan: 2 authorities to create, 30 node changes (10 accept, 10 swap, 10 remove), ")
+    assert md.startswith("## trustplan plan for `demo`\n\n**Verdict: changes the Talos API and Kubernetes API CA")
+    assert "\nPlan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, " in md
+    digest = hashlib.sha256((planned / "plan.bin").read_bytes()).hexdigest()
+    assert f"\nPlan file: `plan.bin`, SHA-256 `{digest}`, unsigned.\n" in md
     edit_phases = [p for p in doc["phases"] if p["name"] != "outputs"]
     assert md.count("<details><summary>Phase ") == len(edit_phases) == 3
     live = {fp for n in doc["nodes"] for t in n["live"].values() for fp in [t["issuer"], *t["accepted"]]}
     new = [a["fingerprint"] for a in doc["authorities"] if a["fingerprint"] not in live]
     assert len(new) == 2 and all(fp in md for fp in new)
     assert "PRIVATE KEY" not in md and "(sensitive)" in md
-    keys = [p.read_text() for p in (planned / ".trustplan" / "keys").rglob("*") if p.is_file()]
+    keys = [p.read_text() for p in (planned / ".trustplan" / "keys").rglob("*.key")]
     assert keys, "the plan should have stored the new CA keys"
     for key in keys:
         body = "".join(line for line in key.splitlines() if not line.startswith("-----"))
@@ -66,7 +70,7 @@ def test_show_json_validates_against_the_schema(planned: Path) -> None:
 def test_summary_and_split_dir(planned: Path) -> None:
     summary = run("show", "plan.bin", "--format", "markdown", "--summary", "--split-dir", "parts", cwd=planned)
     assert summary.returncode == 0, summary.stderr
-    assert summary.stdout.startswith("Plan: ") and "<details>" not in summary.stdout
+    assert summary.stdout.startswith("## trustplan plan for `demo`") and "```diff" not in summary.stdout
     assert (planned / "parts" / "part-1.md").read_text() == summary.stdout
     text = run("show", "plan.bin", "--summary", cwd=planned)
     assert text.stdout.startswith("Plan: ") and len(text.stdout.splitlines()) < 5

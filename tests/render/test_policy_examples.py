@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from render_scenarios import SCENARIOS
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "examples" / "policy"
 TRUSTPLAN = Path(sys.executable).with_name("trustplan")
+#: the first Rego test may build opa (scripts/peers/opa.sh, ~3 min on 2 cores) when it is not cached yet
+pytestmark = pytest.mark.timeout(1800)
 
 
 def check(doc: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -116,17 +119,32 @@ def test_python_policy_reads_stdin_and_rejects_garbage(example_plan: dict[str, A
 
 
 def _opa() -> str | None:
+    """opa from PATH, else the one scripts/peers/opa.sh built into ~/.cache/trustplan/peers, else
+    build it there now when Go is installed (once per machine; .ci/run does it before the tests)."""
     found = shutil.which("opa")
     if found:
         return found
-    candidate = Path(os.environ.get("GOPATH", Path.home() / "go")) / "bin" / "opa"
-    return str(candidate) if candidate.is_file() else None
+    cache = Path(os.environ.get("TRUSTPLAN_PEERS", Path.home() / ".cache" / "trustplan" / "peers"))
+    built = sorted(cache.glob("opa-v*"))
+    if built:
+        return str(built[-1])
+    if shutil.which("go") is None:
+        return None
+    script = Path(__file__).parents[2] / "scripts" / "peers" / "opa.sh"
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False, timeout=1800)
+    assert result.returncode == 0, f"scripts/peers/opa.sh failed:\n{result.stderr[-2000:]}"
+    return result.stdout.strip().splitlines()[-1]
 
 
-def opa_deny(doc: dict[str, Any], tmp_path: Path) -> list[str]:
-    opa = _opa()
-    if opa is None:
-        pytest.skip("opa is not installed (go install github.com/open-policy-agent/opa@latest)")
+@pytest.fixture(scope="module")
+def opa() -> str:
+    path = _opa()
+    if path is None:
+        pytest.skip("opa is not installed and Go is not there to build it (scripts/peers/opa.sh)")
+    return path
+
+
+def opa_deny(opa: str, doc: dict[str, Any], tmp_path: Path) -> list[str]:
     path = tmp_path / "input.json"
     path.write_text(json.dumps(doc))
     result = subprocess.run(
@@ -139,13 +157,13 @@ def opa_deny(doc: dict[str, Any], tmp_path: Path) -> list[str]:
     return value
 
 
-def test_rego_policy_passes_the_example_plan(example_plan: dict[str, Any], tmp_path: Path) -> None:
-    assert opa_deny(example_plan, tmp_path) == []
+def test_rego_policy_passes_the_example_plan(opa: str, example_plan: dict[str, Any], tmp_path: Path) -> None:
+    assert opa_deny(opa, example_plan, tmp_path) == []
 
 
 @pytest.mark.parametrize("craft", sorted(UNSAFE))
-def test_rego_policy_fails_unsafe_plans(craft: str, example_plan: dict[str, Any], tmp_path: Path) -> None:
-    denied = opa_deny(UNSAFE[craft](example_plan), tmp_path)
+def test_rego_policy_fails_unsafe_plans(opa: str, craft: str, example_plan: dict[str, Any], tmp_path: Path) -> None:
+    denied = opa_deny(opa, UNSAFE[craft](example_plan), tmp_path)
     assert denied and all(d.startswith(RULE[craft]) for d in denied)
 
 
@@ -158,6 +176,53 @@ def test_python_policy_passes_a_revoke_only_plan(tmp_path: Path) -> None:
     plan = make_plan(plan_input(cluster(trust("old", "x")), want("talos", "old"), authorities=()))
     assert [s for s in steps(plan) if not s.startswith("output")][0].startswith("remove")
     doc = to_document(plan)
-    doc.update(created="2026-11-27T12:00:00Z", expires="2026-11-30T12:00:00Z")
+    doc.update(format_version=1, created="2026-11-27T12:00:00Z", expires="2026-11-30T12:00:00Z")
     result = check(doc, tmp_path)
     assert result.returncode == 0, result.stdout
+
+
+def other_major(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document of format 2: a policy written for 1.x must not judge it."""
+    return {**copy.deepcopy(doc), "format_version": 2}
+
+
+def newer_minor(doc: dict[str, Any]) -> dict[str, Any]:
+    """Format 1.9: fields this policy has never heard of, everywhere. Still a 1.x document."""
+    newer = copy.deepcopy(doc)
+    newer["format_minor"] = 9
+    newer["rollout_window"] = {"start": "2026-12-01T00:00:00Z"}
+    for a in newer["authorities"]:
+        a["crl_url"] = None
+    for phase in newer["phases"]:
+        for edit in phase["edits"]:
+            edit["estimated_seconds"] = 1.5
+    return newer
+
+
+def test_python_policy_refuses_another_major_and_reads_a_newer_minor(
+    example_plan: dict[str, Any], tmp_path: Path
+) -> None:
+    refused = check(other_major(example_plan), tmp_path)
+    assert refused.returncode == 1
+    assert refused.stdout.strip() == (
+        "FAIL format-version: plan document format_version 2 is not supported by this policy (it reads 1.x)"
+    )
+    assert check(newer_minor(example_plan), tmp_path).returncode == 0
+
+
+def test_rego_policy_refuses_another_major_and_reads_a_newer_minor(
+    opa: str, example_plan: dict[str, Any], tmp_path: Path
+) -> None:
+    assert opa_deny(opa, other_major(example_plan), tmp_path) == [
+        "format-version: plan document format_version 2 is not supported by this policy (it reads 1.x)"
+    ]
+    assert opa_deny(opa, newer_minor(example_plan), tmp_path) == []
+
+
+def test_rego_policy_prints_whole_days(opa: str, example_plan: dict[str, Any], tmp_path: Path) -> None:
+    bad = short_lived(example_plan)
+    new = next(a for a in bad["authorities"] if a["new"])
+    new["not_after"] = new["not_after"][:11] + "18:00:00Z"  # 200 days and a few hours
+    (denied,) = opa_deny(opa, bad, tmp_path)
+    assert re.search(r"is valid for (199|200) days, less than 365$", denied), denied
+    assert "%!" not in denied

@@ -7,6 +7,7 @@ found changes. Usage errors exit 2, or 1 when --detailed-exitcode is given (2 me
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -16,15 +17,18 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import UsageError as _UsageError  # type: ignore[no-redef]
 
 from trustplan import __version__
-from trustplan.cli import apply, init, plan, show, status, validate
-from trustplan.cli.common import err
+from trustplan.cli import apply, conventions, init, plan, schema, show, status, terminal, validate
+from trustplan.cli.common import err, stop_heartbeats
+from trustplan.cli.keystore import keystore_app
+from trustplan.cli.state import force_unlock, state_app
 from trustplan.errors import TrustplanError
+from trustplan.secretfiles import remove_leftovers
 
 app = typer.Typer(
     name="trustplan",
     help="Plan and apply root-CA rotations of Talos Linux clusters (Talos API and Kubernetes API CAs).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 app.command("validate")(validate.validate)
@@ -33,6 +37,10 @@ app.command("show")(show.show)
 app.command("apply")(apply.apply)
 app.command("status")(status.status)
 app.command("init")(init.init)
+app.command("force-unlock")(force_unlock)
+app.add_typer(state_app, name="state")
+app.add_typer(keystore_app, name="keystore")
+app.command("schema")(schema.schema)
 try:
     from trustplan.cli.sim import sim_app
 
@@ -50,13 +58,29 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    no_color: Annotated[
+        bool, typer.Option("--no-color", help="No colour anywhere (also: NO_COLOR=1). None is used when piped.")
+    ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Log retries, waits and gate attempts (-vv: debug).")
+    ] = 0,
+    log_level: Annotated[
+        str | None, typer.Option("--log-level", help="debug, info, warning or error (overrides -v).")
+    ] = None,
 ) -> None:
     """Plan and apply root-CA rotations of Talos Linux clusters."""
+    if log_level is not None and log_level.lower() not in terminal.LEVELS:
+        levels = ", ".join(terminal.LEVELS)
+        raise typer.BadParameter(f"{log_level!r}: expected one of {levels}", param_hint="--log-level")
+    terminal.configure(no_color, verbose, log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = conventions.hoist_global_options(sys.argv[1:] if argv is None else argv)
+    terminal.configure("--no-color" in args)  # until the root callback has read the options
+    remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)
     try:
+        conventions.check_args(typer.main.get_command(app), args)
         code = app(args=args, prog_name="trustplan", standalone_mode=False)
     except _UsageError as exc:
         exc.show(file=sys.stderr)
@@ -73,4 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("Interrupted.")
         return 130
+    finally:
+        stop_heartbeats()
     return int(code or 0)

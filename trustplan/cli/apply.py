@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from trustplan import applier, engine, pki, planfile
+from trustplan import applier, engine, pki, planfile, render
+from trustplan.cli import terminal
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -22,6 +23,7 @@ from trustplan.cli.common import (
 )
 from trustplan.cli.plan import AllowUnlistedOption, make_plan, render_document
 from trustplan.errors import TrustplanError
+from trustplan.planner.document import from_document
 
 
 def apply(
@@ -44,14 +46,21 @@ def apply(
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     if plan_file is not None:
         data = _read(plan_file)
-        document = planfile.decode(data, str(plan_file))
         source = str(plan_file)
         signing = load_desired(config).plan_signing_key
-        if signing is not None:  # only plans signed with this key may be applied
+        if signing is not None:  # only plans signed with this key may be applied: check before decoding
             planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
+        document = planfile.decode(data, source)
     else:
+        if load_desired(config).plan_signing_key is not None:
+            raise TrustplanError(
+                f"{config}: planSigning is set, so only a saved plan signed with that key can be applied; "
+                "`trustplan apply` without a plan file would apply an unsigned plan",
+                hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`, review it, then "
+                "`trustplan apply plan.bin`; nothing was changed",
+            )
         planned = make_plan(config, "1h", lock_timeout, allow_unlisted)
-        print_data(render_document(planned.document, Format.text))
+        terminal.print_text(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
             return
         if not auto_approve:
@@ -74,17 +83,11 @@ def apply(
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
-    print_data(
-        f"Apply complete: {sum(1 for s in result.steps if s['kind'] == 'write')} node changes, "
-        f"{sum(1 for s in result.steps if s['kind'] == 'gate')} gates passed. "
-        f"State serial {result.state['serial']} in {desired.state}.\n"
-    )
+    writes = sum(1 for s in result.steps if s["kind"] == "write" and s["outcome"] == "ok")
+    gates = sum(1 for s in result.steps if s["kind"] == "gate" and s["outcome"] == "ok")
+    line = render.apply_line(from_document(document), writes, gates)
+    print_data(f"{line} State serial {result.state['serial']} in {desired.state_backend().where}.\n")
 
 
 def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise TrustplanError(
-            f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`"
-        ) from None
+    return planfile.read_bytes(path)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
+import threading
+import time
 from collections.abc import Coroutine
 from enum import Enum
 from pathlib import Path
@@ -20,6 +23,7 @@ out = Console(highlight=False, soft_wrap=True)  # data: stdout
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # humans: stderr
 
 T = TypeVar("T")
+log = logging.getLogger("trustplan")
 
 
 class Format(str, Enum):
@@ -62,17 +66,35 @@ def print_data(text: str) -> None:
     sys.stdout.flush()
 
 
-class ConsoleReporter:
-    """Progress bars on stderr when it is a terminal, one line per step otherwise."""
+_HEARTBEATS: set[threading.Event] = set()
 
-    def __init__(self) -> None:
+
+def stop_heartbeats() -> None:
+    """End every heartbeat still running (a command that failed mid-step)."""
+    for event in list(_HEARTBEATS):
+        event.set()
+    _HEARTBEATS.clear()
+
+
+class ConsoleReporter:
+    """Progress on stderr: bars in a terminal; in a log (CI), one line per step with its duration and
+    a heartbeat line every `heartbeat` seconds while a step is still running."""
+
+    def __init__(self, heartbeat: float = 10.0) -> None:
         self.live = err.is_terminal
+        self.heartbeat = heartbeat
         self.progress: Progress | None = None
         self.task: Any = None
         self.title = ""
+        self.total = 0
+        self.completed = 0
+        self.started = 0.0
+        self._stop: threading.Event | None = None
 
     def start(self, title: str, total: int) -> None:
-        self.title = title
+        self.done()  # a step left open ends here
+        self.title, self.total, self.completed, self.started = title, total, 0, time.monotonic()
+        log.info("%s: started (%d)", title, total)
         if self.live:
             self.progress = Progress(
                 TextColumn("{task.description}"),
@@ -84,17 +106,38 @@ class ConsoleReporter:
             )
             self.progress.start()
             self.task = self.progress.add_task(title, total=total)
+        else:
+            self._stop = threading.Event()
+            _HEARTBEATS.add(self._stop)
+            threading.Thread(target=self._beat, args=(self._stop, title), daemon=True).start()
+
+    def _beat(self, stop: threading.Event, title: str) -> None:
+        while not stop.wait(self.heartbeat):
+            elapsed = time.monotonic() - self.started
+            err.print(f"{title}: still running after {elapsed:.0f}s ({self.completed}/{self.total} done)", markup=False)
 
     def advance(self, detail: str = "") -> None:
+        self.completed += 1
+        if detail:
+            log.debug("%s: %s done (%d/%d)", self.title, detail, self.completed, self.total)
         if self.progress is not None:
             self.progress.advance(self.task)
 
     def done(self) -> None:
+        if not self.title:
+            return
+        elapsed = time.monotonic() - self.started
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        else:
-            err.print(f"{self.title}: done")
+        if self._stop is not None:
+            self._stop.set()
+            _HEARTBEATS.discard(self._stop)
+            self._stop = None
+            err.print(f"{self.title}: finished ({self.completed}/{self.total}) in {elapsed:.1f}s", markup=False)
+        log.info("%s: finished in %.1fs", self.title, elapsed)
+        self.title = ""
 
     def note(self, message: str) -> None:
-        err.print(message)
+        log.info("%s", message)
+        err.print(message, markup=False)

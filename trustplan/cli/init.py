@@ -31,12 +31,15 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from trustplan import machineconfig, pki
+from trustplan import machineconfig, pki, safeio, safeyaml
 from trustplan.atomic import write_atomic
 from trustplan.cli.common import err
+from trustplan.cli.schema import schema_text
 from trustplan.errors import InputError, TrustplanError, UnsupportedError
 
-SCHEMA_URL = "https://trustplan.dev/schemas/desired.schema.json"
+#: where `init` writes the desired-state schema, relative to the file it writes: editors resolve the
+#: `$schema` line offline (`trustplan schema desired -o` writes it again after an upgrade)
+SCHEMA_FILE = ".trustplan/desired.schema.json"
 PKI_NAMES = {"talos": ("talos", "Talos API CA (machine.ca)"), "kubernetes": ("k8s", "Kubernetes API CA (cluster.ca)")}
 
 
@@ -93,7 +96,7 @@ def read_machine_configs(directory: Path) -> tuple[list[FoundNode], list[machine
     configs: list[machineconfig.MachineConfig] = []
     seen: dict[str, Path] = {}
     for path in files:
-        cfg = machineconfig.parse(path.read_bytes(), str(path))
+        cfg = machineconfig.parse(safeio.read_regular(path, what="machine config"), str(path))
         address, why = node_address(cfg, path)
         if address in seen:
             raise InputError(str(path), f"node address {address} (from {why}) is also the address of {seen[address]}")
@@ -125,10 +128,13 @@ def live_cas(configs: list[tuple[str, machineconfig.MachineConfig]]) -> dict[str
 
 def live_cas_from_secrets(path: Path) -> dict[str, list[LiveCA]]:
     try:
-        doc = yaml.safe_load(path.read_bytes())
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read secrets ({exc.strerror})") from None
-    certs = (doc or {}).get("certs") if isinstance(doc, dict) else None
+        doc = safeyaml.load(safeio.read_regular(path, what="secrets file"))
+    except yaml.YAMLError as exc:
+        problem, line = safeyaml.problem(exc)
+        raise InputError(str(path), problem, line=line) from None
+    certs = doc.get("certs") if isinstance(doc, dict) else None
+    if not isinstance(certs, dict) or not all(isinstance(certs.get(k) or {}, dict) for k in ("os", "k8s")):
+        raise InputError(str(path), "not a Talos secrets bundle (no 'certs' mapping with os and k8s)", path="certs")
     out: dict[str, list[LiveCA]] = {"talos": [], "kubernetes": []}
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         crt = ((certs or {}).get(key) or {}).get("crt")
@@ -174,7 +180,7 @@ def render_yaml(
     """The desired-state file, with a comment on every field."""
     new = {p: f"{PKI_NAMES[p][0]}-{year}" for p in ("talos", "kubernetes")}
     lines = [
-        f"# yaml-language-server: $schema={SCHEMA_URL}",
+        f"# yaml-language-server: $schema={SCHEMA_FILE}",
         f'# trustplan desired state for cluster "{cluster}", written by `trustplan init` from {source}.',
         "# It rotates both root CAs (Talos API and Kubernetes API) to new CAs that trustplan generates.",
         "# Next: `trustplan validate`, then `trustplan plan -o plan.bin`, review, `trustplan apply plan.bin`.",
@@ -311,7 +317,10 @@ def init(
         source = f"{talosconfig} ({len(cps)} control planes, {len(workers)} workers)"
     text = render_yaml(cluster, source, cluster_lines, cas, now.year, _rel(secrets, base) if secrets else None)
     write_atomic(out, text.encode(), mode=0o644)
-    err.print(f"Wrote {out}. Check it with: trustplan validate -c {out}", markup=False)
+    schema_path = out.parent / SCHEMA_FILE
+    schema_path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(schema_path, schema_text("desired").encode(), mode=0o644)
+    err.print(f"Wrote {out} (and {schema_path} for editors). Check it with: trustplan validate -c {out}", markup=False)
 
 
 def discover_members(talosconfig: Path, context: str | None) -> tuple[list[str], list[str]]:
@@ -349,8 +358,8 @@ def _cluster_name(configs: list[machineconfig.MachineConfig]) -> str | None:
 
 def _talosconfig_context(path: Path) -> str | None:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
+        doc = safeyaml.load(safeio.read_regular(path, what="talosconfig"))
+    except (InputError, yaml.YAMLError):
         return None
     value = doc.get("context") if isinstance(doc, dict) else None
     return str(value) if value else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from trustplan import engine, pki, planfile, render, render_markdown
 from trustplan.atomic import write_atomic
+from trustplan.cli import conventions, terminal
 from trustplan.cli.common import (
     ConfigOption,
     ConsoleReporter,
@@ -22,14 +24,18 @@ from trustplan.cli.common import (
     seconds,
 )
 from trustplan.planner.document import from_document
+from trustplan.safeio import check_writable, ensure_dir
 
 
-def render_document(doc: dict, fmt: Format, summary: bool = False) -> str:  # type: ignore[type-arg]
+def render_document(
+    doc: dict, fmt: Format, summary: bool = False, view: render_markdown.View | None = None  # type: ignore[type-arg]
+) -> str:
     if fmt is Format.json:
         return render.json_text(doc)
     plan = from_document(doc)
     if fmt is Format.markdown:
-        return render_markdown.render_summary(plan, doc) if summary else render.markdown(plan, doc)
+        view = view or render_markdown.View()
+        return render_markdown.render_summary(plan, doc, view) if summary else render_markdown.render(plan, doc, view)
     if summary:
         return render.summary_line(plan) + "\n" + "".join(f"  ! {w}\n" for w in plan.warnings)
     return render.text(plan, doc)
@@ -42,27 +48,73 @@ SplitDirOption = Annotated[
     Path | None,
     typer.Option(
         "--split-dir",
-        help="Markdown only: also write the rendering as part-1.md, part-2.md, ... (each fits one GitHub comment).",
+        help="Markdown only: also write the rendering as part-1.md, part-2.md, ... (each fits one comment).",
+    ),
+]
+FlavorOption = Annotated[
+    str,
+    typer.Option(
+        "--markdown-flavor",
+        help="Markdown for github (alerts, folds), gitlab (its alert syntax, folds) or plain (no HTML, no alerts).",
     ),
 ]
 
 
-def emit(doc: dict, fmt: Format, summary: bool, split_dir: Path | None) -> None:  # type: ignore[type-arg]
+def markdown_view(flavor: str, file: Path | None, data: bytes | None) -> render_markdown.View:
+    """What the Markdown says about where it goes and the plan file it shows (SHA-256, signer)."""
+    if flavor not in render_markdown.FLAVORS:
+        choices = ", ".join(render_markdown.FLAVORS)
+        raise typer.BadParameter(f"{flavor!r}: expected one of {choices}", param_hint="--markdown-flavor")
+    if data is None:
+        return render_markdown.View(flavor)
+    signer = planfile.signer(data)
+    return render_markdown.View(
+        flavor,
+        str(file) if file is not None else None,
+        hashlib.sha256(data).hexdigest(),
+        planfile.key_fingerprint(signer) if signer is not None else None,
+    )
+
+
+def emit(
+    doc: dict,  # type: ignore[type-arg]
+    fmt: Format,
+    summary: bool,
+    split_dir: Path | None,
+    view: render_markdown.View | None = None,
+) -> None:
     """Print the plan; Markdown longer than one comment is printed in parts separated by a delimiter line."""
     if fmt is not Format.markdown:
         if split_dir is not None:
             raise typer.BadParameter("--split-dir needs --format markdown", param_hint="--split-dir")
-        print_data(render_document(doc, fmt, summary))
+        text = render_document(doc, fmt, summary)
+        if fmt is Format.text:
+            terminal.print_text(text)
+        else:
+            print_data(text)
         return
-    parts = render_markdown.render_parts(from_document(doc), doc, summary)
+    parts = render_markdown.render_parts(from_document(doc), doc, summary, view=view or render_markdown.View())
     if split_dir is not None:
-        split_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(split_dir)
         for stale in split_dir.glob("part-*.md"):
             stale.unlink()
         for i, part in enumerate(parts, start=1):
             write_atomic(split_dir / f"part-{i}.md", part.encode(), mode=0o644)
         err.print(f"Wrote {len(parts)} Markdown part(s) to {split_dir}/part-*.md", markup=False)
     print_data(f"\n{render_markdown.PART_DELIMITER}\n\n".join(parts))
+
+
+def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
+    """Refuse, before any work, an output file that is a folder or a split folder that is a file."""
+    if out is not None and out.is_dir():
+        raise typer.BadParameter(f"{out} is a directory; give the plan file's path (e.g. {out}/plan.bin)",
+                                 param_hint="--out")
+    if split_dir is not None and split_dir.exists() and not split_dir.is_dir():
+        raise typer.BadParameter(f"{split_dir} exists and is not a directory", param_hint="--split-dir")
+    if out is not None:
+        check_writable(out, "the plan file")
+    if split_dir is not None:
+        check_writable(split_dir / "part-1.md", "the Markdown parts")
 
 
 AllowUnlistedOption = Annotated[
@@ -108,16 +160,21 @@ def plan(
     sign_key: Annotated[
         Path | None, typer.Option("--sign-key", help="Sign the saved plan with this Ed25519 private key (PEM).")
     ] = None,
+    flavor: FlavorOption = "github",
     allow_unlisted: AllowUnlistedOption = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
+    conventions.check_out_path(out)
+    check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
     planned = make_plan(config, expires_in, lock_timeout, allow_unlisted)
     if planned.plan.has_changes:
         planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
+    data = None
     if out is not None:
-        write_atomic(out, planfile.encode(planned.document, signing_key), mode=0o644)
+        data = planfile.encode(planned.document, signing_key)
+        write_atomic(out, data, mode=0o644)
         err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
-    emit(planned.document, fmt, summary, split_dir)
+    emit(planned.document, fmt, summary, split_dir, markdown_view(flavor, out, data))
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)

@@ -9,7 +9,7 @@ import typer
 
 from trustplan import planfile
 from trustplan.cli.common import Format, FormatOption, err
-from trustplan.cli.plan import SplitDirOption, SummaryOption, emit
+from trustplan.cli.plan import FlavorOption, SplitDirOption, SummaryOption, check_output_paths, emit, markdown_view
 
 
 def show(
@@ -17,10 +17,13 @@ def show(
     fmt: FormatOption = Format.text,
     summary: SummaryOption = False,
     split_dir: SplitDirOption = None,
+    flavor: FlavorOption = "github",
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
-    doc = planfile.read(plan_file)
-    signer = planfile.signer(plan_file.read_bytes())
+    check_output_paths(None, split_dir)
+    data = planfile.read_bytes(plan_file)
+    doc = planfile.decode(data, str(plan_file))
+    signer = planfile.signer(data)
     if signer is not None:
         err.print(f"{plan_file}: signed by Ed25519 key {planfile.key_fingerprint(signer)}", markup=False)
-    emit(doc, fmt, summary, split_dir)
+    emit(doc, fmt, summary, split_dir, markdown_view(flavor, plan_file, data))

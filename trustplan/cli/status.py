@@ -5,20 +5,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
+from rich.console import Console
 from rich.table import Table
 
 from trustplan import engine, pki
 from trustplan.cli.common import ConfigOption, Format, FormatOption, err, load_desired, out, print_data, run
 from trustplan.credentials import check_outputs
-from trustplan.keystore import Keystore
 from trustplan.live import LiveCluster
 from trustplan.planner import PKIS
-from trustplan.state import LocalState
+
+#: the config fields of each PKI's issuer and accepted CAs, as drift lines name them
+FIELDS = {"talos": ("machine.ca", "machine.acceptedCAs"), "kubernetes": ("cluster.ca", "cluster.acceptedCAs")}
 
 
-def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Format.text) -> None:
+def status(
+    config: ConfigOption = Path("trustplan.yaml"),
+    fmt: FormatOption = Format.text,
+    detailed_exitcode: Annotated[
+        bool,
+        typer.Option("--detailed-exitcode", help="Exit 0 when the cluster matches the state, 2 on drift, 1 on error."),
+    ] = False,
+) -> None:
     """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
     desired = load_desired(config)
     provider = engine.make_provider(desired)
@@ -27,7 +37,7 @@ def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Fo
 
     async def go() -> LiveCluster:
         try:
-            keystore = Keystore(desired.keystore)
+            keystore = desired.open_keystore()
             live, reader = await engine.read_live(desired, provider, keystore, tuple(desired.trust), now)
         finally:
             await provider.close()
@@ -41,7 +51,7 @@ def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Fo
         if not check.works:
             err.print(f"warning: {check.output} {check.path} does not work: {check.problem}; "
                       "`trustplan plan` rewrites it", markup=False)
-    state = LocalState(desired.state).read(desired.cluster)
+    state = desired.state_backend().read(desired.cluster)
     report = build_report(live, state)
     if fmt is Format.json:
         print_data(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -49,6 +59,8 @@ def status(config: ConfigOption = Path("trustplan.yaml"), fmt: FormatOption = Fo
         print_data(markdown(report))
     else:
         text(report)
+    if detailed_exitcode and report["drift"]:
+        raise typer.Exit(2)
 
 
 def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
@@ -89,14 +101,39 @@ def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
                     t = n.trust(pki_name)
                     now = {"issuer": t.issuer, "accepted": list(t.accepted)}
                     if recorded[pki_name] != now and (t.issuer or recorded[pki_name]["issuer"]):
-                        drift.append(
-                            {
-                                "node": n.address,
-                                "reason": f"{pki_name} CAs differ from the state (serial {state['serial']})",
-                            }
-                        )
+                        drift += _drift(n.address, pki_name, recorded[pki_name], now, names, state["serial"])
         nodes.append(row)
     return {"cluster": state["cluster"], "serial": state["serial"], "authorities": cas, "nodes": nodes, "drift": drift}
+
+
+def _drift(
+    node: str, pki_name: str, recorded: dict[str, Any], now: dict[str, Any], names: dict[str, Any], serial: int
+) -> list[dict[str, Any]]:
+    """One drift entry per field that differs, naming the node, the field and both values."""
+    field = FIELDS[pki_name]
+
+    def show(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, list):
+            return "[" + ", ".join(show(v) for v in value) + "]"
+        return f"{names[value]} ({pki.short(value)})" if names.get(value) else pki.short(value)
+
+    entries = []
+    for key, path in (("issuer", field[0]), ("accepted", field[1])):
+        if recorded.get(key) != now.get(key):
+            entries.append(
+                {
+                    "node": node,
+                    "pki": pki_name,
+                    "field": path,
+                    "state": recorded.get(key),
+                    "live": now.get(key),
+                    "reason": f"{path}: state (serial {serial}) has {show(recorded.get(key))}, "
+                    f"live has {show(now.get(key))}",
+                }
+            )
+    return entries
 
 
 def _label(ca: dict[str, Any]) -> str:
@@ -113,7 +150,14 @@ def text(report: dict[str, Any]) -> None:
         table.add_row(
             row["address"], row["role"], *(row["cas"].get(ca["fingerprint"], "-") for ca in report["authorities"])
         )
-    out.print(table)
+    if out.is_terminal:
+        out.print(table)
+    else:  # a pipe or a file: never cut a column at 80 characters
+        measure = Console(width=1 << 16, highlight=False, no_color=True)
+        wide = Console(
+            file=out.file, width=measure.measure(table).maximum, highlight=False, no_color=True, soft_wrap=True
+        )
+        wide.print(table)
     for ca in report["authorities"]:
         out.print(f"{_label(ca)}  {ca['fingerprint']}", markup=False)
     if report["drift"]:

@@ -6,17 +6,17 @@ from pathlib import Path
 
 from trustplan import authorities, machineconfig, pki
 from trustplan.cli.common import ConfigOption, err, load_desired, print_data
-from trustplan.keystore import Keystore
+from trustplan.safeio import read_regular
 
 
 def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     """Check the desired state offline: schema, names, imported CAs, machine-config files."""
     desired = load_desired(config)
-    resolved = authorities.resolve(desired, Keystore(desired.keystore), None, pki.utcnow(), generate=False)
+    resolved = authorities.resolve(desired, desired.open_keystore(), None, pki.utcnow(), generate=False)
     for address, path in desired.machine_configs.items():
         if not path.is_file():
             raise desired.error(f"machine config file not found: {path}", f"cluster.machineConfigs.{address}")
-        machineconfig.parse(path.read_bytes(), str(path))
+        machineconfig.parse(read_regular(path, what="machine config"), str(path))
     if desired.talosconfig is not None and not desired.talosconfig.is_file():
         raise desired.error(f"talosconfig not found: {desired.talosconfig}", "cluster.talosconfig")
     for w in resolved.warnings:

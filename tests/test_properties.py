@@ -1,0 +1,177 @@
+"""Property tests: whatever a user (or an attacker) puts in trustplan.yaml, a machine config, a
+talosconfig or a plan file (re-digested, so it passes the integrity check), trustplan answers with
+an exit code and at most one error message: never a traceback, and nothing written when it refuses.
+
+CI-sized by default (seconds each); TRUSTPLAN_FUZZ_EXAMPLES=2000 runs a longer search.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import copy_example, run_cli, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mutations import mutated, spliced
+
+from trustplan import planfile
+from trustplan.errors import TrustplanError
+
+EXAMPLES = int(os.environ.get("TRUSTPLAN_FUZZ_EXAMPLES", "0"))
+FUZZ = settings(
+    deadline=None,
+    derandomize=EXAMPLES == 0,  # CI: the same examples every run; a long local search explores
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+)
+LOCK = "trustplan.state.json.lock"
+# plan-file fields apply does not act on: display only, or checked by other means (expiry)
+HARMLESS = {"created", "expires", "tool_version", "provider"}
+
+
+def examples(ci: int) -> int:
+    return EXAMPLES or ci
+
+
+@pytest.fixture(scope="module")
+def templates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The example as is, and with a saved plan (and the keystore it wrote), and after an apply."""
+    base = tmp_path_factory.mktemp("templates")
+    fresh = copy_example(base / "fresh")
+    planned = copy_example(base / "planned")
+    assert run_cli(planned, "plan", "-o", "plan.bin").code == 0
+    applied = copy_example(base / "applied")
+    assert run_cli(applied, "apply", "--auto-approve").code == 0
+    return {"fresh": fresh, "planned": planned, "applied": applied}
+
+
+@contextmanager
+def scratch(template: Path) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="trustplan-fuzz.") as tmp:
+        root = Path(tmp) / "cluster"
+        shutil.copytree(template, root, symlinks=True)
+        yield root
+
+
+def check(root: Path, *args: str, codes: tuple[int, ...] = (0, 1, 2)) -> int:
+    """Run the CLI in-process (an exception escaping main() fails the test with its traceback);
+    assert one error line at most, and nothing written when it refused."""
+    before = snapshot(root)
+    result = run_cli(root, *args)
+    assert result.code in codes, result.out + result.err
+    assert "Traceback" not in result.err
+    assert sum(1 for line in result.err.splitlines() if line.startswith("Error: ")) == (result.code == 1)
+    if result.code == 1:
+        after = snapshot(root)
+        if LOCK in after and LOCK not in before:
+            assert after.pop(LOCK)[1] == b""
+        assert after == before, sorted(set(after.items()) ^ set(before.items()))
+    return result.code
+
+
+def _yaml(doc: Any) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+# --- trustplan.yaml ------------------------------------------------------------------------------
+
+
+def _desired_text(templates: dict[str, Path]) -> str:
+    return (templates["fresh"] / "trustplan.yaml").read_text()
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=examples(40))
+def test_any_desired_state_gives_an_answer_not_a_traceback(templates: dict[str, Path], data: st.DataObject) -> None:
+    text = _desired_text(templates)
+    if data.draw(st.booleans(), label="structural"):
+        new = _yaml(data.draw(mutated(yaml.safe_load(text)), label="doc"))
+    else:
+        new = data.draw(spliced(text), label="text")
+    with scratch(templates["fresh"]) as root:
+        (root / "trustplan.yaml").write_text(new, encoding="utf-8", errors="surrogatepass")
+        check(root, "validate")
+        check(root, "plan")
+
+
+# --- machine configs -----------------------------------------------------------------------------
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=examples(40))
+def test_any_machine_config_gives_an_answer_not_a_traceback(templates: dict[str, Path], data: st.DataObject) -> None:
+    name = data.draw(st.sampled_from(["nodes/cp-1.yaml", "nodes/worker-1.yaml"]), label="file")
+    text = (templates["fresh"] / name).read_text()
+    if data.draw(st.booleans(), label="structural"):
+        new = _yaml(data.draw(mutated(yaml.safe_load(text)), label="doc"))
+    else:
+        new = data.draw(spliced(text), label="text")
+    with scratch(templates["fresh"]) as root:
+        (root / name).write_text(new, encoding="utf-8", errors="surrogatepass")
+        check(root, "plan")
+        check(root, "status")
+
+
+# --- talosconfigs --------------------------------------------------------------------------------
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=examples(60))
+def test_any_talosconfig_loads_or_gives_one_input_error(templates: dict[str, Path], data: st.DataObject) -> None:
+    from trustplan.providers.talos.talosconfig import load_talosconfig
+
+    text = (templates["applied"] / "talosconfig").read_text()
+    if data.draw(st.booleans(), label="structural"):
+        new = _yaml(data.draw(mutated(yaml.safe_load(text)), label="doc"))
+    else:
+        new = data.draw(spliced(text), label="text")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "talosconfig"
+        path.write_text(new, encoding="utf-8", errors="surrogatepass")
+        try:
+            load_talosconfig(path).credential()
+        except TrustplanError as exc:
+            assert str(exc).startswith(str(path))
+
+
+# --- plan files ----------------------------------------------------------------------------------
+
+
+def _plan_doc(templates: dict[str, Path]) -> dict[str, Any]:
+    return planfile.decode((templates["planned"] / "plan.bin").read_bytes(), "plan.bin")
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=examples(60))
+def test_any_re_digested_plan_is_shown_or_refused(templates: dict[str, Path], data: st.DataObject) -> None:
+    doc = data.draw(mutated(_plan_doc(templates)), label="doc")
+    with scratch(templates["planned"]) as root:
+        try:
+            (root / "evil.bin").write_bytes(planfile.encode(doc))
+        except (TypeError, ValueError):  # not JSON-encodable (e.g. a non-string key): not a plan file
+            return
+        for fmt in ("text", "markdown", "json"):
+            check(root, "show", "evil.bin", "--format", fmt, codes=(0, 1))
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=examples(60))
+def test_a_re_digested_plan_applies_only_if_it_is_the_plan(templates: dict[str, Path], data: st.DataObject) -> None:
+    original = _plan_doc(templates)
+    doc = data.draw(mutated(original), label="doc")
+    with scratch(templates["planned"]) as root:
+        try:
+            (root / "evil.bin").write_bytes(planfile.encode(doc))
+        except (TypeError, ValueError):
+            return
+        if check(root, "apply", "evil.bin", codes=(0, 1)) == 0:
+            changed = {k for k in set(doc) | set(original) if doc.get(k) != original.get(k)}
+            assert changed <= HARMLESS, changed

@@ -1,0 +1,71 @@
+"""Refuse to rotate the Kubernetes CA of the cluster that holds the state backend.
+
+While its Kubernetes CA rotates, a cluster's API server restarts on every control plane and its
+serving certificate moves to the new CA: the backend's kubeconfig (which trusts the old CA) stops
+reaching it halfway, the Lease cannot be renewed, and the state of the apply that most needs a
+record could not be written. trustplan therefore refuses such a plan, at plan time and again at
+apply time, before any node changes. The backend is recognised by the CA bundle its kubeconfig
+trusts: when that bundle holds a Kubernetes CA the plan touches, it lives in this cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cryptography import x509
+
+from trustplan import pki
+from trustplan.desired import DesiredState
+from trustplan.errors import StateError, UnsafePlanError
+
+
+def check_backend_outside(desired: DesiredState, document: dict[str, Any]) -> None:
+    """UnsafePlanError if the plan edits the Kubernetes PKI of the cluster the state lives in."""
+    remote = desired.state_remote
+    if remote is None:
+        return
+    edits = [e for phase in document["phases"] for e in phase["edits"] if e.get("pki") == "kubernetes"]
+    if not edits:
+        return
+    touched = {a["fingerprint"] for a in document["authorities"] if a["pki"] == "kubernetes"}
+    touched |= {v for e in edits for k, v in e.items() if isinstance(v, str) and v.startswith("sha256:")}
+    shared = sorted(touched & backend_ca_fingerprints(remote.kubeconfig, remote.context))
+    if shared:
+        raise UnsafePlanError(
+            f"refusing: this plan rotates the Kubernetes CA {pki.short(shared[0])} of the cluster that holds the "
+            f"state backend ({remote.namespace}/{remote.name}); its API server restarts and changes its serving "
+            "certificate halfway through, so the state could not be written or the lock renewed",
+            hint="keep the state in another cluster (a management cluster), or move it to a file for this "
+            "rotation: `trustplan state migrate --to trustplan.state.json`",
+        )
+
+
+def backend_ca_fingerprints(kubeconfig: Path | None, context: str | None) -> set[str]:
+    """Fingerprints of the CA certificates the backend's kubeconfig trusts for its context."""
+    path = kubeconfig or Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube/config")
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StateError(f"{path}: cannot read the state backend's kubeconfig ({exc})") from None
+    name = context or doc.get("current-context")
+    ctx = next((c.get("context") or {} for c in doc.get("contexts") or [] if c.get("name") == name), {})
+    clusters = doc.get("clusters") or []
+    cluster = next((c.get("cluster") or {} for c in clusters if c.get("name") == ctx.get("cluster")), {})
+    if cluster.get("certificate-authority-data"):
+        bundle = base64.b64decode(cluster["certificate-authority-data"])
+    elif cluster.get("certificate-authority"):
+        ca_path = Path(cluster["certificate-authority"])
+        bundle = (ca_path if ca_path.is_absolute() else path.parent / ca_path).read_bytes()
+    else:
+        return set()
+    found = set()
+    for pem in pki.split_pem_bundle(bundle):
+        try:
+            found.add(pki.fingerprint(x509.load_pem_x509_certificate(pem)))
+        except ValueError:
+            continue
+    return found

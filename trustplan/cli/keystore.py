@@ -1,0 +1,64 @@
+"""`trustplan keystore rekey`: encrypt every CA key in the keystore to the recipients listed now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from trustplan import pki
+from trustplan.atomic import write_atomic
+from trustplan.cli.common import ConfigOption, load_desired, print_data
+from trustplan.errors import KeystoreError
+from trustplan.keystore import Keystore
+
+keystore_app = typer.Typer(help="Manage the CA keystore.", no_args_is_help=True)
+
+
+@keystore_app.command("rekey")
+def rekey(config: ConfigOption = Path("trustplan.yaml")) -> None:
+    """Re-encrypt every CA key to keystore.age.recipients (add or remove a recipient in trustplan.yaml,
+    then run this). Plaintext keys left from before encryption was turned on are encrypted and removed.
+    Decrypting needs an identity that can read the keys today (keystore.age.identity or
+    $TRUSTPLAN_AGE_IDENTITY)."""
+    desired = load_desired(config)
+    store = desired.open_keystore()
+    if store.sealer is None:
+        raise KeystoreError(
+            f"{desired.path}: keystore.age is not configured; there is nothing to encrypt to",
+            hint="set keystore: {path: DIR, age: {recipients: [age1...]}}",
+        )
+    plain = Keystore(store.root)
+    fps = store.fingerprints()
+    if not fps:
+        raise KeystoreError(f"{store.root}: the keystore holds no keys")
+    keys = {fp: _load_any(store, plain, fp)[1] for fp in fps}  # all first: one unreadable key changes nothing
+    for fp, key in keys.items():
+        sealed = store.sealer.seal(pki.key_to_pem(key))  # encrypted in memory; only ciphertext is written
+        write_atomic(store.key_path(fp), sealed, mode=0o600)
+        plain.key_path(fp).unlink(missing_ok=True)
+    print_data(f"Encrypted {len(fps)} CA key(s) in {store.root} to {len(desired.age_recipients)} recipient(s).\n")
+
+
+@keystore_app.command("check")
+def check(config: ConfigOption = Path("trustplan.yaml")) -> None:
+    """Decrypt every CA key with the configured identity and match it to its certificate (for CI: fail
+    early when the keystore or its identity is missing). Prints fingerprints only."""
+    desired = load_desired(config)
+    store = desired.open_keystore()
+    fps = store.fingerprints()
+    if not fps:
+        raise KeystoreError(
+            f"{store.root}: the keystore holds no keys",
+            hint="make the plan where the keys are kept, and commit the (encrypted) keystore or restore it",
+        )
+    for fp in fps:
+        store.load(fp)
+    mode = f"age, {len(desired.age_recipients)} recipient(s)" if store.sealer else "plaintext"
+    print_data(f"{len(fps)} CA key(s) in {store.root} ({mode}) open and match their certificates:\n")
+    print_data("".join(f"  {fp}\n" for fp in fps))
+
+
+def _load_any(store: Keystore, plain: Keystore, fp: str) -> tuple[pki.CACert, pki.PrivateKey]:
+    """A key as it is stored now: sealed, or plaintext from before encryption was turned on."""
+    return store.load(fp) if store.key_path(fp).exists() else plain.load(fp)
