@@ -26,17 +26,19 @@ LATENCY_MS = 20.0
 APISERVER_RESTART_MS = 150.0
 KUBELET_REJOIN_MS = 100.0
 
-#: stderr markers, in the order a run prints them, and the name of the stretch that follows each
+#: stderr markers, general before specific, and the name of the stretch that follows each (the
+#: last one a run printed tells where it was killed; progress lines end in ": done")
 MARKERS = (
-    ("reading nodes: done", "plan: dry run and save"),
+    ("reading nodes: done", "plan: dry run, save"),
+    ("accept: ", "accept"),
     ("accept: patching", "accept gates"),
     ("gate after accept", "swap"),
     ("swap: patching", "swap gates"),
     ("gate after swap", "outputs"),
     ("outputs: wrote", "outputs / remove"),
+    ("remove: ", "remove"),
     ("remove: patching", "remove gates"),
     ("gate after remove", "state"),
-    ("Apply complete", "done"),
 )
 
 
