@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from trustplan import engine, pki
-from trustplan.cli.common import ConfigOption, Format, FormatOption, load_desired, out, print_data, run
-from trustplan.live import LiveCluster, read_cluster
+from trustplan.cli.common import ConfigOption, Format, FormatOption, err, load_desired, out, print_data, run
+from trustplan.credentials import check_outputs
+from trustplan.live import LiveCluster
 from trustplan.planner import PKIS
 
 #: the config fields of each PKI's issuer and accepted CAs, as drift lines name them
@@ -32,13 +33,24 @@ def status(
     desired = load_desired(config)
     provider = engine.make_provider(desired)
 
+    now = pki.utcnow()
+
     async def go() -> LiveCluster:
         try:
-            return await read_cluster(provider, desired.nodes, tuple(desired.trust))
+            keystore = desired.open_keystore()
+            live, reader = await engine.read_live(desired, provider, keystore, tuple(desired.trust), now)
         finally:
             await provider.close()
+        if reader is not None:
+            err.print(f"note: read the nodes with a fallback credential ({engine.reader_label(desired, reader)})",
+                      markup=False)
+        return live
 
     live = run(go())
+    for check in check_outputs(desired, live, now):
+        if not check.works:
+            err.print(f"warning: {check.output} {check.path} does not work: {check.problem}; "
+                      "`trustplan plan` rewrites it", markup=False)
     state = desired.state_backend().read(desired.cluster)
     report = build_report(live, state)
     if fmt is Format.json:
