@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo demo-files lint typecheck unit proto bench interop race clean install
+.PHONY: test test-faults demo demo-files lint typecheck unit proto bench interop race clean install
 
 # The strict editable install (the one mypy can follow) links each file of the package: it is redone
 # when pyproject.toml or the list of package files changes, not on every run. Its output goes to a
@@ -39,6 +39,11 @@ unit: $(STAMP)
 
 test: $(STAMP)
 	@$(MAKE) --no-print-directory lint typecheck unit
+
+# The fault matrix and the kill test (issue 8): slow, so not part of `make test`.
+# TRUSTPLAN_KILLS=20 and TRUSTPLAN_KILL_SEED=7 make a shorter or a repeatable run.
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults -s -p no:cacheprovider tests/faults
 
 # The main job on the bundled example, in a scratch copy: validate, plan (printed), apply, status.
 demo: $(STAMP)

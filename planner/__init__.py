@@ -18,7 +18,7 @@ from trustplan.planner.model import (
     PlanInput,
 )
 from trustplan.planner.ops import AcceptCA, Credential, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
-from trustplan.planner.plan import Plan, PlanningError, PlanWarning, apply_edit, make_plan
+from trustplan.planner.plan import Plan, PlanningError, PlanWarning, apply_edit, make_plan, suggest_accepted
 from trustplan.planner.safety import UnsafePlan, check_plan
 
 __all__ = [
@@ -44,4 +44,5 @@ __all__ = [
     "apply_edit",
     "check_plan",
     "make_plan",
+    "suggest_accepted",
 ]

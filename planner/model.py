@@ -81,9 +81,14 @@ class OperatorCredential:
 
 @dataclass(frozen=True)
 class Outputs:
+    """Which outputs the desired state configures, and which of them do not work against the live
+    cluster right now (`refresh`: refused, missing, expired, or a secrets.yaml with another CA):
+    those are written even when no node changes."""
+
     talosconfig: bool = False
     kubeconfig: bool = False
     secrets: bool = False
+    refresh: tuple[str, ...] = ()  # "talosconfig" | "kubeconfig" | "secrets"
 
 
 @dataclass(frozen=True)

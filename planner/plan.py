@@ -70,6 +70,11 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
+        """Anything to do: node edits, or outputs to (re)write."""
+        return any(p.edits or p.outputs for p in self.phases)
+
+    @property
+    def has_edits(self) -> bool:
         return any(p.edits for p in self.phases)
 
     @property
@@ -87,6 +92,14 @@ class Plan:
     def label(self, fingerprint: str) -> str:
         a = self.authority(fingerprint)
         return a.label if a else fingerprint[: len("sha256:") + 12]
+
+    def desired_issuers(self) -> tuple[DesiredTrust, ...]:
+        """Each managed PKI's issuer at the end of the plan (from the first node's target)."""
+        seen: dict[PKI, DesiredTrust] = {}
+        for t in self.targets:
+            if t.pki not in seen and t.after.issuer is not None:
+                seen[t.pki] = DesiredTrust(t.pki, t.after.issuer, ())
+        return tuple(seen.values())
 
     @property
     def edits(self) -> tuple[Edit, ...]:
@@ -213,17 +226,10 @@ def make_plan(inp: PlanInput) -> Plan:
                         gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), all_nodes))
         phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name)))
 
-    if phases:
-        outs: list[WriteOutput] = []
-        if "talos" in desired and inp.outputs.talosconfig:
-            outs.append(WriteOutput("talosconfig", "talos", desired["talos"].issuer))
-        if "kubernetes" in desired and inp.outputs.kubeconfig:
-            outs.append(WriteOutput("kubeconfig", "kubernetes", desired["kubernetes"].issuer))
-        if inp.outputs.secrets:
-            for pki in managed:
-                outs.append(WriteOutput("secrets", pki, desired[pki].issuer))
-        if outs:
-            phases.append(Phase("outputs", (), (), None, tuple(outs)))
+    outs = _outputs(inp, desired, managed, refresh_only=not phases)
+    if outs:  # after the swap gate, before remove: a working credential exists before anything is revoked
+        at = next((i for i, p in enumerate(phases) if p.name == "remove"), len(phases))
+        phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
     plan = Plan(
         cluster=inp.cluster,
@@ -238,6 +244,46 @@ def make_plan(inp: PlanInput) -> Plan:
     plan = Plan(**{**plan.__dict__, "warnings": tuple(w.message for w in details), "warning_details": details})
     check_plan(plan, inp)
     return plan
+
+
+def suggest_accepted(inp: PlanInput) -> tuple[PKI, str] | None:
+    """For a refused plan: a CA some node trusts now that, kept in `accepted`, makes the plan safe
+    (the first such, by PKI then fingerprint); None when no single CA does. A half-done rotation
+    often needs the old CA kept for one more plan; a later plan without it removes it safely."""
+    import dataclasses
+
+    from trustplan.planner.safety import UnsafePlan
+
+    for d in inp.desired:
+        live = sorted({c for n in inp.nodes for c in n.trust(d.pki).trusted} - {d.issuer, *d.accepted})
+        for ca in live:
+            wider = tuple(DesiredTrust(x.pki, x.issuer, x.accepted + (ca,)) if x is d else x for x in inp.desired)
+            try:
+                make_plan(dataclasses.replace(inp, desired=wider))
+            except (UnsafePlan, PlanningError):
+                continue
+            return d.pki, ca
+    return None
+
+
+def _outputs(
+    inp: PlanInput, desired: dict[PKI, DesiredTrust], managed: tuple[PKI, ...], refresh_only: bool
+) -> list[WriteOutput]:
+    """The outputs for the desired issuers: all configured ones when nodes change, else only the
+    ones that do not work against the live cluster."""
+
+    def wanted(kind: str) -> bool:
+        return bool(getattr(inp.outputs, kind)) and (not refresh_only or kind in inp.outputs.refresh)
+
+    outs: list[WriteOutput] = []
+    if "talos" in desired and wanted("talosconfig"):
+        outs.append(WriteOutput("talosconfig", "talos", desired["talos"].issuer))
+    if "kubernetes" in desired and wanted("kubeconfig"):
+        outs.append(WriteOutput("kubeconfig", "kubernetes", desired["kubernetes"].issuer))
+    if wanted("secrets"):
+        for pki in managed:
+            outs.append(WriteOutput("secrets", pki, desired[pki].issuer))
+    return outs
 
 
 def _referenced(inp: PlanInput, targets: list[NodeTarget]) -> tuple[Authority, ...]:
@@ -272,7 +318,12 @@ def _warnings(plan: Plan, inp: PlanInput) -> tuple[PlanWarning, ...]:
                 trusting = tuple(t.node for t in plan.targets if t.pki == d.pki and fp in t.after.trusted)
                 message = f"{a.label} expires on {a.not_after:%Y-%m-%d}, within 90 days"
                 out.append(PlanWarning("ca-expiring", d.pki, fp, trusting, message))
-    if plan.has_changes:
+    for kind in inp.outputs.refresh if not plan.has_edits else ():
+        if getattr(inp.outputs, kind):
+            what = "does not hold the issuing CA" if kind == "secrets" else "does not work against the live cluster"
+            message = f"the configured {kind} {what}: it is written anew"
+            out.append(PlanWarning("output-refused", None, None, (), message))
+    if plan.has_edits:
         changed = {e.node for e in plan.edits}
         skipped = tuple(n.address for n in plan.nodes if n.address not in changed)
         if skipped:

@@ -207,10 +207,30 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
             _check_gate(model, gate)
         for out in phase.outputs:
             if not model.key_ok.get(out.ca, False):
-                raise UnsafePlan(f"cannot write the {out.output} output: no private key for {model.label(out.ca)}")
+                raise UnsafePlan(
+                    f"cannot write the {out.output} output: no private key for {model.label(out.ca)} "
+                    "(import it into the keystore, or name a CA whose key trustplan holds as the issuer)"
+                )
+            _check_output(model, out.output, out.ca, "when it is written")
+    for out in plan.outputs:
+        _check_output(model, out.output, out.ca, "at the end of the plan")
     for t in plan.targets:
         if model.nodes[t.node].trust[t.pki] != t.after:
             raise UnsafePlan(f"internal: replay of {t.node} ({t.pki}) does not end in the planned state")
+
+
+def _check_output(model: _Model, output: str, ca: str, when: str) -> None:
+    """The credential an output holds (an admin cert from `ca`, trusting `ca`) must reach every node."""
+    cred = Credential(ca, (ca,))
+    if output == "talosconfig":
+        for node in model.nodes.values():
+            why = model.talos_reach(node, cred)
+            if why:
+                raise UnsafePlan(f"the new talosconfig would not work {when}: {why}")
+    elif output == "kubeconfig":
+        why = model.kube_reach(cred)
+        if why:
+            raise UnsafePlan(f"the new kubeconfig would not work {when}: {why}")
 
 
 def _check_gate(model: _Model, gate: Gate) -> None:

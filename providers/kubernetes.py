@@ -151,6 +151,16 @@ class _Client:
                 f.close()
 
 
+def failure_kind(detail: str) -> str:
+    """What kind of failure a probe's detail describes: `refused trust` (TLS, 401, 403), `unhealthy`
+    (the API answered, but nodes are not Ready), or `timeout` (no answer: down, restarting, slow)."""
+    if detail.startswith(("TLS", "the API refused", "the client certificate is not allowed")):
+        return "refused trust"
+    if detail.startswith(("not Ready", "not in the node list", "API error")):
+        return "unhealthy"
+    return "timeout"
+
+
 def describe_error(exc: BaseException) -> str:
     """A short, key-free description of why a Kubernetes API call failed."""
     from kubernetes.client.exceptions import ApiException
@@ -270,7 +280,7 @@ class KubernetesChecker:
                 last = probe.detail
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise _ServerFailed(f"{_host(server)}: {probe.detail}")
+                    raise _ServerFailed(f"{_host(server)}: {failure_kind(probe.detail)}: {probe.detail}")
                 wait = min(delay, left)
                 log.info("%s: %s; trying again in %.1fs, %.0fs left", _host(server), probe.detail, wait, left)
                 await asyncio.sleep(min(delay, left))

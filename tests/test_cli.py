@@ -78,6 +78,8 @@ def test_plan_with_detailed_exitcode_exits_2_and_saves_the_plan(rotation: Rotati
     assert rotation.plan.code == 2, rotation.plan.err
     assert rotation.plan_bin.startswith(b"TRUSTPLAN\0")
     assert "Saved the plan to plan.bin; apply it with: trustplan apply plan.bin" in rotation.plan.err
+    # files: the notes say which nodes the rotation covers (issue 8: no node left out unnoticed)
+    assert "this rotation covers the 5 nodes of cluster.machineConfigs (10.5.0.2, 10.5.0.3, " in rotation.plan.err
     assert rotation.plan.out.endswith(
         "Plan: 2 authorities to create, 30 CA changes (10 accept, 10 swap, 10 remove) in 15 config writes, "
         "6 verification gates.\n"
@@ -94,7 +96,7 @@ def test_show_json_validates_against_the_plan_schema(rotation: Rotation) -> None
     jsonschema.validate(rotation.document, schemas.load("plan"), cls=jsonschema.Draft202012Validator)
     assert rotation.document["cluster"] == "demo"
     assert rotation.document["format_version"] == 1
-    assert [p["name"] for p in rotation.document["phases"]] == ["accept", "swap", "remove", "outputs"]
+    assert [p["name"] for p in rotation.document["phases"]] == ["accept", "swap", "outputs", "remove"]
 
 
 def test_replan_before_apply_reuses_the_generated_cas(rotation: Rotation) -> None:

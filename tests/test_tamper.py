@@ -137,10 +137,10 @@ def test_a_plan_keeping_only_the_control_plane_edits_is_refused(planned: Path, c
 def test_reordered_phases_are_refused(planned: Path, cli) -> None:  # noqa: ANN001
     doc = _doc(planned)
     names = [p["name"] for p in doc["phases"]]
-    assert names[:3] == ["accept", "swap", "remove"]
+    assert names == ["accept", "swap", "outputs", "remove"]  # the new credentials before remove
     doc["phases"][0], doc["phases"][1] = doc["phases"][1], doc["phases"][0]
     _write(planned, doc)
-    _refused(cli, planned, "phases are reordered: swap -> accept -> remove", "the safety check refuses it")
+    _refused(cli, planned, "phases are reordered: swap -> accept -> outputs -> remove", "the safety check refuses it")
 
 
 def test_a_changed_issuer_is_refused(planned: Path, cli) -> None:  # noqa: ANN001

@@ -15,21 +15,24 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from trustplan import pki
-from trustplan.authorities import Material, resolve
+from trustplan.authorities import Material, Resolved, resolve
 from trustplan.backend_guard import check_backend_outside
 from trustplan.desired import DesiredState
 from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
 from trustplan.errors import (
+    ApplyInterrupted,
     PlanFileError,
     ProviderError,
     TrustplanError,
 )
+from trustplan.interrupt import Stop
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCluster
 from trustplan.machineconfig import MachineConfig
 from trustplan.outputs import (
     admin_credentials,
     kubeconfig_document,
+    trust_also,
     update_secrets,
     write_kubeconfig,
     write_talosconfig,
@@ -43,6 +46,7 @@ from trustplan.planverify import operator_of, verified_plan
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
+from trustplan.rollback import Rollback, possible, roll_back
 from trustplan.state import StateBackend, StateDocument
 
 
@@ -98,15 +102,17 @@ def check_live(doc: dict[str, Any], live: LiveCluster, source: str) -> None:
         )
 
 
-async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[None]]) -> None:
-    """Run `fn` over `items`, at most `limit` at once; after a failure start no more, let the
-    running ones finish (so the journal is complete), then raise the first failure."""
+async def _bounded(
+    items: list[str], limit: int, fn: Callable[[str], Awaitable[None]], stop: Stop | None = None
+) -> None:
+    """Run `fn` over `items`, at most `limit` at once; after a failure or a stop request start no
+    more, let the running ones finish (so the journal is complete), then raise."""
     sem = asyncio.Semaphore(max(1, limit))
     errors: list[BaseException] = []
 
     async def one(item: str) -> None:
         async with sem:
-            if errors:
+            if errors or (stop is not None and stop.requested):
                 return
             try:
                 await fn(item)
@@ -116,6 +122,8 @@ async def _bounded(items: list[str], limit: int, fn: Callable[[str], Awaitable[N
     await asyncio.gather(*(one(i) for i in items))
     if errors:
         raise errors[0]
+    if stop is not None:
+        stop.check()
 
 
 class Applier:
@@ -133,7 +141,10 @@ class Applier:
         now: dt.datetime,
         reporter: Reporter,
         operator: Credential | None = None,
+        stop: Stop | None = None,
     ) -> None:
+        self.stop = stop or Stop()
+        self.workers_first = False  # a rollback undoes a phase in reverse order
         self.desired = desired
         self.operator = operator  # what the accept phase is sent with (None: the talosconfig's own)
         self.provider = provider
@@ -176,15 +187,47 @@ class Applier:
 
     def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
         self.steps.append({"phase": phase, "kind": kind, "outcome": outcome, **extra})
+        if kind == "output":
+            self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
 
     async def run(self) -> None:
         for phase in self.plan.phases:
+            self.stop.check()
             if phase.name == "outputs":
                 self.write_outputs(phase)
                 continue
+            if phase.name == "swap":
+                self.trust_new_issuers(phase)
             await self.patch_phase(phase, self.phase_credential(phase))
             for gate in phase.gates:
-                await self.gate(gate)
+                await self.stop.race(self.gate(gate))
+
+    def trust_new_issuers(self, phase: op.Phase) -> None:
+        """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
+        certificates, so they keep working while nodes switch until the new credentials are written."""
+        for pki_name in dict.fromkeys(e.pki for e in phase.edits if isinstance(e, op.SwapIssuer)):
+            new = next(e.new for e in phase.edits if isinstance(e, op.SwapIssuer) and e.pki == pki_name)
+            if pki_name == "talos" and self.desired.talosconfig_output is not None:
+                path = self.desired.talosconfig_output
+                context = self.desired.context if path == self.desired.talosconfig else None
+                if trust_also(path, self.keys.cert_pem(new), context=context):
+                    detail = f"talosconfig {path} (now also trusts {self.plan.label(new)})"
+                    self.record("swap", "output", "ok", detail=detail)
+            if pki_name == "kubernetes" and self.desired.kubeconfig_output is not None:
+                path = self.desired.kubeconfig_output
+                if trust_also(path, self.keys.cert_pem(new), cluster=self.desired.cluster):
+                    detail = f"kubeconfig {path} (now also trusts {self.plan.label(new)})"
+                    self.record("swap", "output", "ok", detail=detail)
+
+    def summary(self) -> str:
+        """What this run changed, for the message when it stops early."""
+        writes = [s for s in self.steps if s["kind"] == "write" and s["outcome"] == "ok"]
+        per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
+        gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
+        outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
+        done = ", ".join(f"{p} on {n} nodes" for p, n in per_phase.items()) or "no node changed"
+        wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
+        return f"done before the stop: {done}, {gates} gates passed{wrote}"
 
     async def patch_phase(self, phase: op.Phase, cred: Credential | None) -> None:
         nodes = phase.nodes()
@@ -211,16 +254,24 @@ class Applier:
 
         cps = [a for a in nodes if roles[a] == "controlplane"]
         workers = [a for a in nodes if roles[a] != "controlplane"]
-        await _bounded(cps, self.rollout.controlplane_parallelism, patch)  # control planes first
-        canary = workers[: self.rollout.canary] if len(workers) > self.rollout.canary else []
+        rollout = self.rollout
+        if self.workers_first:  # a rollback undoes a phase in reverse order
+            await _bounded(workers, rollout.worker_parallelism, patch, self.stop)
+            await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
+            self.reporter.done()
+            return
+        await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
+        canary = workers[: rollout.canary] if len(workers) > rollout.canary else []
         if canary:  # a few workers alone, the phase's gates on what changed so far, then the rest
-            await _bounded(canary, self.rollout.worker_parallelism, patch)
+            await _bounded(canary, rollout.worker_parallelism, patch, self.stop)
             self.reporter.done()
             for gate in phase.gates:
-                await self.gate(replace(gate, nodes=tuple(a for a in gate.nodes if a in {*cps, *canary})), "canary")
+                changed = {*cps, *canary}
+                await self.stop.race(self.gate(replace(gate, nodes=tuple(a for a in gate.nodes if a in changed)),
+                                               "canary"))
             self.reporter.start(f"{phase.name}: patching {len(workers) - len(canary)} more workers",
                                 len(workers) - len(canary))
-        await _bounded(workers[len(canary):], self.rollout.worker_parallelism, patch)
+        await _bounded(workers[len(canary):], rollout.worker_parallelism, patch, self.stop)
         self.reporter.done()
 
     def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
@@ -240,7 +291,7 @@ class Applier:
             self.configs[address] = after  # applied
             self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
             try:
-                await kubelet.wait()
+                await self.stop.race(kubelet.wait())
             except TrustplanError as exc:
                 self.record(phase, "kubelet", "failed", node=address, message=str(exc))
                 raise
@@ -347,10 +398,16 @@ class Applier:
         return str(endpoint or f"https://{self.plan.nodes[0].address}:6443")
 
     def kube_bundle(self, issuer: str) -> bytes:
-        """CA data like `talosctl kubeconfig`: the issuing CA first, then the accepted CAs."""
-        fields = self._first_cp().ca_fields("kubernetes")
-        pems = [fields.issuer] if fields.issuer else [self.keys.cert_pem(issuer)]
-        return b"".join([p for p in pems if p] + [p for p in fields.accepted if p not in pems])
+        """CA data like `talosctl kubeconfig`: the issuing CA first, then the accepted CAs, as the
+        control planes will have them at the end of the plan (the kubeconfig is written before the
+        remove phase, and must not keep trusting a CA that phase revokes)."""
+        cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
+        fields = self.configs[cp].ca_fields("kubernetes")
+        pems = {pki.CACert.from_pem(p).fingerprint: p for p in (fields.issuer, *fields.accepted) if p}
+        after = next((t.after for t in self.plan.targets if t.node == cp and t.pki == "kubernetes"), None)
+        accepted = list(after.accepted) if after is not None else [fp for fp in pems if fp != issuer]
+        fps = [issuer, *(fp for fp in accepted if fp != issuer)]
+        return b"".join(pems.get(fp) or self.keys.cert_pem(fp) for fp in fps)
 
 
 def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:
@@ -401,8 +458,12 @@ async def apply(
     now: dt.datetime,
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
+    rollback: bool = True,
 ) -> Applied:
-    """Apply a decoded plan document exactly; refuse it if anything it was made from changed."""
+    """Apply a decoded plan document exactly; refuse it if anything it was made from changed.
+
+    When a step fails before the new credentials are written, the nodes changed by this run are
+    returned to their CAs of before (trustplan.rollback), unless `rollback` is False."""
     reporter = reporter or QuietReporter()
     with store.lock(lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)
@@ -420,34 +481,74 @@ async def apply(
         keys = KeyRing(material, keystore)
         for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
             keys.key(fp)
-        applier = Applier(desired, provider, keys, live, plan, now, reporter, reader)
-        applier.rollout = desired.rollout.from_document(document.get("rollout"))
+        stop = Stop()
+        applier = Applier(desired, provider, keys, live, plan, now, reporter, reader, stop)
+        applier.rollout = desired.rollout.from_document(document.get("rollout"))  # as the plan says
         started = iso_time(now)
         error: BaseException | None = None
-        try:
-            await applier.run()
-        except (TrustplanError, asyncio.CancelledError, KeyboardInterrupt) as exc:
-            error = exc  # recorded below, so the state says what was done before the stop
+        with stop.on_signals(reporter.note):
+            try:
+                await applier.run()
+            except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
+                error = exc  # recorded below, so the state says what was done before the stop
+            back: Rollback | None = None
+            if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
+                back = await _roll_back(applier, live, resolved, rollback)
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
             "started": started,
             "finished": iso_time(dt.datetime.now(dt.UTC)),
             "status": "failed" if error else "applied",
-            "steps": applier.steps,
+            "steps": applier.steps + (back.steps if back is not None else []),
         }
         if error is not None:
-            entry["error"] = str(error) if isinstance(error, TrustplanError) else "interrupted"
+            entry["error"] = _error_text(error)
         new_state = next_state(state, plan, applier.configs, entry)
         store.write(new_state)
-        if error is not None and not isinstance(error, TrustplanError):
+        if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
-            raise ProviderError(
-                f"apply stopped: {error}",
-                hint="the state records what was done; run `trustplan plan` to make a plan that finishes the job",
-            ) from None
+            summary = f"{applier.summary()}; state serial {new_state['serial']} in {desired.state} records it"
+            hint = (
+                "nothing is lost: run `trustplan plan -o plan.bin` and `trustplan apply plan.bin` "
+                "(from the live configs, it finishes the job)"
+            )
+            if isinstance(error, ApplyInterrupted):
+                raise ApplyInterrupted(
+                    f"apply stopped: {error}. {summary}",
+                    signal_name=error.signal_name,
+                    exit_code=error.exit_code,
+                    hint=hint,
+                ) from None
+            if back is not None and back.done:
+                summary = f"{back.text()}\nState serial {new_state['serial']} in {desired.state} records it"
+                hint = "the cluster is as it was before this apply: fix the cause, then make a new plan"
+            elif back is not None:
+                summary += f"\n{back.text()}"
+            raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
+
+
+async def _roll_back(applier: Applier, live: LiveCluster, resolved: Resolved, enabled: bool) -> Rollback:
+    if not enabled:
+        why = possible(applier)
+        if why is None:
+            why = "no rollback (--no-rollback): the nodes are left as they are for the operator"
+        return Rollback(False, why)
+    applier.reporter.note("apply failed before the new credentials were written: rolling back")
+    try:
+        return await roll_back(applier, live, resolved.authorities())
+    except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
+        return Rollback(False, f"rollback failed: {_error_text(exc)}")
+
+
+def _error_text(error: BaseException) -> str:
+    if isinstance(error, TrustplanError):
+        return str(error)
+    if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
+        return "interrupted"
+    return f"unexpected {type(error).__name__}: {error}"  # e.g. an output file that cannot be written
 
 
 async def apply_desired(
@@ -458,13 +559,14 @@ async def apply_desired(
     now: dt.datetime,
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
+    rollback: bool = True,
 ) -> Applied:
     """`trustplan apply` without the printing: apply() with the desired state's provider, keystore
     and state file, the provider opened (and closed) for it."""
     provider = make_provider(desired)
     try:
         return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), document,
-                           plan_digest, source, now, reporter, lock_timeout)
+                           plan_digest, source, now, reporter, lock_timeout, rollback)
     finally:
         await provider.close()
 

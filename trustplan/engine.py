@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from trustplan import __version__, pki
 from trustplan.authorities import Material, Resolved, resolve
 from trustplan.backend_guard import check_backend_outside
+from trustplan.credentials import check_outputs
 from trustplan.desired import DesiredState
 from trustplan.errors import (
     InputError,
@@ -41,6 +42,7 @@ from trustplan.planner import (
     PlanningError,
     UnsafePlan,
     make_plan,
+    suggest_accepted,
 )
 from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
@@ -153,6 +155,19 @@ async def read_live(
         raise first
 
 
+def reader_label(desired: DesiredState, reader: Credential) -> str:
+    """What a fallback credential is, for the notes of plan and status (never its key)."""
+    from trustplan.providers.talos.talosconfig import load_talosconfig
+
+    assert desired.talosconfig is not None
+    tc = load_talosconfig(desired.talosconfig, desired.context)
+    if reader.cert_pem == tc.crt_pem:
+        how = "its client certificate, trusting the keystore's CAs as well"
+    else:
+        how = f"an admin certificate minted from the keystore's CA {pki.short(reader.issuer)}"
+    return f"{desired.talosconfig} does not work against every node; used {how}"
+
+
 def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[Credential]:
     from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 
@@ -163,10 +178,11 @@ def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.dat
     bundle = tc.ca_pem + b"".join(m.ca.pem for m in ours)
     out = [make_credential(tc.crt_pem, tc.key_pem, bundle, source=str(desired.talosconfig))]
     issuer = offline.refs.get(desired.trust["talos"].issuer)
-    material = offline.material.get(issuer or "")
-    if material is not None and material.key is not None:
-        crt, key = admin_credentials(material.ca, material.key, "talos", now)
-        out.append(make_credential(crt, key, bundle, source="admin certificate"))
+    # an admin cert from each Talos CA we hold a key for, the desired issuer first
+    for material in sorted(ours, key=lambda m: m.ca.fingerprint != issuer):
+        if material.key is not None:
+            crt, key = admin_credentials(material.ca, material.key, "talos", now)
+            out.append(make_credential(crt, key, bundle, source="admin certificate"))
     return out
 
 
@@ -178,6 +194,7 @@ async def make(
     now: dt.datetime,
     expires_in: dt.timedelta,
     reporter: Reporter | None = None,
+    allow_unlisted: tuple[str, ...] = (),
 ) -> Planned:
     """Read the live cluster and make a checked plan. Writes nothing."""
     reporter = reporter or QuietReporter()
@@ -186,6 +203,7 @@ async def make(
     live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
+    checks = check_outputs(desired, live, now)
     inp = PlanInput(
         cluster=desired.cluster,
         nodes=live.nodes,
@@ -196,6 +214,7 @@ async def make(
             talosconfig=desired.talosconfig_output is not None,
             kubeconfig=desired.kubeconfig_output is not None,
             secrets=desired.secrets is not None,
+            refresh=tuple(c.output for c in checks if not c.works),
         ),
         operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
     )
@@ -204,10 +223,18 @@ async def make(
     except PlanningError as exc:
         raise _role_error(desired, inp, exc) from None
     except UnsafePlan as exc:
-        raise UnsafePlanError(f"refusing to plan: {exc}", hint="nothing was saved or sent to any node") from None
+        raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp)) from None
 
     notes = [f"warning: {w}" for w in resolved.warnings]
-    if plan.has_changes:
+    notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
+    if reader is not None:
+        notes.append(f"note: read the nodes with a fallback credential ({reader_label(desired, reader)})")
+    notes += [
+        f"warning: {c.output} {c.path} does not work: {c.problem}"
+        for c in checks
+        if not c.works and (not plan.has_edits or c.path.exists())
+    ]
+    if plan.has_edits:
         notes += await _dry_run(plan, live, resolved, provider, reader)
         if desired.provider == "files":  # say when apply tightens a key-bearing file's mode
             from trustplan.providers.files import tightened_modes
@@ -245,6 +272,7 @@ async def plan_desired(
     expires_in: dt.timedelta,
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
+    allow_unlisted: tuple[str, ...] = (),
 ) -> Planned:
     """`trustplan plan` without the printing: read the state under its lock, make the plan with a
     provider opened (and closed) for it. New CA keys are not saved yet: `Planned.save_new_keys()`."""
@@ -253,11 +281,72 @@ async def plan_desired(
     try:
         with store.lock(lock_timeout, "plan"):
             state = store.read(desired.cluster)
-        planned = await make(desired, provider, desired.open_keystore(), state, now, expires_in, reporter)
+        planned = await make(
+            desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted
+        )
         check_backend_outside(desired, planned.document)
         return planned
     finally:
         await provider.close()
+
+
+async def unlisted_nodes(
+    desired: DesiredState, provider: Provider, plan: Plan, reader: Credential | None, allow: tuple[str, ...]
+) -> list[str]:
+    """Refuse a plan that would leave a cluster member out (notes for what is fine).
+
+    A member that is not in cluster.nodes keeps its CAs: once the control planes issue from a new
+    CA it refuses their proxy certificate and the new talosconfig, and its kubelet the new API
+    server certificate. With the talos provider, the cluster's Members (the discovery service's
+    view) are compared with cluster.nodes; with files, the notes say which nodes the plan covers.
+    """
+    revoking = [e for e in plan.edits if e.kind in ("swap", "remove")]
+    if not revoking:
+        return []
+    listed = {n.address for n in desired.nodes}
+    if desired.provider == "files":
+        return [
+            f"note: this rotation covers the {len(listed)} nodes of cluster.machineConfigs "
+            f"({', '.join(n.address for n in plan.nodes)}); any other node of the cluster keeps its CAs "
+            "and loses trust in the new ones"
+        ]
+    members_of = getattr(provider, "members", None)
+    if members_of is None:
+        return []
+    try:
+        members = await members_of(reader)
+    except ProviderError as exc:
+        return [f"warning: could not list the cluster members to look for nodes left out of cluster.nodes: {exc}"]
+    unlisted = [(a, role, host) for a, role, host in members if a not in listed]
+    notes = [f"note: {a} ({host}) is not in cluster.nodes; allowed by --allow-unlisted" for a, _, host in unlisted
+             if a in allow]
+    refused = [(a, role, host) for a, role, host in unlisted if a not in allow]
+    if refused:
+        names = ", ".join(f"{a} ({role} {host})" for a, role, host in refused)
+        pkis = " and ".join(sorted({e.pki for e in revoking}))
+        raise UnsafePlanError(
+            f"refusing to plan: cluster members not in cluster.nodes would lose trust: {names}. This plan changes "
+            f"the {pkis} CAs of the listed nodes only; an unlisted node keeps its CAs, and would refuse the "
+            "control planes' proxy certificate, the new talosconfig and the new API server certificate",
+            hint="add them under cluster.nodes, or pass --allow-unlisted ADDRESS for each node that is really gone; "
+            "nothing was saved or sent to any node",
+        )
+    return notes
+
+
+def _way_forward(desired: DesiredState, inp: PlanInput) -> str:
+    """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does."""
+    found = suggest_accepted(inp)
+    if found is None:
+        return "nothing was saved or sent to any node"
+    pki_name, ca = found
+    spec = desired.trust[pki_name]
+    accepted = ", ".join([*spec.accepted, ca])
+    return (
+        f"nothing was saved or sent to any node. A safe plan exists if {desired.path} keeps {pki.short(ca)} "
+        f"trusted for this rotation: trust.{pki_name}.accepted: [{accepted}]; once it is applied, drop it "
+        "again and plan once more to remove it"
+    )
 
 
 def _role_error(desired: DesiredState, inp: PlanInput, exc: PlanningError) -> InputError:

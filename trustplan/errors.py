@@ -10,12 +10,14 @@
     ├── StateError                 the state file is unreadable, locked, or of another lineage
     ├── FilesystemError            a file or folder could not be read or written (names the path)
     ├── KeystoreError              a CA key is missing from the keystore or does not match
+    ├── ApplyInterrupted           SIGINT / SIGTERM stopped an apply (exit code 128 + signal number)
     └── ProviderError              a node could not be read, written or verified
         ├── NodeUnreachableError   the node did not answer (after retries)
         │   └── NodeTimeoutError   no answer within the call's deadline (a timeout, named as one)
         └── GateFailedError        a verification gate did not pass in time
 
-Errors never carry private key material. The CLI maps each to one line on stderr and exit code 1.
+Errors never carry private key material. The CLI maps each to one line on stderr and exit code 1
+(`exit_code` when an error sets it).
 """
 
 from __future__ import annotations
@@ -84,6 +86,15 @@ class FilesystemError(TrustplanError):
 
 class KeystoreError(TrustplanError):
     """A CA key needed for a step is missing or does not match its certificate."""
+
+
+class ApplyInterrupted(TrustplanError):
+    """A signal stopped an apply; the node writes in flight finished and the state records it."""
+
+    def __init__(self, message: str, *, signal_name: str, exit_code: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.signal_name = signal_name
+        self.exit_code = exit_code
 
 
 class ProviderError(TrustplanError):

@@ -1,6 +1,8 @@
-"""What apply writes for people after the last gate: talosconfig, kubeconfig, secrets.yaml.
+"""What apply writes for people once the new CA is proven (after the swap gate, before the remove
+phase): talosconfig, kubeconfig, secrets.yaml.
 
-Each file holds a private key and is written atomically with mode 0600.
+Each file holds a private key and is written atomically with mode 0600; the file it replaces is kept
+as `<name>.backup` (0600), so a credential that worked before the run is never lost.
 """
 
 from __future__ import annotations
@@ -17,6 +19,21 @@ from trustplan.atomic import write_atomic
 from trustplan.errors import InputError
 from trustplan.machineconfig import dump_yaml, load_yaml
 from trustplan.safeio import read_regular
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + ".backup")
+
+
+def replace_with_backup(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` atomically; first keep the current file, if different, as its backup."""
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    if old is not None and old != data:
+        write_atomic(backup_path(path), old, mode=0o600)
+    write_atomic(path, data, mode=mode)
 
 
 def talosconfig_document(
@@ -39,9 +56,7 @@ def write_talosconfig(
     path: Path, context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes
 ) -> None:
     """One context, like `talosctl rotate-ca -o`: endpoints kept, `ca` = the new CA, no `nodes`."""
-    write_atomic(
-        path, dump_yaml(talosconfig_document(context, endpoints, ca_pem, crt_pem, key_pem)).encode(), mode=0o600
-    )
+    replace_with_backup(path, dump_yaml(talosconfig_document(context, endpoints, ca_pem, crt_pem, key_pem)).encode())
 
 
 def kubeconfig_document(cluster: str, server: str, ca_bundle: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:
@@ -92,7 +107,39 @@ def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) 
         ):
             raise InputError(str(path), "cannot merge into it: not a kubeconfig (clusters, users, contexts lists)")
         document = merge_kubeconfig(existing, document)
-    write_atomic(path, dump_yaml(document).encode(), mode=0o600)
+    replace_with_backup(path, dump_yaml(document).encode())
+
+
+def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster: str | None = None) -> bool:
+    """Add a CA to what a talosconfig (`context`) or kubeconfig (the `admin@<cluster>` context, else
+    the current one) trusts for server certificates, keeping everything else. Done before a swap
+    phase, so the credential on disk keeps working while nodes switch to certificates from the new
+    CA and until the new credential is written. False when the file is absent, unreadable, or
+    already trusts the CA."""
+    try:
+        doc = load_yaml(path.read_bytes())
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(doc, dict):
+        return False
+    fp = pki.CACert.from_pem(ca_pem).fingerprint
+    try:
+        if context is not None or "contexts" in doc and isinstance(doc.get("contexts"), dict):
+            entry = doc["contexts"][context or doc["context"]]
+            key = "ca"
+        else:
+            contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
+            name = f"admin@{cluster}" if f"admin@{cluster}" in contexts else doc.get("current-context")
+            entry = next(c["cluster"] for c in doc["clusters"] if c["name"] == contexts[name]["cluster"])
+            key = "certificate-authority-data"
+        bundle = pki.b64decode_pem(entry[key], str(path), key)
+        if fp in {pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(bundle)}:
+            return False
+        entry[key] = pki.b64encode_pem(pki.pem_bundle([bundle, ca_pem]))
+    except (KeyError, TypeError, StopIteration, AttributeError, InputError):
+        return False
+    replace_with_backup(path, dump_yaml(doc).encode())
+    return True
 
 
 def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: dt.datetime) -> tuple[bytes, bytes]:
@@ -111,7 +158,7 @@ def update_secrets(path: Path, updates: dict[str, tuple[bytes, bytes]]) -> None:
     for key, (crt, k) in updates.items():
         doc["certs"][key] = {"crt": pki.b64encode_pem(crt), "key": pki.b64encode_pem(k)}
     mode = os.stat(path).st_mode & 0o777
-    write_atomic(path, _secrets_text(text, doc, updates).encode(), mode=mode & 0o600 or 0o600)
+    replace_with_backup(path, _secrets_text(text, doc, updates).encode(), mode=mode & 0o600 or 0o600)
 
 
 def read_secrets(path: Path) -> dict[str, Any]:

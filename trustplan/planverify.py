@@ -23,6 +23,7 @@ from typing import Any
 
 from trustplan import pki
 from trustplan.authorities import Resolved
+from trustplan.credentials import check_outputs
 from trustplan.desired import DesiredState
 from trustplan.errors import CAError, KeystoreError, PlanFileError, UnsafePlanError
 from trustplan.live import LiveCluster
@@ -250,6 +251,7 @@ def verified_plan(
             talosconfig=desired.talosconfig_output is not None,
             kubeconfig=desired.kubeconfig_output is not None,
             secrets=desired.secrets is not None,
+            refresh=tuple(c.output for c in check_outputs(desired, live, now) if not c.works),
         ),
         operator=operator,
     )

@@ -41,6 +41,9 @@ def gate_count(n: int) -> str:
 def summary_line(plan: Plan) -> str:
     if not plan.has_changes:
         return "No changes. Every node already has the desired CAs."
+    if not plan.has_edits:
+        names = ", ".join(dict.fromkeys(o.output for o in plan.outputs))
+        return f"Plan: no node changes; rewrite {names} (not working against the live cluster)."
     n_new = len(plan.new_authorities)
     parts = [f"{n_new} {'authority' if n_new == 1 else 'authorities'} to create"] if n_new else []
     parts.append(change_counts(plan))
@@ -114,7 +117,9 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
             lines.append("")
         outs = plan.outputs
         if outs:
-            lines.append("Outputs:")
+            names = [p.name for p in plan.phases]
+            before_remove = "remove" in names and names.index("outputs") < names.index("remove")
+            lines.append("Outputs (written before the remove phase starts):" if before_remove else "Outputs:")
             paths = {o["output"]: o.get("path", "") for p in doc.get("phases", []) for o in p["outputs"]}
             for o in outs:
                 lines.append(f"  > {o.output:<12} {paths.get(o.output, '')}  (from {plan.label(o.ca)})")

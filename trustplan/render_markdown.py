@@ -143,7 +143,7 @@ def _expiring(plan: Plan, now: dt.datetime) -> list[tuple[str, dt.datetime]]:
 
 
 def _skipped(plan: Plan) -> list[str]:
-    if not plan.has_changes:
+    if not plan.has_edits:
         return []
     changed = {e.node for e in plan.edits}
     return [n.address for n in plan.nodes if n.address not in changed]
@@ -428,7 +428,9 @@ def outputs_block(plan: Plan, doc: dict[str, Any]) -> list[str]:
     paths = {
         (o.get("output"), o.get("pki")): o.get("path") for p in doc.get("phases", []) for o in p.get("outputs", [])
     }
-    out = ["### Outputs (written after the last gate)", ""]
+    names = [p.name for p in plan.phases]
+    before_remove = "remove" in names and names.index("outputs") < names.index("remove")
+    out = [f"### Outputs (written {'before the remove phase starts' if before_remove else 'after the last gate'})", ""]
     for o in plan.outputs:
         where = paths.get((o.output, o.pki))
         out.append(f"- {o.output}{f' `{where}`' if where else ''}: {PKI_TITLE[o.pki]}, from {ca_ref(plan, o.ca)}")
@@ -446,10 +448,11 @@ def _front(plan: Plan, doc: dict[str, Any], view: View) -> list[str]:
 def chunks(plan: Plan, doc: dict[str, Any], view: View = View()) -> list[Chunk]:
     """The full rendering as unsplittable chunks, in order."""
     out = [Chunk(line + "\n") for line in _front(plan, doc, view)]
-    if plan.has_changes:
+    if plan.has_edits:
         out += trust_tables(plan, view)
         out += [Chunk("### Phases\n\n")]
         out += phase_chunks(plan, view)
+    if plan.has_changes:
         out += [Chunk(line + "\n") for line in outputs_block(plan, doc)]
     return out
 
@@ -459,10 +462,11 @@ def render_summary(plan: Plan, doc: dict[str, Any], view: View = View()) -> str:
     out = _front(plan, doc, view)
     text = "\n".join(out) + "\n"
     if plan.has_changes:
-        text += _join(trust_tables(plan, view))
-        phases = [f"{i}. {_phase_title(i, p).split(': ', 1)[1]}" for i, p in
-                  enumerate((p for p in plan.phases if p.name != "outputs"), start=1)]
-        text += "### Phases\n\n" + "\n".join(phases) + "\n\n"
+        if plan.has_edits:
+            text += _join(trust_tables(plan, view))
+            phases = [f"{i}. {_phase_title(i, p).split(': ', 1)[1]}" for i, p in
+                      enumerate((p for p in plan.phases if p.name != "outputs"), start=1)]
+            text += "### Phases\n\n" + "\n".join(phases) + "\n\n"
         text += "\n".join(outputs_block(plan, doc)) + "\n"
         text += "Full plan: `trustplan show plan.bin --format markdown`.\n"
     return text

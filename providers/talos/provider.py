@@ -193,6 +193,14 @@ class TalosProvider:
             return stack, events, first
 
         stack, events, first = await self._call(node, "watch the kubelet service", attempt, self.retry_timeout)
+
+        async def reopen() -> _Events:
+            """A new Watch after the stream ended early; its first event is the current state."""
+            more, again, current = await self._call(node, "watch the kubelet service", attempt, self.retry_timeout)
+            stack.push_async_callback(more.aclose)
+            again.push_front(current)
+            return again
+
         async with stack:
             state = _service_state(first)
             if first is None or first.event_type == cosi_state_pb2.DESTROYED or state != (True, True):
@@ -205,9 +213,9 @@ class TalosProvider:
                     f"kubelet is not healthy on {node.address} ({seen}); not changing its Kubernetes CA",
                     hint="check it with `talosctl -n NODE service kubelet`; nothing was sent to this node",
                 )
-            yield KubeletWatch(node.address, events, timeout)
+            yield KubeletWatch(node.address, events, timeout, reopen)
 
-    async def members(self) -> list[tuple[str, str, str]]:
+    async def members(self, credential: Credential | None = None) -> list[tuple[str, str, str]]:
         """The cluster's members as the discovery service sees them: (address, role, hostname).
 
         COSI List of `cluster/Members.cluster.talos.dev` on an endpoint (no `node` metadata). The
@@ -221,7 +229,7 @@ class TalosProvider:
         request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
         async def attempt(endpoint: Endpoint) -> list[cosi_state_pb2.ListResponse]:
-            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, self._own))
+            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, credential or self._own))
             return list(await stub.List(request, timeout=CALL_TIMEOUT))
 
         responses = await self._call(NodeRef(str(self.endpoints[0].host)), "list the cluster members", attempt,
@@ -295,6 +303,10 @@ class _Events:
         self._stream = stream
         self._buffer: collections.deque[Any] = collections.deque()
 
+    def push_front(self, event: Any) -> None:
+        if event is not None:
+            self._buffer.appendleft(event)
+
     async def next(self) -> Any:
         """The next CREATED/UPDATED/DESTROYED event, or None when the stream ended."""
         while True:
@@ -331,24 +343,43 @@ def _service_state(event: Any) -> tuple[bool, bool]:
 class KubeletWatch:
     """An open Watch of one node's kubelet (from TalosProvider.kubelet_restart)."""
 
-    def __init__(self, address: str, events: _Events, timeout: float) -> None:
+    async def _open_again(self) -> _Events:
+        """Open the watch again, retrying (the node may be restarting) until the outer timeout."""
+        assert self._reopen is not None
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                return await self._reopen()
+            except ProviderError:
+                continue
+
+    def __init__(
+        self, address: str, events: _Events, timeout: float, reopen: Callable[[], Awaitable[_Events]] | None = None
+    ) -> None:
         self.address = address
         self._events = events
         self.timeout = timeout
+        self._reopen = reopen
 
     async def wait(self) -> None:
         """Until the kubelet went down (DESTROYED, or not running) and came back running and
-        healthy; ProviderError after `timeout` seconds or if the watch ends."""
+        healthy; ProviderError after `timeout` seconds. A watch that ends early is opened again
+        (after that, a running and healthy kubelet counts as back: the restart may have happened
+        while no watch was open)."""
         try:
             async with asyncio.timeout(self.timeout):
                 went_down = False
                 while True:
                     event = await self._events.next()
                     if event is None:
-                        raise ProviderError(
-                            f"the kubelet watch on {self.address} ended before the kubelet came back",
-                            hint="check it with `talosctl -n NODE service kubelet`",
-                        )
+                        if self._reopen is None:
+                            raise ProviderError(
+                                f"the kubelet watch on {self.address} ended before the kubelet came back",
+                                hint="check it with `talosctl -n NODE service kubelet`",
+                            )
+                        self._events = await self._open_again()
+                        went_down = True
+                        continue
                     running, healthy = _service_state(event)
                     if event.event_type == cosi_state_pb2.DESTROYED or not running:
                         went_down = True
@@ -357,7 +388,7 @@ class KubeletWatch:
         except TimeoutError:
             raise ProviderError(
                 f"kubelet on {self.address} did not come back within {self.timeout:g} s after its "
-                "Kubernetes CA changed (the new config is applied)",
+                "Kubernetes CA changed (the new config is applied): timeout",
                 hint="check `talosctl -n NODE service kubelet` and its logs; rollout.verify.timeout sets the wait",
             ) from None
 

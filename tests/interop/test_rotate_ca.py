@@ -106,8 +106,15 @@ def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path) -> None:
         status = (await trustplan("status", "--format", "json", cwd=cluster.dir)).ok()
         report = json.loads(status.out)
         assert _fp(talos_ca) in json.dumps(report) and _fp(k8s_ca) in json.dumps(report)
-        plan = await trustplan("plan", "--detailed-exitcode", cwd=cluster.dir)
-        assert plan.code == 0, plan.out + plan.err  # nothing to do: the live state is the desired one
+        # no node changes: the live state is the desired one. But the kubeconfig and secrets.yaml the
+        # simulator wrote still hold the old Kubernetes CA (talosctl printed the new ones): trustplan
+        # rewrites them rather than saying "No changes" while a configured credential is refused
+        plan = await trustplan("plan", "-o", "plan.bin", "--detailed-exitcode", cwd=cluster.dir)
+        assert plan.code == 2, plan.out + plan.err
+        assert "Plan: no node changes; rewrite kubeconfig, secrets" in plan.out, plan.out
+        (await trustplan("apply", "plan.bin", cwd=cluster.dir)).ok()
+        again = await trustplan("plan", "--detailed-exitcode", cwd=cluster.dir)
+        assert again.code == 0, again.out + again.err  # now nothing to do
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **FAST_K8S)
 

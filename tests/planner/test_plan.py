@@ -32,18 +32,20 @@ def removes(nodes, ca="old", pki="talos"):  # noqa: ANN001, ANN201
     return [f"remove {n} {pki} {ca}" for n in nodes]
 
 
-def test_fresh_rotation_is_accept_gate_swap_gate_remove_gate_outputs() -> None:
+def test_fresh_rotation_is_accept_gate_swap_gate_outputs_remove_gate() -> None:
+    """The new talosconfig is written once the swap gate proved it works, before remove revokes
+    the old one: a stop anywhere after that leaves a working credential on disk."""
     plan = talos_plan(cluster(trust("old")))
     assert steps(plan) == [
         *accepts(ALL),
         "gate talos after accept",
         *swaps(ALL),
         "gate talos after swap",
+        "output talosconfig new",
         *removes(ALL),
         "gate talos after remove",
-        "output talosconfig new",
     ]
-    assert [p.name for p in plan.phases] == ["accept", "swap", "remove", "outputs"]
+    assert [p.name for p in plan.phases] == ["accept", "swap", "outputs", "remove"]
     assert plan.has_changes
 
 
@@ -58,10 +60,11 @@ def test_fresh_rotation_of_both_pkis_interleaves_per_node_and_gates_each_pki() -
         ("swap", lambda n: [f"swap {n} talos old->new", f"swap {n} kubernetes k-old->k-new"]),
         ("remove", lambda n: [f"remove {n} talos old", f"remove {n} kubernetes k-old"]),
     ):
+        if phase == "remove":  # the new credentials are written before anything is revoked
+            expected += ["output talosconfig new", "output kubeconfig k-new"]
         for n in ALL:
             expected += per_pki(n)
         expected += [f"gate talos after {phase}", f"gate kubernetes after {phase}"]
-    expected += ["output talosconfig new", "output kubeconfig k-new"]
     assert steps(plan) == expected
 
 
@@ -126,9 +129,9 @@ def test_stopped_after_accept_starts_at_swap() -> None:
     assert steps(plan) == [
         *swaps(ALL),
         "gate talos after swap",
+        "output talosconfig new",
         *removes(ALL),
         "gate talos after remove",
-        "output talosconfig new",
     ]
 
 
@@ -157,9 +160,9 @@ def test_swap_done_on_one_control_plane_swaps_the_rest() -> None:
     assert steps(plan) == [
         *swaps(ALL[1:]),
         "gate talos after swap",
+        "output talosconfig new",
         *removes(ALL),
         "gate talos after remove",
-        "output talosconfig new",
     ]
 
 
@@ -168,7 +171,7 @@ def test_stopped_after_swap_only_removes() -> None:
         node(a, "worker", trust("new", "old")) for a in WORKERS
     )
     plan = talos_plan(nodes)
-    assert steps(plan) == [*removes(ALL), "gate talos after remove", "output talosconfig new"]
+    assert steps(plan) == ["output talosconfig new", *removes(ALL), "gate talos after remove"]
 
 
 def test_remove_done_on_some_nodes_removes_on_the_others() -> None:
@@ -179,7 +182,7 @@ def test_remove_done_on_some_nodes_removes_on_the_others() -> None:
     )
     plan = talos_plan(nodes)
     rest = [a for a in ALL if a not in done]
-    assert steps(plan) == [*removes(rest), "gate talos after remove", "output talosconfig new"]
+    assert steps(plan) == ["output talosconfig new", *removes(rest), "gate talos after remove"]
     assert any("already in the desired state, skipped: 10.5.0.2, 10.5.0.3" in w for w in plan.warnings)
 
 
@@ -214,7 +217,7 @@ def test_pre_stage_only_accepts_and_changes_nothing_else() -> None:
 
 def test_revoke_only_removes_the_dropped_ca_and_warns() -> None:
     plan = talos_plan(cluster(trust("new", "old", "x")), "x")
-    assert steps(plan) == [*removes(ALL), "gate talos after remove", "output talosconfig new"]
+    assert steps(plan) == ["output talosconfig new", *removes(ALL), "gate talos after remove"]
     assert any(w.startswith("old (") and "stops being trusted on every node" in w for w in plan.warnings)
     assert all(e.destructive for e in plan.edits)
 
@@ -261,9 +264,36 @@ def test_outputs_follow_the_desired_state() -> None:
     from trustplan.planner import Outputs
 
     inp = plan_input(cluster(trust("old")), want("talos", "new"), outputs=Outputs(secrets=True))
-    assert steps(make_plan(inp))[-1:] == ["output secrets new"]
-    inp = dataclasses.replace(inp, outputs=Outputs())
+    assert "output secrets new" in steps(make_plan(inp))
     assert make_plan(inp).phases[-1].name == "remove"
+    inp = dataclasses.replace(inp, outputs=Outputs())
+    assert "outputs" not in [p.name for p in make_plan(inp).phases]
+
+
+def test_a_refused_credential_is_rewritten_although_no_node_changes() -> None:
+    """Issue 8: nodes already in the desired state, but the talosconfig on disk is refused (a run
+    killed between remove and the outputs): the plan rewrites it instead of saying "No changes"."""
+    from trustplan.planner import Outputs
+
+    done = cluster(trust("new"))
+    inp = plan_input(done, want("talos", "new"), outputs=Outputs(talosconfig=True, secrets=True))
+    assert not make_plan(inp).has_changes  # every configured output works: nothing to do
+    inp = dataclasses.replace(inp, outputs=Outputs(talosconfig=True, secrets=True, refresh=("talosconfig",)))
+    plan = make_plan(inp)
+    assert plan.has_changes and not plan.has_edits
+    assert steps(plan) == ["output talosconfig new"]
+    assert any("the configured talosconfig does not work against the live cluster" in w for w in plan.warnings)
+
+
+def test_an_output_without_a_key_to_mint_it_is_refused() -> None:
+    from trustplan.planner import Outputs, UnsafePlan
+
+    outputs = Outputs(talosconfig=True, refresh=("talosconfig",))
+    inp = plan_input(cluster(trust("new")), want("talos", "new"), outputs=outputs)
+    keyless = tuple(dataclasses.replace(a, key_available=False) for a in inp.authorities)
+    inp = dataclasses.replace(inp, authorities=keyless)
+    with pytest.raises(UnsafePlan, match="cannot write the talosconfig output: no private key for new"):
+        make_plan(inp)
 
 
 def test_role_in_cluster_nodes_contradicting_machine_type_is_a_planning_error() -> None:

@@ -220,3 +220,30 @@ def test_a_plan_that_does_not_end_where_it_says_is_refused() -> None:
 
 def test_node_helper_keeps_workers_keyless() -> None:
     assert not node(W1, "worker", trust("old")).talos.issuer_has_key
+
+
+def test_a_refused_half_done_state_names_the_ca_to_keep_accepted() -> None:
+    """Issue 8: control planes issue from old and accept new, the worker already has new only (a
+    hand edit, or another tool stopped halfway). Dropping old would strand the worker's server
+    certificate; keeping old accepted for this rotation is safe, and the planner says so."""
+    from trustplan.planner import suggest_accepted
+
+    nodes = (
+        node("10.5.0.2", "controlplane", trust("old", "new")),
+        node("10.5.0.3", "controlplane", trust("old", "new")),
+        node("10.5.0.4", "worker", trust("new")),
+    )
+    inp = plan_input(nodes, want("talos", "new"))
+    with pytest.raises(UnsafePlan, match="would refuse node 10.5.0.4's server certificate"):
+        make_plan(inp)
+    assert suggest_accepted(inp) == ("talos", fp("old"))
+    assert make_plan(plan_input(nodes, want("talos", "new", "old"))).has_changes
+
+
+def test_no_suggestion_when_no_single_ca_helps() -> None:
+    from trustplan.planner import suggest_accepted
+
+    nodes = (node("10.5.0.2", "controlplane", trust("old", key=False)),)  # no key anywhere for old or new
+    keyless = (authority("old", key=False), authority("new", key=False))
+    inp = plan_input(nodes, want("talos", "new"), authorities=keyless)
+    assert suggest_accepted(inp) is None

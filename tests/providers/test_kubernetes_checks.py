@@ -133,3 +133,50 @@ def test_non_admin_cert_is_forbidden(tmp_path: Path) -> None:
 
 def test_describe_error_of_an_unknown_exception() -> None:
     assert describe_error(ValueError("boom\nmore")) == "ValueError: boom"
+
+
+def test_gate_passes_when_api_servers_restart_at_different_speeds(tmp_path: Path) -> None:
+    """Issue 8: the client for a fast API server passes and closes first; the client for a slow one
+    still needs its own credential files for the new connection it makes once the server is back
+    (the kubernetes library's shared temp-file cache made this fail until the gate timed out)."""
+
+    async def scenario(c: SimCluster) -> dict[str, str]:
+        await checker(c).check(cluster_admin(c), expected(c))  # the client library is loaded and warm
+        c.apiserver_restart_ms = 2000
+        slow = c.controlplanes[1].apiserver
+        assert slow is not None
+        slow.restart()  # connection refused for 2 s; the other API server answers at once
+        return await checker(c, timeout=15.0).check(cluster_admin(c), expected(c))
+
+    results = run_with_cluster(scenario, tmp_path, controlplanes=2, workers=0, **FAST)
+    assert len(results) == 2 and all("2 nodes Ready" in r for r in results.values())
+
+
+def test_gate_failure_says_what_kind_of_failure(tmp_path: Path) -> None:
+    """Timeout (no answer), refused trust and unhealthy read differently in the gate's message."""
+
+    async def scenario(c: SimCluster) -> list[str]:
+        messages = []
+        other_ca, _ = pki.generate_ca("kubernetes", pki.utcnow())
+        refused = admin(c.secrets.k8s.cert, c.secrets.k8s.key, pki.cert_to_pem(other_ca))  # server not trusted
+        with pytest.raises(GateFailedError) as trust:
+            await checker(c, timeout=0.3).check(refused, expected(c))
+        messages.append(str(trust.value))
+        c.nodes[-1].kubelet.halt()
+        with pytest.raises(GateFailedError) as unhealthy:
+            await checker(c, timeout=0.3).check(cluster_admin(c), expected(c))
+        messages.append(str(unhealthy.value))
+        c.apiserver_restart_ms = 60_000
+        api = c.controlplanes[0].apiserver
+        assert api is not None
+        api.restart()
+        with pytest.raises(GateFailedError) as down:
+            await checker(c, timeout=0.3).check(cluster_admin(c), expected(c))
+        messages.append(str(down.value))
+        await api.stop()
+        return messages
+
+    trust, unhealthy, down = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
+    assert ": refused trust: TLS" in trust
+    assert ": unhealthy: not Ready: worker-1" in unhealthy
+    assert ": timeout: connection refused" in down

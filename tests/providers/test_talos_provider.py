@@ -191,3 +191,50 @@ def test_node_dying_mid_apply(tmp_path: Path) -> None:
         assert node.config == new and not node.running
 
     run_with_cluster(scenario, tmp_path)
+
+
+class _EndedStream:
+    """A Watch stream that has ended (the server closed it) after `events`."""
+
+    def __init__(self, *events: object, block: bool = False) -> None:
+        self.events = list(events)
+        self.block = block
+
+    async def recv_message(self) -> object:
+        from trustplan.providers.talos.proto import cosi_state_pb2
+
+        if self.events:
+            return cosi_state_pb2.WatchResponse(event=[self.events.pop(0)])
+        if self.block:
+            await asyncio.Event().wait()
+        return None
+
+
+def _kubelet_event(running: bool, healthy: bool) -> object:
+    from trustplan.providers.talos.proto import cosi_resource_pb2, cosi_state_pb2
+
+    spec = cosi_resource_pb2.Spec(yaml_spec=f"running: {str(running).lower()}\nhealthy: {str(healthy).lower()}\n")
+    return cosi_state_pb2.Event(event_type=cosi_state_pb2.UPDATED, resource=cosi_resource_pb2.Resource(spec=spec))
+
+
+def test_a_kubelet_that_never_comes_back_is_a_timeout_even_if_the_watch_ends() -> None:
+    """Issue 8: a watch that ends early is opened again; a kubelet that never returns is reported
+    as a timeout, not as "watch ended"."""
+    from trustplan.providers.talos.provider import KubeletWatch, _Events
+
+    async def reopen() -> _Events:
+        return _Events(_EndedStream(_kubelet_event(False, False), block=True))
+
+    watch = KubeletWatch("10.5.0.3", _Events(_EndedStream()), 0.6, reopen)
+    with pytest.raises(ProviderError, match=r"did not come back within 0.6 s .*: timeout"):
+        asyncio.run(watch.wait())
+
+
+def test_a_kubelet_back_when_the_watch_is_reopened_counts_as_restarted() -> None:
+    from trustplan.providers.talos.provider import KubeletWatch, _Events
+
+    async def reopen() -> _Events:
+        return _Events(_EndedStream(_kubelet_event(True, True), block=True))
+
+    watch = KubeletWatch("10.5.0.3", _Events(_EndedStream(_kubelet_event(False, False))), 5.0, reopen)
+    asyncio.run(watch.wait())  # returns: down, the watch ended, then healthy on the new watch

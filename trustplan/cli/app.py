@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print(str(exc), markup=False, highlight=False)
         if exc.hint:
             err.print(f"  hint: {exc.hint}", highlight=False, markup=False)
-        return 1
+        return int(getattr(exc, "exit_code", 1))
     except KeyboardInterrupt:
         err.print("Interrupted.")
         return 130

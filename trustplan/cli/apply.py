@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import ParallelismOption, make_plan, render_document
+from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, make_plan, render_document
 from trustplan.errors import TrustplanError
 
 
@@ -31,6 +31,15 @@ def apply(
     config: ConfigOption = Path("trustplan.yaml"),
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply a fresh plan without asking.")] = False,
     lock_timeout: LockTimeout = "0s",
+    allow_unlisted: AllowUnlistedOption = None,
+    no_rollback: Annotated[
+        bool,
+        typer.Option(
+            "--no-rollback",
+            help="When a step fails before the new credentials are written, leave the nodes as they are "
+            "(default: return them to their CAs of before).",
+        ),
+    ] = False,
     parallelism: ParallelismOption = None,
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
@@ -55,7 +64,7 @@ def apply(
                 hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`, review it, then "
                 "`trustplan apply plan.bin`; nothing was changed",
             )
-        planned = make_plan(config, "1h", lock_timeout, parallelism)
+        planned = make_plan(config, "1h", lock_timeout, allow_unlisted, parallelism)
         terminal.print_text(render_document(planned.document, Format.text))
         if not planned.plan.has_changes:
             return
@@ -75,7 +84,7 @@ def apply(
     desired = load_desired(config)
     result = run(
         applier.apply_desired(desired, document, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
-                              seconds(lock_timeout))
+                              seconds(lock_timeout), rollback=not no_rollback)
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)

@@ -138,7 +138,23 @@ def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
         check_writable(split_dir / "part-1.md", "the Markdown parts")
 
 
-def make_plan(config: Path, expires_in: str, lock_timeout: str, parallelism: int | None = None) -> engine.Planned:
+AllowUnlistedOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-unlisted",
+        metavar="NODE",
+        help="A cluster member left out of cluster.nodes on purpose (a node that is really gone); repeatable.",
+    ),
+]
+
+
+def make_plan(
+    config: Path,
+    expires_in: str,
+    lock_timeout: str,
+    allow_unlisted: list[str] | None = None,
+    parallelism: int | None = None,
+) -> engine.Planned:
     import dataclasses
 
     from trustplan import engine, pki, planfile
@@ -150,7 +166,11 @@ def make_plan(config: Path, expires_in: str, lock_timeout: str, parallelism: int
         expiry = planfile.parse_duration(expires_in)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from None
-    planned = run(engine.plan_desired(desired, pki.utcnow(), expiry, ConsoleReporter(), seconds(lock_timeout)))
+    planned = run(
+        engine.plan_desired(
+            desired, pki.utcnow(), expiry, ConsoleReporter(), seconds(lock_timeout), tuple(allow_unlisted or ())
+        )
+    )
     for note in planned.notes:
         err.print(note, markup=False)
     return planned
@@ -172,6 +192,7 @@ def plan(
         Path | None, typer.Option("--sign-key", help="Sign the saved plan with this Ed25519 private key (PEM).")
     ] = None,
     flavor: FlavorOption = "github",
+    allow_unlisted: AllowUnlistedOption = None,
     parallelism: ParallelismOption = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
@@ -180,7 +201,7 @@ def plan(
     conventions.check_out_path(out)
     check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
-    planned = make_plan(config, expires_in, lock_timeout, parallelism)
+    planned = make_plan(config, expires_in, lock_timeout, allow_unlisted, parallelism)
     if planned.plan.has_changes:
         planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
     data = None

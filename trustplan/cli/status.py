@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trustplan.cli.common import ConfigOption, Format, FormatOption, load_desired, print_data, run
+from trustplan.cli.common import ConfigOption, Format, FormatOption, err, load_desired, print_data, run
 
 if TYPE_CHECKING:
     from trustplan.live import LiveCluster
@@ -23,20 +23,31 @@ def status(
     ] = False,
 ) -> None:
     """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
-    from trustplan import engine
+    from trustplan import engine, pki
     from trustplan.cli.status_report import build_report, markdown, text
-    from trustplan.live import read_cluster
+    from trustplan.credentials import check_outputs
 
     desired = load_desired(config)
     provider = engine.make_provider(desired)
 
+    now = pki.utcnow()
+
     async def go() -> LiveCluster:
         try:
-            return await read_cluster(provider, desired.nodes, tuple(desired.trust))
+            keystore = desired.open_keystore()
+            live, reader = await engine.read_live(desired, provider, keystore, tuple(desired.trust), now)
         finally:
             await provider.close()
+        if reader is not None:
+            err.print(f"note: read the nodes with a fallback credential ({engine.reader_label(desired, reader)})",
+                      markup=False)
+        return live
 
     live = run(go())
+    for check in check_outputs(desired, live, now):
+        if not check.works:
+            err.print(f"warning: {check.output} {check.path} does not work: {check.problem}; "
+                      "`trustplan plan` rewrites it", markup=False)
     state = desired.state_backend().read(desired.cluster)
     report = build_report(live, state)
     if fmt is Format.json:
