@@ -114,7 +114,7 @@ def test_heartbeat_while_a_step_waits(capsys: pytest.CaptureFixture[str]) -> Non
         seen += capsys.readouterr().err
     reporter.done()
     seen += capsys.readouterr().err
-    assert re.search(r"^gate after swap: still running after \d+s \(1/3 done\)$", seen, re.M)
+    assert re.search(r"^gate after swap: still running after \d+s \(1/3 done, 0 in flight, 0 failed\)$", seen, re.M)
     assert re.search(r"^gate after swap: finished \(1/3\) in [0-9.]+s$", seen, re.M)
 
 
