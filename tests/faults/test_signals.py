@@ -16,7 +16,8 @@ from faults.simproc import Proc, SimProcess, credential_report, run_cli, trustpl
 def test_a_signal_during_apply_records_the_state_and_says_how_to_finish(tmp_path: Path, sig: signal.Signals) -> None:
     with SimProcess(tmp_path / "sim", 2, 2, latency_ms=20) as sim:
         apply = Proc.start(trustplan_cmd("apply", "--auto-approve"), sim.dir)
-        assert apply.wait_for("accept: patching", 60), apply.stderr  # the accept phase has changed nodes
+        # the accept phase has changed every node (per-node lines come earlier: wait for the phase's end)
+        assert apply.wait_for("accept: patching 4 nodes: finished", 60), apply.stderr
         apply.popen.send_signal(sig)
         code = apply.wait(60)
         assert code == 128 + sig, apply.stderr
