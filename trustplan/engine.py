@@ -49,6 +49,7 @@ from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.rewrite import rewrite
 from trustplan.state import StateDocument
+from trustplan.workertrust import probe_workers
 
 
 class Reporter(Protocol):
@@ -199,6 +200,7 @@ async def make(
     live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
+    live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
     inp = PlanInput(
         cluster=desired.cluster,
@@ -221,7 +223,7 @@ async def make(
     except UnsafePlan as exc:
         raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp)) from None
 
-    notes = [f"warning: {w}" for w in resolved.warnings]
+    notes = [f"warning: {w}" for w in resolved.warnings] + probed
     notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
     if reader is not None:
         notes.append(f"note: read the nodes with a fallback credential ({reader_label(desired, reader)})")
