@@ -1,0 +1,90 @@
+"""Issue 8, item 4: resume a rotation another tool left half done, where a worker's client trust
+(its trustd bundle, not in its config) is what the safety check needs.
+
+The state: `talosctl rotate-ca` died during its accept step after adding its new CA to every node's
+machine.acceptedCAs, and then one control plane was reverted by hand. Every worker asked trustd for
+a certificate while all control planes trusted the new CA, so its apid accepts it; but what the
+control planes trust *now* (the guess the safety check made before) no longer says so, and plan
+refused: "node ... would refuse the proxy certificate of endpoint ...". trustplan now probes each
+worker directly and finishes the rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from trustplan.machineconfig import CAFields
+from trustplan.providers.sim.cluster import SimCluster
+from trustplan.providers.sim.node import SimNode
+from trustplan.providers.sim.testing import run_with_cluster
+from trustplan.providers.talos.provider import TalosProvider
+
+from trustplan import machineconfig, pki
+
+
+def edit_talos(node: SimNode, accepted: tuple[bytes, ...]) -> None:
+    """A config change on one node, as ApplyConfiguration would make it (certs re-issued)."""
+    cfg = machineconfig.parse(node.config, node.name)
+    f = cfg.ca_fields("talos")
+    data = cfg.with_ca_fields({"talos": CAFields(f.issuer, f.issuer_key, accepted)})
+    node.set_config(data, machineconfig.parse(data, node.name))
+
+
+def talosctl_died_in_accept_then_a_control_plane_reverted(cluster: SimCluster) -> bytes:
+    """talosctl's new CA accepted on every node in its order (control planes, then workers), then
+    cp-3 restored to its config of before. The CA and key the user kept are written into DIR, and
+    trustplan.yaml asks to finish the rotation to that CA. Returns the CA's PEM."""
+    crt, key = pki.generate_ca("talos", pki.utcnow())
+    crt_pem = pki.cert_to_pem(crt)
+    for node in cluster.nodes:
+        edit_talos(node, (*machineconfig.parse(node.config, node.name).ca_fields("talos").accepted, crt_pem))
+    edit_talos(cluster.node("cp-3"), ())
+    (cluster.dir / "talosctl-ca.crt").write_bytes(crt_pem)
+    (cluster.dir / "talosctl-ca.key").write_bytes(pki.key_to_pem(key))
+    path = cluster.dir / "trustplan.yaml"
+    text = path.read_text().replace(
+        "  talos-new: {generate: {algorithm: ed25519}}\n",
+        "  talosctl-ca: {certificate: talosctl-ca.crt, key: talosctl-ca.key}\n",
+    )
+    path.write_text(text.replace("issuer: talos-new", "issuer: talosctl-ca"))
+    return crt_pem
+
+
+async def trustplan(cwd: Path, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "trustplan", *args, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+def test_trustplan_finishes_talosctl_killed_in_accept_with_a_control_plane_reverted(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        new = talosctl_died_in_accept_then_a_control_plane_reverted(cluster)
+        new_fp = pki.fingerprint(pki.load_cert_pem(new, "ca"))
+        for worker in cluster.workers:  # the fact the configs do not tell: workers accept the new CA
+            assert new in pki.split_pem_bundle(worker.client_trust_pem)
+
+        code, out = await trustplan(cluster.dir, "plan", "-o", "plan.bin")
+        assert code == 0, out
+        assert "would refuse the proxy certificate" not in out
+        assert out.count("(probed directly, its trust comes from trustd)") == len(cluster.workers), out
+        code, out = await trustplan(cluster.dir, "apply", "plan.bin")
+        assert code == 0, out
+
+        for node in cluster.nodes:
+            fields = machineconfig.parse(node.config, node.name).ca_fields("talos")
+            assert fields.issuer == new and fields.accepted == ()
+        # the talosconfig on disk works on every node, through every endpoint
+        async with TalosProvider(cluster.talosconfig, None, cluster.node_refs(), verify_timeout=10) as provider:
+            for ref in cluster.node_refs():
+                await provider.verify(ref)
+            assert provider.config.credential().trusted == (new_fp,)
+        code, out = await trustplan(cluster.dir, "plan", "--detailed-exitcode")
+        assert code == 0, out
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
