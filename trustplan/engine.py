@@ -335,7 +335,21 @@ def _way_forward(desired: DesiredState, inp: PlanInput) -> str:
     """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does."""
     found = suggest_accepted(inp)
     if found is None:
-        return "nothing was saved or sent to any node"
+        stale = [n for n in inp.nodes if n.role == "worker" and n.probed_refuses]
+        if not stale:
+            return "nothing was saved or sent to any node"
+        lines = [
+            f"worker {n.address}'s apid refuses client certificates from "
+            f"{', '.join(pki.short(f) for f in n.probed_refuses)} (probed directly: its trustd bundle is older than "
+            "the control planes' trust)"
+            for n in stale
+        ]
+        return (
+            "nothing was saved or sent to any node. " + "; ".join(lines) + ". Make each such worker request a new "
+            "certificate now that the control planes trust the new CA: change its certificate inputs, e.g. "
+            "`talosctl -n WORKER patch mc --mode=no-reboot --patch "
+            "'[{\"op\":\"add\",\"path\":\"/machine/certSANs/-\",\"value\":\"WORKER\"}]'`, then plan again"
+        )
     pki_name, ca = found
     spec = desired.trust[pki_name]
     accepted = ", ".join([*spec.accepted, ca])

@@ -15,13 +15,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-from trustplan.machineconfig import CAFields
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 
 from trustplan import machineconfig, pki
+from trustplan.machineconfig import CAFields
 
 
 def edit_talos(node: SimNode, accepted: tuple[bytes, ...]) -> None:
@@ -86,5 +86,44 @@ def test_trustplan_finishes_talosctl_killed_in_accept_with_a_control_plane_rever
             assert provider.config.credential().trusted == (new_fp,)
         code, out = await trustplan(cluster.dir, "plan", "--detailed-exitcode")
         assert code == 0, out
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+
+
+def test_a_worker_whose_trustd_bundle_is_really_stale_is_named_with_the_manual_step(tmp_path: Path) -> None:
+    """A worker took the new CA into its config before the control planes did (a hand edit): its
+    bundle, fetched then, lacks it. The probe sees that; plan refuses naming the worker and the
+    step that makes it fetch a new bundle; after that step, plan + apply finish."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        crt, key = pki.generate_ca("talos", pki.utcnow())
+        new = pki.cert_to_pem(crt)
+        worker = cluster.workers[0]
+        for node in [worker, *cluster.controlplanes]:
+            edit_talos(node, (new,))
+        edit_talos(cluster.node("cp-3"), ())  # reverted by hand
+        assert new not in pki.split_pem_bundle(worker.client_trust_pem)
+        (cluster.dir / "talosctl-ca.crt").write_bytes(new)
+        (cluster.dir / "talosctl-ca.key").write_bytes(pki.key_to_pem(key))
+        path = cluster.dir / "trustplan.yaml"
+        text = path.read_text().replace(
+            "  talos-new: {generate: {algorithm: ed25519}}\n",
+            "  talosctl-ca: {certificate: talosctl-ca.crt, key: talosctl-ca.key}\n",
+        )
+        path.write_text(text.replace("issuer: talos-new", "issuer: talosctl-ca"))
+
+        code, out = await trustplan(cluster.dir, "plan", "-o", "plan.bin")
+        assert code == 1, out
+        assert f"worker {worker.address}'s apid refuses client certificates from" in out, out
+        assert "/machine/certSANs/-" in out and "then plan again" in out, out
+        # the manual step (in the simulator any config change of the worker makes it ask trustd again)
+        edit_talos(worker, machineconfig.parse(worker.config, worker.name).ca_fields("talos").accepted)
+        assert new in pki.split_pem_bundle(worker.client_trust_pem)
+
+        code, out = await trustplan(cluster.dir, "apply", "--auto-approve")
+        assert code == 0, out
+        async with TalosProvider(cluster.talosconfig, None, cluster.node_refs(), verify_timeout=10) as provider:
+            for ref in cluster.node_refs():
+                await provider.verify(ref)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
