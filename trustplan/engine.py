@@ -49,7 +49,7 @@ from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.rewrite import rewrite
 from trustplan.state import StateDocument
-from trustplan.workertrust import probe_workers
+from trustplan.workertrust import probe_workers, worker_trust_hint
 
 
 class Reporter(Protocol):
@@ -221,7 +221,7 @@ async def make(
     except PlanningError as exc:
         raise _role_error(desired, inp, exc) from None
     except UnsafePlan as exc:
-        raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp)) from None
+        raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp, str(exc))) from None
 
     notes = [f"warning: {w}" for w in resolved.warnings] + probed
     notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
@@ -331,25 +331,13 @@ async def unlisted_nodes(
     return notes
 
 
-def _way_forward(desired: DesiredState, inp: PlanInput) -> str:
-    """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does."""
+def _way_forward(desired: DesiredState, inp: PlanInput, refusal: str) -> str:
+    """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does;
+    else the manual step, when a worker's client trust is what stands in the way."""
     found = suggest_accepted(inp)
     if found is None:
-        stale = [n for n in inp.nodes if n.role == "worker" and n.probed_refuses]
-        if not stale:
-            return "nothing was saved or sent to any node"
-        lines = [
-            f"worker {n.address}'s apid refuses client certificates from "
-            f"{', '.join(pki.short(f) for f in n.probed_refuses)} (probed directly: its trustd bundle is older than "
-            "the control planes' trust)"
-            for n in stale
-        ]
-        return (
-            "nothing was saved or sent to any node. " + "; ".join(lines) + ". Make each such worker request a new "
-            "certificate now that the control planes trust the new CA: change its certificate inputs, e.g. "
-            "`talosctl -n WORKER patch mc --mode=no-reboot --patch "
-            "'[{\"op\":\"add\",\"path\":\"/machine/certSANs/-\",\"value\":\"WORKER\"}]'`, then plan again"
-        )
+        manual = worker_trust_hint(inp, refusal, {r.address: r.port for r in desired.nodes})
+        return "nothing was saved or sent to any node" + (f". {manual}" if manual else "")
     pki_name, ca = found
     spec = desired.trust[pki_name]
     accepted = ", ".join([*spec.accepted, ca])

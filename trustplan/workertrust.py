@@ -10,6 +10,7 @@ with an admin certificate minted from each Talos CA some node trusts and whose k
 they override the guess (planner.safety).
 
     probe_workers(desired, provider, live, resolved, keystore, now) -> (LiveCluster, notes)
+    worker_trust_hint(inp, refusal, ports) -> str | None    the manual step for a refused plan
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import re
 
 from trustplan import pki
 from trustplan.authorities import Resolved
@@ -25,7 +27,7 @@ from trustplan.errors import KeystoreError
 from trustplan.keystore import Keystore
 from trustplan.live import LiveCluster
 from trustplan.outputs import admin_credentials
-from trustplan.planner import LiveNode
+from trustplan.planner import LiveNode, PlanInput
 from trustplan.providers.base import Credential, NodeRef, Provider
 
 
@@ -104,3 +106,32 @@ async def probe_workers(
 
 def _names(fps: tuple[str, ...]) -> str:
     return "[" + ", ".join(pki.short(f) for f in fps) + "]" if fps else "[nothing]"
+
+
+def worker_trust_hint(inp: PlanInput, refusal: str, ports: dict[str, int]) -> str | None:
+    """For a plan refused because a worker would refuse a control plane's proxy certificate: the
+    manual step that makes a safe plan (the worker asking trustd for a new certificate, now that the
+    control planes trust the new CA), and what trustplan knows about that worker's trust."""
+    match = re.search(r"node (\S+) would refuse the proxy certificate", refusal)
+    node = next((n for n in inp.nodes if match and n.address == match.group(1)), None)
+    if node is None or node.role != "worker":
+        return None
+    address = node.address
+    step = (
+        f"make {address} request a new certificate from trustd, now that the control planes trust the new CA, "
+        "by changing its certificate inputs (adding its own address to machine.certSANs does no harm): "
+        f"`talosctl -n {address} patch mc --mode=no-reboot --patch "
+        f"'[{{\"op\":\"add\",\"path\":\"/machine/certSANs/-\",\"value\":\"{address}\"}}]'`; then plan again"
+    )
+    if node.probed_refuses:
+        return (
+            f"Worker {address}'s apid refuses client certificates from {_names(node.probed_refuses)} (probed "
+            f"directly: the client-trust bundle it got from trustd is older than the control planes' trust): {step}"
+        )
+    if not node.probed_accepts:
+        return (
+            f"trustplan could not learn which client CAs worker {address} accepts (its trustd bundle is not in its "
+            f"config, and it did not answer a direct probe on {address}:{ports.get(address, 50000)}); let this "
+            f"machine reach that port and plan again, or {step}"
+        )
+    return None

@@ -12,15 +12,20 @@ worker directly and finishes the rotation.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import re
 import sys
 from pathlib import Path
 
+import pytest
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 
-from trustplan import machineconfig, pki
+from trustplan import desired as desired_mod
+from trustplan import engine, machineconfig, pki
+from trustplan.errors import UnsafePlanError
 from trustplan.machineconfig import CAFields
 
 
@@ -114,8 +119,8 @@ def test_a_worker_whose_trustd_bundle_is_really_stale_is_named_with_the_manual_s
 
         code, out = await trustplan(cluster.dir, "plan", "-o", "plan.bin")
         assert code == 1, out
-        assert f"worker {worker.address}'s apid refuses client certificates from" in out, out
-        assert "/machine/certSANs/-" in out and "then plan again" in out, out
+        assert f"Worker {worker.address}'s apid refuses client certificates from" in out, out
+        assert f"talosctl -n {worker.address} patch mc" in out and "then plan again" in out, out
         # the manual step (in the simulator any config change of the worker makes it ask trustd again)
         edit_talos(worker, machineconfig.parse(worker.config, worker.name).ca_fields("talos").accepted)
         assert new in pki.split_pem_bundle(worker.client_trust_pem)
@@ -127,3 +132,28 @@ def test_a_worker_whose_trustd_bundle_is_really_stale_is_named_with_the_manual_s
                 await provider.verify(ref)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+
+
+def test_workers_that_cannot_be_probed_directly_are_named_with_both_ways_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers behind a firewall (talos#12295): no direct probe answers, so their trust is guessed
+    from the control planes' configs, and the refusal says how to get past it."""
+
+    async def no_answer(self: TalosProvider, node: object, credentials: list[object], timeout: float = 3) -> list[None]:
+        return [None] * len(credentials)
+
+    monkeypatch.setattr(TalosProvider, "probe_client_trust", no_answer)
+
+    async def scenario(cluster: SimCluster) -> tuple[str, str]:
+        talosctl_died_in_accept_then_a_control_plane_reverted(cluster)
+        desired = desired_mod.load(cluster.dir / "trustplan.yaml")
+        with pytest.raises(UnsafePlanError) as refused:
+            await engine.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
+        return str(refused.value), refused.value.hint or ""
+
+    message, hint = run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
+    assert "would refuse the proxy certificate" in message
+    worker = re.search(r"node (\S+) would refuse", message).group(1)  # type: ignore[union-attr]
+    assert f"did not answer a direct probe on {worker}:50000" in hint, hint
+    assert f"talosctl -n {worker} patch mc --mode=no-reboot" in hint, hint
