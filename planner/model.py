@@ -57,6 +57,10 @@ class LiveNode:
     talos: LiveTrust
     kubernetes: LiveTrust
     declared_role: Role | None = None  # from cluster.nodes, when the desired state lists roles
+    #: Talos API client certs the node's own apid was seen to accept / refuse (workers, probed
+    #: directly): a worker's client-trust bundle comes from trustd, not from its config
+    probed_accepts: tuple[str, ...] = ()
+    probed_refuses: tuple[str, ...] = ()
 
     def trust(self, pki: PKI) -> LiveTrust:
         return self.talos if pki == "talos" else self.kubernetes

@@ -5,7 +5,9 @@ The model follows Talos's trust rules (reference/talos.md §2):
   from its issuer; it proxies to other nodes with an os:impersonator cert from its issuer;
 - a worker gets its server cert and its client-trust bundle from a control plane's trustd when its
   own config changes (so worker trust follows the control planes), and must itself trust the
-  control planes' issuer to talk to trustd at all;
+  control planes' issuer to talk to trustd at all. Its live bundle cannot be read: the model
+  guesses it (what every control plane trusts now) unless the node was probed directly
+  (`LiveNode.probed_accepts/refuses`), which overrides the guess;
 - every kube-apiserver (control planes) trusts cluster.ca + cluster.acceptedCAs, and every node's
   kubelet must trust the CA of every API server certificate.
 """
@@ -48,8 +50,15 @@ class _Model:
         for node in self.cps():
             node.server_issuers = frozenset({node.trust["talos"].issuer} - {None})  # type: ignore[arg-type]
             node.client_trust = node.trust["talos"].trusted
+        probes = {n.address: n for n in inp.nodes}
         for node in self.workers():
             self._reissue_worker(node, initial=True)
+            # the guess above assumes the worker asked trustd since the control planes last changed;
+            # what its apid was seen to accept or refuse (probed directly) overrides it
+            seen = probes.get(node.address)
+            if seen is not None and (seen.probed_accepts or seen.probed_refuses):
+                refused, accepted = frozenset(seen.probed_refuses), frozenset(seen.probed_accepts)
+                node.client_trust = (node.client_trust - refused) | accepted
 
     def cps(self) -> list[_Node]:
         return [n for n in self.nodes.values() if n.role == "controlplane"]

@@ -48,6 +48,7 @@ from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
 from trustplan.rollback import Rollback, possible, roll_back
 from trustplan.state import StateBackend, StateDocument
+from trustplan.workertrust import probe_workers
 
 
 @dataclass
@@ -472,6 +473,7 @@ async def apply(
         live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
         check_live(document, live, source)
         resolved = resolve(desired, keystore, live.cas, now, generate=False)
+        live, _ = await probe_workers(desired, provider, live, resolved, keystore, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         plan = verified_plan(document, source, desired, live, resolved, operator_of(desired, live, reader), now)
         material = dict(resolved.material)

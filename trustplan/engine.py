@@ -49,6 +49,7 @@ from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.rewrite import rewrite
 from trustplan.state import StateDocument
+from trustplan.workertrust import probe_workers, worker_trust_hint
 
 
 class Reporter(Protocol):
@@ -203,6 +204,7 @@ async def make(
     live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
+    live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
     inp = PlanInput(
         cluster=desired.cluster,
@@ -223,9 +225,9 @@ async def make(
     except PlanningError as exc:
         raise _role_error(desired, inp, exc) from None
     except UnsafePlan as exc:
-        raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp)) from None
+        raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp, str(exc))) from None
 
-    notes = [f"warning: {w}" for w in resolved.warnings]
+    notes = [f"warning: {w}" for w in resolved.warnings] + probed
     notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
     if reader is not None:
         notes.append(f"note: read the nodes with a fallback credential ({reader_label(desired, reader)})")
@@ -334,11 +336,13 @@ async def unlisted_nodes(
     return notes
 
 
-def _way_forward(desired: DesiredState, inp: PlanInput) -> str:
-    """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does."""
+def _way_forward(desired: DesiredState, inp: PlanInput, refusal: str) -> str:
+    """The hint of a refused plan: the desired-state change that makes a safe plan, if one CA does;
+    else the manual step, when a worker's client trust is what stands in the way."""
     found = suggest_accepted(inp)
     if found is None:
-        return "nothing was saved or sent to any node"
+        manual = worker_trust_hint(inp, refusal, {r.address: r.port for r in desired.nodes})
+        return "nothing was saved or sent to any node" + (f". {manual}" if manual else "")
     pki_name, ca = found
     spec = desired.trust[pki_name]
     accepted = ", ".join([*spec.accepted, ca])

@@ -48,6 +48,8 @@ from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_ta
 from trustplan.errors import GateFailedError, NodeTimeoutError, NodeUnreachableError, ProviderError
 
 KUBELET = "kubelet"
+#: how client.classify names our refusal of a server cert (trustplan.tlserrors.trust_failure)
+_SERVER_REFUSED = "TLS trust failure"
 R = TypeVar("R")
 
 
@@ -243,6 +245,34 @@ class TalosProvider:
             role = "worker" if spec.get("machineType") == "worker" else "controlplane"
             out.append((str(addresses[0]), role, str(spec.get("hostname") or r.resource.metadata.id)))
         return out
+
+    async def probe_client_trust(
+        self, node: NodeRef, credentials: list[Credential], timeout: float = 3.0
+    ) -> list[bool | None]:
+        """Which client certs the node's own apid accepts: Version straight to `node.address`
+        (not through an endpoint's proxy), once per credential. True: accepted; False: the node
+        refused the client cert; None: unknown (not reachable directly, or we do not trust its
+        server cert). A worker's client-trust bundle comes from a control plane's trustd at its last
+        certificate request (reference/talos.md §2.4) and cannot be read any other way."""
+        direct = (Endpoint(node.address, node.port),)
+
+        async def one(cred: Credential) -> bool | None:
+            async def attempt(endpoint: Endpoint) -> machine_pb2.VersionResponse:
+                stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
+                return await stub.Version(Empty(), timeout=timeout)
+
+            try:
+                await with_retry(attempt, direct, timeout, tls_timeout=min(timeout, self.tls_retry_timeout))
+            except Transient as exc:
+                # our own refusal of its server cert says nothing about its trust in ours
+                return False if exc.kind == "tls" and not exc.detail.startswith(_SERVER_REFUSED) else None
+            except GRPCError:
+                return True  # the handshake passed: the call itself is another matter
+            finally:
+                self._pool.drop(direct[0], cred)
+            return True
+
+        return list(await asyncio.gather(*(one(c) for c in credentials)))
 
     async def close(self) -> None:
         """Close every cached channel."""

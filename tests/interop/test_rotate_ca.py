@@ -6,6 +6,8 @@
   every node;
 - talosctl rotate-ca (Talos CA, and Kubernetes CA) killed right after its first, middle and last
   ApplyConfiguration: trustplan `plan` + `apply`, given the CA talosctl printed, finish the rotation;
+- talosctl killed during its accept step and a control plane then reverted by hand: trustplan
+  probes the workers' client trust (their trustd bundles) and finishes (issue 8);
 - talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything.
 """
 
@@ -202,3 +204,45 @@ def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path) -> None:
         assert {n.name: n.config for n in cluster.nodes} == before and applies(cluster) == 0
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, config_layout="multidoc")
+
+
+@pytest.mark.parametrize("killed_after", [4, 5])
+def test_trustplan_finishes_rotate_ca_killed_in_accept_with_a_control_plane_reverted(
+    tmp_path: Path, killed_after: int
+) -> None:
+    """Issue 8, item 4. talosctl dies in its accept step (after the 3 control planes and 1 or 2
+    workers took its new CA), then the operator restores cp-3's config from before by hand. The
+    workers that asked trustd while every control plane trusted the new CA accept it, which their
+    configs do not say: trustplan probes them directly, and plan + apply finish the rotation."""
+    talosctl_path = talosctl_binary()
+
+    async def scenario(cluster: SimCluster) -> None:
+        cp3 = cluster.node("cp-3")
+        before = cp3.config
+        argv: list[str | Path] = [
+            talosctl_path, "--talosconfig", cluster.talosconfig, "-n", cluster.controlplanes[0].address,
+            "rotate-ca", "--dry-run=false", "--talos=true", "--kubernetes=false", "-o", tmp_path / "talosctl.cfg",
+        ]  # fmt: skip
+        result = await run_killed_after_applies(argv, cluster, killed_after)
+        crt, key = printed_ca(result.out, "New Talos CA")
+        assert all(crt in machineconfig.parse(n.config, n.name).ca_fields("talos").accepted for n in cluster.nodes
+                   if n.version > 1)
+        cp3.set_config(before, machineconfig.parse(before, cp3.name))  # `talosctl apply-config` of a backup
+        (cluster.dir / "talosctl-ca.crt").write_bytes(crt)
+        (cluster.dir / "talosctl-ca.key").write_bytes(key)
+        text = (cluster.dir / "trustplan.yaml").read_text()
+        text = text.replace(
+            "  talos-new: {generate: {algorithm: ed25519}}\n",
+            "  talosctl-ca: {certificate: talosctl-ca.crt, key: talosctl-ca.key}\n",
+        ).replace("issuer: talos-new", "issuer: talosctl-ca")
+        (cluster.dir / "trustplan.yaml").write_text(text)
+
+        plan = (await trustplan("plan", "-o", "plan.bin", cwd=cluster.dir)).ok()
+        assert "(probed directly, its trust comes from trustd)" in plan.err + plan.out
+        (await trustplan("apply", "plan.bin", cwd=cluster.dir)).ok()
+        assert _issuers(cluster, "talos") == {crt} and _accepted(cluster, "talos") == {()}
+        assert await _reaches_every_node(talosctl_path, cluster, cluster.talosconfig)
+        again = await trustplan("plan", "--detailed-exitcode", cwd=cluster.dir)
+        assert again.code == 0, again.out + again.err
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)

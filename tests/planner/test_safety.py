@@ -247,3 +247,20 @@ def test_no_suggestion_when_no_single_ca_helps() -> None:
     keyless = (authority("old", key=False), authority("new", key=False))
     inp = plan_input(nodes, want("talos", "new"), authorities=keyless)
     assert suggest_accepted(inp) is None
+
+
+def test_a_worker_probed_to_accept_the_new_ca_overrides_the_guess_from_the_control_planes() -> None:
+    """talosctl died in accept after every node took `new`, then cp 10.5.0.4 was reverted by hand:
+    the guess (what every control plane trusts now) says the workers refuse `new`; probed, they do not."""
+    half = [node(f"10.5.0.{2 + i}", "controlplane", trust("old", "new")) for i in range(2)]
+    half += [node("10.5.0.4", "controlplane", trust("old"))]
+    workers = [node(f"10.5.0.{5 + i}", "worker", trust("old", "new")) for i in range(2)]
+    guessed = plan_input(tuple(half + workers), want("talos", "new"))
+    with pytest.raises(UnsafePlan, match="would refuse the proxy certificate"):
+        make_plan(guessed)
+    probed = tuple(dataclasses.replace(w, probed_accepts=(fp("old"), fp("new"))) for w in workers)
+    plan = make_plan(dataclasses.replace(guessed, nodes=tuple(half) + probed))
+    assert plan.has_edits
+    stale = tuple(dataclasses.replace(w, probed_accepts=(fp("old"),), probed_refuses=(fp("new"),)) for w in workers)
+    with pytest.raises(UnsafePlan, match="10.5.0.5 would refuse the proxy certificate"):
+        make_plan(dataclasses.replace(guessed, nodes=tuple(half) + stale))
