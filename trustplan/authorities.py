@@ -85,6 +85,7 @@ def resolve(
     refs: dict[str, str] = {}
     warnings: list[str] = []
     new: list[tuple[str, Material]] = []
+    indexed: dict[str, str | None] = {}
     for fp, lca in (live or {}).items():
         key = pki.load_key_pem(lca.key_pem, "live config") if lca.key_pem else None
         material[fp] = Material(lca.ca, lca.pki, "live", None, key)
@@ -105,6 +106,7 @@ def resolve(
             if algorithm not in pki.ALLOWED_ALGORITHMS[use]:
                 raise desired.error(f"a {use} CA cannot use {algorithm}", f"{ypath}.generate.algorithm")
             earlier = keystore.generated(name)
+            indexed[name] = earlier  # what the index said when this plan decided to mint or reuse
             reused = keystore.load(earlier) if earlier is not None else None
             if reused is not None and not _still_wanted(reused[0], algorithm, spec.validity_days):
                 reused = None  # the file now asks for another CA: mint one instead of reusing
@@ -149,8 +151,7 @@ def resolve(
                 fps.append(f"name:{ref}")
         if fps:
             wanted.append(DesiredTrust(pki_name, fps[0], tuple(dict.fromkeys(f for f in fps[1:] if f != fps[0]))))
-    indexed = {name: keystore.generated(name) for name, _ in new}
-    return Resolved(material, refs, tuple(wanted), warnings, new, indexed)
+    return Resolved(material, refs, tuple(wanted), warnings, new, {name: indexed.get(name) for name, _ in new})
 
 
 def _still_wanted(ca: pki.CACert, algorithm: str, validity_days: int | None) -> bool:
