@@ -9,6 +9,7 @@ loopback with certificates generated here: what the kubernetes state backend and
 from __future__ import annotations
 
 import base64
+import ctypes
 import datetime as dt
 import os
 import shutil
@@ -126,7 +127,8 @@ class KubeAPIServer:
         log = self.dir / f"{name}.log"
         self.log.append(log)
         with log.open("ab") as f:
-            return subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+            return subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+                                    preexec_fn=_die_with_parent)
 
     def _start_etcd(self) -> None:
         peer = free_port()
@@ -200,6 +202,13 @@ class KubeAPIServer:
         from kubernetes import client, config
 
         return client.CoordinationV1Api(config.new_client_from_config(str(self.kubeconfig), persist_config=False))
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the test process dies, even by SIGKILL (no teardown runs then),
+    so a killed test run leaves no etcd or kube-apiserver behind (Linux prctl PR_SET_PDEATHSIG)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)
 
 
 def _stop(proc: subprocess.Popen[bytes] | None) -> None:
