@@ -25,6 +25,7 @@ from trustplan.desired import DesiredState
 from trustplan.errors import InputError
 from trustplan.live import LiveCluster
 from trustplan.machineconfig import load_yaml
+from trustplan.planner import Outputs
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,17 @@ def check_outputs(desired: DesiredState, live: LiveCluster, now: dt.datetime) ->
     if desired.secrets is not None and desired.trust:
         out.append(OutputCheck("secrets", desired.secrets, _secrets(desired, live)))
     return out
+
+
+def planned_outputs(desired: DesiredState, checks: list[OutputCheck]) -> Outputs:
+    """The outputs the plan writes: those configured, with the ones that do not work rewritten even
+    when no node changes. One function for plan and for apply's recomputation, which must agree."""
+    return Outputs(
+        talosconfig=desired.talosconfig_output is not None,
+        kubeconfig=desired.kubeconfig_output is not None,
+        secrets=desired.secrets is not None,
+        refresh=tuple(c.output for c in checks if not c.works),
+    )
 
 
 def _issuer(cert: x509.Certificate, live: LiveCluster, pki_name: str) -> str | None:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from trustplan import __version__, pki
 from trustplan.authorities import Material, Resolved, resolve
 from trustplan.backend_guard import check_backend_outside
-from trustplan.credentials import check_outputs
+from trustplan.credentials import check_outputs, planned_outputs
 from trustplan.desired import DesiredState
 from trustplan.errors import (
     InputError,
@@ -36,7 +36,6 @@ from trustplan.outputs import (
 from trustplan.planfile import validate_document
 from trustplan.planner import (
     OperatorCredential,
-    Outputs,
     Plan,
     PlanInput,
     PlanningError,
@@ -212,12 +211,7 @@ async def make(
         desired=resolved.desired,
         authorities=resolved.authorities(),
         now=now,
-        outputs=Outputs(
-            talosconfig=desired.talosconfig_output is not None,
-            kubeconfig=desired.kubeconfig_output is not None,
-            secrets=desired.secrets is not None,
-            refresh=tuple(c.output for c in checks if not c.works),
-        ),
+        outputs=planned_outputs(desired, checks),
         operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
     )
     try:

@@ -23,13 +23,12 @@ from typing import Any
 
 from trustplan import pki
 from trustplan.authorities import Resolved
-from trustplan.credentials import check_outputs
+from trustplan.credentials import check_outputs, planned_outputs
 from trustplan.desired import DesiredState
 from trustplan.errors import CAError, KeystoreError, PlanFileError, UnsafePlanError
 from trustplan.live import LiveCluster
 from trustplan.planner import (
     OperatorCredential,
-    Outputs,
     Plan,
     PlanInput,
     PlanningError,
@@ -247,12 +246,7 @@ def verified_plan(
         desired=resolved.desired,
         authorities=resolved.authorities(),
         now=now,
-        outputs=Outputs(
-            talosconfig=desired.talosconfig_output is not None,
-            kubeconfig=desired.kubeconfig_output is not None,
-            secrets=desired.secrets is not None,
-            refresh=tuple(c.output for c in check_outputs(desired, live, now) if not c.works),
-        ),
+        outputs=planned_outputs(desired, check_outputs(desired, live, now)),
         operator=operator,
     )
     unsafe: str | None = None
