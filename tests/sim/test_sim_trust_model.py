@@ -221,3 +221,47 @@ def test_worker_trust_follows_its_control_plane(tmp_path: Path) -> None:
             assert worker.trustd_error is None
 
     run_with_cluster(scenario, tmp_path)
+
+
+def test_proxy_connections_after_a_control_plane_pki_change(tmp_path: Path) -> None:
+    """apid keeps an open proxy connection while its own PKI is unchanged, and flushes them all when
+    it changes: a target that no longer accepts the proxy cert is then unreachable through it, and
+    one that still accepts it stays reachable."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        old = cluster.secrets.os
+        new_cert, new_key = pki.generate_ca("talos", pki.utcnow())
+        new_pem = pki.cert_to_pem(new_cert)
+        cp1, cp2 = cluster.controlplanes
+        worker, other = cluster.workers
+        cp1_ref, cp2_ref, worker_ref, _ = cluster.node_refs()
+        admin = _client(old.cert, old.key)
+
+        def through_cp1() -> Channel:  # the call names its target in `node` metadata
+            return _channel(cp1.address, *admin, old.crt_pem)
+
+        async with TalosProvider(cluster.talosconfig, None, cluster.node_refs()) as provider:
+            for target in (worker, other):  # cp1 -> both workers is open
+                assert await _version(through_cp1(), target.address) == TALOS
+            # cp2 switches to NEW alone; the worker then gets its cert and trust from cp2's trustd
+            new_only = lambda f, r: CAFields(  # noqa: E731
+                new_pem, pki.key_to_pem(new_key) if r == "controlplane" else None, ()
+            )
+            await provider.write(cp2_ref, _edit(cp2.config, new_only))
+            await provider.write(worker_ref, _edit(worker.config, new_only))
+            assert worker.client_trust_pem == new_pem
+            # the open connection outlives the worker's change, as in Talos
+            assert await _version(through_cp1(), worker.address) == TALOS
+            # cp1's own PKI changes (it accepts NEW; same issuer, same proxy cert): its connections
+            # are flushed, and a new handshake to the worker fails, since the worker refuses OLD
+            accept = lambda f, _r: CAFields(f.issuer, f.issuer_key, (*f.accepted, new_pem))  # noqa: E731
+            await provider.write(cp1_ref, _edit(cp1.config, accept))
+            with pytest.raises(GRPCError) as refused:
+                await _version(through_cp1(), worker.address)
+            assert refused.value.status is Status.UNAVAILABLE
+            with pytest.raises(GRPCError):  # so does cp2, which trusts NEW alone
+                await _version(through_cp1(), cp2.address)
+            # the other worker still trusts OLD both ways: reachable
+            assert await _version(through_cp1(), other.address) == TALOS
+
+    run_with_cluster(scenario, tmp_path, controlplanes=2, workers=2)
