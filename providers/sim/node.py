@@ -225,7 +225,8 @@ class SimNode:
             assert fields.issuer and fields.issuer_key, "validated control-plane config has a CA key"
             issuing_from = (fields.issuer, fields.issuer_key)
             if self.issuing is None or self._proxy_pair is None or self._proxy_pair[0] != issuing_from:
-                self.issuing = (pki.load_cert_pem(fields.issuer, self.name), pki.load_key_pem(fields.issuer_key, self.name))
+                ca = pki.load_cert_pem(fields.issuer, self.name)
+                self.issuing = (ca, pki.load_key_pem(fields.issuer_key, self.name))
             ca_cert, ca_key = self.issuing
             trust = pki.pem_bundle(self.own_trust())
             cert, key = self._server_cert(ca_cert, ca_key, issuing_from, now, sans)
