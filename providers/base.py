@@ -7,9 +7,13 @@ planner's and the engine's job.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from trustplan.errors import GateFailedError
 
 Role = Literal["controlplane", "worker"]
 
@@ -72,6 +76,15 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class ManyVerifier(Protocol):
+    """A provider that can verify many nodes with one call (talos: apid's `nodes` fan-out)."""
+
+    async def verify_many(self, nodes: Sequence[NodeRef], credential: Credential | None) -> list[str | GateFailedError]:
+        """verify() on each node, in one call: per node, in order, its description or its error."""
         ...
 
 

@@ -43,7 +43,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planverify import operator_of, verified_plan
-from trustplan.providers.base import Credential, KubeletWatcher, Provider
+from trustplan.providers.base import Credential, KubeletWatcher, ManyVerifier, Provider
 from trustplan.render import describe_edit
 from trustplan.rewrite import rewrite_config, trust_of
 from trustplan.rollback import Rollback, possible, roll_back
@@ -319,10 +319,33 @@ class Applier:
                 raise
             self.reporter.advance(address)
 
-        await _bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
+        if isinstance(self.provider, ManyVerifier):
+            await self.gate_in_groups(gate, cred, self.provider)
+        else:
+            await _bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
         detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
         self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
         self.reporter.done()
+
+    async def gate_in_groups(self, gate: op.Gate, cred: Credential, verifier: ManyVerifier) -> None:
+        """The gate's nodes in groups of `rollout.gate_parallelism`, one call per group (the
+        endpoint fans it out to the group's nodes), group after group; a failed node stops the gate."""
+        nodes, size = list(gate.nodes), max(1, self.rollout.gate_parallelism)
+        for start in range(0, len(nodes), size):
+            group = nodes[start : start + size]
+            for address in group:
+                self.reporter.begin(address)
+            results = await verifier.verify_many([self.refs[a] for a in group], cred)
+            failed: TrustplanError | None = None
+            for address, result in zip(group, results, strict=True):
+                if isinstance(result, TrustplanError):
+                    self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=str(result))
+                    self.reporter.fail(address)
+                    failed = failed or result
+                else:
+                    self.reporter.advance(address)
+            if failed is not None:
+                raise failed
 
     async def kube_gate(self, gate: op.Gate) -> None:
         """A Kubernetes gate through the Kubernetes API itself: every control plane's API server

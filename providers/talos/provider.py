@@ -3,7 +3,8 @@
 - read:   COSI `State/Get` of `config/MachineConfigs.config.talos.dev/v1alpha1`; the spec's
           `proto_spec` is `MachineConfigSpec{yaml_marshalled}`: the config bytes exactly as applied.
 - write:  `MachineService/ApplyConfiguration{data, mode=NO_REBOOT, dry_run}`.
-- verify: `MachineService/Version` with the given credential (a verification gate).
+- verify: `MachineService/Version` with the given credential (a verification gate); verify_many
+          asks many nodes in one call (`nodes` metadata: apid fans it out and joins the replies).
 - kubelet_restart: COSI `State/Watch` of `runtime/Services.v1alpha1.talos.dev/kubelet`, opened
           before a config change and waited on after it (talosctl's PatchNodeConfigWithKubeletRestart,
           reference/talos.md §1.2), with a timeout: talosctl can wait forever there (talos#10357).
@@ -17,15 +18,24 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from google.protobuf.empty_pb2 import Empty
+from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from trustplan.providers.base import Credential, NodeConfig, NodeRef
-from trustplan.providers.talos.client import CALL_TIMEOUT, ChannelPool, Transient, with_retry
+from trustplan.providers.talos.client import (
+    BACKOFF_MAX,
+    BACKOFF_START,
+    CALL_TIMEOUT,
+    ChannelPool,
+    Transient,
+    with_retry,
+)
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
     cosi_state_pb2,
@@ -154,17 +164,81 @@ class TalosProvider:
         try:
             response = await with_retry(attempt, self.endpoints, self.verify_timeout, lambda _e, t: failures.append(t))
         except Transient as exc:
-            raise GateFailedError(
-                f"node {node.address}: Version with the client cert issued by "
-                f"{_short(cred.issuer)} failed for {self.verify_timeout:g}s: {exc.detail}{_trusting(cred)}",
-                hint=_hint(exc),
-            ) from None
+            raise self._gate_failed(node.address, cred, exc.detail, _hint(exc)) from None
         except GRPCError as exc:
             raise GateFailedError(
                 f"node {node.address}: Version refused: {exc.status.name}: {exc.message or 'no message'}"
             ) from None
         tags = [m.version.tag for m in response.messages if m.version.tag]
         return tags[0] if tags else "unknown version"
+
+    async def verify_many(
+        self, nodes: Sequence[NodeRef], credential: Credential | None = None
+    ) -> list[str | GateFailedError]:
+        """verify() on several nodes with one Version call: `nodes` metadata makes the endpoint's
+        apid fan the call out to every target and join the replies, each stamped with its target
+        (talosctl -n a,b,c). A target whose reply carries UNAVAILABLE (not reachable yet, or its
+        trust still reloading) is asked again, with the others that did, until `verify_timeout`.
+        Returns, in node order, each node's Talos tag or the GateFailedError verify() would raise."""
+        cred = credential or self._own
+        deadline = time.monotonic() + self.verify_timeout
+        results: dict[str, str | GateFailedError] = {}
+        pending = [n.address for n in nodes]
+        waiting: dict[str, str] = {}  # address -> what its last reply said
+        delay = BACKOFF_START
+        while pending:
+            metadata = [("nodes", address) for address in pending]
+
+            async def attempt(endpoint: Endpoint, metadata: list[tuple[str, str]] = metadata) -> Any:
+                stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
+                return await stub.Version(Empty(), metadata=metadata, timeout=CALL_TIMEOUT)
+
+            try:
+                response = await with_retry(attempt, self.endpoints, max(0.0, deadline - time.monotonic()))
+            except Transient as exc:  # the endpoint itself: every node fails as verify() would
+                for address in pending:
+                    results[address] = self._gate_failed(address, cred, exc.detail, _hint(exc))
+                break
+            except GRPCError as exc:
+                for address in pending:
+                    results[address] = GateFailedError(
+                        f"node {address}: Version refused: {exc.status.name}: {exc.message or 'no message'}"
+                    )
+                break
+            replies = {m.metadata.hostname: m for m in response.messages}
+            again = []
+            for address in pending:
+                message = replies.get(address)
+                if message is None:
+                    waiting[address] = "the endpoint's reply has no message for this node"
+                    again.append(address)
+                elif not message.metadata.error:
+                    results[address] = message.version.tag or "unknown version"
+                elif message.metadata.status.code == Status.UNAVAILABLE.value:
+                    waiting[address] = message.metadata.error
+                    again.append(address)
+                else:
+                    code = message.metadata.status.code
+                    name = Status(code).name if code in Status._value2member_map_ else f"code {code}"
+                    results[address] = GateFailedError(
+                        f"node {address}: Version refused: {name}: {message.metadata.error}"
+                    )
+            pending = again
+            if pending and time.monotonic() + delay > deadline:
+                for address in pending:
+                    results[address] = self._gate_failed(address, cred, waiting[address], None)
+                break
+            if pending:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+        return [results[n.address] for n in nodes]
+
+    def _gate_failed(self, address: str, cred: Credential, detail: str, hint: str | None) -> GateFailedError:
+        return GateFailedError(
+            f"node {address}: Version with the client cert issued by {_short(cred.issuer)} failed for "
+            f"{self.verify_timeout:g}s: {detail}{_trusting(cred)}",
+            hint=hint,
+        )
 
     @asynccontextmanager
     async def kubelet_restart(

@@ -92,6 +92,46 @@ def test_untrusted_credential_fails_the_gate(tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path, workers=0)
 
 
+def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
+    """verify_many (apid's `nodes` fan-out) answers per node: a tag, or the error verify() gives."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        refs = cluster.node_refs()
+        async with _provider(cluster, verify_timeout=0.5) as provider:
+            assert await provider.verify_many(refs) == [machineconfig.TALOS_VERSION] * len(refs)
+            await cluster.workers[1].stop()
+            results = await provider.verify_many(refs)
+            assert results[:-1] == [machineconfig.TALOS_VERSION] * (len(refs) - 1)
+            assert isinstance(results[-1], GateFailedError)
+            assert str(results[-1]).startswith(f"node {refs[-1].address}: Version with the client cert issued by")
+            assert "connection refused" in str(results[-1])
+        async with _provider(cluster, verify_timeout=10) as provider:
+            task = asyncio.ensure_future(provider.verify_many(refs[-2:]))
+            await asyncio.sleep(0.3)
+            assert not task.done()  # still asking the stopped worker
+            await cluster.workers[1].start()  # back within the deadline: a retry finds it
+            assert await task == [machineconfig.TALOS_VERSION] * 2
+
+    run_with_cluster(scenario, tmp_path, controlplanes=2, workers=2)
+
+
+def test_verify_many_with_an_untrusted_credential_fails_every_node(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        now = pki.utcnow()
+        other, other_key = pki.generate_ca("talos", now)
+        cert, key = pki.issue_client_cert(other, other_key, "os:admin", now)
+        bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
+        cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
+        refs = cluster.node_refs()
+        async with _provider(cluster, verify_timeout=0.5) as provider:
+            results = await provider.verify_many(refs, cred)
+        assert [type(r) for r in results] == [GateFailedError] * len(refs)
+        for ref, result in zip(refs, results, strict=True):
+            assert str(result).startswith(f"node {ref.address}:") and "TLS handshake refused" in str(result)
+
+    run_with_cluster(scenario, tmp_path, workers=1)
+
+
 def test_plain_grpclib_client_can_call_version(tmp_path: Path) -> None:
     """A client built from the stdlib and grpclib alone (no trustplan transport code) works."""
 
