@@ -41,7 +41,8 @@ def parse(data: bytes, source: str) -> StateDocument:
     except RecursionError:
         raise StateError(f"{source}: state file is nested too deeply to be a trustplan state") from None
     try:
-        schemas.validator("state").validate(doc)
+        if not schemas.is_valid("state", doc):
+            schemas.validator("state").validate(doc)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise StateError(f"{source}: {where}: {exc.message} (schemas/state.schema.json)") from None

@@ -175,3 +175,25 @@ def test_a_re_digested_plan_applies_only_if_it_is_the_plan(templates: dict[str, 
         if check(root, "apply", "evil.bin", codes=(0, 1)) == 0:
             changed = {k for k in set(doc) | set(original) if doc.get(k) != original.get(k)}
             assert changed <= HARMLESS, changed
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=examples(300))
+def test_the_fast_schema_check_agrees_with_the_python_validator(
+    templates: dict[str, Path], data: st.DataObject
+) -> None:
+    """schemas.is_valid (jsonschema-rs) lets a document through without the Python validator: on
+    broken plans, states and desired states both must give the same verdict."""
+    import json
+
+    from trustplan import schemas
+
+    name = data.draw(st.sampled_from(["plan", "state", "desired"]), label="schema")
+    if name == "plan":
+        original: Any = _plan_doc(templates)
+    elif name == "state":
+        original = json.loads((templates["applied"] / "trustplan.state.json").read_text())
+    else:
+        original = yaml.safe_load((templates["fresh"] / "trustplan.yaml").read_text())
+    doc = data.draw(mutated(original), label="doc")
+    assert schemas.is_valid(name, doc) == schemas.validator(name).is_valid(doc)

@@ -210,9 +210,9 @@ def load(path: Path) -> DesiredState:
         raise InputError(source, "file not found", hint="create one with `trustplan init`, or pass -c FILE")
     text = safeio.read_regular(path, source, "desired-state file", safeyaml.MAX_BYTES)
     doc, lines = parse_text(text, source)
-    validator = schemas.validator("desired")
-    errors = sorted(
-        validator.iter_errors(doc), key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path)))
+    errors = [] if schemas.is_valid("desired", doc) else sorted(
+        schemas.validator("desired").iter_errors(doc),
+        key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))),
     )
     if errors:
         err = jsonschema.exceptions.best_match(errors) or errors[0]
