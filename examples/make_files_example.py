@@ -1,15 +1,15 @@
 """Regenerate examples/files/: a 3 control plane + 2 worker cluster as machine-config files.
 
 Run from the repository root: `.venv/bin/python examples/make_files_example.py`. The configs are shaped
-like `talosctl gen config` output and made with trustplan's own generator (trustplan.machineconfig).
+like `talosctl gen config` output and made with trustplan's own generator (trustplan.talos.machineconfig).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from trustplan import pki
-from trustplan.machineconfig import ClusterSecrets, generate_config
+from trustplan.talos import pki
+from trustplan.talos.machineconfig import ClusterSecrets, generate_config
 
 HERE = Path(__file__).parent / "files"
 NODES = [

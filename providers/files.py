@@ -12,9 +12,10 @@ from pathlib import Path
 
 from trustplan.providers.base import Credential, NodeConfig, NodeRef
 
-from trustplan import machineconfig, pki, safeio, safeyaml
-from trustplan.atomic import write_atomic
 from trustplan.errors import GateFailedError, ProviderError
+from trustplan.system import safeio, safeyaml
+from trustplan.system.atomic import write_atomic
+from trustplan.talos import machineconfig, pki
 
 
 def holds_key(cfg: machineconfig.MachineConfig) -> bool:

@@ -8,7 +8,7 @@ a control plane restarts its API server and every kubelet re-joins after its Kub
 
 The client is blocking; every call runs in a worker thread (asyncio.to_thread). The credential
 lives in memory: the client library needs the cert, key and CA as files, which are in-memory files
-(trustplan.secretfiles) that never reach the disk and vanish with the process.
+(trustplan.system.secretfiles) that never reach the disk and vanish with the process.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 from trustplan.providers.base import Credential
 
 from trustplan.errors import GateFailedError
-from trustplan.secretfiles import SecretFile
-from trustplan.tlserrors import trust_failure, trust_failure_text
+from trustplan.system.secretfiles import SecretFile
+from trustplan.system.tlserrors import trust_failure, trust_failure_text
 
 log = logging.getLogger("trustplan.kubernetes")
 
@@ -94,7 +94,7 @@ class _Client:
     """A `kubernetes` ApiClient for one server and credential (what kubeconfig_dict describes).
 
     The client library loads the CA bundle, cert and key from paths: they are in-memory files
-    (trustplan.secretfiles), never on disk, closed by close() and gone with the process."""
+    (trustplan.system.secretfiles), never on disk, closed by close() and gone with the process."""
 
     def __init__(self, server: str, credential: Credential, call_timeout: float) -> None:
         from kubernetes import client

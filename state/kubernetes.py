@@ -33,8 +33,8 @@ from trustplan.state.backend import Holder, KubernetesStateSpec
 from trustplan.state.document import StateDocument, dump, empty_state, parse
 from urllib3.exceptions import HTTPError, MaxRetryError, SSLError
 
-from trustplan.atomic import write_atomic
 from trustplan.errors import StateError
+from trustplan.system.atomic import write_atomic
 
 KEY = "state.json.gz"
 ANNOTATION_WRITER = "trustplan.dev/written-by"

@@ -17,9 +17,9 @@ from pathlib import Path
 from trustplan.state.backend import Holder
 from trustplan.state.document import StateDocument, dump, empty_state, parse
 
-from trustplan.atomic import write_atomic
 from trustplan.errors import InputError, StateError
-from trustplan.safeio import describe, ensure_dir, read_regular
+from trustplan.system.atomic import write_atomic
+from trustplan.system.safeio import describe, ensure_dir, read_regular
 
 
 class LocalState:

@@ -33,7 +33,7 @@ class CAFiles:
 @pytest.fixture(scope="session")
 def ca_files() -> CAFiles:
     """A Talos-shaped CA pair per PKI, an expired CA and a non-CA certificate, generated once."""
-    from trustplan import pki
+    from trustplan.talos import pki
 
     now = pki.utcnow()
     t_crt, t_key = pki.generate_ca("talos", now)

@@ -26,7 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustplan import pki
+from trustplan.talos import pki
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "v1.34.4"

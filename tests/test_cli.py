@@ -25,7 +25,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from trustplan import machineconfig, pki, schemas
+from trustplan import schemas
+from trustplan.talos import machineconfig, pki
 
 NODES = {
     "10.5.0.2": "nodes/cp-1.yaml",

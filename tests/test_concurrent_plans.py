@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import copy_example, run_cli
 
-from trustplan import planfile
+from trustplan.formats import planfile
 
 
 def test_two_concurrent_plans_mint_one_ca_per_authority(tmp_path: Path) -> None:
@@ -56,11 +56,11 @@ def test_a_plan_that_lost_the_race_stores_nothing_and_says_so(tmp_path: Path) ->
     """The interleaving the processes above may or may not hit: both plans mint before either saves."""
     import pytest
 
-    from trustplan import desired as desired_mod
-    from trustplan import pki
-    from trustplan.authorities import resolve
+    from trustplan.engine.authorities import resolve
     from trustplan.errors import KeystoreError
-    from trustplan.keystore import Keystore
+    from trustplan.formats import desired as desired_mod
+    from trustplan.formats.keystore import Keystore
+    from trustplan.talos import pki
 
     root = copy_example(tmp_path / "cluster")
     desired = desired_mod.load(root / "trustplan.yaml")

@@ -230,8 +230,8 @@ def test_imported_ca_is_accepted_and_planned(example: Path, ca_files: CAFiles, c
 
 
 def test_kubernetes_api_endpoints_default_and_override(tmp_path: Path) -> None:
-    from trustplan import desired as desired_mod
     from trustplan.errors import SchemaError
+    from trustplan.formats import desired as desired_mod
 
     base = (
         "version: v1alpha1\ncluster:\n  name: c\n  talosconfig: talosconfig\n"

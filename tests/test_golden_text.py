@@ -23,7 +23,8 @@ from helpers import NOW, cluster, node, plan_input, trust, want  # noqa: E402
 from trustplan.planner import Plan, make_plan  # noqa: E402
 from trustplan.planner.document import to_document  # noqa: E402
 
-from trustplan import planfile, render  # noqa: E402
+from trustplan.formats import planfile  # noqa: E402
+from trustplan.render import text as render
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -94,7 +94,7 @@ def test_added_fields_may_never_carry_key_material(rotation: dict[str, Any]) -> 
 
 
 def test_a_newer_minor_plan_file_is_shown(tmp_path: Path) -> None:
-    from trustplan import planfile
+    from trustplan.formats import planfile
 
     root = copy_example(tmp_path / "cluster")
     assert run_cli(root, "plan", "-o", "plan.bin").code == 0

@@ -12,9 +12,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from kubeapi import Simulator, run
 
-from trustplan import pki
-from trustplan.keystore import Keystore
-from trustplan.keystore_age import AgeSealer
+from trustplan.formats.keystore import Keystore
+from trustplan.formats.keystore_age import AgeSealer
+from trustplan.talos import pki
 
 
 def identity() -> tuple[str, str]:

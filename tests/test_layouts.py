@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
 
-from trustplan import machineconfig, pki
 from trustplan.errors import InputError
-from trustplan.machineconfig import CAFields, ClusterSecrets, MachineConfig
-from trustplan.rewrite import rewrite
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import CAFields, ClusterSecrets, MachineConfig
+from trustplan.talos.rewrite import rewrite
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_an_edited_config_equals_its_own_bytes_parsed_again(
     secrets: ClusterSecrets, new_ca: tuple[bytes, bytes], role: str, layout: str
 ) -> None:
     """The applier keeps `edited()` objects instead of re-parsing what it sent: they must agree."""
-    from trustplan.rewrite import rewrite_config
+    from trustplan.talos.rewrite import rewrite_config
 
     cfg = gen(secrets, role, layout)
     new, old = fp(new_ca[0]), fp(secrets.k8s.crt_pem)

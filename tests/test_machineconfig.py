@@ -10,10 +10,10 @@ from conftest import EXAMPLE_FILES, CAFiles
 from test_pki import rewrap
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
 
-from trustplan import machineconfig, pki
 from trustplan.errors import InputError
-from trustplan.machineconfig import CAFields
-from trustplan.rewrite import rewrite, trust_of
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import CAFields
+from trustplan.talos.rewrite import rewrite, trust_of
 
 
 def load(name: str) -> machineconfig.MachineConfig:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from trustplan.errors import InputError
-from trustplan.machineconfig import dump_yaml, load_yaml
-from trustplan.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.formats.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
 
 def new_doc(server: str = "https://10.5.0.2:6443") -> dict:  # type: ignore[type-arg]

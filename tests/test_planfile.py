@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import snapshot
 
-from trustplan import planfile
 from trustplan.errors import PlanFileError
+from trustplan.formats import planfile
 
 
 @pytest.fixture
@@ -225,7 +225,7 @@ def test_unsigned_or_wrongly_signed_plans_are_refused(example: Path, signing: tu
 
 
 def test_a_signed_plan_decodes_and_names_its_signer(planned: Path) -> None:
-    from trustplan.planfile import encode, key_fingerprint, load_signing_key, signer
+    from trustplan.formats.planfile import encode, key_fingerprint, load_signing_key, signer
 
     private, public = _keypair(planned, "k")
     doc = planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin")

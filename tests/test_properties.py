@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from mutations import mutated, spliced
 
-from trustplan import planfile
 from trustplan.errors import TrustplanError
+from trustplan.formats import planfile
 
 EXAMPLES = int(os.environ.get("TRUSTPLAN_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(

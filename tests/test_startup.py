@@ -26,8 +26,8 @@ HEAVY = (
     "asyncio",
     "trustplan.providers.sim",
     "trustplan.providers.talos",
-    "trustplan.engine",
-    "trustplan.applier",
+    "trustplan.engine.planning",
+    "trustplan.engine.applier",
 )
 # (pydantic is not listed: typer itself loads it to convert a sub-command's parameters)
 #: what only plan/apply/status need: validate must not load them

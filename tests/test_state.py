@@ -15,8 +15,8 @@ import pytest
 from conftest import snapshot
 from trustplan.state import LocalState, empty_state
 
-from trustplan.atomic import write_atomic
 from trustplan.errors import FilesystemError, StateError
+from trustplan.system.atomic import write_atomic
 
 HOLD = textwrap.dedent(
     """
@@ -167,9 +167,11 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     from trustplan.providers.files import FilesProvider
     from trustplan.state import LocalState
 
-    from trustplan import applier, engine, pki
-    from trustplan import desired as desired_mod
-    from trustplan.keystore import Keystore
+    from trustplan.engine import applier
+    from trustplan.engine import planning as engine
+    from trustplan.formats import desired as desired_mod
+    from trustplan.formats.keystore import Keystore
+    from trustplan.talos import pki
 
     work = tmp_path / "files"
     shutil.copytree(Path(__file__).resolve().parents[1] / "examples" / "files", work)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trustplan.state import KubernetesState, LocalState
 
-from trustplan import desired as desired_mod
+from trustplan.formats import desired as desired_mod
 
 
 def set_state(example: Path, block: str) -> Path:

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from conftest import run_cli, snapshot
 
-from trustplan import machineconfig, pki, yamledit
-from trustplan.machineconfig import CAFields
+from trustplan.talos import machineconfig, pki, yamledit
+from trustplan.talos.machineconfig import CAFields
 
 FIXTURES = Path(__file__).parent / "fixtures" / "configs"
 TALOSCTL = Path(__file__).parent / "fixtures" / "talosctl"  # written by the real talosctl v1.12.1

@@ -12,7 +12,8 @@ import pytest
 from conftest import snapshot
 from test_planfile import signing  # noqa: F401 - fixture
 
-from trustplan import pki, planfile
+from trustplan.formats import planfile
+from trustplan.talos import pki
 
 
 @pytest.fixture

@@ -29,9 +29,9 @@ from trustplan.providers.sim.kube import KUBE_PORT
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
 
-from trustplan import machineconfig, pki
-from trustplan.outputs import kubeconfig_document, write_kubeconfig
-from trustplan.safeio import ensure_dir
+from trustplan.formats.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.system.safeio import ensure_dir
+from trustplan.talos import machineconfig, pki
 
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"

@@ -35,8 +35,8 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from trustplan.providers.talos.tls import server_context
 
-from trustplan import machineconfig, pki
 from trustplan.errors import TrustplanError
+from trustplan.talos import machineconfig, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode

@@ -44,7 +44,7 @@ from grpclib.server import Server
 from trustplan.providers.sim.kube import KubeAPIServer, Kubelet, kube_ca_state
 from trustplan.providers.talos.tls import client_context, server_context
 
-from trustplan import machineconfig, pki
+from trustplan.talos import machineconfig, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.cluster import SimCluster

@@ -29,8 +29,8 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 
-from trustplan import machineconfig, pki
 from trustplan.errors import TrustplanError
+from trustplan.talos import machineconfig, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode

@@ -24,7 +24,7 @@ from trustplan.providers.base import Credential
 from trustplan.providers.talos.talosconfig import Endpoint
 from trustplan.providers.talos.tls import client_context
 
-from trustplan.tlserrors import trust_failure
+from trustplan.system.tlserrors import trust_failure
 
 log = logging.getLogger("trustplan.talos")
 T = TypeVar("T")

@@ -58,7 +58,7 @@ from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_ta
 from trustplan.errors import GateFailedError, NodeTimeoutError, NodeUnreachableError, ProviderError
 
 KUBELET = "kubelet"
-#: how client.classify names our refusal of a server cert (trustplan.tlserrors.trust_failure)
+#: how client.classify names our refusal of a server cert (trustplan.system.tlserrors.trust_failure)
 _SERVER_REFUSED = "TLS trust failure"
 R = TypeVar("R")
 
@@ -119,7 +119,7 @@ class TalosProvider:
         elif spec.yaml_spec:
             import yaml
 
-            from trustplan.safeyaml import FastLoader
+            from trustplan.system.safeyaml import FastLoader
 
             data = str(yaml.load(spec.yaml_spec, Loader=FastLoader)).encode()
         else:
@@ -300,7 +300,7 @@ class TalosProvider:
         """
         import yaml
 
-        from trustplan.safeyaml import FastLoader
+        from trustplan.system.safeyaml import FastLoader
 
         request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
@@ -437,7 +437,7 @@ def _service_state(event: Any) -> tuple[bool, bool]:
     if spec.yaml_spec:
         import yaml
 
-        from trustplan.safeyaml import FastLoader
+        from trustplan.system.safeyaml import FastLoader
 
         doc = yaml.load(spec.yaml_spec, Loader=FastLoader) or {}
         return (bool(doc.get("running")), bool(doc.get("healthy")))

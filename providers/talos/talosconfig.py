@@ -18,8 +18,9 @@ import yaml
 from trustplan.providers.base import Credential
 from trustplan.providers.talos.tls import pkcs8_key_pem
 
-from trustplan import pki, safeio, safeyaml
 from trustplan.errors import InputError
+from trustplan.system import safeio, safeyaml
+from trustplan.talos import pki
 
 DEFAULT_PORT = 50000
 
@@ -155,7 +156,7 @@ def write_talosconfig(
     key_pem: bytes,
 ) -> Path:
     """Write a single-context talosconfig atomically with mode 0600 (as `talosctl rotate-ca` does)."""
-    from trustplan.outputs import write_talosconfig as write
+    from trustplan.formats.outputs import write_talosconfig as write
 
     path = Path(path)
     write(path, context, [str(e) for e in endpoints], ca_pem, crt_pem, talos_key_pem(key_pem))

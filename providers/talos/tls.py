@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import ssl
 
-from trustplan import pki
-from trustplan.secretfiles import SecretFile
+from trustplan.system.secretfiles import SecretFile
+from trustplan.talos import pki
 
 _ED25519_HEADER = b"-----BEGIN ED25519 PRIVATE KEY-----"
 

@@ -16,9 +16,10 @@ from e2e.test_talos_rotation import plan, version_with
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
-from trustplan import applier, pki
+from trustplan.engine import applier
 from trustplan.errors import TrustplanError
-from trustplan.outputs import backup_path
+from trustplan.formats.outputs import backup_path
+from trustplan.talos import pki
 
 
 def working(results: dict[str, str]) -> bool:

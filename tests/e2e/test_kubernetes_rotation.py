@@ -16,9 +16,11 @@ from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.state import LocalState
 
-from trustplan import applier, engine, machineconfig, pki
-from trustplan import desired as desired_mod
+from trustplan.engine import applier
+from trustplan.engine import planning as engine
 from trustplan.errors import GateFailedError, ProviderError
+from trustplan.formats import desired as desired_mod
+from trustplan.talos import machineconfig, pki
 
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 200, "kubelet_rejoin_ms": 150}
 

@@ -13,8 +13,9 @@ from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.state import LocalState
 
-from trustplan import applier, machineconfig, pki
+from trustplan.engine import applier
 from trustplan.errors import TrustplanError
+from trustplan.talos import machineconfig, pki
 
 
 class FailInSwap(Notes):

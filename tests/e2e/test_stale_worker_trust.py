@@ -23,10 +23,11 @@ from trustplan.providers.sim.node import SimNode
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 
-from trustplan import desired as desired_mod
-from trustplan import engine, machineconfig, pki
+from trustplan.engine import planning as engine
 from trustplan.errors import UnsafePlanError
-from trustplan.machineconfig import CAFields
+from trustplan.formats import desired as desired_mod
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import CAFields
 
 
 def edit_talos(node: SimNode, accepted: tuple[bytes, ...]) -> None:

@@ -11,10 +11,12 @@ from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.state import LocalState
 
-from trustplan import applier, engine, pki
-from trustplan import desired as desired_mod
+from trustplan.engine import applier
+from trustplan.engine import planning as engine
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
-from trustplan.keystore import Keystore
+from trustplan.formats import desired as desired_mod
+from trustplan.formats.keystore import Keystore
+from trustplan.talos import pki
 
 
 async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Planned]:

@@ -11,9 +11,12 @@ import pytest
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
-from trustplan import applier, engine, pki, planfile
-from trustplan import desired as desired_mod
+from trustplan.engine import applier
+from trustplan.engine import planning as engine
 from trustplan.errors import PlanFileError
+from trustplan.formats import desired as desired_mod
+from trustplan.formats import planfile
+from trustplan.talos import pki
 
 
 def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ import pytest
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
-from trustplan import desired as desired_mod
-from trustplan import engine, pki
+from trustplan.engine import planning as engine
 from trustplan.errors import UnsafePlanError
+from trustplan.formats import desired as desired_mod
+from trustplan.talos import pki
 
 
 def drop_workers(cluster: SimCluster) -> None:

@@ -20,8 +20,9 @@ from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.state import LocalState
 
-from trustplan import applier, pki
+from trustplan.engine import applier
 from trustplan.errors import TrustplanError
+from trustplan.talos import pki
 
 SIM: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 200, "kubelet_rejoin_ms": 150, "latency_ms": 10}
 

@@ -22,7 +22,7 @@ from interop_tools import applies, printed_ca, run_killed_after_applies, talosct
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
-from trustplan import machineconfig, pki
+from trustplan.talos import machineconfig, pki
 
 FAST_K8S = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 200}
 

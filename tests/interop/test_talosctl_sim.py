@@ -12,7 +12,7 @@ from interop_tools import talosctl, talosctl_binary
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
-from trustplan import machineconfig
+from trustplan.talos import machineconfig
 
 pytestmark = pytest.mark.interop
 

@@ -11,8 +11,8 @@ from kubeapi import KubeAPIServer
 from trustplan.providers.base import Credential
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
 
-from trustplan import pki
 from trustplan.errors import GateFailedError
+from trustplan.talos import pki
 
 
 def ready_node(api: KubeAPIServer, name: str, address: str) -> None:

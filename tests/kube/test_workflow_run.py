@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from kubeapi import KubeAPIServer, Simulator, run
 from test_team_apply import stored
 
-from trustplan import planfile
+from trustplan.formats import planfile
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = load(ROOT / "examples" / "github-actions" / "trustplan.yml")

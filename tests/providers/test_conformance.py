@@ -15,9 +15,9 @@ from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 
-from trustplan import machineconfig, pki
 from trustplan.errors import GateFailedError, ProviderError
-from trustplan.machineconfig import CAFields, ClusterSecrets
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import CAFields, ClusterSecrets
 
 
 @dataclass

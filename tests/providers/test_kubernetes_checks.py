@@ -14,8 +14,8 @@ from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, desc
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
-from trustplan import pki
 from trustplan.errors import GateFailedError
+from trustplan.talos import pki
 
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 300}
 

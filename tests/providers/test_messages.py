@@ -19,8 +19,8 @@ from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 from trustplan.providers.talos.tls import server_context
 
-from trustplan import pki
 from trustplan.errors import NodeTimeoutError, ProviderError
+from trustplan.talos import pki
 
 
 def test_an_unknown_authority_is_a_trust_failure_naming_the_trusted_cas(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from trustplan.providers.talos.proto import machine_grpc
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 
-from trustplan import machineconfig, pki
 from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
+from trustplan.talos import machineconfig, pki
 
 
 def _provider(cluster: SimCluster, **kw: float) -> TalosProvider:

@@ -15,8 +15,8 @@ from trustplan.providers.talos.talosconfig import (
     write_talosconfig,
 )
 
-from trustplan import pki
 from trustplan.errors import InputError
+from trustplan.talos import pki
 
 
 def _material() -> tuple[bytes, bytes, bytes]:

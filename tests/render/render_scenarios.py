@@ -11,7 +11,7 @@ from typing import Any
 from trustplan.planner import Authority, DesiredTrust, LiveNode, LiveTrust, Outputs, Plan, PlanInput, make_plan
 from trustplan.planner.document import to_document
 
-from trustplan import pki
+from trustplan.talos import pki
 
 DATA = Path(__file__).parent / "data"
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

@@ -51,7 +51,7 @@ def test_init_from_machine_configs_writes_a_valid_commented_file(repo: Path) -> 
 
 
 def test_init_names_the_live_cas_by_fingerprint(repo: Path) -> None:
-    from trustplan import machineconfig, pki
+    from trustplan.talos import machineconfig, pki
 
     cfg = machineconfig.parse((repo / "nodes" / "cp-1.yaml").read_bytes(), "cp-1")
     talos = pki.CACert.from_pem(cfg.ca_fields("talos").issuer or b"").fingerprint

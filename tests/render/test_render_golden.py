@@ -16,7 +16,9 @@ import pytest
 from render_scenarios import SCENARIOS, SIZES
 from trustplan.planner import Plan
 
-from trustplan import render, render_markdown, schemas
+from trustplan import schemas
+from trustplan.render import markdown as render_markdown
+from trustplan.render import text as render
 
 GOLDEN = Path(__file__).parent / "golden"
 RENDERINGS: dict[str, Callable[[Plan, dict[str, Any]], str]] = {

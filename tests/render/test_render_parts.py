@@ -7,8 +7,9 @@ import re
 
 from render_scenarios import rotation
 
-from trustplan import render, render_markdown
-from trustplan.render_markdown import GITHUB_COMMENT_LIMIT, PART_LIMIT, render_parts
+from trustplan.render import markdown as render_markdown
+from trustplan.render import text as render
+from trustplan.render.markdown import GITHUB_COMMENT_LIMIT, PART_LIMIT, render_parts
 
 
 def test_500_nodes_split_under_a_small_limit_stay_valid_markdown() -> None:

@@ -21,7 +21,7 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
 
-from trustplan import machineconfig, pki
+from trustplan.talos import machineconfig, pki
 
 CONFIG = {"namespace": "config", "type": "MachineConfigs.config.talos.dev"}
 

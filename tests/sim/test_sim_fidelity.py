@@ -29,7 +29,7 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
 
-from trustplan import machineconfig
+from trustplan.talos import machineconfig
 
 OS_ROOT = {"namespace": "secrets", "type": "OSRootSecrets.secrets.talos.dev"}
 K8S_ROOT = {"namespace": "secrets", "type": "KubernetesRootSecrets.secrets.talos.dev"}

@@ -36,8 +36,8 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
 
-from trustplan import machineconfig, pki
-from trustplan.machineconfig import CAFields
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import CAFields
 
 KUBELET = {"namespace": "runtime", "type": "Services.v1alpha1.talos.dev"}
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 200}

@@ -28,9 +28,9 @@ from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import make_credential
 from trustplan.providers.talos.tls import client_context
 
-from trustplan import machineconfig, pki
 from trustplan.errors import GateFailedError
-from trustplan.machineconfig import CAFields
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import CAFields
 
 TALOS = machineconfig.TALOS_VERSION
 

@@ -23,7 +23,7 @@ from trustplan.cli.keystore import keystore_app
 from trustplan.cli.sim import sim_app
 from trustplan.cli.state import force_unlock, state_app
 from trustplan.errors import TrustplanError
-from trustplan.secretfiles import remove_leftovers
+from trustplan.system.secretfiles import remove_leftovers
 
 app = typer.Typer(
     name="trustplan",

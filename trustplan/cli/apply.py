@@ -43,8 +43,12 @@ def apply(
     parallelism: ParallelismOption = None,
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
-    from trustplan import applier, engine, pki, planfile, render
+    from trustplan.engine import applier
+    from trustplan.engine import planning as engine
+    from trustplan.formats import planfile
     from trustplan.planner.document import from_document
+    from trustplan.render import text as render
+    from trustplan.talos import pki
 
     if plan_file is not None:
         if parallelism is not None:
@@ -95,6 +99,6 @@ def apply(
 
 
 def _read(path: Path) -> bytes:
-    from trustplan import planfile
+    from trustplan.formats import planfile
 
     return planfile.read_bytes(path)

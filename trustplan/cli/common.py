@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
-    from trustplan.desired import DesiredState
+    from trustplan.formats.desired import DesiredState
 
 
 class LazyConsole:
@@ -83,7 +83,7 @@ LockTimeout = Annotated[
 
 
 def load_desired(path: Path) -> DesiredState:
-    from trustplan import desired
+    from trustplan.formats import desired
 
     return desired.load(path)
 
@@ -95,7 +95,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def seconds(text: str) -> float:
-    from trustplan.planfile import parse_duration
+    from trustplan.formats.planfile import parse_duration
 
     if text.strip() in ("0", "0s"):
         return 0.0

@@ -25,10 +25,10 @@ from typing import Annotated
 
 import typer
 
-from trustplan.atomic import write_atomic
 from trustplan.cli.common import err
 from trustplan.cli.schema import schema_text
 from trustplan.errors import TrustplanError
+from trustplan.system.atomic import write_atomic
 
 
 class NodesFrom(str, Enum):
@@ -61,7 +61,6 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a trustplan.yaml that rotates both CAs of an existing cluster (from machine configs or a talosconfig)."""
-    from trustplan import pki
     from trustplan.cli.init_scan import (
         SCHEMA_FILE,
         cluster_name_of,
@@ -76,6 +75,7 @@ def init(
         split_list,
         talosconfig_context,
     )
+    from trustplan.talos import pki
 
     if (machine_configs is None) == (talosconfig is None):
         raise typer.BadParameter("give exactly one of --machine-configs DIR or --talosconfig FILE")

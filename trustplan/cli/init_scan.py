@@ -13,9 +13,10 @@ from typing import Any
 
 import yaml
 
-from trustplan import machineconfig, pki, safeio, safeyaml
 from trustplan.cli.common import err
 from trustplan.errors import InputError, UnsupportedError
+from trustplan.system import safeio, safeyaml
+from trustplan.talos import machineconfig, pki
 
 #: where `init` writes the desired-state schema, relative to the file it writes: editors resolve the
 #: `$schema` line offline (`trustplan schema desired -o` writes it again after an upgrade)

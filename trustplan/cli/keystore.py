@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from trustplan.atomic import write_atomic
 from trustplan.cli.common import ConfigOption, load_desired, print_data
 from trustplan.errors import KeystoreError
+from trustplan.system.atomic import write_atomic
 
 if TYPE_CHECKING:
-    from trustplan import pki
-    from trustplan.keystore import Keystore
+    from trustplan.formats.keystore import Keystore
+    from trustplan.talos import pki
 
 keystore_app = typer.Typer(help="Manage the CA keystore.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -24,8 +24,8 @@ def rekey(config: ConfigOption = Path("trustplan.yaml")) -> None:
     then run this). Plaintext keys left from before encryption was turned on are encrypted and removed.
     Decrypting needs an identity that can read the keys today (keystore.age.identity or
     $TRUSTPLAN_AGE_IDENTITY)."""
-    from trustplan import pki
-    from trustplan.keystore import Keystore
+    from trustplan.formats.keystore import Keystore
+    from trustplan.talos import pki
 
     desired = load_desired(config)
     store = desired.open_keystore()

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trustplan.atomic import write_atomic
 from trustplan.cli import conventions, terminal
 from trustplan.cli.common import (
     ConfigOption,
@@ -21,17 +20,20 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.safeio import check_writable, ensure_dir
+from trustplan.system.atomic import write_atomic
+from trustplan.system.safeio import check_writable, ensure_dir
 
 if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
-    from trustplan import engine, render_markdown
+    from trustplan.engine import planning as engine
+    from trustplan.render import markdown as render_markdown
 
 
 def render_document(
     doc: dict, fmt: Format, summary: bool = False, view: render_markdown.View | None = None  # type: ignore[type-arg]
 ) -> str:
-    from trustplan import render, render_markdown
     from trustplan.planner.document import from_document
+    from trustplan.render import markdown as render_markdown
+    from trustplan.render import text as render
 
     if fmt is Format.json:
         return render.json_text(doc)
@@ -78,7 +80,8 @@ def markdown_view(flavor: str, file: Path | None, data: bytes | None) -> render_
     """What the Markdown says about where it goes and the plan file it shows (SHA-256, signer)."""
     import hashlib
 
-    from trustplan import planfile, render_markdown
+    from trustplan.formats import planfile
+    from trustplan.render import markdown as render_markdown
 
     if flavor not in render_markdown.FLAVORS:
         choices = ", ".join(render_markdown.FLAVORS)
@@ -102,8 +105,8 @@ def emit(
     view: render_markdown.View | None = None,
 ) -> None:
     """Print the plan; Markdown longer than one comment is printed in parts separated by a delimiter line."""
-    from trustplan import render_markdown
     from trustplan.planner.document import from_document
+    from trustplan.render import markdown as render_markdown
 
     if fmt is not Format.markdown:
         if split_dir is not None:
@@ -157,7 +160,9 @@ def make_plan(
 ) -> engine.Planned:
     import dataclasses
 
-    from trustplan import engine, pki, planfile
+    from trustplan.engine import planning as engine
+    from trustplan.formats import planfile
+    from trustplan.talos import pki
 
     desired = load_desired(config)
     if parallelism is not None:  # saved in the plan: apply runs it so
@@ -196,7 +201,7 @@ def plan(
     parallelism: ParallelismOption = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
-    from trustplan import planfile
+    from trustplan.formats import planfile
 
     conventions.check_out_path(out)
     check_output_paths(out, split_dir)

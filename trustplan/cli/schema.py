@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from trustplan import schemas
-from trustplan.atomic import write_atomic
 from trustplan.cli.common import err, print_data
+from trustplan.system.atomic import write_atomic
 
 
 class SchemaName(str, Enum):

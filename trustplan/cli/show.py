@@ -19,7 +19,7 @@ def show(
     flavor: FlavorOption = "github",
 ) -> None:
     """Render a saved plan (text, Markdown or JSON) without touching any node."""
-    from trustplan import planfile
+    from trustplan.formats import planfile
 
     check_output_paths(None, split_dir)
     data = planfile.read_bytes(plan_file)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trustplan.atomic import write_atomic
 from trustplan.cli.common import ConfigOption, LockTimeout, err, load_desired, print_data, seconds
 from trustplan.errors import StateError
+from trustplan.system.atomic import write_atomic
 
 if TYPE_CHECKING:
     from trustplan.state import StateDocument

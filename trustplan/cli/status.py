@@ -11,7 +11,7 @@ import typer
 from trustplan.cli.common import ConfigOption, Format, FormatOption, err, load_desired, print_data, run
 
 if TYPE_CHECKING:
-    from trustplan.live import LiveCluster
+    from trustplan.engine.live import LiveCluster
 
 
 def status(
@@ -23,9 +23,10 @@ def status(
     ] = False,
 ) -> None:
     """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
-    from trustplan import engine, pki
-    from trustplan.cli.status_report import build_report, markdown, text
-    from trustplan.credentials import check_outputs
+    from trustplan.engine import planning as engine
+    from trustplan.engine.credentials import check_outputs
+    from trustplan.render.status import build_report, markdown, text
+    from trustplan.talos import pki
 
     desired = load_desired(config)
     provider = engine.make_provider(desired)

@@ -9,8 +9,9 @@ from trustplan.cli.common import ConfigOption, err, load_desired, print_data
 
 def validate(config: ConfigOption = Path("trustplan.yaml")) -> None:
     """Check the desired state offline: schema, names, imported CAs, machine-config files."""
-    from trustplan import authorities, machineconfig, pki
-    from trustplan.safeio import read_regular
+    from trustplan.engine import authorities
+    from trustplan.system.safeio import read_regular
+    from trustplan.talos import machineconfig, pki
 
     desired = load_desired(config)
     resolved = authorities.resolve(desired, desired.open_keystore(), None, pki.utcnow(), generate=False)

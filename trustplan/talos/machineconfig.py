@@ -28,8 +28,9 @@ from typing import Any, Literal
 
 import yaml
 
-from trustplan import caedit, pki, safeyaml, yamledit
 from trustplan.errors import InputError
+from trustplan.system import safeyaml
+from trustplan.talos import caedit, pki, yamledit
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
@@ -69,7 +70,7 @@ def digest(data: bytes) -> str:
 
 
 def load_yaml(text: bytes | str) -> Any:
-    """One YAML document with trustplan.safeyaml's limits (aliases, depth, size, duplicate keys)."""
+    """One YAML document with trustplan.system.safeyaml's limits (aliases, depth, size, duplicate keys)."""
     return safeyaml.load(text)
 
 

@@ -14,22 +14,23 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from trustplan import pki
-from trustplan.authorities import Material, Resolved, resolve
-from trustplan.backend_guard import check_backend_outside
-from trustplan.desired import DesiredState
-from trustplan.engine import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
+from trustplan.engine.authorities import Material, Resolved, resolve
+from trustplan.engine.backend_guard import check_backend_outside
+from trustplan.engine.interrupt import Stop
+from trustplan.engine.live import LiveCluster
+from trustplan.engine.planning import KeyRing, QuietReporter, Reporter, iso_time, make_provider, node_refs, read_live
+from trustplan.engine.planverify import operator_of, verified_plan
+from trustplan.engine.rollback import Rollback, possible, roll_back
+from trustplan.engine.workertrust import probe_workers
 from trustplan.errors import (
     ApplyInterrupted,
     PlanFileError,
     ProviderError,
     TrustplanError,
 )
-from trustplan.interrupt import Stop
-from trustplan.keystore import Keystore
-from trustplan.live import LiveCluster
-from trustplan.machineconfig import MachineConfig
-from trustplan.outputs import (
+from trustplan.formats.desired import DesiredState
+from trustplan.formats.keystore import Keystore
+from trustplan.formats.outputs import (
     admin_credentials,
     kubeconfig_document,
     trust_also,
@@ -37,18 +38,17 @@ from trustplan.outputs import (
     write_kubeconfig,
     write_talosconfig,
 )
-from trustplan.planfile import check_expiry
+from trustplan.formats.planfile import check_expiry
 from trustplan.planner import (
     Plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planverify import operator_of, verified_plan
 from trustplan.providers.base import Credential, KubeletWatcher, ManyVerifier, Provider
-from trustplan.render import describe_edit
-from trustplan.rewrite import rewrite_config, trust_of
-from trustplan.rollback import Rollback, possible, roll_back
+from trustplan.render.text import describe_edit
 from trustplan.state import StateBackend, StateDocument
-from trustplan.workertrust import probe_workers
+from trustplan.talos import pki
+from trustplan.talos.machineconfig import MachineConfig
+from trustplan.talos.rewrite import rewrite_config, trust_of
 
 
 @dataclass
@@ -487,7 +487,7 @@ async def apply(
     """Apply a decoded plan document exactly; refuse it if anything it was made from changed.
 
     When a step fails before the new credentials are written, the nodes changed by this run are
-    returned to their CAs of before (trustplan.rollback), unless `rollback` is False."""
+    returned to their CAs of before (trustplan.engine.rollback), unless `rollback` is False."""
     reporter = reporter or QuietReporter()
     with store.lock(lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)

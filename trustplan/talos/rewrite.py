@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from trustplan import pki
-from trustplan.machineconfig import CAFields, MachineConfig
 from trustplan.planner import LiveTrust, apply_edit
 from trustplan.planner.ops import Edit
+from trustplan.talos import pki
+from trustplan.talos.machineconfig import CAFields, MachineConfig
 
 
 def trust_of(fields: CAFields, source: str) -> tuple[LiveTrust, dict[str, bytes]]:

@@ -23,10 +23,10 @@ from typing import Protocol
 
 from cryptography import x509
 
-from trustplan import pki
-from trustplan.atomic import write_atomic
 from trustplan.errors import InputError, KeystoreError
-from trustplan.safeio import describe, ensure_dir, read_regular
+from trustplan.system.atomic import write_atomic
+from trustplan.system.safeio import describe, ensure_dir, read_regular
+from trustplan.talos import pki
 
 
 class Sealer(Protocol):

@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 from cryptography import x509
 
-from trustplan import pki
-from trustplan.desired import DesiredState
 from trustplan.errors import StateError, UnsafePlanError
-from trustplan.safeyaml import FastLoader
+from trustplan.formats.desired import DesiredState
+from trustplan.system.safeyaml import FastLoader
+from trustplan.talos import pki
 
 
 def check_backend_outside(desired: DesiredState, document: dict[str, Any]) -> None:

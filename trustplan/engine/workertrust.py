@@ -20,15 +20,15 @@ import dataclasses
 import datetime as dt
 import re
 
-from trustplan import pki
-from trustplan.authorities import Resolved
-from trustplan.desired import DesiredState
+from trustplan.engine.authorities import Resolved
+from trustplan.engine.live import LiveCluster
 from trustplan.errors import KeystoreError
-from trustplan.keystore import Keystore
-from trustplan.live import LiveCluster
-from trustplan.outputs import admin_credentials
+from trustplan.formats.desired import DesiredState
+from trustplan.formats.keystore import Keystore
+from trustplan.formats.outputs import admin_credentials
 from trustplan.planner import LiveNode, PlanInput
 from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.talos import pki
 
 
 def needs_probe(live: LiveCluster) -> bool:

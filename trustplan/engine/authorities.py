@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 from cryptography import x509
 
-from trustplan import pki
-from trustplan.desired import DesiredState
+from trustplan.engine.live import LiveCA
 from trustplan.errors import CAError
-from trustplan.keystore import Keystore
-from trustplan.live import LiveCA
-from trustplan.pki import CACert, PrivateKey
+from trustplan.formats.desired import DesiredState
+from trustplan.formats.keystore import Keystore
 from trustplan.planner import Authority, DesiredTrust
-from trustplan.safeio import read_regular
+from trustplan.system.safeio import read_regular
+from trustplan.talos import pki
+from trustplan.talos.pki import CACert, PrivateKey
 
 
 @dataclass

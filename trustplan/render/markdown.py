@@ -35,7 +35,7 @@ from trustplan.planner import Plan
 from trustplan.planner.model import PKI, PKI_TITLE, LiveTrust
 from trustplan.planner.ops import Phase, SwapIssuer
 from trustplan.planner.plan import apply_edit
-from trustplan.render import summary_line
+from trustplan.render.text import summary_line
 
 Flavor = Literal["github", "gitlab", "plain"]
 FLAVORS: tuple[Flavor, ...] = ("github", "gitlab", "plain")

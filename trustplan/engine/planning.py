@@ -4,7 +4,7 @@
     read_live(...)                   read every node, falling back to our own CAs after a half-done run
     KeyRing                          CA certificates and keys by fingerprint (plan material + keystore)
 
-Applying a saved plan is trustplan.applier.
+Applying a saved plan is trustplan.engine.applier.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from trustplan import __version__, pki
-from trustplan.authorities import Material, Resolved, resolve
-from trustplan.backend_guard import check_backend_outside
-from trustplan.credentials import check_outputs, planned_outputs
-from trustplan.desired import DesiredState
+from trustplan import __version__
+from trustplan.engine.authorities import Material, Resolved, resolve
+from trustplan.engine.backend_guard import check_backend_outside
+from trustplan.engine.credentials import check_outputs, planned_outputs
+from trustplan.engine.live import LiveCluster, read_cluster
+from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
     InputError,
     KeystoreError,
@@ -28,12 +29,12 @@ from trustplan.errors import (
     ProviderError,
     UnsafePlanError,
 )
-from trustplan.keystore import Keystore
-from trustplan.live import LiveCluster, read_cluster
-from trustplan.outputs import (
+from trustplan.formats.desired import DesiredState
+from trustplan.formats.keystore import Keystore
+from trustplan.formats.outputs import (
     admin_credentials,
 )
-from trustplan.planfile import validate_document
+from trustplan.formats.planfile import validate_document
 from trustplan.planner import (
     OperatorCredential,
     Plan,
@@ -46,9 +47,9 @@ from trustplan.planner import (
 from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
-from trustplan.rewrite import rewrite
 from trustplan.state import StateDocument
-from trustplan.workertrust import probe_workers, worker_trust_hint
+from trustplan.talos import pki
+from trustplan.talos.rewrite import rewrite
 
 
 class Reporter(Protocol):

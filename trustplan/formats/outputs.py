@@ -14,11 +14,12 @@ from typing import Any
 
 import yaml
 
-from trustplan import caedit, pki, safeyaml, yamledit
-from trustplan.atomic import write_atomic
 from trustplan.errors import InputError
-from trustplan.machineconfig import dump_yaml, load_yaml
-from trustplan.safeio import read_regular
+from trustplan.system import safeyaml
+from trustplan.system.atomic import write_atomic
+from trustplan.system.safeio import read_regular
+from trustplan.talos import caedit, pki, yamledit
+from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
 
 def backup_path(path: Path) -> Path:

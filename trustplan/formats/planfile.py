@@ -92,9 +92,9 @@ def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey)
 
 def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     """An Ed25519 private key (PEM) to sign plans with."""
-    from trustplan import pki
     from trustplan.errors import InputError
-    from trustplan.safeio import read_regular
+    from trustplan.system.safeio import read_regular
+    from trustplan.talos import pki
 
     key = pki.load_key_pem(read_regular(path, what="signing key file"), str(path))
     if not isinstance(key, ed25519.Ed25519PrivateKey):
@@ -105,7 +105,7 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
 def load_verify_key(path: Path, source: str) -> ed25519.Ed25519PublicKey:
     """The Ed25519 public key (PEM) of `planSigning.publicKey`."""
     from trustplan.errors import InputError
-    from trustplan.safeio import read_regular
+    from trustplan.system.safeio import read_regular
 
     data = read_regular(path, source, "planSigning public key file")
     try:
@@ -159,7 +159,7 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
         raise PlanFileError(f"{source}: plan document is not a JSON object",
                             hint="re-create it with `trustplan plan -o ...`")
     validate_document(doc, source)
-    from trustplan.planverify import check_structure
+    from trustplan.engine.planverify import check_structure
 
     check_structure(doc, source)
     return doc
@@ -183,7 +183,7 @@ def validate_document(doc: dict[str, Any], source: str) -> None:
 
 def read_bytes(path: Path) -> bytes:
     """The bytes of a plan file: a regular file, not a folder, FIFO or device."""
-    from trustplan.safeio import read_regular
+    from trustplan.system.safeio import read_regular
 
     if not path.exists() and not path.is_symlink():
         raise PlanFileError(f"{path}: plan file not found", hint="make one with `trustplan plan -o plan.bin`")

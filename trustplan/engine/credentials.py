@@ -20,12 +20,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from trustplan import pki
-from trustplan.desired import DesiredState
+from trustplan.engine.live import LiveCluster
 from trustplan.errors import InputError
-from trustplan.live import LiveCluster
-from trustplan.machineconfig import load_yaml
+from trustplan.formats.desired import DesiredState
 from trustplan.planner import Outputs
+from trustplan.talos import pki
+from trustplan.talos.machineconfig import load_yaml
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from trustplan import machineconfig, pki
 from trustplan.errors import InputError
-from trustplan.machineconfig import MachineConfig
 from trustplan.planner import LiveNode, LiveTrust
 from trustplan.providers.base import Credential, NodeConfig, NodeRef, Provider
+from trustplan.talos import machineconfig, pki
+from trustplan.talos.machineconfig import MachineConfig
 
 
 @dataclass

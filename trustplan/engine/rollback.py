@@ -16,15 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from trustplan.engine.live import LiveCA, LiveCluster, to_live
 from trustplan.errors import TrustplanError
-from trustplan.live import LiveCA, LiveCluster, to_live
 from trustplan.planner import Authority, DesiredTrust, LiveNode, Outputs, Plan, PlanInput, UnsafePlan
 from trustplan.planner import ops as op
 from trustplan.planner.model import PKI
 from trustplan.planner.safety import check_plan
 
 if TYPE_CHECKING:
-    from trustplan.applier import Applier
+    from trustplan.engine.applier import Applier
 
 
 @dataclass
@@ -82,7 +82,7 @@ async def _applied(applier: Applier) -> set[tuple[str, str]] | str:
             return (f"no rollback: node {address} does not answer, so whether its {phase} change applied is "
                     f"unknown ({exc})")
         if read.digest != applier.configs[address].digest:
-            from trustplan import machineconfig
+            from trustplan.talos import machineconfig
 
             applier.configs[address] = machineconfig.parse(read.data, f"node {address} (live machine config)")
             done.add((phase, address))
@@ -121,7 +121,7 @@ def reverse_plan(applier: Applier, done: set[tuple[str, str]], nodes: tuple[Live
 
 async def roll_back(applier: Applier, started: LiveCluster, authorities: tuple[Authority, ...]) -> Rollback:
     """Return the nodes to `started`'s CAs with a checked reverse plan, then verify them."""
-    from trustplan.applier import Applier as Runner
+    from trustplan.engine.applier import Applier as Runner
 
     why_not = possible(applier)
     if why_not is not None:

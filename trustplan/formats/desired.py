@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import jsonschema
 import yaml
 
-from trustplan import safeio, safeyaml, schemas
+from trustplan import schemas
 from trustplan.errors import InputError, SchemaError
 from trustplan.providers.base import NodeRef
 from trustplan.state.backend import KubernetesStateSpec, StateBackend
+from trustplan.system import safeio, safeyaml
 
 if TYPE_CHECKING:
-    from trustplan.keystore import Keystore
+    from trustplan.formats.keystore import Keystore
 
 DEFAULT_NAME = "trustplan.yaml"
 PKIName = Literal["talos", "kubernetes"]
@@ -131,11 +132,11 @@ class DesiredState:
 
     def open_keystore(self) -> Keystore:
         """The keystore directory; with keystore.age, every key in it is encrypted to the recipients."""
-        from trustplan.keystore import Keystore
+        from trustplan.formats.keystore import Keystore
 
         if not self.age_recipients:
             return Keystore(self.keystore)
-        from trustplan.keystore_age import AgeSealer
+        from trustplan.formats.keystore_age import AgeSealer
 
         return Keystore(self.keystore, AgeSealer(self.age_recipients, self.age_identity, str(self.path)))
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import yaml
 
-from trustplan import yamledit as ye
-from trustplan.yamledit import Splice, Unsupported
+from trustplan.talos import yamledit as ye
+from trustplan.talos.yamledit import Splice, Unsupported
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ import datetime as dt
 import re
 from typing import Any
 
-from trustplan import pki
-from trustplan.authorities import Resolved
-from trustplan.credentials import check_outputs, planned_outputs
-from trustplan.desired import DesiredState
+from trustplan.engine.authorities import Resolved
+from trustplan.engine.credentials import check_outputs, planned_outputs
+from trustplan.engine.live import LiveCluster
 from trustplan.errors import CAError, KeystoreError, PlanFileError, UnsafePlanError
-from trustplan.live import LiveCluster
+from trustplan.formats.desired import DesiredState
 from trustplan.planner import (
     OperatorCredential,
     Plan,
@@ -39,6 +38,7 @@ from trustplan.planner import (
 from trustplan.planner import ops as op
 from trustplan.planner.document import from_document, to_document
 from trustplan.providers.base import Credential
+from trustplan.talos import pki
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
 
@@ -288,8 +288,8 @@ def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
     """Before any node changes: every output can be written (a file path whose folder exists or can
     be made), secrets.yaml is a secrets bundle, a kubeconfig to merge into is one. Finding out after
     the last gate would leave the new CA's only copies in the keystore."""
-    from trustplan.outputs import read_secrets
-    from trustplan.safeio import check_writable
+    from trustplan.formats.outputs import read_secrets
+    from trustplan.system.safeio import check_writable
 
     paths = {"talosconfig": desired.talosconfig_output, "kubeconfig": desired.kubeconfig_output,
              "secrets": desired.secrets}
@@ -301,8 +301,8 @@ def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
         if out.output == "secrets":
             read_secrets(path)
         if out.output == "kubeconfig" and desired.kubeconfig_merge and path.exists():
-            from trustplan.machineconfig import load_yaml
-            from trustplan.safeio import read_regular
+            from trustplan.system.safeio import read_regular
+            from trustplan.talos.machineconfig import load_yaml
 
             try:
                 existing = load_yaml(read_regular(path, what="kubeconfig to merge into"))
@@ -316,7 +316,7 @@ def operator_of(desired: DesiredState, live: LiveCluster, reader: Credential | N
     """The credential the plan's accept phase was made for (as engine.make derives it)."""
     if reader is not None:
         return OperatorCredential(reader.issuer, reader.trusted)
-    from trustplan.engine import _operator
+    from trustplan.engine.planning import _operator
 
     return _operator(desired, live)
 

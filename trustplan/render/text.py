@@ -2,7 +2,7 @@
 `show plan.bin` print the same thing.
 
     text(plan, doc)      for a terminal
-    markdown(plan, doc)  for a pull-request comment (trustplan.render_markdown has the full form)
+    markdown(plan, doc)  for a pull-request comment (trustplan.render.markdown has the full form)
     json_text(doc)       the plan document itself, pretty-printed with sorted keys
 """
 
@@ -133,8 +133,8 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
 
 
 def markdown(plan: Plan, doc: dict[str, Any]) -> str:
-    """The Markdown for GitHub, without a plan file (see trustplan.render_markdown for the options)."""
-    from trustplan.render_markdown import render
+    """The Markdown for GitHub, without a plan file (see trustplan.render.markdown for the options)."""
+    from trustplan.render.markdown import render
 
     return render(plan, doc)
 

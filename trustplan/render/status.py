@@ -8,10 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from trustplan import pki
 from trustplan.cli.common import out
-from trustplan.live import LiveCluster
+from trustplan.engine.live import LiveCluster
 from trustplan.planner import PKIS
+from trustplan.talos import pki
 
 #: the config fields of each PKI's issuer and accepted CAs, as drift lines name them
 FIELDS = {"talos": ("machine.ca", "machine.acceptedCAs"), "kubernetes": ("cluster.ca", "cluster.acceptedCAs")}

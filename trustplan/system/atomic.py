@@ -1,6 +1,6 @@
 """Atomic file writes: temp file in the same directory, fsync, rename, fsync the directory.
 
-Missing folders are created 0700 (trustplan.safeio.ensure_dir); any OS error becomes one
+Missing folders are created 0700 (trustplan.system.safeio.ensure_dir); any OS error becomes one
 FilesystemError naming the path, and the temp file is removed on every exit path; one that a killed
 process left behind (it may hold a key) is removed by the next write of the same file.
 """
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from trustplan.errors import FilesystemError
-from trustplan.safeio import describe, ensure_dir
+from trustplan.system.safeio import describe, ensure_dir
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
