@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import jsonschema
-
 from trustplan import schemas
 from trustplan.errors import StateError
 
@@ -40,15 +38,18 @@ def parse(data: bytes, source: str) -> StateDocument:
         raise StateError(f"{source}: state file is not valid JSON ({exc})") from None
     except RecursionError:
         raise StateError(f"{source}: state file is nested too deeply to be a trustplan state") from None
+    result: StateDocument = doc
+    if schemas.is_valid("state", doc):
+        return result
+    import jsonschema  # ~0.1 s: only to word the error of an invalid document
+
     try:
-        if not schemas.is_valid("state", doc):
-            schemas.validator("state").validate(doc)
+        schemas.validator("state").validate(doc)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "(top level)"
         raise StateError(f"{source}: {where}: {exc.message} (schemas/state.schema.json)") from None
     except RecursionError:
         raise StateError(f"{source}: state file is nested too deeply to be a trustplan state") from None
-    result: StateDocument = doc
     return result
 
 

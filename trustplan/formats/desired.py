@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import jsonschema
 import yaml
 
 from trustplan import schemas
@@ -22,6 +21,8 @@ from trustplan.state.backend import KubernetesStateSpec, StateBackend
 from trustplan.system import safeio, safeyaml
 
 if TYPE_CHECKING:
+    import jsonschema
+
     from trustplan.formats.keystore import Keystore
 
 DEFAULT_NAME = "trustplan.yaml"
@@ -216,6 +217,8 @@ def load(path: Path) -> DesiredState:
         key=lambda e: (len(list(e.absolute_path)), list(map(str, e.absolute_path))),
     )
     if errors:
+        import jsonschema  # ~0.1 s: only to word the error of an invalid document
+
         err = jsonschema.exceptions.best_match(errors) or errors[0]
         ypath = _yaml_path(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):

@@ -23,7 +23,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -168,6 +167,8 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
 def validate_document(doc: dict[str, Any], source: str) -> None:
     if schemas.is_valid("plan", doc):
         return
+    import jsonschema  # ~0.1 s: only to word the error of an invalid document
+
     try:
         schemas.validator("plan").validate(doc)
     except jsonschema.ValidationError as exc:
