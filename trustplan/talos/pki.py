@@ -45,6 +45,9 @@ _ED25519_HEADER = "ED25519 PRIVATE KEY"
 MIN_RSA_BITS = 2048
 
 
+_READ: dict[bytes, CACert] = {}  # CACert.from_pem, by PEM bytes (CACert is immutable)
+
+
 @dataclass(frozen=True)
 class CACert:
     """A CA certificate as found somewhere, with the exact PEM bytes it was read with."""
@@ -55,8 +58,15 @@ class CACert:
 
     @classmethod
     def from_pem(cls, pem: bytes, source: str = "<certificate>") -> CACert:
-        cert = load_cert_pem(pem, source)
-        return cls(pem=pem, cert=cert, fingerprint=fingerprint(cert))
+        """The CA in `pem` (exactly one certificate). The same few CAs are read from every node's
+        config, several times a run: a successful read is remembered by its bytes."""
+        found = _READ.get(pem)
+        if found is None:
+            cert = load_cert_pem(pem, source)
+            found = cls(pem=pem, cert=cert, fingerprint=fingerprint(cert))
+            if len(_READ) < 4096:
+                _READ[pem] = found
+        return found
 
     @classmethod
     def from_cert(cls, cert: x509.Certificate) -> CACert:
