@@ -153,7 +153,8 @@ class SimNode:
         self.client_trust_pem = b""
         self.issuing: tuple[x509.Certificate, pki.PrivateKey] | None = None
         self.server_cert: x509.Certificate | None = None
-        self._server_ctx: ssl.SSLContext | None = None
+        self._server_ctx: ssl.SSLContext | None = None  # built at the first handshake that needs it
+        self._server_pems: tuple[bytes, bytes, bytes] | None = None  # what it is built from
         self._listen_ctx: ssl.SSLContext | None = None
         self._proxy_ctx: ssl.SSLContext | None = None
         self._made_from: tuple[object, ...] | None = None  # what the current certs were made from
@@ -251,7 +252,14 @@ class SimNode:
         if trust != self.client_trust_pem:
             self._trust_cas = [pki.load_cert_pem(p, self.name) for p in pki.split_pem_bundle(trust)]
         self.client_trust_pem = trust
-        self._server_ctx = server_context(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trust)
+        self._server_pems = (pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trust)
+        self._server_ctx = None  # most changes see no new connection before the next one: build it then
+
+    def server_ctx(self) -> ssl.SSLContext | None:
+        """The apid server context for new handshakes: this node's current cert and client trust."""
+        if self._server_ctx is None and self._server_pems is not None:
+            self._server_ctx = server_context(*self._server_pems)
+        return self._server_ctx
 
     def _server_cert(
         self,
@@ -296,18 +304,19 @@ class SimNode:
     # --- listener -------------------------------------------------------------------------
 
     def _sni(self, ssl_object: ssl.SSLObject, _name: str | None, _ctx: ssl.SSLContext) -> None:
-        if self._server_ctx is not None:
-            ssl_object.context = self._server_ctx
+        ctx = self.server_ctx()
+        if ctx is not None:
+            ssl_object.context = ctx
 
     async def start(self) -> None:
         """Listen on address:port (the listener's context defers to the current one per handshake)."""
         if self._server is not None:
             return
-        if self._server_ctx is None:
+        if self._server_pems is None:
             self.reload_pki()
-        assert self._server_ctx is not None
         if self._listen_ctx is None:
-            self._listen_ctx = self._server_ctx
+            self._listen_ctx = self.server_ctx()
+            assert self._listen_ctx is not None
             self._listen_ctx.sni_callback = self._sni
         from trustplan.providers.sim.router import install_router
         from trustplan.providers.sim.services import handlers_for
