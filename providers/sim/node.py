@@ -18,11 +18,14 @@ Talos CA fields, the hostname), without closing the listener: the listening SSLC
 `sni_callback` swaps in the node's current context for each handshake.
 
 A control plane's PKI change flushes its proxy connections, as apid's onPKIUpdate does. A flushed
-connection is only really torn down when a new handshake could come out differently: when the proxy
-cert changed (a new issuing CA), or when, checked at the connection's next use, the control plane no
-longer trusts the target's current server cert or the target no longer accepts the proxy cert. A
-connection whose new handshake would succeed with the same certificates is kept instead of being
-re-made (a mutual-TLS handshake costs ~3 ms of CPU on both sides, both in this one process).
+connection is checked at its next use the way the new handshake would check it: the target must run,
+this control plane must trust the target's current server cert (signed by a CA in its trust, valid
+now) and the target must accept the current proxy cert (signed by a CA in the target's client trust,
+valid now). If either would fail, the connection is torn down and the call makes a real handshake,
+which fails as apid's does; if both pass, the connection is kept instead of being re-made with an
+equivalent one: a mutual-TLS handshake costs ~3 ms of CPU on each side, both in this one process,
+and a rotation flushes every control plane's connections three times. (On a kept connection the
+target still sees the proxy cert it was opened with; only its role, os:impersonator, is used.)
 """
 
 from __future__ import annotations
@@ -236,9 +239,7 @@ class SimNode:
                     ca_cert, ca_key, PROXY_ROLE, now, validity=pki.SERVER_VALIDITY
                 )
                 self._proxy_pair = (issuing_from, proxy_cert, proxy_key)
-                self._flush_upstream()  # a new proxy cert: every target must see it
-            else:
-                self._recheck.update(self._upstream)  # same proxy cert: re-check each at its next use
+            self._recheck.update(self._upstream)  # flushed: each is re-checked at its next use
             _, proxy_cert, proxy_key = self._proxy_pair
             self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
             for channel in self._upstream.values():

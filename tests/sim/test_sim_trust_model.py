@@ -238,7 +238,7 @@ def test_proxy_connections_after_a_control_plane_pki_change(tmp_path: Path) -> N
         admin = _client(old.cert, old.key)
 
         def through_cp1() -> Channel:  # the call names its target in `node` metadata
-            return _channel(cp1.address, *admin, old.crt_pem)
+            return _channel(cp1.address, *admin, old.crt_pem + new_pem)
 
         async with TalosProvider(cluster.talosconfig, None, cluster.node_refs()) as provider:
             for target in (worker, other):  # cp1 -> both workers is open
@@ -263,5 +263,14 @@ def test_proxy_connections_after_a_control_plane_pki_change(tmp_path: Path) -> N
                 await _version(through_cp1(), cp2.address)
             # the other worker still trusts OLD both ways: reachable
             assert await _version(through_cp1(), other.address) == TALOS
+            # cp1 switches to NEW (OLD accepted): a new proxy cert, from NEW. The other worker, which
+            # accepts OLD alone, refuses it although its connection was open; the first worker
+            # (NEW alone) now accepts cp1's proxy cert
+            swap = lambda f, _r: CAFields(new_pem, pki.key_to_pem(new_key), (old.crt_pem,))  # noqa: E731
+            await provider.write(cp1_ref, _edit(cp1.config, swap))
+            with pytest.raises(GRPCError) as refused:
+                await _version(through_cp1(), other.address)
+            assert refused.value.status is Status.UNAVAILABLE
+            assert await _version(through_cp1(), worker.address) == TALOS
 
     run_with_cluster(scenario, tmp_path, controlplanes=2, workers=2)
