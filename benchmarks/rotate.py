@@ -8,9 +8,11 @@ Every run gets a fresh `trustplan sim up` cluster in its own process (its own lo
 rotates the PKI(s) through the CLI: `trustplan plan --parallelism N -o plan.bin`, then
 `trustplan apply plan.bin`, each its own process, timed from start to exit (start-up included).
 
-- rpc_rounds: RPCs that must follow one another in that apply under the plan's rollout (the read of
-  every node, then per phase the control-plane waves, the canary and worker waves, and one wave per
-  gate); bound_s = rpc_rounds x latency; ratio_to_bound = apply_s / bound_s.
+- rpc_rounds: RPCs that must follow one another in that apply under the plan's rollout: the read of
+  every node (READ_CONCURRENCY at a time), then per phase the control-plane waves, the canary and
+  worker waves (two rounds each where the phase changes a node's Kubernetes CA: the kubelet watch is
+  opened before the write), and one round per group of a gate (rollout.verify.parallelism nodes per
+  fanned-out call); bound_s = rpc_rounds x latency; ratio_to_bound = apply_s / bound_s.
 - sequential_apply_s: the same rotation on a fresh cluster with `--parallelism 1` (every role and
   every gate one node at a time, as talosctl does); speedup_vs_sequential = sequential / apply_s.
 - talosctl_s: `talosctl rotate-ca` on a fresh identical cluster, when the interop build of talosctl
@@ -120,16 +122,19 @@ def narrow(desired: Path, pki: str) -> None:
 
 def rpc_rounds(plan: dict, cps: int, workers: int) -> int:
     """RPC rounds on apply's critical path under the plan's rollout (see the module docstring)."""
+    from trustplan.engine.live import READ_CONCURRENCY
+
     rollout = plan["rollout"]
-    rounds = 1  # apply reads every node at once
+    rounds = math.ceil(len(plan["nodes"]) / READ_CONCURRENCY)  # apply reads every node first
     for phase in plan["phases"]:
         edited = {e["node"] for e in phase.get("edits", [])}
         if edited:
             cp = sum(1 for n in plan["nodes"] if n["address"] in edited and n["role"] == "controlplane")
             wk = len(edited) - cp
             canary = min(rollout["canary"], wk)
-            rounds += math.ceil(cp / rollout["controlplane"])
-            rounds += math.ceil(canary / rollout["worker"]) + math.ceil((wk - canary) / rollout["worker"])
+            per_wave = 2 if any(e["pki"] == "kubernetes" for e in phase["edits"]) else 1  # watch, then write
+            rounds += per_wave * math.ceil(cp / rollout["controlplane"])
+            rounds += per_wave * (math.ceil(canary / rollout["worker"]) + math.ceil((wk - canary) / rollout["worker"]))
             if canary and wk > canary:
                 rounds += len(phase.get("gates", []))  # each gate once on the canaries
         for gate in phase.get("gates", []):

@@ -35,12 +35,20 @@ def test_rounds_follow_the_rollout(tmp_path: Path, rotate) -> None:  # noqa: ANN
     edit_phases = [p for p in doc["phases"] if p["edits"]]
     gates = sum(len(p["gates"]) for p in doc["phases"])
     assert len(edit_phases) == 3 and gates == 6  # accept, swap, remove; a gate per PKI after each
-    # the read, then per phase 3 control planes one at a time + 1 wave of both workers, 1 wave per gate
-    assert rotate.rpc_rounds(doc, 3, 2) == 1 + 3 * (3 + 1) + 6
+    # the read, then per phase 3 control planes one at a time + 1 wave of both workers, each wave two
+    # rounds (the Kubernetes CA changes too: the kubelet watch is opened before the write), 1 per gate
+    assert rotate.rpc_rounds(doc, 3, 2) == 1 + 3 * (3 + 1) * 2 + 6
 
 
 def test_one_at_a_time_counts_every_node_and_gate_check(tmp_path: Path, rotate) -> None:  # noqa: ANN001
     doc = _plan(tmp_path, "--parallelism", "1")
     talos_gates = sum(1 for p in doc["phases"] for g in p["gates"] if g["pki"] == "talos")
     kube_gates = sum(1 for p in doc["phases"] for g in p["gates"] if g["pki"] == "kubernetes")
-    assert rotate.rpc_rounds(doc, 3, 2) == 1 + 3 * 5 + talos_gates * 5 + kube_gates
+    assert rotate.rpc_rounds(doc, 3, 2) == 1 + 3 * 5 * 2 + talos_gates * 5 + kube_gates
+
+
+def test_the_read_counts_its_rounds(rotate) -> None:  # noqa: ANN001
+    """Apply reads READ_CONCURRENCY nodes at a time: 70 nodes, no phase, are three rounds."""
+    nodes = [{"address": f"10.0.0.{i}", "role": "worker"} for i in range(70)]
+    doc = {"nodes": nodes, "phases": [], "rollout": {"controlplane": 1, "worker": 10, "canary": 0, "gates": 32}}
+    assert rotate.rpc_rounds(doc, 0, 70) == 3

@@ -68,12 +68,16 @@ def to_live(ref: NodeRef, cfg: MachineConfig, managed: tuple[str, ...], cas: dic
     return LiveNode(ref.address, cfg.role, cfg.digest, talos, kube, ref.role)
 
 
+#: how many nodes are read at once (benchmarks/rotate.py counts the read's round trips with it)
+READ_CONCURRENCY = 32
+
+
 async def read_cluster(
     provider: Provider,
     nodes: tuple[NodeRef, ...],
     managed: tuple[str, ...],
     credential: Credential | None = None,
-    concurrency: int = 32,
+    concurrency: int = READ_CONCURRENCY,
     on_read: Callable[[str], None] | None = None,
 ) -> LiveCluster:
     """Read all nodes concurrently; the first failure (in node order) is raised. `on_read(address)`
