@@ -29,9 +29,10 @@ from trustplan.providers.sim.kube import KUBE_PORT
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
 
-from trustplan.formats.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import machineconfig, pki
+from trustplan.talos.clientconfig import kubeconfig_document
 
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
@@ -210,7 +211,7 @@ class SimCluster:
         document = kubeconfig_document(
             CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
         )
-        write_kubeconfig(path, document)
+        replace_with_backup(path, machineconfig.dump_yaml(document).encode())
         return path
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
