@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from trustplan.providers.base import NodeRef
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.kube import KUBE_PORT
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
@@ -81,11 +82,11 @@ class SimCluster:
         self.kubelet_rejoin_ms = kubelet_rejoin_ms
         self.config_layout: machineconfig.KubeCALayout = config_layout
         #: the one Talos version every node reports (Version, Members), matching its configs
-        self.talos_version = machineconfig.talos_version(config_layout)
+        self.talos_version = configgen.talos_version(config_layout)
         self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
-        self.secrets = machineconfig.ClusterSecrets.generate(pki.utcnow())
+        self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
         base = network.network_address
         self.nodes: list[SimNode] = []
         self._by_key: dict[str, SimNode] = {}
@@ -94,7 +95,7 @@ class SimCluster:
         endpoint = f"https://{base + 2}:6443"
         for k, (role, name) in enumerate(plan):
             address = str(base + 2 + k)
-            config = machineconfig.generate_config(
+            config = configgen.generate_config(
                 self.secrets,
                 cluster_name=CLUSTER_NAME,
                 endpoint=endpoint,
