@@ -19,7 +19,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,8 @@ class SimCluster:
             raise ValueError("restart and rejoin times cannot be negative")
         self.dir = Path(dir)
         self.latency = latency_ms / 1000.0
+        #: waits out `latency` once per client call (tests replace it to see where latency is added)
+        self.delay: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.port = port
         #: serve a Kubernetes API on every control plane (and write DIR/kubeconfig)
         self.k8s = k8s
