@@ -193,7 +193,7 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
         )
         planned.resolved.save_new(keystore)
         await applier.apply(
-            desired, provider, keystore, store, planned.document, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
+            desired, provider, keystore, store, planned.saved, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
         )
 
     with pytest.raises(KeyboardInterrupt):
