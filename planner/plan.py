@@ -11,6 +11,7 @@ plan made from a half-finished rotation finishes it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
 
@@ -45,10 +46,17 @@ class NodeTarget:
     after: LiveTrust
 
 
+#: The kinds of warning the planner makes. A plan file from a newer trustplan may carry others (shown
+#: by their message); a format 1.0 file carries messages only, read back with the code "message".
+WARNING_CODES = ("ca-untrusted", "ca-expiring", "output-refused", "nodes-skipped")
+
+
 @dataclass(frozen=True)
 class PlanWarning:
-    """A warning a policy can match: a stable `code` (`ca-untrusted`, `ca-expiring`, `nodes-skipped`),
-    the PKI and CA it concerns (None when it concerns neither), the nodes, and the human sentence."""
+    """A warning a policy can match: a stable `code` (`ca-untrusted`: the CA `fingerprint` stops
+    being trusted by the `nodes` that trusted it; `ca-expiring`: a CA trusted after the plan expires
+    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`), the PKI and CA it
+    concerns (None when it concerns neither), the nodes, and the human sentence."""
 
     code: str
     pki: PKI | None
@@ -65,8 +73,7 @@ class Plan:
     nodes: tuple[LiveNode, ...]
     targets: tuple[NodeTarget, ...]
     phases: tuple[Phase, ...]
-    warnings: tuple[str, ...]  # the messages of `warning_details`, in order
-    warning_details: tuple[PlanWarning, ...] = ()
+    warnings: tuple[PlanWarning, ...]  # computed once, by make_plan; renderers only show them
 
     @property
     def has_changes(self) -> bool:
@@ -240,8 +247,7 @@ def make_plan(inp: PlanInput) -> Plan:
         phases=tuple(phases),
         warnings=(),
     )
-    details = _warnings(plan, inp)
-    plan = Plan(**{**plan.__dict__, "warnings": tuple(w.message for w in details), "warning_details": details})
+    plan = dataclasses.replace(plan, warnings=_warnings(plan, inp))
     check_plan(plan, inp)
     return plan
 
@@ -250,8 +256,6 @@ def suggest_accepted(inp: PlanInput) -> tuple[PKI, str] | None:
     """For a refused plan: a CA some node trusts now that, kept in `accepted`, makes the plan safe
     (the first such, by PKI then fingerprint); None when no single CA does. A half-done rotation
     often needs the old CA kept for one more plan; a later plan without it removes it safely."""
-    import dataclasses
-
     from trustplan.planner.safety import UnsafePlan
 
     for d in inp.desired:
