@@ -99,10 +99,10 @@ def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         refs = cluster.node_refs()
         async with _provider(cluster, verify_timeout=0.5) as provider:
-            assert await provider.verify_many(refs) == [machineconfig.TALOS_VERSION] * len(refs)
+            assert await provider.verify_many(refs) == [configgen.TALOS_VERSION] * len(refs)
             await cluster.workers[1].stop()
             results = await provider.verify_many(refs)
-            assert results[:-1] == [machineconfig.TALOS_VERSION] * (len(refs) - 1)
+            assert results[:-1] == [configgen.TALOS_VERSION] * (len(refs) - 1)
             assert isinstance(results[-1], GateFailedError)
             assert str(results[-1]).startswith(f"node {refs[-1].address}: Version with the client cert issued by")
             assert "connection refused" in str(results[-1])
@@ -111,7 +111,7 @@ def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
             await asyncio.sleep(0.3)
             assert not task.done()  # still asking the stopped worker
             await cluster.workers[1].start()  # back within the deadline: a retry finds it
-            assert await task == [machineconfig.TALOS_VERSION] * 2
+            assert await task == [configgen.TALOS_VERSION] * 2
 
     run_with_cluster(scenario, tmp_path, controlplanes=2, workers=2)
 
