@@ -388,4 +388,11 @@ class SimNode:
 
 
 def _issued_by_one_of(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
-    return any(ca.subject == cert.issuer and pki.verify_issued_by(cert, ca) for ca in cas)
+    return any(ca.subject == cert.issuer and _signed_by(cert, ca) for ca in cas)
+
+
+@functools.lru_cache(maxsize=8192)
+def _signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    """pki.verify_issued_by, remembered: the same proxy cert is checked against the same CAs on
+    every node, and a node's cert against the same CAs at every flush."""
+    return pki.verify_issued_by(cert, ca)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import functools
 import io
 import tarfile
 from typing import TYPE_CHECKING, Any
@@ -101,8 +102,7 @@ class MachineService(machine_grpc.MachineServiceBase):
                 f"apply mode {Mode.Mode.Name(request.mode)} is not supported by the simulator",
             )
         try:
-            parsed = machineconfig.parse(request.data, "config")
-            errors = machineconfig.validate(parsed)
+            parsed, errors = _parsed(request.data)
         except TrustplanError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"failed to parse config: {exc}") from None
         if errors:
@@ -149,6 +149,14 @@ class MachineService(machine_grpc.MachineServiceBase):
         if node.role != "controlplane":
             raise GRPCError(Status.FAILED_PRECONDITION, "kubeconfig is only available on control plane nodes")
         await stream.send_message(common_pb2.Data(bytes=_kubeconfig_tar(node)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed(data: bytes) -> tuple[machineconfig.MachineConfig, tuple[str, ...]]:
+    """A submitted config, parsed and validated; remembered by its bytes (a plan's dry run sends the
+    configs its apply's last phase sends again; parsed configs are never changed in place)."""
+    parsed = machineconfig.parse(data, "config")
+    return parsed, tuple(machineconfig.validate(parsed))
 
 
 def _kubeconfig_tar(node: SimNode) -> bytes:
