@@ -284,7 +284,7 @@ class SimNode:
         self, now: dt.datetime, sans: tuple[str, ...]
     ) -> tuple[x509.Certificate, pki.PrivateKey, bytes] | None:
         """A worker's CSR to a control plane's trustd: cert from its issuing CA, its accepted CAs."""
-        own = {pki.fingerprint(pki.load_cert_pem(p, self.name)) for p in self.own_trust()}
+        own = {pki.CACert.from_pem(p, self.name).fingerprint for p in self.own_trust()}
         for cp in self.cluster.controlplanes:
             if cp.issuing is None or (self.cluster.started and not cp.running):
                 continue
