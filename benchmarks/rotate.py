@@ -21,6 +21,8 @@ rotates the PKI(s) through the CLI: `trustplan plan --parallelism N -o plan.bin`
 - tool_cpu_s, peak_rss_mb: user+system seconds and the largest resident set of the two trustplan
   processes (the operating system's accounting of each finished child; the simulator is not in it);
   sim_cpu_s: what the simulator's process burned during plan + apply.
+- load_avg: the machine's 1-minute load average when the run ended (other work on the same 2 cores
+  stretches every wall time; the CPU figures are steadier).
 """
 
 from __future__ import annotations
@@ -216,6 +218,7 @@ def main() -> None:
         "tool_cpu_s": round(main_run["plan"].cpu + main_run["apply"].cpu, 3),
         "peak_rss_mb": round(max(main_run["plan"].rss_mb, main_run["apply"].rss_mb), 1),
         "sim_cpu_s": round(main_run["sim_cpu"], 3),
+        "load_avg": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(result))
 
