@@ -7,6 +7,7 @@ and from then on only by its fields.
                  digest, state lineage and serial
     document(saved parts) -> dict / from_document(doc) -> SavedPlan: the mapping to and from the
                  plan document (schemas/plan.schema.json); only the codec calls them
+    differing_sections(saved, plan, paths)   which sections of the document two plans disagree on
 
 Every field a renderer, `show`, `apply` or a policy reads is here; the JSON text itself is kept as
 bytes (`SavedPlan.document`), for `--format json` and for writing the file.
@@ -15,6 +16,7 @@ bytes (`SavedPlan.document`), for `--format json` and for writing the file.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -119,6 +121,25 @@ def document(
         doc["rollout"] = {"controlplane": rollout.controlplane, "worker": rollout.worker,
                           "canary": rollout.canary, "gates": rollout.gates}
     return doc
+
+
+def _content(plan: Plan, paths: Mapping[str, str | None]) -> dict[str, Any]:
+    """What a plan says, in the document's words: every step, gate, output and its path, CA, node,
+    summary line and warning (not the bindings)."""
+    doc = plandoc.to_document(plan)
+    for phase in doc["phases"]:
+        for out in phase["outputs"]:
+            if paths.get(out["output"]) is not None:
+                out["path"] = paths[out["output"]]
+    return doc
+
+
+def differing_sections(saved: SavedPlan, plan: Plan, paths: Mapping[str, str | None]) -> tuple[str, ...]:
+    """The top-level sections of `saved`'s document that would not be written for `plan` (with its
+    outputs at `paths`): what apply names when a saved plan is not the one it recomputes."""
+    got = _content(saved.plan, {o.step.output: o.path for o in saved.outputs})
+    want = _content(plan, paths)
+    return tuple(k for k in sorted(want) if got.get(k) != want[k] or k in saved.inconsistent)
 
 
 def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> SavedPlan:
