@@ -44,7 +44,6 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
-from trustplan.render.text import describe_edit
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import MachineConfig
@@ -237,7 +236,7 @@ class Applier:
 
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
-            detail = ", ".join(f"{e.pki}: {describe_edit(self.plan, e)}" for e in edits)
+            detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
             after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
             self.reporter.begin(address)
             try:

@@ -297,7 +297,7 @@ async def unlisted_nodes(
     server certificate. With the talos provider, the cluster's Members (the discovery service's
     view) are compared with cluster.nodes; with files, the notes say which nodes the plan covers.
     """
-    revoking = [e for e in plan.edits if e.kind in ("swap", "remove")]
+    revoking = [e for e in plan.edits if op.revokes(e)]
     if not revoking:
         return []
     listed = {n.address for n in desired.nodes}

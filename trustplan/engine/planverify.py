@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, assert_never
 
 from trustplan.engine.authorities import Resolved
 from trustplan.engine.credentials import check_outputs, planned_outputs
@@ -157,7 +157,8 @@ def _edit_text(plan: Plan, e: op.Edit) -> str:
             return f"remove {plan.label(ca)} ({ca}) from {e.node} ({e.pki})"
         case op.SwapIssuer(new=new):
             return f"make {plan.label(new)} ({new}) the issuer on {e.node} ({e.pki})"
-    return repr(e)
+        case _:
+            assert_never(e)
 
 
 def _gate_text(plan: Plan, g: op.Gate) -> str:
