@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trustplan.providers.base import Credential, NodeConfig, NodeRef
+from trustplan.providers.base import Capabilities, Credential, NodeConfig, NodeRef
 
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.system import safeio, safeyaml
@@ -57,6 +57,17 @@ class FilesProvider:
     def __init__(self, configs: dict[str, Path]) -> None:
         self.configs = configs
         self._parsed: dict[Path, tuple[tuple[int, int, int], machineconfig.MachineConfig]] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Files take no credential, validate a dry run offline, have no live Kubernetes API; a
+        write may tighten a key-bearing file's mode."""
+        return Capabilities(needs_credential=False, dry_run=True, kubernetes_api=False, endpoints=False,
+                            file_modes=self)
+
+    def tightened_modes(self, written: list[str]) -> list[str]:
+        """A note per control plane of `written` whose file apply writes with a tighter mode."""
+        return tightened_modes(self.configs, written)
 
     def _load(self, path: Path) -> machineconfig.MachineConfig:
         """The parsed config on disk, parsed again only when the file changed (gates read every

@@ -37,7 +37,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planner.document import from_document, to_document
-from trustplan.providers.base import Credential
+from trustplan.providers.base import Credential, Provider
 from trustplan.talos import pki
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
@@ -313,13 +313,15 @@ def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
                 raise PlanFileError(f"{path}: cannot merge the new kubeconfig into it: not a kubeconfig", hint=_HINT)
 
 
-def operator_of(desired: DesiredState, live: LiveCluster, reader: Credential | None) -> OperatorCredential | None:
+def operator_of(
+    desired: DesiredState, provider: Provider, live: LiveCluster, reader: Credential | None
+) -> OperatorCredential | None:
     """The credential the plan's accept phase was made for (as engine.make derives it)."""
     if reader is not None:
         return OperatorCredential(reader.issuer, reader.trusted)
     from trustplan.engine.planning import _operator
 
-    return _operator(desired, live)
+    return _operator(desired, provider, live)
 
 
 __all__ = ["check_structure", "operator_of", "verified_plan"]
