@@ -1,5 +1,6 @@
-"""The Provider contract, run against every provider: files (configs on disk) and talos (the Talos API,
-against the simulator). What the engine relies on must hold for both."""
+"""The Provider contract, run against every provider: files (configs on disk), memory (configs in a
+dict, the fast tests' provider) and talos (the Talos API, against the simulator). What the engine
+relies on must hold for all of them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.providers.files import FilesProvider
+from trustplan.providers.memory import MemoryProvider
 from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.configgen import ClusterSecrets
@@ -45,15 +47,30 @@ def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> Credent
     )
 
 
+def two_nodes(secrets: ClusterSecrets) -> dict[str, bytes]:
+    """A control plane and a worker's machine configs, by address."""
+    return {
+        address: configgen.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
+                                           role=role, hostname=name, address=address)  # type: ignore[arg-type]
+        for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3"))
+    }
+
+
 def run_files(contract: Contract, tmp_path: Path) -> None:
     secrets = ClusterSecrets.generate(pki.utcnow())
     configs = {}
-    for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3")):
-        path = tmp_path / f"{name}.yaml"
-        path.write_bytes(configgen.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
-                                                       role=role, hostname=name, address=address))  # type: ignore[arg-type]
+    for address, data in two_nodes(secrets).items():
+        path = tmp_path / f"{address}.yaml"
+        path.write_bytes(data)
         configs[address] = path
     provider = FilesProvider(configs)
+    subject = Subject(provider, NodeRef("10.9.0.2", "controlplane"), NodeRef("10.9.0.3", "worker"), secrets)
+    asyncio.run(contract(subject))
+
+
+def run_memory(contract: Contract, tmp_path: Path) -> None:
+    secrets = ClusterSecrets.generate(pki.utcnow())
+    provider = MemoryProvider(two_nodes(secrets))
     subject = Subject(provider, NodeRef("10.9.0.2", "controlplane"), NodeRef("10.9.0.3", "worker"), secrets)
     asyncio.run(contract(subject))
 
@@ -68,7 +85,7 @@ def run_talos(contract: Contract, tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)
 
 
-RUNNERS = {"files": run_files, "talos": run_talos}
+RUNNERS = {"files": run_files, "memory": run_memory, "talos": run_talos}
 
 
 def with_accepted(data: bytes, ca: configgen.CAPair) -> bytes:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, assert_never
 
 from trustplan.engine.authorities import Resolved
 from trustplan.engine.credentials import check_outputs, planned_outputs
@@ -35,7 +35,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planner.document import to_document
-from trustplan.providers.base import Credential
+from trustplan.providers.base import Credential, Provider
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
 
@@ -51,7 +51,8 @@ def _edit_text(plan: Plan, e: op.Edit) -> str:
             return f"remove {plan.label(ca)} ({ca}) from {e.node} ({e.pki})"
         case op.SwapIssuer(new=new):
             return f"make {plan.label(new)} ({new}) the issuer on {e.node} ({e.pki})"
-    return repr(e)
+        case _:
+            assert_never(e)
 
 
 def _gate_text(plan: Plan, g: op.Gate) -> str:
@@ -212,13 +213,15 @@ def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
                 raise PlanFileError(f"{path}: cannot merge the new kubeconfig into it: not a kubeconfig", hint=_HINT)
 
 
-def operator_of(desired: DesiredState, live: LiveCluster, reader: Credential | None) -> OperatorCredential | None:
+def operator_of(
+    desired: DesiredState, provider: Provider, live: LiveCluster, reader: Credential | None
+) -> OperatorCredential | None:
     """The credential the plan's accept phase was made for (as engine.make derives it)."""
     if reader is not None:
         return OperatorCredential(reader.issuer, reader.trusted)
     from trustplan.engine.planning import _operator
 
-    return _operator(desired, live)
+    return _operator(desired, provider, live)
 
 
 __all__ = ["operator_of", "verified_plan"]
