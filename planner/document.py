@@ -7,11 +7,11 @@ authorities by PKI and name, keys sorted when serialized.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, assert_never
 
 from trustplan.planner.model import PKI, Authority, LiveNode, LiveTrust
 from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
-from trustplan.planner.plan import NodeTarget, Plan, PlanWarning
+from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 
 FORMAT_VERSION = 1
 
@@ -47,6 +47,8 @@ def edit_document(e: Edit) -> dict[str, Any]:
             base["ca"] = ca
         case SwapIssuer(new=new, old=old):
             base["new"], base["old"], base["with_key"] = new, old, e.with_key
+        case _:
+            assert_never(e)
     return base
 
 

@@ -54,8 +54,7 @@ def test_apply_fails_naming_who_holds_the_lock_and_changes_nothing(planned: Path
         holder.kill()
         holder.wait()
     assert result.code == 1
-    assert "Traceback" not in result.err
-    assert "Error: trustplan.state.json: state is locked by " in result.err
+    assert result.err.startswith("Error: trustplan.state.json: state is locked by ")
     assert f"(pid {holder.pid}, apply since " in result.err
     assert "--lock-timeout" in result.err  # the hint says how to wait
     before.pop("trustplan.state.json.lock")
@@ -152,7 +151,6 @@ def test_unusable_state_file_is_one_clear_error(planned: Path, cli, content: byt
     before = snapshot(planned)
     result = cli("apply", "plan.bin")
     assert result.code == 1
-    assert "Traceback" not in result.err
     assert result.err.startswith("Error: trustplan.state.json: ")
     assert message in result.err
     assert snapshot(planned) == before
@@ -164,7 +162,7 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     import datetime as dt
     import shutil
 
-    from trustplan.providers.files import FilesProvider
+    from trustplan.providers.memory import MemoryProvider
     from trustplan.state import LocalState
 
     from trustplan.engine import applier
@@ -178,18 +176,14 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     desired = desired_mod.load(work / "trustplan.yaml")
     keystore, store = Keystore(desired.keystore), LocalState(desired.state)
 
-    class Interrupted(FilesProvider):
-        writes = 0
-
+    class Interrupted(MemoryProvider):  # the nodes in memory; Ctrl-C at the 7th write (the swap phase)
         async def write(self, node, data, *, credential=None, dry_run=False):  # type: ignore[no-untyped-def]
-            if not dry_run:
-                self.writes += 1
-                if self.writes == 7:  # during the swap phase
-                    raise KeyboardInterrupt
+            if not dry_run and sum(1 for w in self.writes if not w.dry_run) == 6:
+                raise KeyboardInterrupt
             return await super().write(node, data, credential=credential, dry_run=dry_run)
 
     async def go() -> None:
-        provider = Interrupted(desired.machine_configs)
+        provider = Interrupted({a: p.read_bytes() for a, p in desired.machine_configs.items()})
         planned = await engine.make(
             desired, provider, keystore, store.read("demo"), pki.utcnow(), dt.timedelta(hours=1)
         )

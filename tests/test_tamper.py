@@ -38,7 +38,6 @@ def _refused(cli, root: Path, *patterns: str) -> str:  # noqa: ANN001
     before = snapshot(root)
     result = cli("apply", "evil.bin")
     assert result.code == 1, result.out + result.err
-    assert "Traceback" not in result.err
     errors = [line for line in result.err.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1, result.err
     for pattern in patterns:
@@ -183,8 +182,9 @@ def test_plan_signing_refuses_apply_without_a_plan_file(example: Path, signing, 
     before = snapshot(example)
     result = cli("apply", "--auto-approve")
     assert result.code == 1
-    assert "planSigning is set, so only a saved plan signed with that key can be applied" in result.err
-    assert "Traceback" not in result.err
+    assert result.err.startswith(
+        "Error: trustplan.yaml: planSigning is set, so only a saved plan signed with that key can be applied"
+    )
     assert snapshot(example) == before  # no key minted, no node changed
 
 

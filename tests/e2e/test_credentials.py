@@ -18,7 +18,7 @@ from trustplan.providers.sim.testing import run_with_cluster
 
 from trustplan.engine import applier
 from trustplan.errors import TrustplanError
-from trustplan.formats.outputs import backup_path
+from trustplan.system.atomic import backup_path
 from trustplan.talos import pki
 
 

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from trustplan import __version__
 from trustplan.engine.authorities import Material, Resolved, resolve
@@ -73,16 +73,22 @@ class QuietReporter:
 
 
 def make_provider(desired: DesiredState) -> Provider:
-    if desired.provider == "files":
-        from trustplan.providers.files import FilesProvider
+    """The provider the desired state names (the only place that knows the providers by name)."""
+    match desired.provider:
+        case "files":
+            from trustplan.providers.files import FilesProvider
 
-        return FilesProvider(desired.machine_configs)
-    from trustplan.providers.talos.provider import TalosProvider
+            return FilesProvider(desired.machine_configs)
+        case "talos":
+            from trustplan.providers.talos.provider import TalosProvider
 
-    assert desired.talosconfig is not None
-    return TalosProvider(
-        desired.talosconfig, desired.context, list(desired.nodes), verify_timeout=desired.rollout.timeout("talos")
-    )
+            assert desired.talosconfig is not None
+            return TalosProvider(
+                desired.talosconfig, desired.context, list(desired.nodes),
+                verify_timeout=desired.rollout.timeout("talos"),
+            )
+        case _:
+            assert_never(desired.provider)
 
 
 def iso_time(t: dt.datetime) -> str:
@@ -98,6 +104,7 @@ class Planned:
     live: LiveCluster
     notes: list[str] = field(default_factory=list)
     keystore: Keystore | None = None
+    operator: OperatorCredential | None = None  # the identity the plan's accept phase is sent with
 
     @property
     def plan(self) -> Plan:
@@ -109,9 +116,9 @@ class Planned:
         self.resolved.save_new(self.keystore)
 
 
-def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | None:
-    """The talosconfig's client identity by fingerprint (talos provider only)."""
-    if desired.provider != "talos":
+def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> OperatorCredential | None:
+    """The talosconfig's client identity by fingerprint (None: the provider takes no credential)."""
+    if not provider.capabilities.needs_credential:
         return None
     from trustplan.providers.talos.talosconfig import load_talosconfig
 
@@ -149,7 +156,7 @@ async def read_live(
     except NodeUnreachableError:
         raise
     except ProviderError as first:
-        if desired.provider != "talos" or "talos" not in desired.trust:
+        if not provider.capabilities.needs_credential or "talos" not in desired.trust:
             raise
         for credential in _fallback_credentials(desired, keystore, now):
             try:
@@ -211,6 +218,9 @@ async def make(
     resolved = resolve(desired, keystore, live.cas, now)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
+    operator = (
+        _operator(desired, provider, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted)
+    )
     inp = PlanInput(
         cluster=desired.cluster,
         nodes=live.nodes,
@@ -218,7 +228,7 @@ async def make(
         authorities=resolved.authorities(),
         now=now,
         outputs=planned_outputs(desired, checks),
-        operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
+        operator=operator,
     )
     try:
         plan = make_plan(inp)
@@ -237,13 +247,13 @@ async def make(
         if not c.works and (not plan.has_edits or c.path.exists())
     ]
     if plan.has_edits:
-        notes += await _dry_run(plan, live, resolved, provider, reader)
-        if desired.provider == "files":  # say when apply tightens a key-bearing file's mode
-            from trustplan.providers.files import tightened_modes
-
+        if provider.capabilities.dry_run:
+            notes += await _dry_run(plan, live, resolved, provider, reader)
+        modes = provider.capabilities.file_modes
+        if modes is not None:  # say when apply tightens a key-bearing file's mode
             changed = {e.node for e in plan.edits}
             cps = [n.address for n in plan.nodes if n.role == "controlplane" and n.address in changed]
-            notes += tightened_modes(desired.machine_configs, cps)
+            notes += modes.tightened_modes(cps)
     bindings = Bindings(
         tool_version=__version__,
         created=now,
@@ -255,7 +265,7 @@ async def make(
     )
     paths = {kind: str(path) for kind, path in desired.output_paths().items()}
     saved = planfile.new(plan, bindings, paths, desired.rollout.saved())
-    return Planned(saved, resolved, live, notes, keystore)
+    return Planned(saved, resolved, live, notes, keystore, operator)
 
 
 async def plan_desired(
@@ -292,21 +302,20 @@ async def unlisted_nodes(
     server certificate. With the talos provider, the cluster's Members (the discovery service's
     view) are compared with cluster.nodes; with files, the notes say which nodes the plan covers.
     """
-    revoking = [e for e in plan.edits if e.kind in ("swap", "remove")]
+    revoking = [e for e in plan.edits if op.revokes(e)]
     if not revoking:
         return []
     listed = {n.address for n in desired.nodes}
-    if desired.provider == "files":
+    lister = provider.capabilities.members
+    if lister is None:  # no member list to compare with: say which nodes the plan covers
+        where = "cluster.machineConfigs" if desired.machine_configs else "cluster.nodes"
         return [
-            f"note: this rotation covers the {len(listed)} nodes of cluster.machineConfigs "
+            f"note: this rotation covers the {len(listed)} nodes of {where} "
             f"({', '.join(n.address for n in plan.nodes)}); any other node of the cluster keeps its CAs "
             "and loses trust in the new ones"
         ]
-    members_of = getattr(provider, "members", None)
-    if members_of is None:
-        return []
     try:
-        members = await members_of(reader)
+        members = await lister.members(reader)
     except ProviderError as exc:
         return [f"warning: could not list the cluster members to look for nodes left out of cluster.nodes: {exc}"]
     unlisted = [(a, role, host) for a, role, host in members if a not in listed]

@@ -15,6 +15,7 @@ document's parts fit together is checked by the decoder: trustplan.formats.planc
 from __future__ import annotations
 
 import datetime as dt
+from typing import assert_never
 
 from trustplan.engine.authorities import Resolved
 from trustplan.engine.credentials import check_outputs, planned_outputs
@@ -32,7 +33,7 @@ from trustplan.planner import (
     make_plan,
 )
 from trustplan.planner import ops as op
-from trustplan.providers.base import Credential
+from trustplan.providers.base import Credential, Provider
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
 
@@ -48,7 +49,8 @@ def _edit_text(plan: Plan, e: op.Edit) -> str:
             return f"remove {plan.label(ca)} ({ca}) from {e.node} ({e.pki})"
         case op.SwapIssuer(new=new):
             return f"make {plan.label(new)} ({new}) the issuer on {e.node} ({e.pki})"
-    return repr(e)
+        case _:
+            assert_never(e)
 
 
 def _gate_text(plan: Plan, g: op.Gate) -> str:
@@ -194,13 +196,15 @@ def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
                 raise PlanFileError(f"{path}: cannot merge the new kubeconfig into it: not a kubeconfig", hint=_HINT)
 
 
-def operator_of(desired: DesiredState, live: LiveCluster, reader: Credential | None) -> OperatorCredential | None:
+def operator_of(
+    desired: DesiredState, provider: Provider, live: LiveCluster, reader: Credential | None
+) -> OperatorCredential | None:
     """The credential the plan's accept phase was made for (as engine.make derives it)."""
     if reader is not None:
         return OperatorCredential(reader.issuer, reader.trusted)
     from trustplan.engine.planning import _operator
 
-    return _operator(desired, live)
+    return _operator(desired, provider, live)
 
 
 __all__ = ["operator_of", "verified_plan"]

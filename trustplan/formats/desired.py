@@ -134,9 +134,10 @@ class DesiredState:
 
     def state_backend(self) -> StateBackend:
         """Where the state lives: the file `state`, or the `state: {backend: kubernetes}` Secret."""
+        from trustplan.providers.kubernetes import KubeconfigAPI
         from trustplan.state import open_backend
 
-        return open_backend(self.state, self.state_remote)
+        return open_backend(self.state, self.state_remote, KubeconfigAPI.for_state)
 
     def open_keystore(self) -> Keystore:
         """The keystore directory; with keystore.age, every key in it is encrypted to the recipients."""
