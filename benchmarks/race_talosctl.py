@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,40 +40,19 @@ _subnet = iter(range(200, 250))
 @contextlib.contextmanager
 def simulator(dir: Path, controlplanes: int, workers: int, latency_ms: float, k8s: bool) -> Iterator[dict]:
     """`trustplan sim up` in its own process until the block ends; yields sim.json."""
+    from trustplan.providers.sim.testing import SimProcess
+
     subnet = f"127.{next(_subnet)}.{os.getpid() % 250}.0/24"
-    args = [
-        *TRUSTPLAN,
-        "sim",
-        "up",
-        "--dir",
-        str(dir),
-        "--controlplanes",
-        str(controlplanes),
-        "--workers",
-        str(workers),
-        "--latency-ms",
-        str(latency_ms),
-        "--subnet",
-        subnet,
-    ]
-    if k8s:
-        args.append("--k8s")
-    log = open(dir.parent / f"{dir.name}.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(args, stdout=log, stderr=log)
+    sim = SimProcess(dir, controlplanes, workers, latency_ms=latency_ms, k8s=k8s, subnet=subnet,
+                     log=dir.parent / f"{dir.name}.log", start_timeout=60)
     try:
-        deadline = time.monotonic() + 60
-        while not (dir / "sim.json").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the simulator did not start; see {log.name}")
-            time.sleep(0.05)
-        yield json.loads((dir / "sim.json").read_text())
+        sim.start()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        yield sim.doc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        sim.stop()
 
 
 def timed(argv: list[str], cwd: Path) -> float:

@@ -30,7 +30,6 @@ import math
 import os
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,29 +78,20 @@ _subnets = iter(range(100, 200))
 @contextlib.contextmanager
 def simulator(dir: Path, cps: int, workers: int, latency_ms: float, k8s: bool) -> Iterator[int]:
     """`trustplan sim up` in its own process until the block ends; yields its pid."""
+    from trustplan.providers.sim.testing import SimProcess
+
     n = next(_subnets)
     subnet = f"127.{n}.{os.getpid() % 250}.0/24" if cps + workers < 250 else f"127.{n}.0.0/16"
-    args = [*TRUSTPLAN, "sim", "up", "--dir", str(dir), "--controlplanes", str(cps), "--workers", str(workers),
-            "--latency-ms", str(latency_ms), "--subnet", subnet]
-    if k8s:
-        args.append("--k8s")
-    log = open(dir.parent / f"{dir.name}-sim.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(args, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    sim = SimProcess(dir, cps, workers, latency_ms=latency_ms, k8s=k8s, subnet=subnet,
+                     log=dir.parent / f"{dir.name}-sim.log", start_timeout=300)
     try:
-        deadline = time.monotonic() + 300
-        while not (dir / "sim.json").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the simulator did not start; see {log.name}")
-            time.sleep(0.05)
-        yield proc.pid
+        sim.start()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    try:
+        yield sim.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        sim.stop(60)
 
 
 def narrow(desired: Path, pki: str) -> None:

@@ -120,10 +120,10 @@ def to_document(plan: Plan) -> dict[str, Any]:
             }
             for p in plan.phases
         ],
-        "warnings": list(plan.warnings),
+        "warnings": [w.message for w in plan.warnings],
         "warning_details": [
             {"code": w.code, "pki": w.pki, "fingerprint": w.fingerprint, "nodes": list(w.nodes), "message": w.message}
-            for w in plan.warning_details
+            for w in plan.warnings
         ],
         "summary": {
             "authorities_to_create": len(plan.new_authorities),
@@ -186,8 +186,11 @@ def from_document(doc: dict[str, Any]) -> Plan:
         for p in doc["phases"]
     )
     managed: tuple[PKI, ...] = tuple(doc["managed"])
-    details = tuple(
-        PlanWarning(w["code"], w["pki"], w["fingerprint"], tuple(w["nodes"]), w["message"])
-        for w in doc.get("warning_details", ())  # absent in format 1.0 documents
-    )
-    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, tuple(doc["warnings"]), details)
+    if "warning_details" in doc:
+        warnings = tuple(
+            PlanWarning(w["code"], w["pki"], w["fingerprint"], tuple(w["nodes"]), w["message"])
+            for w in doc["warning_details"]
+        )
+    else:  # a format 1.0 document: the messages only
+        warnings = tuple(PlanWarning("message", None, None, (), m) for m in doc["warnings"])
+    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, warnings)

@@ -146,8 +146,7 @@ def make_plan(inp: PlanInput) -> Plan:
         phases=tuple(phases),
         warnings=(),
     )
-    details = _warnings(plan, inp)
-    plan = dataclasses.replace(plan, warnings=tuple(w.message for w in details), warning_details=details)
+    plan = dataclasses.replace(plan, warnings=_warnings(plan, inp))
     check_plan(plan, inp)
     return plan
 

@@ -22,10 +22,17 @@ class NodeTarget:
     after: LiveTrust
 
 
+#: The kinds of warning the planner makes. A plan file from a newer trustplan may carry others (shown
+#: by their message); a format 1.0 file carries messages only, read back with the code "message".
+WARNING_CODES = ("ca-untrusted", "ca-expiring", "output-refused", "nodes-skipped")
+
+
 @dataclass(frozen=True)
 class PlanWarning:
-    """A warning a policy can match: a stable `code` (`ca-untrusted`, `ca-expiring`, `nodes-skipped`),
-    the PKI and CA it concerns (None when it concerns neither), the nodes, and the human sentence."""
+    """A warning a policy can match: a stable `code` (`ca-untrusted`: the CA `fingerprint` stops
+    being trusted by the `nodes` that trusted it; `ca-expiring`: a CA trusted after the plan expires
+    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`), the PKI and CA it
+    concerns (None when it concerns neither), the nodes, and the human sentence."""
 
     code: str
     pki: PKI | None
@@ -42,8 +49,7 @@ class Plan:
     nodes: tuple[LiveNode, ...]
     targets: tuple[NodeTarget, ...]
     phases: tuple[Phase, ...]
-    warnings: tuple[str, ...]  # the messages of `warning_details`, in order
-    warning_details: tuple[PlanWarning, ...] = ()
+    warnings: tuple[PlanWarning, ...]  # computed once, by make_plan; renderers only show them
 
     @property
     def has_changes(self) -> bool:

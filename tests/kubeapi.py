@@ -237,37 +237,6 @@ def utc(seconds: float = 0) -> dt.datetime:
 TRUSTPLAN = Path(__import__("sys").executable).with_name("trustplan")
 
 
-class Simulator:
-    """`trustplan sim up` in its own process, so that CLI runs in this test can talk to it."""
-
-    def __init__(self, dir: Path, controlplanes: int = 1, workers: int = 1, latency_ms: float = 0,
-                 k8s: bool = False) -> None:
-        from trustplan.providers.sim.testing import unique_subnet
-
-        args = [str(TRUSTPLAN), "sim", "up", "--dir", str(dir), "--controlplanes", str(controlplanes),
-                "--workers", str(workers), "--subnet", unique_subnet(), "--latency-ms", str(latency_ms)]
-        if k8s:
-            args += ["--k8s", "--k8s-port", str(free_port())]
-        self.dir = dir
-        dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=(dir / "sim.log").open("wb"))
-        deadline = time.monotonic() + 120
-        while not (dir / "sim.json").exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the simulator did not start; see {dir / 'sim.log'}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        _stop(self.proc)  # type: ignore[arg-type]
-
-    def __enter__(self) -> Simulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
 def use_kubernetes_state(desired: Path, api: KubeAPIServer, name: str, extra: str = "") -> None:
     """Point trustplan.yaml's `state:` at a Secret/Lease `name` in the test API server."""
     text = desired.read_text()

@@ -115,7 +115,7 @@ def test_apply_succeeds(rotation: Rotation) -> None:
     assert rotation.apply.code == 0, rotation.apply.err
     assert rotation.apply.out.startswith("Apply complete: ")
     assert "State serial 1 in trustplan.state.json" in rotation.apply.out
-    assert "Traceback" not in rotation.apply.err
+    assert not [line for line in rotation.apply.err.splitlines() if line.startswith("Error: ")]
 
 
 def test_after_apply_control_planes_have_the_new_cas_with_keys(rotation: Rotation) -> None:
@@ -225,8 +225,7 @@ def test_second_plan_finds_nothing_to_do(rotation: Rotation) -> None:
 
 def test_reapplying_the_old_plan_is_refused_as_stale_and_changes_nothing(rotation: Rotation) -> None:
     assert rotation.reapply.code == 1
-    assert "Traceback" not in rotation.reapply.err
-    assert "Error: plan.bin: the plan is stale" in rotation.reapply.err
+    assert rotation.reapply.err.startswith("Error: plan.bin: the plan is stale")
     assert rotation.after_reapply == rotation.after_apply
 
 
@@ -285,7 +284,7 @@ def test_usage_error_exits_2_but_1_with_detailed_exitcode(example: Path, cli) ->
     assert plain.code == 2
     detailed = cli("plan", "--detailed-exitcode", "--no-such-flag")
     assert detailed.code == 1
-    assert "No such option" in detailed.err and "Traceback" not in detailed.err
+    assert "No such option: --no-such-flag" in plain.err and "No such option: --no-such-flag" in detailed.err
 
 
 def test_bad_option_value_with_detailed_exitcode_exits_1(example: Path, cli) -> None:  # noqa: ANN001

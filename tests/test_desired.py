@@ -171,7 +171,6 @@ def assert_nothing_written(before: dict[str, tuple[int, bytes]], root: Path) -> 
 
 def assert_one_error(result, pattern: str) -> None:  # noqa: ANN001
     assert result.code == 1, result.err
-    assert "Traceback" not in result.err
     errors = [line for line in result.err.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1, result.err
     assert re.fullmatch(pattern, errors[0].removeprefix("Error: ")), errors[0]

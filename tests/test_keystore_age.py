@@ -10,7 +10,8 @@ from pathlib import Path
 import pyrage
 import pytest
 from cryptography.hazmat.primitives import serialization
-from kubeapi import Simulator, run
+from kubeapi import run
+from trustplan.providers.sim.testing import SimProcess
 
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.keystore_age import AgeSealer
@@ -41,7 +42,7 @@ def test_encrypted_keystore_round_trips_and_writes_no_plaintext_key(tmp_path: Pa
     secret, recipient = identity()
     scratch = tmp_path / "tmp"  # the CLI's temp files land here, so they are searched too
     scratch.mkdir()
-    with Simulator(tmp_path / "sim") as sim:
+    with SimProcess(tmp_path / "sim") as sim:
         encrypt_keystore(sim.dir / "trustplan.yaml", recipient)
         env = {"TMPDIR": str(scratch)}
         planned = run(["plan", "-o", "plan.bin"], sim.dir, env)  # minting needs the recipients only

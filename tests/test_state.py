@@ -54,8 +54,7 @@ def test_apply_fails_naming_who_holds_the_lock_and_changes_nothing(planned: Path
         holder.kill()
         holder.wait()
     assert result.code == 1
-    assert "Traceback" not in result.err
-    assert "Error: trustplan.state.json: state is locked by " in result.err
+    assert result.err.startswith("Error: trustplan.state.json: state is locked by ")
     assert f"(pid {holder.pid}, apply since " in result.err
     assert "--lock-timeout" in result.err  # the hint says how to wait
     before.pop("trustplan.state.json.lock")
@@ -152,7 +151,6 @@ def test_unusable_state_file_is_one_clear_error(planned: Path, cli, content: byt
     before = snapshot(planned)
     result = cli("apply", "plan.bin")
     assert result.code == 1
-    assert "Traceback" not in result.err
     assert result.err.startswith("Error: trustplan.state.json: ")
     assert message in result.err
     assert snapshot(planned) == before
@@ -191,7 +189,7 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
         )
         planned.resolved.save_new(keystore)
         await applier.apply(
-            desired, provider, keystore, store, planned.document, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
+            desired, provider, keystore, store, planned.saved, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
         )
 
     with pytest.raises(KeyboardInterrupt):

@@ -77,7 +77,7 @@ def install_router(server: Server, node: SimNode) -> None:
     async def on_request(event: events.RecvRequest) -> None:
         proxied = PROXY_ROLE in _roles_of_peer(event.peer) or "proxyfrom" in event.metadata
         if node.cluster.latency and not proxied:
-            await asyncio.sleep(node.cluster.latency)
+            await node.cluster.delay(node.cluster.latency)
         if proxied:
             return
         single = [str(t) for t in event.metadata.getall("node", [])]

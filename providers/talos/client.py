@@ -126,15 +126,19 @@ async def with_retry(
     timeout: float,
     on_failure: Callable[[Endpoint, Transient], None] | None = None,
     tls_timeout: float | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run `attempt(endpoint)` until it succeeds, retrying Transient failures until `timeout`.
 
     Endpoints are tried in turn (the next one after a transport failure). Raises the last
     Transient when the time is up; any non-transient exception propagates at once. With
     `tls_timeout`, refused TLS handshakes are given up on sooner: outside the short window in which
-    a node reloads its certs they do not heal by waiting.
+    a node reloads its certs they do not heal by waiting. `clock` and `sleep` are time.monotonic and
+    asyncio.sleep (tests pass a fake clock).
     """
-    start = time.monotonic()
+    start = clock()
     deadline = start + timeout
     delay = BACKOFF_START
     index = 0
@@ -150,9 +154,10 @@ async def with_retry(
                 on_failure(endpoint, transient)
             if transient.kind != "unavailable":
                 index += 1  # the endpoint itself failed: try the next one
-            left = deadline - time.monotonic()
+            now = clock()
+            left = deadline - now
             if transient.kind == "tls" and tls_timeout is not None:
-                left = min(left, start + tls_timeout - time.monotonic())
+                left = min(left, start + tls_timeout - now)
             if left <= 0:
                 log.info("%s: %s (%s); giving up", endpoint.host, transient.detail, transient.kind)
                 raise transient from (exc if exc is not transient else None)
@@ -160,5 +165,5 @@ async def with_retry(
                 "%s: %s (%s); retrying in %.1fs, %.0fs left",
                 endpoint.host, transient.detail, transient.kind, min(delay, left), left,
             )
-            await asyncio.sleep(min(delay, left))
+            await sleep(min(delay, left))
             delay = min(delay * 2, BACKOFF_MAX)

@@ -58,7 +58,7 @@ def test_plan_and_apply_in_memory_rotate_every_node(tmp_path: Path) -> None:
     planned = _plan(desired, provider)
     assert [w.node for w in provider.writes if w.dry_run] == sorted(before)  # plan: one dry run per node
     keystore = Keystore(desired.keystore)
-    done = asyncio.run(applier.apply(desired, provider, keystore, LocalState(desired.state), planned.document,
+    done = asyncio.run(applier.apply(desired, provider, keystore, LocalState(desired.state), planned.saved,
                                      DIGEST, "plan.bin", pki.utcnow()))
     assert done.state["history"][-1]["status"] == "applied"
     new = {d.pki: d.issuer for d in planned.plan.desired_issuers()}
@@ -129,7 +129,7 @@ def test_a_failed_write_in_memory_is_rolled_back(tmp_path: Path) -> None:
     failing = Failing(provider.configs)
     with pytest.raises(ProviderError, match="disk full.*rolled back"):
         asyncio.run(applier.apply(desired, failing, Keystore(desired.keystore), LocalState(desired.state),
-                                  planned.document, DIGEST, "plan.bin", pki.utcnow()))
+                                  planned.saved, DIGEST, "plan.bin", pki.utcnow()))
     for pki_name in ("talos", "kubernetes"):
         assert _issuers(failing, pki_name) == _issuers(MemoryProvider(before), pki_name)
     last = LocalState(desired.state).read("demo")["history"][-1]

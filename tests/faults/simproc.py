@@ -19,8 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trustplan.providers.base import NodeRef
-from trustplan.providers.sim.testing import unique_subnet
+from trustplan.providers.sim import testing
 
 
 def trustplan_cmd(*args: str) -> list[str]:
@@ -34,13 +33,16 @@ class Proc:
     popen: subprocess.Popen[str]
     lines: list[str] = field(default_factory=list)
     stdout: str = ""
+    readers: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
     def start(cls, args: list[str], cwd: Path) -> Proc:
         popen = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proc = cls(popen)
-        threading.Thread(target=proc._read_err, daemon=True).start()
-        threading.Thread(target=proc._read_out, daemon=True).start()
+        proc.readers = [threading.Thread(target=proc._read_err, daemon=True),
+                        threading.Thread(target=proc._read_out, daemon=True)]
+        for reader in proc.readers:
+            reader.start()
         return proc
 
     def _read_err(self) -> None:
@@ -64,7 +66,8 @@ class Proc:
 
     def wait(self, timeout: float) -> int:
         code = self.popen.wait(timeout)
-        time.sleep(0.05)  # let the reader threads take the last lines
+        for reader in self.readers:
+            reader.join(10)  # both pipes end with the process: every last line is taken
         return code
 
     @property
@@ -76,43 +79,14 @@ def run_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Completed
     return subprocess.run(trustplan_cmd(*args), cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-class SimProcess:
-    """`trustplan sim up` in a child process; a context manager that stops it on exit."""
+class SimProcess(testing.SimProcess):
+    """`trustplan sim up` in a child process (providers/sim/testing.py starts and stops it), with
+    quick API server restarts and kubelet re-joins, and the edits the fault tests make to its files."""
 
     def __init__(self, dir: Path, controlplanes: int, workers: int, *, latency_ms: float = 0, k8s: bool = False,
                  apiserver_restart_ms: float = 200, kubelet_rejoin_ms: float = 150) -> None:
-        self.dir = dir
-        self.args = [
-            "sim", "up", "--dir", str(dir), "--subnet", unique_subnet(),
-            "--controlplanes", str(controlplanes), "--workers", str(workers), "--latency-ms", str(latency_ms),
-            "--apiserver-restart-ms", str(apiserver_restart_ms), "--kubelet-rejoin-ms", str(kubelet_rejoin_ms),
-        ] + (["--k8s"] if k8s else [])
-        self.k8s = k8s
-        self.proc: Proc | None = None
-
-    def __enter__(self) -> SimProcess:
-        self.dir.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = Proc.start(trustplan_cmd(*self.args), self.dir.parent)
-        deadline = time.monotonic() + 30
-        while not (self.dir / "sim.json").exists():
-            if self.proc.popen.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the simulator did not start: {self.proc.stderr}")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        if self.proc.popen.poll() is None:
-            self.proc.popen.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.popen.kill()
-                self.proc.wait(5)
-
-    def nodes(self) -> list[NodeRef]:
-        doc = json.loads((self.dir / "sim.json").read_text())
-        return [NodeRef(n["address"], n["role"]) for n in doc["nodes"]]
+        super().__init__(dir, controlplanes, workers, latency_ms=latency_ms, k8s=k8s,
+                         apiserver_restart_ms=apiserver_restart_ms, kubelet_rejoin_ms=kubelet_rejoin_ms)
 
     def set_verify_timeout(self, seconds: float) -> None:
         path = self.dir / "trustplan.yaml"

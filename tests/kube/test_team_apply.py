@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubeapi import TRUSTPLAN, KubeAPIServer, Simulator, run, use_kubernetes_state
+from kubeapi import TRUSTPLAN, KubeAPIServer, free_port, run, use_kubernetes_state
+from trustplan.providers.sim.testing import SimProcess
 
 
 def stored(api: KubeAPIServer, name: str) -> dict[str, Any]:
@@ -42,11 +43,16 @@ def apply_proc(cwd: Path, *extra: str) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def planned_sim(tmp_path: Path, api: KubeAPIServer, name: str, latency_ms: float, extra: str = "") -> Simulator:
-    sim = Simulator(tmp_path / "sim", controlplanes=1, workers=1, latency_ms=latency_ms)
-    use_kubernetes_state(sim.dir / "trustplan.yaml", api, name, extra)
-    planned = run(["plan", "-o", "plan.bin"], sim.dir)
-    assert planned.returncode == 0, planned.stderr
+def planned_sim(tmp_path: Path, api: KubeAPIServer, name: str, latency_ms: float, extra: str = "") -> SimProcess:
+    """A started simulator whose state lives in `api` as `name`, with a plan.bin made for it."""
+    sim = SimProcess(tmp_path / "sim", controlplanes=1, workers=1, latency_ms=latency_ms).start()
+    try:
+        use_kubernetes_state(sim.dir / "trustplan.yaml", api, name, extra)
+        planned = run(["plan", "-o", "plan.bin"], sim.dir)
+        assert planned.returncode == 0, planned.stderr
+    except BaseException:
+        sim.stop()
+        raise
     return sim
 
 
@@ -96,7 +102,7 @@ def test_api_server_restarted_mid_apply(kube_api: KubeAPIServer, tmp_path: Path)
 
 def test_state_migrate_moves_a_local_state_in_and_back(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = f"migrate-{uuid.uuid4().hex[:6]}"
-    with Simulator(tmp_path / "sim") as sim:
+    with SimProcess(tmp_path / "sim") as sim:
         assert run(["apply", "--auto-approve"], sim.dir).returncode == 0  # a local state, serial 1
         local = json.loads((sim.dir / "trustplan.state.json").read_text())
         use_kubernetes_state(sim.dir / "trustplan.yaml", kube_api, name)
@@ -115,7 +121,7 @@ def test_state_migrate_moves_a_local_state_in_and_back(kube_api: KubeAPIServer, 
 def test_rotating_the_kubernetes_ca_of_the_backends_cluster_is_refused(
     kube_api: KubeAPIServer, tmp_path: Path
 ) -> None:
-    with Simulator(tmp_path / "sim", k8s=True) as sim:
+    with SimProcess(tmp_path / "sim", k8s=True, k8s_port=free_port()) as sim:
         sim_kubeconfig = yaml.safe_load((sim.dir / "kubeconfig").read_text())
         sim_ca = base64.b64decode(sim_kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"])
         # The backend's kubeconfig trusts the simulated cluster's Kubernetes CA: it lives in that cluster.

@@ -22,8 +22,9 @@ import pytest
 from ci_runner import JobRun, load, run_job
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from kubeapi import KubeAPIServer, Simulator, run
+from kubeapi import KubeAPIServer, run
 from test_team_apply import stored
+from trustplan.providers.sim.testing import SimProcess
 
 from trustplan.formats import planfile
 
@@ -49,7 +50,7 @@ def ci_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Team:
     """A repository that uses trustplan, set up by an operator, and the secrets its CI gets."""
 
-    def __init__(self, tmp_path: Path, sim: Simulator, api: KubeAPIServer, ci_venv: Path) -> None:
+    def __init__(self, tmp_path: Path, sim: SimProcess, api: KubeAPIServer, ci_venv: Path) -> None:
         self.tmp, self.api, self.name = tmp_path, api, f"ci-{uuid.uuid4().hex[:6]}"
         ident = pyrage.x25519.Identity.generate()
         signing = ed25519.Ed25519PrivateKey.generate()
@@ -132,7 +133,7 @@ def reviewed_digest(comment: str) -> str:
 def test_the_workflow_plans_posts_and_applies_the_reviewed_plan(
     kube_api: KubeAPIServer, tmp_path: Path, ci_venv: Path
 ) -> None:
-    with Simulator(tmp_path / "sim") as sim:
+    with SimProcess(tmp_path / "sim") as sim:
         team = Team(tmp_path, sim, kube_api, ci_venv)
         planned, ws = team.plan_job()
         assert planned.ok, planned.failed
@@ -160,7 +161,7 @@ def test_the_workflow_plans_posts_and_applies_the_reviewed_plan(
 def test_the_plan_job_fails_without_the_identity_or_the_keystore(
     kube_api: KubeAPIServer, tmp_path: Path, ci_venv: Path
 ) -> None:
-    with Simulator(tmp_path / "sim") as sim:
+    with SimProcess(tmp_path / "sim") as sim:
         team = Team(tmp_path, sim, kube_api, ci_venv)
         no_identity, _ = team.plan_job(TRUSTPLAN_AGE_IDENTITY="")
         assert no_identity.failed is not None and no_identity.failed.name == "Check the keystore and its identity"

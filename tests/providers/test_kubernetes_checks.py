@@ -4,7 +4,7 @@ names what was wrong when the cert is refused or a node stays NotReady."""
 
 from __future__ import annotations
 
-import time
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -56,30 +56,50 @@ def test_gate_passes_on_every_control_plane(tmp_path: Path) -> None:
 
 
 def test_gate_waits_for_a_kubelet_to_rejoin(tmp_path: Path) -> None:
+    """A node whose kubelet is down: the gate says it waits for the node (on_wait), and passes once
+    the kubelet is back. The kubelet comes back when the gate has said so: no race with the clock."""
     waits: list[str] = []
 
-    async def scenario(c: SimCluster) -> float:
-        c.workers[0].kubelet.restart()
-        start = time.monotonic()
-        await checker(c).check(cluster_admin(c), expected(c), on_wait=waits.append)
-        return time.monotonic() - start
+    async def scenario(c: SimCluster) -> tuple[dict[str, str], bool]:
+        kubelet = c.workers[0].kubelet
+        kubelet.halt()
 
-    elapsed = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
-    assert any("not Ready" in w for w in waits), waits
-    assert elapsed >= 0.1
+        def on_wait(message: str) -> None:
+            waits.append(message)
+            if "not Ready" in message:
+                kubelet.resume()
+
+        results = await checker(c).check(cluster_admin(c), expected(c), on_wait=on_wait)
+        return results, kubelet.ready
+
+    results, rejoined = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
+    assert any("not Ready" in w and "worker-1" in w for w in waits), waits
+    assert rejoined and all("2 nodes Ready" in r for r in results.values()), results
 
 
 def test_gate_waits_for_an_api_server_restart(tmp_path: Path) -> None:
+    """An API server that is down: the gate says why it waits, and passes once the server is back
+    (brought back when the gate has said so)."""
     waits: list[str] = []
 
-    async def scenario(c: SimCluster) -> None:
+    async def scenario(c: SimCluster) -> dict[str, str]:
         api = c.controlplanes[0].apiserver
         assert api is not None
-        api.restart()
-        await checker(c).check(cluster_admin(c), expected(c), on_wait=waits.append)
+        await api.stop()
+        back: list[asyncio.Task[None]] = []
 
-    run_with_cluster(scenario, tmp_path, controlplanes=1, workers=0, **FAST)
+        def on_wait(message: str) -> None:
+            waits.append(message)
+            if not back:
+                back.append(asyncio.get_running_loop().create_task(api.start()))
+
+        results = await checker(c).check(cluster_admin(c), expected(c), on_wait=on_wait)
+        await asyncio.gather(*back)
+        return results
+
+    results = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=0, **FAST)
     assert any("connection refused" in w or "closed the connection" in w for w in waits), waits
+    assert all("1 nodes Ready" in r for r in results.values()), results
 
 
 def test_unknown_ca_is_refused_and_named(tmp_path: Path) -> None:

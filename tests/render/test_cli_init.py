@@ -108,36 +108,11 @@ def test_init_from_talosconfig_with_explicit_nodes_and_secrets(repo: Path) -> No
 def test_init_from_a_live_cluster_with_nodes_from_members(tmp_path: Path) -> None:
     """Against `trustplan sim up`: the member list gives the topology, the first control plane's
     live config names the CAs, and the written file validates and plans."""
-    import json
-    import signal
-    import time
+    from trustplan.providers.sim.testing import SimProcess
 
-    from trustplan.providers.sim.testing import unique_subnet
-
-    sim = tmp_path / "sim"
-    proc = subprocess.Popen(
-        [
-            TRUSTPLAN,
-            "sim",
-            "up",
-            "--controlplanes",
-            "2",
-            "--workers",
-            "1",
-            "--dir",
-            str(sim),
-            "--subnet",
-            unique_subnet(),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (sim / "sim.json").exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the simulator did not start"
-            time.sleep(0.05)
-        nodes = json.loads((sim / "sim.json").read_text())["nodes"]
+    with SimProcess(tmp_path / "sim", controlplanes=2, workers=1) as simulator:
+        sim = simulator.dir
+        nodes = simulator.doc["nodes"]
         result = run("init", "--talosconfig", "talosconfig", "--nodes-from", "members", "-o", "mine.yaml", cwd=sim)
         assert result.returncode == 0, result.stderr
         assert "found 3 members" in result.stderr
@@ -149,9 +124,6 @@ def test_init_from_a_live_cluster_with_nodes_from_members(tmp_path: Path) -> Non
         assert run("validate", "-c", "mine.yaml", cwd=sim).returncode == 0
         plan = run("plan", "-c", "mine.yaml", "--detailed-exitcode", cwd=sim)
         assert plan.returncode == 2, plan.stderr
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_nodes_from_members_takes_no_explicit_lists(repo: Path) -> None:

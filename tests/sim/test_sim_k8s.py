@@ -12,8 +12,6 @@ import json
 import ssl
 import stat
 import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +21,10 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.node import SimNode
-from trustplan.providers.sim.testing import run_with_cluster, unique_subnet
+from trustplan.providers.sim.testing import TRUSTPLAN, SimProcess, run_with_cluster
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
     cosi_state_pb2,
@@ -35,6 +34,7 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
+from waiting import until
 
 from trustplan.talos import machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
@@ -162,7 +162,7 @@ def test_nodes_version_readyz_and_files(tmp_path: Path) -> None:
             assert pki.verify_issued_by(server_cert, cluster.secrets.k8s.cert)
             assert isinstance(server_cert.public_key(), type(cluster.secrets.k8s.cert.public_key()))
         code, version, _ = await get(cluster.controlplanes[1], "/version", creds)
-        assert code == 200 and version["gitVersion"] == machineconfig.KUBERNETES_VERSION and version["major"] == "1"
+        assert code == 200 and version["gitVersion"] == configgen.KUBERNETES_VERSION and version["major"] == "1"
         assert (await get(cluster.controlplanes[0], "/readyz", creds))[:2] == (200, "ok")
         code, missing, _ = await get(cluster.controlplanes[0], "/api/v1/pods", creds)
         assert code == 404 and missing["kind"] == "Status"
@@ -217,13 +217,6 @@ async def _watch_kubelet(channel: Channel, node: SimNode, events: list[tuple[int
                 events.append((event.event_type, spec.running, spec.healthy))
 
 
-async def _until(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 def test_kube_ca_swap_restarts_apiserver_and_kubelet(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp1, cp2 = cluster.controlplanes
@@ -233,9 +226,9 @@ def test_kube_ca_swap_restarts_apiserver_and_kubelet(tmp_path: Path) -> None:
         events: list[tuple[int, bool, bool]] = []
         watcher = asyncio.create_task(_watch_kubelet(channel, cp2, events))
         try:
-            await _until(lambda: _true(bool(events)))
+            await until(lambda: events, "the watch saw the kubelet")
             assert events == [(cosi_state_pb2.CREATED, True, True)]
-            started = time.monotonic()
+            restarts = cp2.apiserver.restarts if cp2.apiserver else 0
             await apply(cluster, cp2, swapped(cp2, new, new_key))
             with pytest.raises(ConnectionRefusedError):
                 await get(cp2, "/readyz", admin)
@@ -255,9 +248,9 @@ def test_kube_ca_swap_restarts_apiserver_and_kubelet(tmp_path: Path) -> None:
                 except ConnectionRefusedError:
                     return False
 
-            await _until(serving_new)
-            assert time.monotonic() - started >= 0.3  # apiserver_restart_ms
-            await _until(lambda: _true(len(events) >= 3))
+            await until(serving_new, "cp-2's API server serves a cert of the new CA")
+            assert (cp2.apiserver.restarts if cp2.apiserver else 0) == restarts + 1  # down, then back: once
+            await until(lambda: len(events) >= 3, "the kubelet came back")
             assert events == [
                 (cosi_state_pb2.CREATED, True, True),
                 (cosi_state_pb2.DESTROYED, True, True),  # COSI's Destroyed carries the last state
@@ -288,10 +281,6 @@ def test_kube_ca_swap_restarts_apiserver_and_kubelet(tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path, controlplanes=2, workers=0, **{**FAST, "kubelet_rejoin_ms": 600})
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 def test_kubelet_stuck_and_unhealthy_first(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp = cluster.controlplanes[0]
@@ -304,24 +293,24 @@ def test_kubelet_stuck_and_unhealthy_first(tmp_path: Path) -> None:
         events: list[tuple[int, bool, bool]] = []
         watcher = asyncio.create_task(_watch_kubelet(channel, slow, events))
         try:
-            await _until(lambda: _true(bool(events)))
+            await until(lambda: events, "the watch saw the kubelet")
             for worker in (stuck, slow):
                 await apply(cluster, worker, swapped(worker, new, new_key))
-            await _until(lambda: _true(len(events) >= 4))
+            await until(lambda: len(events) >= 4, "the slow kubelet became healthy")
             assert events == [
                 (cosi_state_pb2.CREATED, True, True),
                 (cosi_state_pb2.DESTROYED, True, True),
                 (cosi_state_pb2.CREATED, True, False),
                 (cosi_state_pb2.UPDATED, True, True),
             ]
-            await asyncio.sleep(0.3)
+            await until(lambda: stuck.kubelet.waiting, "the stuck kubelet gave up rejoining")
             code, nodes, _ = await get(cp, "/api/v1/nodes", admin)
             assert ready(nodes) == {"cp-1": "True", "worker-1": "False", "worker-2": "True"}
             assert stuck.kubelet.state is None and "stuck" in (stuck.kubelet.waiting or "")
             # a fresh Watch of a stopped service starts with DESTROYED (COSI's tombstone)
             stuck_events: list[tuple[int, bool, bool]] = []
             other = asyncio.create_task(_watch_kubelet(channel, stuck, stuck_events))
-            await _until(lambda: _true(bool(stuck_events)))
+            await until(lambda: stuck_events, "the watch of the stuck kubelet saw its tombstone")
             other.cancel()
             await asyncio.gather(other, return_exceptions=True)
             assert stuck_events == [(cosi_state_pb2.DESTROYED, False, False)]
@@ -361,70 +350,32 @@ def test_multidoc_layout(tmp_path: Path) -> None:
                 return False
             return code == 200 and set(ready(nodes).values()) == {"True"}
 
-        await _until(nodes_with_new_admin)
+        await until(nodes_with_new_admin, "the API server accepts an admin of the new CA")
         # the worker's kubelet restarts when its acceptedCAs change
         await apply(cluster, worker, swapped(worker, new, new_key))
         assert worker.kubelet.state is None
-        await _until(lambda: _true(worker.kubelet.ready))
+        await until(lambda: worker.kubelet.ready, "the worker's kubelet rejoined")
 
     run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, config_layout="multidoc", **FAST)
 
 
 def test_sim_up_k8s_cli(tmp_path: Path) -> None:
     sim_dir = tmp_path / "sim"
-    up = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "trustplan",
-            "sim",
-            "up",
-            "--controlplanes",
-            "1",
-            "--workers",
-            "1",
-            "--k8s",
-            "--config-layout",
-            "multidoc",
-            "--apiserver-restart-ms",
-            "100",
-            "--dir",
-            str(sim_dir),
-            "--subnet",
-            unique_subnet(),
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not (sim_dir / "sim.json").exists():
-            assert up.poll() is None, up.communicate()[1]
-            assert time.monotonic() < deadline, "sim.json did not appear"
-            time.sleep(0.05)
-        doc = json.loads((sim_dir / "sim.json").read_text())
+    with SimProcess(sim_dir, controlplanes=1, workers=1, k8s=True, config_layout="multidoc",
+                    apiserver_restart_ms=100) as sim:
+        doc = sim.doc
         cp = doc["nodes"][0]
         assert cp["k8s"] == {"address": cp["address"], "port": 6443} and "k8s" not in doc["nodes"][1]
         assert doc["config_layout"] == "multidoc"
+        assert f"kubeconfig: {sim_dir / 'kubeconfig'}   config layout: multidoc" in sim.stderr
         assert stat.S_IMODE((sim_dir / "kubeconfig").stat().st_mode) == 0o600
         creds = Creds.from_kubeconfig(sim_dir / "kubeconfig", tmp_path / "creds")
         code, nodes, _ = _get_sync(cp["address"], 6443, "/api/v1/nodes", creds)
         assert code == 200 and set(ready(nodes).values()) == {"True"} and len(nodes["items"]) == 2
-        down = subprocess.run(
-            [sys.executable, "-m", "trustplan", "sim", "down", "--dir", str(sim_dir)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        down = subprocess.run([*TRUSTPLAN, "sim", "down", "--dir", str(sim_dir)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=30)
         assert down.returncode == 0, down.stderr
-        assert up.wait(10) == 0
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+        assert sim.stop() == 0
 
 
 def test_kubelet_service_get_and_list_without_k8s(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Apply a saved plan exactly: refuse it if anything it was made from changed, then run it phase by
 phase (edits, then gates), write the outputs, and record the result in the state.
 
-    apply(desired, provider, keystore, store, document, ...) -> Applied
+    apply(desired, provider, keystore, store, saved, ...) -> Applied
 
 The phases themselves run in trustplan.engine.runner (PhaseRunner); a failed run is undone by
 trustplan.engine.rollback, another run of the same runner.
@@ -33,6 +33,7 @@ from trustplan.errors import (
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.planfile import check_expiry
+from trustplan.formats.savedplan import SavedPlan
 from trustplan.planner import (
     Plan,
 )
@@ -52,35 +53,37 @@ class Applied:
 
 
 def check_bindings(
-    doc: dict[str, Any], desired: DesiredState, state: StateDocument, now: dt.datetime, source: str
+    saved: SavedPlan, desired: DesiredState, state: StateDocument, now: dt.datetime, source: str
 ) -> None:
-    check_expiry(doc, now, source)
-    if doc["cluster"] != desired.cluster:
+    check_expiry(saved, now, source)
+    bound = saved.bindings
+    if saved.plan.cluster != desired.cluster:
         raise PlanFileError(
-            f"{source}: this plan is for cluster {doc['cluster']!r}, but {desired.path} is cluster {desired.cluster!r}",
+            f"{source}: this plan is for cluster {saved.plan.cluster!r}, but {desired.path} is cluster "
+            f"{desired.cluster!r}",
             hint="apply it with the desired state it was made from",
         )
-    if doc["desired_digest"] != desired.digest:
+    if bound.desired_digest != desired.digest:
         raise PlanFileError(
             f"{source}: {desired.path} changed since this plan was made",
             hint="make a new plan from the current desired state and review it",
         )
-    if (doc["state"]["lineage"], doc["state"]["serial"]) != (state["lineage"], state["serial"]):
-        if doc["state"]["lineage"] not in (None, state["lineage"]):
+    if (bound.lineage, bound.serial) != (state["lineage"], state["serial"]):
+        if bound.lineage not in (None, state["lineage"]):
             raise PlanFileError(
                 f"{source}: this plan was made for another state lineage "
-                f"({doc['state']['lineage']}, the state is {state['lineage']})",
+                f"({bound.lineage}, the state is {state['lineage']})",
                 hint="it belongs to another cluster or state file",
             )
         raise PlanFileError(
             f"{source}: the plan is stale: the state changed since it was made "
-            f"(serial {doc['state']['serial']} then, {state['serial']} now)",
+            f"(serial {bound.serial} then, {state['serial']} now)",
             hint="make a new plan with `trustplan plan -o ...` and review it again",
         )
 
 
-def check_live(doc: dict[str, Any], live: LiveCluster, source: str) -> None:
-    planned = {n["address"]: n["config_digest"] for n in doc["nodes"]}
+def check_live(plan: Plan, live: LiveCluster, source: str) -> None:
+    planned = {n.address: n.config_digest for n in plan.nodes}
     now = live.digests()
     changed = sorted(a for a in planned if now.get(a) != planned[a])
     added = sorted(set(now) - set(planned))
@@ -138,7 +141,7 @@ async def apply(
     provider: Provider,
     keystore: Keystore,
     store: StateBackend,
-    document: dict[str, Any],
+    saved: SavedPlan,
     plan_digest: str,
     source: str,
     now: dt.datetime,
@@ -146,22 +149,22 @@ async def apply(
     lock_timeout: float = 0.0,
     rollback: bool = True,
 ) -> Applied:
-    """Apply a decoded plan document exactly; refuse it if anything it was made from changed.
+    """Apply a saved plan exactly; refuse it if anything it was made from changed.
 
     When a step fails before the new credentials are written, the nodes changed by this run are
     returned to their CAs of before (trustplan.engine.rollback), unless `rollback` is False."""
     reporter = reporter or QuietReporter()
     with store.lock(lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)
-        check_bindings(document, desired, state, now, source)
-        check_backend_outside(desired, document)
-        live, reader = await read_live(desired, provider, keystore, tuple(document["managed"]), now)
-        check_live(document, live, source)
+        check_bindings(saved, desired, state, now, source)
+        check_backend_outside(desired, saved.plan)
+        live, reader = await read_live(desired, provider, keystore, saved.plan.managed, now)
+        check_live(saved.plan, live, source)
         resolved = resolve(desired, keystore, live.cas, now, generate=False)
         live, _ = await probe_workers(desired, provider, live, resolved, keystore, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         operator = operator_of(desired, provider, live, reader)
-        plan = verified_plan(document, source, desired, live, resolved, operator, now)
+        plan = verified_plan(saved, source, desired, live, resolved, operator, now)
         material = dict(resolved.material)
         for a in plan.authorities:
             if a.fingerprint not in material:
@@ -172,7 +175,7 @@ async def apply(
         stop = Stop()
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
                               operator_identity=operator)
-        applier.rollout = desired.rollout.from_document(document.get("rollout"))  # as the plan says
+        applier.rollout = desired.rollout.following(saved.rollout)  # as the plan says
         started = iso_time(now)
         error: BaseException | None = None
         with stop.on_signals(reporter.note):
@@ -242,7 +245,7 @@ def _error_text(error: BaseException) -> str:
 
 async def apply_desired(
     desired: DesiredState,
-    document: dict[str, Any],
+    saved: SavedPlan,
     plan_digest: str,
     source: str,
     now: dt.datetime,
@@ -254,7 +257,7 @@ async def apply_desired(
     and state file, the provider opened (and closed) for it."""
     provider = make_provider(desired)
     try:
-        return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), document,
+        return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), saved,
                            plan_digest, source, now, reporter, lock_timeout, rollback)
     finally:
         await provider.close()

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, assert_never
+from typing import Protocol, assert_never
 
 from trustplan import __version__
 from trustplan.engine.authorities import Material, Resolved, resolve
@@ -29,12 +29,13 @@ from trustplan.errors import (
     ProviderError,
     UnsafePlanError,
 )
+from trustplan.formats import planfile
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.outputs import (
     admin_credentials,
 )
-from trustplan.formats.planfile import validate_document
+from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
     OperatorCredential,
     Plan,
@@ -45,7 +46,6 @@ from trustplan.planner import (
     suggest_accepted,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.state import StateDocument
 from trustplan.talos import pki
@@ -97,13 +97,18 @@ def iso_time(t: dt.datetime) -> str:
 
 @dataclass
 class Planned:
-    plan: Plan
-    document: dict[str, Any]
+    """A fresh plan: the saved form (what `-o` writes and the renderers show) and what it was made from."""
+
+    saved: SavedPlan
     resolved: Resolved
     live: LiveCluster
     notes: list[str] = field(default_factory=list)
     keystore: Keystore | None = None
     operator: OperatorCredential | None = None  # the identity the plan's accept phase is sent with
+
+    @property
+    def plan(self) -> Plan:
+        return self.saved.plan
 
     def save_new_keys(self) -> None:
         """Store the keys of CAs generated for this plan, before any node sees them."""
@@ -249,28 +254,18 @@ async def make(
             changed = {e.node for e in plan.edits}
             cps = [n.address for n in plan.nodes if n.role == "controlplane" and n.address in changed]
             notes += modes.tightened_modes(cps)
-    doc = to_document(plan)
-    doc.update(
-        format_version=1,
-        format_minor=2,
+    bindings = Bindings(
         tool_version=__version__,
-        created=iso_time(now),
-        expires=iso_time(now + expires_in),
+        created=now,
+        expires=now + expires_in,
         provider=desired.provider,
         desired_digest=desired.digest,
-        state={"lineage": state["lineage"], "serial": state["serial"]},
-        rollout=desired.rollout.to_document(),  # apply runs the phases as the plan says
+        lineage=state["lineage"],
+        serial=state["serial"],
     )
-    paths = {
-        "talosconfig": desired.talosconfig_output,
-        "kubeconfig": desired.kubeconfig_output,
-        "secrets": desired.secrets,
-    }
-    for phase in doc["phases"]:
-        for out in phase["outputs"]:
-            out["path"] = str(paths[out["output"]])
-    validate_document(doc, "plan")
-    return Planned(plan, doc, resolved, live, notes, keystore, operator)
+    paths = {kind: str(path) for kind, path in desired.output_paths().items()}
+    saved = planfile.new(plan, bindings, paths, desired.rollout.saved())
+    return Planned(saved, resolved, live, notes, keystore, operator)
 
 
 async def plan_desired(
@@ -291,7 +286,7 @@ async def plan_desired(
         planned = await make(
             desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted
         )
-        check_backend_outside(desired, planned.document)
+        check_backend_outside(desired, planned.plan)
         return planned
     finally:
         await provider.close()

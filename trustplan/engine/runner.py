@@ -22,18 +22,13 @@ from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
 from trustplan.errors import TrustplanError
 from trustplan.formats.desired import DesiredState
-from trustplan.formats.outputs import (
-    admin_credentials,
-    kubeconfig_document,
-    trust_also,
-    update_secrets,
-    write_kubeconfig,
-    write_talosconfig,
-)
+from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import OperatorCredential, Plan
 from trustplan.planner import ops as op
 from trustplan.providers.base import Credential, KubeletWatcher, Provider
+from trustplan.providers.talos.talosconfig import write_talosconfig
 from trustplan.talos import pki
+from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
 
@@ -309,7 +304,10 @@ class PhaseRunner:
                     assert path is not None
                     crt, key = self.admin_pems("talos", out.ca)
                     context, endpoints = self.talos_context()
-                    write_talosconfig(path, context, endpoints, self.keys.cert_pem(out.ca), crt, key)
+                    write_talosconfig(
+                        path, context=context, endpoints=endpoints, ca_pem=self.keys.cert_pem(out.ca), crt_pem=crt,
+                        key_pem=key,
+                    )
                     self.record("outputs", "output", "ok", detail=f"talosconfig {path}")
                 case "kubeconfig":
                     path = self.desired.kubeconfig_output
