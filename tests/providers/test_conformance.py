@@ -51,7 +51,7 @@ def two_nodes(secrets: ClusterSecrets) -> dict[str, bytes]:
     """A control plane and a worker's machine configs, by address."""
     return {
         address: configgen.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
-                                               role=role, hostname=name, address=address)  # type: ignore[arg-type]
+                                           role=role, hostname=name, address=address)  # type: ignore[arg-type]
         for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3"))
     }
 
