@@ -92,8 +92,9 @@ def test_api_server_restarted_mid_apply(kube_api: KubeAPIServer, tmp_path: Path)
     with planned_sim(tmp_path, kube_api, name, latency_ms=400) as sim:
         proc = apply_proc(sim.dir)
         wait_for_lease(kube_api, name, proc)
-        kube_api.restart(down_seconds=1)
+        kube_api.restart(wait=False)  # refused until the fresh server is ready (seconds)
         out, err = proc.communicate(timeout=240)
+        kube_api.wait_ready()
     assert proc.returncode == 0, err
     assert "Apply complete" in out and f"kubernetes secret trustplan/{name}" in out
     state = stored(kube_api, name)
