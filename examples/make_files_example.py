@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trustplan.providers.sim.configgen import ClusterSecrets, generate_config
+
 from trustplan.talos import pki
-from trustplan.talos.machineconfig import ClusterSecrets, generate_config
 
 HERE = Path(__file__).parent / "files"
 NODES = [

@@ -1,7 +1,8 @@
 """The pure core of trustplan: (desired, live, now) -> Plan, and the safety check. No I/O.
 
 model   the inputs: Authority, LiveNode, LiveTrust, DesiredTrust, PlanInput
-ops     the steps: AcceptCA, SwapIssuer, RemoveCA, Gate, WriteOutput, Phase
+ops     the steps: AcceptCA, SwapIssuer, RemoveCA, Gate, WriteOutput, Phase; apply_edit(), revokes()
+result  what the planner makes: Plan (with Plan.describe(edit), the one wording of an edit), NodeTarget
 plan    make_plan(): compare, order into phases, check
 safety  check_plan(): replay on a model of the cluster; UnsafePlan if anyone would be locked out
 document  to_document() / from_document(): the canonical JSON form of a plan

@@ -7,11 +7,11 @@ authorities by PKI and name, keys sorted when serialized.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, assert_never
 
 from trustplan.planner.model import PKI, Authority, LiveNode, LiveTrust
 from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
-from trustplan.planner.plan import NodeTarget, Plan, PlanWarning
+from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 
 FORMAT_VERSION = 1
 
@@ -47,6 +47,8 @@ def edit_document(e: Edit) -> dict[str, Any]:
             base["ca"] = ca
         case SwapIssuer(new=new, old=old):
             base["new"], base["old"], base["with_key"] = new, old, e.with_key
+        case _:
+            assert_never(e)
     return base
 
 
@@ -118,10 +120,10 @@ def to_document(plan: Plan) -> dict[str, Any]:
             }
             for p in plan.phases
         ],
-        "warnings": list(plan.warnings),
+        "warnings": [w.message for w in plan.warnings],
         "warning_details": [
             {"code": w.code, "pki": w.pki, "fingerprint": w.fingerprint, "nodes": list(w.nodes), "message": w.message}
-            for w in plan.warning_details
+            for w in plan.warnings
         ],
         "summary": {
             "authorities_to_create": len(plan.new_authorities),
@@ -184,8 +186,11 @@ def from_document(doc: dict[str, Any]) -> Plan:
         for p in doc["phases"]
     )
     managed: tuple[PKI, ...] = tuple(doc["managed"])
-    details = tuple(
-        PlanWarning(w["code"], w["pki"], w["fingerprint"], tuple(w["nodes"]), w["message"])
-        for w in doc.get("warning_details", ())  # absent in format 1.0 documents
-    )
-    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, tuple(doc["warnings"]), details)
+    if "warning_details" in doc:
+        warnings = tuple(
+            PlanWarning(w["code"], w["pki"], w["fingerprint"], tuple(w["nodes"]), w["message"])
+            for w in doc["warning_details"]
+        )
+    else:  # a format 1.0 document: the messages only
+        warnings = tuple(PlanWarning("message", None, None, (), m) for m in doc["warnings"])
+    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, warnings)

@@ -2,14 +2,26 @@
 
 A provider knows how to read a node's live machine config, write a new one, and check that a given
 credential reaches the node. Everything else (what to change, in which order, when it is safe) is the
-planner's and the engine's job.
+planner's and the engine's job. What a provider can do beyond that it declares in its `capabilities`,
+and the engine asks those (never which provider it is):
+
+    Capabilities.needs_credential    reads and writes go over an API with a client credential
+    Capabilities.dry_run             write(dry_run=True) validates a config without applying it
+    Capabilities.kubernetes_api      the cluster serves a Kubernetes API the gates can reach
+    Capabilities.endpoints           nodes are reached through the talosconfig's endpoints
+    Capabilities.kubelet             a KubeletWatcher (the kubelet's restart can be watched), or None
+    Capabilities.members             a MemberLister (the cluster's own member list), or None
+    Capabilities.client_trust        a ClientTrustProber (a worker's apid asked directly), or None
+    Capabilities.file_modes          a ModeNotes (config files whose modes a write tightens), or None
+
+Implementations: files (configs on disk), memory (configs in a dict, for fast tests), talos.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
 Role = Literal["controlplane", "worker"]
 
@@ -53,7 +65,12 @@ class Credential:
 
 
 class Provider(Protocol):
-    """What the engine needs from a cluster. Implementations: files, talos (and a fake in tests)."""
+    """What the engine needs from a cluster. Implementations: files, memory, talos."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider can do beyond read, write and verify."""
+        ...
 
     async def read(self, node: NodeRef, credential: Credential | None) -> NodeConfig:
         """The node's live machine config. Raises NodeUnreachableError or ProviderError."""
@@ -83,12 +100,50 @@ class KubeletRestart(Protocol):
         ...
 
 
-@runtime_checkable
 class KubeletWatcher(Protocol):
-    """A provider that can watch a node's kubelet restart (talos); the files provider cannot."""
+    """Watches a node's kubelet restart (talos); the files provider cannot."""
 
     def kubelet_restart(
         self, node: NodeRef, credential: Credential | None, timeout: float
     ) -> AbstractAsyncContextManager[KubeletRestart]:
         """Open the watch; entering fails when the kubelet is not healthy right now."""
         ...
+
+
+class MemberLister(Protocol):
+    """Lists the cluster's members as the cluster itself sees them (talos: the discovery service)."""
+
+    async def members(self, credential: Credential | None = None) -> list[tuple[str, str, str]]:
+        """(address, role, hostname) of each member. Raises ProviderError."""
+        ...
+
+
+class ClientTrustProber(Protocol):
+    """Asks a node's own API which client certificates it accepts (a worker's trustd bundle)."""
+
+    async def probe_client_trust(self, node: NodeRef, credentials: list[Credential]) -> list[bool | None]:
+        """Per credential: True accepted, False refused, None unknown."""
+        ...
+
+
+class ModeNotes(Protocol):
+    """Config files on disk whose mode a write changes (files holding CA keys lose group/other bits)."""
+
+    def tightened_modes(self, written: list[str]) -> list[str]:
+        """A note per node of `written` whose file apply will write with a tighter mode."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do beyond read/write/verify. The engine asks these; it never asks which
+    provider it has. The optional abilities are the provider itself, typed by what it can do."""
+
+    needs_credential: bool  # reads/writes are sent with a client credential (the operator's talosconfig)
+    dry_run: bool  # write(dry_run=True) validates without applying
+    kubernetes_api: bool  # a live Kubernetes API exists: its gates go through it, not through verify()
+    endpoints: bool  # nodes are reached through the talosconfig's endpoints (a new talosconfig keeps them)
+    kubelet: KubeletWatcher | None = None
+    members: MemberLister | None = None
+    client_trust: ClientTrustProber | None = None
+    file_modes: ModeNotes | None = None

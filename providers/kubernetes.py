@@ -21,12 +21,13 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from trustplan.providers.base import Credential
 
-from trustplan.errors import GateFailedError
+from trustplan.errors import GateFailedError, StateError
 from trustplan.system.secretfiles import SecretFile
 from trustplan.system.tlserrors import trust_failure, trust_failure_text
 
@@ -149,6 +150,70 @@ class _Client:
         finally:
             for f in self._files:
                 f.close()
+
+
+class KubeconfigAPI:
+    """The API server a kubeconfig (and context) names, for the kubernetes state backend
+    (trustplan.state.kubernetes.KubeAPI). The client is made on first use: loading the kubernetes
+    library costs ~0.3 s. Calls are not retried by the client: the backend retries with a deadline."""
+
+    def __init__(self, kubeconfig: Path | None, context: str | None, where: str) -> None:
+        self.kubeconfig = kubeconfig  # None: $KUBECONFIG, then ~/.kube/config
+        self.context = context
+        self.where = where  # how errors name what was being reached
+        self._api_client: Any = None
+
+    @classmethod
+    def for_state(cls, spec: StateSpec) -> KubeconfigAPI:
+        return cls(spec.kubeconfig, spec.context, spec.where)
+
+    def client(self) -> Any:
+        if self._api_client is None:
+            from kubernetes import client, config
+            from kubernetes.config.config_exception import ConfigException
+
+            configuration = client.Configuration()
+            configuration.retries = 0  # the caller retries, with a deadline
+            try:
+                self._api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    config_file=str(self.kubeconfig) if self.kubeconfig else None,
+                    context=self.context,
+                    client_configuration=configuration,
+                    persist_config=False,
+                )
+            except (ConfigException, OSError, ValueError) as exc:
+                source = self.kubeconfig or "$KUBECONFIG or ~/.kube/config"
+                raise StateError(f"{self.where}: cannot load the kubeconfig {source}: {exc}") from None
+            if not self._api_client.configuration.verify_ssl:
+                raise StateError(
+                    f"{self.where}: the kubeconfig turns TLS verification off (insecure-skip-tls-verify)",
+                    hint="give the cluster's certificate-authority(-data) instead; trustplan always verifies TLS",
+                )
+        return self._api_client
+
+    def core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.client())
+
+    def coordination(self) -> Any:
+        from kubernetes import client
+
+        return client.CoordinationV1Api(self.client())
+
+    def describe_error(self, exc: BaseException) -> str:
+        return describe_error(exc)
+
+
+class StateSpec(Protocol):
+    """What KubeconfigAPI reads of trustplan.state.KubernetesStateSpec."""
+
+    @property
+    def kubeconfig(self) -> Path | None: ...
+    @property
+    def context(self) -> str | None: ...
+    @property
+    def where(self) -> str: ...
 
 
 def failure_kind(detail: str) -> str:

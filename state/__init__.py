@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ from trustplan.state.document import StateDocument, empty_state
 from trustplan.state.local import LocalState
 
 if TYPE_CHECKING:
-    from trustplan.state.kubernetes import KubernetesState
+    from trustplan.state.kubernetes import KubeAPI, KubernetesState
 
 
 def __getattr__(name: str) -> Any:
@@ -22,13 +23,16 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def open_backend(local_path: Path, remote: KubernetesStateSpec | None) -> StateBackend:
-    """The configured backend: the Kubernetes one when `state: {backend: kubernetes}`, else the file.
-    A Kubernetes backend saves updates it could not store beside the local path (rescue files)."""
+def open_backend(
+    local_path: Path, remote: KubernetesStateSpec | None, connect: Callable[[KubernetesStateSpec], KubeAPI]
+) -> StateBackend:
+    """The configured backend: the Kubernetes one when `state: {backend: kubernetes}` (reached
+    through `connect(remote)`, called only then), else the file. A Kubernetes backend saves updates
+    it could not store beside the local path (rescue files)."""
     if remote is not None:
         from trustplan.state.kubernetes import KubernetesState
 
-        return KubernetesState(remote, local_path.parent)
+        return KubernetesState(remote, local_path.parent, connect(remote))
     return LocalState(local_path)
 
 

@@ -107,6 +107,12 @@ class KubernetesStateSpec:
     max_bytes: int = 512 * 1024  # the compressed state; Secrets hold at most 1 MiB
     retry_seconds: float = 60.0  # how long an unreachable API server (restarting) is retried
 
+    @property
+    def where(self) -> str:
+        """How messages name the state: `kubernetes secret <namespace>/<name> (context <context>)`."""
+        context = f" (context {self.context})" if self.context else ""
+        return f"kubernetes secret {self.namespace}/{self.name}{context}"
+
 
 def _user() -> str:
     try:

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from trustplan.state.backend import Holder, KubernetesStateSpec
 from trustplan.state.document import StateDocument, dump, empty_state, parse
@@ -47,13 +47,31 @@ T = TypeVar("T")
 _UNREAD = "<unread>"
 
 
+class KubeAPI(Protocol):
+    """The connection to the API server the state lives on. The shell builds it from the spec's
+    kubeconfig and context (trustplan.providers.kubernetes.KubeconfigAPI) and hands it in: this module
+    stores and locks; how to reach the server, and to say why it could not, is the provider's."""
+
+    def core(self) -> Any:
+        """A kubernetes.client.CoreV1Api (Secrets)."""
+        ...
+
+    def coordination(self) -> Any:
+        """A kubernetes.client.CoordinationV1Api (Leases)."""
+        ...
+
+    def describe_error(self, exc: BaseException) -> str:
+        """A short, key-free description of why a call did not reach the API server."""
+        ...
+
+
 class KubernetesState:
     """State in a Secret and a Lease lock, in a namespace the team's kubeconfig can reach."""
 
-    def __init__(self, spec: KubernetesStateSpec, rescue_dir: Path) -> None:
+    def __init__(self, spec: KubernetesStateSpec, rescue_dir: Path, api: KubeAPI) -> None:
         self.spec = spec
         self.rescue_dir = rescue_dir
-        self._api_client: Any = None
+        self.api = api
         self._rv: str | None = _UNREAD  # resourceVersion of the Secret read last (None: there was none)
         self._holder: Holder | None = None  # while this process holds the lock
         self._lost: str | None = None  # why the held lock was lost, if it was
@@ -61,44 +79,15 @@ class KubernetesState:
 
     @property
     def where(self) -> str:
-        context = f" (context {self.spec.context})" if self.spec.context else ""
-        return f"kubernetes secret {self.spec.namespace}/{self.spec.name}{context}"
+        return self.spec.where
 
     # --- the API --------------------------------------------------------------------------------
 
-    def _client(self) -> Any:
-        if self._api_client is None:
-            from kubernetes import client, config
-            from kubernetes.config.config_exception import ConfigException
-
-            configuration = client.Configuration()
-            configuration.retries = 0  # _call retries, with a deadline
-            try:
-                self._api_client = config.new_client_from_config(  # type: ignore[no-untyped-call]
-                    config_file=str(self.spec.kubeconfig) if self.spec.kubeconfig else None,
-                    context=self.spec.context,
-                    client_configuration=configuration,
-                    persist_config=False,
-                )
-            except (ConfigException, OSError, ValueError) as exc:
-                source = self.spec.kubeconfig or "$KUBECONFIG or ~/.kube/config"
-                raise StateError(f"{self.where}: cannot load the kubeconfig {source}: {exc}") from None
-            if not self._api_client.configuration.verify_ssl:
-                raise StateError(
-                    f"{self.where}: the kubeconfig turns TLS verification off (insecure-skip-tls-verify)",
-                    hint="give the cluster's certificate-authority(-data) instead; trustplan always verifies TLS",
-                )
-        return self._api_client
-
     def _core(self) -> Any:
-        from kubernetes import client
-
-        return client.CoreV1Api(self._client())
+        return self.api.core()
 
     def _coordination(self) -> Any:
-        from kubernetes import client
-
-        return client.CoordinationV1Api(self._client())
+        return self.api.coordination()
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """Call the API, retrying what a restarting server answers; API errors (4xx) are raised as is."""
@@ -115,8 +104,7 @@ class KubernetesState:
                         raise StateError(f"{self.where}: {what}: {_api_message(exc)}") from None
                     raise
             except (HTTPError, OSError) as exc:  # connection errors: the server may be restarting
-                from trustplan.providers.kubernetes import describe_error
-
+                describe_error = self.api.describe_error
                 reason = exc.reason if isinstance(exc, MaxRetryError) else exc
                 if isinstance(reason, SSLError | ssl.SSLError):  # a wrong CA or certificate: retrying won't help
                     raise StateError(f"{self.where}: {what}: {describe_error(exc)}") from None

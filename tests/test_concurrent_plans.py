@@ -42,8 +42,8 @@ def test_two_concurrent_plans_mint_one_ca_per_authority(tmp_path: Path) -> None:
     assert sorted(p.name for p in keys.glob("*.key")) == sorted(f"{fp.removeprefix('sha256:')}.key"
                                                                 for fp in index.values())
     for i in ok:
-        doc = planfile.read(root / f"plan-{i}.bin")
-        named = {a["name"]: a["fingerprint"] for a in doc["authorities"] if a["name"]}
+        plan = planfile.read(root / f"plan-{i}.bin").plan
+        named = {a.name: a.fingerprint for a in plan.authorities if a.name}
         assert named == index
 
     # applying either saved plan finishes the rotation: the next plan has nothing to do

@@ -9,21 +9,22 @@ and review the diff of tests/golden/.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "planner"))
 from helpers import NOW, cluster, node, plan_input, trust, want  # noqa: E402
 from trustplan.planner import Plan, make_plan  # noqa: E402
-from trustplan.planner.document import to_document  # noqa: E402
+from trustplan.planner.ops import OutputKind  # noqa: E402
 
 from trustplan.formats import planfile  # noqa: E402
+from trustplan.formats.savedplan import Bindings, SavedPlan  # noqa: E402
 from trustplan.render import text as render
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -65,27 +66,32 @@ PLANS = {
 }
 
 
-def document(plan: Plan) -> dict[str, Any]:
-    """The plan document with the bindings the shell adds, fixed."""
-    doc = to_document(plan)
-    doc.update(
-        format_version=1,
-        format_minor=1,
+def saved(plan: Plan) -> SavedPlan:
+    """The plan as the shell saves it, with fixed bindings."""
+    plan = dataclasses.replace(
+        plan,
+        # the helpers' CAs have no certificate; stand in a fixed one
+        authorities=tuple(
+            dataclasses.replace(a, cert_pem=f"-----BEGIN CERTIFICATE-----\n{a.name}\n-----END CERTIFICATE-----\n")
+            for a in plan.authorities
+        ),
+        # the helpers' digests are readable fakes; the schema wants real ones
+        nodes=tuple(
+            dataclasses.replace(n, config_digest="sha256:" + hashlib.sha256(n.address.encode()).hexdigest())
+            for n in plan.nodes
+        ),
+    )
+    bindings = Bindings(
         tool_version="0.0.0-golden",
-        created=f"{NOW:%Y-%m-%dT%H:%M:%SZ}",
-        expires=f"{NOW + dt.timedelta(hours=72):%Y-%m-%dT%H:%M:%SZ}",
+        created=NOW,
+        expires=NOW + dt.timedelta(hours=72),
         provider="files",
         desired_digest="sha256:" + "d" * 64,
-        state={"lineage": None, "serial": 0},
+        lineage=None,
+        serial=0,
     )
-    for a in doc["authorities"]:  # the helpers' CAs have no certificate; stand in a fixed one
-        a["certificate"] = f"-----BEGIN CERTIFICATE-----\n{a['name']}\n-----END CERTIFICATE-----\n"
-    for n in doc["nodes"]:  # the helpers' digests are readable fakes; the schema wants real ones
-        n["config_digest"] = "sha256:" + hashlib.sha256(n["address"].encode()).hexdigest()
-    for phase in doc["phases"]:
-        for out in phase["outputs"]:
-            out["path"] = out["output"]
-    return doc
+    paths: dict[OutputKind, str] = {"talosconfig": "talosconfig", "kubeconfig": "kubeconfig", "secrets": "secrets"}
+    return planfile.new(plan, bindings, paths, None, format_minor=1)
 
 
 def check_golden(name: str, actual: str) -> None:
@@ -101,15 +107,13 @@ def check_golden(name: str, actual: str) -> None:
 @pytest.mark.parametrize("name", sorted(PLANS))
 def test_text_rendering(name: str) -> None:
     plan = PLANS[name]()
-    check_golden(f"{name}.txt", render.text(plan, document(plan)))
+    check_golden(f"{name}.txt", render.text(saved(plan)))
 
 
 @pytest.mark.parametrize("name", sorted(PLANS))
 def test_plan_document(name: str) -> None:
-    doc = document(PLANS[name]())
-    planfile.validate_document(doc, name)  # the golden document is a valid plan document
-    check_golden(f"{name}.json", render.json_text(doc))
+    check_golden(f"{name}.json", render.json_text(saved(PLANS[name]())))  # planfile.new checks the schema
 
 
 def test_same_inputs_give_a_byte_identical_plan_file() -> None:
-    assert planfile.encode(document(_fresh_both())) == planfile.encode(document(_fresh_both()))
+    assert planfile.encode(saved(_fresh_both())) == planfile.encode(saved(_fresh_both()))

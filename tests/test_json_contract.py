@@ -16,7 +16,7 @@ import yaml
 from conftest import copy_example, run_cli
 
 sys.path.insert(0, str(Path(__file__).parent / "render"))
-from render_scenarios import SCENARIOS  # noqa: E402
+from render_scenarios import SCENARIOS, document  # noqa: E402
 
 from trustplan import schemas  # noqa: E402
 
@@ -27,8 +27,7 @@ def valid(doc: dict[str, Any], schema: dict[str, Any] | None = None) -> bool:
 
 @pytest.fixture(scope="module")
 def rotation() -> dict[str, Any]:
-    _, doc = SCENARIOS["rotation"]()
-    return doc
+    return document(SCENARIOS["rotation"]())
 
 
 def test_warnings_are_structured(rotation: dict[str, Any]) -> None:
@@ -39,7 +38,7 @@ def test_warnings_are_structured(rotation: dict[str, Any]) -> None:
     for w in untrusted:
         assert w["fingerprint"].startswith("sha256:") and w["fingerprint"] in w["message"]
         assert w["nodes"] == [n["address"] for n in rotation["nodes"]]
-    _, resume = SCENARIOS["resume"]()
+    resume = document(SCENARIOS["resume"]())
     codes = {w["code"]: w for w in resume["warning_details"]}
     assert codes["ca-expiring"]["pki"] == "talos" and len(codes["ca-expiring"]["nodes"]) == 5
     assert codes["nodes-skipped"] == {
@@ -98,8 +97,8 @@ def test_a_newer_minor_plan_file_is_shown(tmp_path: Path) -> None:
 
     root = copy_example(tmp_path / "cluster")
     assert run_cli(root, "plan", "-o", "plan.bin").code == 0
-    doc = planfile.read(root / "plan.bin")
-    (root / "newer.bin").write_bytes(planfile.encode(newer_minor(doc)))
+    doc = json.loads(planfile.read(root / "plan.bin").document)
+    (root / "newer.bin").write_bytes(planfile.encode_document(newer_minor(doc)))
     shown = run_cli(root, "show", "newer.bin", "--format", "json")
     assert shown.code == 0, shown.err
     assert json.loads(shown.out)["format_minor"] == 7

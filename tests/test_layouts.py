@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
+from trustplan.providers.sim import configgen
+from trustplan.providers.sim.configgen import ClusterSecrets
 
 from trustplan.errors import InputError
 from trustplan.talos import machineconfig, pki
-from trustplan.talos.machineconfig import CAFields, ClusterSecrets, MachineConfig
+from trustplan.talos.machineconfig import CAFields, MachineConfig
 from trustplan.talos.rewrite import rewrite
 
 
@@ -25,7 +27,7 @@ def new_ca() -> tuple[bytes, bytes]:
 
 
 def gen(secrets: ClusterSecrets, role: str, layout: str) -> MachineConfig:
-    data = machineconfig.generate_config(
+    data = configgen.generate_config(
         secrets,
         cluster_name="t",
         endpoint="https://10.0.0.1:6443",

@@ -9,6 +9,7 @@ import pytest
 from conftest import EXAMPLE_FILES, CAFiles
 from test_pki import rewrap
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
+from trustplan.providers.sim import configgen
 
 from trustplan.errors import InputError
 from trustplan.talos import machineconfig, pki
@@ -167,9 +168,9 @@ def test_validation_rules_a_rotation_can_break() -> None:
 
 
 def test_generated_configs_are_valid() -> None:
-    secrets = machineconfig.ClusterSecrets.generate(pki.utcnow())
+    secrets = configgen.ClusterSecrets.generate(pki.utcnow())
     for role in ("init", "controlplane", "worker"):
-        data = machineconfig.generate_config(
+        data = configgen.generate_config(
             secrets, cluster_name="t", endpoint="https://10.0.0.1:6443", role=role, hostname="n", address="10.0.0.1"
         )
         assert machineconfig.validate(machineconfig.parse(data, role)) == []

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trustplan.errors import InputError
-from trustplan.formats.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.formats.outputs import write_kubeconfig
+from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
 

@@ -42,9 +42,9 @@ def refused(cli, root: Path, plan: str, pattern: str) -> str:  # noqa: ANN001
 
 def reencode(data: bytes, *, version: int | None = None, **changes: object) -> bytes:
     """A plan file whose document was edited, with a correct length and digest (a crafted file)."""
-    doc = planfile.decode(data, "plan.bin")
+    doc = json.loads(planfile.decode(data, "plan.bin").document)
     doc.update(changes)
-    out = planfile.encode(doc)
+    out = planfile.encode_document(doc)
     if version is not None:
         head = out[:-32]
         head = head[:10] + struct.pack(">H", version) + head[12:]
@@ -163,16 +163,18 @@ def test_missing_plan_file(planned: Path, cli) -> None:  # noqa: ANN001
 
 
 def test_a_document_that_breaks_the_schema_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
-    doc = planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin")
+    doc = json.loads(planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin").document)
     doc["phases"][0]["edits"][0]["kind"] = "format-disk"
-    (planned / "odd.bin").write_bytes(planfile.encode(doc))
+    (planned / "odd.bin").write_bytes(planfile.encode_document(doc))
     refused(cli, planned, "odd.bin", "plan document does not match the plan schema")
 
 
 def test_encoding_is_canonical_and_deterministic(planned: Path) -> None:
     data = (planned / "plan.bin").read_bytes()
-    doc = planfile.decode(data, "plan.bin")
-    assert planfile.encode(doc) == data
+    saved = planfile.decode(data, "plan.bin")
+    assert planfile.encode(saved) == data
+    doc = json.loads(saved.document)
+    assert planfile.encode_document(doc) == data
     body = data[16:-32]
     assert body == json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     assert struct.unpack(">10sHI", data[:16]) == (b"TRUSTPLAN\0", 1, len(body))
@@ -239,9 +241,13 @@ def test_a_signed_plan_decodes_and_names_its_signer(planned: Path) -> None:
     from trustplan.formats.planfile import encode, key_fingerprint, load_signing_key, signer
 
     private, public = _keypair(planned, "k")
-    doc = planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin")
-    data = encode(doc, load_signing_key(private))
-    assert planfile.decode(data, "signed.bin") == doc
+    saved = planfile.decode((planned / "plan.bin").read_bytes(), "plan.bin")
+    assert saved.signer is None
+    data = encode(saved, load_signing_key(private))
     raw = signer(data)
     assert raw is not None and key_fingerprint(raw).startswith("sha256:")
-    assert signer(encode(doc)) is None
+    signed = planfile.decode(data, "signed.bin")
+    assert signed.signer == key_fingerprint(raw)
+    assert (signed.plan, signed.bindings, signed.outputs, signed.rollout) == (
+        saved.plan, saved.bindings, saved.outputs, saved.rollout)
+    assert signer(encode(saved)) is None

@@ -7,6 +7,7 @@ CI-sized by default (seconds each); TRUSTPLAN_FUZZ_EXAMPLES=2000 runs a longer s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -145,7 +146,9 @@ def test_any_talosconfig_loads_or_gives_one_input_error(templates: dict[str, Pat
 
 
 def _plan_doc(templates: dict[str, Path]) -> dict[str, Any]:
-    return planfile.decode((templates["planned"] / "plan.bin").read_bytes(), "plan.bin")
+    saved = planfile.decode((templates["planned"] / "plan.bin").read_bytes(), "plan.bin")
+    doc: dict[str, Any] = json.loads(saved.document)
+    return doc
 
 
 @given(data=st.data())
@@ -154,7 +157,7 @@ def test_any_re_digested_plan_is_shown_or_refused(templates: dict[str, Path], da
     doc = data.draw(mutated(_plan_doc(templates)), label="doc")
     with scratch(templates["planned"]) as root:
         try:
-            (root / "evil.bin").write_bytes(planfile.encode(doc))
+            (root / "evil.bin").write_bytes(planfile.encode_document(doc))
         except (TypeError, ValueError):  # not JSON-encodable (e.g. a non-string key): not a plan file
             return
         for fmt in ("text", "markdown", "json"):
@@ -168,7 +171,7 @@ def test_a_re_digested_plan_applies_only_if_it_is_the_plan(templates: dict[str, 
     doc = data.draw(mutated(original), label="doc")
     with scratch(templates["planned"]) as root:
         try:
-            (root / "evil.bin").write_bytes(planfile.encode(doc))
+            (root / "evil.bin").write_bytes(planfile.encode_document(doc))
         except (TypeError, ValueError):
             return
         if check(root, "apply", "evil.bin", codes=(0, 1)) == 0:

@@ -230,7 +230,7 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     import datetime as dt
     import shutil
 
-    from trustplan.providers.files import FilesProvider
+    from trustplan.providers.memory import MemoryProvider
     from trustplan.state import LocalState
 
     from trustplan.engine import applier
@@ -244,24 +244,20 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     desired = desired_mod.load(work / "trustplan.yaml")
     keystore, store = Keystore(desired.keystore), LocalState(desired.state)
 
-    class Interrupted(FilesProvider):
-        writes = 0
-
+    class Interrupted(MemoryProvider):  # the nodes in memory; Ctrl-C at the 7th write (the swap phase)
         async def write(self, node, data, *, credential=None, dry_run=False):  # type: ignore[no-untyped-def]
-            if not dry_run:
-                self.writes += 1
-                if self.writes == 7:  # during the swap phase
-                    raise KeyboardInterrupt
+            if not dry_run and sum(1 for w in self.writes if not w.dry_run) == 6:
+                raise KeyboardInterrupt
             return await super().write(node, data, credential=credential, dry_run=dry_run)
 
     async def go() -> None:
-        provider = Interrupted(desired.machine_configs)
+        provider = Interrupted({a: p.read_bytes() for a, p in desired.machine_configs.items()})
         planned = await engine.make(
             desired, provider, keystore, store.read("demo"), pki.utcnow(), dt.timedelta(hours=1)
         )
         planned.resolved.save_new(keystore)
         await applier.apply(
-            desired, provider, keystore, store, planned.document, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
+            desired, provider, keystore, store, planned.saved, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
         )
 
     with pytest.raises(KeyboardInterrupt):

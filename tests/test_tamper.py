@@ -5,6 +5,7 @@ With `planSigning` set, only a saved plan signed with that key is applied."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +25,13 @@ def planned(example: Path, cli) -> Path:  # noqa: ANN001
 
 
 def _doc(root: Path) -> dict[str, Any]:
-    return planfile.decode((root / "plan.bin").read_bytes(), "plan.bin")
+    doc: dict[str, Any] = json.loads(planfile.decode((root / "plan.bin").read_bytes(), "plan.bin").document)
+    return doc
 
 
 def _write(root: Path, doc: dict[str, Any]) -> None:
     """A crafted plan: valid magic, length, schema and SHA-256 (anyone can recompute them)."""
-    (root / "evil.bin").write_bytes(planfile.encode(doc))
+    (root / "evil.bin").write_bytes(planfile.encode_document(doc))
 
 
 def _refused(cli, root: Path, *patterns: str) -> str:  # noqa: ANN001

@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from trustplan.providers.base import NodeRef
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.kube import KUBE_PORT
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
 
-from trustplan.formats.outputs import kubeconfig_document, write_kubeconfig
+from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import machineconfig, pki
+from trustplan.talos.clientconfig import kubeconfig_document
 
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
@@ -82,11 +84,11 @@ class SimCluster:
         self.kubelet_rejoin_ms = kubelet_rejoin_ms
         self.config_layout: machineconfig.KubeCALayout = config_layout
         #: the one Talos version every node reports (Version, Members), matching its configs
-        self.talos_version = machineconfig.talos_version(config_layout)
+        self.talos_version = configgen.talos_version(config_layout)
         self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
-        self.secrets = machineconfig.ClusterSecrets.generate(pki.utcnow())
+        self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
         base = network.network_address
         self.nodes: list[SimNode] = []
         self._by_key: dict[str, SimNode] = {}
@@ -95,7 +97,7 @@ class SimCluster:
         endpoint = f"https://{base + 2}:6443"
         for k, (role, name) in enumerate(plan):
             address = str(base + 2 + k)
-            config = machineconfig.generate_config(
+            config = configgen.generate_config(
                 self.secrets,
                 cluster_name=CLUSTER_NAME,
                 endpoint=endpoint,
@@ -212,7 +214,7 @@ class SimCluster:
         document = kubeconfig_document(
             CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
         )
-        write_kubeconfig(path, document)
+        replace_with_backup(path, machineconfig.dump_yaml(document).encode())
         return path
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
+from trustplan.providers.sim import configgen
 from trustplan.providers.talos.tls import server_context
 
 from trustplan.errors import TrustplanError
@@ -493,7 +494,7 @@ class KubeAPIServer:
 
 def version_document() -> dict[str, str]:
     """GET /version, as kube-apiserver answers it."""
-    git_version = machineconfig.KUBERNETES_VERSION
+    git_version = configgen.KUBERNETES_VERSION
     major, minor = git_version.lstrip("v").split(".")[:2]
     return {
         "major": major,
@@ -559,8 +560,8 @@ def node_document(node: SimNode) -> dict[str, Any]:
                 "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, f"boot:{node.address}")),
                 "containerRuntimeVersion": "containerd://2.1.4",
                 "kernelVersion": "6.12.57-talos",
-                "kubeProxyVersion": machineconfig.KUBERNETES_VERSION,
-                "kubeletVersion": machineconfig.KUBERNETES_VERSION,
+                "kubeProxyVersion": configgen.KUBERNETES_VERSION,
+                "kubeletVersion": configgen.KUBERNETES_VERSION,
                 "machineID": uuid.uuid5(uuid.NAMESPACE_URL, f"machine:{node.address}").hex,
                 "operatingSystem": "linux",
                 "osImage": f"Talos ({node.cluster.talos_version})",

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.empty_pb2 import Empty
 from grpclib.exceptions import GRPCError
-from trustplan.providers.base import Credential, NodeConfig, NodeRef
+from trustplan.providers.base import Capabilities, Credential, NodeConfig, NodeRef
 from trustplan.providers.talos.client import CALL_TIMEOUT, ChannelPool, Transient, with_retry
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
@@ -92,6 +92,14 @@ class TalosProvider:
         self._pool = ChannelPool()
 
     # --- Provider protocol ---------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """Everything: the Talos API takes a client credential through the talosconfig's endpoints,
+        validates dry runs, and the cluster has a Kubernetes API, kubelets, members and workers'
+        own apids to ask."""
+        return Capabilities(needs_credential=True, dry_run=True, kubernetes_api=True, endpoints=True,
+                            kubelet=self, members=self, client_trust=self)
 
     async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
         """The node's active machine config (exact bytes) and its digest."""

@@ -20,7 +20,10 @@ from trustplan.providers.talos.tls import pkcs8_key_pem
 
 from trustplan.errors import InputError
 from trustplan.system import safeio, safeyaml
+from trustplan.system.atomic import replace_with_backup
 from trustplan.talos import pki
+from trustplan.talos.clientconfig import talosconfig_document
+from trustplan.talos.machineconfig import dump_yaml
 
 DEFAULT_PORT = 50000
 
@@ -155,9 +158,9 @@ def write_talosconfig(
     crt_pem: bytes,
     key_pem: bytes,
 ) -> Path:
-    """Write a single-context talosconfig atomically with mode 0600 (as `talosctl rotate-ca` does)."""
-    from trustplan.formats.outputs import write_talosconfig as write
-
+    """Write a single-context talosconfig atomically with mode 0600 (as `talosctl rotate-ca` does);
+    the file it replaces, if different, is kept as `<name>.backup` (0600)."""
     path = Path(path)
-    write(path, context, [str(e) for e in endpoints], ca_pem, crt_pem, talos_key_pem(key_pem))
+    document = talosconfig_document(context, [str(e) for e in endpoints], ca_pem, crt_pem, talos_key_pem(key_pem))
+    replace_with_backup(path, dump_yaml(document).encode())
     return path

@@ -55,7 +55,7 @@ async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> 
     planned = await replan(cluster)
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
     return await applier.apply_desired(
-        desired, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
+        desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
     )
 
 

@@ -48,7 +48,7 @@ def test_a_failure_in_the_swap_phase_rolls_the_nodes_back(tmp_path: Path, rollba
         old.write_bytes(cluster.talosconfig.read_bytes())
         desired, planned = await plan(cluster)
         with pytest.raises(TrustplanError) as stopped:
-            await applier.apply_desired(desired, planned.document, "sha256:" + "3" * 64, "plan", pki.utcnow(),
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "3" * 64, "plan", pki.utcnow(),
                                         reporter=FailInSwap(cluster), rollback=rollback)
         message = str(stopped.value)
         assert "disk full" in message

@@ -13,6 +13,7 @@ from trustplan.state import LocalState
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.formats import desired as desired_mod
 from trustplan.formats.keystore import Keystore
@@ -29,7 +30,7 @@ async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Pl
 
 async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
     desired, planned = await plan(cluster)
-    return await applier.apply_desired(desired, planned.document, "sha256:" + "0" * 64, "plan", pki.utcnow())
+    return await applier.apply_desired(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
 
 
 async def version_with(cluster: SimCluster, talosconfig: Path) -> dict[str, str]:
@@ -140,7 +141,7 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
             )
             planned.resolved.save_new(keystore)
             partial = _cut(planned.plan, phase_index, nodes)
-            runner = applier.Applier(
+            runner = PhaseRunner(
                 desired,
                 provider,
                 engine.KeyRing(planned.resolved.material, keystore),
@@ -148,6 +149,7 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
                 partial,
                 pki.utcnow(),
                 engine.QuietReporter(),
+                operator_identity=planned.operator,
             )
             await runner.run()  # an earlier run that died here
         finally:
@@ -170,7 +172,7 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
         broken.faults.apply_error = "disk full"
         broken.faults.apply_error_times = 1
         with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
-            await applier.apply_desired(desired, planned.document, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
         state = LocalState(desired.state).read("sim")
         last = state["history"][-1]
         assert last["status"] == "failed" and "disk full" in last["error"]

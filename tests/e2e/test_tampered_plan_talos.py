@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_p
         desired = desired_mod.load(cluster.dir / "trustplan.yaml")
         planned = await engine.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
         planned.save_new_keys()
-        original = planfile.decode(planfile.encode(planned.document), "plan.bin")
+        original = json.loads(planned.saved.document)
         before = {n.name: n.config for n in cluster.nodes}
 
         foreign_cert, _ = pki.generate_ca("talos", pki.utcnow())
@@ -46,14 +47,15 @@ def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_p
             phase["gates"] = []
 
         for doc, expected in ((evil, "names CAs that neither"), (no_gates, "gates dropped")):
-            data = planfile.encode(doc)
+            data = planfile.encode_document(doc)
             decoded = planfile.decode(data, "evil.bin")
             with pytest.raises(PlanFileError, match=expected):
                 await applier.apply_desired(desired, decoded, engine.plan_digest(data), "evil.bin", pki.utcnow())
             assert {n.name: n.config for n in cluster.nodes} == before
 
-        data = planfile.encode(original)
-        applied = await applier.apply_desired(desired, original, engine.plan_digest(data), "plan.bin", pki.utcnow())
+        data = planfile.encode(planned.saved)
+        decoded = planfile.decode(data, "plan.bin")
+        applied = await applier.apply_desired(desired, decoded, engine.plan_digest(data), "plan.bin", pki.utcnow())
         assert applied.state["serial"] == 1
         assert all(n.config != before[n.name] for n in cluster.nodes)
 

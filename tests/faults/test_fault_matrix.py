@@ -146,7 +146,7 @@ def test_fault_at_phase_ends_with_working_credentials_and_a_finishable_rotation(
         inject = Inject(cluster, phase, fault)
         outcome = "applied"
         try:
-            await applier.apply_desired(desired, planned.document, "sha256:" + "4" * 64, "plan", pki.utcnow(),
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "4" * 64, "plan", pki.utcnow(),
                                         reporter=inject)
         except TrustplanError as exc:
             outcome = ("rolled back" if "rolled back:" in str(exc) else "stopped") + f" ({str(exc)[:300]})"
@@ -159,7 +159,7 @@ def test_fault_at_phase_ends_with_working_credentials_and_a_finishable_rotation(
         await credentials_work(cluster)  # whatever happened, the credentials on disk work
 
         desired, again = await plan(cluster)  # a new plan finishes the job
-        await applier.apply_desired(desired, again.document, "sha256:" + "5" * 64, "plan", pki.utcnow())
+        await applier.apply_desired(desired, again.saved, "sha256:" + "5" * 64, "plan", pki.utcnow())
         await credentials_work(cluster)
         _, final = await plan(cluster)
         assert not final.plan.has_changes

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from kubeapi import KubeAPIServer
+from trustplan.providers.kubernetes import KubeconfigAPI
 from trustplan.state import Holder, KubernetesState, KubernetesStateSpec, empty_state
 from waiting import wait_until
 
@@ -28,10 +29,12 @@ HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
+    from trustplan.providers.kubernetes import KubeconfigAPI
     from trustplan.state import KubernetesState, KubernetesStateSpec
     spec = KubernetesStateSpec(namespace="trustplan", name=sys.argv[2], kubeconfig=Path(sys.argv[1]),
                                lease_seconds=int(sys.argv[3]))
-    with KubernetesState(spec, Path(".")).lock(0, "apply", "sha256:" + "ab" * 32) as holder:
+    store = KubernetesState(spec, Path("."), KubeconfigAPI.for_state(spec))
+    with store.lock(0, "apply", "sha256:" + "ab" * 32) as holder:
         print(holder.lock_id, flush=True)
         time.sleep(float(sys.argv[4]))
     """
@@ -40,6 +43,11 @@ HOLD = textwrap.dedent(
 
 def spec(api: KubeAPIServer, name: str, **kw: Any) -> KubernetesStateSpec:
     return KubernetesStateSpec(namespace="trustplan", name=name, kubeconfig=api.kubeconfig, **kw)
+
+
+def backend(spec: KubernetesStateSpec, rescue_dir: Path) -> KubernetesState:
+    """The backend as trustplan opens it: reached through the spec's kubeconfig."""
+    return KubernetesState(spec, rescue_dir, KubeconfigAPI.for_state(spec))
 
 
 def fresh_name() -> str:
@@ -78,25 +86,25 @@ def stored(api: KubeAPIServer, name: str) -> dict[str, Any]:
 
 def test_round_trip_through_a_secret(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = fresh_name()
-    store = KubernetesState(spec(kube_api, name), tmp_path)
+    store = backend(spec(kube_api, name), tmp_path)
     assert store.read("demo") == empty_state("demo")  # no Secret yet
     doc = doc_with(1, history=1)
     store.write(doc)
-    assert KubernetesState(spec(kube_api, name), tmp_path).read("demo") == doc
+    assert backend(spec(kube_api, name), tmp_path).read("demo") == doc
     secret = kube_api.core().read_namespaced_secret(name, "trustplan")
     writer = json.loads(secret.metadata.annotations["trustplan.dev/written-by"])
     assert writer["serial"] == 1 and writer["pid"] == os.getpid()
     with pytest.raises(StateError, match="belongs to cluster 'demo', not 'other'"):
-        KubernetesState(spec(kube_api, name), tmp_path).read("other")
+        backend(spec(kube_api, name), tmp_path).read("other")
 
 
 def test_racing_writers_conflict_and_nothing_is_lost(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = fresh_name()
-    first = KubernetesState(spec(kube_api, name), tmp_path)
+    first = backend(spec(kube_api, name), tmp_path)
     first.read("demo")
     first.write(doc_with(1))
-    a = KubernetesState(spec(kube_api, name), tmp_path)
-    b = KubernetesState(spec(kube_api, name), tmp_path)
+    a = backend(spec(kube_api, name), tmp_path)
+    b = backend(spec(kube_api, name), tmp_path)
     assert a.read("demo")["serial"] == b.read("demo")["serial"] == 1  # both read the same version
     a_doc, b_doc = doc_with(2, history=1), doc_with(2, history=2)
     a.write(a_doc)
@@ -112,7 +120,7 @@ def test_racing_writers_conflict_and_nothing_is_lost(kube_api: KubeAPIServer, tm
 
 def test_secret_deleted_under_us_is_a_clear_error(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = fresh_name()
-    store = KubernetesState(spec(kube_api, name), tmp_path)
+    store = backend(spec(kube_api, name), tmp_path)
     store.read("demo")
     store.write(doc_with(1))
     store.read("demo")
@@ -125,7 +133,7 @@ def test_secret_deleted_under_us_is_a_clear_error(kube_api: KubeAPIServer, tmp_p
 
 def test_history_is_compacted_under_the_size_limit_keeping_the_newest(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = fresh_name()
-    store = KubernetesState(spec(kube_api, name, max_bytes=8192), tmp_path)
+    store = backend(spec(kube_api, name, max_bytes=8192), tmp_path)
     store.read("demo")
     big = doc_with(300, history=300)  # random details: ~300 * 130 bytes that gzip cannot shrink
     store.write(big)
@@ -142,7 +150,7 @@ def test_a_held_lock_names_its_holder_and_waiting_gets_it(kube_api: KubeAPIServe
     name = fresh_name()
     holder, lock_id = hold(kube_api, name, 30, 3)
     try:
-        with pytest.raises(StateError) as caught, KubernetesState(spec(kube_api, name), tmp_path).lock(0, "plan"):
+        with pytest.raises(StateError) as caught, backend(spec(kube_api, name), tmp_path).lock(0, "plan"):
             pass
         message = str(caught.value)
         assert f"state is locked by {Holder.me('x').user}@" in message
@@ -150,7 +158,7 @@ def test_a_held_lock_names_its_holder_and_waiting_gets_it(kube_api: KubeAPIServe
         assert f"trustplan force-unlock {lock_id}" in (caught.value.hint or "")
         lease = kube_api.coordination().read_namespaced_lease(name, "trustplan")
         assert f"pid {holder.pid}" in lease.spec.holder_identity
-        with KubernetesState(spec(kube_api, name), tmp_path).lock(30, "apply") as mine:  # waits for the release
+        with backend(spec(kube_api, name), tmp_path).lock(30, "apply") as mine:  # waits for the release
             assert holder.wait(timeout=30) == 0  # it ran to its end: released, not expired (30 s lease)
             lease = kube_api.coordination().read_namespaced_lease(name, "trustplan")
             assert json.loads(lease.metadata.annotations["trustplan.dev/holder"])["lock_id"] == mine.lock_id
@@ -166,7 +174,7 @@ def test_a_killed_holders_lease_expires_and_the_next_takes_it(kube_api: KubeAPIS
     holder, lock_id = hold(kube_api, name, 5, 600)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    store = KubernetesState(spec(kube_api, name), tmp_path)
+    store = backend(spec(kube_api, name), tmp_path)
     with pytest.raises(StateError, match=f"lock ID {lock_id}"), store.lock(0, "apply"):
         pass  # not expired yet: the dead holder still has it
     with store.lock(20, "apply") as mine:  # taken over once 5 s pass without a renewal
@@ -178,7 +186,7 @@ def test_a_killed_holders_lease_expires_and_the_next_takes_it(kube_api: KubeAPIS
 
 def test_the_lock_is_renewed_while_held(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = fresh_name()
-    store = KubernetesState(spec(kube_api, name, lease_seconds=5), tmp_path)
+    store = backend(spec(kube_api, name, lease_seconds=5), tmp_path)
     with store.lock(0, "apply"):
         first = kube_api.coordination().read_namespaced_lease(name, "trustplan").spec.renew_time
 
@@ -189,7 +197,7 @@ def test_the_lock_is_renewed_while_held(kube_api: KubeAPIServer, tmp_path: Path)
         # held longer than one lease (by the API server's own timestamps): only renewal keeps it
         wait_until(renewed_past_the_first_lease, "the lease was renewed after the first one ran out")
         with pytest.raises(StateError, match="state is locked by"), \
-                KubernetesState(spec(kube_api, name), tmp_path).lock(0, "plan"):
+                backend(spec(kube_api, name), tmp_path).lock(0, "plan"):
             pass
 
 
@@ -198,7 +206,7 @@ def test_force_unlock_needs_the_current_lock_id(kube_api: KubeAPIServer, tmp_pat
     holder, lock_id = hold(kube_api, name, 300, 600)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
-    store = KubernetesState(spec(kube_api, name), tmp_path)
+    store = backend(spec(kube_api, name), tmp_path)
     with pytest.raises(StateError, match=f"not-the-id is not the current lock.*lock ID {lock_id}"):
         store.force_unlock("not-the-id")
     released = store.force_unlock(lock_id)
@@ -211,7 +219,7 @@ def test_force_unlock_needs_the_current_lock_id(kube_api: KubeAPIServer, tmp_pat
 
 def test_api_server_restart_while_the_lock_is_held(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     name = fresh_name()
-    store = KubernetesState(spec(kube_api, name, lease_seconds=20), tmp_path)
+    store = backend(spec(kube_api, name, lease_seconds=20), tmp_path)
     with store.lock(0, "apply"):
         state = store.read("demo")
         kube_api.restart(wait=False)  # refused until the fresh server is ready (seconds)
@@ -219,7 +227,7 @@ def test_api_server_restart_while_the_lock_is_held(kube_api: KubeAPIServer, tmp_
         store.write(state)  # retried until the server answers again
         kube_api.wait_ready()
         with pytest.raises(StateError, match="state is locked by"), \
-                KubernetesState(spec(kube_api, name), tmp_path).lock(0, "plan"):
+                backend(spec(kube_api, name), tmp_path).lock(0, "plan"):
             pass  # the lock survived the restart
     assert stored(kube_api, name)["serial"] == 1
 
@@ -227,7 +235,7 @@ def test_api_server_restart_while_the_lock_is_held(kube_api: KubeAPIServer, tmp_
 def test_an_unreachable_server_is_named_after_the_retries(kube_api: KubeAPIServer, tmp_path: Path) -> None:
     unreachable = KubernetesStateSpec(namespace="trustplan", name="x", kubeconfig=kube_api.kubeconfig,
                                       retry_seconds=1)
-    store = KubernetesState(unreachable, tmp_path)
+    store = backend(unreachable, tmp_path)
     kube_api.stop_apiserver()
     try:
         with pytest.raises(StateError, match=r"read the state: connection refused .*retried for 1s"):
@@ -240,8 +248,8 @@ def test_a_holder_whose_lock_was_forced_away_cannot_overwrite_the_new_holder(
     kube_api: KubeAPIServer, tmp_path: Path
 ) -> None:
     name = fresh_name()
-    old = KubernetesState(spec(kube_api, name, lease_seconds=6), tmp_path / "old")
-    new = KubernetesState(spec(kube_api, name), tmp_path / "new")
+    old = backend(spec(kube_api, name, lease_seconds=6), tmp_path / "old")
+    new = backend(spec(kube_api, name), tmp_path / "new")
     with old.lock(0, "apply") as old_holder:
         stale = old.read("demo")
         new.force_unlock(old_holder.lock_id)  # someone believed the old holder dead

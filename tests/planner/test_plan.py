@@ -183,7 +183,7 @@ def test_remove_done_on_some_nodes_removes_on_the_others() -> None:
     plan = talos_plan(nodes)
     rest = [a for a in ALL if a not in done]
     assert steps(plan) == ["output talosconfig new", *removes(rest), "gate talos after remove"]
-    assert any("already in the desired state, skipped: 10.5.0.2, 10.5.0.3" in w for w in plan.warnings)
+    assert any("already in the desired state, skipped: 10.5.0.2, 10.5.0.3" in w.message for w in plan.warnings)
 
 
 def test_finished_rotation_is_a_no_op() -> None:
@@ -212,13 +212,14 @@ def test_pre_stage_only_accepts_and_changes_nothing_else() -> None:
     assert steps(plan) == [*accepts(ALL), *gates, "output talosconfig old"]
     assert [g.credential.issuer for g in plan.gates] == [fp("old"), fp("new")]
     assert all(t.after == LiveTrust(fp("old"), t.after.issuer_has_key, (fp("new"),)) for t in plan.targets)
-    assert not any("stops being trusted" in w for w in plan.warnings)
+    assert not any("stops being trusted" in w.message for w in plan.warnings)
 
 
 def test_revoke_only_removes_the_dropped_ca_and_warns() -> None:
     plan = talos_plan(cluster(trust("new", "old", "x")), "x")
     assert steps(plan) == ["output talosconfig new", *removes(ALL), "gate talos after remove"]
-    assert any(w.startswith("old (") and "stops being trusted on every node" in w for w in plan.warnings)
+    messages = [w.message for w in plan.warnings]
+    assert any(m.startswith("old (") and "stops being trusted on every node" in m for m in messages)
     assert all(e.destructive for e in plan.edits)
 
 
@@ -257,7 +258,8 @@ def test_new_authorities_are_those_no_node_trusted_before() -> None:
 def test_expiring_authority_is_warned_about() -> None:
     auths = (authority("old"), authority("new", days=30), authority("k-old", "kubernetes"))
     plan = make_plan(plan_input(cluster(trust("old")), want("talos", "new"), authorities=auths))
-    assert f"new expires on {NOW + dt.timedelta(days=30):%Y-%m-%d}, within 90 days" in plan.warnings
+    messages = [w.message for w in plan.warnings]
+    assert f"new expires on {NOW + dt.timedelta(days=30):%Y-%m-%d}, within 90 days" in messages
 
 
 def test_outputs_follow_the_desired_state() -> None:
@@ -282,7 +284,7 @@ def test_a_refused_credential_is_rewritten_although_no_node_changes() -> None:
     plan = make_plan(inp)
     assert plan.has_changes and not plan.has_edits
     assert steps(plan) == ["output talosconfig new"]
-    assert any("the configured talosconfig does not work against the live cluster" in w for w in plan.warnings)
+    assert any("the configured talosconfig does not work against the live cluster" in w.message for w in plan.warnings)
 
 
 def test_an_output_without_a_key_to_mint_it_is_refused() -> None:

@@ -1,5 +1,6 @@
-"""The Provider contract, run against every provider: files (configs on disk) and talos (the Talos API,
-against the simulator). What the engine relies on must hold for both."""
+"""The Provider contract, run against every provider: files (configs on disk), memory (configs in a
+dict, the fast tests' provider) and talos (the Talos API, against the simulator). What the engine
+relies on must hold for all of them."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from pathlib import Path
 import pytest
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.providers.files import FilesProvider
+from trustplan.providers.memory import MemoryProvider
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
+from trustplan.providers.sim.configgen import ClusterSecrets
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.talos import machineconfig, pki
-from trustplan.talos.machineconfig import CAFields, ClusterSecrets
+from trustplan.talos.machineconfig import CAFields
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Subject:
 Contract = Callable[[Subject], Awaitable[None]]
 
 
-def credential(ca: machineconfig.CAPair, trusted: list[machineconfig.CAPair]) -> Credential:
+def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> Credential:
     cert, key = pki.issue_client_cert(ca.cert, ca.key, "os:admin", pki.utcnow())
     return Credential(
         pki="talos",
@@ -43,15 +47,30 @@ def credential(ca: machineconfig.CAPair, trusted: list[machineconfig.CAPair]) ->
     )
 
 
+def two_nodes(secrets: ClusterSecrets) -> dict[str, bytes]:
+    """A control plane and a worker's machine configs, by address."""
+    return {
+        address: configgen.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
+                                           role=role, hostname=name, address=address)  # type: ignore[arg-type]
+        for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3"))
+    }
+
+
 def run_files(contract: Contract, tmp_path: Path) -> None:
     secrets = ClusterSecrets.generate(pki.utcnow())
     configs = {}
-    for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3")):
-        path = tmp_path / f"{name}.yaml"
-        path.write_bytes(machineconfig.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
-                                                       role=role, hostname=name, address=address))  # type: ignore[arg-type]
+    for address, data in two_nodes(secrets).items():
+        path = tmp_path / f"{address}.yaml"
+        path.write_bytes(data)
         configs[address] = path
     provider = FilesProvider(configs)
+    subject = Subject(provider, NodeRef("10.9.0.2", "controlplane"), NodeRef("10.9.0.3", "worker"), secrets)
+    asyncio.run(contract(subject))
+
+
+def run_memory(contract: Contract, tmp_path: Path) -> None:
+    secrets = ClusterSecrets.generate(pki.utcnow())
+    provider = MemoryProvider(two_nodes(secrets))
     subject = Subject(provider, NodeRef("10.9.0.2", "controlplane"), NodeRef("10.9.0.3", "worker"), secrets)
     asyncio.run(contract(subject))
 
@@ -66,10 +85,10 @@ def run_talos(contract: Contract, tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)
 
 
-RUNNERS = {"files": run_files, "talos": run_talos}
+RUNNERS = {"files": run_files, "memory": run_memory, "talos": run_talos}
 
 
-def with_accepted(data: bytes, ca: machineconfig.CAPair) -> bytes:
+def with_accepted(data: bytes, ca: configgen.CAPair) -> bytes:
     cfg = machineconfig.parse(data, "test")
     f = cfg.ca_fields("talos")
     return cfg.with_ca_fields({"talos": CAFields(f.issuer, f.issuer_key, (*f.accepted, ca.crt_pem))})
@@ -84,14 +103,14 @@ async def reads_exact_bytes_and_their_digest(s: Subject) -> None:
 
 async def dry_run_validates_and_changes_nothing(s: Subject) -> None:
     before = await s.provider.read(s.worker, None)
-    new_ca = machineconfig.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    new_ca = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
     await s.provider.write(s.worker, with_accepted(before.data, new_ca), credential=None, dry_run=True)
     assert (await s.provider.read(s.worker, None)).data == before.data
 
 
 async def write_then_read_gives_the_same_bytes(s: Subject) -> None:
     before = await s.provider.read(s.controlplane, None)
-    new_ca = machineconfig.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    new_ca = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
     data = with_accepted(before.data, new_ca)
     await s.provider.write(s.controlplane, data, credential=None)
     assert (await s.provider.read(s.controlplane, None)).data == data
@@ -114,13 +133,13 @@ async def verify_passes_for_a_trusted_credential(s: Subject) -> None:
 
 
 async def verify_fails_for_an_unknown_ca(s: Subject) -> None:
-    stranger = machineconfig.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    stranger = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
     with pytest.raises(GateFailedError):
         await s.provider.verify(s.controlplane, credential(stranger, [s.secrets.os, stranger]))
 
 
 async def verify_fails_when_the_client_does_not_trust_the_server(s: Subject) -> None:
-    other = machineconfig.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    other = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
     with pytest.raises(GateFailedError):
         await s.provider.verify(s.worker, credential(s.secrets.os, [other]))
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import machine_grpc
@@ -27,7 +28,7 @@ def test_read_write_verify(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         async with _provider(cluster) as provider:
             for ref, node in zip(cluster.node_refs(), cluster.nodes, strict=True):
-                assert await provider.verify(ref) == machineconfig.TALOS_VERSION
+                assert await provider.verify(ref) == configgen.TALOS_VERSION
                 live = await provider.read(ref)
                 assert live.data == node.config  # exact bytes, through the control plane's proxy
                 assert live.digest == machineconfig.digest(node.config)
@@ -111,7 +112,7 @@ def test_plain_grpclib_client_can_call_version(tmp_path: Path) -> None:
                 )
             finally:
                 channel.close()
-            assert reply.messages[0].version.tag == machineconfig.TALOS_VERSION
+            assert reply.messages[0].version.tag == configgen.TALOS_VERSION
             assert reply.messages[0].metadata.hostname == node.name
 
     run_with_cluster(scenario, tmp_path, controlplanes=1, workers=2)

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 from trustplan.planner import Authority, DesiredTrust, LiveNode, LiveTrust, Outputs, Plan, PlanInput, make_plan
-from trustplan.planner.document import to_document
+from trustplan.planner.ops import OutputKind
 
+from trustplan.formats import planfile
+from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.talos import pki
 
 DATA = Path(__file__).parent / "data"
@@ -59,27 +62,30 @@ def cluster(n_cp: int, n_w: int, talos: LiveTrust, kube: LiveTrust) -> list[Live
     return [node(a, "controlplane" if i < n_cp else "worker", talos, kube) for i, a in enumerate(addresses)]
 
 
-def document(plan: Plan) -> dict[str, Any]:
-    """The plan document with the bindings `trustplan plan` adds (fixed values)."""
-    doc = to_document(plan)
-    paths = {"talosconfig": "talosconfig", "kubeconfig": "kubeconfig", "secrets": "secrets.yaml"}
-    for phase in doc["phases"]:
-        for o in phase["outputs"]:
-            o["path"] = paths[o["output"]]
-    doc.update(
-        format_version=1,
-        format_minor=1,
-        tool_version="0.1.0",
-        created="2026-11-27T12:00:00Z",
-        expires="2026-11-30T12:00:00Z",
-        provider="files",
-        desired_digest="sha256:" + "d" * 64,
-        state={"lineage": None, "serial": 0},
-    )
+BINDINGS = Bindings(
+    tool_version="0.1.0",
+    created=NOW,
+    expires=dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC),
+    provider="files",
+    desired_digest="sha256:" + "d" * 64,
+    lineage=None,
+    serial=0,
+)
+
+
+def saved(plan: Plan) -> SavedPlan:
+    """The plan as `trustplan plan` saves it, with fixed bindings (format 1.1: no rollout)."""
+    paths: dict[OutputKind, str] = {"talosconfig": "talosconfig", "kubeconfig": "kubeconfig", "secrets": "secrets.yaml"}
+    return planfile.new(plan, BINDINGS, paths, None, format_minor=1)
+
+
+def document(saved: SavedPlan) -> dict[str, Any]:
+    """The plan document itself, as `--format json` prints it and policy tools read it."""
+    doc: dict[str, Any] = json.loads(saved.document)
     return doc
 
 
-def rotation(n_cp: int = 3, n_w: int = 2) -> tuple[Plan, dict[str, Any]]:
+def rotation(n_cp: int = 3, n_w: int = 2) -> SavedPlan:
     """Both PKIs from the live CAs to new generated ones (the files example)."""
     nodes = cluster(n_cp, n_w, trust("talos-old"), trust("k8s-old"))
     inp = PlanInput(
@@ -90,11 +96,10 @@ def rotation(n_cp: int = 3, n_w: int = 2) -> tuple[Plan, dict[str, Any]]:
         NOW,
         Outputs(talosconfig=True, kubeconfig=True, secrets=True),
     )
-    plan = make_plan(inp)
-    return plan, document(plan)
+    return saved(make_plan(inp))
 
 
-def resume() -> tuple[Plan, dict[str, Any]]:
+def resume() -> SavedPlan:
     """The Talos PKI only, from a half-finished rotation: one control plane is done, two issue from the new
     CA but still accept the old one, the workers have only accepted the new one; a legacy CA that
     expires in 60 days stays accepted."""
@@ -117,8 +122,7 @@ def resume() -> tuple[Plan, dict[str, Any]]:
         NOW,
         Outputs(talosconfig=True),
     )
-    plan = make_plan(inp)
-    return plan, document(plan)
+    return saved(make_plan(inp))
 
 
 SCENARIOS = {"rotation": rotation, "resume": resume}

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from render_scenarios import SCENARIOS
+from render_scenarios import SCENARIOS, document
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "examples" / "policy"
@@ -91,8 +91,7 @@ def test_python_policy_passes_the_example_plan(example_plan: dict[str, Any], tmp
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_python_policy_passes_the_golden_plans(scenario: str, tmp_path: Path) -> None:
-    _, doc = SCENARIOS[scenario]()
-    assert check(doc, tmp_path).returncode == 0
+    assert check(document(SCENARIOS[scenario]()), tmp_path).returncode == 0
 
 
 @pytest.mark.parametrize("craft", sorted(UNSAFE))

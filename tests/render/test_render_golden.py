@@ -9,23 +9,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import pytest
-from render_scenarios import SCENARIOS, SIZES
+from render_scenarios import SCENARIOS, SIZES, document
 from trustplan.planner import Plan
 
 from trustplan import schemas
+from trustplan.formats.savedplan import SavedPlan
 from trustplan.render import markdown as render_markdown
 from trustplan.render import text as render
 
 GOLDEN = Path(__file__).parent / "golden"
-RENDERINGS: dict[str, Callable[[Plan, dict[str, Any]], str]] = {
+RENDERINGS: dict[str, Callable[[SavedPlan], str]] = {
     "txt": render.text,
-    "md": render.markdown,
+    "md": render_markdown.render,
     "summary.md": render_markdown.render_summary,
-    "json": lambda plan, doc: render.json_text(doc),
+    "json": render.json_text,
 }
 
 
@@ -40,27 +40,27 @@ def check_golden(name: str, actual: str) -> None:
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 @pytest.mark.parametrize("kind", sorted(RENDERINGS))
 def test_rendering_matches_golden(scenario: str, kind: str) -> None:
-    plan, doc = SCENARIOS[scenario]()
-    check_golden(f"{scenario}.{kind}", RENDERINGS[kind](plan, doc))
+    check_golden(f"{scenario}.{kind}", RENDERINGS[kind](SCENARIOS[scenario]()))
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_renderings_are_deterministic(scenario: str) -> None:
     first, second = SCENARIOS[scenario](), SCENARIOS[scenario]()
     for fn in RENDERINGS.values():
-        assert fn(*first) == fn(*second)
+        assert fn(first) == fn(second)
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_json_is_valid_against_the_plan_schema(scenario: str) -> None:
-    _, doc = SCENARIOS[scenario]()
+    doc = document(SCENARIOS[scenario]())
     jsonschema.validate(doc, schemas.load("plan"), cls=jsonschema.Draft202012Validator)
     assert doc["format_version"] == 1
 
 
 def test_markdown_layout_for_review() -> None:
-    plan, doc = SCENARIOS["rotation"]()
-    md = render.markdown(plan, doc)
+    saved = SCENARIOS["rotation"]()
+    plan = saved.plan
+    md = render_markdown.render(saved)
     lines = md.splitlines()
     assert lines[0] == "## trustplan plan for `demo`"
     assert lines[2].startswith("**Verdict: changes the Talos API and Kubernetes API CA on 5 of 5 nodes; revokes 2 CAs")
@@ -80,8 +80,9 @@ def test_markdown_layout_for_review() -> None:
 
 
 def test_a_swap_is_shown_as_a_move() -> None:
-    plan, doc = SCENARIOS["rotation"]()
-    md = render.markdown(plan, doc)
+    saved = SCENARIOS["rotation"]()
+    plan = saved.plan
+    md = render_markdown.render(saved)
     old, new = short(plan, "talos-old"), short(plan, "talos-new")
     assert f"- machine.ca.crt: {old}  # moves to machine.acceptedCAs\n" in md
     assert f"+ machine.ca.crt: talos-new {new}  # moves here from machine.acceptedCAs\n" in md
@@ -106,9 +107,9 @@ VIEW_SIGNER = "sha256:" + "a" * 64
 @pytest.mark.parametrize("nodes", sorted(SIZES))
 @pytest.mark.parametrize("flavor", render_markdown.FLAVORS)
 def test_markdown_at_any_size_matches_golden(nodes: int, flavor: render_markdown.Flavor) -> None:
-    plan, doc = SIZES[nodes]()
+    saved = SIZES[nodes]()
     view = render_markdown.View(flavor, "plan.bin", VIEW_SHA, VIEW_SIGNER if nodes == 53 else None)
-    parts = render_markdown.render_parts(plan, doc, view=view)
+    parts = render_markdown.render_parts(saved, view=view)
     check_golden(f"size-{nodes}.{flavor}.md", f"\n{render_markdown.PART_DELIMITER}\n\n".join(parts))
     assert all(len(p) < render_markdown.GITHUB_COMMENT_LIMIT for p in parts)
     text = "".join(parts)
@@ -116,7 +117,7 @@ def test_markdown_at_any_size_matches_golden(nodes: int, flavor: render_markdown
     assert (f"signed by Ed25519 key `{VIEW_SIGNER}`" if nodes == 53 else ", unsigned.") in text
     workers = nodes - 3
     assert f"{workers} workers" in text  # one row and one diff per group, whatever the size
-    assert _rows(text) == _rows(render_markdown.render(*SIZES[5](), view))  # as many rows at 503 nodes as at 5
+    assert _rows(text) == _rows(render_markdown.render(SIZES[5](), view))  # as many rows at 503 nodes as at 5
     if flavor == "plain":
         assert "<details>" not in text and "[!" not in text and "> **Warning**" in text
     else:
@@ -127,11 +128,11 @@ def test_markdown_at_any_size_matches_golden(nodes: int, flavor: render_markdown
 
 
 def test_503_nodes_fit_one_comment_and_parts_describe_themselves() -> None:
-    plan, doc = SIZES[503]()
+    saved = SIZES[503]()
     view = render_markdown.View("github", "plan.bin", VIEW_SHA, None)
-    (whole,) = render_markdown.render_parts(plan, doc, view=view)
+    (whole,) = render_markdown.render_parts(saved, view=view)
     assert len(whole) < 20_000
-    parts = render_markdown.render_parts(plan, doc, limit=2_500, view=view)  # force parts
+    parts = render_markdown.render_parts(saved, limit=2_500, view=view)  # force parts
     n = len(parts)
     assert n > 2 and all(len(p) <= 2_500 for p in parts)
     for i, part in enumerate(parts, start=1):
@@ -140,8 +141,7 @@ def test_503_nodes_fit_one_comment_and_parts_describe_themselves() -> None:
 
 
 def test_resume_warnings_name_expiry_and_skipped_nodes() -> None:
-    plan, doc = SCENARIOS["resume"]()
-    md = render.markdown(plan, doc)
+    md = render_markdown.render(SCENARIOS["resume"]())
     block = md[md.index("> [!WARNING]") : md.index("### Talos API CA: what changes where")]
     assert "stops being trusted on every node" in block and "talosconfig" in block
     assert "talos-legacy" in block and "expires in 60 days" in block

@@ -13,8 +13,9 @@ from trustplan.render.markdown import GITHUB_COMMENT_LIMIT, PART_LIMIT, render_p
 
 
 def test_500_nodes_split_under_a_small_limit_stay_valid_markdown() -> None:
-    plan, doc = rotation(n_cp=3, n_w=497)
-    parts = render_parts(plan, doc, limit=3_000)
+    saved = rotation(n_cp=3, n_w=497)
+    plan = saved.plan
+    parts = render_parts(saved, limit=3_000)
     n = len(parts)
     assert n > 1 and all(len(p) <= 3_000 < PART_LIMIT < GITHUB_COMMENT_LIMIT for p in parts)
     assert parts[0].splitlines()[0] == "## trustplan plan for `demo`"
@@ -32,15 +33,16 @@ def test_500_nodes_split_under_a_small_limit_stay_valid_markdown() -> None:
 
 
 def test_small_plan_is_one_part_without_part_markers() -> None:
-    plan, doc = rotation()
-    parts = render_parts(plan, doc)
-    assert parts == [render.markdown(plan, doc)]
+    saved = rotation()
+    parts = render_parts(saved)
+    assert parts == [render_markdown.render(saved)]
     assert "part 1/" not in parts[0]
 
 
 def test_summary_of_500_nodes_is_short() -> None:
-    plan, doc = rotation(n_cp=3, n_w=497)
-    (summary,) = render_parts(plan, doc, summary=True)
+    saved = rotation(n_cp=3, n_w=497)
+    plan = saved.plan
+    (summary,) = render_parts(saved, summary=True)
     assert len(summary) < 10_000
     assert render.summary_line(plan) in summary.splitlines()
     assert "<details><summary>497 workers</summary>" in summary
@@ -49,8 +51,7 @@ def test_summary_of_500_nodes_is_short() -> None:
 
 
 def test_split_respects_a_small_limit() -> None:
-    plan, doc = rotation()
-    parts = render_markdown.split(render_markdown.chunks(plan, doc), limit=3_000, heading="x ")
+    parts = render_markdown.split(render_markdown.chunks(rotation()), limit=3_000, heading="x ")
     assert len(parts) > 2
     assert all(len(p) <= 3_000 for p in parts)
     assert all(p.count("<details>") == p.count("</details>") for p in parts)

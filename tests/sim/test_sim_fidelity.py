@@ -14,6 +14,7 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import (
@@ -28,8 +29,6 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
-
-from trustplan.talos import machineconfig
 
 OS_ROOT = {"namespace": "secrets", "type": "OSRootSecrets.secrets.talos.dev"}
 K8S_ROOT = {"namespace": "secrets", "type": "KubernetesRootSecrets.secrets.talos.dev"}
@@ -269,7 +268,7 @@ def test_one_talos_version_everywhere(tmp_path: Path, layout: str, version: str)
         for node in cluster.nodes:
             image = node.parsed.v1alpha1["machine"]["install"]["image"]
             assert image == f"ghcr.io/siderolabs/installer:{version}"
-        assert machineconfig.talos_version(cluster.config_layout) == version  # type: ignore[arg-type]
+        assert configgen.talos_version(cluster.config_layout) == version  # type: ignore[arg-type]
 
     run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, config_layout=layout)
 

@@ -21,6 +21,7 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.node import SimNode
 from trustplan.providers.sim.testing import TRUSTPLAN, SimProcess, run_with_cluster
@@ -161,7 +162,7 @@ def test_nodes_version_readyz_and_files(tmp_path: Path) -> None:
             assert pki.verify_issued_by(server_cert, cluster.secrets.k8s.cert)
             assert isinstance(server_cert.public_key(), type(cluster.secrets.k8s.cert.public_key()))
         code, version, _ = await get(cluster.controlplanes[1], "/version", creds)
-        assert code == 200 and version["gitVersion"] == machineconfig.KUBERNETES_VERSION and version["major"] == "1"
+        assert code == 200 and version["gitVersion"] == configgen.KUBERNETES_VERSION and version["major"] == "1"
         assert (await get(cluster.controlplanes[0], "/readyz", creds))[:2] == (200, "ok")
         code, missing, _ = await get(cluster.controlplanes[0], "/api/v1/pods", creds)
         assert code == 404 and missing["kind"] == "Status"

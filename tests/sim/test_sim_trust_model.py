@@ -21,6 +21,7 @@ from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from trustplan.providers.base import Credential, NodeRef
+from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import cosi_state_grpc, cosi_state_pb2, machine_grpc, machine_pb2
@@ -32,7 +33,7 @@ from trustplan.errors import GateFailedError
 from trustplan.talos import machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
 
-TALOS = machineconfig.TALOS_VERSION
+TALOS = configgen.TALOS_VERSION
 
 REFUSED = (StreamTerminatedError, ProtocolError, ssl.SSLError, ConnectionError)
 

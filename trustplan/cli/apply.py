@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, make_plan, render_document
+from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, make_plan, render_plan
 from trustplan.errors import TrustplanError
 
 
@@ -46,7 +46,6 @@ def apply(
     from trustplan.engine import applier
     from trustplan.engine import planning as engine
     from trustplan.formats import planfile
-    from trustplan.planner.document import from_document
     from trustplan.render import text as render
     from trustplan.talos import pki
 
@@ -59,7 +58,7 @@ def apply(
         signing = load_desired(config).plan_signing_key
         if signing is not None:  # only plans signed with this key may be applied: check before decoding
             planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
-        document = planfile.decode(data, source)
+        saved = planfile.decode(data, source)
     else:
         if load_desired(config).plan_signing_key is not None:
             raise TrustplanError(
@@ -69,7 +68,7 @@ def apply(
                 "`trustplan apply plan.bin`; nothing was changed",
             )
         planned = make_plan(config, "1h", lock_timeout, allow_unlisted, parallelism)
-        terminal.print_text(render_document(planned.document, Format.text))
+        terminal.print_text(render_plan(planned.saved, Format.text))
         if not planned.plan.has_changes:
             return
         if not auto_approve:
@@ -82,19 +81,19 @@ def apply(
                 err.print("Apply cancelled; nothing was changed.")
                 raise typer.Exit(1)
         planned.save_new_keys()
-        data = planfile.encode(planned.document)
-        document = planned.document
+        data = planfile.encode(planned.saved)
+        saved = planned.saved
         source = "the plan above"
     desired = load_desired(config)
     result = run(
-        applier.apply_desired(desired, document, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
+        applier.apply_desired(desired, saved, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
                               seconds(lock_timeout), rollback=not no_rollback)
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
     writes = sum(1 for s in result.steps if s["kind"] == "write" and s["outcome"] == "ok")
     gates = sum(1 for s in result.steps if s["kind"] == "gate" and s["outcome"] == "ok")
-    line = render.apply_line(from_document(document), writes, gates)
+    line = render.apply_line(saved.plan, writes, gates)
     print_data(f"{line} State serial {result.state['serial']} in {desired.state_backend().where}.\n")
 
 

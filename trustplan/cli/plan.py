@@ -25,25 +25,23 @@ from trustplan.system.safeio import check_writable, ensure_dir
 
 if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
     from trustplan.engine import planning as engine
+    from trustplan.formats.savedplan import SavedPlan
     from trustplan.render import markdown as render_markdown
 
 
-def render_document(
-    doc: dict, fmt: Format, summary: bool = False, view: render_markdown.View | None = None  # type: ignore[type-arg]
+def render_plan(
+    saved: SavedPlan, fmt: Format, summary: bool = False, view: render_markdown.View | None = None
 ) -> str:
-    from trustplan.planner.document import from_document
+    """A saved plan as `--format` asks (Markdown as one text; `emit` splits it into comments)."""
     from trustplan.render import markdown as render_markdown
     from trustplan.render import text as render
 
     if fmt is Format.json:
-        return render.json_text(doc)
-    plan = from_document(doc)
+        return render.json_text(saved)
     if fmt is Format.markdown:
         view = view or render_markdown.View()
-        return render_markdown.render_summary(plan, doc, view) if summary else render_markdown.render(plan, doc, view)
-    if summary:
-        return render.summary_line(plan) + "\n" + "".join(f"  ! {w}\n" for w in plan.warnings)
-    return render.text(plan, doc)
+        return render_markdown.render_summary(saved, view) if summary else render_markdown.render(saved, view)
+    return render.summary(saved) if summary else render.text(saved)
 
 
 SummaryOption = Annotated[
@@ -98,26 +96,25 @@ def markdown_view(flavor: str, file: Path | None, data: bytes | None) -> render_
 
 
 def emit(
-    doc: dict,  # type: ignore[type-arg]
+    saved: SavedPlan,
     fmt: Format,
     summary: bool,
     split_dir: Path | None,
     view: render_markdown.View | None = None,
 ) -> None:
     """Print the plan; Markdown longer than one comment is printed in parts separated by a delimiter line."""
-    from trustplan.planner.document import from_document
     from trustplan.render import markdown as render_markdown
 
     if fmt is not Format.markdown:
         if split_dir is not None:
             raise typer.BadParameter("--split-dir needs --format markdown", param_hint="--split-dir")
-        text = render_document(doc, fmt, summary)
+        text = render_plan(saved, fmt, summary)
         if fmt is Format.text:
             terminal.print_text(text)
         else:
             print_data(text)
         return
-    parts = render_markdown.render_parts(from_document(doc), doc, summary, view=view or render_markdown.View())
+    parts = render_markdown.render_parts(saved, summary, view=view or render_markdown.View())
     if split_dir is not None:
         ensure_dir(split_dir)
         for stale in split_dir.glob("part-*.md"):
@@ -211,9 +208,9 @@ def plan(
         planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
     data = None
     if out is not None:
-        data = planfile.encode(planned.document, signing_key)
+        data = planfile.encode(planned.saved, signing_key)
         write_atomic(out, data, mode=0o644)
         err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
-    emit(planned.document, fmt, summary, split_dir, markdown_view(flavor, out, data))
+    emit(planned.saved, fmt, summary, split_dir, markdown_view(flavor, out, data))
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)

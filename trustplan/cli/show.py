@@ -23,8 +23,7 @@ def show(
 
     check_output_paths(None, split_dir)
     data = planfile.read_bytes(plan_file)
-    doc = planfile.decode(data, str(plan_file))
-    signer = planfile.signer(data)
-    if signer is not None:
-        err.print(f"{plan_file}: signed by Ed25519 key {planfile.key_fingerprint(signer)}", markup=False)
-    emit(doc, fmt, summary, split_dir, markdown_view(flavor, plan_file, data))
+    saved = planfile.decode(data, str(plan_file))
+    if saved.signer is not None:
+        err.print(f"{plan_file}: signed by Ed25519 key {saved.signer}", markup=False)
+    emit(saved, fmt, summary, split_dir, markdown_view(flavor, plan_file, data))

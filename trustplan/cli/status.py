@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from trustplan.cli.common import ConfigOption, Format, FormatOption, err, load_desired, print_data, run
+from trustplan.cli.common import ConfigOption, Format, FormatOption, err, load_desired, out, print_data, run
 
 if TYPE_CHECKING:
     from trustplan.engine.live import LiveCluster
@@ -25,7 +25,8 @@ def status(
     """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
     from trustplan.engine import planning as engine
     from trustplan.engine.credentials import check_outputs
-    from trustplan.render.status import build_report, markdown, text
+    from trustplan.engine.statusreport import build_report
+    from trustplan.render.status import markdown, text
     from trustplan.talos import pki
 
     desired = load_desired(config)
@@ -56,6 +57,6 @@ def status(
     elif fmt is Format.markdown:
         print_data(markdown(report))
     else:
-        text(report)
+        text(report, out)
     if detailed_exitcode and report["drift"]:
         raise typer.Exit(2)

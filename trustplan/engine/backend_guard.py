@@ -13,27 +13,36 @@ from __future__ import annotations
 import base64
 import os
 from pathlib import Path
-from typing import Any
+from typing import assert_never
 
 import yaml
 from cryptography import x509
 
 from trustplan.errors import StateError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
+from trustplan.planner import Plan
+from trustplan.planner.ops import AcceptCA, RemoveCA, SwapIssuer
 from trustplan.system.safeyaml import FastLoader
 from trustplan.talos import pki
 
 
-def check_backend_outside(desired: DesiredState, document: dict[str, Any]) -> None:
+def check_backend_outside(desired: DesiredState, plan: Plan) -> None:
     """UnsafePlanError if the plan edits the Kubernetes PKI of the cluster the state lives in."""
     remote = desired.state_remote
     if remote is None:
         return
-    edits = [e for phase in document["phases"] for e in phase["edits"] if e.get("pki") == "kubernetes"]
+    edits = [e for e in plan.edits if e.pki == "kubernetes"]
     if not edits:
         return
-    touched = {a["fingerprint"] for a in document["authorities"] if a["pki"] == "kubernetes"}
-    touched |= {v for e in edits for k, v in e.items() if isinstance(v, str) and v.startswith("sha256:")}
+    touched = {a.fingerprint for a in plan.authorities if a.pki == "kubernetes"}
+    for e in edits:
+        match e:
+            case AcceptCA(ca=ca) | RemoveCA(ca=ca):
+                touched.add(ca)
+            case SwapIssuer(new=new, old=old):
+                touched |= {new} | ({old} if old else set())
+            case _:
+                assert_never(e)
     shared = sorted(touched & backend_ca_fingerprints(remote.kubeconfig, remote.context))
     if shared:
         raise UnsafePlanError(

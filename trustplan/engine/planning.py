@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol, assert_never
 
 from trustplan import __version__
 from trustplan.engine.authorities import Material, Resolved, resolve
@@ -29,12 +29,13 @@ from trustplan.errors import (
     ProviderError,
     UnsafePlanError,
 )
+from trustplan.formats import planfile
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.outputs import (
     admin_credentials,
 )
-from trustplan.formats.planfile import validate_document
+from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
     OperatorCredential,
     Plan,
@@ -45,7 +46,6 @@ from trustplan.planner import (
     suggest_accepted,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.document import to_document
 from trustplan.providers.base import Credential, NodeRef, Provider
 from trustplan.state import StateDocument
 from trustplan.talos import pki
@@ -73,16 +73,22 @@ class QuietReporter:
 
 
 def make_provider(desired: DesiredState) -> Provider:
-    if desired.provider == "files":
-        from trustplan.providers.files import FilesProvider
+    """The provider the desired state names (the only place that knows the providers by name)."""
+    match desired.provider:
+        case "files":
+            from trustplan.providers.files import FilesProvider
 
-        return FilesProvider(desired.machine_configs)
-    from trustplan.providers.talos.provider import TalosProvider
+            return FilesProvider(desired.machine_configs)
+        case "talos":
+            from trustplan.providers.talos.provider import TalosProvider
 
-    assert desired.talosconfig is not None
-    return TalosProvider(
-        desired.talosconfig, desired.context, list(desired.nodes), verify_timeout=desired.rollout.timeout("talos")
-    )
+            assert desired.talosconfig is not None
+            return TalosProvider(
+                desired.talosconfig, desired.context, list(desired.nodes),
+                verify_timeout=desired.rollout.timeout("talos"),
+            )
+        case _:
+            assert_never(desired.provider)
 
 
 def iso_time(t: dt.datetime) -> str:
@@ -91,12 +97,18 @@ def iso_time(t: dt.datetime) -> str:
 
 @dataclass
 class Planned:
-    plan: Plan
-    document: dict[str, Any]
+    """A fresh plan: the saved form (what `-o` writes and the renderers show) and what it was made from."""
+
+    saved: SavedPlan
     resolved: Resolved
     live: LiveCluster
     notes: list[str] = field(default_factory=list)
     keystore: Keystore | None = None
+    operator: OperatorCredential | None = None  # the identity the plan's accept phase is sent with
+
+    @property
+    def plan(self) -> Plan:
+        return self.saved.plan
 
     def save_new_keys(self) -> None:
         """Store the keys of CAs generated for this plan, before any node sees them."""
@@ -104,9 +116,9 @@ class Planned:
         self.resolved.save_new(self.keystore)
 
 
-def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | None:
-    """The talosconfig's client identity by fingerprint (talos provider only)."""
-    if desired.provider != "talos":
+def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> OperatorCredential | None:
+    """The talosconfig's client identity by fingerprint (None: the provider takes no credential)."""
+    if not provider.capabilities.needs_credential:
         return None
     from trustplan.providers.talos.talosconfig import load_talosconfig
 
@@ -144,7 +156,7 @@ async def read_live(
     except NodeUnreachableError:
         raise
     except ProviderError as first:
-        if desired.provider != "talos" or "talos" not in desired.trust:
+        if not provider.capabilities.needs_credential or "talos" not in desired.trust:
             raise
         for credential in _fallback_credentials(desired, keystore, now):
             try:
@@ -206,6 +218,9 @@ async def make(
     resolved = resolve(desired, keystore, live.cas, now)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
+    operator = (
+        _operator(desired, provider, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted)
+    )
     inp = PlanInput(
         cluster=desired.cluster,
         nodes=live.nodes,
@@ -213,7 +228,7 @@ async def make(
         authorities=resolved.authorities(),
         now=now,
         outputs=planned_outputs(desired, checks),
-        operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
+        operator=operator,
     )
     try:
         plan = make_plan(inp)
@@ -232,35 +247,25 @@ async def make(
         if not c.works and (not plan.has_edits or c.path.exists())
     ]
     if plan.has_edits:
-        notes += await _dry_run(plan, live, resolved, provider, reader)
-        if desired.provider == "files":  # say when apply tightens a key-bearing file's mode
-            from trustplan.providers.files import tightened_modes
-
+        if provider.capabilities.dry_run:
+            notes += await _dry_run(plan, live, resolved, provider, reader)
+        modes = provider.capabilities.file_modes
+        if modes is not None:  # say when apply tightens a key-bearing file's mode
             changed = {e.node for e in plan.edits}
             cps = [n.address for n in plan.nodes if n.role == "controlplane" and n.address in changed]
-            notes += tightened_modes(desired.machine_configs, cps)
-    doc = to_document(plan)
-    doc.update(
-        format_version=1,
-        format_minor=2,
+            notes += modes.tightened_modes(cps)
+    bindings = Bindings(
         tool_version=__version__,
-        created=iso_time(now),
-        expires=iso_time(now + expires_in),
+        created=now,
+        expires=now + expires_in,
         provider=desired.provider,
         desired_digest=desired.digest,
-        state={"lineage": state["lineage"], "serial": state["serial"]},
-        rollout=desired.rollout.to_document(),  # apply runs the phases as the plan says
+        lineage=state["lineage"],
+        serial=state["serial"],
     )
-    paths = {
-        "talosconfig": desired.talosconfig_output,
-        "kubeconfig": desired.kubeconfig_output,
-        "secrets": desired.secrets,
-    }
-    for phase in doc["phases"]:
-        for out in phase["outputs"]:
-            out["path"] = str(paths[out["output"]])
-    validate_document(doc, "plan")
-    return Planned(plan, doc, resolved, live, notes, keystore)
+    paths = {kind: str(path) for kind, path in desired.output_paths().items()}
+    saved = planfile.new(plan, bindings, paths, desired.rollout.saved())
+    return Planned(saved, resolved, live, notes, keystore, operator)
 
 
 async def plan_desired(
@@ -281,7 +286,7 @@ async def plan_desired(
         planned = await make(
             desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted
         )
-        check_backend_outside(desired, planned.document)
+        check_backend_outside(desired, planned.plan)
         return planned
     finally:
         await provider.close()
@@ -297,21 +302,20 @@ async def unlisted_nodes(
     server certificate. With the talos provider, the cluster's Members (the discovery service's
     view) are compared with cluster.nodes; with files, the notes say which nodes the plan covers.
     """
-    revoking = [e for e in plan.edits if e.kind in ("swap", "remove")]
+    revoking = [e for e in plan.edits if op.revokes(e)]
     if not revoking:
         return []
     listed = {n.address for n in desired.nodes}
-    if desired.provider == "files":
+    lister = provider.capabilities.members
+    if lister is None:  # no member list to compare with: say which nodes the plan covers
+        where = "cluster.machineConfigs" if desired.machine_configs else "cluster.nodes"
         return [
-            f"note: this rotation covers the {len(listed)} nodes of cluster.machineConfigs "
+            f"note: this rotation covers the {len(listed)} nodes of {where} "
             f"({', '.join(n.address for n in plan.nodes)}); any other node of the cluster keeps its CAs "
             "and loses trust in the new ones"
         ]
-    members_of = getattr(provider, "members", None)
-    if members_of is None:
-        return []
     try:
-        members = await members_of(reader)
+        members = await lister.members(reader)
     except ProviderError as exc:
         return [f"warning: could not list the cluster members to look for nodes left out of cluster.nodes: {exc}"]
     unlisted = [(a, role, host) for a, role, host in members if a not in listed]

@@ -17,12 +17,14 @@ import yaml
 
 from trustplan import schemas
 from trustplan.errors import InputError, SchemaError
+from trustplan.planner.ops import OutputKind
 from trustplan.providers.base import NodeRef
 from trustplan.state.backend import KubernetesStateSpec, StateBackend
 from trustplan.system import safeio, safeyaml
 
 if TYPE_CHECKING:
     from trustplan.formats.keystore import Keystore
+    from trustplan.formats.savedplan import PlanRollout
 
 DEFAULT_NAME = "trustplan.yaml"
 PKIName = Literal["talos", "kubernetes"]
@@ -69,17 +71,18 @@ class Rollout:
             gate_parallelism=n,
         )
 
-    def to_document(self) -> dict[str, int]:
-        """The plan document's `rollout`."""
-        return {"controlplane": self.controlplane_parallelism, "worker": self.worker_parallelism,
-                "canary": self.canary, "gates": self.gate_parallelism}
+    def saved(self) -> PlanRollout:
+        """What a plan saves of it (apply runs the phases as the plan says)."""
+        from trustplan.formats.savedplan import PlanRollout
 
-    def from_document(self, doc: dict[str, int] | None) -> Rollout:
+        return PlanRollout(self.controlplane_parallelism, self.worker_parallelism, self.canary, self.gate_parallelism)
+
+    def following(self, saved: PlanRollout | None) -> Rollout:
         """The rollout a plan saved (plans made before it was saved: this one)."""
-        if not doc:
+        if saved is None:
             return self
-        return replace(self, controlplane_parallelism=doc["controlplane"], worker_parallelism=doc["worker"],
-                       canary=doc["canary"], gate_parallelism=doc["gates"])
+        return replace(self, controlplane_parallelism=saved.controlplane, worker_parallelism=saved.worker,
+                       canary=saved.canary, gate_parallelism=saved.gates)
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,11 @@ class DesiredState:
     def error(self, message: str, path: str, *, hint: str | None = None) -> InputError:
         return InputError(str(self.path), message, path=path, line=self.lines.get(path), hint=hint)
 
+    def output_paths(self) -> dict[OutputKind, Path | None]:
+        """Where each output is written (None: not configured), by output kind."""
+        return {"talosconfig": self.talosconfig_output, "kubeconfig": self.kubeconfig_output,
+                "secrets": self.secrets}
+
     def kube_servers(self, controlplanes: list[str]) -> list[str]:
         """The Kubernetes API servers the gates check: cluster.kubernetes.endpoints, else
         https://<address>:<cluster.kubernetes.port> of each control plane."""
@@ -126,9 +134,10 @@ class DesiredState:
 
     def state_backend(self) -> StateBackend:
         """Where the state lives: the file `state`, or the `state: {backend: kubernetes}` Secret."""
+        from trustplan.providers.kubernetes import KubeconfigAPI
         from trustplan.state import open_backend
 
-        return open_backend(self.state, self.state_remote)
+        return open_backend(self.state, self.state_remote, KubeconfigAPI.for_state)
 
     def open_keystore(self) -> Keystore:
         """The keystore directory; with keystore.age, every key in it is encrypted to the recipients."""

@@ -1,5 +1,6 @@
 """What apply writes for people once the new CA is proven (after the swap gate, before the remove
-phase): talosconfig, kubeconfig, secrets.yaml.
+phase): talosconfig, kubeconfig, secrets.yaml. (The talosconfig is written by
+trustplan.providers.talos.talosconfig.write_talosconfig, beside its reader.)
 
 Each file holds a private key and is written atomically with mode 0600; the file it replaces is kept
 as `<name>.backup` (0600), so a credential that worked before the run is never lost.
@@ -16,71 +17,10 @@ import yaml
 
 from trustplan.errors import InputError
 from trustplan.system import safeyaml
-from trustplan.system.atomic import write_atomic
+from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import read_regular
 from trustplan.talos import caedit, pki, yamledit
 from trustplan.talos.machineconfig import dump_yaml, load_yaml
-
-
-def backup_path(path: Path) -> Path:
-    return path.with_name(path.name + ".backup")
-
-
-def replace_with_backup(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` atomically; first keep the current file, if different, as its backup."""
-    try:
-        old = path.read_bytes()
-    except FileNotFoundError:
-        old = None
-    if old is not None and old != data:
-        write_atomic(backup_path(path), old, mode=0o600)
-    write_atomic(path, data, mode=mode)
-
-
-def talosconfig_document(
-    context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes
-) -> dict[str, Any]:
-    return {
-        "context": context,
-        "contexts": {
-            context: {
-                "endpoints": endpoints,
-                "ca": pki.b64encode_pem(ca_pem),
-                "crt": pki.b64encode_pem(crt_pem),
-                "key": pki.b64encode_pem(key_pem),
-            }
-        },
-    }
-
-
-def write_talosconfig(
-    path: Path, context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes
-) -> None:
-    """One context, like `talosctl rotate-ca -o`: endpoints kept, `ca` = the new CA, no `nodes`."""
-    replace_with_backup(path, dump_yaml(talosconfig_document(context, endpoints, ca_pem, crt_pem, key_pem)).encode())
-
-
-def kubeconfig_document(cluster: str, server: str, ca_bundle: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:
-    user = f"admin@{cluster}"
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": cluster, "cluster": {"server": server, "certificate-authority-data": pki.b64encode_pem(ca_bundle)}}
-        ],
-        "users": [
-            {
-                "name": user,
-                "user": {
-                    "client-certificate-data": pki.b64encode_pem(crt_pem),
-                    "client-key-data": pki.b64encode_pem(key_pem),
-                },
-            }
-        ],
-        "contexts": [{"name": user, "context": {"cluster": cluster, "namespace": "default", "user": user}}],
-        "current-context": user,
-        "preferences": {},
-    }
 
 
 def merge_kubeconfig(existing: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -12,10 +12,16 @@
 The document binds the plan to what it was computed from: every node's live config digest, the
 state lineage and serial, the desired-state digest, the tool version, and an expiry. It never holds
 a private key. A flipped byte anywhere fails the digest (or the magic, or the length).
+
+    new(plan, bindings, paths, rollout) -> SavedPlan   a fresh plan, its document schema-checked
+    encode(saved, signing_key) -> bytes                the file
+    decode(data, source) -> SavedPlan                  container, JSON, schema, structure, then typed
+    read(path) -> SavedPlan
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -30,11 +36,16 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from trustplan import __version__, schemas
 from trustplan.errors import PlanFileError
+from trustplan.formats import savedplan
+from trustplan.formats.plancheck import check_structure
+from trustplan.formats.savedplan import Bindings, PlanRollout, SavedPlan
+from trustplan.planner import Plan
+from trustplan.planner.ops import OutputKind
 
 MAGIC = b"TRUSTPLAN\0"
 SIG_MAGIC = b"SIG\0"
 _SIG_SIZE = len(SIG_MAGIC) + 32 + 64
-FORMAT_VERSION = 1
+FORMAT_VERSION = savedplan.FORMAT_VERSION
 _HEADER = struct.Struct(">10sHI")
 
 
@@ -42,8 +53,40 @@ def canonical_json(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def encode(document: dict[str, Any], signing_key: ed25519.Ed25519PrivateKey | None = None) -> bytes:
-    body = canonical_json(document)
+def new(
+    plan: Plan,
+    bindings: Bindings,
+    paths: dict[OutputKind, str],
+    rollout: PlanRollout | None,
+    format_minor: int = savedplan.FORMAT_MINOR,
+) -> SavedPlan:
+    """A freshly made plan as it will be saved (its document checked against the plan schema)."""
+    bindings = dataclasses.replace(  # the document keeps whole seconds: so does the typed plan
+        bindings, created=bindings.created.replace(microsecond=0), expires=bindings.expires.replace(microsecond=0)
+    )
+    doc = savedplan.document(plan, bindings, paths, rollout, format_minor)
+    validate_document(doc, "plan")
+    return SavedPlan(
+        plan=plan,
+        bindings=bindings,
+        outputs=tuple(savedplan.SavedOutput(o, paths.get(o.output)) for o in plan.outputs),
+        rollout=rollout,
+        format_minor=format_minor,
+        document=canonical_json(doc),
+    )
+
+
+def encode(saved: SavedPlan, signing_key: ed25519.Ed25519PrivateKey | None = None) -> bytes:
+    """The plan file of a saved plan (signed with `signing_key` if given)."""
+    return _container(saved.document, signing_key)
+
+
+def encode_document(document: dict[str, Any], signing_key: ed25519.Ed25519PrivateKey | None = None) -> bytes:
+    """A plan file around any document (tests craft doctored plans with it)."""
+    return _container(canonical_json(document), signing_key)
+
+
+def _container(body: bytes, signing_key: ed25519.Ed25519PrivateKey | None) -> bytes:
     head = _HEADER.pack(MAGIC, FORMAT_VERSION, len(body)) + body
     data = head + hashlib.sha256(head).digest()
     if signing_key is not None:
@@ -117,9 +160,11 @@ def load_verify_key(path: Path, source: str) -> ed25519.Ed25519PublicKey:
     return key
 
 
-def decode(data: bytes, source: str) -> dict[str, Any]:
-    """Check magic, version, length, digest (and a signature's shape); return the document.
-    Never partially trusts input. Whether the signature is valid is check_signature's job."""
+def decode(data: bytes, source: str) -> SavedPlan:
+    """Check magic, version, length, digest (and a signature's shape), the JSON, the plan schema and
+    the document's structure; return the typed plan. Never partially trusts input: anything wrong
+    is one PlanFileError naming the file and where. Whether the signature is valid is
+    check_signature's job."""
     if len(data) < _HEADER.size + 32 or data[:10] != MAGIC:
         raise PlanFileError(
             f"{source}: not a trustplan plan file (bad magic)", hint="make one with `trustplan plan -o plan.bin`"
@@ -159,10 +204,9 @@ def decode(data: bytes, source: str) -> dict[str, Any]:
         raise PlanFileError(f"{source}: plan document is not a JSON object",
                             hint="re-create it with `trustplan plan -o ...`")
     validate_document(doc, source)
-    from trustplan.engine.planverify import check_structure
-
     check_structure(doc, source)
-    return doc
+    key = signer(data)
+    return savedplan.from_document(doc, head[_HEADER.size :], key_fingerprint(key) if key is not None else None)
 
 
 def validate_document(doc: dict[str, Any], source: str) -> None:
@@ -188,15 +232,14 @@ def read_bytes(path: Path) -> bytes:
     return read_regular(path, what="plan file", hint="give the plan file made by `trustplan plan -o plan.bin`")
 
 
-def read(path: Path) -> dict[str, Any]:
+def read(path: Path) -> SavedPlan:
     return decode(read_bytes(path), str(path))
 
 
-def check_expiry(doc: dict[str, Any], now: dt.datetime, source: str) -> None:
-    expires = dt.datetime.strptime(doc["expires"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    if now >= expires:
+def check_expiry(saved: SavedPlan, now: dt.datetime, source: str) -> None:
+    if now >= saved.bindings.expires:
         raise PlanFileError(
-            f"{source}: plan expired at {doc['expires']}",
+            f"{source}: plan expired at {savedplan.iso_time(saved.bindings.expires)}",
             hint="make a fresh plan with `trustplan plan -o ...` and review it again",
         )
 

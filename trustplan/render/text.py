@@ -1,21 +1,34 @@
-"""Renderings of a plan. They only read the Plan (and the document's bindings), so `plan` and
-`show plan.bin` print the same thing.
+"""Renderings of a saved plan for a terminal and as JSON. They only read the SavedPlan, so `plan`
+and `show plan.bin` print the same thing (the Markdown form is trustplan.render.markdown).
 
-    text(plan, doc)      for a terminal
-    markdown(plan, doc)  for a pull-request comment (trustplan.render.markdown has the full form)
-    json_text(doc)       the plan document itself, pretty-printed with sorted keys
+    text(saved)          for a terminal
+    summary(saved)       `--summary`: the summary line and the warnings
+    json_text(saved)     the plan document itself, pretty-printed with sorted keys
+    summary_line(plan), apply_line(plan, ...)   the one-line verdicts of `plan` and `apply`
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import assert_never
 
+from trustplan.formats.savedplan import SavedPlan, iso_time
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
 
-SYMBOL = {"accept": "+", "swap": "~", "remove": "-"}
+
+def symbol(e: Edit) -> str:
+    """The mark of an edit in a listing: + adds trust, ~ changes the issuer, - revokes."""
+    match e:
+        case AcceptCA():
+            return "+"
+        case SwapIssuer():
+            return "~"
+        case RemoveCA():
+            return "-"
+        case _:
+            assert_never(e)
 
 
 def change_counts(plan: Plan) -> str:
@@ -60,33 +73,20 @@ def apply_line(plan: Plan, writes_done: int, gates_passed: int) -> str:
     return f"Apply complete: {change_counts(plan)}{done}, {gate_count(gates_passed)} passed."
 
 
-def describe_edit(plan: Plan, e: Edit) -> str:
-    match e:
-        case AcceptCA(ca=ca):
-            return f"accept {plan.label(ca)}"
-        case SwapIssuer(new=new, old=old) if old == new:
-            return f"restore the key of {plan.label(new)} (the config has the certificate only)"
-        case SwapIssuer(new=new, old=old):
-            held = "cert + key" if e.with_key else "cert only"
-            was = f"; {plan.label(old)} moves to accepted" if old else ""
-            return f"issue from {plan.label(new)} ({held}){was}"
-        case RemoveCA(ca=ca):
-            return f"remove {plan.label(ca)}  (revokes what it issued on this node)"
-
-
 def _credential(plan: Plan, issuer: str, trusted: tuple[str, ...]) -> str:
     return f"admin cert from {plan.label(issuer)}, trusting [{', '.join(plan.label(t) for t in trusted)}]"
 
 
-def text(plan: Plan, doc: dict[str, Any]) -> str:
+def text(saved: SavedPlan) -> str:
+    plan, bound = saved.plan, saved.bindings
     lines: list[str] = []
     n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
     managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
     lines.append(
-        f'trustplan: cluster "{plan.cluster}" ({doc.get("provider", "?")} provider), '
+        f'trustplan: cluster "{plan.cluster}" ({bound.provider} provider), '
         f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing the {managed} CA"
     )
-    lines.append(f"plan made {doc.get('created', '?')}, expires {doc.get('expires', '?')}")
+    lines.append(f"plan made {iso_time(bound.created)}, expires {iso_time(bound.expires)}")
     lines.append("")
     if plan.new_authorities:
         lines.append("New authorities (approve these fingerprints):")
@@ -106,8 +106,8 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
                 role = edits[0].role
                 for e in edits:
                     lines.append(
-                        f"  {SYMBOL[e.kind]} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
-                        f"{describe_edit(plan, e)}"
+                        f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
+                        f"{plan.describe(e)}"
                     )
             for g in phase.gates:
                 lines.append(
@@ -115,29 +115,26 @@ def text(plan: Plan, doc: dict[str, Any]) -> str:
                     f"{_credential(plan, g.credential.issuer, g.credential.trusted)}"
                 )
             lines.append("")
-        outs = plan.outputs
-        if outs:
+        if saved.outputs:
             names = [p.name for p in plan.phases]
             before_remove = "remove" in names and names.index("outputs") < names.index("remove")
             lines.append("Outputs (written before the remove phase starts):" if before_remove else "Outputs:")
-            paths = {o["output"]: o.get("path", "") for p in doc.get("phases", []) for o in p["outputs"]}
-            for o in outs:
-                lines.append(f"  > {o.output:<12} {paths.get(o.output, '')}  (from {plan.label(o.ca)})")
+            for o in saved.outputs:
+                lines.append(f"  > {o.step.output:<12} {o.path or ''}  (from {plan.label(o.step.ca)})")
             lines.append("")
     if plan.warnings:
         lines.append("Warnings:")
-        lines += [f"  ! {w}" for w in plan.warnings]
+        lines += [f"  ! {w.message}" for w in plan.warnings]
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
 
 
-def markdown(plan: Plan, doc: dict[str, Any]) -> str:
-    """The Markdown for GitHub, without a plan file (see trustplan.render.markdown for the options)."""
-    from trustplan.render.markdown import render
-
-    return render(plan, doc)
+def summary(saved: SavedPlan) -> str:
+    """The short form for a terminal: the summary line, then each warning."""
+    return summary_line(saved.plan) + "\n" + "".join(f"  ! {w.message}\n" for w in saved.plan.warnings)
 
 
-def json_text(doc: dict[str, Any]) -> str:
-    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+def json_text(saved: SavedPlan) -> str:
+    """The plan document as saved (fields of a newer format included), pretty-printed."""
+    return json.dumps(json.loads(saved.document), indent=2, sort_keys=True) + "\n"

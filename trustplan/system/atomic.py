@@ -51,6 +51,23 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def backup_path(path: Path) -> Path:
+    """Where replace_with_backup keeps the file it replaced: `<name>.backup`."""
+    return path.with_name(path.name + ".backup")
+
+
+def replace_with_backup(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` atomically; first keep the current file, if different, as its backup
+    (0600: the files written this way hold private keys)."""
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    if old is not None and old != data:
+        write_atomic(backup_path(path), old, mode=0o600)
+    write_atomic(path, data, mode=mode)
+
+
 #: A temp file older than this is a leftover of a killed write, not one in progress.
 STALE_TEMP_SECONDS = 600.0
 

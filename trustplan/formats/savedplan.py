@@ -1,0 +1,157 @@
+"""The saved plan, typed: what `plan.bin` holds, read once by the codec (trustplan.formats.planfile)
+and from then on only by its fields.
+
+    SavedPlan    the Plan (steps, CAs, nodes, typed warnings), its Bindings, where each output is
+                 written, the rollout apply runs with, who signed the file, and the canonical JSON
+    Bindings     what the plan was made from and for: tool, time window, provider, desired-state
+                 digest, state lineage and serial
+    document(saved parts) -> dict / from_document(doc) -> SavedPlan: the mapping to and from the
+                 plan document (schemas/plan.schema.json); only the codec calls them
+
+Every field a renderer, `show`, `apply` or a policy reads is here; the JSON text itself is kept as
+bytes (`SavedPlan.document`), for `--format json` and for writing the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from trustplan.planner import Plan
+from trustplan.planner import document as plandoc
+from trustplan.planner.ops import OutputKind, WriteOutput
+
+FORMAT_VERSION = 1
+#: Additive changes within format 1 this trustplan writes (1.1: `new`, warning_details; 1.2: rollout).
+FORMAT_MINOR = 2
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+Provider = Literal["files", "talos"]
+
+
+def iso_time(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime(TIME_FORMAT)
+
+
+def parse_time(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Bindings:
+    """What a plan was computed from and is valid for; apply refuses it when any of these changed."""
+
+    tool_version: str
+    created: dt.datetime
+    expires: dt.datetime
+    provider: Provider
+    desired_digest: str
+    lineage: str | None
+    serial: int
+
+
+@dataclass(frozen=True)
+class PlanRollout:
+    """How apply runs each phase, as the plan saved it: nodes at once per role (control planes
+    first), canary workers, nodes a gate probes at once."""
+
+    controlplane: int
+    worker: int
+    canary: int
+    gates: int
+
+
+@dataclass(frozen=True)
+class SavedOutput:
+    """A file the plan writes after its last gate (before remove): the step and its path."""
+
+    step: WriteOutput
+    path: str | None
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """A plan as saved: built by the codec only (planfile.new for a fresh plan, planfile.decode for a
+    file), so its fields and `document` always say the same thing."""
+
+    plan: Plan
+    bindings: Bindings
+    outputs: tuple[SavedOutput, ...]  # the plan's outputs, in order, with their paths
+    rollout: PlanRollout | None  # None: a plan made before rollouts were saved
+    format_minor: int
+    #: the SHA-256 fingerprint of the Ed25519 key that signed the file (None: unsigned, or not saved)
+    signer: str | None = None
+    #: top-level sections of the document that say something other than its steps: a doctored
+    #: summary, or fields of a newer format. Shown as written; apply refuses the plan.
+    inconsistent: tuple[str, ...] = ()
+    #: the canonical JSON of the plan document (what the file holds, and `--format json` prints)
+    document: bytes = field(default=b"", repr=False, compare=False)
+
+    def path_of(self, output: OutputKind) -> str | None:
+        return next((o.path for o in self.outputs if o.step.output == output), None)
+
+
+def document(
+    plan: Plan,
+    bindings: Bindings,
+    paths: dict[OutputKind, str],
+    rollout: PlanRollout | None,
+    format_minor: int = FORMAT_MINOR,
+) -> dict[str, Any]:
+    """The plan document: the plan's own content, its output paths, the bindings."""
+    doc = plandoc.to_document(plan)
+    for phase in doc["phases"]:
+        for out in phase["outputs"]:
+            if out["output"] in paths:
+                out["path"] = paths[out["output"]]
+    doc.update(
+        format_version=FORMAT_VERSION,
+        format_minor=format_minor,
+        tool_version=bindings.tool_version,
+        created=iso_time(bindings.created),
+        expires=iso_time(bindings.expires),
+        provider=bindings.provider,
+        desired_digest=bindings.desired_digest,
+        state={"lineage": bindings.lineage, "serial": bindings.serial},
+    )
+    if rollout is not None:
+        doc["rollout"] = {"controlplane": rollout.controlplane, "worker": rollout.worker,
+                          "canary": rollout.canary, "gates": rollout.gates}
+    return doc
+
+
+def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> SavedPlan:
+    """The typed plan of a schema-valid, structurally checked document (planfile.decode)."""
+    plan = plandoc.from_document(doc)
+    bindings = Bindings(
+        tool_version=doc["tool_version"],
+        created=parse_time(doc["created"]),
+        expires=parse_time(doc["expires"]),
+        provider=doc["provider"],
+        desired_digest=doc["desired_digest"],
+        lineage=doc["state"]["lineage"],
+        serial=doc["state"]["serial"],
+    )
+    paths: dict[OutputKind, str] = {}
+    for phase in doc["phases"]:
+        for out in phase["outputs"]:
+            if "path" in out:
+                paths.setdefault(out["output"], out["path"])
+    r = doc.get("rollout")
+    rollout = PlanRollout(r["controlplane"], r["worker"], r["canary"], r["gates"]) if r else None
+    minor = doc.get("format_minor", 0)
+    # what the typed plan says, serialized again: any section that differs was not written by the
+    # planner from these steps (a summary edited to hide a remove, fields of a newer format)
+    again = document(plan, bindings, paths, rollout, minor)
+    inconsistent = tuple(k for k in sorted(plandoc.to_document(plan)) if k in doc and doc[k] != again[k])
+    return SavedPlan(
+        plan=plan,
+        bindings=bindings,
+        outputs=tuple(SavedOutput(o, paths.get(o.output)) for o in plan.outputs),
+        rollout=rollout,
+        format_minor=minor,
+        signer=signer,
+        inconsistent=inconsistent,
+        document=canonical,
+    )
