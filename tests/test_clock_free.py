@@ -26,7 +26,7 @@ TESTS = Path(__file__).resolve().parent
 MAX_POLL = 0.1  # seconds: the longest sleep that is a poll between looks, not a wait for time to pass
 
 CLOCKS = {"monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "time", "time_ns", "process_time"}
-DURATION_NAME = re.compile(r"^(elapsed|waited|duration|took)(_.*)?$|_(elapsed|duration)$")
+DURATION_NAME = re.compile(r"^(elapsed|waited|duration|took)(_(s|ms|seconds))?$|_(elapsed|duration)$")
 
 
 def _is_clock_call(node: ast.AST) -> bool:
