@@ -9,8 +9,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, assert_never
 
-from trustplan.planner.model import PKI, Authority, LiveNode, LiveTrust
-from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.model import PKI, Authority, Credential, LiveNode, LiveTrust
+from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 
 from trustplan.errors import GateFailedError
 from trustplan.talos import machineconfig, pki
@@ -30,7 +30,7 @@ def check_gate(
     where: str,
     cfg: machineconfig.MachineConfig,
     controlplanes: Iterable[tuple[str, machineconfig.MachineConfig]],
-    credential: Credential,
+    credential: TLSIdentity,
 ) -> None:
     """The config (`where` names it in messages) is valid, trusts client certs from the credential's
     issuer, and the node's server cert (a control plane's own issuer; a worker's comes from the

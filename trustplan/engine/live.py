@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from trustplan.errors import InputError
 from trustplan.planner import LiveNode, LiveTrust
-from trustplan.providers.base import Credential, NodeConfig, NodeRef, Provider
+from trustplan.providers.base import NodeConfig, NodeRef, Provider, TLSIdentity
 from trustplan.talos import machineconfig, pki
 from trustplan.talos.machineconfig import MachineConfig
 
@@ -72,7 +72,7 @@ async def read_cluster(
     provider: Provider,
     nodes: tuple[NodeRef, ...],
     managed: tuple[str, ...],
-    credential: Credential | None = None,
+    credential: TLSIdentity | None = None,
     concurrency: int = 32,
     on_read: Callable[[str], None] | None = None,
 ) -> LiveCluster:
