@@ -15,11 +15,13 @@ from trustplan.talos.machineconfig import MachineConfig
 
 @dataclass
 class LiveCA:
-    """A CA found in some node's config; `key_pem` when a control plane holds its key."""
+    """A CA found in some node's config (or a secrets file); `key_pem` when a control plane holds its
+    key; `issuing_on`: where it was seen issuing (what `trustplan init` reports)."""
 
     ca: pki.CACert
     pki: str
     key_pem: bytes | None = field(default=None, repr=False)
+    issuing_on: tuple[str, ...] = ()
 
 
 @dataclass
