@@ -38,8 +38,7 @@ class LiveCluster:
 def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTrust:
     fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
 
-    def note(pem: bytes, path: str, key: bytes | None = None) -> str:
-        ca = pki.CACert.from_pem(pem, cfg.source)
+    def note(ca: pki.CACert, path: str, key: bytes | None = None) -> str:
         entry = cas.setdefault(ca.fingerprint, LiveCA(ca, pki_name))
         if key is not None and entry.key_pem is None:
             k = pki.load_key_pem(key, cfg.source, path)
@@ -57,8 +56,9 @@ def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTru
         )
     else:
         ca_path, accepted_path = "cluster.ca", "cluster.acceptedCAs"
-    issuer = note(fields.issuer, ca_path, fields.issuer_key) if fields.issuer else None
-    accepted = tuple(note(p, accepted_path) for p in fields.accepted)
+    issuing, accepted_cas = fields.cas(cfg.source)
+    issuer = note(issuing, ca_path, fields.issuer_key) if issuing is not None else None
+    accepted = tuple(note(ca, accepted_path) for ca in accepted_cas)
     return LiveTrust(issuer, fields.issuer_key is not None, accepted)
 
 

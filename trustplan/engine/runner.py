@@ -351,7 +351,8 @@ class PhaseRunner:
         remove phase, and must not keep trusting a CA that phase revokes)."""
         cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
         fields = self.configs[cp].ca_fields("kubernetes")
-        pems = {pki.CACert.from_pem(p).fingerprint: p for p in (fields.issuer, *fields.accepted) if p}
+        issuing, accepted_cas = fields.cas(f"node {cp}")
+        pems = {ca.fingerprint: ca.pem for ca in (issuing, *accepted_cas) if ca is not None}
         after = next((t.after for t in self.plan.targets if t.node == cp and t.pki == "kubernetes"), None)
         accepted = list(after.accepted) if after is not None else [fp for fp in pems if fp != issuer]
         fps = [issuer, *(fp for fp in accepted if fp != issuer)]
