@@ -91,10 +91,6 @@ def make_provider(desired: DesiredState) -> Provider:
             assert_never(desired.provider)
 
 
-def iso_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class Planned:
     """A fresh plan: the saved form (what `-o` writes and the renderers show) and what it was made from."""
