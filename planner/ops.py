@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, assert_never
 
 from trustplan.planner.model import PKI, LiveTrust, Role
+from trustplan.planner.model import Credential as Credential  # what Gate and Phase hold: `op.Credential`
 
 PhaseName = Literal["accept", "swap", "remove", "outputs"]
 OutputKind = Literal["talosconfig", "kubeconfig", "secrets"]
@@ -128,14 +129,6 @@ def key_needed(edit: Edit) -> str | None:
             return new if edit.with_key else None
         case _:
             assert_never(edit)
-
-
-@dataclass(frozen=True)
-class Credential:
-    """A client identity in the plan: a cert issued by `issuer` (or the operator's), trusting `trusted`."""
-
-    issuer: str  # a CA fingerprint (the operator's own CA for the operator's credential)
-    trusted: tuple[str, ...]  # fingerprints of the server CAs the client accepts
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.providers.files import FilesProvider
 from trustplan.providers.memory import MemoryProvider
 from trustplan.providers.sim import configgen
@@ -35,9 +35,9 @@ class Subject:
 Contract = Callable[[Subject], Awaitable[None]]
 
 
-def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> Credential:
+def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> TLSIdentity:
     cert, key = pki.issue_client_cert(ca.cert, ca.key, "os:admin", pki.utcnow())
-    return Credential(
+    return TLSIdentity(
         pki="talos",
         issuer=pki.fingerprint(ca.cert),
         trusted=tuple(pki.fingerprint(t.cert) for t in trusted),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, describe_error, kubeconfig_dict, server_for
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
@@ -20,13 +20,13 @@ from trustplan.talos import pki
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 300}
 
 
-def admin(ca_cert: Any, ca_key: Any, trusted: bytes, group: str = "system:masters") -> Credential:
+def admin(ca_cert: Any, ca_key: Any, trusted: bytes, group: str = "system:masters") -> TLSIdentity:
     cert, key = pki.issue_client_cert(ca_cert, ca_key, group, pki.utcnow(), common_name="admin")
     fp = pki.fingerprint(ca_cert)
-    return Credential("kubernetes", fp, (fp,), pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trusted)
+    return TLSIdentity("kubernetes", fp, (fp,), pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trusted)
 
 
-def cluster_admin(c: SimCluster) -> Credential:
+def cluster_admin(c: SimCluster) -> TLSIdentity:
     return admin(c.secrets.k8s.cert, c.secrets.k8s.key, c.secrets.k8s.crt_pem)
 
 
@@ -41,7 +41,7 @@ def checker(c: SimCluster, timeout: float = 10.0) -> KubernetesChecker:
 def test_server_for_and_kubeconfig_dict_hold_no_surprises() -> None:
     assert server_for("10.5.0.2") == "https://10.5.0.2:6443"
     assert server_for("fd00::2", 7443) == "https://[fd00::2]:7443"
-    cred = Credential("kubernetes", "sha256:x", ("sha256:x",), b"CRT", b"KEY", b"CA")
+    cred = TLSIdentity("kubernetes", "sha256:x", ("sha256:x",), b"CRT", b"KEY", b"CA")
     doc = kubeconfig_dict("https://a:6443", cred)
     assert doc["clusters"][0]["cluster"] == {"server": "https://a:6443", "certificate-authority-data": "Q0E="}
     assert "KEY" not in repr(cred) and "CRT" not in repr(cred)
