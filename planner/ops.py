@@ -1,19 +1,26 @@
-"""The closed set of plan steps. Renderers, the applier and the safety check `match` on these.
+"""The closed set of plan steps. Renderers, the applier and the safety check `match` on these, with
+`assert_never` in the last case, so mypy proves every kind handled wherever an op is interpreted.
 
 Edit  = AcceptCA | SwapIssuer | RemoveCA     changes to one node's CA fields for one PKI
 Gate                                        a verification between phases
 WriteOutput                                 a file written after the last gate
+
+    apply_edit(trust, edit)   what an edit does to a node's CA fields (the planner, the safety check
+                              and the config rewrite all use this one rule)
+    revokes(edit)             whether a node outside the plan can lose contact with the edited node
+    new_issuer(edit)          the CA an edit makes the node issue from, if any
+    key_needed(edit)          the CA whose private key an edit writes into the config, if any
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, assert_never
 
-from trustplan.planner.model import PKI, Role
+from trustplan.planner.model import PKI, LiveTrust, Role
+from trustplan.planner.model import Credential as Credential  # what Gate and Phase hold: `op.Credential`
 
 PhaseName = Literal["accept", "swap", "remove", "outputs"]
-PHASES: tuple[PhaseName, ...] = ("accept", "swap", "remove", "outputs")
 OutputKind = Literal["talosconfig", "kubeconfig", "secrets"]
 
 
@@ -25,7 +32,7 @@ class AcceptCA:
     role: Role
     pki: PKI
     ca: str
-    kind: ClassVar[str] = "accept"
+    kind: ClassVar[Literal["accept"]] = "accept"
     destructive: ClassVar[bool] = False
 
     def reverse(self) -> RemoveCA:
@@ -41,7 +48,7 @@ class SwapIssuer:
     pki: PKI
     new: str
     old: str | None
-    kind: ClassVar[str] = "swap"
+    kind: ClassVar[Literal["swap"]] = "swap"
     destructive: ClassVar[bool] = False
 
     @property
@@ -62,7 +69,7 @@ class RemoveCA:
     role: Role
     pki: PKI
     ca: str
-    kind: ClassVar[str] = "remove"
+    kind: ClassVar[Literal["remove"]] = "remove"
     destructive: ClassVar[bool] = True
 
     def reverse(self) -> AcceptCA:
@@ -72,12 +79,56 @@ class RemoveCA:
 Edit = AcceptCA | SwapIssuer | RemoveCA
 
 
-@dataclass(frozen=True)
-class Credential:
-    """A client identity in the plan: a cert issued by `issuer` (or the operator's), trusting `trusted`."""
+def apply_edit(trust: LiveTrust, edit: Edit, key_available: bool = True) -> LiveTrust:
+    """The CA fields after one edit: the same rule the engine uses to rewrite a config."""
+    match edit:
+        case AcceptCA(ca=ca):
+            if ca in trust.trusted:
+                return trust
+            return LiveTrust(trust.issuer, trust.issuer_has_key, trust.accepted + (ca,))
+        case SwapIssuer(new=new, old=old):
+            accepted = tuple(c for c in trust.accepted if c != new)
+            if old is not None and old != new and old not in accepted:
+                accepted += (old,)
+            return LiveTrust(new, edit.with_key and key_available, accepted)
+        case RemoveCA(ca=ca):
+            return LiveTrust(trust.issuer, trust.issuer_has_key, tuple(c for c in trust.accepted if c != ca))
+        case _:
+            assert_never(edit)
 
-    issuer: str  # a CA fingerprint (the operator's own CA for the operator's credential)
-    trusted: tuple[str, ...]  # fingerprints of the server CAs the client accepts
+
+def revokes(edit: Edit) -> bool:
+    """Whether a node outside the plan, keeping its CAs, can lose contact with the edited node: the
+    node issues from a new CA (swap) or stops trusting one (remove). Adding a CA cannot."""
+    match edit:
+        case AcceptCA():
+            return False
+        case SwapIssuer() | RemoveCA():
+            return True
+        case _:
+            assert_never(edit)
+
+
+def new_issuer(edit: Edit) -> str | None:
+    """The CA the edit makes the node's issuer (a swap), or None."""
+    match edit:
+        case AcceptCA() | RemoveCA():
+            return None
+        case SwapIssuer(new=new):
+            return new
+        case _:
+            assert_never(edit)
+
+
+def key_needed(edit: Edit) -> str | None:
+    """The CA whose private key the edit writes into the node's config (a control plane's swap), or None."""
+    match edit:
+        case AcceptCA() | RemoveCA():
+            return None
+        case SwapIssuer(new=new):
+            return new if edit.with_key else None
+        case _:
+            assert_never(edit)
 
 
 @dataclass(frozen=True)
@@ -88,7 +139,7 @@ class Gate:
     after: PhaseName
     credential: Credential
     nodes: tuple[str, ...]
-    kind: ClassVar[str] = "gate"
+    kind: ClassVar[Literal["gate"]] = "gate"
     destructive: ClassVar[bool] = False
 
 
@@ -99,18 +150,16 @@ class WriteOutput:
     output: OutputKind
     pki: PKI
     ca: str
-    kind: ClassVar[str] = "output"
+    kind: ClassVar[Literal["output"]] = "output"
     destructive: ClassVar[bool] = False
-
-
-Step = Edit | Gate | WriteOutput
 
 
 @dataclass(frozen=True)
 class Phase:
     """A barrier: every edit of the phase is applied, then every gate passes, before the next phase.
 
-    `credential` is what the edits of this phase are sent with over the Talos API.
+    `credential` is what the edits of this phase are sent with over the Talos API (None: the
+    operator's own, e.g. no credential at all for configs on disk); the applier follows it.
     """
 
     name: PhaseName
@@ -125,3 +174,8 @@ class Phase:
 
     def edits_for(self, node: str) -> tuple[Edit, ...]:
         return tuple(e for e in self.edits if e.node == node)
+
+    @property
+    def destructive(self) -> bool:
+        """Whether an edit of the phase revokes trust (no way back to the old CAs after it runs)."""
+        return any(e.destructive for e in self.edits)

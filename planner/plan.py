@@ -13,12 +13,10 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from dataclasses import dataclass
 
-from trustplan.planner.model import PKI, PKIS, Authority, DesiredTrust, LiveNode, LiveTrust, PlanInput
+from trustplan.planner.model import PKI, PKIS, Authority, Credential, DesiredTrust, LiveNode, LiveTrust, PlanInput
 from trustplan.planner.ops import (
     AcceptCA,
-    Credential,
     Edit,
     Gate,
     Phase,
@@ -26,99 +24,16 @@ from trustplan.planner.ops import (
     RemoveCA,
     SwapIssuer,
     WriteOutput,
+    apply_edit,
 )
+from trustplan.planner.result import NodeTarget, Plan, PlanWarning
+from trustplan.planner.safety import UnsafePlan, check_plan
 
 CHANGE_PHASES: tuple[PhaseName, ...] = ("accept", "swap", "remove")
 
 
 class PlanningError(Exception):
     """The live cluster and the desired state cannot be reconciled (e.g. a role contradiction)."""
-
-
-@dataclass(frozen=True)
-class NodeTarget:
-    """One node's trust for one PKI before and after the plan."""
-
-    node: str
-    role: str
-    pki: PKI
-    before: LiveTrust
-    after: LiveTrust
-
-
-#: The kinds of warning the planner makes. A plan file from a newer trustplan may carry others (shown
-#: by their message); a format 1.0 file carries messages only, read back with the code "message".
-WARNING_CODES = ("ca-untrusted", "ca-expiring", "output-refused", "nodes-skipped")
-
-
-@dataclass(frozen=True)
-class PlanWarning:
-    """A warning a policy can match: a stable `code` (`ca-untrusted`: the CA `fingerprint` stops
-    being trusted by the `nodes` that trusted it; `ca-expiring`: a CA trusted after the plan expires
-    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`), the PKI and CA it
-    concerns (None when it concerns neither), the nodes, and the human sentence."""
-
-    code: str
-    pki: PKI | None
-    fingerprint: str | None
-    nodes: tuple[str, ...]
-    message: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    cluster: str
-    managed: tuple[PKI, ...]
-    authorities: tuple[Authority, ...]
-    nodes: tuple[LiveNode, ...]
-    targets: tuple[NodeTarget, ...]
-    phases: tuple[Phase, ...]
-    warnings: tuple[PlanWarning, ...]  # computed once, by make_plan; renderers only show them
-
-    @property
-    def has_changes(self) -> bool:
-        """Anything to do: node edits, or outputs to (re)write."""
-        return any(p.edits or p.outputs for p in self.phases)
-
-    @property
-    def has_edits(self) -> bool:
-        return any(p.edits for p in self.phases)
-
-    @property
-    def new_authorities(self) -> tuple[Authority, ...]:
-        """CAs no node trusted before the plan: the ones reviewers approve by fingerprint."""
-        before = {c for t in self.targets for c in t.before.trusted}
-        return tuple(a for a in self.authorities if a.fingerprint not in before)
-
-    def authority(self, fingerprint: str) -> Authority | None:
-        for a in self.authorities:
-            if a.fingerprint == fingerprint:
-                return a
-        return None
-
-    def label(self, fingerprint: str) -> str:
-        a = self.authority(fingerprint)
-        return a.label if a else fingerprint[: len("sha256:") + 12]
-
-    def desired_issuers(self) -> tuple[DesiredTrust, ...]:
-        """Each managed PKI's issuer at the end of the plan (from the first node's target)."""
-        seen: dict[PKI, DesiredTrust] = {}
-        for t in self.targets:
-            if t.pki not in seen and t.after.issuer is not None:
-                seen[t.pki] = DesiredTrust(t.pki, t.after.issuer, ())
-        return tuple(seen.values())
-
-    @property
-    def edits(self) -> tuple[Edit, ...]:
-        return tuple(e for p in self.phases for e in p.edits)
-
-    @property
-    def gates(self) -> tuple[Gate, ...]:
-        return tuple(g for p in self.phases for g in p.gates)
-
-    @property
-    def outputs(self) -> tuple[WriteOutput, ...]:
-        return tuple(o for p in self.phases for o in p.outputs)
 
 
 def node_sort_key(node: LiveNode) -> tuple[int, int, object, str]:
@@ -130,38 +45,23 @@ def node_sort_key(node: LiveNode) -> tuple[int, int, object, str]:
         return (0 if node.role == "controlplane" else 1, 9, 0, node.address)
 
 
-def apply_edit(trust: LiveTrust, edit: Edit, key_available: bool = True) -> LiveTrust:
-    """The CA fields after one edit: the same rule the engine uses to rewrite a config."""
-    match edit:
-        case AcceptCA(ca=ca):
-            if ca in trust.trusted:
-                return trust
-            return LiveTrust(trust.issuer, trust.issuer_has_key, trust.accepted + (ca,))
-        case SwapIssuer(new=new, old=old):
-            accepted = tuple(c for c in trust.accepted if c != new)
-            if old is not None and old != new and old not in accepted:
-                accepted += (old,)
-            return LiveTrust(new, edit.with_key and key_available, accepted)
-        case RemoveCA(ca=ca):
-            return LiveTrust(trust.issuer, trust.issuer_has_key, tuple(c for c in trust.accepted if c != ca))
-
-
 def _edits_for(node: LiveNode, want: DesiredTrust, trust: LiveTrust) -> dict[PhaseName, list[Edit]]:
     keep = set(want.accepted) | {want.issuer}
-    edits: dict[PhaseName, list[Edit]] = {"accept": [], "swap": [], "remove": []}
-    for ca in (want.issuer, *want.accepted):
-        if ca not in trust.trusted and all(getattr(e, "ca", None) != ca for e in edits["accept"]):
-            edits["accept"].append(AcceptCA(node.address, node.role, want.pki, ca))
+    accepts = [
+        AcceptCA(node.address, node.role, want.pki, ca)
+        for ca in dict.fromkeys((want.issuer, *want.accepted))
+        if ca not in trust.trusted
+    ]
+    swaps: list[SwapIssuer] = []
     key_missing = node.role == "controlplane" and not trust.issuer_has_key  # e.g. the right CA, but no key
     if trust.issuer != want.issuer or key_missing:
-        edits["swap"].append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
+        swaps.append(SwapIssuer(node.address, node.role, want.pki, want.issuer, trust.issuer))
     after_swap = trust
-    for e in edits["accept"] + edits["swap"]:
+    changes: list[Edit] = [*accepts, *swaps]
+    for e in changes:
         after_swap = apply_edit(after_swap, e)
-    for ca in after_swap.accepted:
-        if ca not in keep:
-            edits["remove"].append(RemoveCA(node.address, node.role, want.pki, ca))
-    return edits
+    removes = [RemoveCA(node.address, node.role, want.pki, ca) for ca in after_swap.accepted if ca not in keep]
+    return {"accept": [*accepts], "swap": [*swaps], "remove": [*removes]}
 
 
 def _check_roles(inp: PlanInput) -> None:
@@ -177,8 +77,6 @@ def _check_roles(inp: PlanInput) -> None:
 
 def make_plan(inp: PlanInput) -> Plan:
     """Diff live against desired and order the changes into phases with gates; then prove it safe."""
-    from trustplan.planner.safety import check_plan
-
     _check_roles(inp)
     nodes = tuple(sorted(inp.nodes, key=node_sort_key))
     desired = {d.pki: d for d in inp.desired}
@@ -215,7 +113,7 @@ def make_plan(inp: PlanInput) -> Plan:
         if "talos" in desired and phase != "accept":
             return gate_credential("talos", "accept" if phase == "swap" else phase)
         if inp.operator is not None:
-            return Credential(inp.operator.issuer, inp.operator.trusted)
+            return inp.operator
         return None
 
     phases: list[Phase] = []
@@ -235,7 +133,7 @@ def make_plan(inp: PlanInput) -> Plan:
 
     outs = _outputs(inp, desired, managed, refresh_only=not phases)
     if outs:  # after the swap gate, before remove: a working credential exists before anything is revoked
-        at = next((i for i, p in enumerate(phases) if p.name == "remove"), len(phases))
+        at = next((i for i, p in enumerate(phases) if p.destructive), len(phases))
         phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
     plan = Plan(
@@ -256,8 +154,6 @@ def suggest_accepted(inp: PlanInput) -> tuple[PKI, str] | None:
     """For a refused plan: a CA some node trusts now that, kept in `accepted`, makes the plan safe
     (the first such, by PKI then fingerprint); None when no single CA does. A half-done rotation
     often needs the old CA kept for one more plan; a later plan without it removes it safely."""
-    from trustplan.planner.safety import UnsafePlan
-
     for d in inp.desired:
         live = sorted({c for n in inp.nodes for c in n.trust(d.pki).trusted} - {d.issuer, *d.accepted})
         for ca in live:
@@ -334,3 +230,15 @@ def _warnings(plan: Plan, inp: PlanInput) -> tuple[PlanWarning, ...]:
             message = "already in the desired state, skipped: " + ", ".join(skipped)
             out.append(PlanWarning("nodes-skipped", None, None, skipped, message))
     return tuple({w.message: w for w in out}.values())
+
+
+__all__ = [
+    "NodeTarget",
+    "Plan",
+    "PlanWarning",
+    "PlanningError",
+    "apply_edit",
+    "make_plan",
+    "node_sort_key",
+    "suggest_accepted",
+]

@@ -15,13 +15,11 @@ The model follows Talos's trust rules (reference/talos.md §2):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import assert_never
 
-from trustplan.planner.model import PKI, LiveTrust, PlanInput
-from trustplan.planner.ops import Credential, Edit, Gate, RemoveCA
-
-if TYPE_CHECKING:
-    from trustplan.planner.plan import Plan
+from trustplan.planner.model import PKI, Credential, LiveTrust, PlanInput
+from trustplan.planner.ops import AcceptCA, Edit, Gate, OutputKind, RemoveCA, SwapIssuer, apply_edit
+from trustplan.planner.result import Plan
 
 
 class UnsafePlan(Exception):
@@ -152,13 +150,20 @@ class _Model:
     # --- applying edits ---------------------------------------------------------------------------
 
     def apply(self, node: _Node, edits: tuple[Edit, ...]) -> None:
-        from trustplan.planner.plan import apply_edit
-
         for e in edits:
             before = node.trust[e.pki]
-            if isinstance(e, RemoveCA) and e.ca == before.issuer:
-                raise UnsafePlan(f"removing {self.label(e.ca)} from {node.address} would remove its issuing CA")
-            node.trust[e.pki] = apply_edit(before, e, self.key_ok.get(getattr(e, "new", ""), False))
+            key_ok = False  # only a swap installs an issuer, with its key when the keystore has it
+            match e:
+                case AcceptCA():
+                    pass
+                case SwapIssuer(new=new):
+                    key_ok = self.key_ok.get(new, False)
+                case RemoveCA(ca=ca):
+                    if ca == before.issuer:
+                        raise UnsafePlan(f"removing {self.label(ca)} from {node.address} would remove its issuing CA")
+                case _:
+                    assert_never(e)
+            node.trust[e.pki] = apply_edit(before, e, key_ok)
         self.check_node(node)
         if "talos" in {e.pki for e in edits}:
             if node.role == "controlplane":
@@ -170,7 +175,7 @@ class _Model:
             self._reissue_worker(node)
         if "kubernetes" in self.managed:
             changed_cp_issuer = node.role == "controlplane" and any(
-                e.kind == "swap" for e in edits if e.pki == "kubernetes"
+                isinstance(e, SwapIssuer) for e in edits if e.pki == "kubernetes"
             )
             why = self.kube_consistent(list(self.nodes.values()) if changed_cp_issuer else [node])
             if why:
@@ -228,18 +233,23 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
             raise UnsafePlan(f"internal: replay of {t.node} ({t.pki}) does not end in the planned state")
 
 
-def _check_output(model: _Model, output: str, ca: str, when: str) -> None:
+def _check_output(model: _Model, output: OutputKind, ca: str, when: str) -> None:
     """The credential an output holds (an admin cert from `ca`, trusting `ca`) must reach every node."""
     cred = Credential(ca, (ca,))
-    if output == "talosconfig":
-        for node in model.nodes.values():
-            why = model.talos_reach(node, cred)
+    match output:
+        case "talosconfig":
+            for node in model.nodes.values():
+                why = model.talos_reach(node, cred)
+                if why:
+                    raise UnsafePlan(f"the new talosconfig would not work {when}: {why}")
+        case "kubeconfig":
+            why = model.kube_reach(cred)
             if why:
-                raise UnsafePlan(f"the new talosconfig would not work {when}: {why}")
-    elif output == "kubeconfig":
-        why = model.kube_reach(cred)
-        if why:
-            raise UnsafePlan(f"the new kubeconfig would not work {when}: {why}")
+                raise UnsafePlan(f"the new kubeconfig would not work {when}: {why}")
+        case "secrets":  # secrets.yaml holds the CAs themselves: nothing connects with it
+            pass
+        case _:
+            assert_never(output)
 
 
 def _check_gate(model: _Model, gate: Gate) -> None:

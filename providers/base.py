@@ -2,7 +2,20 @@
 
 A provider knows how to read a node's live machine config, write a new one, and check that a given
 credential reaches the node. Everything else (what to change, in which order, when it is safe) is the
-planner's and the engine's job.
+planner's and the engine's job. What a provider can do beyond that it declares in its `capabilities`,
+and the engine asks those (never which provider it is):
+
+    Capabilities.needs_credential    reads and writes go over an API with a client credential
+    Capabilities.dry_run             write(dry_run=True) validates a config without applying it
+    Capabilities.kubernetes_api      the cluster serves a Kubernetes API the gates can reach
+    Capabilities.endpoints           nodes are reached through the talosconfig's endpoints
+    Capabilities.kubelet             a KubeletWatcher (the kubelet's restart can be watched), or None
+    Capabilities.members             a MemberLister (the cluster's own member list), or None
+    Capabilities.client_trust        a ClientTrustProber (a worker's apid asked directly), or None
+    Capabilities.file_modes          a ModeNotes (config files whose modes a write tightens), or None
+    Capabilities.verify_many         a ManyVerifier (verify() on many nodes in one call), or None
+
+Implementations: files (configs on disk), memory (configs in a dict, for fast tests), talos.
 """
 
 from __future__ import annotations
@@ -10,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from trustplan.errors import GateFailedError
@@ -42,7 +55,7 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
-class Credential:
+class TLSIdentity:
     """A TLS client identity (cert + key PEM) and the CA bundle it trusts servers with.
 
     `key_pem` is standard PKCS#8 PEM. A credential is never printed: its repr names the issuer only.
@@ -57,17 +70,22 @@ class Credential:
 
 
 class Provider(Protocol):
-    """What the engine needs from a cluster. Implementations: files, talos (and a fake in tests)."""
+    """What the engine needs from a cluster. Implementations: files, memory, talos."""
 
-    async def read(self, node: NodeRef, credential: Credential | None) -> NodeConfig:
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this provider can do beyond read, write and verify."""
+        ...
+
+    async def read(self, node: NodeRef, credential: TLSIdentity | None) -> NodeConfig:
         """The node's live machine config. Raises NodeUnreachableError or ProviderError."""
         ...
 
-    async def write(self, node: NodeRef, data: bytes, *, credential: Credential | None, dry_run: bool = False) -> str:
+    async def write(self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None, dry_run: bool = False) -> str:
         """Submit a full machine config (dry_run: only validate). Returns the node's message."""
         ...
 
-    async def verify(self, node: NodeRef, credential: Credential) -> str:
+    async def verify(self, node: NodeRef, credential: TLSIdentity) -> str:
         """Prove `credential` reaches the node and the node's server cert is trusted by it.
 
         Returns a short description (e.g. the Talos version). Raises GateFailedError.
@@ -79,15 +97,6 @@ class Provider(Protocol):
         ...
 
 
-@runtime_checkable
-class ManyVerifier(Protocol):
-    """A provider that can verify many nodes with one call (talos: apid's `nodes` fan-out)."""
-
-    async def verify_many(self, nodes: Sequence[NodeRef], credential: Credential | None) -> list[str | GateFailedError]:
-        """verify() on each node, in one call: per node, in order, its description or its error."""
-        ...
-
-
 class KubeletRestart(Protocol):
     """An open watch of one node's kubelet, from KubeletWatcher.kubelet_restart."""
 
@@ -96,12 +105,61 @@ class KubeletRestart(Protocol):
         ...
 
 
-@runtime_checkable
 class KubeletWatcher(Protocol):
-    """A provider that can watch a node's kubelet restart (talos); the files provider cannot."""
+    """Watches a node's kubelet restart (talos); the files provider cannot."""
 
     def kubelet_restart(
-        self, node: NodeRef, credential: Credential | None, timeout: float
+        self, node: NodeRef, credential: TLSIdentity | None, timeout: float
     ) -> AbstractAsyncContextManager[KubeletRestart]:
         """Open the watch; entering fails when the kubelet is not healthy right now."""
         ...
+
+
+class MemberLister(Protocol):
+    """Lists the cluster's members as the cluster itself sees them (talos: the discovery service)."""
+
+    async def members(self, credential: TLSIdentity | None = None) -> list[tuple[str, str, str]]:
+        """(address, role, hostname) of each member. Raises ProviderError."""
+        ...
+
+
+class ClientTrustProber(Protocol):
+    """Asks a node's own API which client certificates it accepts (a worker's trustd bundle)."""
+
+    async def probe_client_trust(self, node: NodeRef, credentials: list[TLSIdentity]) -> list[bool | None]:
+        """Per credential: True accepted, False refused, None unknown."""
+        ...
+
+
+class ModeNotes(Protocol):
+    """Config files on disk whose mode a write changes (files holding CA keys lose group/other bits)."""
+
+    def tightened_modes(self, written: list[str]) -> list[str]:
+        """A note per node of `written` whose file apply will write with a tighter mode."""
+        ...
+
+
+class ManyVerifier(Protocol):
+    """verify() on many nodes with one call (talos: the endpoint fans a `nodes`-targeted call out)."""
+
+    async def verify_many(
+        self, nodes: Sequence[NodeRef], credential: TLSIdentity | None
+    ) -> list[str | GateFailedError]:
+        """Per node, in order: its description (as verify() returns it) or its GateFailedError."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do beyond read/write/verify. The engine asks these; it never asks which
+    provider it has. The optional abilities are the provider itself, typed by what it can do."""
+
+    needs_credential: bool  # reads/writes are sent with a client credential (the operator's talosconfig)
+    dry_run: bool  # write(dry_run=True) validates without applying
+    kubernetes_api: bool  # a live Kubernetes API exists: its gates go through it, not through verify()
+    endpoints: bool  # nodes are reached through the talosconfig's endpoints (a new talosconfig keeps them)
+    kubelet: KubeletWatcher | None = None
+    members: MemberLister | None = None
+    client_trust: ClientTrustProber | None = None
+    file_modes: ModeNotes | None = None
+    verify_many: ManyVerifier | None = None

@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trustplan.providers.base import Credential, NodeConfig, NodeRef
+from trustplan.providers.base import Capabilities, NodeConfig, NodeRef, TLSIdentity
+from trustplan.providers.offline import check_gate
 
-from trustplan.errors import GateFailedError, ProviderError
+from trustplan.errors import ProviderError
 from trustplan.system import safeio, safeyaml
 from trustplan.system.atomic import write_atomic
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import machineconfig
 
 
 def holds_key(cfg: machineconfig.MachineConfig) -> bool:
@@ -58,6 +59,17 @@ class FilesProvider:
         self.configs = configs
         self._parsed: dict[Path, tuple[tuple[int, int, int], machineconfig.MachineConfig]] = {}
 
+    @property
+    def capabilities(self) -> Capabilities:
+        """Files take no credential, validate a dry run offline, have no live Kubernetes API; a
+        write may tighten a key-bearing file's mode."""
+        return Capabilities(needs_credential=False, dry_run=True, kubernetes_api=False, endpoints=False,
+                            file_modes=self)
+
+    def tightened_modes(self, written: list[str]) -> list[str]:
+        """A note per control plane of `written` whose file apply writes with a tighter mode."""
+        return tightened_modes(self.configs, written)
+
     def _load(self, path: Path) -> machineconfig.MachineConfig:
         """The parsed config on disk, parsed again only when the file changed (gates read every
         control plane's config for every worker)."""
@@ -75,7 +87,7 @@ class FilesProvider:
         except KeyError:
             raise ProviderError(f"unknown node {node.address}: not in cluster.machineConfigs") from None
 
-    async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
+    async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         path = self._path(node)
         data = safeio.read_regular(
             path, what=f"machine config file for node {node.address}", limit=safeyaml.MAX_BYTES,
@@ -84,7 +96,7 @@ class FilesProvider:
         return NodeConfig(node, data, machineconfig.digest(data), source=str(path))
 
     async def write(
-        self, node: NodeRef, data: bytes, *, credential: Credential | None = None, dry_run: bool = False
+        self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None = None, dry_run: bool = False
     ) -> str:
         path = self._path(node)
         cfg = machineconfig.parse(data, str(path))
@@ -98,43 +110,11 @@ class FilesProvider:
         write_atomic(path, data, mode=config_mode(path, cfg))
         return "written"
 
-    def _trust(self, address: str, pki_name: str) -> tuple[frozenset[str], str | None]:
-        path = self.configs[address]
-        cfg = self._load(path)
-        fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
-        fps = {pki.CACert.from_pem(p, str(path)).fingerprint for p in fields.accepted}
-        issuer = pki.CACert.from_pem(fields.issuer, str(path)).fingerprint if fields.issuer else None
-        if issuer:
-            fps.add(issuer)
-        return frozenset(fps), issuer
-
-    async def verify(self, node: NodeRef, credential: Credential) -> str:
+    async def verify(self, node: NodeRef, credential: TLSIdentity) -> str:
         """Offline gate: the config on disk is valid, trusts the credential, and serves a trusted cert."""
         path = self._path(node)
-        cfg = self._load(path)
-        problems = machineconfig.validate(cfg)
-        if problems:
-            raise GateFailedError(f"{node.address}: {path} fails Talos validation: " + "; ".join(problems))
-        trusted, issuer = self._trust(node.address, credential.pki)
-        if credential.issuer not in trusted:
-            raise GateFailedError(
-                f"{node.address}: {path} does not trust client certificates from {pki.short(credential.issuer)}"
-            )
-        if cfg.role == "controlplane":
-            serving = {issuer} if issuer else set()
-        else:  # a worker's server certificate comes from a control plane's issuing CA
-            serving = {
-                i
-                for a, p in self.configs.items()
-                if self._load(p).role == "controlplane"
-                and (i := self._trust(a, credential.pki)[1])
-            }
-        untrusted = serving - set(credential.trusted)
-        if untrusted:
-            names = ", ".join(pki.short(u) for u in sorted(untrusted))
-            raise GateFailedError(
-                f"{node.address}: its server certificate would be issued by {names}, which the client does not trust"
-            )
+        cps = ((str(p), cfg) for p in self.configs.values() if (cfg := self._load(p)).role == "controlplane")
+        check_gate(node.address, str(path), self._load(path), cps, credential)
         return "config trusts the credential"
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ from trustplan.state import LocalState
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.formats import desired as desired_mod
 from trustplan.formats.keystore import Keystore
@@ -140,7 +141,7 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
             )
             planned.resolved.save_new(keystore)
             partial = _cut(planned.plan, phase_index, nodes)
-            runner = applier.Applier(
+            runner = PhaseRunner(
                 desired,
                 provider,
                 engine.KeyRing(planned.resolved.material, keystore),
@@ -148,6 +149,7 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
                 partial,
                 pki.utcnow(),
                 engine.QuietReporter(),
+                operator_identity=planned.operator,
             )
             await runner.run()  # an earlier run that died here
         finally:

@@ -1,5 +1,6 @@
-"""The Provider contract, run against every provider: files (configs on disk) and talos (the Talos API,
-against the simulator). What the engine relies on must hold for both."""
+"""The Provider contract, run against every provider: files (configs on disk), memory (configs in a
+dict, the fast tests' provider) and talos (the Talos API, against the simulator). What the engine
+relies on must hold for all of them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.providers.files import FilesProvider
+from trustplan.providers.memory import MemoryProvider
 from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.configgen import ClusterSecrets
@@ -33,9 +35,9 @@ class Subject:
 Contract = Callable[[Subject], Awaitable[None]]
 
 
-def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> Credential:
+def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> TLSIdentity:
     cert, key = pki.issue_client_cert(ca.cert, ca.key, "os:admin", pki.utcnow())
-    return Credential(
+    return TLSIdentity(
         pki="talos",
         issuer=pki.fingerprint(ca.cert),
         trusted=tuple(pki.fingerprint(t.cert) for t in trusted),
@@ -45,15 +47,30 @@ def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> Credent
     )
 
 
+def two_nodes(secrets: ClusterSecrets) -> dict[str, bytes]:
+    """A control plane and a worker's machine configs, by address."""
+    return {
+        address: configgen.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
+                                           role=role, hostname=name, address=address)  # type: ignore[arg-type]
+        for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3"))
+    }
+
+
 def run_files(contract: Contract, tmp_path: Path) -> None:
     secrets = ClusterSecrets.generate(pki.utcnow())
     configs = {}
-    for name, role, address in (("cp-1", "controlplane", "10.9.0.2"), ("worker-1", "worker", "10.9.0.3")):
-        path = tmp_path / f"{name}.yaml"
-        path.write_bytes(configgen.generate_config(secrets, cluster_name="c", endpoint="https://10.9.0.2:6443",
-                                                       role=role, hostname=name, address=address))  # type: ignore[arg-type]
+    for address, data in two_nodes(secrets).items():
+        path = tmp_path / f"{address}.yaml"
+        path.write_bytes(data)
         configs[address] = path
     provider = FilesProvider(configs)
+    subject = Subject(provider, NodeRef("10.9.0.2", "controlplane"), NodeRef("10.9.0.3", "worker"), secrets)
+    asyncio.run(contract(subject))
+
+
+def run_memory(contract: Contract, tmp_path: Path) -> None:
+    secrets = ClusterSecrets.generate(pki.utcnow())
+    provider = MemoryProvider(two_nodes(secrets))
     subject = Subject(provider, NodeRef("10.9.0.2", "controlplane"), NodeRef("10.9.0.3", "worker"), secrets)
     asyncio.run(contract(subject))
 
@@ -68,7 +85,7 @@ def run_talos(contract: Contract, tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)
 
 
-RUNNERS = {"files": run_files, "talos": run_talos}
+RUNNERS = {"files": run_files, "memory": run_memory, "talos": run_talos}
 
 
 def with_accepted(data: bytes, ca: configgen.CAPair) -> bytes:
@@ -127,7 +144,25 @@ async def verify_fails_when_the_client_does_not_trust_the_server(s: Subject) -> 
         await s.provider.verify(s.worker, credential(s.secrets.os, [other]))
 
 
+async def declared_abilities_work(s: Subject) -> None:
+    """What a provider declares in its capabilities it can do: a member list names both nodes; a
+    client-trust probe says the worker accepts the cluster's CA and refuses a stranger's."""
+    caps = s.provider.capabilities
+    if caps.members is not None:
+        listed = {(address, role) for address, role, _ in await caps.members.members(None)}
+        assert {(s.controlplane.address, "controlplane"), (s.worker.address, "worker")} <= listed
+    if caps.client_trust is not None:
+        stranger = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+        answers = await caps.client_trust.probe_client_trust(
+            s.worker, [credential(s.secrets.os, [s.secrets.os]), credential(stranger, [s.secrets.os])]
+        )
+        assert answers == [True, False]
+    if not caps.needs_credential:  # a provider that takes no credential has no API to watch or list
+        assert caps.kubelet is None and caps.members is None and caps.client_trust is None
+
+
 CONTRACTS = [
+    declared_abilities_work,
     reads_exact_bytes_and_their_digest,
     dry_run_validates_and_changes_nothing,
     write_then_read_gives_the_same_bytes,

@@ -14,7 +14,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from trustplan import __version__
 from trustplan.engine.authorities import Material, Resolved, resolve
@@ -37,7 +37,7 @@ from trustplan.formats.outputs import (
 )
 from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
-    OperatorCredential,
+    Credential,
     Plan,
     PlanInput,
     PlanningError,
@@ -46,7 +46,7 @@ from trustplan.planner import (
     suggest_accepted,
 )
 from trustplan.planner import ops as op
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.state import StateDocument
 from trustplan.talos import pki
 from trustplan.talos.rewrite import rewrite
@@ -73,20 +73,22 @@ class QuietReporter:
 
 
 def make_provider(desired: DesiredState) -> Provider:
-    if desired.provider == "files":
-        from trustplan.providers.files import FilesProvider
+    """The provider the desired state names (the only place that knows the providers by name)."""
+    match desired.provider:
+        case "files":
+            from trustplan.providers.files import FilesProvider
 
-        return FilesProvider(desired.machine_configs)
-    from trustplan.providers.talos.provider import TalosProvider
+            return FilesProvider(desired.machine_configs)
+        case "talos":
+            from trustplan.providers.talos.provider import TalosProvider
 
-    assert desired.talosconfig is not None
-    return TalosProvider(
-        desired.talosconfig, desired.context, list(desired.nodes), verify_timeout=desired.rollout.timeout("talos")
-    )
-
-
-def iso_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert desired.talosconfig is not None
+            return TalosProvider(
+                desired.talosconfig, desired.context, list(desired.nodes),
+                verify_timeout=desired.rollout.timeout("talos"),
+            )
+        case _:
+            assert_never(desired.provider)
 
 
 @dataclass
@@ -98,6 +100,7 @@ class Planned:
     live: LiveCluster
     notes: list[str] = field(default_factory=list)
     keystore: Keystore | None = None
+    operator: Credential | None = None  # the identity the plan's accept phase is sent with
 
     @property
     def plan(self) -> Plan:
@@ -109,9 +112,9 @@ class Planned:
         self.resolved.save_new(self.keystore)
 
 
-def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | None:
-    """The talosconfig's client identity by fingerprint (talos provider only)."""
-    if desired.provider != "talos":
+def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> Credential | None:
+    """The talosconfig's client identity by fingerprint (None: the provider takes no credential)."""
+    if not provider.capabilities.needs_credential:
         return None
     from trustplan.providers.talos.talosconfig import load_talosconfig
 
@@ -126,7 +129,7 @@ def _operator(desired: DesiredState, live: LiveCluster) -> OperatorCredential | 
             "the talosconfig's client certificate was not issued by any CA the nodes know",
             path="contexts.*.crt",
         )
-    return OperatorCredential(issuer, trusted)
+    return Credential(issuer, trusted)
 
 
 async def read_live(
@@ -136,7 +139,7 @@ async def read_live(
     managed: tuple[str, ...],
     now: dt.datetime,
     on_read: Callable[[str], None] | None = None,
-) -> tuple[LiveCluster, Credential | None]:
+) -> tuple[LiveCluster, TLSIdentity | None]:
     """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
 
     After a rotation that died halfway, the talosconfig may no longer verify the nodes' new server
@@ -149,7 +152,7 @@ async def read_live(
     except NodeUnreachableError:
         raise
     except ProviderError as first:
-        if desired.provider != "talos" or "talos" not in desired.trust:
+        if not provider.capabilities.needs_credential or "talos" not in desired.trust:
             raise
         for credential in _fallback_credentials(desired, keystore, now):
             try:
@@ -161,7 +164,7 @@ async def read_live(
         raise first
 
 
-def reader_label(desired: DesiredState, reader: Credential) -> str:
+def reader_label(desired: DesiredState, reader: TLSIdentity) -> str:
     """What a fallback credential is, for the notes of plan and status (never its key)."""
     from trustplan.providers.talos.talosconfig import load_talosconfig
 
@@ -174,7 +177,7 @@ def reader_label(desired: DesiredState, reader: Credential) -> str:
     return f"{desired.talosconfig} does not work against every node; used {how}"
 
 
-def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[Credential]:
+def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[TLSIdentity]:
     from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 
     assert desired.talosconfig is not None
@@ -211,6 +214,9 @@ async def make(
     resolved = resolve(desired, keystore, live.cas, now)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
+    operator = (
+        _operator(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
+    )
     inp = PlanInput(
         cluster=desired.cluster,
         nodes=live.nodes,
@@ -218,7 +224,7 @@ async def make(
         authorities=resolved.authorities(),
         now=now,
         outputs=planned_outputs(desired, checks),
-        operator=_operator(desired, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted),
+        operator=operator,
     )
     try:
         plan = make_plan(inp)
@@ -237,13 +243,13 @@ async def make(
         if not c.works and (not plan.has_edits or c.path.exists())
     ]
     if plan.has_edits:
-        notes += await _dry_run(plan, live, resolved, provider, reader)
-        if desired.provider == "files":  # say when apply tightens a key-bearing file's mode
-            from trustplan.providers.files import tightened_modes
-
+        if provider.capabilities.dry_run:
+            notes += await _dry_run(plan, live, resolved, provider, reader)
+        modes = provider.capabilities.file_modes
+        if modes is not None:  # say when apply tightens a key-bearing file's mode
             changed = {e.node for e in plan.edits}
             cps = [n.address for n in plan.nodes if n.role == "controlplane" and n.address in changed]
-            notes += tightened_modes(desired.machine_configs, cps)
+            notes += modes.tightened_modes(cps)
     bindings = Bindings(
         tool_version=__version__,
         created=now,
@@ -255,7 +261,7 @@ async def make(
     )
     paths = {kind: str(path) for kind, path in desired.output_paths().items()}
     saved = planfile.new(plan, bindings, paths, desired.rollout.saved())
-    return Planned(saved, resolved, live, notes, keystore)
+    return Planned(saved, resolved, live, notes, keystore, operator)
 
 
 async def plan_desired(
@@ -283,7 +289,7 @@ async def plan_desired(
 
 
 async def unlisted_nodes(
-    desired: DesiredState, provider: Provider, plan: Plan, reader: Credential | None, allow: tuple[str, ...]
+    desired: DesiredState, provider: Provider, plan: Plan, reader: TLSIdentity | None, allow: tuple[str, ...]
 ) -> list[str]:
     """Refuse a plan that would leave a cluster member out (notes for what is fine).
 
@@ -292,21 +298,20 @@ async def unlisted_nodes(
     server certificate. With the talos provider, the cluster's Members (the discovery service's
     view) are compared with cluster.nodes; with files, the notes say which nodes the plan covers.
     """
-    revoking = [e for e in plan.edits if e.kind in ("swap", "remove")]
+    revoking = [e for e in plan.edits if op.revokes(e)]
     if not revoking:
         return []
     listed = {n.address for n in desired.nodes}
-    if desired.provider == "files":
+    lister = provider.capabilities.members
+    if lister is None:  # no member list to compare with: say which nodes the plan covers
+        where = "cluster.machineConfigs" if desired.machine_configs else "cluster.nodes"
         return [
-            f"note: this rotation covers the {len(listed)} nodes of cluster.machineConfigs "
+            f"note: this rotation covers the {len(listed)} nodes of {where} "
             f"({', '.join(n.address for n in plan.nodes)}); any other node of the cluster keeps its CAs "
             "and loses trust in the new ones"
         ]
-    members_of = getattr(provider, "members", None)
-    if members_of is None:
-        return []
     try:
-        members = await members_of(reader)
+        members = await lister.members(reader)
     except ProviderError as exc:
         return [f"warning: could not list the cluster members to look for nodes left out of cluster.nodes: {exc}"]
     unlisted = [(a, role, host) for a, role, host in members if a not in listed]
@@ -358,7 +363,7 @@ def _final_edits(plan: Plan) -> dict[str, tuple[op.Edit, ...]]:
 
 
 async def _dry_run(
-    plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: Credential | None
+    plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: TLSIdentity | None
 ) -> list[str]:
     """Let every node validate its final config (Talos: ApplyConfiguration dry_run) before saving."""
     keys = KeyRing(resolved.material, None)

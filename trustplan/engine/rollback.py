@@ -14,17 +14,14 @@ not share one CA state before the run, or when the way back is not provably safe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from trustplan.engine.live import LiveCA, LiveCluster, to_live
+from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import TrustplanError
 from trustplan.planner import Authority, DesiredTrust, LiveNode, Outputs, Plan, PlanInput, UnsafePlan
 from trustplan.planner import ops as op
 from trustplan.planner.model import PKI
 from trustplan.planner.safety import check_plan
-
-if TYPE_CHECKING:
-    from trustplan.engine.applier import Applier
 
 
 @dataclass
@@ -41,10 +38,10 @@ class Rollback:
         return "\n".join(lines)
 
 
-def possible(applier: Applier) -> str | None:
+def possible(applier: PhaseRunner) -> str | None:
     """None if a rollback may be tried; else why not."""
-    phases = {s["phase"] for s in applier.steps}
-    if "outputs" in phases or "remove" in phases:
+    started = {s["phase"] for s in applier.steps}
+    if "outputs" in started or any(p.destructive for p in applier.plan.phases if p.name in started):
         return "no rollback: the new credentials were already written (the new CA is proven); finish with a new plan"
     if not any(s["kind"] == "write" and s["outcome"] == "ok" for s in applier.steps):
         return "no rollback needed: no node was changed"
@@ -64,7 +61,7 @@ def _original(started: LiveCluster, managed: tuple[PKI, ...]) -> tuple[DesiredTr
     return tuple(out)
 
 
-async def _applied(applier: Applier) -> set[tuple[str, str]] | str:
+async def _applied(applier: PhaseRunner) -> set[tuple[str, str]] | str:
     """(phase, node) pairs whose config change reached the node: the writes that succeeded, the ones
     whose kubelet wait failed (the config was applied), and failed writes that a fresh read shows
     applied (a reply lost after the node applied it). A string: why this cannot be known."""
@@ -89,7 +86,7 @@ async def _applied(applier: Applier) -> set[tuple[str, str]] | str:
     return done
 
 
-def reverse_plan(applier: Applier, done: set[tuple[str, str]], nodes: tuple[LiveNode, ...],
+def reverse_plan(applier: PhaseRunner, done: set[tuple[str, str]], nodes: tuple[LiveNode, ...],
                  original: tuple[DesiredTrust, ...], authorities: tuple[Authority, ...]) -> Plan:
     """This run's edits undone in reverse order: the last phase first, and within a phase workers
     before control planes (a worker's config change re-requests its certificate from control planes
@@ -100,7 +97,7 @@ def reverse_plan(applier: Applier, done: set[tuple[str, str]], nodes: tuple[Live
     everyone = tuple(n.address for n in applier.plan.nodes)
     rank = {n.address: i for i, n in enumerate(applier.plan.nodes)}
     phases: list[op.Phase] = []
-    for phase in reversed([p for p in applier.plan.phases if p.name in ("accept", "swap")]):
+    for phase in reversed([p for p in applier.plan.phases if p.edits and not p.destructive]):
         edits: list[op.Edit] = []
         for address in sorted(phase.nodes(), key=lambda a: -rank[a]):  # workers first, then control planes
             if (phase.name, address) in done:
@@ -113,16 +110,15 @@ def reverse_plan(applier: Applier, done: set[tuple[str, str]], nodes: tuple[Live
             op.Gate(p, name, op.Credential(old[p], (old[p], new[p]) if name == "swap" else (old[p],)), everyone)
             for p in pkis
         )
+        # the Talos API with the old issuer's admin cert (trusting both); else the operator's own (None)
         talos = "talos" in old
         credential = op.Credential(old["talos"], (old["talos"], new["talos"])) if talos else None
         phases.append(op.Phase(name, tuple(edits), gates, credential))
     return Plan(applier.plan.cluster, applier.plan.managed, authorities, nodes, (), tuple(phases), ())
 
 
-async def roll_back(applier: Applier, started: LiveCluster, authorities: tuple[Authority, ...]) -> Rollback:
+async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tuple[Authority, ...]) -> Rollback:
     """Return the nodes to `started`'s CAs with a checked reverse plan, then verify them."""
-    from trustplan.engine.applier import Applier as Runner
-
     why_not = possible(applier)
     if why_not is not None:
         return Rollback(False, why_not)
@@ -143,8 +139,8 @@ async def roll_back(applier: Applier, started: LiveCluster, authorities: tuple[A
     except UnsafePlan as exc:
         return Rollback(False, f"no rollback: the way back is not safe: {exc}")
     current = LiveCluster(nodes, dict(applier.configs), {}, cas)
-    runner = Runner(applier.desired, applier.provider, applier.keys, current, back, applier.now, applier.reporter,
-                    operator, applier.stop)
+    runner = PhaseRunner(applier.desired, applier.provider, applier.keys, current, back, applier.now,
+                         applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity)
     runner.workers_first = True
     runner.rollout = applier.rollout  # the plan's parallelism (a rollback has no canary)
     changed = sorted({node for _, node in done}, key=lambda a: [n.address for n in applier.plan.nodes].index(a))
@@ -163,7 +159,7 @@ async def roll_back(applier: Applier, started: LiveCluster, authorities: tuple[A
     return Rollback(ok, reason, report, steps)
 
 
-async def _verify(applier: Applier, changed: list[str], operator: object) -> list[str]:
+async def _verify(applier: PhaseRunner, changed: list[str], operator: object) -> list[str]:
     """Each changed node reaches with the credential that worked before the apply (talos)."""
     lines = []
     for address in changed:
@@ -172,7 +168,7 @@ async def _verify(applier: Applier, changed: list[str], operator: object) -> lis
             t = to_live(applier.refs[address], applier.configs[address], applier.plan.managed, {}).trust(p)
             labels.append(f"{p}: {applier.plan.label(t.issuer or '?')}")
         state = ", ".join(labels)
-        if applier.desired.provider != "talos":
+        if not applier.provider.capabilities.needs_credential:  # no credential of before to try
             lines.append(f"{address}: back to {state}; verified with the credential of before")
             continue
         try:

@@ -27,7 +27,7 @@ from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.outputs import admin_credentials
 from trustplan.planner import LiveNode, PlanInput
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.talos import pki
 
 
@@ -42,7 +42,7 @@ def needs_probe(live: LiveCluster) -> bool:
     return len(shapes) > 1 or workers != cp_trust
 
 
-def _candidates(live: LiveCluster, resolved: Resolved, keystore: Keystore, now: dt.datetime) -> list[Credential]:
+def _candidates(live: LiveCluster, resolved: Resolved, keystore: Keystore, now: dt.datetime) -> list[TLSIdentity]:
     from trustplan.providers.talos.talosconfig import make_credential
 
     talos = sorted(fp for fp, c in live.cas.items() if c.pki == "talos")
@@ -70,10 +70,10 @@ async def probe_workers(
     now: dt.datetime,
 ) -> tuple[LiveCluster, list[str]]:
     """The cluster with each worker's probed client trust filled in, and notes saying what was
-    learned (or why nothing could be). Does nothing for a uniform cluster, for files, or when
-    trustplan does not manage the Talos API CA."""
-    probe = getattr(provider, "probe_client_trust", None)
-    if probe is None or "talos" not in desired.trust or not needs_probe(live):
+    learned (or why nothing could be). Does nothing for a uniform cluster, for a provider that
+    cannot ask a worker directly (files), or when trustplan does not manage the Talos API CA."""
+    prober = provider.capabilities.client_trust
+    if prober is None or "talos" not in desired.trust or not needs_probe(live):
         return live, []
     credentials = _candidates(live, resolved, keystore, now)
     if not credentials:
@@ -81,7 +81,7 @@ async def probe_workers(
     refs = {r.address: r for r in desired.nodes}
     workers = [n for n in live.nodes if n.role == "worker"]
     answers = await asyncio.gather(
-        *(probe(refs.get(n.address) or NodeRef(n.address), credentials) for n in workers)
+        *(prober.probe_client_trust(refs.get(n.address) or NodeRef(n.address), credentials) for n in workers)
     )
     seen: dict[str, LiveNode] = {}
     notes: list[str] = []

@@ -7,6 +7,7 @@ and from then on only by its fields.
                  digest, state lineage and serial
     document(saved parts) -> dict / from_document(doc) -> SavedPlan: the mapping to and from the
                  plan document (schemas/plan.schema.json); only the codec calls them
+    differing_sections(saved, plan, paths)   which sections of the document two plans disagree on
 
 Every field a renderer, `show`, `apply` or a policy reads is here; the JSON text itself is kept as
 bytes (`SavedPlan.document`), for `--format json` and for writing the file.
@@ -15,27 +16,20 @@ bytes (`SavedPlan.document`), for `--format json` and for writing the file.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from trustplan.planner import Plan
 from trustplan.planner import document as plandoc
 from trustplan.planner.ops import OutputKind, WriteOutput
+from trustplan.planner.timestamps import iso_time, parse_time
 
 FORMAT_VERSION = 1
 #: Additive changes within format 1 this trustplan writes (1.1: `new`, warning_details; 1.2: rollout).
 FORMAT_MINOR = 2
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 Provider = Literal["files", "talos"]
-
-
-def iso_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime(TIME_FORMAT)
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -119,6 +113,25 @@ def document(
         doc["rollout"] = {"controlplane": rollout.controlplane, "worker": rollout.worker,
                           "canary": rollout.canary, "gates": rollout.gates}
     return doc
+
+
+def _content(plan: Plan, paths: Mapping[str, str | None]) -> dict[str, Any]:
+    """What a plan says, in the document's words: every step, gate, output and its path, CA, node,
+    summary line and warning (not the bindings)."""
+    doc = plandoc.to_document(plan)
+    for phase in doc["phases"]:
+        for out in phase["outputs"]:
+            if paths.get(out["output"]) is not None:
+                out["path"] = paths[out["output"]]
+    return doc
+
+
+def differing_sections(saved: SavedPlan, plan: Plan, paths: Mapping[str, str | None]) -> tuple[str, ...]:
+    """The top-level sections of `saved`'s document that would not be written for `plan` (with its
+    outputs at `paths`): what apply names when a saved plan is not the one it recomputes."""
+    got = _content(saved.plan, {o.step.output: o.path for o in saved.outputs})
+    want = _content(plan, paths)
+    return tuple(k for k in sorted(want) if got.get(k) != want[k] or k in saved.inconsistent)
 
 
 def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> SavedPlan:

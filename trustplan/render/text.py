@@ -10,13 +10,26 @@ and `show plan.bin` print the same thing (the Markdown form is trustplan.render.
 from __future__ import annotations
 
 import json
+from typing import assert_never
 
-from trustplan.formats.savedplan import SavedPlan, iso_time
+from trustplan.formats.savedplan import SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
+from trustplan.planner.timestamps import iso_time
 
-SYMBOL = {"accept": "+", "swap": "~", "remove": "-"}
+
+def symbol(e: Edit) -> str:
+    """The mark of an edit in a listing: + adds trust, ~ changes the issuer, - revokes."""
+    match e:
+        case AcceptCA():
+            return "+"
+        case SwapIssuer():
+            return "~"
+        case RemoveCA():
+            return "-"
+        case _:
+            assert_never(e)
 
 
 def change_counts(plan: Plan) -> str:
@@ -61,20 +74,6 @@ def apply_line(plan: Plan, writes_done: int, gates_passed: int) -> str:
     return f"Apply complete: {change_counts(plan)}{done}, {gate_count(gates_passed)} passed."
 
 
-def describe_edit(plan: Plan, e: Edit) -> str:
-    match e:
-        case AcceptCA(ca=ca):
-            return f"accept {plan.label(ca)}"
-        case SwapIssuer(new=new, old=old) if old == new:
-            return f"restore the key of {plan.label(new)} (the config has the certificate only)"
-        case SwapIssuer(new=new, old=old):
-            held = "cert + key" if e.with_key else "cert only"
-            was = f"; {plan.label(old)} moves to accepted" if old else ""
-            return f"issue from {plan.label(new)} ({held}){was}"
-        case RemoveCA(ca=ca):
-            return f"remove {plan.label(ca)}  (revokes what it issued on this node)"
-
-
 def _credential(plan: Plan, issuer: str, trusted: tuple[str, ...]) -> str:
     return f"admin cert from {plan.label(issuer)}, trusting [{', '.join(plan.label(t) for t in trusted)}]"
 
@@ -108,8 +107,8 @@ def text(saved: SavedPlan) -> str:
                 role = edits[0].role
                 for e in edits:
                     lines.append(
-                        f"  {SYMBOL[e.kind]} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
-                        f"{describe_edit(plan, e)}"
+                        f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
+                        f"{plan.describe(e)}"
                     )
             for g in phase.gates:
                 lines.append(

@@ -1,0 +1,386 @@
+"""Run one plan's phases against a provider: per phase the edits (control planes first, each node once
+with all its edits of the phase, a canary of workers when the rollout asks), then the gates; the
+outputs where the plan puts them. The journal of what ran goes into the state (engine.applier).
+
+    PhaseRunner(desired, provider, keys, live, plan, now, reporter, ...).run()
+
+It follows the plan: the edits it is given, each phase sent with the plan's `phase.credential`;
+what it does beyond that depends on what the provider can do (its capabilities), never on which
+provider it is. A forward apply and its rollback (engine.rollback) are both runs of this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, assert_never
+
+from trustplan.engine.interrupt import Stop
+from trustplan.engine.live import LiveCluster
+from trustplan.engine.planning import KeyRing, Reporter, node_refs
+from trustplan.errors import TrustplanError
+from trustplan.formats.desired import DesiredState
+from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
+from trustplan.planner import Credential, Plan
+from trustplan.planner import ops as op
+from trustplan.providers.base import KubeletWatcher, ManyVerifier, Provider, TLSIdentity
+from trustplan.providers.talos.talosconfig import write_talosconfig
+from trustplan.talos import pki
+from trustplan.talos.clientconfig import kubeconfig_document
+from trustplan.talos.machineconfig import MachineConfig
+from trustplan.talos.rewrite import rewrite_config
+
+
+async def _bounded(
+    items: list[str], limit: int, fn: Callable[[str], Awaitable[None]], stop: Stop | None = None
+) -> None:
+    """Run `fn` over `items`, at most `limit` at once; after a failure or a stop request start no
+    more, let the running ones finish (so the journal is complete), then raise."""
+    sem = asyncio.Semaphore(max(1, limit))
+    errors: list[BaseException] = []
+
+    async def one(item: str) -> None:
+        async with sem:
+            if errors or (stop is not None and stop.requested):
+                return
+            try:
+                await fn(item)
+            except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
+                errors.append(exc)
+
+    await asyncio.gather(*(one(i) for i in items))
+    if errors:
+        raise errors[0]
+    if stop is not None:
+        stop.check()
+
+
+class PhaseRunner:
+    """Runs one plan's phases against a provider: per phase, the edits (control planes first, each
+    node once with all its edits of the phase), then the gates; then the outputs. `steps` is the
+    journal that goes into the state.
+
+    `operator` is the credential the nodes were read with (None: the provider's own, e.g. the
+    talosconfig's), and `operator_identity` its fingerprints: a phase whose plan credential is that
+    identity is sent with it; any other plan credential is minted from the keys."""
+
+    def __init__(
+        self,
+        desired: DesiredState,
+        provider: Provider,
+        keyring: KeyRing,
+        live: LiveCluster,
+        plan: Plan,
+        now: dt.datetime,
+        reporter: Reporter,
+        operator: TLSIdentity | None = None,
+        stop: Stop | None = None,
+        *,
+        operator_identity: Credential | None = None,
+    ) -> None:
+        self.stop = stop or Stop()
+        self.workers_first = False  # a rollback undoes a phase in reverse order
+        self.desired = desired
+        self.operator = operator
+        if operator_identity is None and operator is not None:
+            operator_identity = Credential(operator.issuer, operator.trusted)
+        self.operator_identity = operator_identity
+        self.provider = provider
+        self.keys = keyring
+        self.configs: dict[str, MachineConfig] = dict(live.configs)
+        self.plan = plan
+        self.now = now
+        self.reporter = reporter
+        self.steps: list[dict[str, Any]] = []
+        self.refs = {r.address: r for r in node_refs(plan)}
+        self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
+        self.rollout = desired.rollout  # apply() sets the plan's
+        self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+    def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
+        """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
+        key = (pki_name, cred.issuer, cred.trusted)
+        if key not in self._credentials:
+            crt, k = self.admin_pems(pki_name, cred.issuer)
+            bundle = pki.pem_bundle([self.keys.cert_pem(fp) for fp in cred.trusted])
+            pkcs8 = pki.key_to_pkcs8_pem(pki.load_key_pem(k, "admin key"))
+            self._credentials[key] = TLSIdentity(pki_name, cred.issuer, cred.trusted, crt, pkcs8, bundle)  # type: ignore[arg-type]
+        return self._credentials[key]
+
+    def phase_credential(self, phase: op.Phase) -> TLSIdentity | None:
+        """What the phase's edits are sent with, as the plan says (`phase.credential`): the operator's
+        own credential when the plan names the operator's identity (or none), else an admin cert
+        minted for it. None for a provider that takes no credential."""
+        want = phase.credential
+        if not self.provider.capabilities.needs_credential:
+            return None
+        who = self.operator_identity
+        if want is None or (who is not None and (want.issuer, want.trusted) == (who.issuer, who.trusted)):
+            return self.operator
+        return self.mint("talos", want)
+
+    def admin_pems(self, pki_name: str, issuer: str) -> tuple[bytes, bytes]:
+        if (pki_name, issuer) not in self.admin:
+            self.admin[(pki_name, issuer)] = admin_credentials(
+                self.keys.ca(issuer), self.keys.key(issuer), pki_name, self.now
+            )
+        return self.admin[(pki_name, issuer)]
+
+    def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
+        self.steps.append({"phase": phase, "kind": kind, "outcome": outcome, **extra})
+        if kind == "output":
+            self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
+
+    async def run(self) -> None:
+        for phase in self.plan.phases:
+            self.stop.check()
+            if phase.name == "outputs":
+                self.write_outputs(phase)
+                continue
+            if phase.name == "swap":
+                self.trust_new_issuers(phase)
+            await self.patch_phase(phase, self.phase_credential(phase))
+            for gate in phase.gates:
+                await self.stop.race(self.gate(gate))
+
+    def trust_new_issuers(self, phase: op.Phase) -> None:
+        """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
+        certificates, so they keep working while nodes switch until the new credentials are written."""
+        issuers: dict[str, str] = {}  # per PKI, the first new issuer of the phase
+        for e in phase.edits:
+            if (issuer := op.new_issuer(e)) is not None:
+                issuers.setdefault(e.pki, issuer)
+        for pki_name, new in issuers.items():
+            if pki_name == "talos" and self.desired.talosconfig_output is not None:
+                path = self.desired.talosconfig_output
+                context = self.desired.context if path == self.desired.talosconfig else None
+                if trust_also(path, self.keys.cert_pem(new), context=context):
+                    detail = f"talosconfig {path} (now also trusts {self.plan.label(new)})"
+                    self.record("swap", "output", "ok", detail=detail)
+            if pki_name == "kubernetes" and self.desired.kubeconfig_output is not None:
+                path = self.desired.kubeconfig_output
+                if trust_also(path, self.keys.cert_pem(new), cluster=self.desired.cluster):
+                    detail = f"kubeconfig {path} (now also trusts {self.plan.label(new)})"
+                    self.record("swap", "output", "ok", detail=detail)
+
+    def summary(self) -> str:
+        """What this run changed, for the message when it stops early."""
+        writes = [s for s in self.steps if s["kind"] == "write" and s["outcome"] == "ok"]
+        per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
+        gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
+        outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
+        done = ", ".join(f"{p} on {n} nodes" for p, n in per_phase.items()) or "no node changed"
+        wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
+        return f"done before the stop: {done}, {gates} gates passed{wrote}"
+
+    async def patch_phase(self, phase: op.Phase, cred: TLSIdentity | None) -> None:
+        nodes = phase.nodes()
+        self.reporter.start(f"{phase.name}: patching {len(nodes)} nodes", len(nodes))
+        roles = {n.address: n.role for n in self.plan.nodes}
+
+        async def patch(address: str) -> None:
+            edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
+            detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
+            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            self.reporter.begin(address)
+            try:
+                kubelet = self.provider.capabilities.kubelet
+                if kubelet is not None and self.restarts_kubelet(address, after):
+                    await self.write_with_kubelet_restart(kubelet, phase.name, address, after, cred)
+                else:
+                    await self.provider.write(self.refs[address], after.data, credential=cred)
+                    self.configs[address] = after
+            except TrustplanError as exc:
+                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
+                self.reporter.fail(address)
+                raise
+            self.record(phase.name, "write", "ok", node=address, detail=detail)
+            self.reporter.advance(address)
+
+        cps = [a for a in nodes if roles[a] == "controlplane"]
+        workers = [a for a in nodes if roles[a] != "controlplane"]
+        rollout = self.rollout
+        if self.workers_first:  # a rollback undoes a phase in reverse order
+            await _bounded(workers, rollout.worker_parallelism, patch, self.stop)
+            await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
+            self.reporter.done()
+            return
+        await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
+        canary = workers[: rollout.canary] if len(workers) > rollout.canary else []
+        if canary:  # a few workers alone, the phase's gates on what changed so far, then the rest
+            await _bounded(canary, rollout.worker_parallelism, patch, self.stop)
+            self.reporter.done()
+            for gate in phase.gates:
+                changed = {*cps, *canary}
+                await self.stop.race(self.gate(replace(gate, nodes=tuple(a for a in gate.nodes if a in changed)),
+                                               "canary"))
+            self.reporter.start(f"{phase.name}: patching {len(workers) - len(canary)} more workers",
+                                len(workers) - len(canary))
+        await _bounded(workers[len(canary):], rollout.worker_parallelism, patch, self.stop)
+        self.reporter.done()
+
+    def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
+        """Whether writing `after` changes the node's Kubernetes CA fields (its kubelet restarts)."""
+        return self.configs[address].ca_fields("kubernetes") != after.ca_fields("kubernetes")
+
+    async def write_with_kubelet_restart(
+        self, watcher: KubeletWatcher, phase: str, address: str, after: MachineConfig, cred: TLSIdentity | None
+    ) -> None:
+        """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
+        it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
+        timeout = self.desired.rollout.timeout("kubernetes")
+        ref = self.refs[address]
+        async with watcher.kubelet_restart(ref, cred, timeout) as kubelet:
+            await self.provider.write(ref, after.data, credential=cred)
+            self.configs[address] = after  # applied
+            self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
+            try:
+                await self.stop.race(kubelet.wait())
+            except TrustplanError as exc:
+                self.record(phase, "kubelet", "failed", node=address, message=str(exc))
+                raise
+        self.record(phase, "kubelet", "ok", node=address, detail="kubelet restarted, running and healthy")
+
+    async def gate(self, gate: op.Gate, stage: str = "") -> None:
+        """Prove the gate's credential reaches its nodes (`stage` "canary": the canaries of a phase)."""
+        if gate.pki == "kubernetes" and self.provider.capabilities.kubernetes_api:
+            await self.kube_gate(gate)
+            return
+        cred = self.mint(gate.pki, gate.credential)
+        self.reporter.start(
+            f"{stage + ' ' if stage else ''}gate after {gate.after}: {gate.pki} API with "
+            f"{self.plan.label(gate.credential.issuer)}", len(gate.nodes)
+        )
+
+        async def check(address: str) -> None:
+            self.reporter.begin(address)
+            try:
+                await self.provider.verify(self.refs[address], cred)
+            except TrustplanError as exc:
+                self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=str(exc))
+                self.reporter.fail(address)
+                raise
+            self.reporter.advance(address)
+
+        many = self.provider.capabilities.verify_many
+        if many is not None:
+            await self.gate_in_groups(gate, cred, many)
+        else:
+            await _bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
+        detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
+        self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
+        self.reporter.done()
+
+    async def gate_in_groups(self, gate: op.Gate, cred: TLSIdentity, verifier: ManyVerifier) -> None:
+        """The gate's nodes in groups of `rollout.gate_parallelism`, one call per group (the
+        endpoint fans it out to the group's nodes), group after group; a failed node stops the gate."""
+        nodes, size = list(gate.nodes), max(1, self.rollout.gate_parallelism)
+        for start in range(0, len(nodes), size):
+            group = nodes[start : start + size]
+            for address in group:
+                self.reporter.begin(address)
+            results = await verifier.verify_many([self.refs[a] for a in group], cred)
+            failed: TrustplanError | None = None
+            for address, result in zip(group, results, strict=True):
+                if isinstance(result, TrustplanError):
+                    self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=str(result))
+                    self.reporter.fail(address)
+                    failed = failed or result
+                else:
+                    self.reporter.advance(address)
+            if failed is not None:
+                raise failed
+
+    async def kube_gate(self, gate: op.Gate) -> None:
+        """A Kubernetes gate through the Kubernetes API itself: every control plane's API server
+        answers with the phase's admin cert and CA bundle, and lists every gate node Ready."""
+        from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
+
+        cred = self.mint("kubernetes", gate.credential)
+        cps = [n.address for n in self.plan.nodes if n.role == "controlplane"]
+        servers = self.desired.kube_servers(cps)
+        expected = [ExpectedNode(a, self.configs[a].hostname) for a in gate.nodes]
+        checker = KubernetesChecker(servers, self.desired.rollout.timeout("kubernetes"))
+        self.reporter.start(
+            f"gate after {gate.after}: Kubernetes API with {self.plan.label(gate.credential.issuer)} "
+            f"({len(expected)} nodes Ready on {len(servers)} API servers)",
+            len(servers),
+        )
+        try:
+            await checker.check(cred, expected, on_wait=self.reporter.note, on_pass=self.reporter.advance)
+        except TrustplanError as exc:
+            self.record(gate.after, "gate", "failed", pki=gate.pki, message=str(exc))
+            raise
+        finally:
+            self.reporter.done()
+        self.record(
+            gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(expected)} nodes Ready on {len(servers)} API servers"
+        )
+
+    def write_outputs(self, phase: op.Phase) -> None:
+        secrets: dict[str, tuple[bytes, bytes]] = {}
+        for out in phase.outputs:
+            match out.output:
+                case "talosconfig":
+                    path = self.desired.talosconfig_output
+                    assert path is not None
+                    crt, key = self.admin_pems("talos", out.ca)
+                    context, endpoints = self.talos_context()
+                    write_talosconfig(
+                        path, context=context, endpoints=endpoints, ca_pem=self.keys.cert_pem(out.ca), crt_pem=crt,
+                        key_pem=key,
+                    )
+                    self.record("outputs", "output", "ok", detail=f"talosconfig {path}")
+                case "kubeconfig":
+                    path = self.desired.kubeconfig_output
+                    assert path is not None
+                    crt, key = self.admin_pems("kubernetes", out.ca)
+                    doc = kubeconfig_document(
+                        self.desired.cluster, self.kube_server(), self.kube_bundle(out.ca), crt, key
+                    )
+                    write_kubeconfig(path, doc, merge=self.desired.kubeconfig_merge)
+                    self.record("outputs", "output", "ok", detail=f"kubeconfig {path}")
+                case "secrets":
+                    secrets["os" if out.pki == "talos" else "k8s"] = (
+                        self.keys.cert_pem(out.ca),
+                        self.keys.key_pem(out.ca),
+                    )
+                case _:
+                    assert_never(out.output)
+        if secrets and self.desired.secrets is not None:
+            update_secrets(self.desired.secrets, secrets)
+            self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
+
+    def talos_context(self) -> tuple[str, list[str]]:
+        """Context name and endpoints for the new talosconfig: the operator's (when the provider
+        reaches the nodes through its endpoints), or the cluster name and the control planes."""
+        if self.provider.capabilities.endpoints:
+            from trustplan.providers.talos.talosconfig import load_talosconfig
+
+            assert self.desired.talosconfig is not None
+            tc = load_talosconfig(self.desired.talosconfig, self.desired.context)
+            return tc.context, [e.host if e.port == 50000 else str(e) for e in tc.endpoints]
+        return self.desired.cluster, [n.address for n in self.plan.nodes if n.role == "controlplane"]
+
+    def _first_cp(self) -> MachineConfig:
+        cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
+        return self.configs[cp]
+
+    def kube_server(self) -> str:
+        endpoint = ((self._first_cp().v1alpha1.get("cluster") or {}).get("controlPlane") or {}).get("endpoint")
+        return str(endpoint or f"https://{self.plan.nodes[0].address}:6443")
+
+    def kube_bundle(self, issuer: str) -> bytes:
+        """CA data like `talosctl kubeconfig`: the issuing CA first, then the accepted CAs, as the
+        control planes will have them at the end of the plan (the kubeconfig is written before the
+        remove phase, and must not keep trusting a CA that phase revokes)."""
+        cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
+        fields = self.configs[cp].ca_fields("kubernetes")
+        issuing, accepted_cas = fields.cas(f"node {cp}")
+        pems = {ca.fingerprint: ca.pem for ca in (issuing, *accepted_cas) if ca is not None}
+        after = next((t.after for t in self.plan.targets if t.node == cp and t.pki == "kubernetes"), None)
+        accepted = list(after.accepted) if after is not None else [fp for fp in pems if fp != issuer]
+        fps = [issuer, *(fp for fp in accepted if fp != issuer)]
+        return b"".join(pems.get(fp) or self.keys.cert_pem(fp) for fp in fps)
