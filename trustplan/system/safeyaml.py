@@ -129,19 +129,6 @@ def load_edited(text: bytes | str) -> Any:
     return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
 
 
-def load_with_node(text: bytes | str, *, edited: bool = False) -> tuple[Any, yaml.Node | None]:
-    """load() (load_edited() when `edited`), and the node graph the document was built from: an
-    in-place editor of the same text reuses it instead of composing the text a second time."""
-    if not edited:
-        check(text)
-    loader = _Loader(text)
-    try:
-        node = loader.get_single_node()
-        return (loader.construct_document(node) if node is not None else None), node
-    finally:
-        loader.dispose()
-
-
 def load_all(text: bytes | str, max_bytes: int = MAX_BYTES) -> list[Any]:
     check(text, max_bytes)
     return list(yaml.load_all(text, Loader=_Loader))  # noqa: S506 - a SafeLoader subclass

@@ -171,13 +171,9 @@ class MachineConfig:
             raise InputError(source, "machine config is not UTF-8 text") from None
         self._texts = _split_documents(text)
         self._docs: list[Any] = []
-        self._nodes: dict[int, yaml.Node] = {}  # documents' node graphs, for in-place edits (_surgical)
-        for i, chunk in enumerate(self._texts):
+        for chunk in self._texts:
             try:
-                doc, node = safeyaml.load_with_node(chunk)
-                self._docs.append(doc)
-                if node is not None and _reusable(chunk):
-                    self._nodes[i] = node
+                self._docs.append(load_yaml(chunk))
             except yaml.YAMLError as exc:
                 problem, line = safeyaml.problem(exc)
                 raise InputError(source, problem, line=line) from None
@@ -303,13 +299,13 @@ class MachineConfig:
 
     def edited(self, changes: dict[str, CAFields]) -> MachineConfig:
         """A new MachineConfig with these CA fields (see with_ca_fields), built without re-parsing."""
-        texts, docs, nodes = list(self._texts), list(self._docs), dict(self._nodes)
+        texts, docs = list(self._texts), list(self._docs)
         legacy = {k: v for k, v in changes.items() if not (k == "kubernetes" and self.kube_ca_layout == "multidoc")}
         if legacy:
             docs[self._v1] = self._legacy_doc(legacy)
             want = {FIELDS[k][0]: (f.issuer, f.issuer_key, f.accepted) for k, f in legacy.items()}
             texts[self._v1] = self._surgical(
-                self._v1, docs[self._v1], lambda t, root: caedit.edit_v1alpha1(t, want, root), dump_yaml, nodes
+                self._v1, docs[self._v1], lambda t: caedit.edit_v1alpha1(t, want), dump_yaml
             )
         if "kubernetes" in changes and self.kube_ca_layout == "multidoc":
             index = self._kube_doc
@@ -317,38 +313,22 @@ class MachineConfig:
             docs[index] = self._multidoc_doc(changes["kubernetes"])
             issuing, accepted = self._multidoc_want(changes["kubernetes"])
             texts[index] = self._surgical(
-                index,
-                docs[index],
-                lambda t, root: caedit.edit_kube_ca_document(t, issuing, accepted, root),
-                dump_yaml_literal,
-                nodes,
+                index, docs[index], lambda t: caedit.edit_kube_ca_document(t, issuing, accepted), dump_yaml_literal
             )
         texts = [t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts)]
         new = object.__new__(MachineConfig)
         new.data = "".join(texts).encode("utf-8")
         new.source, new.digest = self.source, digest(new.data)
-        new._texts, new._docs, new._v1, new._nodes = texts, docs, self._v1, nodes
+        new._texts, new._docs, new._v1 = texts, docs, self._v1
         return new
 
-    def _surgical(
-        self,
-        index: int,
-        doc: Any,
-        edit: Callable[[str, yaml.Node | None], str],
-        dump: Any,
-        nodes: dict[int, yaml.Node],
-    ) -> str:
+    def _surgical(self, index: int, doc: Any, edit: Callable[[str], str], dump: Any) -> str:
         """The document's text with only its CA fields edited in place (caedit), checked by parsing it
         back: it must mean exactly `doc`. A shape the in-place editor does not handle (a flow-style
-        section, say) is re-encoded whole instead, which keeps the meaning but not the layout.
-        `nodes[index]` is the edited text's node graph afterwards (the next edit starts from it)."""
-        nodes.pop(index, None)
+        section, say) is re-encoded whole instead, which keeps the meaning but not the layout."""
         try:
-            text = edit(self._texts[index], self._nodes.get(index))
-            back, node = safeyaml.load_with_node(text, edited=True)
-            if _without_empty_ca(back) == _without_empty_ca(doc):
-                if node is not None and _reusable(text):
-                    nodes[index] = node
+            text = edit(self._texts[index])
+            if _without_empty_ca(safeyaml.load_edited(text)) == _without_empty_ca(doc):
                 return text
             log.debug("%s: in-place CA edit did not round-trip; re-encoding the document", self.source)
         except (yamledit.Unsupported, yaml.YAMLError) as exc:
@@ -416,13 +396,6 @@ class MachineConfig:
         else:
             doc.pop("acceptedCAs", None)
         return doc
-
-
-def _reusable(text: str) -> bool:
-    """Whether the node graph of `text` as the loader composed it can serve an in-place editor:
-    the editor composes ASCII text with the same parser (offsets agree), and merge keys (`<<`) are
-    the one thing the constructor changes in the graph."""
-    return text.isascii() and "<<" not in text
 
 
 def _without_empty_ca(doc: Any) -> Any:
