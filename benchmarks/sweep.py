@@ -46,8 +46,8 @@ def table(path: Path) -> str:
         last[row["run"]] = row
     lines = [
         "| run | plan | apply | RPC rounds | bound | apply / bound | one at a time | speedup | talosctl | "
-        "talosctl / (plan + apply) | trustplan CPU | peak RSS | simulator CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "talosctl / (plan + apply) | trustplan CPU | peak RSS | simulator CPU | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in RUNS:
         if name not in last:
@@ -59,7 +59,7 @@ def table(path: Path) -> str:
             f"{r['rpc_rounds']} | {_s(r['bound_s'])} | {_s(r['ratio_to_bound'], 'x')} | "
             f"{_s(r['sequential_apply_s'])} | {_s(r['speedup_vs_sequential'], 'x')} | {_s(r['talosctl_s'])} | "
             f"{_s(r['speedup_vs_talosctl'], 'x')} | {_s(r['tool_cpu_s'])} | {_s(r['peak_rss_mb'], ' MB')} | "
-            f"{_s(r['sim_cpu_s'])} |"
+            f"{_s(r['sim_cpu_s'])} | {_s(r.get('load_avg'), '')} |"
         )
     return "\n".join(lines)
 
