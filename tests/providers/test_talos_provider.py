@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf.empty_pb2 import Empty
@@ -15,6 +16,7 @@ from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import machine_grpc
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
+from waiting import until
 
 from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
 from trustplan.talos import machineconfig, pki
@@ -106,9 +108,18 @@ def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
             assert isinstance(results[-1], GateFailedError)
             assert str(results[-1]).startswith(f"node {refs[-1].address}: Version with the client cert issued by")
             assert "connection refused" in str(results[-1])
-        async with _provider(cluster, verify_timeout=10) as provider:
+        async with _provider(cluster, verify_timeout=30) as provider:
+            calls = 0
+            channel_for = provider._pool.get
+
+            def counting(*args: Any) -> Any:  # each fanned-out call takes a channel first
+                nonlocal calls
+                calls += 1
+                return channel_for(*args)
+
+            provider._pool.get = counting  # type: ignore[method-assign]
             task = asyncio.ensure_future(provider.verify_many(refs[-2:]))
-            await asyncio.sleep(0.3)
+            await until(lambda: calls >= 2, "verify_many asks the stopped worker again")
             assert not task.done()  # still asking the stopped worker
             await cluster.workers[1].start()  # back within the deadline: a retry finds it
             assert await task == [configgen.TALOS_VERSION] * 2
