@@ -11,14 +11,14 @@ document  to_document() / from_document(): the canonical JSON form of a plan
 from trustplan.planner.model import (
     PKIS,
     Authority,
+    Credential,
     DesiredTrust,
     LiveNode,
     LiveTrust,
-    OperatorCredential,
     Outputs,
     PlanInput,
 )
-from trustplan.planner.ops import AcceptCA, Credential, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.ops import AcceptCA, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.plan import Plan, PlanningError, PlanWarning, apply_edit, make_plan, suggest_accepted
 from trustplan.planner.safety import UnsafePlan, check_plan
 
@@ -31,7 +31,6 @@ __all__ = [
     "Gate",
     "LiveNode",
     "LiveTrust",
-    "OperatorCredential",
     "Outputs",
     "Phase",
     "Plan",

@@ -6,22 +6,14 @@ authorities by PKI and name, keys sorted when serialized.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, assert_never
 
-from trustplan.planner.model import PKI, Authority, LiveNode, LiveTrust
-from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.model import PKI, Authority, Credential, LiveNode, LiveTrust
+from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
+from trustplan.planner.timestamps import iso_time, parse_time
 
 FORMAT_VERSION = 1
-
-
-def _time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(s: str) -> dt.datetime:
-    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
 
 
 def _trust(t: LiveTrust) -> dict[str, Any]:
@@ -81,8 +73,8 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "source": a.source,
                 "subject": a.subject,
                 "algorithm": a.algorithm,
-                "not_before": _time(a.not_before),
-                "not_after": _time(a.not_after),
+                "not_before": iso_time(a.not_before),
+                "not_after": iso_time(a.not_after),
                 "certificate": a.cert_pem,
                 "key_available": a.key_available,
                 "new": a.fingerprint in new,
@@ -108,7 +100,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "edits": [edit_document(e) for e in p.edits],
                 "gates": [
                     {
-                        "kind": "gate",
+                        "kind": g.kind,
                         "pki": g.pki,
                         "after": g.after,
                         "credential": _cred(g.credential),
@@ -116,7 +108,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                     }
                     for g in p.gates
                 ],
-                "outputs": [{"kind": "output", "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
+                "outputs": [{"kind": o.kind, "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
             }
             for p in plan.phases
         ],
@@ -148,8 +140,8 @@ def from_document(doc: dict[str, Any]) -> Plan:
             source=a["source"],
             subject=a["subject"],
             algorithm=a["algorithm"],
-            not_before=_parse_time(a["not_before"]),
-            not_after=_parse_time(a["not_after"]),
+            not_before=parse_time(a["not_before"]),
+            not_after=parse_time(a["not_after"]),
             cert_pem=a["certificate"],
             key_available=a["key_available"],
             name=a["name"],

@@ -76,11 +76,13 @@ class DesiredTrust:
 
 
 @dataclass(frozen=True)
-class OperatorCredential:
-    """The client identity the operator starts with (e.g. the talosconfig's cert), by fingerprint."""
+class Credential:
+    """A client identity, by fingerprint: a cert issued by `issuer`, trusting the server CAs
+    `trusted`. The operator's (e.g. the talosconfig's cert, PlanInput.operator) and the ones a plan's
+    phases are sent with and its gates prove (ops.Phase.credential, ops.Gate.credential) alike."""
 
-    issuer: str
-    trusted: tuple[str, ...]
+    issuer: str  # a CA fingerprint (the operator's own CA for the operator's credential)
+    trusted: tuple[str, ...]  # fingerprints of the server CAs the client accepts
 
 
 @dataclass(frozen=True)
@@ -105,4 +107,4 @@ class PlanInput:
     authorities: tuple[Authority, ...]
     now: dt.datetime
     outputs: Outputs = Outputs()
-    operator: OperatorCredential | None = None  # None: files, where no credential is used
+    operator: Credential | None = None  # None: files, where no credential is used

@@ -14,10 +14,9 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from trustplan.planner.model import PKI, PKIS, Authority, DesiredTrust, LiveNode, LiveTrust, PlanInput
+from trustplan.planner.model import PKI, PKIS, Authority, Credential, DesiredTrust, LiveNode, LiveTrust, PlanInput
 from trustplan.planner.ops import (
     AcceptCA,
-    Credential,
     Edit,
     Gate,
     Phase,
@@ -114,7 +113,7 @@ def make_plan(inp: PlanInput) -> Plan:
         if "talos" in desired and phase != "accept":
             return gate_credential("talos", "accept" if phase == "swap" else phase)
         if inp.operator is not None:
-            return Credential(inp.operator.issuer, inp.operator.trusted)
+            return inp.operator
         return None
 
     phases: list[Phase] = []

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
-from trustplan.planner.model import PKI, LiveTrust, PlanInput
-from trustplan.planner.ops import AcceptCA, Credential, Edit, Gate, OutputKind, RemoveCA, SwapIssuer, apply_edit
+from trustplan.planner.model import PKI, Credential, LiveTrust, PlanInput
+from trustplan.planner.ops import AcceptCA, Edit, Gate, OutputKind, RemoveCA, SwapIssuer, apply_edit
 from trustplan.planner.result import Plan
 
 

@@ -50,7 +50,7 @@ class NodeConfig:
 
 
 @dataclass(frozen=True)
-class Credential:
+class TLSIdentity:
     """A TLS client identity (cert + key PEM) and the CA bundle it trusts servers with.
 
     `key_pem` is standard PKCS#8 PEM. A credential is never printed: its repr names the issuer only.
@@ -72,15 +72,15 @@ class Provider(Protocol):
         """What this provider can do beyond read, write and verify."""
         ...
 
-    async def read(self, node: NodeRef, credential: Credential | None) -> NodeConfig:
+    async def read(self, node: NodeRef, credential: TLSIdentity | None) -> NodeConfig:
         """The node's live machine config. Raises NodeUnreachableError or ProviderError."""
         ...
 
-    async def write(self, node: NodeRef, data: bytes, *, credential: Credential | None, dry_run: bool = False) -> str:
+    async def write(self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None, dry_run: bool = False) -> str:
         """Submit a full machine config (dry_run: only validate). Returns the node's message."""
         ...
 
-    async def verify(self, node: NodeRef, credential: Credential) -> str:
+    async def verify(self, node: NodeRef, credential: TLSIdentity) -> str:
         """Prove `credential` reaches the node and the node's server cert is trusted by it.
 
         Returns a short description (e.g. the Talos version). Raises GateFailedError.
@@ -104,7 +104,7 @@ class KubeletWatcher(Protocol):
     """Watches a node's kubelet restart (talos); the files provider cannot."""
 
     def kubelet_restart(
-        self, node: NodeRef, credential: Credential | None, timeout: float
+        self, node: NodeRef, credential: TLSIdentity | None, timeout: float
     ) -> AbstractAsyncContextManager[KubeletRestart]:
         """Open the watch; entering fails when the kubelet is not healthy right now."""
         ...
@@ -113,7 +113,7 @@ class KubeletWatcher(Protocol):
 class MemberLister(Protocol):
     """Lists the cluster's members as the cluster itself sees them (talos: the discovery service)."""
 
-    async def members(self, credential: Credential | None = None) -> list[tuple[str, str, str]]:
+    async def members(self, credential: TLSIdentity | None = None) -> list[tuple[str, str, str]]:
         """(address, role, hostname) of each member. Raises ProviderError."""
         ...
 
@@ -121,7 +121,7 @@ class MemberLister(Protocol):
 class ClientTrustProber(Protocol):
     """Asks a node's own API which client certificates it accepts (a worker's trustd bundle)."""
 
-    async def probe_client_trust(self, node: NodeRef, credentials: list[Credential]) -> list[bool | None]:
+    async def probe_client_trust(self, node: NodeRef, credentials: list[TLSIdentity]) -> list[bool | None]:
         """Per credential: True accepted, False refused, None unknown."""
         ...
 

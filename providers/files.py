@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trustplan.providers.base import Capabilities, Credential, NodeConfig, NodeRef
+from trustplan.providers.base import Capabilities, NodeConfig, NodeRef, TLSIdentity
 from trustplan.providers.offline import check_gate
 
 from trustplan.errors import ProviderError
@@ -87,7 +87,7 @@ class FilesProvider:
         except KeyError:
             raise ProviderError(f"unknown node {node.address}: not in cluster.machineConfigs") from None
 
-    async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
+    async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         path = self._path(node)
         data = safeio.read_regular(
             path, what=f"machine config file for node {node.address}", limit=safeyaml.MAX_BYTES,
@@ -96,7 +96,7 @@ class FilesProvider:
         return NodeConfig(node, data, machineconfig.digest(data), source=str(path))
 
     async def write(
-        self, node: NodeRef, data: bytes, *, credential: Credential | None = None, dry_run: bool = False
+        self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None = None, dry_run: bool = False
     ) -> str:
         path = self._path(node)
         cfg = machineconfig.parse(data, str(path))
@@ -110,7 +110,7 @@ class FilesProvider:
         write_atomic(path, data, mode=config_mode(path, cfg))
         return "written"
 
-    async def verify(self, node: NodeRef, credential: Credential) -> str:
+    async def verify(self, node: NodeRef, credential: TLSIdentity) -> str:
         """Offline gate: the config on disk is valid, trusts the credential, and serves a trusted cert."""
         path = self._path(node)
         cps = ((str(p), cfg) for p in self.configs.values() if (cfg := self._load(p)).role == "controlplane")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 
 from trustplan.errors import GateFailedError, StateError
 from trustplan.system.secretfiles import SecretFile
@@ -65,7 +65,7 @@ def server_for(address: str, port: int = DEFAULT_PORT) -> str:
     return f"https://{host}:{port}"
 
 
-def kubeconfig_dict(server: str, credential: Credential, name: str = "trustplan-gate") -> dict[str, Any]:
+def kubeconfig_dict(server: str, credential: TLSIdentity, name: str = "trustplan-gate") -> dict[str, Any]:
     """An in-memory kubeconfig for `server` with the credential's client cert and CA bundle."""
 
     def b64(data: bytes) -> str:
@@ -97,7 +97,7 @@ class _Client:
     The client library loads the CA bundle, cert and key from paths: they are in-memory files
     (trustplan.system.secretfiles), never on disk, closed by close() and gone with the process."""
 
-    def __init__(self, server: str, credential: Credential, call_timeout: float) -> None:
+    def __init__(self, server: str, credential: TLSIdentity, call_timeout: float) -> None:
         from kubernetes import client
 
         self.server = server
@@ -293,7 +293,7 @@ class KubernetesChecker:
 
     async def check(
         self,
-        credential: Credential,
+        credential: TLSIdentity,
         expected: Sequence[ExpectedNode],
         *,
         on_wait: Progress | None = None,
@@ -324,7 +324,7 @@ class KubernetesChecker:
     async def _one(
         self,
         server: str,
-        credential: Credential,
+        credential: TLSIdentity,
         expected: Sequence[ExpectedNode],
         on_wait: Progress | None,
         on_pass: Progress | None,

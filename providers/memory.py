@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trustplan.providers.base import Capabilities, Credential, NodeConfig, NodeRef
+from trustplan.providers.base import Capabilities, NodeConfig, NodeRef, TLSIdentity
 from trustplan.providers.offline import check_gate
 
 from trustplan.errors import GateFailedError, ProviderError
@@ -53,12 +53,12 @@ class MemoryProvider:
     def _parsed(self, address: str) -> machineconfig.MachineConfig:
         return machineconfig.parse(self.configs[address], f"node {address} (in memory)")
 
-    async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
+    async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         data = self._config(node)
         return NodeConfig(node, data, machineconfig.digest(data), source=f"node {node.address} (in memory)")
 
     async def write(
-        self, node: NodeRef, data: bytes, *, credential: Credential | None = None, dry_run: bool = False
+        self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None = None, dry_run: bool = False
     ) -> str:
         self._config(node)
         where = f"node {node.address} (in memory)"
@@ -78,7 +78,7 @@ class MemoryProvider:
         self.configs[node.address] = data
         return "written"
 
-    async def verify(self, node: NodeRef, credential: Credential) -> str:
+    async def verify(self, node: NodeRef, credential: TLSIdentity) -> str:
         """Offline gate: the node's config is valid, trusts the credential, and serves a trusted cert."""
         self._config(node)
         cps = [(f"node {a} (in memory)", cfg) for a in self.configs if (cfg := self._parsed(a)).role == "controlplane"]

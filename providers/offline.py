@@ -9,20 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 
 from trustplan.errors import GateFailedError
 from trustplan.talos import machineconfig, pki
+from trustplan.talos.rewrite import trust_of
 
 
-def trust_of(cfg: machineconfig.MachineConfig, pki_name: str, where: str) -> tuple[frozenset[str], str | None]:
+def _trusted(cfg: machineconfig.MachineConfig, pki_name: str, where: str) -> tuple[frozenset[str], str | None]:
     """The fingerprints a config trusts for one PKI (issuer + accepted), and its issuer's."""
-    fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
-    fps = {pki.CACert.from_pem(p, where).fingerprint for p in fields.accepted}
-    issuer = pki.CACert.from_pem(fields.issuer, where).fingerprint if fields.issuer else None
-    if issuer:
-        fps.add(issuer)
-    return frozenset(fps), issuer
+    trust, _ = trust_of(cfg.ca_fields(pki_name), where)  # type: ignore[arg-type]
+    return trust.trusted, trust.issuer
 
 
 def check_gate(
@@ -30,7 +27,7 @@ def check_gate(
     where: str,
     cfg: machineconfig.MachineConfig,
     controlplanes: Iterable[tuple[str, machineconfig.MachineConfig]],
-    credential: Credential,
+    credential: TLSIdentity,
 ) -> None:
     """The config (`where` names it in messages) is valid, trusts client certs from the credential's
     issuer, and the node's server cert (a control plane's own issuer; a worker's comes from the
@@ -38,7 +35,7 @@ def check_gate(
     problems = machineconfig.validate(cfg)
     if problems:
         raise GateFailedError(f"{address}: {where} fails Talos validation: " + "; ".join(problems))
-    trusted, issuer = trust_of(cfg, credential.pki, where)
+    trusted, issuer = _trusted(cfg, credential.pki, where)
     if credential.issuer not in trusted:
         raise GateFailedError(
             f"{address}: {where} does not trust client certificates from {pki.short(credential.issuer)}"
@@ -46,7 +43,7 @@ def check_gate(
     if cfg.role == "controlplane":
         serving = {issuer} if issuer else set()
     else:  # a worker's server certificate comes from a control plane's issuing CA
-        serving = {i for w, cp in controlplanes if (i := trust_of(cp, credential.pki, w)[1])}
+        serving = {i for w, cp in controlplanes if (i := _trusted(cp, credential.pki, w)[1])}
     untrusted = serving - set(credential.trusted)
     if untrusted:
         names = ", ".join(pki.short(u) for u in sorted(untrusted))

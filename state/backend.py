@@ -12,10 +12,10 @@ compare-and-swap on its resourceVersion, a coordination.k8s.io Lease as the lock
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import os
 import socket
-import time
 import uuid
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from trustplan.state.document import StateDocument
+
+from trustplan.talos import pki
 
 
 class StateBackend(Protocol):
@@ -64,7 +66,7 @@ class Holder:
             pid=os.getpid(),
             operation=operation,
             plan_digest=plan_digest,
-            since=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            since=pki.iso_time(dt.datetime.now(dt.UTC)),
         )
 
     def describe(self) -> str:

@@ -271,10 +271,6 @@ def _status(code: int, reason: str, message: str) -> dict[str, Any]:
 REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed"}
 
 
-def _timestamp(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class KubeAPIServer:
     """kube-apiserver of one control plane, on (node address, cluster.k8s_port)."""
 
@@ -532,7 +528,7 @@ def node_document(node: SimNode) -> dict[str, Any]:
     }
     if node.role == "controlplane":
         labels["node-role.kubernetes.io/control-plane"] = ""
-    created = _timestamp(node.created)
+    created = pki.iso_time(node.created)
     return {
         "metadata": {
             "name": node.hostname,
@@ -546,8 +542,8 @@ def node_document(node: SimNode) -> dict[str, Any]:
             "conditions": [
                 {
                     "type": "Ready",
-                    "lastHeartbeatTime": _timestamp(dt.datetime.now(dt.UTC)),
-                    "lastTransitionTime": _timestamp(kubelet.transition),
+                    "lastHeartbeatTime": pki.iso_time(dt.datetime.now(dt.UTC)),
+                    "lastTransitionTime": pki.iso_time(kubelet.transition),
                     **condition,
                 }
             ],

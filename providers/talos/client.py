@@ -20,7 +20,7 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.talos.talosconfig import Endpoint
 from trustplan.providers.talos.tls import client_context
 
@@ -86,10 +86,10 @@ class ChannelPool:
     """One grpclib Channel per (endpoint, credential), created on first use and reused."""
 
     def __init__(self) -> None:
-        self._channels: dict[tuple[Endpoint, Credential], Channel] = {}
-        self._contexts: dict[Credential, ssl.SSLContext] = {}
+        self._channels: dict[tuple[Endpoint, TLSIdentity], Channel] = {}
+        self._contexts: dict[TLSIdentity, ssl.SSLContext] = {}
 
-    def get(self, endpoint: Endpoint, credential: Credential) -> Channel:
+    def get(self, endpoint: Endpoint, credential: TLSIdentity) -> Channel:
         key = (endpoint, credential)
         channel = self._channels.get(key)
         if channel is None:
@@ -107,7 +107,7 @@ class ChannelPool:
             self._channels[key] = channel
         return channel
 
-    def drop(self, endpoint: Endpoint, credential: Credential) -> None:
+    def drop(self, endpoint: Endpoint, credential: TLSIdentity) -> None:
         """Forget (and close) a channel, e.g. after its connection went bad."""
         channel = self._channels.pop((endpoint, credential), None)
         if channel is not None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from google.protobuf.empty_pb2 import Empty
 from grpclib.exceptions import GRPCError
-from trustplan.providers.base import Capabilities, Credential, NodeConfig, NodeRef
+from trustplan.providers.base import Capabilities, NodeConfig, NodeRef, TLSIdentity
 from trustplan.providers.talos.client import CALL_TIMEOUT, ChannelPool, Transient, with_retry
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
@@ -101,7 +101,7 @@ class TalosProvider:
         return Capabilities(needs_credential=True, dry_run=True, kubernetes_api=True, endpoints=True,
                             kubelet=self, members=self, client_trust=self)
 
-    async def read(self, node: NodeRef, credential: Credential | None = None) -> NodeConfig:
+    async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         """The node's active machine config (exact bytes) and its digest."""
         cred = credential or self._own
         request = cosi_state_pb2.GetRequest(namespace=CONFIG_NAMESPACE, type=CONFIG_TYPE, id=CONFIG_ID)
@@ -125,7 +125,7 @@ class TalosProvider:
         return NodeConfig(node=node, data=data, digest=_digest(data))
 
     async def write(
-        self, node: NodeRef, data: bytes, *, credential: Credential | None = None, dry_run: bool = False
+        self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None = None, dry_run: bool = False
     ) -> str:
         """ApplyConfiguration(mode=NO_REBOOT); returns the node's mode_details and warnings."""
         cred = credential or self._own
@@ -146,7 +146,7 @@ class TalosProvider:
             lines.extend(f"warning: {w}" for w in message.warnings)
         return "\n".join(lines)
 
-    async def verify(self, node: NodeRef, credential: Credential | None = None) -> str:
+    async def verify(self, node: NodeRef, credential: TLSIdentity | None = None) -> str:
         """Version through the endpoint with `credential`; returns the node's Talos tag.
 
         Retries (including refused TLS handshakes, which are expected for a moment while a node
@@ -176,7 +176,7 @@ class TalosProvider:
 
     @asynccontextmanager
     async def kubelet_restart(
-        self, node: NodeRef, credential: Credential | None = None, timeout: float = 180.0
+        self, node: NodeRef, credential: TLSIdentity | None = None, timeout: float = 180.0
     ) -> AsyncIterator[KubeletWatch]:
         """Watch the node's kubelet service around a config change that restarts it.
 
@@ -225,7 +225,7 @@ class TalosProvider:
                 )
             yield KubeletWatch(node.address, events, timeout, reopen)
 
-    async def members(self, credential: Credential | None = None) -> list[tuple[str, str, str]]:
+    async def members(self, credential: TLSIdentity | None = None) -> list[tuple[str, str, str]]:
         """The cluster's members as the discovery service sees them: (address, role, hostname).
 
         COSI List of `cluster/Members.cluster.talos.dev` on an endpoint (no `node` metadata). The
@@ -255,7 +255,7 @@ class TalosProvider:
         return out
 
     async def probe_client_trust(
-        self, node: NodeRef, credentials: list[Credential], timeout: float = 3.0
+        self, node: NodeRef, credentials: list[TLSIdentity], timeout: float = 3.0
     ) -> list[bool | None]:
         """Which client certs the node's own apid accepts: Version straight to `node.address`
         (not through an endpoint's proxy), once per credential. True: accepted; False: the node
@@ -264,7 +264,7 @@ class TalosProvider:
         certificate request (reference/talos.md §2.4) and cannot be read any other way."""
         direct = (Endpoint(node.address, node.port),)
 
-        async def one(cred: Credential) -> bool | None:
+        async def one(cred: TLSIdentity) -> bool | None:
             async def attempt(endpoint: Endpoint) -> machine_pb2.VersionResponse:
                 stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
                 return await stub.Version(Empty(), timeout=timeout)
@@ -298,7 +298,7 @@ class TalosProvider:
         what: str,
         attempt: Callable[[Endpoint], Awaitable[R]],
         timeout: float,
-        cred: Credential | None = None,
+        cred: TLSIdentity | None = None,
     ) -> R:
         try:
             return await with_retry(attempt, self.endpoints, timeout, tls_timeout=self.tls_retry_timeout)
@@ -435,7 +435,7 @@ def _short(fp: str) -> str:
     return fp[: len("sha256:") + 12] if fp else "an unknown CA"
 
 
-def _trusting(cred: Credential | None) -> str:
+def _trusting(cred: TLSIdentity | None) -> str:
     """Which CAs the client trusted, for a trust failure's message."""
     if cred is None or not cred.trusted:
         return ""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.talos.tls import pkcs8_key_pem
 
 from trustplan.errors import InputError
@@ -51,17 +51,17 @@ class TalosConfig:
     crt_pem: bytes = field(repr=False)
     key_pem: bytes = field(repr=False)  # as found in the file (may be `ED25519 PRIVATE KEY`)
 
-    def credential(self) -> Credential:
-        """The talosconfig's own client identity as a provider Credential (key as PKCS#8 PEM)."""
+    def credential(self) -> TLSIdentity:
+        """The talosconfig's own client identity as a provider TLSIdentity (key as PKCS#8 PEM)."""
         return make_credential(self.crt_pem, self.key_pem, self.ca_pem, source=str(self.path))
 
 
-def make_credential(crt_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes, source: str = "<credential>") -> Credential:
-    """A talos Credential from PEMs; `issuer` is the bundle CA that signed the cert, if any."""
+def make_credential(crt_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes, source: str = "<credential>") -> TLSIdentity:
+    """A talos TLSIdentity from PEMs; `issuer` is the bundle CA that signed the cert, if any."""
     cert = pki.load_cert_pem(crt_pem, source, "crt")
     cas = [pki.load_cert_pem(block, source, "ca") for block in pki.split_pem_bundle(ca_bundle_pem)]
     issuer = next((pki.fingerprint(ca) for ca in cas if pki.verify_issued_by(cert, ca)), "")
-    return Credential(
+    return TLSIdentity(
         pki="talos",
         issuer=issuer,
         trusted=tuple(pki.fingerprint(ca) for ca in cas),

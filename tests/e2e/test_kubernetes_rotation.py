@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, server_for
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
@@ -59,13 +59,13 @@ async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> 
     )
 
 
-def kubeconfig_credential(path: Path) -> Credential:
+def kubeconfig_credential(path: Path) -> TLSIdentity:
     doc = machineconfig.load_yaml(path.read_bytes())
     ca = pki.b64decode_pem(doc["clusters"][0]["cluster"]["certificate-authority-data"], str(path), "ca")
     user = doc["users"][0]["user"]
     crt = pki.b64decode_pem(user["client-certificate-data"], str(path), "crt")
     key = pki.b64decode_pem(user["client-key-data"], str(path), "key")
-    return Credential("kubernetes", "", (), crt, key, ca)
+    return TLSIdentity("kubernetes", "", (), crt, key, ca)
 
 
 async def kube_check(cluster: SimCluster, kubeconfig: Path, timeout: float = 10.0) -> dict[str, str]:
@@ -109,7 +109,7 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         with pytest.raises(GateFailedError, match="TLS trust failure: unknown authority"):
             await kube_check(cluster, old, timeout=0.3)
         stale = kubeconfig_credential(old)  # the old cert, trusting the new CA: the server refuses it
-        stale = Credential(
+        stale = TLSIdentity(
             "kubernetes", "", (), stale.cert_pem, stale.key_pem, kubeconfig_credential(cluster.kubeconfig).ca_bundle_pem
         )
         checker = KubernetesChecker([server_for(n.address, cluster.k8s_port) for n in cluster.controlplanes], 0.3)

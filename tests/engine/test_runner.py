@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import copy_example
-from trustplan.planner import OperatorCredential
-from trustplan.providers.base import Credential
+from trustplan.planner import Credential
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.memory import MemoryProvider
 from trustplan.state import LocalState
 
@@ -96,10 +96,10 @@ def test_the_operators_identity_sends_the_operators_own_credential(tmp_path: Pat
     keys = engine.KeyRing(dict(planned.resolved.material), Keystore(desired.keystore))
     swap = next(p for p in planned.plan.phases if p.name == "swap")
     assert swap.credential is not None
-    own = Credential("talos", swap.credential.issuer, swap.credential.trusted, b"crt", b"key", b"bundle")
+    own = TLSIdentity("talos", swap.credential.issuer, swap.credential.trusted, b"crt", b"key", b"bundle")
     taking = MemoryProvider(provider.configs, needs_credential=True)
     runner = PhaseRunner(desired, taking, keys, planned.live, planned.plan, pki.utcnow(), engine.QuietReporter(),
-                         operator=None, operator_identity=OperatorCredential(swap.credential.issuer,
+                         operator=None, operator_identity=Credential(swap.credential.issuer,
                                                                              swap.credential.trusted))
     assert runner.phase_credential(swap) is None  # the identity is the operator's: its own credential
     minted = PhaseRunner(desired, taking, keys, planned.live, planned.plan, pki.utcnow(), engine.QuietReporter())

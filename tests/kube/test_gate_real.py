@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 from kubeapi import KubeAPIServer
-from trustplan.providers.base import Credential
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
 
 from trustplan.errors import GateFailedError
@@ -34,12 +34,12 @@ def nodes(kube_api: KubeAPIServer) -> list[ExpectedNode]:
     return [ExpectedNode("10.9.0.2", "gate-cp-1"), ExpectedNode("10.9.0.3", "gate-worker-1")]
 
 
-def credential(api: KubeAPIServer, crt: bytes | None = None, key: bytes | None = None) -> Credential:
-    return Credential("kubernetes", "sha256:" + "0" * 64, (), crt or api.admin_crt.read_bytes(),
+def credential(api: KubeAPIServer, crt: bytes | None = None, key: bytes | None = None) -> TLSIdentity:
+    return TLSIdentity("kubernetes", "sha256:" + "0" * 64, (), crt or api.admin_crt.read_bytes(),
                       key or api.admin_key.read_bytes(), api.ca_pem)
 
 
-def check(api: KubeAPIServer, cred: Credential, expected: list[ExpectedNode]) -> dict[str, str]:
+def check(api: KubeAPIServer, cred: TLSIdentity, expected: list[ExpectedNode]) -> dict[str, str]:
     return asyncio.run(KubernetesChecker([api.server], 3, backoff_max=0.5).check(cred, expected))
 
 

@@ -13,9 +13,9 @@ import pytest
 from helpers import authority, cluster, fp, node, plan_input, trust, want
 from trustplan.planner import (
     AcceptCA,
+    Credential,
     LiveNode,
     LiveTrust,
-    OperatorCredential,
     Phase,
     Plan,
     RemoveCA,
@@ -51,7 +51,7 @@ def test_a_safe_rotation_passes() -> None:
 
 def test_operator_credential_not_trusted_by_the_nodes_is_refused() -> None:
     inp = plan_input(cluster(trust("old")), want("talos", "new"))
-    inp = dataclasses.replace(inp, operator=OperatorCredential(fp("x"), (fp("old"),)))
+    inp = dataclasses.replace(inp, operator=Credential(fp("x"), (fp("old"),)))
     with pytest.raises(UnsafePlan) as exc:
         make_plan(inp)
     assert str(exc.value).startswith(f"accept phase, before changing {CP1}: endpoint {CP1} would refuse an admin ")
@@ -60,14 +60,14 @@ def test_operator_credential_not_trusted_by_the_nodes_is_refused() -> None:
 
 def test_operator_not_trusting_the_server_certificates_is_refused() -> None:
     inp = plan_input(cluster(trust("old")), want("talos", "new"))
-    inp = dataclasses.replace(inp, operator=OperatorCredential(fp("old"), (fp("x"),)))
+    inp = dataclasses.replace(inp, operator=Credential(fp("old"), (fp("x"),)))
     with pytest.raises(UnsafePlan, match=rf"the client would refuse endpoint {CP1}'s server certificate"):
         make_plan(inp)
 
 
 def test_operator_whose_ca_the_plan_removes_is_still_fine_because_later_phases_use_the_new_cert() -> None:
     inp = plan_input(cluster(trust("old")), want("talos", "new"))
-    inp = dataclasses.replace(inp, operator=OperatorCredential(fp("old"), (fp("old"),)))
+    inp = dataclasses.replace(inp, operator=Credential(fp("old"), (fp("old"),)))
     plan = make_plan(inp)
     assert plan.phases[0].credential is not None and plan.phases[0].credential.issuer == fp("old")
     assert plan.phases[1].credential is not None and plan.phases[1].credential.issuer == fp("new")

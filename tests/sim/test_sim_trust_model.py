@@ -20,7 +20,7 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
-from trustplan.providers.base import Credential, NodeRef
+from trustplan.providers.base import NodeRef, TLSIdentity
 from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
@@ -149,7 +149,7 @@ def _edit(data: bytes, change) -> bytes:  # type: ignore[no-untyped-def]
     return cfg.with_ca_fields({"talos": change(cfg.ca_fields("talos"), cfg.role)})
 
 
-async def _patch_all(provider: TalosProvider, nodes: list[NodeRef], cred: Credential | None, change) -> None:  # type: ignore[no-untyped-def]
+async def _patch_all(provider: TalosProvider, nodes: list[NodeRef], cred: TLSIdentity | None, change) -> None:  # type: ignore[no-untyped-def]
     for node in nodes:  # control planes first
         live = await provider.read(node, cred)
         await provider.write(node, _edit(live.data, change), credential=cred)
@@ -168,7 +168,7 @@ def test_accept_swap_remove(tmp_path: Path) -> None:
         new_only = make_credential(new_both.cert_pem, new_both.key_pem, new_pem)
         old_both = make_credential(old_only.cert_pem, old_only.key_pem, old_pem + new_pem)
 
-        async def reaches(cred: Credential, timeout: float = 5) -> bool:
+        async def reaches(cred: TLSIdentity, timeout: float = 5) -> bool:
             """Version on every node over fresh connections (an open one would outlive a swap)."""
             async with TalosProvider(cluster.talosconfig, None, nodes, verify_timeout=timeout) as fresh:
                 try:

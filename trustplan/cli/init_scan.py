@@ -4,7 +4,6 @@ and the commented trustplan.yaml it writes from them (docs in trustplan/cli/init
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import ipaddress
 import os
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 import yaml
 
 from trustplan.cli.common import err
+from trustplan.engine.live import LiveCA
 from trustplan.errors import InputError, UnsupportedError
 from trustplan.system import safeio, safeyaml
 from trustplan.talos import machineconfig, pki
@@ -30,16 +30,6 @@ class FoundNode:
     role: str
     path: Path | None = None
     why: str = ""  # where the address came from
-
-
-@dataclass(frozen=True)
-class LiveCA:
-    pki: str
-    fingerprint: str
-    subject: str
-    algorithm: str
-    not_after: dt.datetime
-    where: tuple[str, ...]  # the nodes (or files) it was found on
 
 
 def _is_ip(text: str) -> bool:
@@ -87,8 +77,7 @@ def read_machine_configs(directory: Path) -> tuple[list[FoundNode], list[machine
 def _ca(pki_name: str, pem: bytes, where: str, found: dict[str, LiveCA]) -> None:
     ca = pki.CACert.from_pem(pem, where)
     prev = found.get(ca.fingerprint)
-    nodes = (prev.where if prev else ()) + (where,)
-    found[ca.fingerprint] = LiveCA(pki_name, ca.fingerprint, ca.subject, ca.algorithm, ca.not_after, nodes)
+    found[ca.fingerprint] = LiveCA(ca, pki_name, issuing_on=(prev.issuing_on if prev else ()) + (where,))
 
 
 def live_cas(configs: list[tuple[str, machineconfig.MachineConfig]]) -> dict[str, list[LiveCA]]:
@@ -99,7 +88,7 @@ def live_cas(configs: list[tuple[str, machineconfig.MachineConfig]]) -> dict[str
             fields = cfg.ca_fields(pki_name)
             if fields.issuer is not None:
                 _ca(pki_name, fields.issuer, where, found[pki_name])
-    return {p: sorted(cas.values(), key=lambda c: -len(c.where)) for p, cas in found.items()}
+    return {p: sorted(cas.values(), key=lambda c: -len(c.issuing_on)) for p, cas in found.items()}
 
 
 def live_cas_from_secrets(path: Path) -> dict[str, list[LiveCA]]:
@@ -173,10 +162,10 @@ def render_yaml(
         prefix, title = PKI_NAMES[p]
         for i, ca in enumerate(cas.get(p, [])):
             label = f"{prefix}-current" + (f"-{i + 1}" if i else "")
-            lines.append(f"#   {label}: {ca.fingerprint}")
+            lines.append(f"#   {label}: {ca.ca.fingerprint}")
             lines.append(
-                f"#     {title}, {ca.subject}, {ca.algorithm}, valid until {ca.not_after:%Y-%m-%d}, "
-                f"issuing on {len(ca.where)} of the nodes read"
+                f"#     {title}, {ca.ca.subject}, {ca.ca.algorithm}, valid until {ca.ca.not_after:%Y-%m-%d}, "
+                f"issuing on {len(ca.issuing_on)} of the nodes read"
             )
         if len(cas.get(p, [])) > 1:
             lines.append(f"#   (more than one {title} issues today: a rotation may be half done; plan finishes it)")

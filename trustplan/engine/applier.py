@@ -19,7 +19,7 @@ from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
-from trustplan.engine.planning import KeyRing, QuietReporter, Reporter, iso_time, make_provider, read_live
+from trustplan.engine.planning import KeyRing, QuietReporter, Reporter, make_provider, read_live
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.rollback import Rollback, possible, roll_back
 from trustplan.engine.runner import PhaseRunner
@@ -38,6 +38,7 @@ from trustplan.planner import (
     Plan,
 )
 from trustplan.planner import ops as op
+from trustplan.planner.timestamps import iso_time
 from trustplan.providers.base import Provider
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
@@ -267,8 +268,8 @@ def _needed_keys(plan: Plan) -> list[str]:
     need: list[str] = []
     for phase in plan.phases:
         for e in phase.edits:
-            if isinstance(e, op.SwapIssuer) and e.with_key:
-                need.append(e.new)
+            if (key := op.key_needed(e)) is not None:
+                need.append(key)
         for g in phase.gates:
             need.append(g.credential.issuer)
         for o in phase.outputs:

@@ -8,18 +8,20 @@ from dataclasses import dataclass, field
 
 from trustplan.errors import InputError
 from trustplan.planner import LiveNode, LiveTrust
-from trustplan.providers.base import Credential, NodeConfig, NodeRef, Provider
+from trustplan.providers.base import NodeConfig, NodeRef, Provider, TLSIdentity
 from trustplan.talos import machineconfig, pki
 from trustplan.talos.machineconfig import MachineConfig
 
 
 @dataclass
 class LiveCA:
-    """A CA found in some node's config; `key_pem` when a control plane holds its key."""
+    """A CA found in some node's config (or a secrets file); `key_pem` when a control plane holds its
+    key; `issuing_on`: where it was seen issuing (what `trustplan init` reports)."""
 
     ca: pki.CACert
     pki: str
     key_pem: bytes | None = field(default=None, repr=False)
+    issuing_on: tuple[str, ...] = ()
 
 
 @dataclass
@@ -36,8 +38,7 @@ class LiveCluster:
 def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTrust:
     fields = cfg.ca_fields(pki_name)  # type: ignore[arg-type]
 
-    def note(pem: bytes, path: str, key: bytes | None = None) -> str:
-        ca = pki.CACert.from_pem(pem, cfg.source)
+    def note(ca: pki.CACert, path: str, key: bytes | None = None) -> str:
         entry = cas.setdefault(ca.fingerprint, LiveCA(ca, pki_name))
         if key is not None and entry.key_pem is None:
             k = pki.load_key_pem(key, cfg.source, path)
@@ -55,8 +56,9 @@ def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTru
         )
     else:
         ca_path, accepted_path = "cluster.ca", "cluster.acceptedCAs"
-    issuer = note(fields.issuer, ca_path, fields.issuer_key) if fields.issuer else None
-    accepted = tuple(note(p, accepted_path) for p in fields.accepted)
+    issuing, accepted_cas = fields.cas(cfg.source)
+    issuer = note(issuing, ca_path, fields.issuer_key) if issuing is not None else None
+    accepted = tuple(note(ca, accepted_path) for ca in accepted_cas)
     return LiveTrust(issuer, fields.issuer_key is not None, accepted)
 
 
@@ -72,7 +74,7 @@ async def read_cluster(
     provider: Provider,
     nodes: tuple[NodeRef, ...],
     managed: tuple[str, ...],
-    credential: Credential | None = None,
+    credential: TLSIdentity | None = None,
     concurrency: int = 32,
     on_read: Callable[[str], None] | None = None,
 ) -> LiveCluster:

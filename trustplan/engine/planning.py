@@ -37,7 +37,7 @@ from trustplan.formats.outputs import (
 )
 from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
-    OperatorCredential,
+    Credential,
     Plan,
     PlanInput,
     PlanningError,
@@ -46,7 +46,7 @@ from trustplan.planner import (
     suggest_accepted,
 )
 from trustplan.planner import ops as op
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.state import StateDocument
 from trustplan.talos import pki
 from trustplan.talos.rewrite import rewrite
@@ -91,10 +91,6 @@ def make_provider(desired: DesiredState) -> Provider:
             assert_never(desired.provider)
 
 
-def iso_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 @dataclass
 class Planned:
     """A fresh plan: the saved form (what `-o` writes and the renderers show) and what it was made from."""
@@ -104,7 +100,7 @@ class Planned:
     live: LiveCluster
     notes: list[str] = field(default_factory=list)
     keystore: Keystore | None = None
-    operator: OperatorCredential | None = None  # the identity the plan's accept phase is sent with
+    operator: Credential | None = None  # the identity the plan's accept phase is sent with
 
     @property
     def plan(self) -> Plan:
@@ -116,7 +112,7 @@ class Planned:
         self.resolved.save_new(self.keystore)
 
 
-def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> OperatorCredential | None:
+def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> Credential | None:
     """The talosconfig's client identity by fingerprint (None: the provider takes no credential)."""
     if not provider.capabilities.needs_credential:
         return None
@@ -133,7 +129,7 @@ def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> O
             "the talosconfig's client certificate was not issued by any CA the nodes know",
             path="contexts.*.crt",
         )
-    return OperatorCredential(issuer, trusted)
+    return Credential(issuer, trusted)
 
 
 async def read_live(
@@ -143,7 +139,7 @@ async def read_live(
     managed: tuple[str, ...],
     now: dt.datetime,
     on_read: Callable[[str], None] | None = None,
-) -> tuple[LiveCluster, Credential | None]:
+) -> tuple[LiveCluster, TLSIdentity | None]:
     """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
 
     After a rotation that died halfway, the talosconfig may no longer verify the nodes' new server
@@ -168,7 +164,7 @@ async def read_live(
         raise first
 
 
-def reader_label(desired: DesiredState, reader: Credential) -> str:
+def reader_label(desired: DesiredState, reader: TLSIdentity) -> str:
     """What a fallback credential is, for the notes of plan and status (never its key)."""
     from trustplan.providers.talos.talosconfig import load_talosconfig
 
@@ -181,7 +177,7 @@ def reader_label(desired: DesiredState, reader: Credential) -> str:
     return f"{desired.talosconfig} does not work against every node; used {how}"
 
 
-def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[Credential]:
+def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[TLSIdentity]:
     from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 
     assert desired.talosconfig is not None
@@ -219,7 +215,7 @@ async def make(
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
     operator = (
-        _operator(desired, provider, live) if reader is None else OperatorCredential(reader.issuer, reader.trusted)
+        _operator(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
     )
     inp = PlanInput(
         cluster=desired.cluster,
@@ -293,7 +289,7 @@ async def plan_desired(
 
 
 async def unlisted_nodes(
-    desired: DesiredState, provider: Provider, plan: Plan, reader: Credential | None, allow: tuple[str, ...]
+    desired: DesiredState, provider: Provider, plan: Plan, reader: TLSIdentity | None, allow: tuple[str, ...]
 ) -> list[str]:
     """Refuse a plan that would leave a cluster member out (notes for what is fine).
 
@@ -367,7 +363,7 @@ def _final_edits(plan: Plan) -> dict[str, tuple[op.Edit, ...]]:
 
 
 async def _dry_run(
-    plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: Credential | None
+    plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: TLSIdentity | None
 ) -> list[str]:
     """Let every node validate its final config (Talos: ApplyConfiguration dry_run) before saving."""
     keys = KeyRing(resolved.material, None)

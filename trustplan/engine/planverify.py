@@ -24,7 +24,7 @@ from trustplan.errors import KeystoreError, PlanFileError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.savedplan import SavedPlan, differing_sections
 from trustplan.planner import (
-    OperatorCredential,
+    Credential,
     Plan,
     PlanInput,
     PlanningError,
@@ -33,7 +33,7 @@ from trustplan.planner import (
     make_plan,
 )
 from trustplan.planner import ops as op
-from trustplan.providers.base import Credential, Provider
+from trustplan.providers.base import Provider, TLSIdentity
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
 
@@ -107,7 +107,7 @@ def verified_plan(
     desired: DesiredState,
     live: LiveCluster,
     resolved: Resolved,
-    operator: OperatorCredential | None,
+    operator: Credential | None,
     now: dt.datetime,
 ) -> Plan:
     """The plan to apply: the one recomputed from the live configs and the desired state, after
@@ -197,11 +197,11 @@ def preflight_outputs(desired: DesiredState, plan: Plan) -> None:
 
 
 def operator_of(
-    desired: DesiredState, provider: Provider, live: LiveCluster, reader: Credential | None
-) -> OperatorCredential | None:
+    desired: DesiredState, provider: Provider, live: LiveCluster, reader: TLSIdentity | None
+) -> Credential | None:
     """The credential the plan's accept phase was made for (as engine.make derives it)."""
     if reader is not None:
-        return OperatorCredential(reader.issuer, reader.trusted)
+        return Credential(reader.issuer, reader.trusted)
     from trustplan.engine.planning import _operator
 
     return _operator(desired, provider, live)

@@ -23,9 +23,9 @@ from trustplan.engine.planning import KeyRing, Reporter, node_refs
 from trustplan.errors import TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
-from trustplan.planner import OperatorCredential, Plan
+from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
-from trustplan.providers.base import Credential, KubeletWatcher, Provider
+from trustplan.providers.base import KubeletWatcher, Provider, TLSIdentity
 from trustplan.providers.talos.talosconfig import write_talosconfig
 from trustplan.talos import pki
 from trustplan.talos.clientconfig import kubeconfig_document
@@ -75,17 +75,17 @@ class PhaseRunner:
         plan: Plan,
         now: dt.datetime,
         reporter: Reporter,
-        operator: Credential | None = None,
+        operator: TLSIdentity | None = None,
         stop: Stop | None = None,
         *,
-        operator_identity: OperatorCredential | None = None,
+        operator_identity: Credential | None = None,
     ) -> None:
         self.stop = stop or Stop()
         self.workers_first = False  # a rollback undoes a phase in reverse order
         self.desired = desired
         self.operator = operator
         if operator_identity is None and operator is not None:
-            operator_identity = OperatorCredential(operator.issuer, operator.trusted)
+            operator_identity = Credential(operator.issuer, operator.trusted)
         self.operator_identity = operator_identity
         self.provider = provider
         self.keys = keyring
@@ -95,21 +95,21 @@ class PhaseRunner:
         self.reporter = reporter
         self.steps: list[dict[str, Any]] = []
         self.refs = {r.address: r for r in node_refs(plan)}
-        self._credentials: dict[tuple[str, str, tuple[str, ...]], Credential] = {}
+        self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
         self.rollout = desired.rollout  # apply() sets the plan's
         self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
-    def mint(self, pki_name: str, cred: op.Credential) -> Credential:
+    def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
         key = (pki_name, cred.issuer, cred.trusted)
         if key not in self._credentials:
             crt, k = self.admin_pems(pki_name, cred.issuer)
             bundle = pki.pem_bundle([self.keys.cert_pem(fp) for fp in cred.trusted])
             pkcs8 = pki.key_to_pkcs8_pem(pki.load_key_pem(k, "admin key"))
-            self._credentials[key] = Credential(pki_name, cred.issuer, cred.trusted, crt, pkcs8, bundle)  # type: ignore[arg-type]
+            self._credentials[key] = TLSIdentity(pki_name, cred.issuer, cred.trusted, crt, pkcs8, bundle)  # type: ignore[arg-type]
         return self._credentials[key]
 
-    def phase_credential(self, phase: op.Phase) -> Credential | None:
+    def phase_credential(self, phase: op.Phase) -> TLSIdentity | None:
         """What the phase's edits are sent with, as the plan says (`phase.credential`): the operator's
         own credential when the plan names the operator's identity (or none), else an admin cert
         minted for it. None for a provider that takes no credential."""
@@ -148,8 +148,11 @@ class PhaseRunner:
     def trust_new_issuers(self, phase: op.Phase) -> None:
         """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
         certificates, so they keep working while nodes switch until the new credentials are written."""
-        for pki_name in dict.fromkeys(e.pki for e in phase.edits if isinstance(e, op.SwapIssuer)):
-            new = next(e.new for e in phase.edits if isinstance(e, op.SwapIssuer) and e.pki == pki_name)
+        issuers: dict[str, str] = {}  # per PKI, the first new issuer of the phase
+        for e in phase.edits:
+            if (issuer := op.new_issuer(e)) is not None:
+                issuers.setdefault(e.pki, issuer)
+        for pki_name, new in issuers.items():
             if pki_name == "talos" and self.desired.talosconfig_output is not None:
                 path = self.desired.talosconfig_output
                 context = self.desired.context if path == self.desired.talosconfig else None
@@ -172,7 +175,7 @@ class PhaseRunner:
         wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
         return f"done before the stop: {done}, {gates} gates passed{wrote}"
 
-    async def patch_phase(self, phase: op.Phase, cred: Credential | None) -> None:
+    async def patch_phase(self, phase: op.Phase, cred: TLSIdentity | None) -> None:
         nodes = phase.nodes()
         self.reporter.start(f"{phase.name}: patching {len(nodes)} nodes", len(nodes))
         roles = {n.address: n.role for n in self.plan.nodes}
@@ -223,7 +226,7 @@ class PhaseRunner:
         return self.configs[address].ca_fields("kubernetes") != after.ca_fields("kubernetes")
 
     async def write_with_kubelet_restart(
-        self, watcher: KubeletWatcher, phase: str, address: str, after: MachineConfig, cred: Credential | None
+        self, watcher: KubeletWatcher, phase: str, address: str, after: MachineConfig, cred: TLSIdentity | None
     ) -> None:
         """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
         it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
@@ -351,7 +354,8 @@ class PhaseRunner:
         remove phase, and must not keep trusting a CA that phase revokes)."""
         cp = next(n.address for n in self.plan.nodes if n.role == "controlplane")
         fields = self.configs[cp].ca_fields("kubernetes")
-        pems = {pki.CACert.from_pem(p).fingerprint: p for p in (fields.issuer, *fields.accepted) if p}
+        issuing, accepted_cas = fields.cas(f"node {cp}")
+        pems = {ca.fingerprint: ca.pem for ca in (issuing, *accepted_cas) if ca is not None}
         after = next((t.after for t in self.plan.targets if t.node == cp and t.pki == "kubernetes"), None)
         accepted = list(after.accepted) if after is not None else [fp for fp in pems if fp != issuer]
         fps = [issuer, *(fp for fp in accepted if fp != issuer)]

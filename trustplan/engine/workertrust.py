@@ -27,7 +27,7 @@ from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.outputs import admin_credentials
 from trustplan.planner import LiveNode, PlanInput
-from trustplan.providers.base import Credential, NodeRef, Provider
+from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.talos import pki
 
 
@@ -42,7 +42,7 @@ def needs_probe(live: LiveCluster) -> bool:
     return len(shapes) > 1 or workers != cp_trust
 
 
-def _candidates(live: LiveCluster, resolved: Resolved, keystore: Keystore, now: dt.datetime) -> list[Credential]:
+def _candidates(live: LiveCluster, resolved: Resolved, keystore: Keystore, now: dt.datetime) -> list[TLSIdentity]:
     from trustplan.providers.talos.talosconfig import make_credential
 
     talos = sorted(fp for fp, c in live.cas.items() if c.pki == "talos")

@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from trustplan.errors import CAError, PlanFileError
+from trustplan.planner.timestamps import iso_time, parse_time
 from trustplan.talos import pki
 
 
@@ -55,8 +56,7 @@ def check_structure(doc: dict[str, Any], source: str) -> None:
         if ca.fingerprint != a["fingerprint"]:
             raise _fail(source, f"{where}: the certificate's fingerprint is {ca.fingerprint}, not {a['fingerprint']}")
         facts = {"subject": ca.subject, "algorithm": ca.algorithm,
-                 "not_before": ca.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                 "not_after": ca.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")}
+                 "not_before": iso_time(ca.not_before), "not_after": iso_time(ca.not_after)}
         for key, value in facts.items():  # what reviewers read is what the certificate says
             if a[key] != value:
                 raise _fail(source, f"{where}.{key}: {a[key]!r} is not what the certificate says ({value!r})")
@@ -116,6 +116,6 @@ def _check_text(value: Any, source: str, where: str) -> None:
 
 def _time(text: str, source: str, where: str) -> dt.datetime:
     try:
-        return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        return parse_time(text)
     except ValueError:
         raise _fail(source, f"{where}: {text!r} is not a UTC time like 2026-01-31T12:00:00Z") from None

@@ -41,6 +41,7 @@ from trustplan.formats.plancheck import check_structure
 from trustplan.formats.savedplan import Bindings, PlanRollout, SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.ops import OutputKind
+from trustplan.planner.timestamps import iso_time
 
 MAGIC = b"TRUSTPLAN\0"
 SIG_MAGIC = b"SIG\0"
@@ -239,7 +240,7 @@ def read(path: Path) -> SavedPlan:
 def check_expiry(saved: SavedPlan, now: dt.datetime, source: str) -> None:
     if now >= saved.bindings.expires:
         raise PlanFileError(
-            f"{source}: plan expired at {savedplan.iso_time(saved.bindings.expires)}",
+            f"{source}: plan expired at {iso_time(saved.bindings.expires)}",
             hint="make a fresh plan with `trustplan plan -o ...` and review it again",
         )
 

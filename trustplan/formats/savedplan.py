@@ -23,21 +23,13 @@ from typing import Any, Literal
 from trustplan.planner import Plan
 from trustplan.planner import document as plandoc
 from trustplan.planner.ops import OutputKind, WriteOutput
+from trustplan.planner.timestamps import iso_time, parse_time
 
 FORMAT_VERSION = 1
 #: Additive changes within format 1 this trustplan writes (1.1: `new`, warning_details; 1.2: rollout).
 FORMAT_MINOR = 2
-TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 Provider = Literal["files", "talos"]
-
-
-def iso_time(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime(TIME_FORMAT)
-
-
-def parse_time(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,10 @@ The warnings are the planner's (Plan.warnings): this module words them, it never
 
 from __future__ import annotations
 
-from trustplan.formats.savedplan import SavedPlan, iso_time
+from trustplan.formats.savedplan import SavedPlan
 from trustplan.planner import Plan, PlanWarning
 from trustplan.planner.model import PKI_TITLE
+from trustplan.planner.timestamps import iso_time
 from trustplan.render.mdchanges import phase_chunks, phase_title, trust_tables
 from trustplan.render.mdparts import GITHUB_COMMENT_LIMIT, PART_DELIMITER, PART_LIMIT, Chunk, join, split
 from trustplan.render.mdview import FLAVORS, FOLD_OVER, Flavor, View, ca_ref, cell, node_list

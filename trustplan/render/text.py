@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 from typing import assert_never
 
-from trustplan.formats.savedplan import SavedPlan, iso_time
+from trustplan.formats.savedplan import SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
+from trustplan.planner.timestamps import iso_time
 
 
 def symbol(e: Edit) -> str:

@@ -57,6 +57,12 @@ class CAFields:
     issuer_key: bytes | None  # PEM of the key, None when absent or ""
     accepted: tuple[bytes, ...]  # PEMs of acceptedCAs[*].crt, in order
 
+    def cas(self, source: str) -> tuple[pki.CACert | None, tuple[pki.CACert, ...]]:
+        """The issuing CA and the accepted CAs, each parsed once (CACert.fingerprint names it and
+        CACert.pem keeps the exact bytes); InputError naming `source` for one that is no certificate."""
+        issuer = pki.CACert.from_pem(self.issuer, source) if self.issuer is not None else None
+        return issuer, tuple(pki.CACert.from_pem(pem, source) for pem in self.accepted)
+
 
 def digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()

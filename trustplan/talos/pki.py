@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustplan.errors import CAError
+from trustplan.planner.timestamps import iso_time as iso_time  # re-exported for the layers below the planner's reach
 
 PKIName = Literal["talos", "kubernetes"]
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -424,4 +425,5 @@ def issue_server_cert(
 
 
 def utcnow() -> dt.datetime:
+    """Now, in UTC, to the second (certificates carry whole seconds)."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0)

@@ -11,23 +11,21 @@ from collections.abc import Callable
 
 from trustplan.planner import LiveTrust, apply_edit
 from trustplan.planner.ops import Edit
-from trustplan.talos import pki
 from trustplan.talos.machineconfig import CAFields, MachineConfig
 
 
 def trust_of(fields: CAFields, source: str) -> tuple[LiveTrust, dict[str, bytes]]:
     """The fingerprints of a config's CA fields, and fingerprint -> the exact PEM bytes found."""
-    pems: dict[str, bytes] = {}
-    issuer = None
-    if fields.issuer is not None:
-        issuer = pki.CACert.from_pem(fields.issuer, source).fingerprint
-        pems[issuer] = fields.issuer
-    accepted = []
-    for pem in fields.accepted:
-        fp = pki.CACert.from_pem(pem, source).fingerprint
-        pems.setdefault(fp, pem)
-        accepted.append(fp)
-    return LiveTrust(issuer, fields.issuer_key is not None, tuple(accepted)), pems
+    issuer, accepted = fields.cas(source)
+    pems: dict[str, bytes] = {issuer.fingerprint: issuer.pem} if issuer is not None else {}
+    for ca in accepted:
+        pems.setdefault(ca.fingerprint, ca.pem)
+    trust = LiveTrust(
+        issuer.fingerprint if issuer is not None else None,
+        fields.issuer_key is not None,
+        tuple(ca.fingerprint for ca in accepted),
+    )
+    return trust, pems
 
 
 def rewrite(
