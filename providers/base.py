@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
-Role = Literal["controlplane", "worker"]
+from trustplan.talos.machineconfig import Role
+from trustplan.talos.pki import PKI
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class TLSIdentity:
     `key_pem` is standard PKCS#8 PEM. A credential is never printed: its repr names the issuer only.
     """
 
-    pki: Literal["talos", "kubernetes"]
+    pki: PKI
     issuer: str  # fingerprint of the CA that issued cert_pem
     trusted: tuple[str, ...]  # fingerprints of the CAs in ca_bundle_pem
     cert_pem: bytes = field(repr=False)

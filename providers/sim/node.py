@@ -33,7 +33,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
-from trustplan.providers.sim.kube import KubeAPIServer, Kubelet, kube_ca_state
+from trustplan.providers.sim.kube import KubeAPIServer
+from trustplan.providers.sim.kubelet import Kubelet, kube_ca_state
 from trustplan.providers.talos.tls import client_context, server_context
 
 from trustplan.talos import machineconfig, pki

@@ -11,7 +11,7 @@ from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.state import LocalState
 
-from trustplan.engine import applier
+from trustplan.engine import access, applier
 from trustplan.engine import planning as engine
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
@@ -134,9 +134,9 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
         old.write_bytes(cluster.talosconfig.read_bytes())
         desired = desired_mod.load(cluster.dir / "trustplan.yaml")
         keystore = Keystore(desired.keystore)
-        provider = engine.make_provider(desired)
+        provider = access.make_provider(desired)
         try:
-            planned = await engine.make(
+            planned = await engine.plan_live(
                 desired, provider, keystore, LocalState(desired.state).read("sim"), pki.utcnow(), dt.timedelta(hours=1)
             )
             planned.resolved.save_new(keystore)

@@ -14,7 +14,6 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from ipaddress import ip_address
-from typing import Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -23,9 +22,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustplan.errors import CAError
-from trustplan.planner.timestamps import iso_time as iso_time  # re-exported for the layers below the planner's reach
 
-PKIName = Literal["talos", "kubernetes"]
+# re-exported for the layers below the planner's reach (providers/, state/)
+from trustplan.planner.model import PKI as PKI
+from trustplan.planner.model import PKIS as PKIS
+from trustplan.planner.timestamps import iso_time as iso_time
+
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 CA_VALIDITY = dt.timedelta(hours=87600)
@@ -221,7 +223,7 @@ def key_matches(cert: x509.Certificate, key: PrivateKey) -> bool:
 def check_ca(
     cert: x509.Certificate,
     key: PrivateKey | None,
-    pki: PKIName,
+    pki: PKI,
     now: dt.datetime,
     source: str,
     path: str | None = None,
@@ -307,12 +309,12 @@ def _sign_hash(key: PrivateKey) -> hashes.SHA256 | None:
     return None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
 
 
-def default_algorithm(pki: PKIName) -> str:
+def default_algorithm(pki: PKI) -> str:
     return "ed25519" if pki == "talos" else "ecdsa-p256"
 
 
 def generate_ca(
-    pki: PKIName, now: dt.datetime, algorithm: str | None = None, validity: dt.timedelta = CA_VALIDITY
+    pki: PKI, now: dt.datetime, algorithm: str | None = None, validity: dt.timedelta = CA_VALIDITY
 ) -> tuple[x509.Certificate, PrivateKey]:
     """A self-signed CA shaped like Talos's: O=talos or O=kubernetes, 10 years, CA:true."""
     key = _new_key(algorithm or default_algorithm(pki))
