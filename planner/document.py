@@ -100,7 +100,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "edits": [edit_document(e) for e in p.edits],
                 "gates": [
                     {
-                        "kind": "gate",
+                        "kind": g.kind,
                         "pki": g.pki,
                         "after": g.after,
                         "credential": _cred(g.credential),
@@ -108,7 +108,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                     }
                     for g in p.gates
                 ],
-                "outputs": [{"kind": "output", "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
+                "outputs": [{"kind": o.kind, "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
             }
             for p in plan.phases
         ],

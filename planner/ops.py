@@ -8,6 +8,8 @@ WriteOutput                                 a file written after the last gate
     apply_edit(trust, edit)   what an edit does to a node's CA fields (the planner, the safety check
                               and the config rewrite all use this one rule)
     revokes(edit)             whether a node outside the plan can lose contact with the edited node
+    new_issuer(edit)          the CA an edit makes the node issue from, if any
+    key_needed(edit)          the CA whose private key an edit writes into the config, if any
 """
 
 from __future__ import annotations
@@ -103,6 +105,28 @@ def revokes(edit: Edit) -> bool:
             return False
         case SwapIssuer() | RemoveCA():
             return True
+        case _:
+            assert_never(edit)
+
+
+def new_issuer(edit: Edit) -> str | None:
+    """The CA the edit makes the node's issuer (a swap), or None."""
+    match edit:
+        case AcceptCA() | RemoveCA():
+            return None
+        case SwapIssuer(new=new):
+            return new
+        case _:
+            assert_never(edit)
+
+
+def key_needed(edit: Edit) -> str | None:
+    """The CA whose private key the edit writes into the node's config (a control plane's swap), or None."""
+    match edit:
+        case AcceptCA() | RemoveCA():
+            return None
+        case SwapIssuer(new=new):
+            return new if edit.with_key else None
         case _:
             assert_never(edit)
 

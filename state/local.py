@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,10 +21,20 @@ from trustplan.errors import InputError, StateError
 from trustplan.system.atomic import write_atomic
 from trustplan.system.safeio import describe, ensure_dir, read_regular
 
+#: how often a waiting lock() tries the lock again
+LOCK_POLL = 0.1
+
 
 class LocalState:
-    def __init__(self, path: Path) -> None:
+    """The state file `path`. `clock` and `sleep` (time.monotonic, time.sleep) time a lock wait;
+    tests pass their own to wait for nothing."""
+
+    def __init__(
+        self, path: Path, *, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
         self.path = path
+        self._clock = clock
+        self._sleep = sleep
         self.lock_path = path.with_name(path.name + ".lock")
         self.backup_path = path.with_name(path.name + ".backup")
 
@@ -63,19 +73,19 @@ class LocalState:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StateError(f"{self.lock_path}: cannot create the state lock: {describe(exc)}") from None
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         try:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
-                    if time.monotonic() >= deadline:
+                    if self._clock() >= deadline:
                         raise StateError(
                             f"{self.path}: state is locked by {self._holder()}",
                             hint="wait for it to finish, or pass --lock-timeout 5m to wait",
                         ) from None
-                    time.sleep(0.1)
+                    self._sleep(LOCK_POLL)
             holder = Holder.me(operation, plan_digest)
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(holder.to_dict()).encode(), 0)

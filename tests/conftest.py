@@ -55,6 +55,30 @@ def example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return dest
 
 
+class CliClock:
+    """The CLI's clock (trustplan.talos.pki.utcnow, the one clock plan and apply read), frozen at
+    a whole second; `advance(...)` moves it on. Tests that need time to pass move it instead of sleeping."""
+
+    def __init__(self, now: _dt.datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> _dt.datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += _dt.timedelta(**delta)
+
+
+@pytest.fixture
+def cli_clock(monkeypatch: pytest.MonkeyPatch) -> CliClock:
+    """Freeze the CLI's clock for in-process runs (the `cli` fixture, run_cli)."""
+    from trustplan.talos import pki
+
+    clock = CliClock(pki.utcnow())
+    monkeypatch.setattr(pki, "utcnow", clock)
+    return clock
+
+
 def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
     """Every file under `root`: relative path -> (mode, bytes). Compare before/after a command."""
     return {

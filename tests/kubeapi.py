@@ -142,7 +142,7 @@ class KubeAPIServer:
         ])
         self._wait(lambda: _http_ok(f"{client}/health"), "etcd", self.etcd)
 
-    def _start_apiserver(self) -> None:
+    def _start_apiserver(self, wait: bool = True) -> None:
         d = self.dir
         bin_path = binary()
         assert bin_path is not None
@@ -157,6 +157,11 @@ class KubeAPIServer:
             "--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC",
             f"--cert-dir={d / 'certs'}",
         ])
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Return once kube-apiserver answers /readyz (RuntimeError if it exits or takes 90 s)."""
         self._wait(self.ready, "kube-apiserver", self.apiserver, timeout=90)
 
     def ready(self) -> bool:
@@ -175,18 +180,18 @@ class KubeAPIServer:
                 raise RuntimeError(f"{what} exited with {proc.returncode}; see {self.log[-1]}")
             if check():  # type: ignore[operator]
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise RuntimeError(f"{what} not ready after {timeout}s; see {self.log[-1]}")
 
     def stop_apiserver(self) -> None:
         _stop(self.apiserver)
         self.apiserver = None
 
-    def restart(self, down_seconds: float = 0.0) -> None:
-        """Stop kube-apiserver, stay down `down_seconds`, start it again on the same port."""
+    def restart(self, wait: bool = True) -> None:
+        """Stop kube-apiserver and start it again on the same port. With wait=False this returns
+        before it is ready: it takes seconds, during which calls are refused (wait_ready() waits)."""
         self.stop_apiserver()
-        time.sleep(down_seconds)
-        self._start_apiserver()
+        self._start_apiserver(wait)
 
     def stop(self) -> None:
         _stop(self.apiserver)

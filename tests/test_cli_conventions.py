@@ -8,11 +8,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import copy_example, run_cli
+from waiting import wait_until
 
 from trustplan.cli import common
 
@@ -107,13 +107,15 @@ def test_heartbeat_while_a_step_waits(capsys: pytest.CaptureFixture[str]) -> Non
     assert not reporter.live  # stderr is captured: a log, not a terminal
     reporter.start("gate after swap", 3)
     reporter.advance("10.5.0.2")
-    deadline = time.monotonic() + 10
-    seen = ""
-    while "still running" not in seen and time.monotonic() < deadline:
-        time.sleep(0.05)
-        seen += capsys.readouterr().err
+    parts: list[str] = []
+
+    def heartbeat() -> bool:
+        parts.append(capsys.readouterr().err)
+        return "still running" in "".join(parts)
+
+    wait_until(heartbeat, "a heartbeat line while the step waits")
     reporter.done()
-    seen += capsys.readouterr().err
+    seen = "".join(parts) + capsys.readouterr().err
     assert re.search(r"^gate after swap: still running after \d+s \(1/3 done, 0 in flight, 0 failed\)$", seen, re.M)
     assert re.search(r"^gate after swap: finished \(1/3\) in [0-9.]+s$", seen, re.M)
 

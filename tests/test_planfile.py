@@ -3,14 +3,14 @@ plan with one message that says which and what to do, and leaves every file as i
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import struct
-import time
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+from conftest import CliClock, snapshot
 
 from trustplan.errors import PlanFileError
 from trustplan.formats import planfile
@@ -115,11 +115,23 @@ def test_stale_when_the_desired_state_changed(planned: Path, cli) -> None:  # no
     refused(cli, planned, "plan.bin", "trustplan.yaml changed since this plan was made")
 
 
-def test_expired_plan_is_refused(example: Path, cli) -> None:  # noqa: ANN001
+def test_expired_plan_is_refused(example: Path, cli, cli_clock: CliClock) -> None:  # noqa: ANN001
+    """A plan made with --expires-in 1s is refused from the second it expires (the clock is moved on,
+    not waited for)."""
+    made = cli_clock.now
     assert cli("plan", "-o", "plan.bin", "--expires-in", "1s").code == 0
-    time.sleep(1.1)
-    err = refused(cli, example, "plan.bin", "plan.bin: plan expired at ")
+    cli_clock.advance(seconds=1)
+    expires = (made + dt.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    err = refused(cli, example, "plan.bin", f"plan.bin: plan expired at {expires}")
     assert "make a fresh plan" in err
+
+
+def test_a_plan_is_accepted_until_it_expires(example: Path, cli, cli_clock: CliClock) -> None:  # noqa: ANN001
+    assert cli("plan", "-o", "plan.bin", "--expires-in", "1h").code == 0
+    cli_clock.advance(minutes=59, seconds=59)
+    result = cli("apply", "plan.bin")
+    assert result.code == 0, result.err
+    assert result.out.startswith("Apply complete: ")
 
 
 def test_crafted_expiry_in_the_past_is_refused(planned: Path, cli) -> None:  # noqa: ANN001

@@ -3,39 +3,65 @@ a backup of the previous serial, and clear errors for a state that cannot be use
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import snapshot
+import trustplan.state as state_pkg
+from conftest import CliResult, snapshot
 from trustplan.state import LocalState, empty_state
+from trustplan.state.local import LOCK_POLL
 
 from trustplan.errors import FilesystemError, StateError
 from trustplan.system.atomic import write_atomic
 
 HOLD = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from pathlib import Path
     from trustplan.state import LocalState
     with LocalState(Path(sys.argv[1])).lock(0, "apply"):
         print("locked", flush=True)
-        time.sleep(float(sys.argv[2]))
+        sys.stdin.readline()
     """
 )
 
 
-def hold_lock(state: Path, seconds: float) -> subprocess.Popen[str]:
-    """Another process that holds the state lock for `seconds` (returns once it holds it)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(state), str(seconds)], stdout=subprocess.PIPE, text=True)
+def hold_lock(state: Path) -> subprocess.Popen[str]:
+    """Another process that holds the state lock (returns once it holds it) until release()."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(state)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "locked"
     return proc
+
+
+def release(holder: subprocess.Popen[str]) -> None:
+    """Let the holder go, and wait until it has: the lock is free when this returns."""
+    holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+
+
+class FakeClock:
+    """Virtual seconds for LocalState: `sleep` moves the clock on instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 @pytest.fixture
@@ -45,7 +71,7 @@ def planned(example: Path, cli) -> Path:  # noqa: ANN001
 
 
 def test_apply_fails_naming_who_holds_the_lock_and_changes_nothing(planned: Path, cli) -> None:  # noqa: ANN001
-    holder = hold_lock(planned / "trustplan.state.json", 30)
+    holder = hold_lock(planned / "trustplan.state.json")
     try:
         before = snapshot(planned)
         result = cli("apply", "plan.bin")
@@ -62,32 +88,74 @@ def test_apply_fails_naming_who_holds_the_lock_and_changes_nothing(planned: Path
     assert after == before
 
 
-def test_apply_with_lock_timeout_waits_for_the_holder(planned: Path, cli) -> None:  # noqa: ANN001
-    holder = hold_lock(planned / "trustplan.state.json", 1.0)
+def test_apply_with_lock_timeout_waits_for_the_holder(
+    planned: Path, cli, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """The apply finds the lock held, waits, and goes on once the holder lets go. The holder is let
+    go only once the apply is seen waiting (its first wait between two tries of the lock)."""
+    waiting, released = threading.Event(), threading.Event()
+
+    def sleep(seconds: float) -> None:
+        waiting.set()
+        assert released.wait(60), "the holder was never released"
+
+    monkeypatch.setattr(state_pkg, "LocalState", functools.partial(LocalState, sleep=sleep))
+    holder = hold_lock(planned / "trustplan.state.json")
+    result: list[CliResult] = []
+
+    def run_apply() -> None:
+        result.append(cli("apply", "plan.bin", "--lock-timeout", "20s"))
+        waiting.set()  # an apply that did not wait ends here: the assertion below shows how it ended
+
+    apply = threading.Thread(target=run_apply)
     try:
-        started = time.monotonic()
-        result = cli("apply", "plan.bin", "--lock-timeout", "20s")
-        waited = time.monotonic() - started
+        apply.start()
+        assert waiting.wait(60), "the apply neither waited for the lock nor ended"
+        assert not result, result  # it is waiting: the other process holds the lock
+        release(holder)
     finally:
-        holder.wait(timeout=30)
-    assert result.code == 0, result.err
-    assert waited >= 0.5  # it did wait for the other process
+        released.set()
+        apply.join(120)
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert result and result[0].code == 0, result
+    assert "Apply complete" in result[0].out
     assert json.loads((planned / "trustplan.state.json").read_text())["serial"] == 1
 
 
 def test_lock_times_out_after_the_given_time(tmp_path: Path) -> None:
-    holder = hold_lock(tmp_path / "s.json", 30)
+    """Held by another process, lock(0.5) tries again every LOCK_POLL seconds (virtual ones here)
+    and gives up once 0.5 s have passed, naming the holder."""
+    holder = hold_lock(tmp_path / "s.json")
+    clock = FakeClock()
     try:
-        started = time.monotonic()
         with (
-            pytest.raises(StateError, match=r"state is locked by .*\(pid \d+, apply since"),
-            LocalState(tmp_path / "s.json").lock(0.5, "apply"),
+            pytest.raises(StateError, match=rf"state is locked by .*\(pid {holder.pid}, apply since"),
+            LocalState(tmp_path / "s.json", clock=clock, sleep=clock.sleep).lock(0.5, "apply"),
         ):
             pass
-        assert 0.4 <= time.monotonic() - started < 5
     finally:
         holder.kill()
         holder.wait()
+    assert clock.sleeps and set(clock.sleeps) == {LOCK_POLL}
+    assert 0.5 <= clock.now < 0.5 + LOCK_POLL  # gave up at the first try after the timeout
+
+
+def test_lock_timeout_zero_fails_at_once(tmp_path: Path) -> None:
+    holder = hold_lock(tmp_path / "s.json")
+    clock = FakeClock()
+    try:
+        with (
+            pytest.raises(StateError, match="state is locked by"),
+            LocalState(tmp_path / "s.json", clock=clock, sleep=clock.sleep).lock(0, "apply"),
+        ):
+            pass
+    finally:
+        release(holder)
+    assert clock.sleeps == []
+    with LocalState(tmp_path / "s.json", clock=clock, sleep=clock.sleep).lock(0, "apply"):  # free again
+        pass
 
 
 def test_the_lock_is_released_and_its_holder_info_cleared(tmp_path: Path) -> None:
@@ -201,7 +269,6 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
 
 
 def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path: Path) -> None:
-    import time
 
     stale = tmp_path / ".talosconfig.abc123.tmp"  # what write_atomic's mkstemp names look like
     stale.write_bytes(b"key: LS0tLS1CRUdJTiBFRDI1NTE5IFBSSVZBVEUgS0VZLS0tLS0K")

@@ -163,6 +163,18 @@ def test_a_doctored_summary_is_refused(planned: Path, cli) -> None:  # noqa: ANN
     _refused(cli, planned, "'summary' section differs")
 
 
+def test_show_warns_that_a_doctored_summary_will_be_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    doc = _doc(planned)
+    doc["summary"]["remove"] = 0
+    _write(planned, doc)
+    shown = cli("show", "evil.bin", "--format", "json")
+    assert shown.code == 0
+    assert json.loads(shown.out)["summary"]["remove"] == 0  # what the file says
+    assert "evil.bin: the plan document's 'summary' section says something other than its steps" in shown.err
+    assert "`trustplan apply` refuses this plan" in shown.err
+    assert "section says" not in cli("show", "plan.bin").err
+
+
 def test_a_plan_edited_to_another_role_or_unknown_node_is_refused(planned: Path, cli) -> None:  # noqa: ANN001
     doc = _doc(planned)
     original = copy.deepcopy(doc)

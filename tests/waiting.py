@@ -23,8 +23,9 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 30.0
 
 async def until(condition: Callable[[], Awaitable[object] | object], what: str, timeout: float = 30.0) -> None:
     """The same on an event loop; `condition` may be a coroutine function."""
+    bound = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with bound:
             while True:
                 value = condition()
                 if asyncio.iscoroutine(value):
@@ -33,4 +34,6 @@ async def until(condition: Callable[[], Awaitable[object] | object], what: str, 
                     return
                 await asyncio.sleep(POLL)
     except TimeoutError:
+        if not bound.expired():
+            raise  # the condition's own timeout, not ours
         raise AssertionError(f"{what}: not so after waiting {timeout:g}s") from None

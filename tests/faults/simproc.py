@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +33,8 @@ class Proc:
     lines: list[str] = field(default_factory=list)
     stdout: str = ""
     readers: list[threading.Thread] = field(default_factory=list)
+    changed: threading.Condition = field(default_factory=threading.Condition)  # a line came, or stderr ended
+    ended: bool = False
 
     @classmethod
     def start(cls, args: list[str], cwd: Path) -> Proc:
@@ -48,21 +49,26 @@ class Proc:
     def _read_err(self) -> None:
         assert self.popen.stderr is not None
         for line in self.popen.stderr:
-            self.lines.append(line.rstrip("\n"))
+            with self.changed:
+                self.lines.append(line.rstrip("\n"))
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
 
     def _read_out(self) -> None:
         assert self.popen.stdout is not None
         self.stdout = self.popen.stdout.read()
 
     def wait_for(self, text: str, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(text in line for line in self.lines):
-                return True
-            if self.popen.poll() is not None:
-                return any(text in line for line in self.lines)
-            time.sleep(0.02)
-        return False
+        """Has a stderr line containing `text` come (waiting for each line as it comes, until stderr
+        ends or `timeout` seconds pass)?"""
+        def seen() -> bool:
+            return any(text in line for line in self.lines)
+
+        with self.changed:
+            self.changed.wait_for(lambda: seen() or self.ended, timeout)
+            return seen()
 
     def wait(self, timeout: float) -> int:
         code = self.popen.wait(timeout)

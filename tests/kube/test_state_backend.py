@@ -5,6 +5,7 @@ forced, a Secret deleted under us, a restarted API server, and history kept unde
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import gzip
 import json
 import os
@@ -12,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 from kubeapi import KubeAPIServer
 from trustplan.providers.kubernetes import KubeconfigAPI
 from trustplan.state import Holder, KubernetesState, KubernetesStateSpec, empty_state
+from waiting import wait_until
 
 from trustplan.errors import StateError
 
@@ -188,9 +189,13 @@ def test_the_lock_is_renewed_while_held(kube_api: KubeAPIServer, tmp_path: Path)
     store = backend(spec(kube_api, name, lease_seconds=5), tmp_path)
     with store.lock(0, "apply"):
         first = kube_api.coordination().read_namespaced_lease(name, "trustplan").spec.renew_time
-        time.sleep(7)  # longer than the lease: only renewal keeps it
-        lease = kube_api.coordination().read_namespaced_lease(name, "trustplan")
-        assert lease.spec.renew_time > first
+
+        def renewed_past_the_first_lease() -> bool:
+            lease = kube_api.coordination().read_namespaced_lease(name, "trustplan")
+            return bool(lease.spec.renew_time > first + dt.timedelta(seconds=5))
+
+        # held longer than one lease (by the API server's own timestamps): only renewal keeps it
+        wait_until(renewed_past_the_first_lease, "the lease was renewed after the first one ran out")
         with pytest.raises(StateError, match="state is locked by"), \
                 backend(spec(kube_api, name), tmp_path).lock(0, "plan"):
             pass
@@ -217,9 +222,10 @@ def test_api_server_restart_while_the_lock_is_held(kube_api: KubeAPIServer, tmp_
     store = backend(spec(kube_api, name, lease_seconds=20), tmp_path)
     with store.lock(0, "apply"):
         state = store.read("demo")
-        kube_api.restart(down_seconds=2)  # connection refused for a while, then a fresh server
+        kube_api.restart(wait=False)  # refused until the fresh server is ready (seconds)
         state["serial"], state["lineage"] = 1, "lin-1"
         store.write(state)  # retried until the server answers again
+        kube_api.wait_ready()
         with pytest.raises(StateError, match="state is locked by"), \
                 backend(spec(kube_api, name), tmp_path).lock(0, "plan"):
             pass  # the lock survived the restart
@@ -253,9 +259,8 @@ def test_a_holder_whose_lock_was_forced_away_cannot_overwrite_the_new_holder(
         stale["serial"], stale["lineage"] = 1, "old"
         with pytest.raises(StateError, match="the state was not written"):
             old.write(stale)
-        deadline = time.monotonic() + 15
-        while "lock was lost" not in _write_error(old, stale) and time.monotonic() < deadline:
-            time.sleep(0.5)  # the old holder's next renewal sees the Lease is no longer its own
+        # the old holder's next renewal sees the Lease is no longer its own
+        wait_until(lambda: "lock was lost" in _write_error(old, stale), "the old holder noticed", timeout=30)
         assert "the state lock was lost while this process held it" in _write_error(old, stale)
     assert stored(kube_api, name)["lineage"] == "new"
 

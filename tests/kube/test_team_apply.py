@@ -10,7 +10,6 @@ import gzip
 import json
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 from kubeapi import TRUSTPLAN, KubeAPIServer, free_port, run, use_kubernetes_state
 from trustplan.providers.sim.testing import SimProcess
+from waiting import wait_until
 
 
 def stored(api: KubeAPIServer, name: str) -> dict[str, Any]:
@@ -27,15 +27,17 @@ def stored(api: KubeAPIServer, name: str) -> dict[str, Any]:
 
 
 def wait_for_lease(api: KubeAPIServer, name: str, proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Return once the apply `proc` holds the Lease `name` (it must not end before it does)."""
+
+    def held() -> bool:
         assert proc.poll() is None, "the apply ended before it took the lock"
         try:
             api.coordination().read_namespaced_lease(name, "trustplan")
-            return
         except Exception:  # noqa: BLE001 - 404 until the apply takes the lock
-            time.sleep(0.1)
-    raise AssertionError("the apply never took the lock")
+            return False
+        return True
+
+    wait_until(held, "the apply took the lock", timeout=timeout)
 
 
 def apply_proc(cwd: Path, *extra: str) -> subprocess.Popen[str]:
@@ -92,8 +94,9 @@ def test_api_server_restarted_mid_apply(kube_api: KubeAPIServer, tmp_path: Path)
     with planned_sim(tmp_path, kube_api, name, latency_ms=400) as sim:
         proc = apply_proc(sim.dir)
         wait_for_lease(kube_api, name, proc)
-        kube_api.restart(down_seconds=1)
+        kube_api.restart(wait=False)  # refused until the fresh server is ready (seconds)
         out, err = proc.communicate(timeout=240)
+        kube_api.wait_ready()
     assert proc.returncode == 0, err
     assert "Apply complete" in out and f"kubernetes secret trustplan/{name}" in out
     state = stored(kube_api, name)

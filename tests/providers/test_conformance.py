@@ -144,7 +144,25 @@ async def verify_fails_when_the_client_does_not_trust_the_server(s: Subject) -> 
         await s.provider.verify(s.worker, credential(s.secrets.os, [other]))
 
 
+async def declared_abilities_work(s: Subject) -> None:
+    """What a provider declares in its capabilities it can do: a member list names both nodes; a
+    client-trust probe says the worker accepts the cluster's CA and refuses a stranger's."""
+    caps = s.provider.capabilities
+    if caps.members is not None:
+        listed = {(address, role) for address, role, _ in await caps.members.members(None)}
+        assert {(s.controlplane.address, "controlplane"), (s.worker.address, "worker")} <= listed
+    if caps.client_trust is not None:
+        stranger = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+        answers = await caps.client_trust.probe_client_trust(
+            s.worker, [credential(s.secrets.os, [s.secrets.os]), credential(stranger, [s.secrets.os])]
+        )
+        assert answers == [True, False]
+    if not caps.needs_credential:  # a provider that takes no credential has no API to watch or list
+        assert caps.kubelet is None and caps.members is None and caps.client_trust is None
+
+
 CONTRACTS = [
+    declared_abilities_work,
     reads_exact_bytes_and_their_digest,
     dry_run_validates_and_changes_nothing,
     write_then_read_gives_the_same_bytes,

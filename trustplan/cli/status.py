@@ -55,7 +55,7 @@ def status(
     if fmt is Format.json:
         print_data(json.dumps(report, indent=2, sort_keys=True) + "\n")
     elif fmt is Format.markdown:
-        print_data(markdown(report))
+        print_data(markdown(report, now))
     else:
         text(report, out)
     if detailed_exitcode and report["drift"]:

@@ -269,8 +269,8 @@ def _needed_keys(plan: Plan) -> list[str]:
     need: list[str] = []
     for phase in plan.phases:
         for e in phase.edits:
-            if isinstance(e, op.SwapIssuer) and e.with_key:
-                need.append(e.new)
+            if (key := op.key_needed(e)) is not None:
+                need.append(key)
         for g in phase.gates:
             need.append(g.credential.issuer)
         for o in phase.outputs:

@@ -15,15 +15,14 @@ document's parts fit together is checked by the decoder: trustplan.formats.planc
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from typing import Any, assert_never
+from typing import assert_never
 
 from trustplan.engine.authorities import Resolved
 from trustplan.engine.credentials import check_outputs, planned_outputs
 from trustplan.engine.live import LiveCluster
 from trustplan.errors import KeystoreError, PlanFileError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
-from trustplan.formats.savedplan import SavedPlan
+from trustplan.formats.savedplan import SavedPlan, differing_sections
 from trustplan.planner import (
     Credential,
     Plan,
@@ -34,7 +33,6 @@ from trustplan.planner import (
     make_plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.document import to_document
 from trustplan.providers.base import Provider, TLSIdentity
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
@@ -63,9 +61,7 @@ def _listing(items: list[str], most: int = 5) -> str:
     return "; ".join(items[:most]) + (f" (and {len(items) - most} more)" if len(items) > most else "")
 
 
-def _differences(
-    got: Plan, want: Plan, got_doc: dict[str, Any], want_doc: dict[str, Any], inconsistent: tuple[str, ...]
-) -> list[str]:
+def _differences(got: Plan, want: Plan, sections: tuple[str, ...]) -> list[str]:
     out: list[str] = []
     got_phases = [p.name for p in got.phases]
     want_phases = [p.name for p in want.phases]
@@ -101,21 +97,8 @@ def _differences(
         out.append("outputs differ: " + ", ".join(f"{o.output} from {got.label(o.ca)}" for o in got.outputs)
                    + " (expected: " + ", ".join(f"{o.output} from {want.label(o.ca)}" for o in want.outputs) + ")")
     if not out:
-        for key in sorted(want_doc):
-            if got_doc.get(key) != want_doc[key] or key in inconsistent:
-                out.append(f"its {key!r} section differs from the plan the desired state makes")
+        out += [f"its {key!r} section differs from the plan the desired state makes" for key in sections]
     return out
-
-
-def _content(plan: Plan, paths: Mapping[str, str | None]) -> dict[str, Any]:
-    """What a plan says, in the plan document's words (every step, gate, output and its path, CA,
-    node, summary line and warning), to compare two plans by."""
-    doc = to_document(plan)
-    for phase in doc["phases"]:
-        for out in phase["outputs"]:
-            if paths.get(out["output"]) is not None:
-                out["path"] = paths[out["output"]]
-    return doc
 
 
 def verified_plan(
@@ -170,10 +153,10 @@ def verified_plan(
             f"{source}: refusing to apply: {desired.path} no longer makes a safe plan from the live configs: {exc}",
             hint=_HINT,
         ) from None
-    want_doc = _content(want, {k: str(v) for k, v in desired.output_paths().items()})
-    got_doc = _content(got, {o.step.output: o.path for o in saved.outputs})
-    if got_doc != want_doc or saved.inconsistent:
-        differences = _differences(got, want, got_doc, want_doc, saved.inconsistent)
+    # every step, gate, output, CA, node, summary line and warning
+    sections = differing_sections(saved, want, {k: str(v) for k, v in desired.output_paths().items()})
+    if sections:
+        differences = _differences(got, want, sections)
         if unsafe:
             differences.append(f"and the safety check refuses it: {unsafe}")
         raise PlanFileError(

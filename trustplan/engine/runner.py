@@ -148,8 +148,11 @@ class PhaseRunner:
     def trust_new_issuers(self, phase: op.Phase) -> None:
         """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
         certificates, so they keep working while nodes switch until the new credentials are written."""
-        for pki_name in dict.fromkeys(e.pki for e in phase.edits if isinstance(e, op.SwapIssuer)):
-            new = next(e.new for e in phase.edits if isinstance(e, op.SwapIssuer) and e.pki == pki_name)
+        issuers: dict[str, str] = {}  # per PKI, the first new issuer of the phase
+        for e in phase.edits:
+            if (issuer := op.new_issuer(e)) is not None:
+                issuers.setdefault(e.pki, issuer)
+        for pki_name, new in issuers.items():
             if pki_name == "talos" and self.desired.talosconfig_output is not None:
                 path = self.desired.talosconfig_output
                 context = self.desired.context if path == self.desired.talosconfig else None

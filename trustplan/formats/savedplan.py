@@ -7,6 +7,7 @@ and from then on only by its fields.
                  digest, state lineage and serial
     document(saved parts) -> dict / from_document(doc) -> SavedPlan: the mapping to and from the
                  plan document (schemas/plan.schema.json); only the codec calls them
+    differing_sections(saved, plan, paths)   which sections of the document two plans disagree on
 
 Every field a renderer, `show`, `apply` or a policy reads is here; the JSON text itself is kept as
 bytes (`SavedPlan.document`), for `--format json` and for writing the file.
@@ -15,6 +16,7 @@ bytes (`SavedPlan.document`), for `--format json` and for writing the file.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -87,16 +89,12 @@ class SavedPlan:
 def document(
     plan: Plan,
     bindings: Bindings,
-    paths: dict[OutputKind, str],
+    paths: Mapping[OutputKind, str],
     rollout: PlanRollout | None,
     format_minor: int = FORMAT_MINOR,
 ) -> dict[str, Any]:
     """The plan document: the plan's own content, its output paths, the bindings."""
-    doc = plandoc.to_document(plan)
-    for phase in doc["phases"]:
-        for out in phase["outputs"]:
-            if out["output"] in paths:
-                out["path"] = paths[out["output"]]
+    doc = _content(plan, paths)
     doc.update(
         format_version=FORMAT_VERSION,
         format_minor=format_minor,
@@ -111,6 +109,25 @@ def document(
         doc["rollout"] = {"controlplane": rollout.controlplane, "worker": rollout.worker,
                           "canary": rollout.canary, "gates": rollout.gates}
     return doc
+
+
+def _content(plan: Plan, paths: Mapping[OutputKind, str | None]) -> dict[str, Any]:
+    """What a plan says, in the document's words: every step, gate, output and its path, CA, node,
+    summary line and warning (not the bindings)."""
+    doc = plandoc.to_document(plan)
+    for phase in doc["phases"]:
+        for out in phase["outputs"]:
+            if paths.get(out["output"]) is not None:
+                out["path"] = paths[out["output"]]
+    return doc
+
+
+def differing_sections(saved: SavedPlan, plan: Plan, paths: Mapping[OutputKind, str | None]) -> tuple[str, ...]:
+    """The top-level sections of `saved`'s document that would not be written for `plan` (with its
+    outputs at `paths`): what apply names when a saved plan is not the one it recomputes."""
+    got = _content(saved.plan, {o.step.output: o.path for o in saved.outputs})
+    want = _content(plan, paths)
+    return tuple(k for k in sorted(want) if got.get(k) != want[k] or k in saved.inconsistent)
 
 
 def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> SavedPlan:
@@ -135,8 +152,8 @@ def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> 
     minor = doc.get("format_minor", 0)
     # what the typed plan says, serialized again: any section that differs was not written by the
     # planner from these steps (a summary edited to hide a remove, fields of a newer format)
-    again = document(plan, bindings, paths, rollout, minor)
-    inconsistent = tuple(k for k in sorted(plandoc.to_document(plan)) if k in doc and doc[k] != again[k])
+    again = _content(plan, paths)
+    inconsistent = tuple(k for k in sorted(again) if k in doc and doc[k] != again[k])
     return SavedPlan(
         plan=plan,
         bindings=bindings,
