@@ -152,7 +152,7 @@ async def declared_abilities_work(s: Subject) -> None:
         listed = {(address, role) for address, role, _ in await caps.members.members(None)}
         assert {(s.controlplane.address, "controlplane"), (s.worker.address, "worker")} <= listed
     if caps.client_trust is not None:
-        stranger = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+        stranger = configgen.CAPair(*certgen.generate_ca("talos", pki.utcnow()))
         answers = await caps.client_trust.probe_client_trust(
             s.worker, [credential(s.secrets.os, [s.secrets.os]), credential(stranger, [s.secrets.os])]
         )
