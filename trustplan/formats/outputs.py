@@ -74,7 +74,7 @@ def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster
             entry = next(c["cluster"] for c in doc["clusters"] if c["name"] == contexts[name]["cluster"])
             key = "certificate-authority-data"
         bundle = pki.b64decode_pem(entry[key], str(path), key)
-        if fp in {pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(bundle)}:
+        if fp in pki.bundle_fingerprints(bundle):
             return False
         entry[key] = pki.b64encode_pem(pki.pem_bundle([bundle, ca_pem]))
     except (KeyError, TypeError, StopIteration, AttributeError, InputError):

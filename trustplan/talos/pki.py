@@ -193,6 +193,12 @@ def split_pem_bundle(data: bytes) -> list[bytes]:
     return blocks
 
 
+def bundle_fingerprints(bundle: bytes, source: str = "<certificate>") -> tuple[str, ...]:
+    """The fingerprints of the certificates in a PEM bundle, in order; CAError naming `source` for a
+    block that is no certificate."""
+    return tuple(CACert.from_pem(pem, source).fingerprint for pem in split_pem_bundle(bundle))
+
+
 def pem_bundle(pems: list[bytes]) -> bytes:
     """Concatenate PEM certificates into one CA bundle, each once (by fingerprint), newline-ended."""
     seen: set[str] = set()
