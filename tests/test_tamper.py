@@ -14,7 +14,7 @@ from conftest import snapshot
 from test_planfile import signing  # noqa: F401 - fixture
 
 from trustplan.formats import planfile
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def _refused(cli, root: Path, *patterns: str) -> str:  # noqa: ANN001
 
 def _foreign_ca(doc: dict[str, Any]) -> dict[str, Any]:
     """An attacker's own Talos CA, as a plan authority entry."""
-    cert, _ = pki.generate_ca("talos", pki.utcnow())
+    cert, _ = certgen.generate_ca("talos", pki.utcnow())
     ca = pki.CACert.from_cert(cert)
     return {
         "fingerprint": ca.fingerprint,

@@ -37,7 +37,7 @@ from trustplan.providers.sim.kubelet import kube_trust
 from trustplan.providers.talos.tls import server_context
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode
@@ -141,7 +141,7 @@ class KubeAPIServer:
                 dns.append(name)
             else:
                 ips.append(name)
-        cert, key = pki.issue_server_cert(
+        cert, key = certgen.issue_server_cert(
             ca_cert,
             ca_key,
             pki.utcnow(),

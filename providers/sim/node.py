@@ -37,7 +37,7 @@ from trustplan.providers.sim.kube import KubeAPIServer
 from trustplan.providers.sim.kubelet import Kubelet, kube_ca_state
 from trustplan.providers.talos.tls import client_context, server_context
 
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.cluster import SimCluster
@@ -211,11 +211,11 @@ class SimNode:
             ca_key = pki.load_key_pem(fields.issuer_key, self.name)
             self.issuing = (ca_cert, ca_key)
             trust = pki.pem_bundle(self.own_trust())
-            cert, key = pki.issue_server_cert(
+            cert, key = certgen.issue_server_cert(
                 ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
             )
-            proxy_cert, proxy_key = pki.issue_client_cert(
-                ca_cert, ca_key, PROXY_ROLE, now, validity=pki.SERVER_VALIDITY
+            proxy_cert, proxy_key = certgen.issue_client_cert(
+                ca_cert, ca_key, PROXY_ROLE, now, validity=certgen.SERVER_VALIDITY
             )
             self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
             self._flush_upstream()
@@ -239,7 +239,7 @@ class SimNode:
             ca_cert, ca_key = cp.issuing
             if pki.fingerprint(ca_cert) not in own:
                 continue  # cannot verify that trustd's server cert: try another control plane
-            cert, key = pki.issue_server_cert(
+            cert, key = certgen.issue_server_cert(
                 ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
             )
             self.trustd_error = None

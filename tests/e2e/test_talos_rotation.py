@@ -17,7 +17,7 @@ from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.formats import desired as desired_mod
 from trustplan.formats.keystore import Keystore
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Planned]:
@@ -93,7 +93,7 @@ def test_lockout_desired_state_is_refused_before_anything_is_sent(tmp_path: Path
     """Issuing from a CA nobody holds a key for would strip every control plane's key."""
 
     async def scenario(cluster: SimCluster) -> None:
-        foreign, _ = pki.generate_ca("talos", pki.utcnow())
+        foreign, _ = certgen.generate_ca("talos", pki.utcnow())
         (cluster.dir / "foreign.crt").write_bytes(pki.cert_to_pem(foreign))
         path = cluster.dir / "trustplan.yaml"
         before = {n.address: n.config for n in cluster.nodes}

@@ -49,7 +49,7 @@ def operator_credential(desired: DesiredState, provider: Provider, live: LiveClu
     tc = load_talosconfig(desired.talosconfig, desired.context)
     cert = pki.load_cert_pem(tc.crt_pem, str(desired.talosconfig), "crt")
     issuer = next((fp for fp, c in live.cas.items() if pki.verify_issued_by(cert, c.ca.cert)), None)
-    trusted = tuple(pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(tc.ca_pem))
+    trusted = pki.bundle_fingerprints(tc.ca_pem)
     if issuer is None:
         raise InputError(
             str(desired.talosconfig),
