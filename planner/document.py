@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, assert_never
 
-from trustplan.planner.model import PKI, Authority, Credential, LiveNode, LiveTrust
+from trustplan.planner.model import PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
 from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 from trustplan.planner.timestamps import iso_time, parse_time
@@ -162,7 +162,7 @@ def from_document(doc: dict[str, Any]) -> Plan:
     targets = tuple(
         NodeTarget(n["address"], n["role"], pki, _untrust(t["before"]), _untrust(t["after"]))
         for n in doc["nodes"]
-        for pki, t in sorted(n["targets"].items(), key=lambda kv: ("talos", "kubernetes").index(kv[0]))
+        for pki, t in sorted(n["targets"].items(), key=lambda kv: PKIS.index(kv[0]))
     )
     phases = tuple(
         Phase(

@@ -23,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from trustplan.errors import GateFailedError
 
-Role = Literal["controlplane", "worker"]
+from trustplan.talos.machineconfig import Role
+from trustplan.talos.pki import PKI
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class TLSIdentity:
     `key_pem` is standard PKCS#8 PEM. A credential is never printed: its repr names the issuer only.
     """
 
-    pki: Literal["talos", "kubernetes"]
+    pki: PKI
     issuer: str  # fingerprint of the CA that issued cert_pem
     trusted: tuple[str, ...]  # fingerprints of the CAs in ca_bundle_pem
     cert_pem: bytes = field(repr=False)

@@ -154,7 +154,7 @@ class _Client:
 
 class KubeconfigAPI:
     """The API server a kubeconfig (and context) names, for the kubernetes state backend
-    (trustplan.state.kubernetes.KubeAPI). The client is made on first use: loading the kubernetes
+    (trustplan.state.kubeapi.KubeAPI). The client is made on first use: loading the kubernetes
     library costs ~0.3 s. Calls are not retried by the client: the backend retries with a deadline."""
 
     def __init__(self, kubeconfig: Path | None, context: str | None, where: str) -> None:

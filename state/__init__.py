@@ -11,7 +11,8 @@ from trustplan.state.document import StateDocument, empty_state
 from trustplan.state.local import LocalState
 
 if TYPE_CHECKING:
-    from trustplan.state.kubernetes import KubeAPI, KubernetesState
+    from trustplan.state.kubeapi import KubeAPI
+    from trustplan.state.kubernetes import KubernetesState
 
 
 def __getattr__(name: str) -> Any:

@@ -33,13 +33,13 @@ class CAFiles:
 @pytest.fixture(scope="session")
 def ca_files() -> CAFiles:
     """A Talos-shaped CA pair per PKI, an expired CA and a non-CA certificate, generated once."""
-    from trustplan.talos import pki
+    from trustplan.talos import certgen, pki
 
     now = pki.utcnow()
-    t_crt, t_key = pki.generate_ca("talos", now)
-    k_crt, k_key = pki.generate_ca("kubernetes", now)
-    e_crt, e_key = pki.generate_ca("talos", now - _dt.timedelta(days=30), validity=_dt.timedelta(days=1))
-    l_crt, l_key = pki.issue_client_cert(t_crt, t_key, "os:admin", now)
+    t_crt, t_key = certgen.generate_ca("talos", now)
+    k_crt, k_key = certgen.generate_ca("kubernetes", now)
+    e_crt, e_key = certgen.generate_ca("talos", now - _dt.timedelta(days=30), validity=_dt.timedelta(days=1))
+    l_crt, l_key = certgen.issue_client_cert(t_crt, t_key, "os:admin", now)
     return CAFiles(
         pki.cert_to_pem(t_crt), pki.key_to_pem(t_key), pki.cert_to_pem(k_crt), pki.key_to_pem(k_key),
         pki.cert_to_pem(e_crt), pki.key_to_pem(e_key), pki.cert_to_pem(l_crt), pki.key_to_pem(l_key),

@@ -26,7 +26,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 REPO = Path(__file__).resolve().parents[1]
 VERSION = "v1.34.4"
@@ -79,9 +79,9 @@ class KubeAPIServer:
     def start(cls, workdir: Path) -> KubeAPIServer:
         workdir.mkdir(parents=True, exist_ok=True)
         now = pki.utcnow()
-        ca, ca_key = pki.generate_ca("kubernetes", now)
-        srv, srv_key = pki.issue_server_cert(ca, ca_key, now, ips=("127.0.0.1",), dns=("localhost", "kubernetes"))
-        adm, adm_key = pki.issue_client_cert(ca, ca_key, "system:masters", now, common_name="trustplan-test-admin")
+        ca, ca_key = certgen.generate_ca("kubernetes", now)
+        srv, srv_key = certgen.issue_server_cert(ca, ca_key, now, ips=("127.0.0.1",), dns=("localhost", "kubernetes"))
+        adm, adm_key = certgen.issue_client_cert(ca, ca_key, "system:masters", now, common_name="trustplan-test-admin")
         sa_key = ec.generate_private_key(ec.SECP256R1())
         files = {
             "ca.crt": pki.cert_to_pem(ca),

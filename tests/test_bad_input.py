@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from test_desired import assert_nothing_written
 
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 BOMB = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
     f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 10)
@@ -56,7 +56,7 @@ def _self_signed_ca(key: rsa.RSAPrivateKey, key_usage: bool) -> x509.Certificate
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
     )
     if key_usage:
-        builder = builder.add_extension(pki._key_usage(cert_sign=True), critical=True)
+        builder = builder.add_extension(certgen._key_usage(cert_sign=True), critical=True)
     return builder.sign(key, hashes.SHA256())
 
 

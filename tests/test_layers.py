@@ -1,8 +1,10 @@
 """The declared import direction between trustplan's packages, and no import cycles between modules.
 
-The source is read with ast, so imports made inside functions (the lazy ones) and under TYPE_CHECKING
-count the same as those at the top of a module: a dependency is a dependency, whenever it is loaded.
-docs/architecture.md draws the same table; tests/test_architecture_doc.py checks that they agree.
+The source is read with ast, so for the direction imports made inside functions (the lazy ones) and
+under TYPE_CHECKING count the same as those at the top of a module: a dependency is a dependency,
+whenever it is loaded. For cycles, every import that runs counts (top or lazy); one under
+TYPE_CHECKING never runs. docs/architecture.md draws the same table; tests/test_architecture_doc.py
+checks that they agree.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from trustplan.providers.sim import configgen
 from trustplan.providers.sim.configgen import ClusterSecrets
 
 from trustplan.errors import InputError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields, MachineConfig
 from trustplan.talos.rewrite import rewrite
 
@@ -22,7 +22,7 @@ def secrets() -> ClusterSecrets:
 
 @pytest.fixture(scope="module")
 def new_ca() -> tuple[bytes, bytes]:
-    cert, key = pki.generate_ca("kubernetes", pki.utcnow())
+    cert, key = certgen.generate_ca("kubernetes", pki.utcnow())
     return pki.cert_to_pem(cert), pki.key_to_pem(key)
 
 

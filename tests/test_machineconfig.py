@@ -12,7 +12,7 @@ from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
 from trustplan.providers.sim import configgen
 
 from trustplan.errors import InputError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
 from trustplan.talos.rewrite import rewrite, trust_of
 
@@ -80,7 +80,7 @@ def test_unknown_machine_type_names_the_path() -> None:
 
 def test_accepting_a_ca_keeps_an_unusual_existing_entry_byte_identical(ca_files: CAFiles) -> None:
     cp = load("cp-1.yaml")
-    odd = rewrap(pki.cert_to_pem(pki.generate_ca("talos", pki.utcnow())[0]), 76)  # valid PEM, 76 columns
+    odd = rewrap(pki.cert_to_pem(certgen.generate_ca("talos", pki.utcnow())[0]), 76)  # valid PEM, 76 columns
     cfg = with_accepted(cp, odd)
     keys = Keys(ca_files)
     data = rewrite(cfg, (AcceptCA("10.5.0.2", "controlplane", "talos", fp(ca_files.talos_crt)),), keys.cert_pem,

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustplan.errors import CAError
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 
@@ -31,12 +31,12 @@ def rewrap(pem: bytes, width: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def talos_ca() -> tuple[x509.Certificate, pki.PrivateKey]:
-    return pki.generate_ca("talos", NOW)
+    return certgen.generate_ca("talos", NOW)
 
 
 @pytest.fixture(scope="module")
 def kube_ca() -> tuple[x509.Certificate, pki.PrivateKey]:
-    return pki.generate_ca("kubernetes", NOW)
+    return certgen.generate_ca("kubernetes", NOW)
 
 
 def test_talos_ca_is_ed25519_o_talos_ten_years_ca_true(talos_ca) -> None:  # noqa: ANN001
@@ -137,7 +137,7 @@ def test_check_ca_refusals(talos_ca, kube_ca, ca_files: CAFiles) -> None:  # noq
         pki.check_ca(cert, key, "talos", NOW - dt.timedelta(days=1), "ca.crt")
     with pytest.raises(CAError, match="the private key does not match"):
         pki.check_ca(cert, kube_ca[1], "talos", NOW, "ca.crt")
-    p256_cert, _ = pki.generate_ca("talos", NOW, "ecdsa-p256")
+    p256_cert, _ = certgen.generate_ca("talos", NOW, "ecdsa-p256")
     assert pki.check_ca(p256_cert, None, "talos", NOW, "x") == []
 
 
@@ -148,7 +148,7 @@ def test_algorithm_not_allowed_for_the_pki_is_refused() -> None:
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
         .serial_number(1).not_valid_before(NOW).not_valid_after(NOW + dt.timedelta(days=10))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(pki._key_usage(cert_sign=True), critical=True)
+        .add_extension(certgen._key_usage(cert_sign=True), critical=True)
         .sign(key, hashes.SHA384())
     )
     with pytest.raises(CAError, match=r"a talos CA cannot use ecdsa-p384 \(allowed: ed25519, ecdsa-p256, rsa\)"):
@@ -164,7 +164,7 @@ def test_expiring_ca_gives_a_warning_not_an_error(talos_ca) -> None:  # noqa: AN
 
 def test_admin_client_cert_is_ed25519_os_admin_client_auth_only_one_year(talos_ca) -> None:  # noqa: ANN001
     ca, ca_key = talos_ca
-    cert, key = pki.issue_client_cert(ca, ca_key, "os:admin", NOW)
+    cert, key = certgen.issue_client_cert(ca, ca_key, "os:admin", NOW)
     assert isinstance(key, ed25519.Ed25519PrivateKey)
     assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "os:admin"
     assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
@@ -172,7 +172,7 @@ def test_admin_client_cert_is_ed25519_os_admin_client_auth_only_one_year(talos_c
     ]
     assert cert.not_valid_after_utc - NOW == dt.timedelta(days=365)
     assert pki.verify_issued_by(cert, ca)
-    assert not pki.verify_issued_by(cert, pki.generate_ca("talos", NOW)[0])
+    assert not pki.verify_issued_by(cert, certgen.generate_ca("talos", NOW)[0])
 
 
 def test_split_pem_bundle(ca_files: CAFiles) -> None:

@@ -252,7 +252,7 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
 
     async def go() -> None:
         provider = Interrupted({a: p.read_bytes() for a, p in desired.machine_configs.items()})
-        planned = await engine.make(
+        planned = await engine.plan_live(
             desired, provider, keystore, store.read("demo"), pki.utcnow(), dt.timedelta(hours=1)
         )
         planned.resolved.save_new(keystore)

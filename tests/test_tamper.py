@@ -14,7 +14,7 @@ from conftest import snapshot
 from test_planfile import signing  # noqa: F401 - fixture
 
 from trustplan.formats import planfile
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def _refused(cli, root: Path, *patterns: str) -> str:  # noqa: ANN001
 
 def _foreign_ca(doc: dict[str, Any]) -> dict[str, Any]:
     """An attacker's own Talos CA, as a plan authority entry."""
-    cert, _ = pki.generate_ca("talos", pki.utcnow())
+    cert, _ = certgen.generate_ca("talos", pki.utcnow())
     ca = pki.CACert.from_cert(cert)
     return {
         "fingerprint": ca.fingerprint,
@@ -161,6 +161,18 @@ def test_a_doctored_summary_is_refused(planned: Path, cli) -> None:  # noqa: ANN
     doc["summary"]["remove"] = 0
     _write(planned, doc)
     _refused(cli, planned, "'summary' section differs")
+
+
+def test_show_warns_that_a_doctored_summary_will_be_refused(planned: Path, cli) -> None:  # noqa: ANN001
+    doc = _doc(planned)
+    doc["summary"]["remove"] = 0
+    _write(planned, doc)
+    shown = cli("show", "evil.bin", "--format", "json")
+    assert shown.code == 0
+    assert json.loads(shown.out)["summary"]["remove"] == 0  # what the file says
+    assert "evil.bin: the plan document's 'summary' section says something other than its steps" in shown.err
+    assert "`trustplan apply` refuses this plan" in shown.err
+    assert "section says" not in cli("show", "plan.bin").err
 
 
 def test_a_plan_edited_to_another_role_or_unknown_node_is_refused(planned: Path, cli) -> None:  # noqa: ANN001

@@ -32,7 +32,7 @@ from trustplan.providers.talos.talosconfig import write_talosconfig
 
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 
 CLUSTER_NAME = "sim"
@@ -210,7 +210,7 @@ class SimCluster:
         O=`group`, CN=`user`, ECDSA P-256) from the cluster's Kubernetes CA; the server is the first
         control plane; the CA data is that CA."""
         k8s = self.secrets.k8s
-        cert, key = pki.issue_client_cert(k8s.cert, k8s.key, group, pki.utcnow(), common_name=user)
+        cert, key = certgen.issue_client_cert(k8s.cert, k8s.key, group, pki.utcnow(), common_name=user)
         document = kubeconfig_document(
             CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
         )
@@ -219,7 +219,7 @@ class SimCluster:
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
         """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
-        cert, key = pki.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
+        cert, key = certgen.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
         return write_talosconfig(
             path,
             context=CONTEXT,

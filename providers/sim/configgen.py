@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 from trustplan.talos.machineconfig import (
     KUBE_AGGREGATOR_DOC_KIND,
     KUBE_CA_DOC_KIND,
@@ -68,10 +68,10 @@ class ClusterSecrets:
     def generate(cls, now: dt.datetime) -> ClusterSecrets:
         def pair(kind: str) -> CAPair:
             if kind == "os":
-                return CAPair(*pki.generate_ca("talos", now))
+                return CAPair(*certgen.generate_ca("talos", now))
             if kind == "k8s":
-                return CAPair(*pki.generate_ca("kubernetes", now))
-            cert, key = pki.generate_ca("kubernetes", now)  # same shape (P-256) for etcd and aggregator
+                return CAPair(*certgen.generate_ca("kubernetes", now))
+            cert, key = certgen.generate_ca("kubernetes", now)  # same shape (P-256) for etcd and aggregator
             return CAPair(cert, key)
 
         from cryptography.hazmat.primitives.asymmetric import ec

@@ -1,4 +1,5 @@
-"""The simulated Kubernetes side of a node: its kubelet service and, on a control plane, kube-apiserver.
+"""The simulated kube-apiserver of a control plane (the kubelet of every node is
+trustplan.providers.sim.kubelet).
 
 Trust follows Talos (reference/talos.md §1.2, §3.1):
 
@@ -10,10 +11,8 @@ Trust follows Talos (reference/talos.md §1.2, §3.1):
 - When a control plane's Kubernetes CA fields change, its API server restarts: the listener closes
   (connection refused) for `apiserver_restart_ms`, then comes back with a cert from the new issuer
   and the new trust.
-- When any node's Kubernetes CA fields change, its kubelet restarts: the COSI resource
-  `runtime/Services.v1alpha1.talos.dev/kubelet` is destroyed, and after `kubelet_rejoin_ms` created
-  again (running, healthy) once the kubelet can verify some control plane's API server (that
-  server's issuing CA is in the node's Kubernetes trust). Meanwhile the node is NotReady.
+- When any node's Kubernetes CA fields change, its kubelet restarts (trustplan.providers.sim.kubelet)
+  and rejoins once it can verify some control plane's API server. Meanwhile the node is NotReady.
 
 The API server is a small HTTP/1.1 server on asyncio streams over stdlib `ssl` (keep-alive,
 Content-Length bodies, JSON like kube-apiserver's), enough for `curl` and the `kubernetes` client.
@@ -34,10 +33,11 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 from trustplan.providers.sim import configgen
+from trustplan.providers.sim.kubelet import kube_trust
 from trustplan.providers.talos.tls import server_context
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode
@@ -56,184 +56,6 @@ SERVICE_DNS = (
 )
 SERVICE_IP = "10.96.0.1"
 MAX_HEADER_LINES = 100
-
-#: CREATED / UPDATED / DESTROYED, as cosi.resource.EventType numbers
-CREATED, UPDATED, DESTROYED = 0, 1, 2
-
-KubeCAState = tuple[bytes | None, bytes | None, tuple[bytes, ...]] | str
-
-
-def kube_ca_state(cfg: machineconfig.MachineConfig) -> KubeCAState:
-    """What a restart depends on: issuing CA, its key and accepted CAs (or why they cannot be read)."""
-    try:
-        fields = cfg.ca_fields("kubernetes")
-    except TrustplanError as exc:
-        return str(exc)
-    return fields.issuer, fields.issuer_key, fields.accepted
-
-
-def kube_trust(cfg: machineconfig.MachineConfig) -> list[bytes]:
-    """The Kubernetes CAs a node trusts: accepted CAs plus the issuing CA (empty if unreadable)."""
-    try:
-        fields = cfg.ca_fields("kubernetes")
-    except TrustplanError:
-        return []
-    return list(fields.accepted) + ([fields.issuer] if fields.issuer else [])
-
-
-def _fingerprints(pems: list[bytes], source: str) -> set[str]:
-    return {pki.fingerprint(pki.load_cert_pem(p, source)) for p in pems}
-
-
-# --- kubelet ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServiceState:
-    """One state of the kubelet Service resource (what COSI Get/Watch return)."""
-
-    running: bool
-    healthy: bool
-    unknown: bool
-    version: int
-    created: dt.datetime
-    updated: dt.datetime
-
-
-#: an event for Watch subscribers: (cosi EventType number, state; the last state for DESTROYED)
-ServiceEvent = tuple[int, ServiceState]
-
-
-class Kubelet:
-    """The kubelet service of one node, as Talos's service controller publishes it.
-
-    `state` is None while the resource does not exist (kubelet stopped). Watchers subscribe to a
-    queue that receives every transition in order; none is coalesced."""
-
-    def __init__(self, node: SimNode) -> None:
-        self.node = node
-        now = dt.datetime.now(dt.UTC)
-        self.state: ServiceState | None = ServiceState(True, True, False, 1, now, now)
-        self.last: ServiceState = self.state
-        #: when Ready last changed (the Node's Ready condition lastTransitionTime)
-        self.transition = now
-        self.restarts = 0
-        #: why the kubelet cannot rejoin right now (None: it can, or it is running)
-        self.waiting: str | None = None
-        self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def ready(self) -> bool:
-        """The node's Ready condition: the kubelet runs and is healthy."""
-        return self.state is not None and self.state.running and self.state.healthy
-
-    def subscribe(self) -> asyncio.Queue[ServiceEvent]:
-        queue: asyncio.Queue[ServiceEvent] = asyncio.Queue()
-        self._subscribers.add(queue)
-        return queue
-
-    def unsubscribe(self, queue: asyncio.Queue[ServiceEvent]) -> None:
-        self._subscribers.discard(queue)
-
-    def _emit(self, event_type: int, state: ServiceState) -> None:
-        for queue in self._subscribers:
-            queue.put_nowait((event_type, state))
-
-    def _set(self, running: bool, healthy: bool, unknown: bool = False) -> None:
-        was_ready = self.ready
-        now = dt.datetime.now(dt.UTC)
-        if self.state is None:
-            self.state = ServiceState(running, healthy, unknown, 1, now, now)
-            event = CREATED
-        else:
-            s = self.state
-            self.state = ServiceState(running, healthy, unknown, s.version + 1, s.created, now)
-            event = UPDATED
-        self.last = self.state
-        if self.ready != was_ready:
-            self.transition = now
-        self._emit(event, self.state)
-
-    def _destroy(self) -> None:
-        if self.state is None:
-            return
-        last, self.state = self.state, None
-        self.transition = dt.datetime.now(dt.UTC)
-        self._emit(DESTROYED, last)
-
-    def restart(self) -> None:
-        """Stop the kubelet now (the resource is destroyed) and start it again after the rejoin time."""
-        self.restarts += 1
-        self._destroy()
-        self._cancel()
-        self._task = asyncio.get_running_loop().create_task(self._rejoin())
-
-    def halt(self) -> None:
-        """Stop the kubelet and keep it stopped (the node went away)."""
-        self._cancel()
-        self._destroy()
-
-    def resume(self) -> None:
-        """Start a halted kubelet again (after the rejoin time)."""
-        if self.state is None and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._rejoin())
-
-    def _cancel(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not task.done():
-            task.cancel()
-
-    async def _rejoin(self) -> None:
-        cluster = self.node.cluster
-        delay = cluster.kubelet_rejoin_ms / 1000.0
-        try:
-            await asyncio.sleep(delay)
-            if self.node.faults.kubelet_stuck:
-                self.waiting = f"{self.node.name}: kubelet is stuck (fault injected); it will not come back"
-                log.warning("%s", self.waiting)
-                return
-            while (reason := self.join_refusal()) is not None:
-                if reason != self.waiting:
-                    # normal while every trusted API server is restarting; the Ready message shows it
-                    log.info("%s", reason)
-                self.waiting = reason
-                await asyncio.sleep(max(delay, 0.05))
-            self.waiting = None
-            if self.node.faults.kubelet_unhealthy_first:
-                self._set(running=True, healthy=False, unknown=True)
-                await asyncio.sleep(max(delay, 0.05))
-                self._set(running=True, healthy=True)
-            else:
-                self._set(running=True, healthy=True)
-        finally:
-            if self._task is asyncio.current_task():
-                self._task = None
-
-    def join_refusal(self) -> str | None:
-        """Why the kubelet cannot register with any API server now (None: it can).
-
-        It must verify some running control plane's API server: that server's issuing CA must be in
-        this node's Kubernetes trust. Without `--k8s` there are no API servers, and nothing to check."""
-        cluster = self.node.cluster
-        if not cluster.k8s:
-            return None
-        own = _fingerprints(kube_trust(self.node.parsed), self.node.name)
-        for cp in cluster.controlplanes:
-            api = cp.apiserver
-            if api is not None and api.serving and api.issuer_fingerprint in own:
-                return None
-        return (
-            f"{self.node.name}: kubelet cannot register: no running API server's certificate is issued by a "
-            "Kubernetes CA this node trusts; retrying"
-        )
-
-    def close(self) -> None:
-        self._cancel()
-
-
-# --- kube-apiserver ------------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class Peer:
@@ -319,7 +141,7 @@ class KubeAPIServer:
                 dns.append(name)
             else:
                 ips.append(name)
-        cert, key = pki.issue_server_cert(
+        cert, key = certgen.issue_server_cert(
             ca_cert,
             ca_key,
             pki.utcnow(),

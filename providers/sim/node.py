@@ -44,10 +44,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
-from trustplan.providers.sim.kube import KubeAPIServer, Kubelet, kube_ca_state
+from trustplan.providers.sim.kube import KubeAPIServer
+from trustplan.providers.sim.kubelet import Kubelet, kube_ca_state
 from trustplan.providers.talos.tls import client_context, server_context
 
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.cluster import SimCluster
@@ -235,8 +236,8 @@ class SimNode:
             trust = pki.pem_bundle(self.own_trust())
             cert, key = self._server_cert(ca_cert, ca_key, issuing_from, now, sans)
             if self._proxy_pair is None or self._proxy_pair[0] != issuing_from:
-                proxy_cert, proxy_key = pki.issue_client_cert(
-                    ca_cert, ca_key, PROXY_ROLE, now, validity=pki.SERVER_VALIDITY
+                proxy_cert, proxy_key = certgen.issue_client_cert(
+                    ca_cert, ca_key, PROXY_ROLE, now, validity=certgen.SERVER_VALIDITY
                 )
                 self._proxy_pair = (issuing_from, proxy_cert, proxy_key)
             self._recheck.update(self._upstream)  # flushed: each is re-checked at its next use
@@ -274,7 +275,7 @@ class SimNode:
         CA for the same names, else a new one."""
         made_from = (*issuing_from, self.hostname, sans)
         if self._server_pair is None or self._server_pair[0] != made_from:
-            cert, key = pki.issue_server_cert(
+            cert, key = certgen.issue_server_cert(
                 ca_cert, ca_key, now, ips=sans, dns=(self.hostname,), common_name=self.hostname
             )
             self._server_pair = (made_from, cert, key)

@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.kube import ServiceState
+    from trustplan.providers.sim.kubelet import ServiceState
     from trustplan.providers.sim.node import SimNode
 
 SECRETS_NAMESPACE = "secrets"

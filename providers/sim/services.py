@@ -31,7 +31,7 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode
@@ -166,7 +166,7 @@ def _kubeconfig_tar(node: SimNode) -> bytes:
     assert fields.issuer and fields.issuer_key
     ca_cert = pki.load_cert_pem(fields.issuer, node.name)
     ca_key = pki.load_key_pem(fields.issuer_key, node.name)
-    cert, key = pki.issue_client_cert(ca_cert, ca_key, "system:masters", pki.utcnow(), common_name="admin")
+    cert, key = certgen.issue_client_cert(ca_cert, ca_key, "system:masters", pki.utcnow(), common_name="admin")
     cluster = cfg.v1alpha1.get("cluster") or {}
     name = cluster.get("clusterName", "sim")
     server = (cluster.get("controlPlane") or {}).get("endpoint", f"https://{node.address}:6443")

@@ -26,7 +26,7 @@ from trustplan.providers.talos.provider import TalosProvider
 from trustplan.engine import planning as engine
 from trustplan.errors import UnsafePlanError
 from trustplan.formats import desired as desired_mod
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
 
 
@@ -42,7 +42,7 @@ def talosctl_died_in_accept_then_a_control_plane_reverted(cluster: SimCluster) -
     """talosctl's new CA accepted on every node in its order (control planes, then workers), then
     cp-3 restored to its config of before. The CA and key the user kept are written into DIR, and
     trustplan.yaml asks to finish the rotation to that CA. Returns the CA's PEM."""
-    crt, key = pki.generate_ca("talos", pki.utcnow())
+    crt, key = certgen.generate_ca("talos", pki.utcnow())
     crt_pem = pki.cert_to_pem(crt)
     for node in cluster.nodes:
         edit_talos(node, (*machineconfig.parse(node.config, node.name).ca_fields("talos").accepted, crt_pem))
@@ -102,7 +102,7 @@ def test_a_worker_whose_trustd_bundle_is_really_stale_is_named_with_the_manual_s
     step that makes it fetch a new bundle; after that step, plan + apply finish."""
 
     async def scenario(cluster: SimCluster) -> None:
-        crt, key = pki.generate_ca("talos", pki.utcnow())
+        crt, key = certgen.generate_ca("talos", pki.utcnow())
         new = pki.cert_to_pem(crt)
         worker = cluster.workers[0]
         for node in [worker, *cluster.controlplanes]:

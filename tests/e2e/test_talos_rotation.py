@@ -11,13 +11,13 @@ from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.state import LocalState
 
-from trustplan.engine import applier
+from trustplan.engine import access, applier
 from trustplan.engine import planning as engine
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.formats import desired as desired_mod
 from trustplan.formats.keystore import Keystore
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Planned]:
@@ -93,7 +93,7 @@ def test_lockout_desired_state_is_refused_before_anything_is_sent(tmp_path: Path
     """Issuing from a CA nobody holds a key for would strip every control plane's key."""
 
     async def scenario(cluster: SimCluster) -> None:
-        foreign, _ = pki.generate_ca("talos", pki.utcnow())
+        foreign, _ = certgen.generate_ca("talos", pki.utcnow())
         (cluster.dir / "foreign.crt").write_bytes(pki.cert_to_pem(foreign))
         path = cluster.dir / "trustplan.yaml"
         before = {n.address: n.config for n in cluster.nodes}
@@ -134,9 +134,9 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
         old.write_bytes(cluster.talosconfig.read_bytes())
         desired = desired_mod.load(cluster.dir / "trustplan.yaml")
         keystore = Keystore(desired.keystore)
-        provider = engine.make_provider(desired)
+        provider = access.make_provider(desired)
         try:
-            planned = await engine.make(
+            planned = await engine.plan_live(
                 desired, provider, keystore, LocalState(desired.state).read("sim"), pki.utcnow(), dt.timedelta(hours=1)
             )
             planned.resolved.save_new(keystore)

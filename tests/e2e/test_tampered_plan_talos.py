@@ -17,7 +17,7 @@ from trustplan.engine import planning as engine
 from trustplan.errors import PlanFileError
 from trustplan.formats import desired as desired_mod
 from trustplan.formats import planfile
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_p
         original = json.loads(planned.saved.document)
         before = {n.name: n.config for n in cluster.nodes}
 
-        foreign_cert, _ = pki.generate_ca("talos", pki.utcnow())
+        foreign_cert, _ = certgen.generate_ca("talos", pki.utcnow())
         foreign = pki.CACert.from_cert(foreign_cert)
         evil = copy.deepcopy(original)
         evil["authorities"].append({

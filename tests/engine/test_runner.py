@@ -36,7 +36,7 @@ def _cluster(tmp_path: Path, needs_credential: bool = False) -> tuple[DesiredSta
 
 def _plan(desired: DesiredState, provider: MemoryProvider) -> engine.Planned:
     keystore = Keystore(desired.keystore)
-    planned = asyncio.run(engine.make(
+    planned = asyncio.run(engine.plan_live(
         desired, provider, keystore, LocalState(desired.state).read("demo"), pki.utcnow(), dt.timedelta(hours=1)
     ))
     planned.resolved.save_new(keystore)

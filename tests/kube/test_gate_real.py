@@ -12,7 +12,7 @@ from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
 
 from trustplan.errors import GateFailedError
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 def ready_node(api: KubeAPIServer, name: str, address: str) -> None:
@@ -54,12 +54,12 @@ def test_gate_names_a_missing_node(kube_api: KubeAPIServer, nodes: list[Expected
 
 def test_gate_names_401_and_403(kube_api: KubeAPIServer, nodes: list[ExpectedNode]) -> None:
     now = pki.utcnow()
-    foreign_ca, foreign_key = pki.generate_ca("kubernetes", now)
-    crt, key = pki.issue_client_cert(foreign_ca, foreign_key, "system:masters", now, common_name="intruder")
+    foreign_ca, foreign_key = certgen.generate_ca("kubernetes", now)
+    crt, key = certgen.issue_client_cert(foreign_ca, foreign_key, "system:masters", now, common_name="intruder")
     with pytest.raises(GateFailedError, match=r"401 Unauthorized"):
         check(kube_api, credential(kube_api, pki.cert_to_pem(crt), pki.key_to_pkcs8_pem(key)), nodes)
     ca = pki.CACert.from_pem((kube_api.dir / "ca.crt").read_bytes())
     ca_key = pki.load_key_pem((kube_api.dir / "ca.key").read_bytes(), "ca.key")
-    crt, key = pki.issue_client_cert(ca.cert, ca_key, "developers", now, common_name="dev")
+    crt, key = certgen.issue_client_cert(ca.cert, ca_key, "developers", now, common_name="dev")
     with pytest.raises(GateFailedError, match=r"403 Forbidden"):
         check(kube_api, credential(kube_api, pki.cert_to_pem(crt), pki.key_to_pkcs8_pem(key)), nodes)

@@ -20,7 +20,7 @@ from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 
 from trustplan.errors import GateFailedError, ProviderError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
 
 
@@ -36,7 +36,7 @@ Contract = Callable[[Subject], Awaitable[None]]
 
 
 def credential(ca: configgen.CAPair, trusted: list[configgen.CAPair]) -> TLSIdentity:
-    cert, key = pki.issue_client_cert(ca.cert, ca.key, "os:admin", pki.utcnow())
+    cert, key = certgen.issue_client_cert(ca.cert, ca.key, "os:admin", pki.utcnow())
     return TLSIdentity(
         pki="talos",
         issuer=pki.fingerprint(ca.cert),
@@ -103,14 +103,14 @@ async def reads_exact_bytes_and_their_digest(s: Subject) -> None:
 
 async def dry_run_validates_and_changes_nothing(s: Subject) -> None:
     before = await s.provider.read(s.worker, None)
-    new_ca = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    new_ca = configgen.CAPair(*certgen.generate_ca("talos", pki.utcnow()))
     await s.provider.write(s.worker, with_accepted(before.data, new_ca), credential=None, dry_run=True)
     assert (await s.provider.read(s.worker, None)).data == before.data
 
 
 async def write_then_read_gives_the_same_bytes(s: Subject) -> None:
     before = await s.provider.read(s.controlplane, None)
-    new_ca = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    new_ca = configgen.CAPair(*certgen.generate_ca("talos", pki.utcnow()))
     data = with_accepted(before.data, new_ca)
     await s.provider.write(s.controlplane, data, credential=None)
     assert (await s.provider.read(s.controlplane, None)).data == data
@@ -133,13 +133,13 @@ async def verify_passes_for_a_trusted_credential(s: Subject) -> None:
 
 
 async def verify_fails_for_an_unknown_ca(s: Subject) -> None:
-    stranger = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    stranger = configgen.CAPair(*certgen.generate_ca("talos", pki.utcnow()))
     with pytest.raises(GateFailedError):
         await s.provider.verify(s.controlplane, credential(stranger, [s.secrets.os, stranger]))
 
 
 async def verify_fails_when_the_client_does_not_trust_the_server(s: Subject) -> None:
-    other = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+    other = configgen.CAPair(*certgen.generate_ca("talos", pki.utcnow()))
     with pytest.raises(GateFailedError):
         await s.provider.verify(s.worker, credential(s.secrets.os, [other]))
 
@@ -152,7 +152,7 @@ async def declared_abilities_work(s: Subject) -> None:
         listed = {(address, role) for address, role, _ in await caps.members.members(None)}
         assert {(s.controlplane.address, "controlplane"), (s.worker.address, "worker")} <= listed
     if caps.client_trust is not None:
-        stranger = configgen.CAPair(*pki.generate_ca("talos", pki.utcnow()))
+        stranger = configgen.CAPair(*certgen.generate_ca("talos", pki.utcnow()))
         answers = await caps.client_trust.probe_client_trust(
             s.worker, [credential(s.secrets.os, [s.secrets.os]), credential(stranger, [s.secrets.os])]
         )

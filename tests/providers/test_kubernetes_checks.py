@@ -15,13 +15,13 @@ from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
 
 from trustplan.errors import GateFailedError
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 300, "kubelet_rejoin_ms": 300}
 
 
 def admin(ca_cert: Any, ca_key: Any, trusted: bytes, group: str = "system:masters") -> TLSIdentity:
-    cert, key = pki.issue_client_cert(ca_cert, ca_key, group, pki.utcnow(), common_name="admin")
+    cert, key = certgen.issue_client_cert(ca_cert, ca_key, group, pki.utcnow(), common_name="admin")
     fp = pki.fingerprint(ca_cert)
     return TLSIdentity("kubernetes", fp, (fp,), pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), trusted)
 
@@ -104,7 +104,7 @@ def test_gate_waits_for_an_api_server_restart(tmp_path: Path) -> None:
 
 def test_unknown_ca_is_refused_and_named(tmp_path: Path) -> None:
     async def scenario(c: SimCluster) -> None:
-        other, other_key = pki.generate_ca("kubernetes", pki.utcnow())
+        other, other_key = certgen.generate_ca("kubernetes", pki.utcnow())
         cred = admin(other, other_key, c.secrets.k8s.crt_pem)
         await checker(c, timeout=0.5).check(cred, expected(c))
 
@@ -118,7 +118,7 @@ def test_unknown_ca_is_refused_and_named(tmp_path: Path) -> None:
 
 def test_untrusted_server_cert_is_reported(tmp_path: Path) -> None:
     async def scenario(c: SimCluster) -> None:
-        other, _ = pki.generate_ca("kubernetes", pki.utcnow())
+        other, _ = certgen.generate_ca("kubernetes", pki.utcnow())
         cred = admin(c.secrets.k8s.cert, c.secrets.k8s.key, pki.cert_to_pem(other))
         await checker(c, timeout=0.3).check(cred, expected(c))
 
@@ -188,7 +188,7 @@ def test_gate_failure_says_what_kind_of_failure(tmp_path: Path) -> None:
 
     async def scenario(c: SimCluster) -> list[str]:
         messages = []
-        other_ca, _ = pki.generate_ca("kubernetes", pki.utcnow())
+        other_ca, _ = certgen.generate_ca("kubernetes", pki.utcnow())
         refused = admin(c.secrets.k8s.cert, c.secrets.k8s.key, pki.cert_to_pem(other_ca))  # server not trusted
         with pytest.raises(GateFailedError) as trust:
             await checker(c, timeout=0.3).check(refused, expected(c))

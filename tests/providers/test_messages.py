@@ -20,13 +20,13 @@ from trustplan.providers.talos.talosconfig import load_talosconfig, make_credent
 from trustplan.providers.talos.tls import server_context
 
 from trustplan.errors import NodeTimeoutError, ProviderError
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 def test_an_unknown_authority_is_a_trust_failure_naming_the_trusted_cas(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         tc = load_talosconfig(cluster.talosconfig)
-        other, _ = pki.generate_ca("talos", pki.utcnow())
+        other, _ = certgen.generate_ca("talos", pki.utcnow())
         cred = make_credential(tc.crt_pem, tc.key_pem, pki.cert_to_pem(other))
         async with TalosProvider(cluster.talosconfig, None, cluster.node_refs(), retry_timeout=1,
                                  tls_retry_timeout=0.5) as provider:
@@ -58,9 +58,9 @@ def _free_port() -> int:
 
 def test_a_certificate_for_another_address_is_a_hostname_mismatch(tmp_path: Path) -> None:
     now = pki.utcnow()
-    ca, ca_key = pki.generate_ca("talos", now)
-    server, server_key = pki.issue_server_cert(ca, ca_key, now, ips=("10.9.9.9",))
-    client, client_key = pki.issue_client_cert(ca, ca_key, "os:admin", now)
+    ca, ca_key = certgen.generate_ca("talos", now)
+    server, server_key = certgen.issue_server_cert(ca, ca_key, now, ips=("10.9.9.9",))
+    client, client_key = certgen.issue_client_cert(ca, ca_key, "os:admin", now)
     port = _free_port()
     talosconfig = _talosconfig(tmp_path / "talosconfig", f"127.0.0.1:{port}", pki.cert_to_pem(ca),
                                pki.cert_to_pem(client), pki.key_to_pem(client_key))
@@ -88,8 +88,8 @@ def test_a_node_that_never_answers_is_a_timeout_with_its_deadline(
     monkeypatch.setattr(talos_client, "CALL_TIMEOUT", 0.3)
     monkeypatch.setattr("trustplan.providers.talos.provider.CALL_TIMEOUT", 0.3)
     now = pki.utcnow()
-    ca, ca_key = pki.generate_ca("talos", now)
-    client, client_key = pki.issue_client_cert(ca, ca_key, "os:admin", now)
+    ca, ca_key = certgen.generate_ca("talos", now)
+    client, client_key = certgen.issue_client_cert(ca, ca_key, "os:admin", now)
     port = _free_port()
     talosconfig = _talosconfig(tmp_path / "talosconfig", f"127.0.0.1:{port}", pki.cert_to_pem(ca),
                                pki.cert_to_pem(client), pki.key_to_pem(client_key))

@@ -19,7 +19,7 @@ from trustplan.providers.talos.talosconfig import load_talosconfig, make_credent
 from waiting import until
 
 from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 
 
 def _provider(cluster: SimCluster, **kw: float) -> TalosProvider:
@@ -84,8 +84,8 @@ def test_injected_apply_failure_is_not_retried(tmp_path: Path) -> None:
 def test_untrusted_credential_fails_the_gate(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         now = pki.utcnow()
-        other, other_key = pki.generate_ca("talos", now)
-        cert, key = pki.issue_client_cert(other, other_key, "os:admin", now)
+        other, other_key = certgen.generate_ca("talos", now)
+        cert, key = certgen.issue_client_cert(other, other_key, "os:admin", now)
         bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
         cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
         async with _provider(cluster, verify_timeout=0.5) as provider:
@@ -219,8 +219,8 @@ def test_refused_tls_at_read_gives_up_after_the_tls_window(tmp_path: Path) -> No
 
     async def scenario(cluster: SimCluster) -> None:
         now = pki.utcnow()
-        other, other_key = pki.generate_ca("talos", now)
-        cert, key = pki.issue_client_cert(other, other_key, "os:admin", now)
+        other, other_key = certgen.generate_ca("talos", now)
+        cert, key = certgen.issue_client_cert(other, other_key, "os:admin", now)
         cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), cluster.secrets.os.crt_pem)
         async with _provider(cluster, retry_timeout=3600, tls_retry_timeout=0.5) as provider:
             with pytest.raises(ProviderError, match="TLS handshake refused") as err:

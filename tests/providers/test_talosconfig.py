@@ -16,13 +16,13 @@ from trustplan.providers.talos.talosconfig import (
 )
 
 from trustplan.errors import InputError
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 
 def _material() -> tuple[bytes, bytes, bytes]:
     now = pki.utcnow()
-    ca, ca_key = pki.generate_ca("talos", now)
-    cert, key = pki.issue_client_cert(ca, ca_key, "os:admin", now)
+    ca, ca_key = certgen.generate_ca("talos", now)
+    cert, key = certgen.issue_client_cert(ca, ca_key, "os:admin", now)
     return pki.cert_to_pem(ca), pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
 
 

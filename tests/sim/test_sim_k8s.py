@@ -36,7 +36,7 @@ from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
 from waiting import until
 
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
 
 KUBELET = {"namespace": "runtime", "type": "Services.v1alpha1.talos.dev"}
@@ -74,7 +74,7 @@ class Creds:
         trust: bytes,
         group: str = "system:masters",
     ) -> Creds:
-        cert, key = pki.issue_client_cert(ca_cert, ca_key, group, pki.utcnow(), common_name=name)
+        cert, key = certgen.issue_client_cert(ca_cert, ca_key, group, pki.utcnow(), common_name=name)
         return cls(dir, name, trust, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key))
 
     def context(self) -> ssl.SSLContext:
@@ -186,7 +186,7 @@ def test_unknown_ca_refused_and_rbac(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp = cluster.controlplanes[0]
         k8s = cluster.secrets.k8s
-        other, other_key = pki.generate_ca("kubernetes", pki.utcnow())
+        other, other_key = certgen.generate_ca("kubernetes", pki.utcnow())
         stranger = Creds.issued(tmp_path, "stranger", other, other_key, k8s.crt_pem)
         with pytest.raises(REFUSED):
             await get(cp, "/version", stranger)
@@ -221,7 +221,7 @@ def test_kube_ca_swap_restarts_apiserver_and_kubelet(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp1, cp2 = cluster.controlplanes
         admin = Creds.from_kubeconfig(tmp_path / "kubeconfig", tmp_path / "creds")
-        new, new_key = pki.generate_ca("kubernetes", pki.utcnow())
+        new, new_key = certgen.generate_ca("kubernetes", pki.utcnow())
         channel = _admin_channel(cluster)
         events: list[tuple[int, bool, bool]] = []
         watcher = asyncio.create_task(_watch_kubelet(channel, cp2, events))
@@ -295,7 +295,7 @@ def test_kubelet_stuck_and_unhealthy_first(tmp_path: Path) -> None:
         stuck.faults.kubelet_stuck = True
         slow.faults.kubelet_unhealthy_first = True
         admin = Creds.from_kubeconfig(tmp_path / "kubeconfig", tmp_path / "creds")
-        new, new_key = pki.generate_ca("kubernetes", pki.utcnow())
+        new, new_key = certgen.generate_ca("kubernetes", pki.utcnow())
         channel = _admin_channel(cluster)
         events: list[tuple[int, bool, bool]] = []
         watcher = asyncio.create_task(_watch_kubelet(channel, slow, events))
@@ -342,7 +342,7 @@ def test_multidoc_layout(tmp_path: Path) -> None:
         assert code == 200 and ready(nodes) == {"cp-1": "True", "worker-1": "True"}
         assert pki.verify_issued_by(server_cert, cluster.secrets.k8s.cert)
         # accept a new CA on the control plane: the API restarts and accepts certs from it
-        new, new_key = pki.generate_ca("kubernetes", pki.utcnow())
+        new, new_key = certgen.generate_ca("kubernetes", pki.utcnow())
         fields = cp.parsed.ca_fields("kubernetes")
         accepted = CAFields(fields.issuer, fields.issuer_key, (*fields.accepted, pki.cert_to_pem(new)))
         cluster.apiserver_restart_ms = 3_600_000  # down until the test has looked

@@ -30,7 +30,7 @@ from trustplan.providers.talos.talosconfig import make_credential
 from trustplan.providers.talos.tls import client_context
 
 from trustplan.errors import GateFailedError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
 
 TALOS = configgen.TALOS_VERSION
@@ -39,7 +39,7 @@ REFUSED = (StreamTerminatedError, ProtocolError, ssl.SSLError, ConnectionError)
 
 
 def _client(ca_cert: x509.Certificate, ca_key: pki.PrivateKey, role: str = "os:admin") -> tuple[bytes, bytes]:
-    cert, key = pki.issue_client_cert(ca_cert, ca_key, role, pki.utcnow())
+    cert, key = certgen.issue_client_cert(ca_cert, ca_key, role, pki.utcnow())
     return pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
 
 
@@ -80,7 +80,7 @@ def test_unknown_ca_and_bad_eku_are_refused_at_handshake(tmp_path: Path) -> None
         os_ca = cluster.secrets.os
         cp = cluster.controlplanes[0].address
         assert await _version(_channel(cp, *_client(os_ca.cert, os_ca.key), os_ca.crt_pem)) == TALOS
-        other, other_key = pki.generate_ca("talos", pki.utcnow())
+        other, other_key = certgen.generate_ca("talos", pki.utcnow())
         with pytest.raises(REFUSED):
             await _version(_channel(cp, *_client(other, other_key), os_ca.crt_pem))
         # EKU [serverAuth, clientAuth] is not "exactly clientAuth": apid refuses it
@@ -160,7 +160,7 @@ def test_accept_swap_remove(tmp_path: Path) -> None:
 
     async def scenario(cluster: SimCluster) -> None:
         old = cluster.secrets.os
-        new_cert, new_key = pki.generate_ca("talos", pki.utcnow())
+        new_cert, new_key = certgen.generate_ca("talos", pki.utcnow())
         old_pem, new_pem = old.crt_pem, pki.cert_to_pem(new_cert)
         nodes = cluster.node_refs()
         old_only = make_credential(*_client(old.cert, old.key), old_pem)
@@ -209,7 +209,7 @@ def test_worker_trust_follows_its_control_plane(tmp_path: Path) -> None:
     """After a control plane accepts a CA, a worker trusts it only once its own config changes."""
 
     async def scenario(cluster: SimCluster) -> None:
-        new_cert, _ = pki.generate_ca("talos", pki.utcnow())
+        new_cert, _ = certgen.generate_ca("talos", pki.utcnow())
         new_pem = pki.cert_to_pem(new_cert)
         cp, worker = cluster.controlplanes[0], cluster.workers[0]
         cp_ref, worker_ref = cluster.node_refs()

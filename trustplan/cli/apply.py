@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, make_plan, render_plan
+from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
 from trustplan.errors import TrustplanError
 
 
@@ -67,7 +67,7 @@ def apply(
                 hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`, review it, then "
                 "`trustplan apply plan.bin`; nothing was changed",
             )
-        planned = make_plan(config, "1h", lock_timeout, allow_unlisted, parallelism)
+        planned = plan_config(config, "1h", lock_timeout, allow_unlisted, parallelism)
         terminal.print_text(render_plan(planned.saved, Format.text))
         if not planned.plan.has_changes:
             return

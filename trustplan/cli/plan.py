@@ -148,7 +148,7 @@ AllowUnlistedOption = Annotated[
 ]
 
 
-def make_plan(
+def plan_config(
     config: Path,
     expires_in: str,
     lock_timeout: str,
@@ -203,7 +203,7 @@ def plan(
     conventions.check_out_path(out)
     check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
-    planned = make_plan(config, expires_in, lock_timeout, allow_unlisted, parallelism)
+    planned = plan_config(config, expires_in, lock_timeout, allow_unlisted, parallelism)
     if planned.plan.has_changes:
         planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
     data = None

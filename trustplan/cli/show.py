@@ -26,4 +26,9 @@ def show(
     saved = planfile.decode(data, str(plan_file))
     if saved.signer is not None:
         err.print(f"{plan_file}: signed by Ed25519 key {saved.signer}", markup=False)
+    if saved.inconsistent:  # shown as the file says; a reviewer should know apply will not take it
+        sections = ", ".join(repr(s) for s in saved.inconsistent)
+        err.print(f"warning: {plan_file}: the plan document's {sections} section says something other than its "
+                  "steps (edited, or written by a newer trustplan); `trustplan apply` refuses this plan",
+                  markup=False)
     emit(saved, fmt, summary, split_dir, markdown_view(flavor, plan_file, data))

@@ -23,25 +23,25 @@ def status(
     ] = False,
 ) -> None:
     """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
-    from trustplan.engine import planning as engine
+    from trustplan.engine import access
     from trustplan.engine.credentials import check_outputs
     from trustplan.engine.statusreport import build_report
     from trustplan.render.status import markdown, text
     from trustplan.talos import pki
 
     desired = load_desired(config)
-    provider = engine.make_provider(desired)
+    provider = access.make_provider(desired)
 
     now = pki.utcnow()
 
     async def go() -> LiveCluster:
         try:
             keystore = desired.open_keystore()
-            live, reader = await engine.read_live(desired, provider, keystore, tuple(desired.trust), now)
+            live, reader = await access.read_live(desired, provider, keystore, tuple(desired.trust), now)
         finally:
             await provider.close()
         if reader is not None:
-            err.print(f"note: read the nodes with a fallback credential ({engine.reader_label(desired, reader)})",
+            err.print(f"note: read the nodes with a fallback credential ({access.reader_label(desired, reader)})",
                       markup=False)
         return live
 
@@ -55,7 +55,7 @@ def status(
     if fmt is Format.json:
         print_data(json.dumps(report, indent=2, sort_keys=True) + "\n")
     elif fmt is Format.markdown:
-        print_data(markdown(report))
+        print_data(markdown(report, now))
     else:
         text(report, out)
     if detailed_exitcode and report["drift"]:

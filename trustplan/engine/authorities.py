@@ -19,7 +19,7 @@ from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
 from trustplan.planner import Authority, DesiredTrust
 from trustplan.system.safeio import read_regular
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 from trustplan.talos.pki import CACert, PrivateKey
 
 
@@ -102,7 +102,7 @@ def resolve(
             warnings += pki.check_ca(ca.cert, key, use, now, str(spec.certificate))
             m = Material(ca, use, "import", name, key)
         else:
-            algorithm = spec.algorithm or pki.default_algorithm(use)
+            algorithm = spec.algorithm or certgen.default_algorithm(use)
             if algorithm not in pki.ALLOWED_ALGORITHMS[use]:
                 raise desired.error(f"a {use} CA cannot use {algorithm}", f"{ypath}.generate.algorithm")
             earlier = keystore.generated(name)
@@ -116,8 +116,8 @@ def resolve(
             elif not generate:
                 continue
             else:
-                validity = dt.timedelta(days=spec.validity_days) if spec.validity_days else pki.CA_VALIDITY
-                cert, key = pki.generate_ca(use, now, algorithm, validity)
+                validity = dt.timedelta(days=spec.validity_days) if spec.validity_days else certgen.CA_VALIDITY
+                cert, key = certgen.generate_ca(use, now, algorithm, validity)
                 m = Material(pki.CACert.from_cert(cert), use, "generate", name, key)
                 new.append((name, m))
         existing = material.get(m.ca.fingerprint)
@@ -158,7 +158,7 @@ def _still_wanted(ca: pki.CACert, algorithm: str, validity_days: int | None) -> 
     """A CA generated earlier still matches its `generate:` spec (algorithm and, if given, validity)."""
     if ca.algorithm != algorithm:
         return False
-    validity = dt.timedelta(days=validity_days) if validity_days else pki.CA_VALIDITY
+    validity = dt.timedelta(days=validity_days) if validity_days else certgen.CA_VALIDITY
     return ca.not_after - ca.not_before == validity
 
 

@@ -68,10 +68,6 @@ def _issuer(cert: x509.Certificate, live: LiveCluster, pki_name: str) -> str | N
     )
 
 
-def _fingerprints(bundle: bytes, source: str) -> set[str]:
-    return {pki.CACert.from_pem(p, source).fingerprint for p in pki.split_pem_bundle(bundle)}
-
-
 def _client_problem(
     cert_pem: bytes, bundle: bytes, source: str, live: LiveCluster, pki_name: str, now: dt.datetime,
     servers: dict[str, frozenset[str]], clients: dict[str, frozenset[str]],
@@ -87,7 +83,7 @@ def _client_problem(
     refusing = sorted(a for a, trusted in clients.items() if issuer not in trusted)
     if refusing:
         return f"{len(refusing)} of {len(clients)} nodes refuse its client certificate ({', '.join(refusing)})"
-    trusted = _fingerprints(bundle, source)
+    trusted = set(pki.bundle_fingerprints(bundle, source))
     untrusted = sorted(a for a, issuers in servers.items() if not issuers <= trusted)
     if untrusted:
         return f"its CA bundle does not verify the server certificate of {', '.join(untrusted)}"

@@ -1,10 +1,11 @@
 """The imperative shell around the planner: read the cluster and make a checked plan.
 
-    make(desired, ...) -> Planned    read every node, resolve CAs, plan, check, let the nodes dry-run it
-    read_live(...)                   read every node, falling back to our own CAs after a half-done run
-    KeyRing                          CA certificates and keys by fingerprint (plan material + keystore)
+    plan_desired(desired, ...) -> Planned   under the state's lock, with the provider opened for it:
+    plan_live(desired, provider, ...)       read every node, resolve CAs, plan, check, let the nodes dry-run it
+    KeyRing                                 CA certificates and keys by fingerprint (plan material + keystore)
 
-Applying a saved plan is trustplan.engine.applier.
+Reaching the nodes (provider, credentials, reading) is trustplan.engine.access; applying a saved
+plan is trustplan.engine.applier.
 """
 
 from __future__ import annotations
@@ -12,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, assert_never
+from typing import Protocol
 
 from trustplan import __version__
+from trustplan.engine.access import make_provider, operator_credential, read_live, reader_label
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.credentials import check_outputs, planned_outputs
-from trustplan.engine.live import LiveCluster, read_cluster
+from trustplan.engine.live import LiveCluster
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
     InputError,
@@ -32,9 +33,6 @@ from trustplan.errors import (
 from trustplan.formats import planfile
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
-from trustplan.formats.outputs import (
-    admin_credentials,
-)
 from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
     Credential,
@@ -72,25 +70,6 @@ class QuietReporter:
     def note(self, message: str) -> None: ...
 
 
-def make_provider(desired: DesiredState) -> Provider:
-    """The provider the desired state names (the only place that knows the providers by name)."""
-    match desired.provider:
-        case "files":
-            from trustplan.providers.files import FilesProvider
-
-            return FilesProvider(desired.machine_configs)
-        case "talos":
-            from trustplan.providers.talos.provider import TalosProvider
-
-            assert desired.talosconfig is not None
-            return TalosProvider(
-                desired.talosconfig, desired.context, list(desired.nodes),
-                verify_timeout=desired.rollout.timeout("talos"),
-            )
-        case _:
-            assert_never(desired.provider)
-
-
 @dataclass
 class Planned:
     """A fresh plan: the saved form (what `-o` writes and the renderers show) and what it was made from."""
@@ -112,90 +91,7 @@ class Planned:
         self.resolved.save_new(self.keystore)
 
 
-def _operator(desired: DesiredState, provider: Provider, live: LiveCluster) -> Credential | None:
-    """The talosconfig's client identity by fingerprint (None: the provider takes no credential)."""
-    if not provider.capabilities.needs_credential:
-        return None
-    from trustplan.providers.talos.talosconfig import load_talosconfig
-
-    assert desired.talosconfig is not None
-    tc = load_talosconfig(desired.talosconfig, desired.context)
-    cert = pki.load_cert_pem(tc.crt_pem, str(desired.talosconfig), "crt")
-    issuer = next((fp for fp, c in live.cas.items() if pki.verify_issued_by(cert, c.ca.cert)), None)
-    trusted = tuple(pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(tc.ca_pem))
-    if issuer is None:
-        raise InputError(
-            str(desired.talosconfig),
-            "the talosconfig's client certificate was not issued by any CA the nodes know",
-            path="contexts.*.crt",
-        )
-    return Credential(issuer, trusted)
-
-
-async def read_live(
-    desired: DesiredState,
-    provider: Provider,
-    keystore: Keystore,
-    managed: tuple[str, ...],
-    now: dt.datetime,
-    on_read: Callable[[str], None] | None = None,
-) -> tuple[LiveCluster, TLSIdentity | None]:
-    """Read every node; return the cluster and the credential that worked (None: the talosconfig's).
-
-    After a rotation that died halfway, the talosconfig may no longer verify the nodes' new server
-    certificates, or (after a partial remove) be refused. Then read again with the talosconfig's
-    cert trusting our own CAs too, and then with an admin cert from the desired issuer: TLS stays
-    verified, against CAs whose keys we hold.
-    """
-    try:
-        return await read_cluster(provider, desired.nodes, managed, on_read=on_read), None
-    except NodeUnreachableError:
-        raise
-    except ProviderError as first:
-        if not provider.capabilities.needs_credential or "talos" not in desired.trust:
-            raise
-        for credential in _fallback_credentials(desired, keystore, now):
-            try:
-                return await read_cluster(provider, desired.nodes, managed, credential), credential
-            except NodeUnreachableError:
-                raise
-            except ProviderError:
-                continue
-        raise first
-
-
-def reader_label(desired: DesiredState, reader: TLSIdentity) -> str:
-    """What a fallback credential is, for the notes of plan and status (never its key)."""
-    from trustplan.providers.talos.talosconfig import load_talosconfig
-
-    assert desired.talosconfig is not None
-    tc = load_talosconfig(desired.talosconfig, desired.context)
-    if reader.cert_pem == tc.crt_pem:
-        how = "its client certificate, trusting the keystore's CAs as well"
-    else:
-        how = f"an admin certificate minted from the keystore's CA {pki.short(reader.issuer)}"
-    return f"{desired.talosconfig} does not work against every node; used {how}"
-
-
-def _fallback_credentials(desired: DesiredState, keystore: Keystore, now: dt.datetime) -> list[TLSIdentity]:
-    from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
-
-    assert desired.talosconfig is not None
-    tc = load_talosconfig(desired.talosconfig, desired.context)
-    offline = resolve(desired, keystore, None, now, generate=False)
-    ours = [m for m in offline.material.values() if m.pki == "talos"]
-    bundle = tc.ca_pem + b"".join(m.ca.pem for m in ours)
-    out = [make_credential(tc.crt_pem, tc.key_pem, bundle, source=str(desired.talosconfig))]
-    issuer = offline.refs.get(desired.trust["talos"].issuer)
-    # an admin cert from each Talos CA we hold a key for, the desired issuer first
-    for material in sorted(ours, key=lambda m: m.ca.fingerprint != issuer):
-        if material.key is not None:
-            crt, key = admin_credentials(material.ca, material.key, "talos", now)
-            out.append(make_credential(crt, key, bundle, source="admin certificate"))
-    return out
-
-
-async def make(
+async def plan_live(
     desired: DesiredState,
     provider: Provider,
     keystore: Keystore,
@@ -215,7 +111,7 @@ async def make(
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
     operator = (
-        _operator(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
+        operator_credential(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
     )
     inp = PlanInput(
         cluster=desired.cluster,
@@ -279,7 +175,7 @@ async def plan_desired(
     try:
         with store.lock(lock_timeout, "plan"):
             state = store.read(desired.cluster)
-        planned = await make(
+        planned = await plan_live(
             desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted
         )
         check_backend_outside(desired, planned.plan)

@@ -202,9 +202,9 @@ def operator_of(
     """The credential the plan's accept phase was made for (as engine.make derives it)."""
     if reader is not None:
         return Credential(reader.issuer, reader.trusted)
-    from trustplan.engine.planning import _operator
+    from trustplan.engine.access import operator_credential
 
-    return _operator(desired, provider, live)
+    return operator_credential(desired, provider, live)
 
 
 __all__ = ["operator_of", "verified_plan"]

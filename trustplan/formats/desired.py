@@ -16,6 +16,7 @@ import yaml
 
 from trustplan import schemas
 from trustplan.errors import InputError, SchemaError
+from trustplan.planner.model import PKI, PKIS
 from trustplan.planner.ops import OutputKind
 from trustplan.providers.base import NodeRef
 from trustplan.state.backend import KubernetesStateSpec, StateBackend
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from trustplan.formats.savedplan import PlanRollout
 
 DEFAULT_NAME = "trustplan.yaml"
-PKIName = Literal["talos", "kubernetes"]
 VERIFY_TIMEOUT = {"talos": 60.0, "kubernetes": 180.0}
 
 
@@ -44,7 +44,7 @@ class AuthoritySpec:
 
 @dataclass(frozen=True)
 class TrustSpec:
-    pki: PKIName
+    pki: PKI
     issuer: str  # authority name or sha256:<hex>
     accepted: tuple[str, ...]
 
@@ -97,7 +97,7 @@ class DesiredState:
     talosconfig: Path | None
     context: str | None
     authorities: dict[str, AuthoritySpec]
-    trust: dict[PKIName, TrustSpec]
+    trust: dict[PKI, TrustSpec]
     keystore: Path
     secrets: Path | None
     state: Path
@@ -150,7 +150,7 @@ class DesiredState:
 
         return Keystore(self.keystore, AgeSealer(self.age_recipients, self.age_identity, str(self.path)))
 
-    def uses(self, name: str) -> PKIName | None:
+    def uses(self, name: str) -> PKI | None:
         for spec in self.trust.values():
             if name == spec.issuer or name in spec.accepted:
                 return spec.pki
@@ -300,9 +300,9 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
                 name, "import", certificate=base / spec["certificate"], key=base / spec["key"]
             )
 
-    trust: dict[PKIName, TrustSpec] = {}
+    trust: dict[PKI, TrustSpec] = {}
     owner: dict[str, str] = {}
-    for pki in ("talos", "kubernetes"):
+    for pki in PKIS:
         if pki not in doc["trust"]:
             continue
         spec = doc["trust"][pki]

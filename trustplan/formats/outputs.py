@@ -19,7 +19,7 @@ from trustplan.errors import InputError
 from trustplan.system import safeyaml
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import read_regular
-from trustplan.talos import caedit, pki, yamledit
+from trustplan.talos import caedit, certgen, pki, yamledit
 from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
 
@@ -74,7 +74,7 @@ def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster
             entry = next(c["cluster"] for c in doc["clusters"] if c["name"] == contexts[name]["cluster"])
             key = "certificate-authority-data"
         bundle = pki.b64decode_pem(entry[key], str(path), key)
-        if fp in {pki.CACert.from_pem(p).fingerprint for p in pki.split_pem_bundle(bundle)}:
+        if fp in pki.bundle_fingerprints(bundle):
             return False
         entry[key] = pki.b64encode_pem(pki.pem_bundle([bundle, ca_pem]))
     except (KeyError, TypeError, StopIteration, AttributeError, InputError):
@@ -86,9 +86,9 @@ def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster
 def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: dt.datetime) -> tuple[bytes, bytes]:
     """An admin client cert for the PKI (os:admin for Talos, system:masters for Kubernetes): PEMs."""
     if pki_name == "talos":
-        cert, ckey = pki.issue_client_cert(ca.cert, key, "os:admin", now)
+        cert, ckey = certgen.issue_client_cert(ca.cert, key, "os:admin", now)
         return pki.cert_to_pem(cert), pki.key_to_pem(ckey)
-    cert, ckey = pki.issue_client_cert(ca.cert, key, "system:masters", now, common_name="admin")
+    cert, ckey = certgen.issue_client_cert(ca.cert, key, "system:masters", now, common_name="admin")
     return pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(ckey)
 
 

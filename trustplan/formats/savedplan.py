@@ -89,16 +89,12 @@ class SavedPlan:
 def document(
     plan: Plan,
     bindings: Bindings,
-    paths: dict[OutputKind, str],
+    paths: Mapping[OutputKind, str],
     rollout: PlanRollout | None,
     format_minor: int = FORMAT_MINOR,
 ) -> dict[str, Any]:
     """The plan document: the plan's own content, its output paths, the bindings."""
-    doc = plandoc.to_document(plan)
-    for phase in doc["phases"]:
-        for out in phase["outputs"]:
-            if out["output"] in paths:
-                out["path"] = paths[out["output"]]
+    doc = _content(plan, paths)
     doc.update(
         format_version=FORMAT_VERSION,
         format_minor=format_minor,
@@ -115,7 +111,7 @@ def document(
     return doc
 
 
-def _content(plan: Plan, paths: Mapping[str, str | None]) -> dict[str, Any]:
+def _content(plan: Plan, paths: Mapping[OutputKind, str | None]) -> dict[str, Any]:
     """What a plan says, in the document's words: every step, gate, output and its path, CA, node,
     summary line and warning (not the bindings)."""
     doc = plandoc.to_document(plan)
@@ -126,7 +122,7 @@ def _content(plan: Plan, paths: Mapping[str, str | None]) -> dict[str, Any]:
     return doc
 
 
-def differing_sections(saved: SavedPlan, plan: Plan, paths: Mapping[str, str | None]) -> tuple[str, ...]:
+def differing_sections(saved: SavedPlan, plan: Plan, paths: Mapping[OutputKind, str | None]) -> tuple[str, ...]:
     """The top-level sections of `saved`'s document that would not be written for `plan` (with its
     outputs at `paths`): what apply names when a saved plan is not the one it recomputes."""
     got = _content(saved.plan, {o.step.output: o.path for o in saved.outputs})
@@ -156,8 +152,8 @@ def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> 
     minor = doc.get("format_minor", 0)
     # what the typed plan says, serialized again: any section that differs was not written by the
     # planner from these steps (a summary edited to hide a remove, fields of a newer format)
-    again = document(plan, bindings, paths, rollout, minor)
-    inconsistent = tuple(k for k in sorted(plandoc.to_document(plan)) if k in doc and doc[k] != again[k])
+    again = _content(plan, paths)
+    inconsistent = tuple(k for k in sorted(again) if k in doc and doc[k] != again[k])
     return SavedPlan(
         plan=plan,
         bindings=bindings,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI, PKI_TITLE, LiveTrust
-from trustplan.planner.ops import Phase, SwapIssuer
+from trustplan.planner.ops import Phase, new_issuer
 from trustplan.planner.plan import apply_edit
 from trustplan.render.mdparts import Chunk
 from trustplan.render.mdview import View, ca_ref, nodes_cell, plain_ref
@@ -138,7 +138,8 @@ def phase_chunks(plan: Plan, view: View = View()) -> list[Chunk]:
                     continue
                 before = after = state[(node, pki)]
                 for e in pki_edits:
-                    a = plan.authority(e.new) if isinstance(e, SwapIssuer) else None
+                    issuer = new_issuer(e)
+                    a = plan.authority(issuer) if issuer is not None else None
                     after = apply_edit(after, e, a.key_available if a is not None else True)
                 state[(node, pki)] = after
                 text += f"@@ {PKI_TITLE[pki]} @@\n" + "".join(f"{ln}\n" for ln in diff_lines(plan, pki, before, after))

@@ -44,7 +44,8 @@ def text(report: dict[str, Any], out: Console) -> None:
         out.print("No drift: the live configs match the state.")
 
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], now: dt.datetime) -> str:
+    """The trust matrix and each CA's reach and expiry (bold within 90 days of `now`), then drift."""
     cas = report["authorities"]
     lines = [f"### Trust matrix of `{report['cluster']}` (state serial {report['serial']})", ""]
     lines.append("| node | role | " + " | ".join(f"{_label(c)} ({c['pki']})" for c in cas) + " |")
@@ -62,7 +63,7 @@ def markdown(report: dict[str, Any]) -> str:
     for c in cas:
         lines.append(
             f"| {_label(c)} | {c['pki']} | {_where(c['issuing_on'], total)} | {_where(c['accepted_on'], total)} | "
-            f"{_expiry(c['not_after'])} | `{c['fingerprint']}` |"
+            f"{_expiry(c['not_after'], now)} | `{c['fingerprint']}` |"
         )
     if report["drift"]:
         lines += ["", "**Drift from the state:**"] + [f"- {d['node']}: {d['reason']}" for d in report["drift"]]
@@ -79,8 +80,8 @@ def _where(nodes: list[str], total: int) -> str:
     return shown + (f" and {len(nodes) - 10} more" if len(nodes) > 10 else "")
 
 
-def _expiry(not_after: str) -> str:
-    days = (dt.datetime.strptime(not_after, "%Y-%m-%d").replace(tzinfo=dt.UTC) - pki.utcnow()).days
+def _expiry(not_after: str, now: dt.datetime) -> str:
+    days = (dt.datetime.strptime(not_after, "%Y-%m-%d").replace(tzinfo=dt.UTC) - now).days
     if days < 0:
         return f"**{not_after} (expired)**"
     return f"**{not_after} (in {days} days)**" if days < 90 else f"{not_after} (in {days} days)"

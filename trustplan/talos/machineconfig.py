@@ -27,6 +27,8 @@ from typing import Any, Literal
 import yaml
 
 from trustplan.errors import InputError
+from trustplan.planner.model import PKI
+from trustplan.planner.model import Role as Role  # re-exported for providers/ (below the planner's reach)
 from trustplan.system import safeyaml
 from trustplan.talos import caedit, pki, yamledit
 
@@ -37,8 +39,6 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-PKIName = Literal["talos", "kubernetes"]
-Role = Literal["controlplane", "worker"]
 KubeCALayout = Literal["legacy", "multidoc"]
 FIELDS: dict[str, tuple[str, str]] = {"talos": ("machine", "ca"), "kubernetes": ("cluster", "ca")}
 KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
@@ -243,7 +243,7 @@ class MachineConfig:
             )
         return "multidoc"
 
-    def ca_fields(self, pki_name: PKIName) -> CAFields:
+    def ca_fields(self, pki_name: PKI) -> CAFields:
         """Read one PKI's CA fields, from whichever layout this node uses."""
         if pki_name == "kubernetes" and self.kube_ca_layout == "multidoc":
             return self._multidoc_fields()
