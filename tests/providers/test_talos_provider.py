@@ -130,8 +130,8 @@ def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
 def test_verify_many_with_an_untrusted_credential_fails_every_node(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         now = pki.utcnow()
-        other, other_key = pki.generate_ca("talos", now)
-        cert, key = pki.issue_client_cert(other, other_key, "os:admin", now)
+        other, other_key = certgen.generate_ca("talos", now)
+        cert, key = certgen.issue_client_cert(other, other_key, "os:admin", now)
         bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
         cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
         refs = cluster.node_refs()

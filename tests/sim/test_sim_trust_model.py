@@ -231,7 +231,7 @@ def test_proxy_connections_after_a_control_plane_pki_change(tmp_path: Path) -> N
 
     async def scenario(cluster: SimCluster) -> None:
         old = cluster.secrets.os
-        new_cert, new_key = pki.generate_ca("talos", pki.utcnow())
+        new_cert, new_key = certgen.generate_ca("talos", pki.utcnow())
         new_pem = pki.cert_to_pem(new_cert)
         cp1, cp2 = cluster.controlplanes
         worker, other = cluster.workers
