@@ -30,7 +30,7 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki, validation
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode
@@ -102,7 +102,7 @@ class MachineService(machine_grpc.MachineServiceBase):
             )
         try:
             parsed = machineconfig.parse(request.data, "config")
-            errors = machineconfig.validate(parsed)
+            errors = validation.validate(parsed)
         except TrustplanError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"failed to parse config: {exc}") from None
         if errors:
