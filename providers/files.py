@@ -16,7 +16,7 @@ from trustplan.providers.offline import check_gate
 from trustplan.errors import ProviderError
 from trustplan.system import safeio, safeyaml
 from trustplan.system.atomic import write_atomic
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import machineconfig, pki, validation
 
 
 def holds_key(cfg: machineconfig.MachineConfig) -> bool:
@@ -100,7 +100,7 @@ class FilesProvider:
     ) -> str:
         path = self._path(node)
         cfg = machineconfig.parse(data, str(path))
-        problems = machineconfig.validate(cfg)
+        problems = validation.validate(cfg)
         if problems:
             raise ProviderError(
                 f"{path}: the new config of {node.address} fails Talos validation: " + "; ".join(problems)

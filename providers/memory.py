@@ -15,7 +15,7 @@ from trustplan.providers.base import Capabilities, NodeConfig, NodeRef, TLSIdent
 from trustplan.providers.offline import check_gate
 
 from trustplan.errors import GateFailedError, ProviderError
-from trustplan.talos import machineconfig
+from trustplan.talos import machineconfig, validation
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class MemoryProvider:
         self._config(node)
         where = f"node {node.address} (in memory)"
         cfg = machineconfig.parse(data, where)
-        problems = machineconfig.validate(cfg)
+        problems = validation.validate(cfg)
         if problems:
             raise ProviderError(f"{where}: the new config fails Talos validation: " + "; ".join(problems))
         if self._needs_credential and credential is not None:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from trustplan.providers.base import TLSIdentity
 
 from trustplan.errors import GateFailedError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import machineconfig, pki, validation
 from trustplan.talos.rewrite import trust_of
 
 
@@ -32,7 +32,7 @@ def check_gate(
     """The config (`where` names it in messages) is valid, trusts client certs from the credential's
     issuer, and the node's server cert (a control plane's own issuer; a worker's comes from the
     control planes' issuers) is trusted by the credential. `controlplanes`: (where, config) pairs."""
-    problems = machineconfig.validate(cfg)
+    problems = validation.validate(cfg)
     if problems:
         raise GateFailedError(f"{address}: {where} fails Talos validation: " + "; ".join(problems))
     trusted, issuer = _trusted(cfg, credential.pki, where)

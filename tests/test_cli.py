@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustplan import schemas
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import machineconfig, pki, validation
 
 NODES = {
     "10.5.0.2": "nodes/cp-1.yaml",
@@ -128,7 +128,7 @@ def test_after_apply_control_planes_have_the_new_cas_with_keys(rotation: Rotatio
             assert ca.fingerprint == rotation.new_ca(pki_name)
             assert pki.key_matches(ca.cert, pki.load_key_pem(fields.issuer_key, "k"))
             assert fields.accepted == ()
-        assert machineconfig.validate(cfg) == []
+        assert validation.validate(cfg) == []
 
 
 def test_after_apply_workers_have_the_new_certs_with_an_empty_key(rotation: Rotation) -> None:
@@ -139,7 +139,7 @@ def test_after_apply_workers_have_the_new_certs_with_an_empty_key(rotation: Rota
             assert ca["key"] == ""
             assert pki.CACert.from_pem(base64.b64decode(ca["crt"])).fingerprint == rotation.new_ca(pki_name)
             assert "acceptedCAs" not in cfg.v1alpha1[section]
-        assert machineconfig.validate(cfg) == []
+        assert validation.validate(cfg) == []
 
 
 def test_only_the_ca_fields_changed_in_the_node_configs(rotation: Rotation) -> None:

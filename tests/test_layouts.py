@@ -10,7 +10,7 @@ from trustplan.providers.sim import configgen
 from trustplan.providers.sim.configgen import ClusterSecrets
 
 from trustplan.errors import InputError
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki, validation
 from trustplan.talos.machineconfig import CAFields, MachineConfig
 from trustplan.talos.rewrite import rewrite
 
@@ -59,7 +59,7 @@ def rotate(cfg: MachineConfig, old: bytes, new: tuple[bytes, bytes]) -> list[Mac
     out = []
     for edit in steps:
         cfg = machineconfig.parse(rewrite(cfg, (edit,), certs.__getitem__, keys.__getitem__), cfg.source)
-        assert machineconfig.validate(cfg) == [], edit
+        assert validation.validate(cfg) == [], edit
         out.append(cfg)
     return out
 
@@ -69,7 +69,7 @@ def test_generated_multidoc_configs_are_valid_and_have_no_cluster_ca(secrets: Cl
     cfg = gen(secrets, role, "multidoc")
     assert cfg.kube_ca_layout == "multidoc"
     assert "ca" not in cfg.v1alpha1["cluster"] and "acceptedCAs" not in cfg.v1alpha1["cluster"]
-    assert machineconfig.validate(cfg) == []
+    assert validation.validate(cfg) == []
     fields = cfg.ca_fields("kubernetes")
     assert fields.issuer == secrets.k8s.crt_pem
     assert (fields.issuer_key is not None) == (role == "controlplane")
@@ -93,7 +93,7 @@ def test_both_layouts_on_one_node_are_refused(secrets: ClusterSecrets) -> None:
     )
     with pytest.raises(InputError, match=r"nodes/cp\.yaml: cluster\.ca: kube-apiserver CA is set both"):
         cfg.ca_fields("kubernetes")
-    assert message in machineconfig.validate(cfg)
+    assert message in validation.validate(cfg)
     assert cfg.ca_fields("talos").issuer is not None  # the Talos API PKI is unaffected
 
 
@@ -159,20 +159,20 @@ def test_legacy_and_multidoc_full_rotation_give_the_same_trust(
 def test_multidoc_validation_rules(secrets: ClusterSecrets) -> None:
     cp = gen(secrets, "controlplane", "multidoc")
     kube_doc(cp)["issuingCA"]["key"] = ""  # type: ignore[index]
-    assert machineconfig.validate(cp) == [
+    assert validation.validate(cp) == [
         "KubeAPIServerCAConfig.issuingCA: a control plane needs the issuing Kubernetes API CA with its key"
     ]
     w = gen(secrets, "worker", "multidoc")
     kube_doc(w)["issuingCA"] = {"cert": secrets.k8s.crt_pem.decode(), "key": secrets.k8s.key_pem.decode()}
-    assert machineconfig.validate(w) == [
+    assert validation.validate(w) == [
         "KubeAPIServerCAConfig.issuingCA.key: issuing Kubernetes API CA key is not allowed on non-controlplane nodes"
     ]
     w = gen(secrets, "worker", "multidoc")
     kube_doc(w)["acceptedCAs"] = []
-    assert machineconfig.validate(w) == ["KubeAPIServerCAConfig: a worker needs issuingCA.cert or acceptedCAs"]
+    assert validation.validate(w) == ["KubeAPIServerCAConfig: a worker needs issuingCA.cert or acceptedCAs"]
     w = gen(secrets, "worker", "multidoc")
     kube_doc(w)["acceptedCAs"] = ["-----BEGIN CERTIFICATE-----\nbm90\n-----END CERTIFICATE-----\n"]
-    assert machineconfig.validate(w) == ["KubeAPIServerCAConfig.acceptedCAs[0]: not a PEM certificate"]
+    assert validation.validate(w) == ["KubeAPIServerCAConfig.acceptedCAs[0]: not a PEM certificate"]
 
 
 def test_multidoc_worker_with_an_issuing_cert_keeps_that_shape(

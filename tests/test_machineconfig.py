@@ -12,7 +12,7 @@ from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
 from trustplan.providers.sim import configgen
 
 from trustplan.errors import InputError
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki, validation
 from trustplan.talos.machineconfig import CAFields
 from trustplan.talos.rewrite import rewrite, trust_of
 
@@ -55,7 +55,7 @@ def test_control_plane_fields_have_the_issuer_and_key() -> None:
     assert talos.issuer_key is not None and talos.issuer_key.startswith(b"-----BEGIN ED25519 PRIVATE KEY-----")
     kube = cfg.ca_fields("kubernetes")
     assert kube.issuer_key is not None and kube.issuer_key.startswith(b"-----BEGIN EC PRIVATE KEY-----")
-    assert machineconfig.validate(cfg) == []
+    assert validation.validate(cfg) == []
 
 
 def test_worker_fields_have_the_cert_and_no_key() -> None:
@@ -64,7 +64,7 @@ def test_worker_fields_have_the_cert_and_no_key() -> None:
     assert cfg.v1alpha1["machine"]["ca"]["key"] == ""
     assert cfg.ca_fields("talos").issuer_key is None
     assert cfg.ca_fields("talos").issuer == load("cp-1.yaml").ca_fields("talos").issuer
-    assert machineconfig.validate(cfg) == []
+    assert validation.validate(cfg) == []
 
 
 def test_init_counts_as_control_plane() -> None:
@@ -108,7 +108,7 @@ def test_swap_moves_the_old_issuer_to_accepted_with_its_exact_bytes(ca_files: CA
     assert fields.issuer == ca_files.talos_crt
     assert fields.issuer_key == ca_files.talos_key
     assert fields.accepted == (odd_issuer,)
-    assert machineconfig.validate(after) == []
+    assert validation.validate(after) == []
 
 
 def test_worker_swap_writes_the_cert_with_an_empty_key(ca_files: CAFiles) -> None:
@@ -119,7 +119,7 @@ def test_worker_swap_writes_the_cert_with_an_empty_key(ca_files: CAFiles) -> Non
              SwapIssuer("10.5.0.5", "worker", "talos", new, fp(w.ca_fields("talos").issuer or b"")))
     after = machineconfig.parse(rewrite(w, edits, keys.cert_pem, keys.key_pem), "x")
     assert after.v1alpha1["machine"]["ca"] == {"crt": pki.b64encode_pem(ca_files.talos_crt), "key": ""}
-    assert machineconfig.validate(after) == []
+    assert validation.validate(after) == []
 
 
 def test_remove_drops_the_entry_and_nothing_else(ca_files: CAFiles) -> None:
@@ -156,15 +156,15 @@ def test_trust_of_reads_fingerprints_and_key_presence() -> None:
 def test_validation_rules_a_rotation_can_break() -> None:
     cp = load("cp-1.yaml")
     cp.v1alpha1["machine"]["ca"]["key"] = ""
-    assert machineconfig.validate(cp) == ["machine.ca: a control plane needs the issuing Talos API CA with its key"]
+    assert validation.validate(cp) == ["machine.ca: a control plane needs the issuing Talos API CA with its key"]
     w = load("worker-1.yaml")
     w.v1alpha1["cluster"]["ca"]["key"] = cp.v1alpha1["cluster"]["ca"]["key"]
-    assert machineconfig.validate(w) == [
+    assert validation.validate(w) == [
         "cluster.ca.key: issuing Kubernetes API CA key is not allowed on non-controlplane nodes"
     ]
     w = load("worker-2.yaml")
     w.v1alpha1["machine"]["acceptedCAs"] = [{"crt": "bm90IGEgY2VydA=="}]
-    assert machineconfig.validate(w) == ["machine.acceptedCAs[0]: not a base64 PEM certificate"]
+    assert validation.validate(w) == ["machine.acceptedCAs[0]: not a base64 PEM certificate"]
 
 
 def test_generated_configs_are_valid() -> None:
@@ -173,4 +173,4 @@ def test_generated_configs_are_valid() -> None:
         data = configgen.generate_config(
             secrets, cluster_name="t", endpoint="https://10.0.0.1:6443", role=role, hostname="n", address="10.0.0.1"
         )
-        assert machineconfig.validate(machineconfig.parse(data, role)) == []
+        assert validation.validate(machineconfig.parse(data, role)) == []

@@ -18,6 +18,7 @@ import trustplan.state as state_pkg
 from conftest import CliResult, snapshot
 from trustplan.state import LocalState, empty_state
 from trustplan.state.local import LOCK_POLL
+from waiting import FakeClock
 
 from trustplan.errors import FilesystemError, StateError
 from trustplan.system.atomic import write_atomic
@@ -47,21 +48,6 @@ def release(holder: subprocess.Popen[str]) -> None:
     """Let the holder go, and wait until it has: the lock is free when this returns."""
     holder.communicate("\n", timeout=30)
     assert holder.returncode == 0
-
-
-class FakeClock:
-    """Virtual seconds for LocalState: `sleep` moves the clock on instead of waiting."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

@@ -37,3 +37,22 @@ async def until(condition: Callable[[], Awaitable[object] | object], what: str, 
         if not bound.expired():
             raise  # the condition's own timeout, not ours
         raise AssertionError(f"{what}: not so after waiting {timeout:g}s") from None
+
+
+class FakeClock:
+    """Virtual seconds for code that takes its clock and sleep: `sleep` (or `async_sleep` on an event
+    loop) records the wait and moves the clock on instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)

@@ -31,7 +31,7 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, machineconfig, pki, validation
 
 if TYPE_CHECKING:
     from trustplan.providers.sim.node import SimNode
@@ -156,7 +156,7 @@ def _parsed(data: bytes) -> tuple[machineconfig.MachineConfig, tuple[str, ...]]:
     """A submitted config, parsed and validated; remembered by its bytes (a plan's dry run sends the
     configs its apply's last phase sends again; parsed configs are never changed in place)."""
     parsed = machineconfig.parse(data, "config")
-    return parsed, tuple(machineconfig.validate(parsed))
+    return parsed, tuple(validation.validate(parsed))
 
 
 def _kubeconfig_tar(node: SimNode) -> bytes:

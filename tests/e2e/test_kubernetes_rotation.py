@@ -19,7 +19,7 @@ from trustplan.engine import applier
 from trustplan.engine import planning as engine
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.formats import desired as desired_mod
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import machineconfig, pki, validation
 
 FAST: dict[str, Any] = {"k8s": True, "apiserver_restart_ms": 200, "kubelet_rejoin_ms": 150}
 
@@ -126,7 +126,7 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         for n in cluster.nodes:
             cfg = machineconfig.parse(n.config, n.address)
             assert cfg.kube_ca_layout == layout
-            assert machineconfig.validate(cfg) == []
+            assert validation.validate(cfg) == []
         assert not (await replan(cluster)).plan.has_changes
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, config_layout=layout, **FAST)

@@ -10,23 +10,9 @@ import asyncio
 import pytest
 from trustplan.providers.talos.client import BACKOFF_MAX, BACKOFF_START, Transient, with_retry
 from trustplan.providers.talos.talosconfig import Endpoint
+from waiting import FakeClock
 
 A, B = Endpoint("10.5.0.2", 50000), Endpoint("10.5.0.3", 50000)
-
-
-class FakeClock:
-    """Virtual seconds: `sleep` records the wait and moves the clock on."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def failing(*kinds: str, then: str | None = None):  # noqa: ANN201 - an attempt function
@@ -45,7 +31,7 @@ def failing(*kinds: str, then: str | None = None):  # noqa: ANN201 - an attempt 
 
 
 def run(attempt, endpoints: tuple[Endpoint, ...], timeout: float, clock: FakeClock, **kw: float) -> str:  # noqa: ANN001
-    return asyncio.run(with_retry(attempt, endpoints, timeout, clock=clock, sleep=clock.sleep, **kw))
+    return asyncio.run(with_retry(attempt, endpoints, timeout, clock=clock, sleep=clock.async_sleep, **kw))
 
 
 def test_refused_tls_is_given_up_after_the_tls_window_not_the_whole_timeout() -> None:

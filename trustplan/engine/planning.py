@@ -20,7 +20,7 @@ from trustplan import __version__
 from trustplan.engine.access import make_provider, operator_credential, read_live, reader_label
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
-from trustplan.engine.credentials import check_outputs, planned_outputs
+from trustplan.engine.credentials import OutputCheck, check_outputs, planned_outputs
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
@@ -91,6 +91,28 @@ class Planned:
         self.resolved.save_new(self.keystore)
 
 
+def plan_input(
+    desired: DesiredState,
+    live: LiveCluster,
+    resolved: Resolved,
+    operator: Credential | None,
+    now: dt.datetime,
+    checks: list[OutputCheck] | None = None,
+) -> PlanInput:
+    """What a plan is made from: plan and apply's recomputation (engine.planverify) both build it
+    here, so a saved plan is checked against exactly what made it. `checks`: the output files
+    checked against the live cluster, when the caller already has them."""
+    return PlanInput(
+        cluster=desired.cluster,
+        nodes=live.nodes,
+        desired=resolved.desired,
+        authorities=resolved.authorities(),
+        now=now,
+        outputs=planned_outputs(desired, checks if checks is not None else check_outputs(desired, live, now)),
+        operator=operator,
+    )
+
+
 async def plan_live(
     desired: DesiredState,
     provider: Provider,
@@ -113,15 +135,7 @@ async def plan_live(
     operator = (
         operator_credential(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
     )
-    inp = PlanInput(
-        cluster=desired.cluster,
-        nodes=live.nodes,
-        desired=resolved.desired,
-        authorities=resolved.authorities(),
-        now=now,
-        outputs=planned_outputs(desired, checks),
-        operator=operator,
-    )
+    inp = plan_input(desired, live, resolved, operator, now, checks)
     try:
         plan = make_plan(inp)
     except PlanningError as exc:

@@ -18,15 +18,14 @@ import datetime as dt
 from typing import assert_never
 
 from trustplan.engine.authorities import Resolved
-from trustplan.engine.credentials import check_outputs, planned_outputs
 from trustplan.engine.live import LiveCluster
+from trustplan.engine.planning import plan_input
 from trustplan.errors import KeystoreError, PlanFileError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.savedplan import SavedPlan, differing_sections
 from trustplan.planner import (
     Credential,
     Plan,
-    PlanInput,
     PlanningError,
     UnsafePlan,
     check_plan,
@@ -130,15 +129,7 @@ def verified_plan(
             f"trusts: {names}",
             hint=_HINT,
         )
-    inp = PlanInput(
-        cluster=desired.cluster,
-        nodes=live.nodes,
-        desired=resolved.desired,
-        authorities=resolved.authorities(),
-        now=now,
-        outputs=planned_outputs(desired, check_outputs(desired, live, now)),
-        operator=operator,
-    )
+    inp = plan_input(desired, live, resolved, operator, now)
     unsafe: str | None = None
     try:
         check_plan(got, inp)
