@@ -5,7 +5,7 @@
 - write:  `MachineService/ApplyConfiguration{data, mode=NO_REBOOT, dry_run}`.
 - verify: `MachineService/Version` with the given credential (a verification gate); verify_many
           asks many nodes in one call (`nodes` metadata: apid fans it out and joins the replies).
-- kubelet_restart: COSI `State/Watch` of `runtime/Services.v1alpha1.talos.dev/kubelet`, opened
+- kubelet_restart: COSI `State/Watch` of `runtime/Services.v1alpha1.talos.dev/kubelet` (read by kubelet.py), opened
           before a config change and waited on after it (talosctl's PatchNodeConfigWithKubeletRestart,
           reference/talos.md §1.2), with a timeout: talosctl can wait forever there (talos#10357).
 
@@ -15,8 +15,6 @@ All calls go to a control-plane endpoint from the talosconfig, with gRPC metadat
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import hashlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -36,13 +34,13 @@ from trustplan.providers.talos.client import (
     Transient,
     with_retry,
 )
+from trustplan.providers.talos.kubelet import KUBELET, KubeletWatch, WatchEvents, cancel_stream, service_state
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
     cosi_state_pb2,
     machine_grpc,
     machine_pb2,
     resource_config_pb2,
-    resource_v1alpha1_pb2,
 )
 from trustplan.providers.talos.resources import (
     CONFIG_ID,
@@ -57,7 +55,6 @@ from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_ta
 
 from trustplan.errors import GateFailedError, NodeTimeoutError, NodeUnreachableError, ProviderError
 
-KUBELET = "kubelet"
 #: how client.classify names our refusal of a server cert (trustplan.system.tlserrors.trust_failure)
 _SERVER_REFUSED = "TLS trust failure"
 R = TypeVar("R")
@@ -262,14 +259,14 @@ class TalosProvider:
         cred = credential or self._own
         request = cosi_state_pb2.WatchRequest(namespace=SERVICE_NAMESPACE, type=SERVICE_TYPE, id=KUBELET, api_version=1)
 
-        async def attempt(endpoint: Endpoint) -> tuple[AsyncExitStack, _Events, Any]:
+        async def attempt(endpoint: Endpoint) -> tuple[AsyncExitStack, WatchEvents, Any]:
             stack = AsyncExitStack()
             try:
                 stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, cred))
                 stream = await stack.enter_async_context(stub.Watch.open(metadata=self._metadata(node)))
-                stack.push_async_callback(_cancel, stream)  # a watch never ends by itself: reset it
+                stack.push_async_callback(cancel_stream, stream)  # a watch never ends by itself: reset it
                 await stream.send_message(request, end=True)
-                events = _Events(stream)
+                events = WatchEvents(stream)
                 first = await asyncio.wait_for(events.next(), CALL_TIMEOUT)
             except BaseException:
                 await stack.aclose()
@@ -278,7 +275,7 @@ class TalosProvider:
 
         stack, events, first = await self._call(node, "watch the kubelet service", attempt, self.retry_timeout)
 
-        async def reopen() -> _Events:
+        async def reopen() -> WatchEvents:
             """A new Watch after the stream ended early; its first event is the current state."""
             more, again, current = await self._call(node, "watch the kubelet service", attempt, self.retry_timeout)
             stack.push_async_callback(more.aclose)
@@ -286,7 +283,7 @@ class TalosProvider:
             return again
 
         async with stack:
-            state = _service_state(first)
+            state = service_state(first)
             if first is None or first.event_type == cosi_state_pb2.DESTROYED or state != (True, True):
                 seen = (
                     "not running"
@@ -400,109 +397,6 @@ class TalosProvider:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-async def _cancel(stream: Any) -> None:
-    """Reset a client stream (RST_STREAM) so that leaving it does not wait for the server's end."""
-    with contextlib.suppress(Exception):  # already ended, never sent, or the connection is gone
-        await stream.cancel()
-
-
-class _Events:
-    """The events of a COSI Watch stream, one at a time (a WatchResponse may carry several)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-        self._buffer: collections.deque[Any] = collections.deque()
-
-    def push_front(self, event: Any) -> None:
-        if event is not None:
-            self._buffer.appendleft(event)
-
-    async def next(self) -> Any:
-        """The next CREATED/UPDATED/DESTROYED event, or None when the stream ended."""
-        while True:
-            while self._buffer:
-                event = self._buffer.popleft()
-                if event.event_type == cosi_state_pb2.ERRORED:
-                    raise ProviderError(f"the kubelet watch failed: {event.error or 'errored event'}")
-                if event.event_type in (cosi_state_pb2.CREATED, cosi_state_pb2.UPDATED, cosi_state_pb2.DESTROYED):
-                    return event
-            response = await self._stream.recv_message()
-            if response is None:
-                return None
-            self._buffer.extend(response.event)
-
-
-def _service_state(event: Any) -> tuple[bool, bool]:
-    """(running, healthy) of a Service resource event (proto_spec, else yaml_spec)."""
-    if event is None or event.event_type == cosi_state_pb2.DESTROYED:
-        return (False, False)
-    spec = event.resource.spec
-    if spec.proto_spec:
-        parsed = resource_v1alpha1_pb2.ServiceSpec.FromString(spec.proto_spec)
-        return (parsed.running, parsed.healthy)
-    if spec.yaml_spec:
-        import yaml
-
-        from trustplan.system.safeyaml import FastLoader
-
-        doc = yaml.load(spec.yaml_spec, Loader=FastLoader) or {}
-        return (bool(doc.get("running")), bool(doc.get("healthy")))
-    return (False, False)
-
-
-class KubeletWatch:
-    """An open Watch of one node's kubelet (from TalosProvider.kubelet_restart)."""
-
-    async def _open_again(self) -> _Events:
-        """Open the watch again, retrying (the node may be restarting) until the outer timeout."""
-        assert self._reopen is not None
-        while True:
-            await asyncio.sleep(0.2)
-            try:
-                return await self._reopen()
-            except ProviderError:
-                continue
-
-    def __init__(
-        self, address: str, events: _Events, timeout: float, reopen: Callable[[], Awaitable[_Events]] | None = None
-    ) -> None:
-        self.address = address
-        self._events = events
-        self.timeout = timeout
-        self._reopen = reopen
-
-    async def wait(self) -> None:
-        """Until the kubelet went down (DESTROYED, or not running) and came back running and
-        healthy; ProviderError after `timeout` seconds. A watch that ends early is opened again
-        (after that, a running and healthy kubelet counts as back: the restart may have happened
-        while no watch was open)."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                went_down = False
-                while True:
-                    event = await self._events.next()
-                    if event is None:
-                        if self._reopen is None:
-                            raise ProviderError(
-                                f"the kubelet watch on {self.address} ended before the kubelet came back",
-                                hint="check it with `talosctl -n NODE service kubelet`",
-                            )
-                        self._events = await self._open_again()
-                        went_down = True
-                        continue
-                    running, healthy = _service_state(event)
-                    if event.event_type == cosi_state_pb2.DESTROYED or not running:
-                        went_down = True
-                    elif went_down and running and healthy:
-                        return
-        except TimeoutError:
-            raise ProviderError(
-                f"kubelet on {self.address} did not come back within {self.timeout:g} s after its "
-                "Kubernetes CA changed (the new config is applied): timeout",
-                hint="check `talosctl -n NODE service kubelet` and its logs; rollout.verify.timeout sets the wait",
-            ) from None
 
 
 def _short(fp: str) -> str:

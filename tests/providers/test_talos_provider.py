@@ -273,21 +273,21 @@ def _kubelet_event(running: bool, healthy: bool) -> object:
 def test_a_kubelet_that_never_comes_back_is_a_timeout_even_if_the_watch_ends() -> None:
     """Issue 8: a watch that ends early is opened again; a kubelet that never returns is reported
     as a timeout, not as "watch ended"."""
-    from trustplan.providers.talos.provider import KubeletWatch, _Events
+    from trustplan.providers.talos.kubelet import KubeletWatch, WatchEvents
 
-    async def reopen() -> _Events:
-        return _Events(_EndedStream(_kubelet_event(False, False), block=True))
+    async def reopen() -> WatchEvents:
+        return WatchEvents(_EndedStream(_kubelet_event(False, False), block=True))
 
-    watch = KubeletWatch("10.5.0.3", _Events(_EndedStream()), 0.6, reopen)
+    watch = KubeletWatch("10.5.0.3", WatchEvents(_EndedStream()), 0.6, reopen)
     with pytest.raises(ProviderError, match=r"did not come back within 0.6 s .*: timeout"):
         asyncio.run(watch.wait())
 
 
 def test_a_kubelet_back_when_the_watch_is_reopened_counts_as_restarted() -> None:
-    from trustplan.providers.talos.provider import KubeletWatch, _Events
+    from trustplan.providers.talos.kubelet import KubeletWatch, WatchEvents
 
-    async def reopen() -> _Events:
-        return _Events(_EndedStream(_kubelet_event(True, True), block=True))
+    async def reopen() -> WatchEvents:
+        return WatchEvents(_EndedStream(_kubelet_event(True, True), block=True))
 
-    watch = KubeletWatch("10.5.0.3", _Events(_EndedStream(_kubelet_event(False, False))), 5.0, reopen)
+    watch = KubeletWatch("10.5.0.3", WatchEvents(_EndedStream(_kubelet_event(False, False))), 5.0, reopen)
     asyncio.run(watch.wait())  # returns: down, the watch ended, then healthy on the new watch
