@@ -20,7 +20,6 @@ figures as JSON.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -28,33 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+from trustplan.providers.sim.testing import TRUSTPLAN, SimNotStarted, benchmark_cluster, narrow_to
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
-TRUSTPLAN = [sys.executable, "-m", "trustplan"]
-_subnet = iter(range(200, 250))
-
-
-@contextlib.contextmanager
-def simulator(dir: Path, controlplanes: int, workers: int, latency_ms: float, k8s: bool) -> Iterator[dict]:
-    """`trustplan sim up` in its own process until the block ends; yields sim.json."""
-    from trustplan.providers.sim.testing import SimProcess
-
-    subnet = f"127.{next(_subnet)}.{os.getpid() % 250}.0/24"
-    sim = SimProcess(dir, controlplanes, workers, latency_ms=latency_ms, k8s=k8s, subnet=subnet,
-                     log=dir.parent / f"{dir.name}.log", start_timeout=60)
-    try:
-        sim.start()
-    except RuntimeError as exc:
-        raise SystemExit(str(exc)) from None
-    try:
-        yield sim.doc
-    finally:
-        sim.stop()
-
-
 def timed(argv: list[str], cwd: Path) -> float:
     t0 = time.perf_counter()
     done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
@@ -64,26 +42,14 @@ def timed(argv: list[str], cwd: Path) -> float:
     return elapsed
 
 
-def narrow(desired: Path, pki: str) -> None:
-    """Keep only `pki` in the simulator's trustplan.yaml (trust + its generated authority)."""
-    drop = "kubernetes" if pki == "talos" else "talos"
-    authority = "k8s-new" if drop == "kubernetes" else "talos-new"
-    lines = [
-        line
-        for line in desired.read_text().splitlines(keepends=True)
-        if not line.startswith(f"  {drop}: {{issuer") and not line.startswith(f"  {authority}: ")
-    ]
-    desired.write_text("".join(lines))
-
-
 def race_one(talosctl: Path, tmp: Path, pki: str, latency_ms: float, cps: int, workers: int) -> dict:
     k8s = pki == "kubernetes"
     result: dict = {"pki": pki, "latency_ms": latency_ms, "nodes": f"{cps}+{workers}"}
     # talosctl rotate-ca
     dir = tmp / f"talosctl-{pki}-{latency_ms:g}"
     dir.mkdir()
-    with simulator(dir, cps, workers, latency_ms, k8s) as sim:
-        cp = sim["nodes"][0]["address"]
+    with benchmark_cluster(dir, cps, workers, latency_ms, k8s, start_timeout=60) as sim:
+        cp = sim.doc["nodes"][0]["address"]
         argv = [
             str(talosctl),
             "--talosconfig",
@@ -101,8 +67,8 @@ def race_one(talosctl: Path, tmp: Path, pki: str, latency_ms: float, cps: int, w
     # trustplan plan + apply
     dir = tmp / f"trustplan-{pki}-{latency_ms:g}"
     dir.mkdir()
-    with simulator(dir, cps, workers, latency_ms, k8s):
-        narrow(dir / "trustplan.yaml", pki)
+    with benchmark_cluster(dir, cps, workers, latency_ms, k8s, start_timeout=60):
+        narrow_to(dir / "trustplan.yaml", pki)
         t_plan = timed([*TRUSTPLAN, "plan", "-o", "plan.bin"], dir)
         t_apply = timed([*TRUSTPLAN, "apply", "plan.bin"], dir)
         result["trustplan_plan_s"] = round(t_plan, 2)
@@ -130,9 +96,9 @@ def main() -> None:
         for latency in args.latency_ms:
             try:
                 r = race_one(talosctl, tmp, pki, latency, args.controlplanes, args.workers)
-            except SystemExit:
+            except (SystemExit, SimNotStarted) as exc:
                 print(f"kept {tmp} (simulator logs: *.log)", file=sys.stderr)
-                raise
+                raise SystemExit(str(exc)) from None
             print(json.dumps(r), file=sys.stderr)
             results.append(r)
     shutil.rmtree(tmp)

@@ -28,7 +28,6 @@ rotates the PKI(s) through the CLI: `trustplan plan --parallelism N -o plan.bin`
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -38,13 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from trustplan.providers.sim.testing import TRUSTPLAN, SimNotStarted, benchmark_cluster, narrow_to
+
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
-TRUSTPLAN = [sys.executable, "-m", "trustplan"]
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -76,42 +75,6 @@ def cpu_of(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-_subnets = iter(range(100, 200))
-
-
-@contextlib.contextmanager
-def simulator(dir: Path, cps: int, workers: int, latency_ms: float, k8s: bool) -> Iterator[int]:
-    """`trustplan sim up` in its own process until the block ends; yields its pid."""
-    from trustplan.providers.sim.testing import SimProcess
-
-    n = next(_subnets)
-    subnet = f"127.{n}.{os.getpid() % 250}.0/24" if cps + workers < 250 else f"127.{n}.0.0/16"
-    sim = SimProcess(dir, cps, workers, latency_ms=latency_ms, k8s=k8s, subnet=subnet,
-                     log=dir.parent / f"{dir.name}-sim.log", start_timeout=300)
-    try:
-        sim.start()
-    except RuntimeError as exc:
-        raise SystemExit(str(exc)) from None
-    try:
-        yield sim.pid
-    finally:
-        sim.stop(60)
-
-
-def narrow(desired: Path, pki: str) -> None:
-    """Keep only `pki` in the simulator's trustplan.yaml (its trust entry and generated authority)."""
-    if pki == "both":
-        return
-    drop = "kubernetes" if pki == "talos" else "talos"
-    authority = "k8s-new" if drop == "kubernetes" else "talos-new"
-    lines = [
-        line
-        for line in desired.read_text().splitlines(keepends=True)
-        if not line.startswith(f"  {drop}: {{issuer") and not line.startswith(f"  {authority}: ")
-    ]
-    desired.write_text("".join(lines))
-
-
 def rpc_rounds(plan: dict, cps: int, workers: int) -> int:
     """RPC rounds on apply's critical path under the plan's rollout (see the module docstring)."""
     from trustplan.engine.live import READ_CONCURRENCY
@@ -139,12 +102,12 @@ def rotate(tmp: Path, name: str, args: argparse.Namespace, parallelism: int) -> 
     dir = tmp / name
     dir.mkdir()
     log = tmp / f"{name}.log"
-    with simulator(dir, args.controlplanes, args.workers, args.latency_ms, args.pki != "talos") as sim:
-        narrow(dir / "trustplan.yaml", args.pki)
-        sim0 = cpu_of(sim)
+    with benchmark_cluster(dir, args.controlplanes, args.workers, args.latency_ms, args.pki != "talos") as sim:
+        narrow_to(dir / "trustplan.yaml", args.pki)
+        sim0 = cpu_of(sim.pid)
         plan = run([*TRUSTPLAN, "plan", "--parallelism", str(parallelism), "-o", "plan.bin"], dir, log)
         apply = run([*TRUSTPLAN, "apply", "plan.bin"], dir, log)
-        sim_cpu = cpu_of(sim) - sim0
+        sim_cpu = cpu_of(sim.pid) - sim0
         doc = json.loads(subprocess.run([*TRUSTPLAN, "show", "-f", "json", "plan.bin"], cwd=dir, check=True,
                                         capture_output=True, text=True).stdout)
     return {
@@ -158,7 +121,7 @@ def rotate(tmp: Path, name: str, args: argparse.Namespace, parallelism: int) -> 
 def talosctl_rotate(tmp: Path, talosctl: Path, args: argparse.Namespace) -> float:
     dir = tmp / "talosctl"
     dir.mkdir()
-    with simulator(dir, args.controlplanes, args.workers, args.latency_ms, args.pki != "talos"):
+    with benchmark_cluster(dir, args.controlplanes, args.workers, args.latency_ms, args.pki != "talos"):
         cp = json.loads((dir / "sim.json").read_text())["nodes"][0]["address"]
         argv = [str(talosctl), "--talosconfig", str(dir / "talosconfig"), "-n", cp, "rotate-ca", "--dry-run=false",
                 f"--talos={str(args.pki != 'kubernetes').lower()}", f"--kubernetes={str(args.pki != 'talos').lower()}",
@@ -191,9 +154,9 @@ def main() -> None:
         sequential = None if args.skip_sequential else rotate(tmp, "sequential", args, 1)
         talosctl = None if args.skip_talosctl else find_talosctl()
         talosctl_s = talosctl_rotate(tmp, talosctl, args) if talosctl is not None else None
-    except SystemExit:
+    except (SystemExit, SimNotStarted) as exc:
         print(f"kept {tmp} (logs)", file=sys.stderr)
-        raise
+        raise SystemExit(str(exc)) from None
     if not args.keep:
         shutil.rmtree(tmp)
     plan_s, apply_s = main_run["plan"].wall, main_run["apply"].wall

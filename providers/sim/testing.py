@@ -22,6 +22,7 @@ its banner, whose last line is READY_LINE.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import json
@@ -30,7 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -47,12 +48,15 @@ TRUSTPLAN = (sys.executable, "-m", "trustplan")
 _subnets = itertools.count()
 
 
-def unique_subnet() -> str:
-    """A loopback /24 not handed out before in this process: 127.<21 + pid % 200>.<n>.0/24.
+def unique_subnet(nodes: int = 1) -> str:
+    """A loopback subnet not handed out before in this process for `nodes` nodes: a /24,
+    127.<21 + pid % 200>.<n>.0/24, or for 250 nodes and more a /16, 127.<221..250>.0.0/16.
 
     The second octet comes from the process id, so concurrent test processes rarely meet.
     """
     n = next(_subnets)
+    if nodes >= 250:
+        return f"127.{221 + (os.getpid() + n) % 30}.0.0/16"
     return f"127.{21 + (os.getpid() + n // 256) % 200}.{n % 256}.0/24"
 
 
@@ -211,3 +215,30 @@ def _die_with_parent() -> None:
     """In the child before exec: get SIGTERM when the parent thread ends (Linux; elsewhere a no-op)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+@contextlib.contextmanager
+def benchmark_cluster(
+    dir: Path, controlplanes: int, workers: int, latency_ms: float, k8s: bool, start_timeout: float = 300
+) -> Iterator[SimProcess]:
+    """The benchmarks' cluster: `trustplan sim up` in its own process, its stderr in
+    DIR/../<DIR name>-sim.log, until the block ends. Raises SimNotStarted if it does not start."""
+    with SimProcess(dir, controlplanes, workers, latency_ms=latency_ms, k8s=k8s,
+                    subnet=unique_subnet(controlplanes + workers), log=dir.parent / f"{dir.name}-sim.log",
+                    start_timeout=start_timeout) as sim:
+        yield sim
+
+
+def narrow_to(desired: Path, pki: str) -> None:
+    """Keep only `pki` ("talos", "kubernetes"; "both" keeps both) in a simulator's trustplan.yaml:
+    its trust entry and its generated authority."""
+    if pki == "both":
+        return
+    drop = "kubernetes" if pki == "talos" else "talos"
+    authority = "k8s-new" if drop == "kubernetes" else "talos-new"
+    lines = [
+        line
+        for line in desired.read_text().splitlines(keepends=True)
+        if not line.startswith(f"  {drop}: {{issuer") and not line.startswith(f"  {authority}: ")
+    ]
+    desired.write_text("".join(lines))

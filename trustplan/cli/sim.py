@@ -24,6 +24,7 @@ import typer
 
 from trustplan.cli.common import LazyConsole
 from trustplan.errors import TrustplanError
+from trustplan.system import processes
 
 err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
@@ -69,7 +70,7 @@ def up(
 ) -> None:
     """Start the cluster and serve in the foreground until SIGINT or SIGTERM."""
     existing = _read_pid(dir)
-    if existing is not None and _alive(existing):
+    if existing is not None and processes.alive(existing):
         raise TrustplanError(
             f"{dir / 'sim.json'}: a simulator (pid {existing}) is already running for this directory",
             hint=f"stop it with: trustplan sim down --dir {dir}",
@@ -149,13 +150,13 @@ def down(
     pid = _read_pid(dir)
     if pid is None:
         raise TrustplanError(f"{dir / 'sim.json'}: no simulator is running for this directory")
-    if not _alive(pid):
+    if not processes.alive(pid):
         (dir / "sim.json").unlink(missing_ok=True)
         err.print(f"trustplan sim: pid {pid} was not running; removed the stale {dir / 'sim.json'}")
         return
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while processes.alive(pid):
         if time.monotonic() > deadline:
             raise TrustplanError(f"simulator pid {pid} did not exit within {timeout:g}s after SIGTERM")
         time.sleep(0.05)
@@ -175,17 +176,3 @@ def _read_pid(dir: Path) -> int | None:
         raise TrustplanError(f"{path}: no 'pid'")
     return pid
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child of ours counts as gone
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][:1] != "Z"
-    except (OSError, IndexError):
-        return True

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from trustplan.system import processes
+
 #: Names trustplan (this version and earlier ones) gives to credential files in the temp folder.
 #: (tempfile's random part is 8 characters of [a-z0-9_]).
 _LEFTOVER = re.compile(
@@ -74,15 +76,6 @@ class SecretFile:
             self.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
 
 def remove_leftovers(folder: str | None = None, now: float | None = None) -> list[str]:
     """Remove credential files and folders of killed trustplan runs; returns what was removed."""
@@ -105,7 +98,7 @@ def remove_leftovers(folder: str | None = None, now: float | None = None) -> lis
         if st.st_uid != uid:
             continue
         pid = match.group("pid")
-        gone = (pid is not None and int(pid) != os.getpid() and not _alive(int(pid))) or (
+        gone = (pid is not None and int(pid) != os.getpid() and not processes.alive(int(pid))) or (
             pid is None and now - st.st_mtime > _STALE_AFTER
         )
         if not gone:
