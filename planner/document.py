@@ -6,6 +6,7 @@ authorities by PKI and name, keys sorted when serialized.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any, assert_never
 
 from trustplan.planner.model import PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
@@ -61,6 +62,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
     for t in plan.targets:
         targets.setdefault(t.node, {})[t.pki] = {"before": _trust(t.before), "after": _trust(t.after)}
     kinds = [e.kind for e in plan.edits]
+    changes = Counter(e.node for e in plan.edits)
     new = {a.fingerprint for a in plan.new_authorities}
     return {
         "cluster": plan.cluster,
@@ -89,7 +91,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "config_digest": n.config_digest,
                 "live": {"talos": _trust(n.talos), "kubernetes": _trust(n.kubernetes)},
                 "targets": targets.get(n.address, {}),
-                "changes": sum(1 for e in plan.edits if e.node == n.address),
+                "changes": changes[n.address],
             }
             for n in plan.nodes
         ],

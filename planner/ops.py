@@ -15,6 +15,7 @@ WriteOutput                                 a file written after the last gate
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import ClassVar, Literal, assert_never
 
 from trustplan.planner.model import PKI, LiveTrust, Role
@@ -170,10 +171,19 @@ class Phase:
 
     def nodes(self) -> tuple[str, ...]:
         """The nodes this phase changes, in order, each once."""
-        return tuple(dict.fromkeys(e.node for e in self.edits))
+        return tuple(self._by_node)
 
     def edits_for(self, node: str) -> tuple[Edit, ...]:
-        return tuple(e for e in self.edits if e.node == node)
+        return self._by_node.get(node, ())
+
+    @cached_property
+    def _by_node(self) -> dict[str, tuple[Edit, ...]]:
+        """The edits grouped by node, nodes in order: built once, so that asking for every node's
+        edits (the safety check, the renderers) stays linear in the size of the plan."""
+        out: dict[str, list[Edit]] = {}
+        for e in self.edits:
+            out.setdefault(e.node, []).append(e)
+        return {node: tuple(edits) for node, edits in out.items()}
 
     @property
     def destructive(self) -> bool:

@@ -5,6 +5,7 @@ warnings), and the one description of an edit that the journal and every rendere
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import assert_never
 
 from trustplan.planner.model import PKI, Authority, DesiredTrust, LiveNode, LiveTrust
@@ -84,8 +85,9 @@ class Plan:
                 seen[t.pki] = DesiredTrust(t.pki, t.after.issuer, ())
         return tuple(seen.values())
 
-    @property
+    @cached_property
     def edits(self) -> tuple[Edit, ...]:
+        """Every edit of every phase, in order (computed once: renderers and checks ask often)."""
         return tuple(e for p in self.phases for e in p.edits)
 
     @property

@@ -45,6 +45,9 @@ class _Model:
             self.nodes[n.address] = _Node(
                 n.address, n.role, {"talos": n.talos, "kubernetes": n.kubernetes}, frozenset(), frozenset()
             )
+        # roles never change during a replay: list them once (reach checks ask for every node)
+        self._cps = [n for n in self.nodes.values() if n.role == "controlplane"]
+        self._workers = [n for n in self.nodes.values() if n.role == "worker"]
         for node in self.cps():
             node.server_issuers = frozenset({node.trust["talos"].issuer} - {None})  # type: ignore[arg-type]
             node.client_trust = node.trust["talos"].trusted
@@ -59,10 +62,10 @@ class _Model:
                 node.client_trust = (node.client_trust - refused) | accepted
 
     def cps(self) -> list[_Node]:
-        return [n for n in self.nodes.values() if n.role == "controlplane"]
+        return self._cps
 
     def workers(self) -> list[_Node]:
-        return [n for n in self.nodes.values() if n.role == "worker"]
+        return self._workers
 
     def label(self, fp: str) -> str:
         return self.plan.label(fp)

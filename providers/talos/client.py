@@ -12,7 +12,8 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -28,11 +29,17 @@ from trustplan.system.tlserrors import trust_failure
 
 log = logging.getLogger("trustplan.talos")
 T = TypeVar("T")
+S = TypeVar("S")
 
 #: gRPC deadline of one call (the retry loop has its own, longer deadline)
 CALL_TIMEOUT = 20.0
 BACKOFF_START = 0.05
 BACKOFF_MAX = 2.0
+#: unary calls in flight on one connection at a time; the others queue, first come first served.
+#: HTTP/2 servers should allow at least 100 concurrent streams (RFC 9113 §6.5.2) and grpclib/h2
+#: servers allow exactly 100. Above the server's limit grpclib parks each extra call and wakes every
+#: parked call whenever any stream closes: with hundreds of nodes in flight, CPU quadratic in nodes.
+STREAMS_PER_CONNECTION = 100
 
 
 class Transient(Exception):
@@ -85,9 +92,30 @@ def classify(exc: BaseException) -> Transient | None:
 class ChannelPool:
     """One grpclib Channel per (endpoint, credential), created on first use and reused."""
 
-    def __init__(self) -> None:
+    def __init__(self, streams: int = STREAMS_PER_CONNECTION) -> None:
         self._channels: dict[tuple[Endpoint, TLSIdentity], Channel] = {}
         self._contexts: dict[TLSIdentity, ssl.SSLContext] = {}
+        self._streams = streams
+        self._slots: dict[tuple[Endpoint, TLSIdentity], asyncio.Semaphore] = {}
+        self._stubs: dict[tuple[Endpoint, TLSIdentity, Callable[[Channel], object]], object] = {}
+
+    @asynccontextmanager
+    async def unary(
+        self, endpoint: Endpoint, credential: TLSIdentity, stub: Callable[[Channel], S]
+    ) -> AsyncIterator[S]:
+        """`stub` (a generated service stub class) on the channel, for one unary call, once fewer
+        than `streams` unary calls are in flight on it. Stubs are made once per channel (a stub
+        builds a method object for every RPC of its service). Long-lived streams such as watches
+        take `get` and no slot: they must not wait on the calls made inside them."""
+        key = (endpoint, credential)
+        slots = self._slots.get(key)
+        if slots is None:
+            slots = self._slots[key] = asyncio.Semaphore(self._streams)
+        async with slots:
+            made = self._stubs.get((endpoint, credential, stub))
+            if made is None:
+                made = self._stubs[(endpoint, credential, stub)] = stub(self.get(endpoint, credential))
+            yield made  # type: ignore[misc]  # made by `stub`, so an S
 
     def get(self, endpoint: Endpoint, credential: TLSIdentity) -> Channel:
         key = (endpoint, credential)
@@ -112,12 +140,16 @@ class ChannelPool:
         channel = self._channels.pop((endpoint, credential), None)
         if channel is not None:
             channel.close()
+        self._slots.pop((endpoint, credential), None)
+        self._stubs = {k: v for k, v in self._stubs.items() if k[:2] != (endpoint, credential)}
 
     def close(self) -> None:
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
         self._contexts.clear()
+        self._slots.clear()
+        self._stubs.clear()
 
 
 async def with_retry(

@@ -114,8 +114,8 @@ class TalosProvider:
         request = cosi_state_pb2.GetRequest(namespace=CONFIG_NAMESPACE, type=CONFIG_TYPE, id=CONFIG_ID)
 
         async def attempt(endpoint: Endpoint) -> cosi_state_pb2.GetResponse:
-            stub = cosi_state_grpc.StateStub(self._pool.get(endpoint, cred))
-            return await stub.Get(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+            async with self._pool.unary(endpoint, cred, cosi_state_grpc.StateStub) as stub:
+                return await stub.Get(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
         response = await self._call(node, "read the machine config", attempt, self.retry_timeout, cred)
         spec = response.resource.spec
@@ -141,8 +141,8 @@ class TalosProvider:
         )
 
         async def attempt(endpoint: Endpoint) -> machine_pb2.ApplyConfigurationResponse:
-            stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
-            return await stub.ApplyConfiguration(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+            async with self._pool.unary(endpoint, cred, machine_grpc.MachineServiceStub) as stub:
+                return await stub.ApplyConfiguration(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
         what = "validate the new config (dry run)" if dry_run else "apply the new config"
         response = await self._call(node, what, attempt, self.retry_timeout, cred)
@@ -163,8 +163,8 @@ class TalosProvider:
         failures: list[Transient] = []
 
         async def attempt(endpoint: Endpoint) -> machine_pb2.VersionResponse:
-            stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
-            return await stub.Version(Empty(), metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+            async with self._pool.unary(endpoint, cred, machine_grpc.MachineServiceStub) as stub:
+                return await stub.Version(Empty(), metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
         try:
             response = await with_retry(attempt, self.endpoints, self.verify_timeout, lambda _e, t: failures.append(t))
@@ -195,8 +195,8 @@ class TalosProvider:
             metadata = [("nodes", address) for address in pending]
 
             async def attempt(endpoint: Endpoint, metadata: list[tuple[str, str]] = metadata) -> Any:
-                stub = machine_grpc.MachineServiceStub(self._pool.get(endpoint, cred))
-                return await stub.Version(Empty(), metadata=metadata, timeout=CALL_TIMEOUT)
+                async with self._pool.unary(endpoint, cred, machine_grpc.MachineServiceStub) as stub:
+                    return await stub.Version(Empty(), metadata=metadata, timeout=CALL_TIMEOUT)
 
             try:
                 response = await with_retry(attempt, self.endpoints, max(0.0, deadline - time.monotonic()))

@@ -110,14 +110,14 @@ def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
             assert "connection refused" in str(results[-1])
         async with _provider(cluster, verify_timeout=30) as provider:
             calls = 0
-            channel_for = provider._pool.get
+            slot_for = provider._pool.unary
 
-            def counting(*args: Any) -> Any:  # each fanned-out call takes a channel first
+            def counting(*args: Any) -> Any:  # each fanned-out call takes a stream slot first
                 nonlocal calls
                 calls += 1
-                return channel_for(*args)
+                return slot_for(*args)
 
-            provider._pool.get = counting  # type: ignore[method-assign]
+            provider._pool.unary = counting  # type: ignore[method-assign]
             task = asyncio.ensure_future(provider.verify_many(refs[-2:]))
             await until(lambda: calls >= 2, "verify_many asks the stopped worker again")
             assert not task.done()  # still asking the stopped worker
