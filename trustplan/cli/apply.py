@@ -55,12 +55,13 @@ def apply(
                                      "`trustplan plan`", param_hint="--parallelism")
         data = _read(plan_file)
         source = str(plan_file)
-        signing = load_desired(config).plan_signing_key
+        desired = load_desired(config)
+        signing = desired.plan_signing_key
         if signing is not None:  # only plans signed with this key may be applied: check before decoding
             planfile.check_signature(data, source, planfile.load_verify_key(signing, str(config)))
         saved = planfile.decode(data, source)
     else:
-        if load_desired(config).plan_signing_key is not None:
+        if load_desired(config).plan_signing_key is not None:  # plan_config loads it again, under the lock
             raise TrustplanError(
                 f"{config}: planSigning is set, so only a saved plan signed with that key can be applied; "
                 "`trustplan apply` without a plan file would apply an unsigned plan",
@@ -84,7 +85,7 @@ def apply(
         data = planfile.encode(planned.saved)
         saved = planned.saved
         source = "the plan above"
-    desired = load_desired(config)
+        desired = load_desired(config)
     result = run(
         applier.apply_desired(desired, saved, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
                               seconds(lock_timeout), rollback=not no_rollback)

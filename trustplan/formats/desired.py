@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
     from trustplan.formats.keystore import Keystore
     from trustplan.formats.savedplan import PlanRollout
+    from trustplan.state.kubeapi import KubeAPI
 
 DEFAULT_NAME = "trustplan.yaml"
 VERIFY_TIMEOUT = {"talos": 60.0, "kubernetes": 180.0}
@@ -135,10 +136,14 @@ class DesiredState:
 
     def state_backend(self) -> StateBackend:
         """Where the state lives: the file `state`, or the `state: {backend: kubernetes}` Secret."""
-        from trustplan.providers.kubernetes import KubeconfigAPI
         from trustplan.state import open_backend
 
-        return open_backend(self.state, self.state_remote, KubeconfigAPI.for_state)
+        def connect(spec: KubernetesStateSpec) -> KubeAPI:  # the Kubernetes client only for that backend
+            from trustplan.providers.kubernetes import KubeconfigAPI
+
+            return KubeconfigAPI.for_state(spec)
+
+        return open_backend(self.state, self.state_remote, connect)
 
     def open_keystore(self) -> Keystore:
         """The keystore directory; with keystore.age, every key in it is encrypted to the recipients."""
