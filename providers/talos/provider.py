@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -97,6 +98,7 @@ class TalosProvider:
             self.endpoints = self.config.endpoints
         self._own = self.config.credential()
         self._pool = ChannelPool()
+        self._first = {n.address: i % max(1, len(self.endpoints)) for i, n in enumerate(self.nodes)}
 
     # --- Provider protocol ---------------------------------------------------------------
 
@@ -167,7 +169,9 @@ class TalosProvider:
                 return await stub.Version(Empty(), metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 
         try:
-            response = await with_retry(attempt, self.endpoints, self.verify_timeout, lambda _e, t: failures.append(t))
+            response = await with_retry(
+                attempt, self._endpoints_for(node), self.verify_timeout, lambda _e, t: failures.append(t)
+            )
         except Transient as exc:
             raise self._gate_failed(node.address, cred, exc.detail, _hint(exc)) from None
         except GRPCError as exc:
@@ -359,6 +363,20 @@ class TalosProvider:
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def _endpoints_for(self, node: NodeRef) -> tuple[Endpoint, ...]:
+        """The endpoints in the order calls about `node` try them. Like talosctl, which balances its
+        calls over every endpoint, the nodes are spread over the endpoints: the i-th node given to
+        the provider goes first to endpoint i mod (number of endpoints), any other node to one
+        fixed by its address; the other endpoints follow for failover. One connection per endpoint
+        then carries a share of the calls, and every control plane's apid a share of the proxying."""
+        count = len(self.endpoints)
+        if count < 2:
+            return self.endpoints
+        first = self._first.get(node.address)
+        if first is None:
+            first = zlib.crc32(node.address.encode()) % count
+        return self.endpoints[first:] + self.endpoints[:first]
+
     @staticmethod
     def _metadata(node: NodeRef) -> dict[str, str]:
         return {"node": node.address}
@@ -372,7 +390,7 @@ class TalosProvider:
         cred: TLSIdentity | None = None,
     ) -> R:
         try:
-            return await with_retry(attempt, self.endpoints, timeout, tls_timeout=self.tls_retry_timeout)
+            return await with_retry(attempt, self._endpoints_for(node), timeout, tls_timeout=self.tls_retry_timeout)
         except Transient as exc:
             if exc.kind == "tls":
                 message = f"node {node.address}: cannot {what}: {exc.detail}{_trusting(cred)}"

@@ -46,6 +46,30 @@ def test_read_write_verify(tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1)
 
 
+def test_nodes_are_spread_over_the_endpoints_each_keeping_its_own(tmp_path: Path) -> None:
+    """As talosctl balances over its endpoints: node i goes through endpoint i mod 3, every time."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        refs = cluster.node_refs()
+        async with _provider(cluster) as provider:
+            assert len(provider.endpoints) == 3
+            used: list[str] = []
+            slot_for = provider._pool.unary
+
+            def recording(endpoint: Any, *args: Any) -> Any:
+                used.append(endpoint.host)
+                return slot_for(endpoint, *args)
+
+            provider._pool.unary = recording  # type: ignore[method-assign]
+            for _ in range(2):
+                for ref in refs:
+                    await provider.read(ref)
+        hosts = [e.host for e in provider.endpoints]
+        assert used == [hosts[i % 3] for i in range(len(refs))] * 2
+
+    run_with_cluster(scenario, tmp_path, controlplanes=3, workers=3)
+
+
 def test_invalid_config_is_refused_with_the_reason(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[0]
