@@ -61,9 +61,9 @@ def multidoc_encoding(block_indent: int) -> Encoding:
 class _Editor:
     """Collects the splices for one document."""
 
-    def __init__(self, text: str, root: yaml.Node | None = None) -> None:
+    def __init__(self, text: str) -> None:
         self.text = text
-        self.root = root if root is not None else ye.compose(text)
+        self.root = ye.compose(text)
         self.step = ye.indent_step(text, self.root)
         self.seq_offset = ye.sequence_offset(text, self.root)
         self.splices: list[Splice] = []
@@ -191,11 +191,9 @@ class _Editor:
 Want = tuple[bytes | None, bytes | None, tuple[bytes, ...]]  # issuer PEM, issuer key PEM, accepted PEMs
 
 
-def edit_v1alpha1(text: str, changes: dict[str, Want], root: yaml.Node | None = None) -> str:
-    """The v1alpha1 document's text with `machine` / `cluster` CA fields set (section -> want).
-    `root`: the text's node tree when the caller has it (yamledit.compose's, or one as good), so
-    the text is not composed again."""
-    editor, enc = _Editor(text, root), legacy_encoding()
+def edit_v1alpha1(text: str, changes: dict[str, Want]) -> str:
+    """The v1alpha1 document's text with `machine` / `cluster` CA fields set (section -> want)."""
+    editor, enc = _Editor(text), legacy_encoding()
     for section, (issuer, key, accepted) in changes.items():
         box = editor.container(section)
         want = None
@@ -206,15 +204,9 @@ def edit_v1alpha1(text: str, changes: dict[str, Want], root: yaml.Node | None = 
     return editor.result()
 
 
-def edit_kube_ca_document(
-    text: str,
-    issuing: tuple[bytes, bytes | None] | None,
-    accepted: Sequence[bytes],
-    root: yaml.Node | None = None,
-) -> str:
-    """A KubeAPIServerCAConfig document's text with `issuingCA` (cert, key) and `acceptedCAs` set
-    (`root` as for edit_v1alpha1)."""
-    editor = _Editor(text, root)
+def edit_kube_ca_document(text: str, issuing: tuple[bytes, bytes | None] | None, accepted: Sequence[bytes]) -> str:
+    """A KubeAPIServerCAConfig document's text with `issuingCA` (cert, key) and `acceptedCAs` set."""
+    editor = _Editor(text)
     enc = multidoc_encoding(ye.block_scalar_indent(text, editor.root, editor.step))
     box = editor.container(None)
     want = None

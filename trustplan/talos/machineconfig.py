@@ -69,7 +69,8 @@ def digest(data: bytes) -> str:
 
 
 def load_yaml(text: bytes | str) -> Any:
-    """One YAML document with trustplan.system.safeyaml's limits (aliases, depth, size, duplicate keys)."""
+    """One YAML document with trustplan.system.safeyaml's limits (aliases, depth, size, duplicate keys),
+    read in one pass (safeyaml.parse)."""
     return safeyaml.load(text)
 
 
@@ -96,12 +97,6 @@ def dump_yaml_literal(doc: Any) -> str:
     return yaml.dump(
         doc, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True
     )
-
-
-def _editable(text: str, node: yaml.Node | None) -> yaml.Node | None:
-    """`node` when caedit can edit `text` at its marks: libyaml's offsets are character offsets only
-    in ASCII text (yamledit.compose composes other text with the pure-Python parser)."""
-    return node if text.isascii() else None
 
 
 def _split_documents(text: str) -> list[str]:
@@ -177,17 +172,12 @@ class MachineConfig:
             raise InputError(source, "machine config is not UTF-8 text") from None
         self._texts = _split_documents(text)
         self._docs: list[Any] = []
-        # each document's node tree, kept for the in-place edits (caedit) so that they do not compose
-        # the text again; None where its offsets would not be character offsets (see _editable)
-        self._nodes: list[yaml.Node | None] = []
         for chunk in self._texts:
             try:
-                parsed = safeyaml.parse(chunk)
+                self._docs.append(load_yaml(chunk))
             except yaml.YAMLError as exc:
                 problem, line = safeyaml.problem(exc)
                 raise InputError(source, problem, line=line) from None
-            self._docs.append(parsed.data)
-            self._nodes.append(_editable(chunk, parsed.node))
         index = [i for i, d in enumerate(self._docs) if isinstance(d, dict) and d.get("version") == "v1alpha1"]
         if not index:
             raise InputError(source, "no v1alpha1 machine config document (a document with 'version: v1alpha1')")
@@ -310,53 +300,48 @@ class MachineConfig:
 
     def edited(self, changes: dict[str, CAFields]) -> MachineConfig:
         """A new MachineConfig with these CA fields (see with_ca_fields), built without re-parsing:
-        each edited document's text is parsed once, to check the edit, and that parse is what the
-        next edit of the new config works on."""
-        texts, docs, nodes = list(self._texts), list(self._docs), list(self._nodes)
+        the data is the edited documents' (checked against their new text in _surgical)."""
+        texts, docs = list(self._texts), list(self._docs)
         legacy = {k: v for k, v in changes.items() if not (k == "kubernetes" and self.kube_ca_layout == "multidoc")}
         if legacy:
-            v1 = self._v1
-            docs[v1] = self._legacy_doc(legacy)
+            docs[self._v1] = self._legacy_doc(legacy)
             want = {FIELDS[k][0]: (f.issuer, f.issuer_key, f.accepted) for k, f in legacy.items()}
-            texts[v1], nodes[v1] = self._surgical(
-                v1, docs[v1], lambda t, root: caedit.edit_v1alpha1(t, want, root), dump_yaml
+            texts[self._v1] = self._surgical(
+                self._v1, docs[self._v1], lambda t: caedit.edit_v1alpha1(t, want), dump_yaml
             )
         if "kubernetes" in changes and self.kube_ca_layout == "multidoc":
             index = self._kube_doc
             assert index is not None
             docs[index] = self._multidoc_doc(changes["kubernetes"])
             issuing, accepted = self._multidoc_want(changes["kubernetes"])
-            texts[index], nodes[index] = self._surgical(
-                index,
-                docs[index],
-                lambda t, root: caedit.edit_kube_ca_document(t, issuing, accepted, root),
-                dump_yaml_literal,
+            texts[index] = self._surgical(
+                index, docs[index], lambda t: caedit.edit_kube_ca_document(t, issuing, accepted), dump_yaml_literal
             )
-        for i, t in enumerate(texts):
-            if not t.endswith("\n") and i != len(texts) - 1:
-                texts[i], nodes[i] = t + "\n", None
+        texts = [t if t.endswith("\n") or i == len(texts) - 1 else t + "\n" for i, t in enumerate(texts)]
         new = object.__new__(MachineConfig)
         new.data = "".join(texts).encode("utf-8")
         new.source, new.digest = self.source, digest(new.data)
-        new._texts, new._docs, new._nodes, new._v1 = texts, docs, nodes, self._v1
+        new._texts, new._docs, new._v1 = texts, docs, self._v1
         return new
 
-    def _surgical(
-        self, index: int, doc: Any, edit: Callable[[str, yaml.Node | None], str], dump: Any
-    ) -> tuple[str, yaml.Node | None]:
+    def _surgical(self, index: int, doc: Any, edit: Callable[[str], str], dump: Any) -> str:
         """The document's text with only its CA fields edited in place (caedit), checked by parsing it
-        back: it must mean exactly `doc`; with that parse's node tree. A shape the in-place editor
-        does not handle (a flow-style section, say) is re-encoded whole instead, which keeps the
-        meaning but not the layout (and leaves the tree to the next edit)."""
+        back once (safeyaml.parse: the limits cannot newly fail, a duplicate key could): it must mean
+        exactly `doc`. A shape the in-place editor does not handle (a flow-style section, say) is
+        re-encoded whole instead, which keeps the meaning but not the layout.
+
+        The edit composes the text it starts from for positions, again, rather than keeping each
+        config's node tree from its read: a tree is ~5 Python objects per value, and holding one for
+        each of 500 configs makes every full garbage collection walk ~250,000 more objects, which
+        costs more than composing a 10 KB document (~0.2 ms with libyaml)."""
         try:
-            text = edit(self._texts[index], self._nodes[index])
-            parsed = safeyaml.parse(text, checked=False)
-            if _without_empty_ca(parsed.data) == _without_empty_ca(doc):
-                return text, _editable(text, parsed.node)
+            text = edit(self._texts[index])
+            if _without_empty_ca(safeyaml.parse(text, checked=False).data) == _without_empty_ca(doc):
+                return text
             log.debug("%s: in-place CA edit did not round-trip; re-encoding the document", self.source)
         except (yamledit.Unsupported, yaml.YAMLError) as exc:
             log.debug("%s: CA fields not editable in place (%s); re-encoding the document", self.source, exc)
-        return self._encode(index, doc, dump), None
+        return self._encode(index, doc, dump)
 
     def _multidoc_want(self, fields: CAFields) -> tuple[tuple[bytes, bytes | None] | None, tuple[bytes, ...]]:
         """issuingCA and acceptedCAs of the KubeAPIServerCAConfig document for these fields (the
