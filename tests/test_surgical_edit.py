@@ -225,7 +225,7 @@ def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, crlf: bool, 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
     @given(st.lists(step, min_size=1, max_size=4))
     def walk(steps: list[tuple[str, str, list[int]]]) -> None:
-        cfg = base
+        cfg = chain = base  # cfg parsed afresh from each result; chain edited on, from each edit's own parse
         for pki_name, issuer_choice, accepted in steps:
             old = live[pki_name]
             if issuer_choice == "keep":
@@ -240,6 +240,8 @@ def test_any_sequence_of_ca_edits_touches_only_ca_lines(path: Path, crlf: bool, 
             choices = [old.issuer or pems[2], *pems]
             want = CAFields(issuer, issuer_key, tuple(choices[i] for i in accepted if choices[i] != issuer))
             cfg = machineconfig.parse(cfg.with_ca_fields({pki_name: want}), path.name)
+            chain = chain.edited({pki_name: want})
+            assert chain.data == cfg.data
             got = _fields(cfg, pki_name)  # type: ignore[arg-type]
             if cfg.role == "worker" and cfg.kube_ca_layout == "multidoc" and pki_name == "kubernetes":
                 # a worker keeps its whole trust in acceptedCAs, issuer first

@@ -17,10 +17,7 @@ from typing import Any
 
 import yaml
 
-try:
-    from yaml import CSafeLoader as _FastLoader
-except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _FastLoader  # type: ignore[assignment]
+from trustplan.system.safeyaml import FastLoader as _FastLoader
 
 
 class Unsupported(Exception):
