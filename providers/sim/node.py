@@ -102,6 +102,8 @@ class _Server(Server):
         super().__init__(handlers)
         self._node = node
         self.transports: set[asyncio.Transport] = set()
+        #: proxied calls served in this process on proven connections (direct.py)
+        self.local_calls: set[asyncio.Future[Any]] = set()
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
         protocol = super()._protocol_factory()
@@ -134,6 +136,10 @@ class _Server(Server):
         for transport in list(self.transports):
             transport.abort()
         self.transports.clear()
+        loop = asyncio.get_running_loop()
+        for call in list(self.local_calls):  # as grpclib cancels a lost connection's handlers: soon
+            loop.call_soon(call.cancel)
+        self.local_calls.clear()
 
 
 class SimNode:
@@ -167,6 +173,7 @@ class SimNode:
         self._trust_cas: list[x509.Certificate] = []  # the CAs in client_trust_pem
         self._upstream: dict[str, Channel] = {}
         self._recheck: set[str] = set()  # flushed connections to re-check at their next use
+        self._proven: dict[str, object] = {}  # address -> the upstream connection a real call went over
         self._server: _Server | None = None
         #: the kubelet service (runtime/Services.v1alpha1.talos.dev/kubelet)
         self.kubelet = Kubelet(self)
@@ -355,6 +362,7 @@ class SimNode:
             if not self._would_connect(address):
                 channel.close()  # the next call makes a real handshake, which fails like apid's
                 del self._upstream[address]
+                self._proven.pop(address, None)
                 channel = None
         if channel is None:
             assert self._proxy_ctx is not None
@@ -380,12 +388,28 @@ class SimNode:
             proxy_cert, target._trust_cas  # noqa: SLF001 - a node of the same cluster
         )
 
+    def proven(self, address: str, channel: Channel) -> None:
+        """A real call to `address` got an answer over this channel's current connection."""
+        self._proven[address] = channel._protocol  # noqa: SLF001 - grpclib's connection
+
+    def local_target(self, address: str, channel: Channel) -> SimNode | None:
+        """The node to serve a call to `address` in this process (direct.py), when the channel's
+        connection is the one a real call has proven, still open, and the target still serves."""
+        protocol = channel._protocol  # noqa: SLF001 - grpclib's connection
+        if protocol is None or self._proven.get(address) is not protocol:
+            return None
+        if getattr(protocol.handler, "connection_lost", True):  # grpclib's client handler sets it
+            return None
+        target = self.cluster._by_key.get(address)  # noqa: SLF001 - the cluster's own index
+        return target if target is not None and target._server is not None else None
+
     def _flush_upstream(self) -> None:
         """apid flushes its proxy backends on a PKI change (onPKIUpdate)."""
         for channel in self._upstream.values():
             channel.close()
         self._upstream.clear()
         self._recheck.clear()
+        self._proven.clear()
 
 
 def _issued_by_one_of(cert: x509.Certificate, cas: list[x509.Certificate]) -> bool:
