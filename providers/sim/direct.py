@@ -1,20 +1,17 @@
-"""A proxied call served in this process, over a connection a real handshake has already proven.
+"""A proxied call served in this process: the target's handler, without the wire in between.
 
-A control plane proxies a `node`-targeted call to the target's apid over mutual TLS (router.py).
-The first call on each connection goes over the wire: the handshake, the target's client-cert check
-(EKU, trust) and the call are real. Once a call over that connection got an answer, the connection
-is proven: as long as it stays open (same client protocol, not lost, the target still serving),
-further calls on it are handed to the target's handler in this process instead of being encoded into
-HTTP/2 frames, encrypted, decrypted and decoded again - the target would see nothing else on a kept
-connection (the proxy cert's role, `talos-role` and `proxyfrom` metadata, no added latency). This
-halves the simulator's per-call work on the proxied hop; both ends live in this process anyway.
+A control plane proxies a `node`-targeted call to the target's apid. When its connection to that
+target is open or would open (the trust model in node.py: SimNode.local_target), the call is handed
+to the target's handler here, instead of being dialled (a mutual-TLS handshake per new connection),
+encoded into HTTP/2 frames, encrypted, decrypted and decoded again on both ends. The target sees what
+it would see on that connection: the proxy cert's role (os:impersonator), `talos-role` and
+`proxyfrom` metadata, no added latency. Both ends live in this process anyway.
 
 What the caller observes is what the wire gives: the target's GRPCError unchanged; an error inside a
 handler is UNKNOWN "Internal Server Error"; a unary handler that answers nothing fails the same way;
 a target stopped mid-call (its connections dropped) ends the call as a lost connection
-(StreamTerminatedError); the call's deadline raises TimeoutError. Anything that changes trust on
-either side goes back to the wire: a control plane's PKI change re-checks or replaces its
-connections (node.py), and a replaced or lost connection is not proven until a real call succeeds.
+(StreamTerminatedError); the call's deadline raises TimeoutError. A connection the model refuses is
+dialled for real, and fails like apid's.
 """
 
 from __future__ import annotations

@@ -119,14 +119,13 @@ async def _call(
     deliver: direct.Deliver,
 ) -> None:
     """One proxied call from `node` to `target`'s apid; each reply goes to `deliver` (one for a unary
-    method). Over the wire, or in this process on a connection a real call has proven (direct.py);
+    method). In this process over an open (or openable) connection (direct.py), else dialled for real;
     either way the target's GRPCError, or a transport error, reaches the caller."""
-    channel = node.upstream(target)
-    local = node.local_target(target, channel)
+    local = node.local_target(target)
     if local is not None:
         await direct.serve(local, method, request, metadata, (PROXY_ROLE,), deliver, UPSTREAM_TIMEOUT)
         return
-    async with channel.request(
+    async with node.upstream(target).request(
         method,
         handler.cardinality,
         handler.request_type,
@@ -135,12 +134,6 @@ async def _call(
         timeout=UPSTREAM_TIMEOUT,
     ) as upstream:
         await upstream.send_message(request, end=True)
-        try:
-            await upstream.recv_initial_metadata()
-        except GRPCError:
-            node.proven(target, channel)  # the target answered: the connection works
-            raise
-        node.proven(target, channel)
         if handler.cardinality is Cardinality.UNARY_UNARY:
             await deliver(await upstream.recv_message())
         else:
