@@ -55,6 +55,8 @@ class LocalStream:
         self.peer = peer
         self._deliver = deliver
         self.sent = 0
+        #: what passing a reply on to the caller raised (the caller's own stream failing, say)
+        self.delivery_error: BaseException | None = None
 
     async def recv_message(self) -> Any:
         request, self._request = self._request, None
@@ -64,7 +66,11 @@ class LocalStream:
         if not self._streaming and self.sent:
             raise ProtocolError("Message was already sent")
         self.sent += 1
-        await self._deliver(message)
+        try:
+            await self._deliver(message)
+        except Exception as exc:
+            self.delivery_error = exc
+            raise
 
 
 async def serve(
@@ -94,7 +100,9 @@ async def serve(
         raise
     except (GRPCError, TimeoutError):
         raise
-    except Exception:
+    except Exception as exc:
+        if exc is stream.delivery_error:
+            raise  # the caller's side failed, as it would in the control plane's own forwarding
         log.exception("%s: application error in %s", target.name, method)
         raise GRPCError(Status.UNKNOWN, "Internal Server Error") from None
     finally:
