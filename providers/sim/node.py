@@ -108,7 +108,7 @@ class _Server(Server):
         super().__init__(handlers)
         self._node = node
         self.transports: set[asyncio.Transport] = set()
-        #: proxied calls served in this process on proven connections (direct.py)
+        #: proxied calls this node is serving in-process (direct.py), cancelled when it drops its connections
         self.local_calls: set[asyncio.Future[Any]] = set()
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
