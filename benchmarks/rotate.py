@@ -7,7 +7,7 @@ against one node at a time, and against `talosctl rotate-ca`. Prints one JSON li
 Every run gets a fresh `trustplan sim up` cluster in its own process (its own loopback subnet), and
 rotates the PKI(s) through the CLI: `trustplan plan --parallelism N -o plan.bin`, then
 `trustplan apply plan.bin`, each its own process, timed from start to exit (start-up included; the
-package byte-compiled first, as pip does for a wheel).
+package is byte-compiled first, as pip does for a wheel).
 
 - rpc_rounds: RPCs that must follow one another in that apply under the plan's rollout: the read of
   every node (READ_CONCURRENCY at a time), then per phase the control-plane waves, the canary and

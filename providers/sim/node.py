@@ -17,15 +17,20 @@ Certs are re-issued and trust reloaded on a config change that changes what they
 Talos CA fields, the hostname), without closing the listener: the listening SSLContext's
 `sni_callback` swaps in the node's current context for each handshake.
 
-A control plane's PKI change flushes its proxy connections, as apid's onPKIUpdate does. A flushed
-connection is checked at its next use the way the new handshake would check it: the target must run,
-this control plane must trust the target's current server cert (signed by a CA in its trust, valid
-now) and the target must accept the current proxy cert (signed by a CA in the target's client trust,
-valid now). If either would fail, the connection is torn down and the call makes a real handshake,
-which fails as apid's does; if both pass, the connection is kept instead of being re-made with an
-equivalent one: a mutual-TLS handshake costs ~3 ms of CPU on each side, both in this one process,
-and a rotation flushes every control plane's connections three times. (On a kept connection the
-target still sees the proxy cert it was opened with; only its role, os:impersonator, is used.)
+A control plane's proxy connections are modelled, not dialled: a call to a target is served in this
+process (direct.py) over a connection that is open, or that a handshake would open now: the target
+runs, this control plane trusts the target's current server cert (signed by a CA in its trust, valid
+now) and the target accepts the current proxy cert (signed by a CA in the target's client trust,
+valid now, extended key usage [clientAuth]). When the model says the handshake would fail, the call
+dials for real and the real handshake fails as apid's does, with the same error. Served in-process,
+a proxied call costs no mutual-TLS handshake (~3 ms of CPU on each side, both in this one process),
+no HTTP/2 and TLS framing on both ends of the hop; what the caller sees is the same (tests/sim).
+
+A control plane's PKI change flushes its proxy connections, as apid's onPKIUpdate does: each is
+re-checked at its next use the way the new handshake would check it; if it would fail, it is torn
+down (and the call dials for real, failing like apid's); if it would pass, it is kept rather than
+re-made with an equivalent one. A connection ends when its target stops; a target's own PKI change
+does not end it (as in Talos). On a kept connection the target sees the role os:impersonator.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpclib.client import Channel
 from grpclib.config import Configuration
@@ -102,6 +108,8 @@ class _Server(Server):
         super().__init__(handlers)
         self._node = node
         self.transports: set[asyncio.Transport] = set()
+        #: proxied calls this node is serving in-process (direct.py), cancelled when it drops its connections
+        self.local_calls: set[asyncio.Future[Any]] = set()
 
     def _protocol_factory(self):  # type: ignore[no-untyped-def]
         protocol = super()._protocol_factory()
@@ -134,6 +142,10 @@ class _Server(Server):
         for transport in list(self.transports):
             transport.abort()
         self.transports.clear()
+        loop = asyncio.get_running_loop()
+        for call in list(self.local_calls):  # as grpclib cancels a lost connection's handlers: soon
+            loop.call_soon(call.cancel)
+        self.local_calls.clear()
 
 
 class SimNode:
@@ -167,6 +179,8 @@ class SimNode:
         self._trust_cas: list[x509.Certificate] = []  # the CAs in client_trust_pem
         self._upstream: dict[str, Channel] = {}
         self._recheck: set[str] = set()  # flushed connections to re-check at their next use
+        #: open proxy connections served in this process: address -> the target's listener it reached
+        self._links: dict[str, _Server] = {}
         self._server: _Server | None = None
         #: the kubelet service (runtime/Services.v1alpha1.talos.dev/kubelet)
         self.kubelet = Kubelet(self)
@@ -240,7 +254,7 @@ class SimNode:
                     ca_cert, ca_key, PROXY_ROLE, now, validity=certgen.SERVER_VALIDITY
                 )
                 self._proxy_pair = (issuing_from, proxy_cert, proxy_key)
-            self._recheck.update(self._upstream)  # flushed: each is re-checked at its next use
+            self._recheck.update(self._upstream, self._links)  # flushed: each is re-checked at its next use
             _, proxy_cert, proxy_key = self._proxy_pair
             self._proxy_ctx = client_context(pki.cert_to_pem(proxy_cert), pki.key_to_pkcs8_pem(proxy_key), trust)
             for channel in self._upstream.values():
@@ -348,14 +362,9 @@ class SimNode:
     # --- proxying -------------------------------------------------------------------------
 
     def upstream(self, address: str) -> Channel:
-        """A cached mTLS channel to another node's apid, as this control plane's impersonator."""
+        """A cached mTLS channel to another node's apid, as this control plane's impersonator (for
+        the calls local_target does not let through: their handshake fails like apid's)."""
         channel = self._upstream.get(address)
-        if channel is not None and address in self._recheck:
-            self._recheck.discard(address)
-            if not self._would_connect(address):
-                channel.close()  # the next call makes a real handshake, which fails like apid's
-                del self._upstream[address]
-                channel = None
         if channel is None:
             assert self._proxy_ctx is not None
             port = self.cluster.port_of(address)
@@ -365,9 +374,37 @@ class SimNode:
             self._upstream[address] = channel
         return channel
 
+    def local_target(self, address: str) -> SimNode | None:
+        """The node that serves a proxied call to `address` in this process (direct.py): the one
+        this control plane has an open connection to, or would have after a successful handshake.
+
+        A connection is opened when the handshake would succeed (_would_connect) and lasts until the
+        target stops or this node's PKI changes; then it is re-checked at its next use, and dropped
+        if a new handshake would fail. None: no connection; the caller dials for real over
+        upstream(), and that handshake fails the way apid's does."""
+        target = self.cluster._by_key.get(address)  # noqa: SLF001 - the cluster's own index
+        if address in self._recheck:
+            self._recheck.discard(address)
+            if not self._would_connect(address):
+                self._links.pop(address, None)
+                channel = self._upstream.pop(address, None)
+                if channel is not None:
+                    channel.close()  # the next call makes a real handshake, which fails like apid's
+        server = self._links.get(address)
+        if target is None or target._server is None:  # noqa: SLF001 - a node of the same cluster
+            return None
+        if server is target._server:  # noqa: SLF001
+            return target
+        if self._would_connect(address):
+            self._links[address] = target._server  # noqa: SLF001
+            return target
+        self._links.pop(address, None)
+        return None
+
     def _would_connect(self, address: str) -> bool:
         """Whether a new handshake to `address` with the current proxy cert would succeed now: the
-        target runs, this node trusts the target's server cert, the target accepts the proxy cert."""
+        target runs, this node trusts the target's server cert, the target accepts the proxy cert
+        (issued by a CA in its client trust, extended key usage [clientAuth])."""
         target = self.cluster._by_key.get(address)  # noqa: SLF001 - the cluster's own index
         if target is None or not target.running or target.server_cert is None or self._proxy_pair is None:
             return False
@@ -376,6 +413,8 @@ class SimNode:
         for cert in (target.server_cert, proxy_cert):
             if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
                 return False
+        if eku_refusal(proxy_cert.public_bytes(serialization.Encoding.DER)) is not None:
+            return False
         return _issued_by_one_of(target.server_cert, self._trust_cas) and _issued_by_one_of(
             proxy_cert, target._trust_cas  # noqa: SLF001 - a node of the same cluster
         )
@@ -385,6 +424,7 @@ class SimNode:
         for channel in self._upstream.values():
             channel.close()
         self._upstream.clear()
+        self._links.clear()
         self._recheck.clear()
 
 

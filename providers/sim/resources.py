@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -159,10 +160,17 @@ def config_resource(node: SimNode, rid: str) -> cosi_resource_pb2.Resource:
         node.created,
         node.updated,
         spec,
-        yaml_text=yaml.dump(node.config.decode(), Dumper=_Dumper),
+        yaml_text=_yaml_string(node.config),
     )
     resource.metadata.annotations["talos.dev/yaml-spec"] = "1"
     return resource
+
+
+@functools.lru_cache(maxsize=256)
+def _yaml_string(config: bytes) -> str:
+    """The config as one YAML string (a `yaml_spec`); remembered by its bytes, since a config is
+    read many times between changes (both ids, every read of a plan and of its apply)."""
+    return yaml.dump(config.decode(), Dumper=_Dumper)
 
 
 def os_root_resource(node: SimNode) -> cosi_resource_pb2.Resource:

@@ -26,6 +26,7 @@ from grpclib import events
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.server import Server, Stream
+from trustplan.providers.sim import direct
 from trustplan.providers.talos.proto import common_pb2, google_rpc_status_pb2
 
 if TYPE_CHECKING:
@@ -108,27 +109,45 @@ def _upstream_metadata(stream: Stream[Any, Any], node: SimNode) -> list[tuple[st
     return [(ROLE_KEY, role) for role in peer_roles(stream)] + [("proxyfrom", node.address)]
 
 
+async def _call(
+    node: SimNode,
+    target: str,
+    method: str,
+    handler: Handler,
+    request: Any,
+    metadata: list[tuple[str, str]],
+    deliver: direct.Deliver,
+) -> None:
+    """One proxied call from `node` to `target`'s apid; each reply goes to `deliver` (one for a unary
+    method). In this process over an open (or openable) connection (direct.py), else dialled for real;
+    either way the target's GRPCError, or a transport error, reaches the caller."""
+    local = node.local_target(target)
+    if local is not None:
+        await direct.serve(local, method, request, metadata, (PROXY_ROLE,), deliver, UPSTREAM_TIMEOUT)
+        return
+    async with node.upstream(target).request(
+        method,
+        handler.cardinality,
+        handler.request_type,
+        handler.reply_type,
+        metadata=metadata,
+        timeout=UPSTREAM_TIMEOUT,
+    ) as upstream:
+        await upstream.send_message(request, end=True)
+        if handler.cardinality is Cardinality.UNARY_UNARY:
+            await deliver(await upstream.recv_message())
+        else:
+            while (reply := await upstream.recv_message()) is not None:
+                await deliver(reply)
+
+
 def _proxy(node: SimNode, target: str, method: str, handler: Handler) -> Forward:
     """One-to-one: the target's reply (or error) passes through unchanged."""
 
     async def forward(stream: Stream[Any, Any]) -> None:
         request = await stream.recv_message()
-        metadata = _upstream_metadata(stream, node)
         try:
-            async with node.upstream(target).request(
-                method,
-                handler.cardinality,
-                handler.request_type,
-                handler.reply_type,
-                metadata=metadata,
-                timeout=UPSTREAM_TIMEOUT,
-            ) as upstream:
-                await upstream.send_message(request, end=True)
-                if handler.cardinality is Cardinality.UNARY_UNARY:
-                    await stream.send_message(await upstream.recv_message())
-                else:
-                    while (reply := await upstream.recv_message()) is not None:
-                        await stream.send_message(reply)
+            await _call(node, target, method, handler, request, _upstream_metadata(stream, node), stream.send_message)
         except GRPCError:
             raise
         except (TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:
@@ -142,20 +161,11 @@ def _fan_out(node: SimNode, targets: list[str], method: str, handler: Handler) -
     streaming = handler.cardinality is not Cardinality.UNARY_UNARY
 
     async def one(request: Any, metadata: list[tuple[str, str]], target: str, out: asyncio.Queue[Any]) -> None:
+        async def deliver(reply: Any) -> None:
+            await out.put(_stamped(reply, target, streaming))
+
         try:
-            async with node.upstream(target).request(
-                method,
-                handler.cardinality,
-                handler.request_type,
-                handler.reply_type,
-                metadata=metadata,
-                timeout=UPSTREAM_TIMEOUT,
-            ) as upstream:
-                await upstream.send_message(request, end=True)
-                while (reply := await upstream.recv_message()) is not None:
-                    await out.put(_stamped(reply, target, streaming))
-                    if not streaming:
-                        break
+            await _call(node, target, method, handler, request, metadata, deliver)
         except GRPCError as exc:
             await out.put(_error_reply(handler.reply_type, target, exc.status, exc.message or "", streaming))
         except (TimeoutError, OSError, StreamTerminatedError, ProtocolError) as exc:

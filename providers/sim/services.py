@@ -40,6 +40,8 @@ READ_ROLES = {"os:admin", "os:operator", "os:reader"}
 #: the Go release Talos v1.12.1 is built with (pkg/machinery/constants GoVersion)
 GO_VERSION = "go1.25.5"
 Mode = machine_pb2.ApplyConfigurationRequest
+#: the ids of the machine config resource (the same bytes under both)
+CONFIG_IDS = ("persistent", "v1alpha1")
 
 
 def caller_roles(stream: Stream[Any, Any]) -> list[str]:
@@ -227,7 +229,7 @@ class StateService(cosi_state_grpc.StateBase):
         """Every resource of a type on this node, in id order."""
         node = self.node
         if rtype == CONFIG_TYPE:
-            return [resources.config_resource(node, rid) for rid in ("persistent", "v1alpha1")]
+            return [resources.config_resource(node, rid) for rid in CONFIG_IDS]
         if rtype == MEMBERS_TYPE:
             version = node.cluster.talos_version
             return sorted(
@@ -248,7 +250,11 @@ class StateService(cosi_state_grpc.StateBase):
         )
 
     def _get(self, namespace: str, rtype: str, rid: str) -> cosi_resource_pb2.Resource:
-        for item in self._items(rtype):
+        if rtype == CONFIG_TYPE:  # only the one asked for
+            items = [resources.config_resource(self.node, rid)] if rid in CONFIG_IDS else []
+        else:
+            items = self._items(rtype)
+        for item in items:
             if item.metadata.id == rid:
                 return item
         raise GRPCError(Status.NOT_FOUND, f"resource {rtype}({namespace}/{rid}@undefined) doesn't exist")
