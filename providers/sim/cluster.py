@@ -92,7 +92,7 @@ class SimCluster:
         base = network.network_address
         self.nodes: list[SimNode] = []
         self._by_key: dict[str, SimNode] = {}
-        self._controlplanes: tuple[int, tuple[SimNode, ...]] = (-1, ())  # (for how many nodes, which)
+        self._controlplanes: list[SimNode] = []  # in order; roles never change
         plan = [("controlplane", f"cp-{i + 1}") for i in range(controlplanes)]
         plan += [("worker", f"worker-{i + 1}") for i in range(workers)]
         endpoint = f"https://{base + 2}:6443"
@@ -110,16 +110,16 @@ class SimCluster:
             node = SimNode(self, name, role, address, port, config)
             self.nodes.append(node)
             self._by_key[name] = self._by_key[address] = node
+            if role == "controlplane":
+                self._controlplanes.append(node)
 
     # --- lookup ---------------------------------------------------------------------------
 
     @property
     def controlplanes(self) -> list[SimNode]:
         """The control planes, in order (each worker's trustd asks them at every config change:
-        remembered, not re-filtered from every node each time)."""
-        if self._controlplanes[0] != len(self.nodes):
-            self._controlplanes = (len(self.nodes), tuple(n for n in self.nodes if n.role == "controlplane"))
-        return list(self._controlplanes[1])
+        listed as the nodes are made, not re-filtered from every node each time)."""
+        return list(self._controlplanes)
 
     @property
     def workers(self) -> list[SimNode]:

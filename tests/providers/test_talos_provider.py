@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
+from trustplan.providers.base import TLSIdentity
 from trustplan.providers.sim import configgen
 from trustplan.providers.sim.cluster import SimCluster
 from trustplan.providers.sim.testing import run_with_cluster
@@ -105,13 +106,18 @@ def test_injected_apply_failure_is_not_retried(tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path)
 
 
+def _untrusted_credential(cluster: SimCluster) -> TLSIdentity:
+    """An admin credential from a CA the nodes do not trust (the client still trusts their servers)."""
+    now = pki.utcnow()
+    other, other_key = certgen.generate_ca("talos", now)
+    cert, key = certgen.issue_client_cert(other, other_key, "os:admin", now)
+    bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
+    return make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
+
+
 def test_untrusted_credential_fails_the_gate(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
-        now = pki.utcnow()
-        other, other_key = certgen.generate_ca("talos", now)
-        cert, key = certgen.issue_client_cert(other, other_key, "os:admin", now)
-        bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
-        cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
+        cred = _untrusted_credential(cluster)
         async with _provider(cluster, verify_timeout=0.5) as provider:
             with pytest.raises(GateFailedError, match="TLS handshake refused"):
                 await provider.verify(cluster.node_refs()[0], cred)
@@ -153,11 +159,7 @@ def test_verify_many_asks_every_node_in_one_call(tmp_path: Path) -> None:
 
 def test_verify_many_with_an_untrusted_credential_fails_every_node(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
-        now = pki.utcnow()
-        other, other_key = certgen.generate_ca("talos", now)
-        cert, key = certgen.issue_client_cert(other, other_key, "os:admin", now)
-        bundle = cluster.secrets.os.crt_pem + pki.cert_to_pem(other)
-        cred = make_credential(pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key), bundle)
+        cred = _untrusted_credential(cluster)
         refs = cluster.node_refs()
         async with _provider(cluster, verify_timeout=0.5) as provider:
             results = await provider.verify_many(refs, cred)

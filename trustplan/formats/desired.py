@@ -209,8 +209,10 @@ def _schema_message(err: jsonschema.ValidationError) -> str:
 def parse_text(text: bytes, source: str) -> tuple[dict[str, Any], dict[str, int]]:
     """Parse YAML into a mapping and a line map; a syntax error becomes one InputError."""
     try:
-        node = safeyaml.compose(text)
-        doc = safeyaml.load(text)
+        parsed = safeyaml.parse(text)  # one scan gives the data and the tree for line numbers
+        doc, node = parsed.data, parsed.node
+        if node is None and doc is not None:  # merge keys: PyYAML's constructor rewrote that tree
+            node = safeyaml.compose(text)
     except yaml.YAMLError as exc:
         problem, line = safeyaml.problem(exc)
         raise InputError(source, problem, line=line) from None
