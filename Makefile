@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # The strict editable install (the one mypy can follow) links each file of the package: it is redone
 # when pyproject.toml or the list of package files changes, not on every run. Its output goes to a
 # log shown only on failure (setuptools prints a long warning about strict editable installs).
-PKG_FILES := $(shell find trustplan planner providers state schemas -type f \( -name '*.py' -o -name '*.json' -o -name py.typed \) -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
+PKG_FILES := $(shell find trustplan planner providers state schemas sim -type f \( -name '*.py' -o -name '*.json' -o -name py.typed \) -not -path '*/__pycache__/*' 2>/dev/null | LC_ALL=C sort)
 FILELIST := $(VENV)/.package-files
 # rewritten (new mtime) only when the list changes, so `make -q install` says whether anything is to do
 _ := $(shell mkdir -p $(VENV) && (echo '$(PKG_FILES)' | cmp -s - $(FILELIST) || echo '$(PKG_FILES)' > $(FILELIST)))
@@ -39,7 +39,7 @@ lint: $(STAMP)
 
 # mypy --strict on the whole package (pyproject.toml [tool.mypy]; only the generated protobuf code is exempt)
 typecheck: $(STAMP)
-	@cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan
+	@cd $(VENV) && ../$(BIN)/mypy --config-file ../pyproject.toml -p trustplan -p trustplan_sim
 
 unit: bytecode
 	@$(BIN)/pytest

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from trustplan.providers.sim.configgen import ClusterSecrets, generate_config
+from trustplan_sim.configgen import ClusterSecrets, generate_config
 
 from trustplan.talos import certgen, pki
 from trustplan.talos.machineconfig import CAFields, MachineConfig

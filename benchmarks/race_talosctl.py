@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from trustplan.providers.sim.testing import TRUSTPLAN, SimNotStarted, benchmark_cluster, narrow_to
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the simulator harness
+from simharness import TRUSTPLAN, SimNotStarted, benchmark_cluster, narrow_to  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")

@@ -42,7 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustplan.providers.sim.testing import TRUSTPLAN, SimNotStarted, benchmark_cluster, narrow_to
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the simulator harness
+from simharness import TRUSTPLAN, SimNotStarted, benchmark_cluster, narrow_to  # noqa: E402
 
 import trustplan
 

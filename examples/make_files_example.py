@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trustplan.providers.sim.configgen import ClusterSecrets, generate_config
+from trustplan_sim.configgen import ClusterSecrets, generate_config
 
 from trustplan.talos import pki
 

@@ -11,7 +11,7 @@ import pyrage
 import pytest
 from cryptography.hazmat.primitives import serialization
 from kubeapi import run
-from trustplan.providers.sim.testing import SimProcess
+from simharness import SimProcess
 
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.keystore_age import AgeSealer

@@ -25,7 +25,11 @@ FOLDERS = {
     "providers": "trustplan.providers",
     "state": "trustplan.state",
     "schemas": "trustplan.schemas",
+    "sim": "trustplan_sim",
 }
+
+#: The top-level import names of the distribution: the tool, and the simulator beside it.
+ROOTS = frozenset({"trustplan", "trustplan_sim"})
 
 #: The layer of a module: the first of these prefixes it falls under (longest first).
 LAYER_OF_PREFIX = {
@@ -41,8 +45,10 @@ LAYER_OF_PREFIX = {
     "trustplan.render": "render",
     "trustplan.cli": "cli",
     "trustplan.__main__": "cli",
-    "trustplan": "init",  # trustplan/__init__.py: the version and the checkout path, nothing else
+    "trustplan_sim": "sim",
 }
+#: Modules that are a layer by their exact name (a prefix would give every new module a layer).
+LAYER_OF_MODULE = {"trustplan": "init"}  # trustplan/__init__.py: the version and the checkout path
 
 #: What each layer may import, of ours (a layer may always import its own modules).
 #: `init` (trustplan/__init__.py, the version) and `schemas` (the JSON Schemas) import nothing of
@@ -59,7 +65,13 @@ ALLOWED: dict[str, frozenset[str]] = {
     "formats": frozenset({"errors", "system", "talos", "planner", "providers", "state"}),
     "engine": frozenset({"errors", "system", "talos", "planner", "providers", "state", "formats"}),
     "render": frozenset({"errors", "system", "talos", "planner", "formats"}),
-    "cli": frozenset({"errors", "system", "talos", "planner", "providers", "state", "formats", "engine", "render"}),
+    "cli": frozenset(
+        {"errors", "system", "talos", "planner", "providers", "state", "formats", "engine", "render", "sim"}
+    ),
+    # The simulator is the server side of the Talos API: a separate oracle that shares the wire
+    # format (the protobuf stubs, the TLS setup) and certificate code with the tool, never its engine,
+    # file formats, CLI or renderers.
+    "sim": frozenset({"errors", "system", "talos", "providers"}),
 }
 LEAVES = frozenset({"init", "schemas"})
 
@@ -81,6 +93,8 @@ class Import:
 
 
 def layer_of(module: str) -> str:
+    if module in LAYER_OF_MODULE:
+        return LAYER_OF_MODULE[module]
     for prefix in sorted(LAYER_OF_PREFIX, key=len, reverse=True):
         if module == prefix or module.startswith(prefix + "."):
             return LAYER_OF_PREFIX[prefix]
@@ -141,7 +155,7 @@ def _imports(module: str, package: str, source: str, known: dict[str, Path], fil
         typed = id(node) in type_only
         if isinstance(node, ast.Import):
             for alias in node.names:
-                if alias.name.split(".")[0] == "trustplan":
+                if alias.name.split(".")[0] in ROOTS:
                     yield Import(module, _ours(alias.name, known), where, typed)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
@@ -150,7 +164,7 @@ def _imports(module: str, package: str, source: str, known: dict[str, Path], fil
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
-            if target.split(".")[0] != "trustplan":
+            if target.split(".")[0] not in ROOTS:
                 continue
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
@@ -158,7 +172,7 @@ def _imports(module: str, package: str, source: str, known: dict[str, Path], fil
                 yield Import(module, sub if sub in known else _ours(target, known), where, typed)
         elif isinstance(node, ast.Call) and _is_import_module(node) and node.args:
             arg = node.args[0]
-            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.startswith("trustplan"):
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and arg.value.split(".")[0] in ROOTS:
                 yield Import(module, _ours(arg.value, known), where, typed)
 
 
@@ -290,6 +304,10 @@ FAKE = {
         ("trustplan.planner", True),
         ("trustplan.planner.plan", False),
         ("trustplan.schemas", True),
+        ("trustplan_sim", True),
+        ("trustplan_sim.node", False),
+        ("trustplan.cli", True),
+        ("trustplan.cli.sim", False),
     ]
 }
 
@@ -312,6 +330,10 @@ def _check(module: str, source: str) -> list[str]:
         ("trustplan.planner.plan", "from trustplan import __version__", "trustplan"),
         ("trustplan.errors", "import importlib\nm = importlib.import_module('trustplan.render.text')",
          "trustplan.render.text"),
+        ("trustplan_sim.node", "from trustplan.engine.planning import make", "trustplan.engine.planning"),
+        ("trustplan_sim.node", "from trustplan.formats import outputs", "trustplan.formats.outputs"),
+        ("trustplan_sim.node", "import trustplan.render.text", "trustplan.render.text"),
+        ("trustplan.providers.base", "from trustplan_sim import node", "trustplan_sim.node"),
     ],
 )
 def test_the_checker_catches_an_import_against_the_direction(module: str, source: str, target: str) -> None:
@@ -324,6 +346,15 @@ def test_the_checker_allows_the_declared_direction() -> None:
     assert _check("trustplan.render.text", "from .markdown import render\nfrom trustplan.errors import E") == []
     assert _check("trustplan.formats.outputs", "from trustplan import schemas, __version__") == []
     assert _check("trustplan.planner.plan", "from trustplan.planner import plan") == []
+    assert _check("trustplan.cli.sim", "from trustplan_sim import node") == []
+    sim_source = "from trustplan.providers.base import NodeRef\nfrom trustplan.errors import E"
+    assert _check("trustplan_sim.node", sim_source) == []
+
+
+def test_a_new_top_level_module_has_no_layer_until_declared() -> None:
+    with pytest.raises(AssertionError, match="belongs to no layer"):
+        layer_of("trustplan.newthing")
+    assert layer_of("trustplan") == "init"
 
 
 def test_the_checker_finds_a_cycle_even_through_a_lazy_import() -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.configgen import ClusterSecrets
+from trustplan_sim import configgen
+from trustplan_sim.configgen import ClusterSecrets
 
 from trustplan.errors import InputError
 from trustplan.talos import certgen, machineconfig, pki, validation

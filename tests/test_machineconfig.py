@@ -9,7 +9,7 @@ import pytest
 from conftest import EXAMPLE_FILES, CAFiles
 from test_pki import rewrap
 from trustplan.planner import AcceptCA, RemoveCA, SwapIssuer
-from trustplan.providers.sim import configgen
+from trustplan_sim import configgen
 
 from trustplan.errors import InputError
 from trustplan.talos import certgen, machineconfig, pki, validation

@@ -24,14 +24,14 @@ HEAVY = (
     "google.protobuf",
     "yaml",
     "asyncio",
-    "trustplan.providers.sim",
+    "trustplan_sim",
     "trustplan.providers.talos",
     "trustplan.engine.planning",
     "trustplan.engine.applier",
 )
 # (pydantic is not listed: typer itself loads it to convert a sub-command's parameters)
 #: what only plan/apply/status need: validate must not load them
-CLUSTER_ONLY = ("kubernetes", "urllib3", "deepdiff", "grpclib", "google.protobuf", "trustplan.providers.sim")
+CLUSTER_ONLY = ("kubernetes", "urllib3", "deepdiff", "grpclib", "google.protobuf", "trustplan_sim")
 
 
 def imported(*args: str, cwd: Path = ROOT) -> set[str]:

@@ -42,6 +42,18 @@ for line in lines:
     if "=>" in line and not line.split("=>")[1].strip().startswith("."):
         print("replace " + line)
 PY
+# Talos 1.14 pins modules the Go module proxy does not serve: drop the ethtool fork (the upstream
+# release builds), and pin the nearest served versions of rtnetlink/v2 (v2.3.0 has RouteVia, which
+# cmd/mgmt/bgp_launch_linux.go uses) and of the COSI runtime.
+case "$VERSION" in
+v1.14.*)
+	sed -i '/mdlayher\/ethtool/d' go.mod
+	cat >> go.mod <<'MOD'
+replace github.com/jsimonetti/rtnetlink/v2 => github.com/jsimonetti/rtnetlink/v2 v2.3.0
+replace github.com/cosi-project/runtime => github.com/cosi-project/runtime v1.16.2
+MOD
+	;;
+esac
 cat > tools.go <<'GO'
 //go:build tools
 

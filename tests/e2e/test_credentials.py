@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from e2e.test_kubernetes_rotation import FAST, Notes, kube_check, set_verify_timeout
 from e2e.test_talos_rotation import plan, version_with
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.errors import TrustplanError

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from simharness import run_with_cluster
 from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, server_for
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.state import LocalState
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine

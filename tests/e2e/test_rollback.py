@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from e2e.test_kubernetes_rotation import Notes
 from e2e.test_talos_rotation import plan, version_with
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.state import LocalState
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.errors import TrustplanError

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.node import SimNode
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
+from trustplan_sim.cluster import SimCluster
+from trustplan_sim.node import SimNode
 
 from trustplan.engine import planning as engine
 from trustplan.errors import UnsafePlanError

@@ -6,10 +6,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.state import LocalState
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import access, applier
 from trustplan.engine import planning as engine

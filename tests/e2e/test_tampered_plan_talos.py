@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine

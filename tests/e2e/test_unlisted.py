@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import planning as engine
 from trustplan.errors import UnsafePlanError

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trustplan.providers.sim import testing
+import simharness as testing
 
 
 def trustplan_cmd(*args: str) -> list[str]:
@@ -86,7 +86,7 @@ def run_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Completed
 
 
 class SimProcess(testing.SimProcess):
-    """`trustplan sim up` in a child process (providers/sim/testing.py starts and stops it), with
+    """`trustplan sim up` in a child process (tests/simharness.py starts and stops it), with
     quick API server restarts and kubelet re-joins, and the edits the fault tests make to its files."""
 
     def __init__(self, dir: Path, controlplanes: int, workers: int, *, latency_ms: float = 0, k8s: bool = False,

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from e2e.test_kubernetes_rotation import Notes, kube_check, set_verify_timeout
 from e2e.test_talos_rotation import plan, version_with
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.state import LocalState
+from trustplan_sim.cluster import SimCluster
 from waiting import until
 
 from trustplan.engine import applier

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from trustplan.providers.sim.cluster import SimCluster
+from trustplan_sim.cluster import SimCluster
 
 CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
 VERSION = "v1.12.1"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 from interop_tools import applies, printed_ca, run_killed_after_applies, talosctl, talosctl_binary, trustplan
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.talos import machineconfig, pki
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 from interop_tools import talosctl, talosctl_binary
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.talos import machineconfig
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 from kubeapi import TRUSTPLAN, KubeAPIServer, free_port, run, use_kubernetes_state
-from trustplan.providers.sim.testing import SimProcess
+from simharness import SimProcess
 from waiting import wait_until
 
 

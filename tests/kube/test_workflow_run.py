@@ -23,8 +23,8 @@ from ci_runner import JobRun, load, run_job
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from kubeapi import KubeAPIServer, run
+from simharness import SimProcess
 from test_team_apply import stored
-from trustplan.providers.sim.testing import SimProcess
 
 from trustplan.formats import planfile
 

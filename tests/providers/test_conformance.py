@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from simharness import run_with_cluster
 from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.providers.files import FilesProvider
 from trustplan.providers.memory import MemoryProvider
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.configgen import ClusterSecrets
-from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.provider import TalosProvider
+from trustplan_sim import configgen
+from trustplan_sim.cluster import SimCluster
+from trustplan_sim.configgen import ClusterSecrets
 
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.talos import certgen, machineconfig, pki

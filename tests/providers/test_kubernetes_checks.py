@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from simharness import run_with_cluster
 from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, describe_error, kubeconfig_dict, server_for
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.errors import GateFailedError
 from trustplan.talos import certgen, pki

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from simharness import run_with_cluster
 from trustplan.providers.base import NodeRef
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos import client as talos_client
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
 from trustplan.providers.talos.tls import server_context
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.errors import NodeTimeoutError, ProviderError
 from trustplan.talos import certgen, pki

@@ -19,8 +19,8 @@ def test_generated_code_is_up_to_date(tmp_path: Path) -> None:
 
 
 def test_wire_names_match_talos() -> None:
-    from trustplan.providers.sim.services import MachineService, StateService
     from trustplan.providers.talos.proto import machine_pb2
+    from trustplan_sim.services import MachineService, StateService
 
     paths = set(MachineService(None).__mapping__()) | set(StateService(None).__mapping__())  # type: ignore[arg-type]
     assert paths == {

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
+from simharness import run_with_cluster
 from trustplan.providers.base import TLSIdentity
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import machine_grpc
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import load_talosconfig, make_credential
+from trustplan_sim import configgen
+from trustplan_sim.cluster import SimCluster
 from waiting import until
 
 from trustplan.errors import GateFailedError, NodeUnreachableError, ProviderError

@@ -108,7 +108,7 @@ def test_init_from_talosconfig_with_explicit_nodes_and_secrets(repo: Path) -> No
 def test_init_from_a_live_cluster_with_nodes_from_members(tmp_path: Path) -> None:
     """Against `trustplan sim up`: the member list gives the topology, the first control plane's
     live config names the CAs, and the written file validates and plans."""
-    from trustplan.providers.sim.testing import SimProcess
+    from simharness import SimProcess
 
     with SimProcess(tmp_path / "sim", controlplanes=2, workers=1) as simulator:
         sim = simulator.dir

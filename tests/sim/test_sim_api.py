@@ -10,8 +10,7 @@ from pathlib import Path
 import yaml
 from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
     cosi_state_pb2,
@@ -20,6 +19,7 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.talos import machineconfig, pki
 

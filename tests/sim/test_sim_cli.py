@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from trustplan.providers.sim.testing import READY_LINE, TRUSTPLAN, SimProcess
+from simharness import READY_LINE, TRUSTPLAN, SimProcess
 
 
 def test_up_then_down(tmp_path: Path) -> None:

@@ -14,9 +14,7 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.providers.talos.proto import (
     cosi_meta_pb2,
     cosi_state_grpc,
@@ -29,6 +27,8 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
+from trustplan_sim import configgen
+from trustplan_sim.cluster import SimCluster
 
 OS_ROOT = {"namespace": "secrets", "type": "OSRootSecrets.secrets.talos.dev"}
 K8S_ROOT = {"namespace": "secrets", "type": "KubernetesRootSecrets.secrets.talos.dev"}

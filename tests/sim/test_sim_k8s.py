@@ -21,10 +21,7 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.node import SimNode
-from trustplan.providers.sim.testing import TRUSTPLAN, SimProcess, run_with_cluster
+from simharness import TRUSTPLAN, SimProcess, run_with_cluster
 from trustplan.providers.talos.proto import (
     cosi_state_grpc,
     cosi_state_pb2,
@@ -34,6 +31,9 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
+from trustplan_sim import configgen
+from trustplan_sim.cluster import SimCluster
+from trustplan_sim.node import SimNode
 from waiting import until
 
 from trustplan.talos import certgen, machineconfig, pki

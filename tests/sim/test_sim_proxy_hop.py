@@ -1,4 +1,4 @@
-"""A control plane's proxied call is served in the simulator's process (providers/sim/direct.py)
+"""A control plane's proxied call is served in the simulator's process (sim/direct.py)
 when its connection to the target is open or would open; a client sees exactly what the same call
 over the wire (real mutual TLS and HTTP/2 to the target's own listener) gives.
 
@@ -19,13 +19,13 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Cardinality, Status
 from grpclib.exceptions import GRPCError
-from trustplan.providers.sim import direct
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.node import SimNode
-from trustplan.providers.sim.testing import run_with_cluster
+from simharness import run_with_cluster
 from trustplan.providers.talos.proto import cosi_state_grpc, cosi_state_pb2, machine_grpc, machine_pb2
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
+from trustplan_sim import direct
+from trustplan_sim.cluster import SimCluster
+from trustplan_sim.node import SimNode
 
 from trustplan.talos import certgen, pki
 

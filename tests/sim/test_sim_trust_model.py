@@ -20,14 +20,14 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
+from simharness import run_with_cluster
 from trustplan.providers.base import NodeRef, TLSIdentity
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.cluster import SimCluster
-from trustplan.providers.sim.testing import run_with_cluster
 from trustplan.providers.talos.proto import cosi_state_grpc, cosi_state_pb2, machine_grpc, machine_pb2
 from trustplan.providers.talos.provider import TalosProvider
 from trustplan.providers.talos.talosconfig import make_credential
 from trustplan.providers.talos.tls import client_context
+from trustplan_sim import configgen
+from trustplan_sim.cluster import SimCluster
 
 from trustplan.errors import GateFailedError
 from trustplan.talos import certgen, machineconfig, pki

@@ -107,7 +107,7 @@ async def _serve(
 ) -> None:
     import asyncio
 
-    from trustplan.providers.sim.cluster import run_cluster
+    from trustplan_sim.cluster import run_cluster
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """Talos machine configs: read the CA fields and write them back. (Validating a config is
 trustplan.talos.validation; generating whole clusters, which only the simulator, the examples and the
-tests do, is trustplan.providers.sim.configgen.)
+tests do, is trustplan_sim.configgen.)
 
 A machine config is a multi-document YAML stream; the `v1alpha1` document (the one with
 `version: v1alpha1`) holds `machine.ca` / `machine.acceptedCAs` (Talos API PKI). The Kubernetes API

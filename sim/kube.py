@@ -1,5 +1,5 @@
 """The simulated kube-apiserver of a control plane (the kubelet of every node is
-trustplan.providers.sim.kubelet).
+trustplan_sim.kubelet).
 
 Trust follows Talos (reference/talos.md §1.2, §3.1):
 
@@ -11,7 +11,7 @@ Trust follows Talos (reference/talos.md §1.2, §3.1):
 - When a control plane's Kubernetes CA fields change, its API server restarts: the listener closes
   (connection refused) for `apiserver_restart_ms`, then comes back with a cert from the new issuer
   and the new trust.
-- When any node's Kubernetes CA fields change, its kubelet restarts (trustplan.providers.sim.kubelet)
+- When any node's Kubernetes CA fields change, its kubelet restarts (trustplan_sim.kubelet)
   and rejoins once it can verify some control plane's API server. Meanwhile the node is NotReady.
 
 The API server is a small HTTP/1.1 server on asyncio streams over stdlib `ssl` (keep-alive,
@@ -32,15 +32,15 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.kubelet import kube_trust
 from trustplan.providers.talos.tls import server_context
+from trustplan_sim import configgen
+from trustplan_sim.kubelet import kube_trust
 
 from trustplan.errors import TrustplanError
 from trustplan.talos import certgen, pki
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.node import SimNode
+    from trustplan_sim.node import SimNode
 
 log = logging.getLogger("trustplan.sim")
 

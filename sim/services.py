@@ -18,8 +18,6 @@ from google.protobuf.empty_pb2 import Empty
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Stream
-from trustplan.providers.sim import resources
-from trustplan.providers.sim.router import PROXY_ROLE, ROLE_KEY, peer_roles
 from trustplan.providers.talos.proto import (
     common_pb2,
     cosi_resource_pb2,
@@ -29,12 +27,14 @@ from trustplan.providers.talos.proto import (
     machine_pb2,
 )
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
+from trustplan_sim import resources
+from trustplan_sim.router import PROXY_ROLE, ROLE_KEY, peer_roles
 
 from trustplan.errors import TrustplanError
 from trustplan.talos import certgen, machineconfig, pki, validation
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.node import SimNode
+    from trustplan_sim.node import SimNode
 
 READ_ROLES = {"os:admin", "os:operator", "os:reader"}
 #: the Go release Talos v1.12.1 is built with (pkg/machinery/constants GoVersion)

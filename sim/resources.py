@@ -51,8 +51,8 @@ except ImportError:  # pragma: no cover
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.kubelet import ServiceState
-    from trustplan.providers.sim.node import SimNode
+    from trustplan_sim.kubelet import ServiceState
+    from trustplan_sim.node import SimNode
 
 SECRETS_NAMESPACE = "secrets"
 OS_ROOT_TYPE = "OSRootSecrets.secrets.talos.dev"

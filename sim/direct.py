@@ -26,7 +26,7 @@ from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from multidict import MultiDict
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.node import SimNode
+    from trustplan_sim.node import SimNode
 
 log = logging.getLogger("trustplan.sim")
 

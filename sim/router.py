@@ -26,11 +26,11 @@ from grpclib import events
 from grpclib.const import Cardinality, Handler, Status
 from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 from grpclib.server import Server, Stream
-from trustplan.providers.sim import direct
 from trustplan.providers.talos.proto import common_pb2, google_rpc_status_pb2
+from trustplan_sim import direct
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.node import SimNode
+    from trustplan_sim.node import SimNode
 
 ROLE_KEY = "talos-role"
 PROXY_ROLE = "os:impersonator"

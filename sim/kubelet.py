@@ -4,7 +4,7 @@
 When a node's Kubernetes CA fields change, its kubelet restarts: the resource is destroyed, and
 after `kubelet_rejoin_ms` created again (running, healthy) once the kubelet can verify some control
 plane's API server (that server's issuing CA is in the node's Kubernetes trust). Meanwhile the node
-is NotReady (trustplan.providers.sim.kube serves the Node objects).
+is NotReady (trustplan_sim.kube serves the Node objects).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from trustplan.errors import TrustplanError
 from trustplan.talos import machineconfig, pki
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.node import SimNode
+    from trustplan_sim.node import SimNode
 
 log = logging.getLogger("trustplan.sim")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from trustplan.providers.base import NodeRef
-from trustplan.providers.sim.cluster import SimCluster, run_cluster
+from trustplan_sim.cluster import SimCluster, run_cluster
 
 T = TypeVar("T")
 

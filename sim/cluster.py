@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from trustplan.providers.base import NodeRef
-from trustplan.providers.sim import configgen
-from trustplan.providers.sim.kube import KUBE_PORT
-from trustplan.providers.sim.node import SimNode
 from trustplan.providers.talos.talosconfig import write_talosconfig
+from trustplan_sim import configgen
+from trustplan_sim.kube import KUBE_PORT
+from trustplan_sim.node import SimNode
 
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir

@@ -50,14 +50,14 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
-from trustplan.providers.sim.kube import KubeAPIServer
-from trustplan.providers.sim.kubelet import Kubelet, kube_ca_state
 from trustplan.providers.talos.tls import client_context, server_context
+from trustplan_sim.kube import KubeAPIServer
+from trustplan_sim.kubelet import Kubelet, kube_ca_state
 
 from trustplan.talos import certgen, machineconfig, pki
 
 if TYPE_CHECKING:
-    from trustplan.providers.sim.cluster import SimCluster
+    from trustplan_sim.cluster import SimCluster
 
 log = logging.getLogger("trustplan.sim")
 
@@ -334,8 +334,8 @@ class SimNode:
             self._listen_ctx = self.server_ctx()
             assert self._listen_ctx is not None
             self._listen_ctx.sni_callback = self._sni
-        from trustplan.providers.sim.router import install_router
-        from trustplan.providers.sim.services import handlers_for
+        from trustplan_sim.router import install_router
+        from trustplan_sim.services import handlers_for
 
         server = _Server(handlers_for(self), self)
         install_router(server, self)
