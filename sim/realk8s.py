@@ -48,6 +48,10 @@ __all__ = ["VERSION", "RealAPIServer", "RealK8s", "find_apiserver"]
 READY_TIMEOUT = 180.0
 
 
+def _lf(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"
+
+
 class RealAPIServer:
     """The real kube-apiserver of one control plane, on (node address, cluster.k8s_port)."""
 
@@ -106,7 +110,7 @@ class RealAPIServer:
             "aggregator-ca.crt": inputs.aggregator_ca,
             "front-proxy-client.crt": front_proxy[0], "front-proxy-client.key": front_proxy[1],
             "service-account.key": inputs.sa_key,
-            "service-account.pub": pki.pem_bundle([public_pem(inputs.sa_key, name), *inputs.sa_accepted]),
+            "service-account.pub": b"".join(_lf(k) for k in (public_pem(inputs.sa_key, name), *inputs.sa_accepted)),
             "etcd-client-ca.crt": inputs.etcd_ca,
             "etcd-client.crt": member.pki_path("apiserver-client.crt").read_bytes(),
             "etcd-client.key": member.pki_path("apiserver-client.key").read_bytes(),
@@ -144,6 +148,8 @@ class RealAPIServer:
             "--service-cluster-ip-range=10.96.0.0/12", "--authorization-mode=Node,RBAC",
             "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
             f"--cert-dir={self.dir / 'cert-dir'}",
+            # the kubernetes Service's endpoints would be loopback addresses, which the API refuses
+            "--endpoint-reconciler-type=none",
         ]
 
     def ready(self) -> bool:
