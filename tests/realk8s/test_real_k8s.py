@@ -9,6 +9,7 @@ when kube-apiserver or etcd is missing."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
 from simharness import SimProcess, narrow_to, run_with_cluster
 from trustplan.providers.kubernetes import KubernetesChecker
 from trustplan_sim import etcd, realk8s
@@ -29,7 +31,7 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier, planning
 from trustplan.formats import desired as desired_mod
-from trustplan.talos import pki
+from trustplan.talos import certgen, machineconfig, pki
 
 pytestmark = pytest.mark.realk8s
 TRUSTPLAN = [str(Path(os.sys.executable).with_name("trustplan"))]  # type: ignore[attr-defined]
@@ -191,3 +193,68 @@ def test_every_gate_is_answered_by_the_real_kube_apiserver(tmp_path: Path, layou
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=0, k8s=True, k8s_mode="real",
                      config_layout=layout, kubelet_rejoin_ms=100)
+
+
+def edited(data: bytes, edit: Any) -> bytes:
+    """The config with `edit(documents)` applied (documents as loaded YAML)."""
+    docs = list(yaml.safe_load_all(data))
+    edit(docs)
+    return yaml.safe_dump_all(docs, sort_keys=False).encode()
+
+
+def test_each_input_change_restarts_what_talos_restarts(tmp_path: Path) -> None:
+    """A Talos API CA change restarts nothing; an aggregator CA change restarts kube-apiserver on the
+    new bundle; an etcd CA change restarts the etcd member, then kube-apiserver on a client cert from
+    the new CA. Each restart comes back ready (timed)."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        node = cluster.controlplanes[0]
+        api = node.apiserver
+        assert isinstance(api, realk8s.RealAPIServer) and node.etcd is not None
+
+        async def apply(data: bytes) -> None:
+            node.set_config(data, machineconfig.parse(data, "test"))
+            for _ in range(600):
+                await asyncio.sleep(0.1)
+                if api.serving and api._task is None and not realk8s_tasks(cluster):  # noqa: SLF001
+                    return
+            raise AssertionError(f"kube-apiserver did not come back: {api.error}")
+
+        talos_ca, _ = certgen.generate_ca("talos", pki.utcnow())
+
+        def accept_talos(docs: list[Any]) -> None:
+            docs[0]["machine"]["acceptedCAs"] = [{"crt": pki.b64encode_pem(pki.cert_to_pem(talos_ca))}]
+
+        await apply(edited(node.config, accept_talos))
+        assert api.restarts == 0 and api.restart_seconds == []
+
+        agg_ca, _ = certgen.generate_ca("kubernetes", pki.utcnow())
+
+        def accept_aggregator(docs: list[Any]) -> None:
+            doc = next(d for d in docs if d.get("kind") == "KubeAggregatorCAConfig")
+            doc["acceptedCAs"] = [pki.cert_to_pem(agg_ca).decode()]
+
+        await apply(edited(node.config, accept_aggregator))
+        assert api.restarts == 1 and len(api.restart_seconds) == 1
+        assert pki.cert_to_pem(agg_ca) in api.path("aggregator-ca.crt").read_bytes()
+
+        etcd_ca, etcd_key = certgen.generate_ca("kubernetes", pki.utcnow())
+
+        def new_etcd_ca(docs: list[Any]) -> None:
+            docs[0]["cluster"]["etcd"]["ca"] = {"crt": pki.b64encode_pem(pki.cert_to_pem(etcd_ca)),
+                                                "key": pki.b64encode_pem(pki.key_to_pem(etcd_key))}
+
+        await apply(edited(node.config, new_etcd_ca))
+        assert api.path("etcd-client-ca.crt").read_bytes() == pki.cert_to_pem(etcd_ca)
+        client = x509.load_pem_x509_certificate(api.path("etcd-client.crt").read_bytes())
+        assert pki.verify_issued_by(client, etcd_ca)
+        assert len(api.restart_seconds) == 2 and api.serving
+        assert await asyncio.to_thread(node.etcd.healthy)
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=0, k8s=True, k8s_mode="real",
+                     config_layout="multidoc")
+
+
+def realk8s_tasks(cluster: SimCluster) -> set[Any]:
+    assert cluster.real is not None
+    return {t for t in cluster.real._tasks if not t.done()}  # noqa: SLF001
