@@ -99,6 +99,8 @@ class SimCluster:
         self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
+        #: set when stop() begins (a stopped node's kubelet then reports nothing)
+        self.stopping = False
         self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
         base = network.network_address
         self.nodes: list[SimNode] = []
@@ -205,6 +207,7 @@ class SimCluster:
 
     async def stop(self) -> None:
         """Stop every node (and its kubelet and API server) and remove sim.json."""
+        self.stopping = True
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
         for node in self.nodes:
             node.kubelet.close()

@@ -205,7 +205,7 @@ def edited(data: bytes, edit: Any) -> bytes:
 def test_each_input_change_restarts_what_talos_restarts(tmp_path: Path) -> None:
     """A Talos API CA change restarts nothing; an aggregator CA change restarts kube-apiserver on the
     new bundle; an etcd CA change restarts the etcd member, then kube-apiserver on a client cert from
-    the new CA. Each restart comes back ready (timed)."""
+    the new CA. Each restart comes back ready (timed). A stopped node's Node goes NotReady."""
 
     async def scenario(cluster: SimCluster) -> None:
         node = cluster.controlplanes[0]
@@ -251,8 +251,22 @@ def test_each_input_change_restarts_what_talos_restarts(tmp_path: Path) -> None:
         assert len(api.restart_seconds) == 2 and api.serving
         assert await asyncio.to_thread(node.etcd.healthy)
 
-    run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=0, k8s=True, k8s_mode="real",
-                     config_layout="multidoc")
+        # a stopped worker is NotReady in the real API, and Ready again once it is back
+        await cluster.stop_node("worker-1")
+        for _ in range(100):
+            if await asyncio.to_thread(ready_nodes, cluster.kubeconfig) == {"cp-1"}:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(ready_nodes, cluster.kubeconfig) == {"cp-1"}
+        await cluster.start_node("worker-1")
+        for _ in range(100):
+            if await asyncio.to_thread(ready_nodes, cluster.kubeconfig) == {"cp-1", "worker-1"}:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("worker-1 did not re-join")
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, k8s=True, k8s_mode="real",
+                     config_layout="multidoc", kubelet_rejoin_ms=100)
 
 
 def realk8s_tasks(cluster: SimCluster) -> set[Any]:
