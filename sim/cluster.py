@@ -31,6 +31,7 @@ from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
 from trustplan_sim.realk8s import RealK8s
 
+from trustplan.errors import TrustplanError
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import certgen, machineconfig, pki
@@ -296,7 +297,7 @@ async def _register(node: SimNode, timeout: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while (reason := await node.cluster.real.kubelet_join(node)) is not None:
         if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(reason)
+            raise TrustplanError(reason)
         await asyncio.sleep(0.2)
 
 

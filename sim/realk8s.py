@@ -164,7 +164,7 @@ class RealAPIServer:
         try:
             self.write_files()
             await self._spawn_and_wait()
-        except (TrustplanError, RuntimeError) as exc:
+        except TrustplanError as exc:
             self.error = f"{self.node.name}: kube-apiserver did not start: {exc}"
             log.warning("%s", self.error)
             raise
@@ -178,12 +178,14 @@ class RealAPIServer:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}; see {self.dir / 'kube-apiserver.log'}")
+                raise etcd.PeerError(f"{self.node.name}: kube-apiserver exited with {self.proc.returncode}; "
+                                     f"see {self.dir / 'kube-apiserver.log'}")
             if await asyncio.to_thread(self.ready):
                 self._ready, self.error = True, None
                 return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"not ready after {READY_TIMEOUT:g}s; see {self.dir / 'kube-apiserver.log'}")
+        raise etcd.PeerError(f"{self.node.name}: kube-apiserver not ready after {READY_TIMEOUT:g}s; "
+                             f"see {self.dir / 'kube-apiserver.log'}")
 
     async def stop(self) -> None:
         """Stop the process (SIGTERM; SIGKILL after 20 s)."""
@@ -217,7 +219,7 @@ class RealAPIServer:
             took = time.monotonic() - started
             self.restart_seconds.append(took)
             log.info("%s: kube-apiserver restarted in %.1fs", self.node.name, took)
-        except (TrustplanError, RuntimeError, OSError) as exc:
+        except (TrustplanError, OSError) as exc:
             self.error = f"{self.node.name}: kube-apiserver did not come back: {exc}"
             log.warning("%s", self.error)
         finally:
