@@ -154,6 +154,12 @@ def test_cli_rotation_on_real_kubernetes(real_sim: SimProcess, tmp_path: Path) -
         code, _ = curl(old, server, "/api/v1/nodes", tmp_path / "old")
         assert code in (0, 401)  # 0: curl no longer trusts the server's new certificate
     assert ready_nodes(d / "kubeconfig") == {"cp-1", "cp-2", "cp-3", "worker-1"}
+    # every kubelet re-joined with a client cert of its own from the new CA
+    new_ca = x509.load_pem_x509_certificate((tmp_path / "new" / "ca.crt").read_bytes())
+    for name in ("cp-1", "worker-1"):
+        kubelet = x509.load_pem_x509_certificate((d / "k8s-real" / name / "kubelet" / "kubelet.crt").read_bytes())
+        assert pki.verify_issued_by(kubelet, new_ca)
+        assert kubelet.subject.rfc4514_string() == f"CN=system:node:{name},O=system:nodes"
     again = run_ok(d, "plan", "-o", "again.bin")
     assert "No changes" in again.stdout + again.stderr, again.stdout + again.stderr
 
