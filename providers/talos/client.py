@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 from grpclib.client import Channel
@@ -49,14 +48,6 @@ class Transient(Exception):
         super().__init__(detail)
         self.kind = kind
         self.detail = detail
-
-
-@dataclass
-class Failure:
-    """What the last attempt of a retried call saw."""
-
-    kind: str
-    detail: str
 
 
 def classify(exc: BaseException) -> Transient | None:

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     from trustplan.formats.savedplan import PlanRollout
     from trustplan.state.kubeapi import KubeAPI
 
-DEFAULT_NAME = "trustplan.yaml"
 VERIFY_TIMEOUT = {"talos": 60.0, "kubernetes": 180.0}
 
 

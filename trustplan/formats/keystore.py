@@ -127,10 +127,6 @@ class Keystore:
         finally:
             os.close(fd)
 
-    def save(self, cert: x509.Certificate, key: pki.PrivateKey, name: str | None = None) -> str:
-        """Store a CA key (0600) and certificate; record `name` for generated authorities."""
-        return self.save_generated([(name, cert, key)])[0]
-
     def save_generated(
         self,
         items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]],
