@@ -63,7 +63,7 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
+        reason = getattr(exc, "reason", None) or str(exc)  # one raised by Python code has no reason
         return Transient("tls", f"TLS handshake refused ({reason})")
     if isinstance(exc, StreamTerminatedError | ProtocolError):
         # the server aborted the connection right after the handshake: it refused our client cert

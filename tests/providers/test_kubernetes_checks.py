@@ -127,19 +127,20 @@ def test_untrusted_server_cert_is_reported(tmp_path: Path) -> None:
 
 
 def test_a_node_that_stays_not_ready_is_named(tmp_path: Path) -> None:
-    async def scenario(c: SimCluster) -> str:
-        worker = c.workers[0]
+    async def scenario(c: SimCluster) -> tuple[str, str, str]:
+        worker, cp = c.workers[0], c.controlplanes[0]
         worker.kubelet.halt()
         try:
             await checker(c, timeout=0.5).check(cluster_admin(c), expected(c))
         except GateFailedError as exc:
-            return str(exc)
+            return str(exc), f"{worker.hostname} ({worker.address})", cp.address
         finally:
             worker.kubelet.resume()
         raise AssertionError("the gate passed")
 
-    message = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
-    assert "not Ready" in message and "did not pass within 0.5 s" in message
+    message, worker, cp = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
+    assert "did not pass within 0.5 s" in message and cp not in message.split("not Ready")[1]
+    assert message.endswith(f": unhealthy: not Ready: {worker}")  # the worker, and it alone
 
 
 def test_non_admin_cert_is_forbidden(tmp_path: Path) -> None:
