@@ -124,11 +124,9 @@ class TalosProvider:
         if spec.proto_spec:
             data = resource_config_pb2.MachineConfigSpec.FromString(spec.proto_spec).yaml_marshalled
         elif spec.yaml_spec:
-            import yaml
+            from trustplan.system import safeyaml
 
-            from trustplan.system.safeyaml import FastLoader
-
-            data = str(yaml.load(spec.yaml_spec, Loader=FastLoader)).encode()
+            data = str(safeyaml.load(spec.yaml_spec)).encode()
         else:
             raise ProviderError(f"node {node.address}: the MachineConfig resource has an empty spec")
         return NodeConfig(node=node, data=data, digest=_digest(data))
@@ -307,9 +305,7 @@ class TalosProvider:
         first address counts, as in talosctl; `init` counts as controlplane. Discovery can be wrong
         (a VIP listed as a node's first address, talos#10357): the result is for a human to check.
         """
-        import yaml
-
-        from trustplan.system.safeyaml import FastLoader
+        from trustplan.system import safeyaml
 
         request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
@@ -321,7 +317,7 @@ class TalosProvider:
                                      self.retry_timeout)
         out = []
         for r in responses:
-            spec = yaml.load(r.resource.spec.yaml_spec or "{}", Loader=FastLoader) or {}
+            spec = safeyaml.load(r.resource.spec.yaml_spec or "{}") or {}
             addresses = spec.get("addresses") or []
             if not addresses:
                 continue

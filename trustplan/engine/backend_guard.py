@@ -18,11 +18,12 @@ from typing import assert_never
 import yaml
 from cryptography import x509
 
-from trustplan.errors import StateError, UnsafePlanError
+from trustplan.errors import InputError, StateError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
 from trustplan.planner import Plan
 from trustplan.planner.ops import AcceptCA, RemoveCA, SwapIssuer
-from trustplan.system.safeyaml import FastLoader
+from trustplan.system import safeyaml
+from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
 
 
@@ -58,8 +59,8 @@ def backend_ca_fingerprints(kubeconfig: Path | None, context: str | None) -> set
     """Fingerprints of the CA certificates the backend's kubeconfig trusts for its context."""
     path = kubeconfig or Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube/config")
     try:
-        doc = yaml.load(path.read_text(), Loader=FastLoader) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        doc = safeyaml.load(read_regular(path, what="kubeconfig")) or {}
+    except (InputError, yaml.YAMLError) as exc:
         raise StateError(f"{path}: cannot read the state backend's kubeconfig ({exc})") from None
     name = context or doc.get("current-context")
     ctx = next((c.get("context") or {} for c in doc.get("contexts") or [] if c.get("name") == name), {})
@@ -69,7 +70,8 @@ def backend_ca_fingerprints(kubeconfig: Path | None, context: str | None) -> set
         bundle = base64.b64decode(cluster["certificate-authority-data"])
     elif cluster.get("certificate-authority"):
         ca_path = Path(cluster["certificate-authority"])
-        bundle = (ca_path if ca_path.is_absolute() else path.parent / ca_path).read_bytes()
+        bundle = read_regular(ca_path if ca_path.is_absolute() else path.parent / ca_path, str(path),
+                              "certificate-authority file")
     else:
         return set()
     found = set()

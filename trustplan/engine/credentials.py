@@ -24,6 +24,7 @@ from trustplan.engine.live import LiveCluster
 from trustplan.errors import InputError
 from trustplan.formats.desired import DesiredState
 from trustplan.planner import Outputs
+from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import load_yaml
 
@@ -115,7 +116,7 @@ def _kubeconfig(desired: DesiredState, live: LiveCluster, now: dt.datetime) -> s
     if not path.exists():
         return "the file does not exist"
     try:
-        doc = load_yaml(path.read_bytes()) or {}
+        doc = load_yaml(read_regular(path, what="kubeconfig")) or {}
         contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
         name = f"admin@{desired.cluster}" if f"admin@{desired.cluster}" in contexts else doc.get("current-context")
         context = contexts[name]
@@ -137,8 +138,8 @@ def _secrets(desired: DesiredState, live: LiveCluster) -> str | None:
     path = desired.secrets
     assert path is not None
     try:
-        certs = (load_yaml(path.read_bytes()) or {}).get("certs") or {}
-    except (OSError, ValueError, AttributeError):
+        certs = (load_yaml(read_regular(path, what="secrets file")) or {}).get("certs") or {}
+    except (InputError, ValueError, AttributeError):
         return None  # the outputs phase reports an unreadable secrets file itself
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         if pki_name not in desired.trust:

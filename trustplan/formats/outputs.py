@@ -58,8 +58,8 @@ def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster
     CA and until the new credential is written. False when the file is absent, unreadable, or
     already trusts the CA."""
     try:
-        doc = load_yaml(path.read_bytes())
-    except (OSError, yaml.YAMLError):
+        doc = load_yaml(read_regular(path, what="credential file"))
+    except (InputError, yaml.YAMLError):
         return False
     if not isinstance(doc, dict):
         return False
