@@ -15,7 +15,6 @@ All calls go to a control-plane endpoint from the talosconfig, with gRPC metadat
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -55,6 +54,7 @@ from trustplan.providers.talos.resources import (
 from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_talosconfig
 
 from trustplan.errors import GateFailedError, NodeTimeoutError, NodeUnreachableError, ProviderError
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 #: how client.classify names our refusal of a server cert (trustplan.system.tlserrors.trust_failure)
 _SERVER_REFUSED = "TLS trust failure"
@@ -62,7 +62,7 @@ R = TypeVar("R")
 
 
 def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return sha256_fingerprint(data)
 
 
 class TalosProvider:
