@@ -112,8 +112,8 @@ class RealAPIServer:
             "service-account.key": inputs.sa_key,
             "service-account.pub": b"".join(_lf(k) for k in (public_pem(inputs.sa_key, name), *inputs.sa_accepted)),
             "etcd-client-ca.crt": inputs.etcd_ca,
-            "etcd-client.crt": member.pki_path("apiserver-client.crt").read_bytes(),
-            "etcd-client.key": member.pki_path("apiserver-client.key").read_bytes(),
+            "etcd-client.crt": member.apiserver_client[0],
+            "etcd-client.key": member.apiserver_client[1],
             "encryptionconfig.yaml": inputs.encryption.encode(),
             "issuing-ca.crt": inputs.k8s_issuer,  # for this simulator's readiness probe only
         }
