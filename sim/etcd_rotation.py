@@ -75,6 +75,7 @@ class Writer:
     failures: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     longest_failed_window_s: float = 0.0
+    longest_ack_gap_s: float = 0.0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -88,7 +89,7 @@ class Writer:
             self._thread.join()
 
     def _run(self) -> None:
-        n, first_failure = 0, None
+        n, first_failure, last_ack = 0, None, time.monotonic()
         while not self._stop.is_set():
             key, value = f"w/{n:08d}", f"v{n}"
             self.attempts += 1
@@ -105,6 +106,8 @@ class Writer:
             now = time.monotonic()
             if ok:
                 self.acked[key] = value
+                self.longest_ack_gap_s = max(self.longest_ack_gap_s, now - last_ack)
+                last_ack = now
                 if first_failure is not None:
                     self.longest_failed_window_s = max(self.longest_failed_window_s, now - first_failure)
                     first_failure = None

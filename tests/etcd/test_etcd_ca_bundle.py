@@ -121,3 +121,23 @@ def test_without_the_bundle_the_first_member_does_not_come_back(tmp_path: Path, 
         via_old = _client(old, old[0], tmp_path)
         assert via_old.put(others[0], "still", "up") > 0
         assert all(m.starts == 1 for m in others)
+
+
+def test_benchmark_five_members_lose_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """benchmarks/etcd_ca.py as docs/etcd-ca.md runs it, on 5 members: no lost write, no failed one."""
+    _need_etcd()
+    import importlib.util
+    import json
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "etcd_ca.py"
+    spec = importlib.util.spec_from_file_location("etcd_ca_bench", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--members", "5", "--workdir", str(tmp_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["members"] == 5 and report["steps"] == 15 and report["restarts"] == 10
+    assert report["min_up_during_restart"] == 4 and report["quorum"] == 3
+    assert report["acked_writes"] > 50 and report["lost_writes"] == 0
+    assert report["longest_failed_window_s"] == 0.0
+    assert report["old_ca_client_refused"] == 5
