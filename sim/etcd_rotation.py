@@ -160,8 +160,9 @@ class RotationResult:
 
 
 def rotate(cluster: EtcdCluster, old: tuple[bytes, bytes], new: tuple[bytes, bytes], workdir: Path,
-           on_step: Callable[[Step], None] | None = None, gate_timeout: float = 30) -> RotationResult:
-    """Run every step of rolling_steps() on the cluster. The gates' client certificate comes from a CA
+           on_step: Callable[[Step], None] | None = None, gate_timeout: float = 30,
+           steps: list[Step] | None = None) -> RotationResult:
+    """Run `steps` (default: every step of rolling_steps()) on the cluster. The gates' client certificate comes from a CA
     every member trusts at that point, both held by trustplan during the rotation: the old CA through
     accept (a member not yet restarted trusts nothing else), the new one from swap on; the client
     trusts both CAs' server certificates until remove, then the new one alone."""
@@ -172,7 +173,7 @@ def rotate(cluster: EtcdCluster, old: tuple[bytes, bytes], new: tuple[bytes, byt
                                    "remove": (new, new[0])}.items():
         crt, key = issue_leaf(issuer[0], issuer[1], "client:trustplan", "trustplan", (), now)
         clients[phase] = EtcdClient.from_pem(trust, crt, key, workdir)
-    result = RotationResult(rolling_steps([m.name for m in cluster.members]), [])
+    result = RotationResult(steps if steps is not None else rolling_steps([m.name for m in cluster.members]), [])
     for step in result.steps:
         if on_step is not None:
             on_step(step)

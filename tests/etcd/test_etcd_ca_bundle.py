@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from trustplan.planner.etcd import EtcdMember, plan_etcd
 from trustplan_sim import etcd_members as em
 from trustplan_sim.etcd_rotation import GateFailed, Step, Writer, gate, quorum, rolling_steps, rotate
 
@@ -141,3 +142,32 @@ def test_benchmark_five_members_lose_nothing(tmp_path: Path, capsys: pytest.Capt
     assert report["acked_writes"] > 50 and report["lost_writes"] == 0
     assert report["longest_failed_window_s"] == 0.0
     assert report["old_ca_client_refused"] == 5
+
+
+def _observe(cluster: em.EtcdCluster, old: tuple[bytes, bytes], new: tuple[bytes, bytes],
+             tmp_path: Path) -> list[EtcdMember]:
+    """What a plan reads: each member's field (its CA file, as Talos writes it verbatim) and two probes of
+    the running member, with client certificates from the new and the old CA."""
+    fp = {pki.fingerprint(pki.load_cert_pem(c[0], "ca")): name for name, c in (("old", old), ("new", new))}
+    probe_new, probe_old = _client(new, old[0] + new[0], tmp_path), _client(old, old[0] + new[0], tmp_path)
+    members = []
+    for m in cluster.members:
+        fps = [fp[pki.fingerprint(pki.load_cert_pem(b, "ca"))] for b in pki.split_pem_bundle(
+            (m.pki_dir / "ca.crt").read_bytes())]
+        members.append(EtcdMember(m.name, fps[0], tuple(fps[1:]), not probe_new.refused(m), probe_old.refused(m)))
+    return members
+
+
+def test_a_plan_made_after_an_interrupted_rotation_finishes_it(tmp_path: Path, cas) -> None:  # noqa: ANN001
+    """Stop after accept and the first swap; plan again from what the members show; the planner's steps
+    (planner.etcd) are what the oracle's full sequence had left, and running them finishes the job."""
+    old, new = cas
+    with _cluster(tmp_path, 3, old) as cluster:
+        full = rolling_steps([m.name for m in cluster.members])
+        rotate(cluster, old, new, tmp_path, steps=full[:4])
+        planned = plan_etcd(_observe(cluster, old, new, tmp_path), "old", "new")
+        left = [Step(s.phase, s.member, (s.issuer, *s.accepted), s.issuer, s.restart, s.up_during, s.quorum)
+                for s in planned]
+        assert left == full[4:]
+        rotate(cluster, old, new, tmp_path, steps=left)
+        assert plan_etcd(_observe(cluster, old, new, tmp_path), "old", "new") == ()
