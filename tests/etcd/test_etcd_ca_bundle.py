@@ -171,3 +171,25 @@ def test_a_plan_made_after_an_interrupted_rotation_finishes_it(tmp_path: Path, c
         assert left == full[4:]
         rotate(cluster, old, new, tmp_path, steps=left)
         assert plan_etcd(_observe(cluster, old, new, tmp_path), "old", "new") == ()
+
+
+def test_a_member_that_fails_to_start_stops_the_rotation(tmp_path: Path, cas) -> None:  # noqa: ANN001
+    """The first accept step meets a member whose etcd exits at start (its CA file unreadable to etcd):
+    the gate fails naming it, no other member was restarted, and the other two still take writes."""
+    old, new = cas
+    with _cluster(tmp_path, 3, old) as cluster:
+        first = cluster.members[0]
+        real_write = cluster.write_pki
+
+        def broken_write(m: em.Member, crt: bytes, key: bytes, now=None) -> None:  # noqa: ANN001
+            real_write(m, crt, key, now)
+            if m is first:
+                garbage = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                (m.pki_dir / "ca.crt").write_bytes(crt + garbage)
+
+        cluster.write_pki = broken_write  # type: ignore[method-assign]
+        with pytest.raises(GateFailed, match="not healthy: cp-1"):
+            rotate(cluster, old, new, tmp_path, gate_timeout=8)
+        assert first.proc is not None and first.proc.poll() is not None  # etcd refused to start
+        assert [m.starts for m in cluster.members] == [2, 1, 1]
+        assert _client(old, old[0], tmp_path).put(cluster.members[1], "still", "up") > 0
