@@ -187,7 +187,8 @@ class EtcdCluster:
 
     def write_pki(self, m: Member, ca_crt: bytes, ca_key: bytes, now: dt.datetime | None = None) -> None:
         """What Talos's etcd PKI controller does after a config change: the CA file verbatim, the leaves
-        issued again from the first block. A running etcd reads the new leaves at its next handshake
+        issued again from the first block (the member's server and peer certificates, Talos's own client
+        certificate, and kube-apiserver's etcd client certificate). A running etcd reads the new leaves at its next handshake
         and its CA file only when it starts."""
         now = now or pki.utcnow()
         d = m.pki_dir
@@ -196,7 +197,7 @@ class EtcdCluster:
         # On loopback a member dials its peers from 127.0.0.1, not from its own address, and etcd checks
         # a peer's certificate against the address it connects from: the one deviation from Talos here.
         for kind, stem, ips in (("server", "server", (m.address,)), ("peer", "peer", (m.address, "127.0.0.1")),
-                                ("client:talos", "admin", ())):
+                                ("client:talos", "admin", ()), ("client:kube-apiserver", "kube-apiserver", ())):
             crt, key = issue_leaf(ca_crt, ca_key, kind, m.name, ips, now)
             files[f"{stem}.crt"], files[f"{stem}.key"] = crt, key
         for name, data in files.items():

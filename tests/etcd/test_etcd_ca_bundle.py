@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import kubeapi
 import pytest
+from node_apiserver import NodeAPIServer
 from trustplan.planner.etcd import EtcdMember, plan_etcd
 from trustplan_sim import etcd_members as em
 from trustplan_sim.etcd_rotation import GateFailed, Step, Writer, gate, quorum, rolling_steps, rotate
@@ -21,8 +23,8 @@ from trustplan.talos import pki
 pytestmark = pytest.mark.timeout(300)
 
 
-def _need_etcd() -> None:
-    why = em.missing()
+def _need_etcd(apiserver: bool = False) -> None:
+    why = em.missing() or (kubeapi.missing() if apiserver else None)
     if why:
         if os.environ.get("CI") == "true":
             pytest.fail(why)
@@ -75,6 +77,7 @@ def test_plan_steps_keep_quorum_and_restart_one_member_at_a_time() -> None:
 @pytest.mark.parametrize("members", [3])
 def test_graceful_rotation_on_real_etcd(tmp_path: Path, cas, members: int) -> None:  # noqa: ANN001
     old, new = cas
+    _need_etcd(apiserver=True)
     with _cluster(tmp_path, members, old) as cluster:
         old_client = _client(old, old[0], tmp_path, "old-admin")
         writer = Writer(_client(old, old[0] + new[0], tmp_path, "writer"), cluster.members)
@@ -86,11 +89,22 @@ def test_graceful_rotation_on_real_etcd(tmp_path: Path, cas, members: int) -> No
             if step.phase == "remove":
                 writer.client = after_swap
 
+        # cp-1's kube-apiserver, wired as Talos wires it; restarted when its node's etcd secrets change.
+        api = NodeAPIServer.start(tmp_path / "kube-apiserver", cluster.members[0])
+
+        def apiserver_gate(step: Step) -> None:
+            if step.member == api.member.name:
+                api.sync()
+            if not api.healthy():
+                raise GateFailed(f"kube-apiserver on cp-1 is not ready after {step.describe()}")
+
         writer.start()
         try:
-            result = rotate(cluster, old, new, tmp_path, on_step=follow)
+            result = rotate(cluster, old, new, tmp_path, on_step=follow, after_step=apiserver_gate)
         finally:
             writer.stop()
+            api.stop()
+        assert api.restarts == 4  # started, then once per phase on its own node
         assert len(result.steps) == 3 * members
         new_client = _client(new, new[0], tmp_path, "reader")
         gate(cluster, new_client)
