@@ -151,12 +151,14 @@ class Kubelet:
         cluster = self.node.cluster
         delay = cluster.kubelet_rejoin_ms / 1000.0
         try:
+            if cluster.real is not None:
+                await cluster.real.kubelet_not_ready(self.node, "kubelet is restarting")
             await asyncio.sleep(delay)
             if self.node.faults.kubelet_stuck:
                 self.waiting = f"{self.node.name}: kubelet is stuck (fault injected); it will not come back"
                 log.warning("%s", self.waiting)
                 return
-            while (reason := self.join_refusal()) is not None:
+            while (reason := await self._join()) is not None:
                 if reason != self.waiting:
                     # normal while every trusted API server is restarting; the Ready message shows it
                     log.info("%s", reason)
@@ -172,6 +174,14 @@ class Kubelet:
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+
+    async def _join(self) -> str | None:
+        """Register with an API server: the model's check, then with --k8s real the real calls."""
+        reason = self.join_refusal()
+        real = self.node.cluster.real
+        if reason is None and real is not None:
+            reason = await real.kubelet_join(self.node)
+        return reason
 
     def join_refusal(self) -> str | None:
         """Why the kubelet cannot register with any API server now (None: it can).
