@@ -188,8 +188,8 @@ class EtcdCluster:
     def write_pki(self, m: Member, ca_crt: bytes, ca_key: bytes, now: dt.datetime | None = None) -> None:
         """What Talos's etcd PKI controller does after a config change: the CA file verbatim, the leaves
         issued again from the first block (the member's server and peer certificates, Talos's own client
-        certificate, and kube-apiserver's etcd client certificate). A running etcd reads the new leaves at its next handshake
-        and its CA file only when it starts."""
+        certificate, and kube-apiserver's etcd client certificate). A running etcd reads the new leaves
+        at its next handshake and its CA file only when it starts."""
         now = now or pki.utcnow()
         d = m.pki_dir
         d.mkdir(parents=True, exist_ok=True, mode=0o700)

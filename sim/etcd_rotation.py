@@ -162,11 +162,12 @@ class RotationResult:
 def rotate(cluster: EtcdCluster, old: tuple[bytes, bytes], new: tuple[bytes, bytes], workdir: Path,
            on_step: Callable[[Step], None] | None = None, gate_timeout: float = 30,
            steps: list[Step] | None = None, after_step: Callable[[Step], None] | None = None) -> RotationResult:
-    """Run `steps` (default: every step of rolling_steps()) on the cluster. The gates' client certificate comes from a CA
-    every member trusts at that point, both held by trustplan during the rotation: the old CA through
-    accept (a member not yet restarted trusts nothing else), the new one from swap on; the client
-    trusts both CAs' server certificates until remove, then the new one alone. `after_step(step)` runs
-    once the step's gate passed, before the next step: a gate of its own may raise GateFailed."""
+    """Run `steps` (default: every step of rolling_steps()) on the cluster. The gates' client
+    certificate comes from a CA every member trusts at that point, both held by trustplan during the
+    rotation: the old CA through accept (a member not yet restarted trusts nothing else), the new one
+    from swap on; the client trusts both CAs' server certificates until remove, then the new one
+    alone. `after_step(step)` runs once the step's gate passed, before the next step: a gate of its
+    own may raise GateFailed."""
     cas = {"old": old, "new": new}
     now = pki.utcnow()
     clients = {}

@@ -37,12 +37,6 @@ _REBOOTS: set[asyncio.Task[None]] = set()
 ETCD_READ_ROLES = {"os:admin", "os:operator", "os:reader", "os:etcd:backup"}
 
 
-def _require(stream: Stream[Any, Any], allowed: set[str]) -> None:
-    from trustplan_sim.services import require
-
-    require(stream, allowed)
-
-
 def etcd_call(member: EtcdMember, path: str, timeout: float = 5) -> dict[str, Any]:
     """POST {} to the member's gRPC gateway with its kube-apiserver client certificate (the sim's
     stand-in for machined's own etcd client), TLS verified against its CA file."""
@@ -61,6 +55,10 @@ class EtcdCalls:
 
     node: SimNode
 
+    def _require(self, stream: Stream[Any, Any], allowed: set[str]) -> None:
+        """Refuse a caller without one of `allowed` roles (MachineService supplies it)."""
+        raise NotImplementedError
+
     def _member(self) -> EtcdMember:
         member = self.node.etcd
         if self.node.role != "controlplane":
@@ -78,7 +76,7 @@ class EtcdCalls:
             raise GRPCError(Status.UNAVAILABLE, f"etcd on {self.node.name} does not answer: {exc}") from None
 
     async def Reboot(self, stream: Stream[machine_pb2.RebootRequest, machine_pb2.RebootResponse]) -> None:
-        _require(stream, OPERATOR_ROLES)
+        self._require(stream, OPERATOR_ROLES)
         await stream.recv_message()
         actor = str(uuid.uuid4())
         await stream.send_message(machine_pb2.RebootResponse(messages=[
@@ -90,7 +88,7 @@ class EtcdCalls:
     async def ServiceRestart(
         self, stream: Stream[machine_pb2.ServiceRestartRequest, machine_pb2.ServiceRestartResponse]
     ) -> None:
-        _require(stream, OPERATOR_ROLES)
+        self._require(stream, OPERATOR_ROLES)
         request = await stream.recv_message()
         assert request is not None
         if request.id != "kubelet":
@@ -103,7 +101,7 @@ class EtcdCalls:
     async def EtcdMemberList(
         self, stream: Stream[machine_pb2.EtcdMemberListRequest, machine_pb2.EtcdMemberListResponse]
     ) -> None:
-        _require(stream, ETCD_READ_ROLES)
+        self._require(stream, ETCD_READ_ROLES)
         await stream.recv_message()
         answer = await self._etcd("/v3/cluster/member/list")
         members = [machine_pb2.EtcdMember(id=int(m.get("ID", 0)), hostname=m.get("name", ""),
@@ -114,7 +112,7 @@ class EtcdCalls:
             metadata=common_pb2.Metadata(hostname=self.node.hostname), members=members)]))
 
     async def EtcdStatus(self, stream: Stream[Empty, machine_pb2.EtcdStatusResponse]) -> None:
-        _require(stream, ETCD_READ_ROLES)
+        self._require(stream, ETCD_READ_ROLES)
         await stream.recv_message()
         s = await self._etcd("/v3/maintenance/status")
         header = s.get("header", {})

@@ -65,6 +65,9 @@ class MachineService(EtcdCalls, machine_grpc.MachineServiceBase):
     def __init__(self, node: SimNode) -> None:
         self.node = node
 
+    def _require(self, stream: Stream[Any, Any], allowed: set[str]) -> None:
+        require(stream, allowed)
+
     async def Version(self, stream: Stream[Empty, machine_pb2.VersionResponse]) -> None:
         require(stream, READ_ROLES)
         await stream.recv_message()
