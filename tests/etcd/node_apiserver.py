@@ -83,7 +83,7 @@ class NodeAPIServer:
                 raise RuntimeError(f"kube-apiserver exited with {self.proc.returncode}; see {d / 'kube-apiserver.log'}")
             if self.healthy():
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise RuntimeError(f"kube-apiserver not ready after 120 s; see {d / 'kube-apiserver.log'}")
 
     def healthy(self) -> bool:
