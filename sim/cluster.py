@@ -31,6 +31,7 @@ from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
 from trustplan_sim.realk8s import RealK8s
 
+from trustplan.errors import TrustplanError
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import certgen, machineconfig, pki
@@ -99,6 +100,8 @@ class SimCluster:
         self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
+        #: set when stop() begins (a stopped node's kubelet then reports nothing)
+        self.stopping = False
         self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
         base = network.network_address
         self.nodes: list[SimNode] = []
@@ -205,6 +208,7 @@ class SimCluster:
 
     async def stop(self) -> None:
         """Stop every node (and its kubelet and API server) and remove sim.json."""
+        self.stopping = True
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
         for node in self.nodes:
             node.kubelet.close()
@@ -293,7 +297,7 @@ async def _register(node: SimNode, timeout: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while (reason := await node.cluster.real.kubelet_join(node)) is not None:
         if asyncio.get_running_loop().time() > deadline:
-            raise RuntimeError(reason)
+            raise TrustplanError(reason)
         await asyncio.sleep(0.2)
 
 

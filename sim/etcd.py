@@ -44,9 +44,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trustplan.errors import TrustplanError
 from trustplan.talos import certgen, pki
 
 log = logging.getLogger("trustplan.sim.real")
+
+
+class PeerError(TrustplanError):
+    """A real peer process (etcd, kube-apiserver) exited or did not become ready; names its log."""
 
 CLIENT_PORT = 2379
 PEER_PORT = 2380
@@ -264,16 +269,18 @@ class EtcdMember:
                         p("apiserver-client.key"))
 
     async def wait_healthy(self, timeout: float = 60) -> None:
-        """Return once /health answers 200 (RuntimeError if etcd exits or `timeout` passes)."""
+        """Return once /health answers 200 (PeerError if etcd exits or `timeout` passes)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is None or self.proc.returncode is not None:
                 code = None if self.proc is None else self.proc.returncode
-                raise RuntimeError(f"{self.name}: etcd exited ({code}); see {self.dir / 'etcd.log'}")
+                raise PeerError(f"{self.name}: etcd exited ({code}); see {self.dir / 'etcd.log'}",
+                                hint=f"another simulator on {self.address} holds ports {CLIENT_PORT}/{PEER_PORT}? "
+                                "pick another --subnet")
             if await asyncio.to_thread(self.healthy):
                 return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.name}: etcd not healthy after {timeout:g}s; see {self.dir / 'etcd.log'}")
+        raise PeerError(f"{self.name}: etcd not healthy after {timeout:g}s; see {self.dir / 'etcd.log'}")
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -85,6 +85,7 @@ class Kubelet:
         self.waiting: str | None = None
         self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._report: asyncio.Task[None] | None = None  # --k8s real: NotReady of a stopped node
 
     @property
     def ready(self) -> bool:
@@ -133,9 +134,14 @@ class Kubelet:
         self._task = asyncio.get_running_loop().create_task(self._rejoin())
 
     def halt(self) -> None:
-        """Stop the kubelet and keep it stopped (the node went away)."""
+        """Stop the kubelet and keep it stopped (the node went away). With --k8s real its Node is
+        marked NotReady, standing in for the node lifecycle controller that this simulator lacks."""
         self._cancel()
         self._destroy()
+        real = self.node.cluster.real
+        if real is not None and self.node.cluster.started and not self.node.cluster.stopping:
+            self._report = asyncio.get_running_loop().create_task(
+                real.kubelet_not_ready(self.node, "node stopped (the simulator stands in for the node controller)"))
 
     def resume(self) -> None:
         """Start a halted kubelet again (after the rejoin time)."""
@@ -203,3 +209,5 @@ class Kubelet:
 
     def close(self) -> None:
         self._cancel()
+        if self._report is not None and not self._report.done():
+            self._report.cancel()

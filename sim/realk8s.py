@@ -48,6 +48,10 @@ __all__ = ["VERSION", "RealAPIServer", "RealK8s", "find_apiserver"]
 READY_TIMEOUT = 180.0
 
 
+def _lf(pem: bytes) -> bytes:
+    return pem if pem.endswith(b"\n") else pem + b"\n"
+
+
 class RealAPIServer:
     """The real kube-apiserver of one control plane, on (node address, cluster.k8s_port)."""
 
@@ -106,7 +110,7 @@ class RealAPIServer:
             "aggregator-ca.crt": inputs.aggregator_ca,
             "front-proxy-client.crt": front_proxy[0], "front-proxy-client.key": front_proxy[1],
             "service-account.key": inputs.sa_key,
-            "service-account.pub": b"".join([public_pem(inputs.sa_key, name), *inputs.sa_accepted]),
+            "service-account.pub": b"".join(_lf(k) for k in (public_pem(inputs.sa_key, name), *inputs.sa_accepted)),
             "etcd-client-ca.crt": inputs.etcd_ca,
             "etcd-client.crt": member.pki_path("apiserver-client.crt").read_bytes(),
             "etcd-client.key": member.pki_path("apiserver-client.key").read_bytes(),
@@ -144,6 +148,8 @@ class RealAPIServer:
             "--service-cluster-ip-range=10.96.0.0/12", "--authorization-mode=Node,RBAC",
             "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
             f"--cert-dir={self.dir / 'cert-dir'}",
+            # the kubernetes Service's endpoints would be loopback addresses, which the API refuses
+            "--endpoint-reconciler-type=none",
         ]
 
     def ready(self) -> bool:
@@ -158,7 +164,7 @@ class RealAPIServer:
         try:
             self.write_files()
             await self._spawn_and_wait()
-        except (TrustplanError, RuntimeError) as exc:
+        except TrustplanError as exc:
             self.error = f"{self.node.name}: kube-apiserver did not start: {exc}"
             log.warning("%s", self.error)
             raise
@@ -172,12 +178,14 @@ class RealAPIServer:
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.returncode is not None:
-                raise RuntimeError(f"exited with {self.proc.returncode}; see {self.dir / 'kube-apiserver.log'}")
+                raise etcd.PeerError(f"{self.node.name}: kube-apiserver exited with {self.proc.returncode}; "
+                                     f"see {self.dir / 'kube-apiserver.log'}")
             if await asyncio.to_thread(self.ready):
                 self._ready, self.error = True, None
                 return
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"not ready after {READY_TIMEOUT:g}s; see {self.dir / 'kube-apiserver.log'}")
+        raise etcd.PeerError(f"{self.node.name}: kube-apiserver not ready after {READY_TIMEOUT:g}s; "
+                             f"see {self.dir / 'kube-apiserver.log'}")
 
     async def stop(self) -> None:
         """Stop the process (SIGTERM; SIGKILL after 20 s)."""
@@ -211,7 +219,7 @@ class RealAPIServer:
             took = time.monotonic() - started
             self.restart_seconds.append(took)
             log.info("%s: kube-apiserver restarted in %.1fs", self.node.name, took)
-        except (TrustplanError, RuntimeError, OSError) as exc:
+        except (TrustplanError, OSError) as exc:
             self.error = f"{self.node.name}: kube-apiserver did not come back: {exc}"
             log.warning("%s", self.error)
         finally:
