@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trustplan.system import safeio
 from trustplan.talos import certgen, pki
 
 VERSION = "v3.7.1"
@@ -283,7 +284,7 @@ class EtcdClient:
 
     @classmethod
     def from_files(cls, ca: Path, crt: Path, key: Path, timeout: float = 2.0) -> EtcdClient:
-        return cls(_context(ca.read_bytes(), crt, key), timeout)
+        return cls(_context(safeio.read_regular(ca, what="etcd CA file"), crt, key), timeout)
 
     def call(self, m: Member, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """POST (GET without a body) to the member's gateway; OSError when refused or unreachable."""
