@@ -53,6 +53,7 @@ test-faults: bytecode
 	$(BIN)/pytest -m faults -s -p no:cacheprovider tests/faults
 
 # The main job on the bundled example, in a scratch copy: validate, plan (printed), apply, status.
+# Its simulated nodes use 127.20.0.0/24; another subnet: TRUSTPLAN_DEMO_SUBNET=127.21.0.0/24 make demo
 demo: bytecode
 	@bash scripts/demo.sh
 

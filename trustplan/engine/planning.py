@@ -169,7 +169,7 @@ async def plan_live(
         lineage=state["lineage"],
         serial=state["serial"],
     )
-    paths = {kind: str(path) for kind, path in desired.output_paths().items()}
+    paths = desired.saved_output_paths()
     saved = planfile.new(plan, bindings, paths, desired.rollout.saved())
     return Planned(saved, resolved, live, notes, keystore, operator)
 
