@@ -53,7 +53,8 @@ def test_a_plan_made_in_one_directory_applies_from_another(repo: Path, tmp_path:
 
 def test_apply_prints_each_written_output_once_and_plan_says_where_it_saved_last(repo: Path) -> None:
     made = run("plan", "-o", "plan.bin", cwd=repo)
-    assert made.stderr.rstrip().splitlines()[-1] == "Saved the plan to plan.bin; apply it with: trustplan apply plan.bin"
+    last = made.stderr.rstrip().splitlines()[-1]
+    assert last == "Saved the plan to plan.bin; apply it with: trustplan apply plan.bin"
     applied = run("apply", "plan.bin", cwd=repo)
     assert applied.returncode == 0, applied.stderr
     wrote = [line for line in applied.stderr.splitlines() if "wrote kubeconfig kubeconfig" in line]
