@@ -93,7 +93,8 @@ def node_address(
 
 
 def _kind_of_file(data: bytes) -> str | None:
-    """"secrets" for a Talos secrets bundle, "talosconfig" for a talosconfig, None otherwise."""
+    """"secrets" for a Talos secrets bundle, "talosconfig" for a talosconfig, "desired" for a trustplan
+    desired state, None otherwise (a machine config, or something parse() will name)."""
     try:
         doc = safeyaml.load(data)
     except yaml.YAMLError:
@@ -104,6 +105,8 @@ def _kind_of_file(data: bytes) -> str | None:
         return "secrets"
     if isinstance(doc.get("contexts"), dict) and "version" not in doc:
         return "talosconfig"
+    if "trust" in doc or "authorities" in doc:  # a trustplan desired state (init run again, with --force)
+        return "desired"
     return None
 
 
@@ -142,6 +145,8 @@ def read_machine_configs(directory: Path, addresses: dict[str, str] | None = Non
             continue
         if kind == "talosconfig":
             talosconfig = talosconfig or path
+            continue
+        if kind == "desired":
             continue
         if path.name == "talosconfig":  # not a talosconfig after all: not a machine config either
             continue
