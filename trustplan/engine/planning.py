@@ -129,7 +129,7 @@ async def plan_live(
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
-    started, first_read = time.monotonic(), []
+    started, first_read = time.monotonic(), list[float]()
 
     def on_read(address: str) -> None:  # the first node to answer: one node's read, for the PR comment
         if not first_read:

@@ -72,7 +72,7 @@ def _untrusted_item(saved: SavedPlan, w: PlanWarning) -> str:
     if out is not None:
         where = f" `{out.path}`" if out.path else ""
         replacement = f" The plan writes a new {out.step.output}{where} from {ca_ref(plan, out.step.ca)}."
-    a = plan.authority(w.fingerprint)
+    a = plan.authority(w.fingerprint) if w.fingerprint else None
     facts = f" (subject {a.subject}, valid until {a.not_after:%Y-%m-%d})" if a is not None else ""
     return (
         f"**{PKI_TITLE[w.pki]} CA {ca_ref(plan, w.fingerprint)}{facts} stops being trusted on every node.** "

@@ -134,9 +134,9 @@ def phase_chunks(plan: Plan, view: View = View(), model: bool = False) -> list[C
             f"{', '.join(ca_ref(plan, c) for c in g.credential.trusted)}\n"
             for g in phase.gates
         )
-        after = ("Model checks after this phase (files provider: the configs are checked, no node is contacted):"
-                 if model else "Verified after this phase, before the next one starts:")
-        gates = f"{after}\n\n{gates}\n" if gates else ""
+        heading = ("Model checks after this phase (files provider: the configs are checked, no node is contacted):"
+                   if model else "Verified after this phase, before the next one starts:")
+        gates = f"{heading}\n\n{gates}\n" if gates else ""
         groups: dict[tuple[str, str], list[str]] = {}
         for node in phase.nodes():
             edits = phase.edits_for(node)
