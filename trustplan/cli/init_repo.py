@@ -61,6 +61,8 @@ def tracked_plaintext_keys(keystore: Path) -> list[str]:
     if git is None or not keystore.parent.exists():
         return []
     where = keystore if keystore.is_dir() else keystore.parent
+    if not where.is_dir():  # a keystore path under a file: refused later, with its own message
+        return []
     proc = subprocess.run([git, "ls-files", "-z", "--", "."], cwd=where, capture_output=True, check=False)
     if proc.returncode != 0:  # not a git work tree
         return []

@@ -32,6 +32,11 @@ FORMAT_MINOR = 2
 Provider = Literal["files", "talos"]
 
 
+#: providers whose verification gates check the configs themselves (a model of the nodes): no node is
+#: contacted. Renderers label those gates as model checks.
+OFFLINE_PROVIDERS: frozenset[str] = frozenset({"files"})
+
+
 @dataclass(frozen=True)
 class Bindings:
     """What a plan was computed from and is valid for; apply refuses it when any of these changed."""
@@ -43,6 +48,11 @@ class Bindings:
     desired_digest: str
     lineage: str | None
     serial: int
+
+    @property
+    def offline(self) -> bool:
+        """The plan's gates are model checks of the configs (OFFLINE_PROVIDERS), not calls to nodes."""
+        return self.provider in OFFLINE_PROVIDERS
 
 
 @dataclass(frozen=True)

@@ -206,7 +206,7 @@ def chunks(saved: SavedPlan, view: View = View()) -> list[Chunk]:
     if plan.has_edits:
         out += trust_tables(plan, view)
         out += [Chunk("### Phases\n\n")]
-        out += phase_chunks(plan, view, model=saved.bindings.provider == "files")
+        out += phase_chunks(plan, view, model=saved.bindings.offline)
     if plan.has_changes:
         out += [Chunk(line + "\n") for line in outputs_block(saved)]
     return out

@@ -71,7 +71,7 @@ def blast_radius(saved: SavedPlan) -> list[str]:
                 f"- **{PKI_TITLE[pki]} CA: the Talos API (apid, trustd) on {cps + workers} nodes switches "
                 f"certificates, {times}; nothing restarts, no node reboots.** talosctl calls retry across it."
             )
-    if saved.bindings.provider == "files":
+    if saved.bindings.offline:
         out.append("- Files provider: apply edits machine-config files only; the restarts above happen when the "
                    "configs reach the nodes.")
     return out + [""]

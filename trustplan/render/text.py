@@ -99,7 +99,7 @@ def text(saved: SavedPlan) -> str:
             lines.append(f"      {a.fingerprint}")
         lines.append("")
     if plan.has_changes:
-        model = bound.provider == "files"  # gates are checks of the configs: no node is contacted
+        model = bound.offline  # gates are checks of the configs: no node is contacted
         for i, phase in enumerate(plan.phases):
             if phase.name == "outputs":  # numbered as in the plan document; listed under Outputs
                 kinds = ", ".join(dict.fromkeys(o.output for o in phase.outputs))
