@@ -22,6 +22,7 @@ from pathlib import Path
 
 from trustplan.errors import TrustplanError
 from trustplan.system.atomic import write_atomic
+from trustplan.system.safeio import read_regular
 
 MARKER = "# trustplan: never commit these (written by `trustplan init`)"
 
@@ -43,7 +44,7 @@ def gitignore_lines(base: Path, keystore: Path, keystore_plain: bool, outputs: l
 def ensure_gitignore(base: Path, keystore: Path, keystore_plain: bool, outputs: list[Path]) -> list[str]:
     """Append the lines `base/.gitignore` lacks (creating it); returns the lines added."""
     path = base / ".gitignore"
-    existing = path.read_text() if path.exists() else ""
+    existing = read_regular(path, what=".gitignore").decode(errors="replace") if path.exists() else ""
     have = {line.strip() for line in existing.splitlines()}
     missing = [line for line in gitignore_lines(base, keystore, keystore_plain, outputs) if line not in have]
     if not missing:
