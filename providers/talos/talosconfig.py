@@ -93,8 +93,9 @@ def _port(text: str) -> int:
     return port
 
 
-def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfig:
-    """Read one context (default: the file's `context`) of a talosconfig. Errors name file and path."""
+def load_talosconfig(path: Path | str, context: str | None = None, *, need_endpoints: bool = True) -> TalosConfig:
+    """Read one context (default: the file's `context`) of a talosconfig. Errors name file and path.
+    `need_endpoints=False` reads a fresh file (`talosctl gen config` writes `endpoints: []`) too."""
     path = Path(path)
     source = str(path)
     data = safeio.read_regular(path, source, "talosconfig", safeyaml.MAX_BYTES)
@@ -116,7 +117,7 @@ def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfi
         raise InputError(source, f"context {name!r} not found (contexts: {known})", path="contexts")
     base = f"contexts.{name}"
     raw_endpoints = ctx.get("endpoints") or []
-    if not isinstance(raw_endpoints, list) or not raw_endpoints:
+    if not isinstance(raw_endpoints, list) or (not raw_endpoints and need_endpoints):
         raise InputError(
             source,
             "no endpoints (talosctl needs at least one control-plane address)",

@@ -17,7 +17,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import UsageError as _UsageError  # type: ignore[no-redef]
 
 from trustplan import __version__
-from trustplan.cli import apply, conventions, init, plan, schema, show, status, terminal, validate
+from trustplan.cli import apply, conventions, credentials, init, plan, schema, show, status, terminal, validate
 from trustplan.cli.common import err, stop_heartbeats
 from trustplan.cli.keystore import keystore_app
 from trustplan.cli.sim import expand_k8s_flag, sim_app
@@ -41,6 +41,7 @@ app.command("apply")(apply.apply)
 app.command("status")(status.status)
 app.command("init")(init.init)
 app.command("force-unlock")(force_unlock)
+credentials.register(state_app)
 app.add_typer(state_app, name="state")
 app.add_typer(keystore_app, name="keystore")
 app.command("schema")(schema.schema)

@@ -100,7 +100,9 @@ def _talosconfig(desired: DesiredState, live: LiveCluster, now: dt.datetime) -> 
     if not path.exists():
         return "the file does not exist"
     try:
-        tc = load_talosconfig(path, desired.context if path == desired.talosconfig else None)
+        # a fresh talosconfig (`endpoints: []`, as talosctl gen config writes it) is checked for its
+        # certificates: the endpoints are where it is used from, not what trusts it
+        tc = load_talosconfig(path, desired.context if path == desired.talosconfig else None, need_endpoints=False)
     except InputError as exc:
         return f"unusable ({exc})"
     cps = [n for n in live.nodes if n.role == "controlplane"]
