@@ -1,5 +1,5 @@
 """Bad input never crashes: each case is one clear error naming the file and the rule, exit 1, no
-traceback, and nothing written (the empty state lock file aside)."""
+traceback, and nothing written: the folder is byte-identical, not even a state lock file is left."""
 
 from __future__ import annotations
 
