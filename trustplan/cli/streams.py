@@ -102,7 +102,7 @@ def surviving_streams() -> Iterator[tuple[Survivor, Survivor]]:
     old_out, old_err = sys.stdout, sys.stderr
     out = old_out if isinstance(old_out, Survivor) else Survivor(old_out, "stdout")
     err = old_err if isinstance(old_err, Survivor) else Survivor(old_err, "stderr")
-    sys.stdout, sys.stderr = out, err  # type: ignore[assignment]
+    sys.stdout, sys.stderr = out, err
     try:
         yield out, err
     finally:
