@@ -23,6 +23,7 @@ from cryptography import x509
 from trustplan.engine.live import LiveCluster
 from trustplan.errors import InputError
 from trustplan.formats.desired import DesiredState
+from trustplan.formats.outputs import read_secrets
 from trustplan.planner import Outputs
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import load_yaml
@@ -136,10 +137,7 @@ def _secrets(desired: DesiredState, live: LiveCluster) -> str | None:
     that `talosctl gen config --with-secrets` keeps producing configs the cluster accepts."""
     path = desired.secrets
     assert path is not None
-    try:
-        certs = (load_yaml(path.read_bytes()) or {}).get("certs") or {}
-    except (OSError, ValueError, AttributeError):
-        return None  # the outputs phase reports an unreadable secrets file itself
+    certs = read_secrets(path)["certs"]  # the safe loader's rules, one clear InputError otherwise
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         if pki_name not in desired.trust:
             continue
