@@ -13,6 +13,7 @@ With a sealer (keystore.age in trustplan.yaml, see keystore_age.py) a key is sto
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -139,28 +140,64 @@ class Keystore:
         """Store CAs minted for one plan, under the lock, all or none. `indexed` is what the index
         said for each name when the plan was made: if another run recorded a CA for one of these
         names since, store nothing and say so (one CA per name)."""
-        with self.locked():
-            index = self._index()
-            for name, cert, _ in items:
-                other = index.get(name) if name is not None else None
-                before = (indexed or {}).get(name or "")
-                if other is not None and other not in (before, pki.fingerprint(cert)) and self.has(other):
-                    raise KeystoreError(
-                        f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
-                        "while this plan was being made; this plan was not saved, and its CA was discarded",
-                        hint="run `trustplan plan` again: it reuses that CA",
-                    )
-            fps = []
-            for name, cert, key in items:
-                fp = pki.fingerprint(cert)
-                pem = pki.key_to_pem(key)
-                write_atomic(self.key_path(fp), self.sealer.seal(pem) if self.sealer else pem, mode=0o600)
-                write_atomic(self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), mode=0o644)
-                if name is not None:
-                    index[name] = fp
-                fps.append(fp)
-            if any(name is not None for name, _, _ in items):
-                write_atomic(
-                    self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+        fresh = _missing(self.root)  # folders this call creates: removed again if it fails
+        written: list[Path] = []
+        try:
+            with self.locked():
+                return self._save_locked(items, indexed or {}, written)
+        except BaseException:
+            for path in written:  # all or none: no unindexed CA key is left behind
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if fresh:
+                with contextlib.suppress(OSError):
+                    (self.root / "index.lock").unlink()
+                for folder in fresh:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            raise
+
+    def _save_locked(
+        self,
+        items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]],
+        indexed: dict[str, str | None],
+        written: list[Path],
+    ) -> list[str]:
+        index = self._index()
+        for name, cert, _ in items:
+            other = index.get(name) if name is not None else None
+            before = indexed.get(name or "")
+            if other is not None and other not in (before, pki.fingerprint(cert)) and self.has(other):
+                raise KeystoreError(
+                    f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
+                    "while this plan was being made; this plan was not saved, and its CA was discarded",
+                    hint="run `trustplan plan` again: it reuses that CA",
                 )
-            return fps
+        fps = []
+        for name, cert, key in items:
+            fp = pki.fingerprint(cert)
+            pem = pki.key_to_pem(key)
+            for path, data, mode in ((self.key_path(fp), self.sealer.seal(pem) if self.sealer else pem, 0o600),
+                                     (self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), 0o644)):
+                new = not path.exists()
+                write_atomic(path, data, mode=mode)
+                if new:
+                    written.append(path)
+            if name is not None:
+                index[name] = fp
+            fps.append(fp)
+        if any(name is not None for name, _, _ in items):
+            write_atomic(
+                self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+            )
+        return fps
+
+
+def _missing(folder: Path) -> list[Path]:
+    """The folders that do not exist yet on the way to `folder`, deepest first."""
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    return missing
