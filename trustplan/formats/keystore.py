@@ -9,6 +9,11 @@ Layout:  <keystore>/<hex>.key   the key (Talos PEM encoding), 0600
 
 With a sealer (keystore.age in trustplan.yaml, see keystore_age.py) a key is stored as
 `<hex>.key.age`, encrypted before it is written; a plaintext `<hex>.key` is then refused.
+
+`rekey` (re-encrypting every key to new recipients) never changes the keystore in place: the new
+keystore is written beside it as `<keystore>.rekey` (marked complete last), then renamed into place,
+and the old one removed. Killed at any point, the keystore is either the old one or the new one,
+whole; running `trustplan keystore rekey` again finishes (or restarts) the job.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -50,13 +56,24 @@ class Keystore:
 
     def fingerprints(self) -> list[str]:
         """Every CA whose key is here, sealed or not."""
+        self._check_rekey()
         found = {p.name.split(".")[0] for p in self.root.glob("*.key*") if p.name.endswith((".key", ".key.age"))}
         return sorted(f"sha256:{h}" for h in found)
+
+    def _check_rekey(self) -> None:
+        """Refuse to use a keystore that a killed rekey left between its two renames."""
+        if not self.root.exists() and (_rekey_dir(self.root) / REKEY_DONE).exists():
+            raise KeystoreError(
+                f"{self.root}: a `trustplan keystore rekey` was stopped while it put the re-encrypted keystore "
+                f"in place ({_rekey_dir(self.root)} holds it, whole)",
+                hint="run `trustplan keystore rekey` again: it finishes the job",
+            )
 
     def _hex(self, fp: str) -> str:
         return fp.removeprefix("sha256:")
 
     def _index(self) -> dict[str, str]:
+        self._check_rekey()
         path = self.root / "index.json"
         try:
             os.stat(path)
@@ -191,6 +208,64 @@ class Keystore:
                 self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
             )
         return fps
+
+
+#: the file that marks `<keystore>.rekey` complete (written last, after every key)
+REKEY_DONE = ".rekey-complete"
+
+
+def _rekey_dir(root: Path) -> Path:
+    return root.with_name(root.name + ".rekey")
+
+
+def _old_dir(root: Path) -> Path:
+    return root.with_name(root.name + ".old")
+
+
+def resume_rekey(root: Path) -> str | None:
+    """Finish or undo what a killed rekey left: a complete new keystore not yet in place is put in
+    place; a partial one is removed (the old keystore is whole); the old one left after the swap is
+    removed. What was done, for a message (None: nothing was left)."""
+    new, old = _rekey_dir(root), _old_dir(root)
+    done = None
+    if new.exists():
+        if (new / REKEY_DONE).exists():
+            if root.exists():
+                os.rename(root, old)
+            os.rename(new, root)
+            done = "finished the re-encryption a stopped `keystore rekey` had written"
+        else:
+            shutil.rmtree(new)
+            done = "removed the partial re-encryption a stopped `keystore rekey` left (the keystore was whole)"
+    (root / REKEY_DONE).unlink(missing_ok=True)
+    if old.exists():
+        shutil.rmtree(old)
+    return done
+
+
+def rekey(store: Keystore, keys: dict[str, pki.PrivateKey], after_each: Callable[[str], None] | None = None) -> None:
+    """Re-encrypt `keys` (every key of `store`) with `store.sealer` into a new keystore beside it,
+    then put that in place. `after_each` is called after each key is written (tests stop it there)."""
+    assert store.sealer is not None
+    root, new = store.root, _rekey_dir(store.root)
+    with store.locked():
+        if new.exists():
+            shutil.rmtree(new)
+        ensure_dir(new)
+        os.chmod(new, 0o700)
+        for path in sorted(root.iterdir()):  # certificates, the index, anything else: as they are
+            if path.name == "index.lock" or path.name.endswith((".key", ".key.age")) or not path.is_file():
+                continue
+            write_atomic(new / path.name, path.read_bytes(), mode=path.stat().st_mode & 0o777)
+        for fp, key in keys.items():
+            sealed = store.sealer.seal(pki.key_to_pem(key))  # encrypted in memory; only ciphertext is written
+            write_atomic(new / store.key_path(fp).name, sealed, mode=0o600)
+            if after_each is not None:
+                after_each(fp)
+        write_atomic(new / REKEY_DONE, b"", mode=0o600)
+        os.rename(root, _old_dir(root))
+        os.rename(new, root)
+    resume_rekey(root)  # removes the old keystore and the mark
 
 
 def _missing(folder: Path) -> list[Path]:
