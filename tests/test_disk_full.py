@@ -83,3 +83,7 @@ def test_a_state_that_cannot_be_written_leaves_a_rescue_and_says_what_changed(tm
     assert "no rollback ran" in error
     journal = json.loads(rescue.read_text())
     assert journal["serial"] == 1 and journal["history"][-1]["status"] == "applied"
+    stored = trustplan(root, "state", "migrate", "--from", str(rescue))  # room again: the hint's command
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads((root / "full" / "trustplan.state.json").read_text()) == journal
+    assert trustplan(root, "plan", "--detailed-exitcode").returncode == 0  # the record is whole: nothing to do
