@@ -55,7 +55,7 @@ class InterruptedKubelet:
 
     async def wait(self) -> None:
         os.kill(os.getpid(), signal.SIGINT)
-        await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # until the stop cancels it
 
 
 class WithKubelet(MemoryProvider):
