@@ -1,7 +1,7 @@
 """The simulated kube-apiserver of a control plane (the kubelet of every node is
 trustplan_sim.kubelet).
 
-Trust follows Talos (reference/talos.md §1.2, §3.1):
+Trust follows Talos (docs/talos-model.md: where each credential lives, Kubernetes trust):
 
 - A control plane's kube-apiserver serves a cert issued by its current Kubernetes issuing CA
   (`cluster.ca`, or `issuingCA` of the KubeAPIServerCAConfig document) and accepts client certs

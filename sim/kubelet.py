@@ -1,5 +1,5 @@
 """The simulated kubelet of a node, as Talos's service controller publishes it (the COSI resource
-`runtime/Services.v1alpha1.talos.dev/kubelet`), reference/talos.md §3.1.
+`runtime/Services.v1alpha1.talos.dev/kubelet`), docs/talos-model.md: Kubernetes trust, what restarts.
 
 When a node's Kubernetes CA fields change, its kubelet restarts: the resource is destroyed, and
 after `kubelet_rejoin_ms` created again (running, healthy) once the kubelet can verify some control

@@ -1,6 +1,6 @@
 """One simulated Talos node: its machine config, its apid certificates and trust, its listener.
 
-The trust model follows Talos (reference/talos.md §2.3, §2.4):
+The trust model follows Talos (docs/talos-model.md: Talos API trust, worker trust through trustd):
 
 - A control plane's apid serves a cert issued by `machine.ca` (it holds the key) and trusts client
   certs from `machine.acceptedCAs + machine.ca.crt`. It proxies `node`-targeted calls with an

@@ -1,4 +1,4 @@
-"""Read and write talosctl's client config (`talosconfig`, reference/talos.md §3.2).
+"""Read and write talosctl's client config (`talosconfig`, docs/talos-model.md: talosconfig).
 
 context: <name>
 contexts:
