@@ -32,7 +32,7 @@ from trustplan_sim.node import SimNode
 
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 
 CLUSTER_NAME = "sim"
@@ -57,7 +57,7 @@ class SimCluster:
         k8s_port: int = KUBE_PORT,
         apiserver_restart_ms: float = 2000,
         kubelet_rejoin_ms: float = 1000,
-        config_layout: machineconfig.KubeCALayout = "legacy",
+        config_layout: configgen.KubeCALayout = "legacy",
     ) -> None:
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
@@ -82,7 +82,7 @@ class SimCluster:
         self.k8s_port = k8s_port
         self.apiserver_restart_ms = apiserver_restart_ms
         self.kubelet_rejoin_ms = kubelet_rejoin_ms
-        self.config_layout: machineconfig.KubeCALayout = config_layout
+        self.config_layout: configgen.KubeCALayout = config_layout
         #: the one Talos version every node reports (Version, Members), matching its configs
         self.talos_version = configgen.talos_version(config_layout)
         self.created = dt.datetime.now(dt.UTC)
@@ -219,7 +219,7 @@ class SimCluster:
         document = kubeconfig_document(
             CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
         )
-        replace_with_backup(path, machineconfig.dump_yaml(document).encode())
+        replace_with_backup(path, configgen.dump_yaml(document).encode())
         return path
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
@@ -291,7 +291,7 @@ async def run_cluster(
     k8s_port: int = KUBE_PORT,
     apiserver_restart_ms: float = 2000,
     kubelet_rejoin_ms: float = 1000,
-    config_layout: machineconfig.KubeCALayout = "legacy",
+    config_layout: configgen.KubeCALayout = "legacy",
 ) -> AsyncIterator[SimCluster]:
     """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
 

@@ -128,10 +128,7 @@ class KubeAPIServer:
         ca_key = pki.load_key_pem(fields.issuer_key, node.name)
         ips = [node.address, "127.0.0.1", SERVICE_IP]
         dns = [*SERVICE_DNS, node.hostname]
-        cluster = node.parsed.v1alpha1.get("cluster") or {}
-        endpoint = (cluster.get("controlPlane") or {}).get("endpoint") or ""
-        sans = (cluster.get("apiServer") or {}).get("certSANs") or []
-        extra = [urlsplit(endpoint).hostname or ""] + [str(s) for s in sans]
+        extra = [urlsplit(node.parsed.endpoint).hostname or "", *node.parsed.apiserver_cert_sans]
         for name in extra:
             if not name:
                 continue

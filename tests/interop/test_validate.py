@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from interop_tools import run, talosctl_binary, trustplan
+from interop_tools import run, trustplan
 
 REPO = Path(__file__).resolve().parents[2]
 GEN_CONFIG = REPO / "tests" / "fixtures" / "talosctl-gen-config"
@@ -29,8 +29,7 @@ async def _validate(talosctl: Path, config: Path) -> None:
 
 
 @pytest.mark.parametrize("source", [EXAMPLE, GEN_CONFIG], ids=["examples-files", "talosctl-gen-config"])
-def test_every_config_trustplan_writes_validates(tmp_path: Path, source: Path) -> None:
-    talosctl_path = talosctl_binary()
+def test_every_config_trustplan_writes_validates(tmp_path: Path, source: Path, talosctl_path: Path) -> None:
 
     async def scenario() -> None:
         work = tmp_path / "cluster"
