@@ -8,7 +8,10 @@
   ApplyConfiguration: trustplan `plan` + `apply`, given the CA talosctl printed, finish the rotation;
 - talosctl killed during its accept step and a control plane then reverted by hand: trustplan
   probes the workers' client trust (their trustd bundles) and finishes (issue 8);
-- talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything.
+- talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything;
+  v1.14.1 rotates it.
+
+Every case runs once per talosctl release (tests/interop/conftest.py).
 """
 
 from __future__ import annotations
@@ -188,9 +191,11 @@ def test_trustplan_finishes_a_killed_rotate_ca(
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **({} if talos else FAST_K8S))
 
 
-def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path, talosctl_path: Path) -> None:
+def test_rotate_ca_on_the_1_14_layout(tmp_path: Path, talosctl_version: str, talosctl_path: Path) -> None:
     """talosctl v1.12.1 cannot read a config with a KubeAPIServerCAConfig document (Talos 1.14): it
-    stops before its first ApplyConfiguration and changes nothing. trustplan rotates such clusters."""
+    stops before its first ApplyConfiguration and changes nothing (trustplan rotates such clusters).
+    talosctl v1.14.1 rotates the Talos CA of the same cluster to completion, and its new talosconfig
+    reaches every node."""
 
     async def scenario(cluster: SimCluster) -> None:
         before = {n.name: n.config for n in cluster.nodes}
@@ -198,8 +203,15 @@ def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path, talosctl_path: 
             talosctl_path, cluster, "-n", cluster.controlplanes[0].address, "rotate-ca", "--dry-run=false",
             "--talos=true", "--kubernetes=false", "-o", str(tmp_path / "new"), timeout=120,
         )  # fmt: skip
-        assert result.code != 0 and '"KubeAPIServerCAConfig" "v1alpha1": not registered' in result.err
-        assert {n.name: n.config for n in cluster.nodes} == before and applies(cluster) == 0
+        if talosctl_version == "v1.12.1":
+            assert result.code != 0 and '"KubeAPIServerCAConfig" "v1alpha1": not registered' in result.err
+            assert {n.name: n.config for n in cluster.nodes} == before and applies(cluster) == 0
+            return
+        result.ok()
+        crt, _ = printed_ca(result.out, "New Talos CA")
+        assert _issuers(cluster, "talos") == {crt} and _accepted(cluster, "talos") == {()}
+        assert await _reaches_every_node(talosctl_path, cluster, tmp_path / "new")
+        assert not await _reaches_every_node(talosctl_path, cluster, cluster.talosconfig)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, config_layout="multidoc")
 
