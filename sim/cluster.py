@@ -26,7 +26,7 @@ from typing import Any
 
 from trustplan.providers.base import NodeRef
 from trustplan.providers.talos.talosconfig import write_talosconfig
-from trustplan_sim import configgen
+from trustplan_sim import configgen, fromdir
 from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
 
@@ -58,6 +58,7 @@ class SimCluster:
         apiserver_restart_ms: float = 2000,
         kubelet_rejoin_ms: float = 1000,
         config_layout: configgen.KubeCALayout = "legacy",
+        from_dir: Path | str | None = None,
     ) -> None:
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
@@ -68,6 +69,11 @@ class SimCluster:
             raise ValueError(f"subnet {subnet} is too small for {controlplanes + workers} nodes")
         if not network.is_loopback:
             raise ValueError(f"subnet {subnet} is not a loopback network (use 127.x.y.0/24)")
+        templates = fromdir.load(Path(from_dir)) if from_dir is not None else None
+        #: the cluster's name: `sim`, or the one `talosctl gen config` was given (--from)
+        self.cluster_name = templates.cluster_name if templates is not None else CLUSTER_NAME
+        if templates is not None:
+            config_layout = templates.layout  # the layout of the configs talosctl generated
         if config_layout not in ("legacy", "multidoc"):
             raise ValueError(f"unknown config layout {config_layout!r} (legacy or multidoc)")
         if apiserver_restart_ms < 0 or kubelet_rejoin_ms < 0:
@@ -88,7 +94,9 @@ class SimCluster:
         self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
-        self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
+        self.secrets: configgen.ClusterSecrets | fromdir.FromSecrets = (
+            templates.secrets if templates is not None else configgen.ClusterSecrets.generate(pki.utcnow())
+        )
         base = network.network_address
         self.nodes: list[SimNode] = []
         self._by_key: dict[str, SimNode] = {}
@@ -98,15 +106,20 @@ class SimCluster:
         endpoint = f"https://{base + 2}:6443"
         for k, (role, name) in enumerate(plan):
             address = str(base + 2 + k)
-            config = configgen.generate_config(
-                self.secrets,
-                cluster_name=CLUSTER_NAME,
-                endpoint=endpoint,
-                role=role,  # type: ignore[arg-type]
-                hostname=name,
-                address=address,
-                kube_ca_layout=config_layout,
-            )
+            if templates is not None:
+                template = templates.controlplane if role == "controlplane" else templates.worker
+                config = fromdir.node_config(template, hostname=name, address=address, endpoint=endpoint)
+            else:
+                assert isinstance(self.secrets, configgen.ClusterSecrets)
+                config = configgen.generate_config(
+                    self.secrets,
+                    cluster_name=CLUSTER_NAME,
+                    endpoint=endpoint,
+                    role=role,  # type: ignore[arg-type]
+                    hostname=name,
+                    address=address,
+                    kube_ca_layout=config_layout,
+                )
             node = SimNode(self, name, role, address, port, config)
             self.nodes.append(node)
             self._by_key[name] = self._by_key[address] = node
@@ -184,7 +197,9 @@ class SimCluster:
         self.write_talosconfig(self.talosconfig)
         if self.k8s:
             self.write_kubeconfig(self.kubeconfig)
-        _write(self.dir / "secrets.yaml", self.secrets.to_yaml(), mode=0o600)
+        secrets_yaml = self.secrets.to_yaml()
+        if secrets_yaml is not None:  # --from a directory without secrets.yaml: none to write
+            _write(self.dir / "secrets.yaml", secrets_yaml, mode=0o600)
         _write(self.dir / "trustplan.yaml", desired_state_yaml(self).encode())
         _write(self.dir / "sim.json", (json.dumps(self.describe(), indent=2) + "\n").encode())
 
@@ -217,7 +232,7 @@ class SimCluster:
         k8s = self.secrets.k8s
         cert, key = certgen.issue_client_cert(k8s.cert, k8s.key, group, pki.utcnow(), common_name=user)
         document = kubeconfig_document(
-            CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
+            self.cluster_name, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
         )
         replace_with_backup(path, configgen.dump_yaml(document).encode())
         return path
@@ -250,11 +265,12 @@ def desired_state_yaml(cluster: SimCluster) -> str:
         authorities = "  talos-new: {generate: {algorithm: ed25519}}\n"
         trust = "  talos: {issuer: talos-new, accepted: []}\n"
         outputs = "{talosconfig: talosconfig}"
+    secrets = "secrets: secrets.yaml\n" if cluster.secrets.to_yaml() is not None else ""
     return f"""\
 # Desired CA state of the simulated cluster: rotate {what}.
 version: v1alpha1
 cluster:
-  name: {CLUSTER_NAME}
+  name: {cluster.cluster_name}
   talosconfig: talosconfig
   nodes:
     controlplane: [{cps}]
@@ -262,8 +278,7 @@ cluster:
 authorities:
 {authorities}trust:
 {trust}keystore: .trustplan/keys
-secrets: secrets.yaml
-state: trustplan.state.json
+{secrets}state: trustplan.state.json
 outputs: {outputs}
 rollout: {{controlplane: {{parallelism: 1}}, worker: {{parallelism: 10}}, verify: {{timeout: 60}}}}
 """
@@ -292,13 +307,15 @@ async def run_cluster(
     apiserver_restart_ms: float = 2000,
     kubelet_rejoin_ms: float = 1000,
     config_layout: configgen.KubeCALayout = "legacy",
+    from_dir: Path | str | None = None,
 ) -> AsyncIterator[SimCluster]:
     """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
 
     With `k8s=True` every control plane also serves a Kubernetes API on port `k8s_port`, restarting
     for `apiserver_restart_ms` when its Kubernetes CA changes; a node's kubelet comes back
     `kubelet_rejoin_ms` after its Kubernetes CA changes. `config_layout="multidoc"` keeps the
-    Kubernetes CA in a KubeAPIServerCAConfig document."""
+    Kubernetes CA in a KubeAPIServerCAConfig document. `from_dir` makes every node's config from the
+    `talosctl gen config` output in that directory (fromdir.py; its layout wins over config_layout)."""
     cluster = SimCluster(
         controlplanes,
         workers,
@@ -310,6 +327,7 @@ async def run_cluster(
         apiserver_restart_ms=apiserver_restart_ms,
         kubelet_rejoin_ms=kubelet_rejoin_ms,
         config_layout=config_layout,
+        from_dir=from_dir,
     )
     try:
         await cluster.start()

@@ -6,7 +6,9 @@ trustplan sim down --dir demo
 
 `--k8s` adds a Kubernetes API (port 6443) on every control plane, writes DIR/kubeconfig, and makes the
 generated trustplan.yaml rotate both PKIs; `--config-layout multidoc` keeps the Kubernetes CA in a
-KubeAPIServerCAConfig document (Talos 1.14). docs/simulator.md has the details.
+KubeAPIServerCAConfig document (Talos 1.14). `--from GEN` boots every node from the controlplane.yaml
+and worker.yaml that `talosctl gen config` wrote into GEN (either layout), one config per node with
+its hostname and address set. docs/simulator.md and docs/judges.md have the details.
 """
 
 from __future__ import annotations
@@ -67,6 +69,14 @@ def up(
             help="Where configs keep the Kubernetes CA: legacy (cluster.ca) or multidoc (KubeAPIServerCAConfig).",
         ),
     ] = "legacy",
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Make each node's config from `talosctl gen config` output in this directory "
+            "(controlplane.yaml, worker.yaml, optional secrets.yaml); its layout replaces --config-layout.",
+        ),
+    ] = None,
 ) -> None:
     """Start the cluster and serve in the foreground until SIGINT or SIGTERM."""
     existing = _read_pid(dir)
@@ -81,7 +91,7 @@ def up(
     import asyncio
 
     layout = cast(Literal["legacy", "multidoc"], config_layout)
-    options = _K8sOptions(k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout)
+    options = _K8sOptions(k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout, from_dir)
     try:
         asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms, options))
     except ValueError as exc:
@@ -100,6 +110,7 @@ class _K8sOptions:
     apiserver_restart_ms: float
     kubelet_rejoin_ms: float
     config_layout: Literal["legacy", "multidoc"]
+    from_dir: Path | None = None
 
 
 async def _serve(
@@ -125,6 +136,7 @@ async def _serve(
         apiserver_restart_ms=options.apiserver_restart_ms,
         kubelet_rejoin_ms=options.kubelet_rejoin_ms,
         config_layout=options.config_layout,
+        from_dir=options.from_dir,
     ) as cluster:
         err.print(
             f"trustplan sim: {len(cluster.controlplanes)} control plane(s), {len(cluster.workers)} worker(s) "
@@ -135,7 +147,9 @@ async def _serve(
             err.print(f"  {node.name:<12} {node.role:<13} {node.address}:{node.port}{api}")
         err.print(f"  talosconfig: {cluster.talosconfig}   desired state: {dir / 'trustplan.yaml'}")
         if options.k8s:
-            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {options.config_layout}")
+            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {cluster.config_layout}")
+        if options.from_dir is not None:
+            err.print(f"  configs made from: {options.from_dir} (config layout: {cluster.config_layout})")
         err.print("Press Ctrl-C (or run `trustplan sim down --dir ...`) to stop.")
         await stop.wait()
         err.print("trustplan sim: stopping")
