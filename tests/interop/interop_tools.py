@@ -12,6 +12,7 @@ subprocess: the loop keeps serving the Talos API while talosctl talks to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trus
 VERSIONS = ("v1.12.1", "v1.14.1")
 
 
+@functools.cache
 def reported_version(binary: Path) -> str:
     """The release a talosctl binary says it is (`talosctl version --client --short`), e.g. v1.14.1."""
     try:
@@ -49,9 +51,10 @@ def talosctl_versions() -> list[str]:
 
 
 def talosctl_binary(version: str = VERSIONS[0]) -> Path:
-    """The talosctl binary of `version`: $TALOSCTL when set (it is that version), else the cached
-    build of scripts/peers/talosctl.sh. A missing binary fails the test; it never skips it."""
-    path = Path(os.environ.get("TALOSCTL") or CACHE / f"talosctl-{version}")
+    """The talosctl binary of `version`: $TALOSCTL when it is that version, else the cached build of
+    scripts/peers/talosctl.sh. A missing binary fails the test; it never skips it."""
+    explicit = os.environ.get("TALOSCTL")
+    path = Path(explicit) if explicit and reported_version(Path(explicit)) == version else CACHE / f"talosctl-{version}"
     if not (path.is_file() and os.access(path, os.X_OK)):
         pytest.fail(
             f"talosctl {version} not found at {path}: run `make interop` "

@@ -62,7 +62,6 @@ def _desired_from_live(cluster: SimCluster, talos_ca: bytes, k8s_ca: bytes | Non
 
 
 def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path, talosctl_path: Path) -> None:
-
     async def scenario(cluster: SimCluster) -> None:
         cp = cluster.controlplanes[0]
         old_config = tmp_path / "talosconfig.old"
@@ -124,7 +123,6 @@ def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path, talosctl_pa
 
 
 def test_talosctl_reaches_every_node_after_a_trustplan_rotation(tmp_path: Path, talosctl_path: Path) -> None:
-
     async def scenario(cluster: SimCluster) -> None:
         old_config = tmp_path / "talosconfig.old"
         shutil.copy(cluster.talosconfig, old_config)
