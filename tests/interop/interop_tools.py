@@ -2,8 +2,9 @@
 
 Every test module here is marked `interop` (deselected from the default run); `make interop`
 builds talosctl v1.12.1 and v1.14.1 if they are missing and runs every case against each (the
-`talosctl_path` fixture, tests/interop/conftest.py). With TALOSCTL=/path/to/talosctl set, the
-cases run against that one binary only. A missing binary fails the tests: it never skips them.
+`talosctl_version` parametrization and the `talosctl_path` fixture, tests/conftest.py). With
+TALOSCTL=/path/to/talosctl set, the cases run against that one binary only. A missing binary fails
+the tests: it never skips them.
 
 The simulator runs on the test's event loop, so every external command runs as an asyncio
 subprocess: the loop keeps serving the Talos API while talosctl talks to it.

@@ -11,7 +11,7 @@
 - talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything;
   v1.14.1 rotates it.
 
-Every case runs once per talosctl release (tests/interop/conftest.py).
+Every case runs once per talosctl release (tests/conftest.py: talosctl_version).
 """
 
 from __future__ import annotations
