@@ -82,7 +82,7 @@ interop: bytecode
 		TALOSCTL_VERSION=$$v bash scripts/peers/talosctl.sh >/dev/null || exit 1; done; fi
 	$(BIN)/pytest -m interop tests/interop
 
-# talosctl rotate-ca vs trustplan plan+apply on the same simulated clusters (README figures).
+# talosctl rotate-ca vs trustplan plan+apply on the same simulated clusters (docs/interop.md figures).
 race: bytecode
 	TALOSCTL=$$(bash scripts/peers/talosctl.sh) && export TALOSCTL && $(BIN)/python benchmarks/race_talosctl.py
 

@@ -1,7 +1,7 @@
 """`talosctl validate --mode metal --strict` on every machine config trustplan writes.
 
 Clusters of machine-config files, each rotated (both CAs) by the files provider:
-- examples/files (the files walkthrough of the README), judged by each talosctl release;
+- examples/files (the files walkthrough, docs/walkthroughs.md), judged by each talosctl release;
 - tests/fixtures/talosctl-gen-config/<release>: made by that talosctl release itself (`gen secrets`,
   `gen config`, comments and examples kept; v1.12.1 the legacy layout, v1.14.1 the Talos 1.14
   documents), one file per node, judged by the release that generated it.
