@@ -26,7 +26,7 @@ from typing import Any
 
 from trustplan.providers.base import NodeRef
 from trustplan.providers.talos.talosconfig import write_talosconfig
-from trustplan_sim import configgen, fromdir
+from trustplan_sim import configgen, fromdir, talosctl_check
 from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
 
@@ -59,6 +59,7 @@ class SimCluster:
         kubelet_rejoin_ms: float = 1000,
         config_layout: configgen.KubeCALayout = "legacy",
         from_dir: Path | str | None = None,
+        talosctl: Path | str | None = None,
     ) -> None:
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
@@ -70,6 +71,8 @@ class SimCluster:
         if not network.is_loopback:
             raise ValueError(f"subnet {subnet} is not a loopback network (use 127.x.y.0/24)")
         templates = fromdir.load(Path(from_dir)) if from_dir is not None else None
+        #: the real `talosctl validate` as a second judge of every ApplyConfiguration (talosctl_check.py)
+        self.talosctl_validator = talosctl_check.configured(talosctl)
         #: the cluster's name: `sim`, or the one `talosctl gen config` was given (--from)
         self.cluster_name = templates.cluster_name if templates is not None else CLUSTER_NAME
         if templates is not None:
@@ -308,6 +311,7 @@ async def run_cluster(
     kubelet_rejoin_ms: float = 1000,
     config_layout: configgen.KubeCALayout = "legacy",
     from_dir: Path | str | None = None,
+    talosctl: Path | str | None = None,
 ) -> AsyncIterator[SimCluster]:
     """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
 
@@ -328,6 +332,7 @@ async def run_cluster(
         kubelet_rejoin_ms=kubelet_rejoin_ms,
         config_layout=config_layout,
         from_dir=from_dir,
+        talosctl=talosctl,
     )
     try:
         await cluster.start()

@@ -109,6 +109,9 @@ class MachineService(machine_grpc.MachineServiceBase):
         if errors:
             listed = "\n".join(f"\t* {e}" for e in errors)
             raise GRPCError(Status.INVALID_ARGUMENT, f"{len(errors)} error(s) occurred:\n{listed}")
+        validator = node.cluster.talosctl_validator
+        if validator is not None and (problem := await validator.problem(request.data)) is not None:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"talosctl validate --mode metal --strict: {problem}")
         if request.dry_run:
             diff = "".join(
                 difflib.unified_diff(

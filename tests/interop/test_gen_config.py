@@ -4,7 +4,8 @@ documents), judged by talosctl:
 
 - every config the simulator made from them, and every config trustplan then writes to the nodes
   (both PKIs rotated), passes `talosctl validate --mode metal --strict` of the release that
-  generated them; talosctl reaches every node with the talosconfig trustplan wrote;
+  generated them (the simulator also runs it on each ApplyConfiguration: `talosctl=`); talosctl
+  reaches every node with the talosconfig trustplan wrote;
 - `talosctl rotate-ca` rotates the Talos CA of such a cluster to completion, then trustplan takes the
   cluster over (talosctl's talosconfig, the CA it made) and rotates it again, and talosctl still
   reaches every node with the talosconfig trustplan wrote. talosctl v1.12.1 cannot read a 1.14
@@ -21,6 +22,7 @@ import pytest
 from interop_tools import VERSIONS, applies, printed_ca, talosctl, talosctl_binary, trustplan
 from simharness import run_with_cluster
 from test_validate import GEN_CONFIG, validate
+from trustplan_sim import oracle
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.talos import machineconfig
@@ -66,10 +68,18 @@ def test_sim_from_gen_config_then_trustplan_rotates_both_pkis(
         await _validate_all(talosctl_path, cluster, tmp_path / "after")
         assert await _reaches_every_node(talosctl_path, cluster, cluster.talosconfig)
         assert not await _reaches_every_node(talosctl_path, cluster, old)
+        # the simulator ran talosctl validate on every config sent (a refusal would have failed the apply)
+        judge = cluster.talosctl_validator
+        assert judge is not None and judge.runs >= len(cluster.nodes)
+        # a config the oracle takes (it reads only what the simulator needs) but Talos refuses
+        unknown_field = b"notAField: 1\n" + cluster.nodes[0].config
+        assert oracle.validate(oracle.read(unknown_field)) == []
+        assert await judge.problem(unknown_field) is not None and await judge.problem(cluster.nodes[0].config) is None
 
     run_with_cluster(
-        scenario, tmp_path / "sim", controlplanes=2, workers=2, from_dir=GEN_CONFIG / talosctl_version, **FAST_K8S
-    )
+        scenario, tmp_path / "sim", controlplanes=2, workers=2, from_dir=GEN_CONFIG / talosctl_version,
+        talosctl=talosctl_path, **FAST_K8S,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("generated_by", VERSIONS)
