@@ -77,3 +77,26 @@ def test_a_config_of_the_wrong_role_is_refused(tmp_path: Path) -> None:
     shutil.copy(gen / "controlplane.yaml", gen / "worker.yaml")
     with pytest.raises(Exception, match=r"worker.yaml.*machine.type is 'controlplane', expected worker"):
         fromdir.load(gen)
+
+
+def test_a_configured_talosctl_judges_every_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRUSTPLAN_SIM_TALOSCTL (docs/judges.md): its `validate` refusal refuses the ApplyConfiguration,
+    with its words, and the node keeps its config. A stand-in talosctl that refuses everything."""
+    from grpclib.exceptions import GRPCError
+    from test_sim_k8s import apply
+
+    fake = tmp_path / "talosctl"
+    fake.write_text('#!/bin/sh\necho "$*: refused by the stand-in" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("TRUSTPLAN_SIM_TALOSCTL", str(fake))
+
+    async def scenario(cluster: SimCluster) -> None:
+        worker = cluster.workers[0]
+        before = worker.config
+        with pytest.raises(GRPCError, match="talosctl validate --mode metal --strict: validate --config .* --mode "
+                           "metal --strict: refused by the stand-in"):
+            await apply(cluster, worker, before)
+        assert worker.config == before and worker.version == 1
+        assert cluster.talosctl_validator is not None and cluster.talosctl_validator.runs == 1
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, from_dir=GEN / "v1.12.1")
