@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from trustplan_sim import configgen, oracle
 
 from trustplan.errors import InputError
+from trustplan.system import safeio, safeyaml
 from trustplan.talos import pki
 
 FILES = ("controlplane.yaml", "worker.yaml")
@@ -58,15 +58,8 @@ def _pair(cas: oracle.CAs, source: str, what: str) -> configgen.CAPair:
 
 def load(directory: Path) -> Templates:
     """Read DIR's generated configs (InputError naming the file for a missing or unusable one)."""
-    data: dict[str, bytes] = {}
-    for name in FILES:
-        path = directory / name
-        try:
-            data[name] = path.read_bytes()
-        except OSError as exc:
-            raise InputError(
-                str(path), f"cannot read it: {exc.strerror or exc}", hint="expected `talosctl gen config` output"
-            ) from None
+    hint = "expected `talosctl gen config` output"
+    data = {name: safeio.read_regular(directory / name, what="machine config", hint=hint) for name in FILES}
     parsed = {}
     for name, role in zip(FILES, ("controlplane", "worker"), strict=True):
         source = str(directory / name)
@@ -84,7 +77,7 @@ def load(directory: Path) -> Templates:
     secrets = FromSecrets(
         os=_pair(cp.ca_fields("talos"), source, "Talos API"),
         k8s=_pair(cp.ca_fields("kubernetes"), source, "Kubernetes API"),
-        secrets_yaml=secrets_path.read_bytes() if secrets_path.is_file() else None,
+        secrets_yaml=safeio.read_regular(secrets_path, what="secrets bundle") if secrets_path.is_file() else None,
     )
     layout: configgen.KubeCALayout = "multidoc" if cp.kube_ca_document else "legacy"
     return Templates(data["controlplane.yaml"], data["worker.yaml"], layout, secrets, cp.cluster_name or "sim")
@@ -105,7 +98,7 @@ def node_config(template: bytes, *, hostname: str, address: str, endpoint: str) 
     """One node's config: `template` with this node's hostname, address and the cluster endpoint."""
     out = []
     for text in _split(template.decode("utf-8")):
-        doc: Any = yaml.safe_load(text)
+        doc: Any = safeyaml.load(text)
         if not isinstance(doc, dict):
             out.append(text)
             continue

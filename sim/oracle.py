@@ -29,7 +29,8 @@ from typing import Any, Literal
 import yaml
 from cryptography import x509
 
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present
+from trustplan.system import safeyaml  # YAML with size, alias and depth limits (not a config reader)
+
 KUBE_CA_KIND = "KubeAPIServerCAConfig"
 PKIName = Literal["talos", "kubernetes"]
 
@@ -49,7 +50,7 @@ class CAs:
 
 def _load_documents(data: bytes) -> list[dict[str, Any]]:
     try:
-        docs = [d for d in yaml.load_all(data.decode("utf-8"), Loader=_Loader) if d is not None]
+        docs = [d for d in safeyaml.load_all(data.decode("utf-8")) if d is not None]
     except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"not a YAML document stream: {exc}") from None
     for i, doc in enumerate(docs):
