@@ -72,16 +72,21 @@ proto: $(STAMP)
 .PHONY: peers
 peers:
 	bash scripts/peers/talosctl.sh
+	TALOSCTL_VERSION=v1.14.1 bash scripts/peers/talosctl.sh
 	bash scripts/peers/kube-apiserver.sh
 
 # One rotation, 3 control planes + 50 workers at 20 ms per RPC: one JSON line (benchmarks/rotate.py).
 bench: bytecode
 	$(BIN)/python benchmarks/rotate.py --controlplanes 3 --workers 50 --latency-ms 20
 
-# The real talosctl as judge: build it once per machine (cached in ~/.cache/trustplan/peers), then
-# run every test marked `interop` against it. Fails (never skips) when talosctl cannot be built.
+# The real talosctl as judge: build v1.12.1 and v1.14.1 once per machine (cached in
+# ~/.cache/trustplan/peers), then run every test marked `interop` against each of them. Fails (never
+# skips) when talosctl cannot be built. TALOSCTL=/path/to/talosctl runs the cases against that one.
+TALOSCTL_VERSIONS := v1.12.1 v1.14.1
 interop: bytecode
-	TALOSCTL=$$(bash scripts/peers/talosctl.sh) && export TALOSCTL && $(BIN)/pytest -m interop tests/interop
+	@if [ -z "$$TALOSCTL" ]; then for v in $(TALOSCTL_VERSIONS); do \
+		TALOSCTL_VERSION=$$v bash scripts/peers/talosctl.sh >/dev/null || exit 1; done; fi
+	$(BIN)/pytest -m interop tests/interop
 
 # talosctl rotate-ca vs trustplan plan+apply on the same simulated clusters (docs/interop.md figures).
 race: bytecode

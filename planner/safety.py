@@ -1,6 +1,6 @@
 """Replay a plan on a model of the cluster and refuse it if any step would lock someone out.
 
-The model follows Talos's trust rules (reference/talos.md §2):
+The model follows Talos's trust rules (docs/talos-model.md: Talos API trust, worker trust, Kubernetes trust):
 - a control plane's apid trusts client certs from its accepted CAs + its issuer, and serves a cert
   from its issuer; it proxies to other nodes with an os:impersonator cert from its issuer;
 - a worker gets its server cert and its client-trust bundle from a control plane's trustd when its

@@ -27,8 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from trustplan.errors import GateFailedError
-
-from trustplan.talos.machineconfig import Role
+    from trustplan.talos.machineconfig import Role  # only a type: the simulator imports this module
 from trustplan.talos.pki import PKI
 
 

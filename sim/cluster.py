@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from trustplan.providers.base import NodeRef
 from trustplan.providers.talos.talosconfig import write_talosconfig
-from trustplan_sim import configgen
+from trustplan_sim import configgen, fromdir, talosctl_check
 from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
 from trustplan_sim.realk8s import RealK8s
@@ -34,7 +34,7 @@ from trustplan_sim.realk8s import RealK8s
 from trustplan.errors import TrustplanError
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 
 K8sMode = Literal["sim", "real"]
@@ -60,10 +60,12 @@ class SimCluster:
         k8s_port: int = KUBE_PORT,
         apiserver_restart_ms: float = 2000,
         kubelet_rejoin_ms: float = 1000,
-        config_layout: machineconfig.KubeCALayout = "legacy",
+        config_layout: configgen.KubeCALayout = "legacy",
         k8s_mode: K8sMode = "sim",
         kube_apiserver: str | None = None,
         etcd: str | None = None,
+        from_dir: Path | str | None = None,
+        talosctl: Path | str | None = None,
     ) -> None:
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
@@ -74,6 +76,13 @@ class SimCluster:
             raise ValueError(f"subnet {subnet} is too small for {controlplanes + workers} nodes")
         if not network.is_loopback:
             raise ValueError(f"subnet {subnet} is not a loopback network (use 127.x.y.0/24)")
+        templates = fromdir.load(Path(from_dir)) if from_dir is not None else None
+        #: the real `talosctl validate` as a second judge of every ApplyConfiguration (talosctl_check.py)
+        self.talosctl_validator = talosctl_check.configured(talosctl)
+        #: the cluster's name: `sim`, or the one `talosctl gen config` was given (--from)
+        self.cluster_name = templates.cluster_name if templates is not None else CLUSTER_NAME
+        if templates is not None:
+            config_layout = templates.layout  # the layout of the configs talosctl generated
         if config_layout not in ("legacy", "multidoc"):
             raise ValueError(f"unknown config layout {config_layout!r} (legacy or multidoc)")
         if apiserver_restart_ms < 0 or kubelet_rejoin_ms < 0:
@@ -88,7 +97,7 @@ class SimCluster:
         self.k8s_port = k8s_port
         self.apiserver_restart_ms = apiserver_restart_ms
         self.kubelet_rejoin_ms = kubelet_rejoin_ms
-        self.config_layout: machineconfig.KubeCALayout = config_layout
+        self.config_layout: configgen.KubeCALayout = config_layout
         if k8s_mode not in ("sim", "real"):
             raise ValueError(f"unknown Kubernetes mode {k8s_mode!r} (sim or real)")
         #: with k8s_mode="real": real etcd members and kube-apiservers (trustplan_sim.realk8s)
@@ -102,7 +111,9 @@ class SimCluster:
         self.started = False
         #: set when stop() begins (a stopped node's kubelet then reports nothing)
         self.stopping = False
-        self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
+        self.secrets: configgen.ClusterSecrets | fromdir.FromSecrets = (
+            templates.secrets if templates is not None else configgen.ClusterSecrets.generate(pki.utcnow())
+        )
         base = network.network_address
         self.nodes: list[SimNode] = []
         self._by_key: dict[str, SimNode] = {}
@@ -112,15 +123,20 @@ class SimCluster:
         endpoint = f"https://{base + 2}:6443"
         for k, (role, name) in enumerate(plan):
             address = str(base + 2 + k)
-            config = configgen.generate_config(
-                self.secrets,
-                cluster_name=CLUSTER_NAME,
-                endpoint=endpoint,
-                role=role,  # type: ignore[arg-type]
-                hostname=name,
-                address=address,
-                kube_ca_layout=config_layout,
-            )
+            if templates is not None:
+                template = templates.controlplane if role == "controlplane" else templates.worker
+                config = fromdir.node_config(template, hostname=name, address=address, endpoint=endpoint)
+            else:
+                assert isinstance(self.secrets, configgen.ClusterSecrets)
+                config = configgen.generate_config(
+                    self.secrets,
+                    cluster_name=CLUSTER_NAME,
+                    endpoint=endpoint,
+                    role=role,  # type: ignore[arg-type]
+                    hostname=name,
+                    address=address,
+                    kube_ca_layout=config_layout,
+                )
             node = SimNode(self, name, role, address, port, config)
             self.nodes.append(node)
             self._by_key[name] = self._by_key[address] = node
@@ -202,7 +218,9 @@ class SimCluster:
         self.write_talosconfig(self.talosconfig)
         if self.k8s:
             self.write_kubeconfig(self.kubeconfig)
-        _write(self.dir / "secrets.yaml", self.secrets.to_yaml(), mode=0o600)
+        secrets_yaml = self.secrets.to_yaml()
+        if secrets_yaml is not None:  # --from a directory without secrets.yaml: none to write
+            _write(self.dir / "secrets.yaml", secrets_yaml, mode=0o600)
         _write(self.dir / "trustplan.yaml", desired_state_yaml(self).encode())
         _write(self.dir / "sim.json", (json.dumps(self.describe(), indent=2) + "\n").encode())
 
@@ -239,9 +257,9 @@ class SimCluster:
         k8s = self.secrets.k8s
         cert, key = certgen.issue_client_cert(k8s.cert, k8s.key, group, pki.utcnow(), common_name=user)
         document = kubeconfig_document(
-            CLUSTER_NAME, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
+            self.cluster_name, self.k8s_server, k8s.crt_pem, pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(key)
         )
-        replace_with_backup(path, machineconfig.dump_yaml(document).encode())
+        replace_with_backup(path, configgen.dump_yaml(document).encode())
         return path
 
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
@@ -272,11 +290,12 @@ def desired_state_yaml(cluster: SimCluster) -> str:
         authorities = "  talos-new: {generate: {algorithm: ed25519}}\n"
         trust = "  talos: {issuer: talos-new, accepted: []}\n"
         outputs = "{talosconfig: talosconfig}"
+    secrets = "secrets: secrets.yaml\n" if cluster.secrets.to_yaml() is not None else ""
     return f"""\
 # Desired CA state of the simulated cluster: rotate {what}.
 version: v1alpha1
 cluster:
-  name: {CLUSTER_NAME}
+  name: {cluster.cluster_name}
   talosconfig: talosconfig
   nodes:
     controlplane: [{cps}]
@@ -284,8 +303,7 @@ cluster:
 authorities:
 {authorities}trust:
 {trust}keystore: .trustplan/keys
-secrets: secrets.yaml
-state: trustplan.state.json
+{secrets}state: trustplan.state.json
 outputs: {outputs}
 rollout: {{controlplane: {{parallelism: 1}}, worker: {{parallelism: 10}}, verify: {{timeout: 60}}}}
 """
@@ -323,10 +341,12 @@ async def run_cluster(
     k8s_port: int = KUBE_PORT,
     apiserver_restart_ms: float = 2000,
     kubelet_rejoin_ms: float = 1000,
-    config_layout: machineconfig.KubeCALayout = "legacy",
+    config_layout: configgen.KubeCALayout = "legacy",
     k8s_mode: K8sMode = "sim",
     kube_apiserver: str | None = None,
     etcd: str | None = None,
+    from_dir: Path | str | None = None,
+    talosctl: Path | str | None = None,
 ) -> AsyncIterator[SimCluster]:
     """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
 
@@ -335,7 +355,8 @@ async def run_cluster(
     `kubelet_rejoin_ms` after its Kubernetes CA changes. `config_layout="multidoc"` keeps the
     Kubernetes CA in a KubeAPIServerCAConfig document. `k8s_mode="real"` runs a real etcd member and
     kube-apiserver on each control plane instead (binaries: `kube_apiserver`, `etcd` or found;
-    docs/real-kubernetes.md)."""
+    docs/real-kubernetes.md). `from_dir` makes every node's config from the `talosctl gen config`
+    output in that directory (fromdir.py; its layout wins over config_layout)."""
     cluster = SimCluster(
         controlplanes,
         workers,
@@ -350,6 +371,8 @@ async def run_cluster(
         k8s_mode=k8s_mode,
         kube_apiserver=kube_apiserver,
         etcd=etcd,
+        from_dir=from_dir,
+        talosctl=talosctl,
     )
     try:
         await cluster.start()

@@ -1,7 +1,7 @@
 """Machine configs and secrets for whole clusters, shaped like `talosctl gen secrets` and
 `talosctl gen config` output: what the simulator boots from, and what examples/ and the test
 fixtures are made of. trustplan itself never generates a config; it edits the CA fields of existing
-ones (trustplan.talos.machineconfig).
+ones (trustplan.talos.machineconfig). The simulator reads configs with its own oracle (oracle.py).
 """
 
 from __future__ import annotations
@@ -13,14 +13,41 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import yaml
+
 from trustplan.talos import certgen, pki
-from trustplan.talos.machineconfig import (
-    KUBE_AGGREGATOR_DOC_KIND,
-    KUBE_CA_DOC_KIND,
-    KubeCALayout,
-    dump_yaml,
-    dump_yaml_literal,
-)
+
+#: where the Kubernetes CA is: the v1alpha1 document (legacy) or the Talos 1.14 documents (multidoc)
+KubeCALayout = Literal["legacy", "multidoc"]
+KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
+KUBE_AGGREGATOR_DOC_KIND = "KubeAggregatorCAConfig"
+
+
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: ~15x faster
+
+
+def dump_yaml(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True)
+
+
+class _LiteralDumper(_Dumper):  # type: ignore[misc]
+    """Multi-line strings (PEM text) as `|` block scalars, as Talos writes them."""
+
+
+def _represent_str(dumper: Any, value: str) -> Any:
+    if "\n" in value:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
+    return dumper.represent_str(value)
+
+
+_LiteralDumper.add_representer(str, _represent_str)
+
+
+def dump_yaml_literal(doc: Any) -> str:
+    return yaml.dump(
+        doc, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True
+    )
+
 
 #: the Talos release whose `talosctl gen config` output generate_config imitates, and its Kubernetes
 TALOS_VERSION = "v1.12.1"

@@ -13,12 +13,13 @@ from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import yaml
 from cryptography.hazmat.primitives import serialization
-from trustplan_sim import etcd
+from trustplan_sim import etcd, oracle
 from trustplan_sim.kube import SERVICE_DNS, SERVICE_IP
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import pki
 
 if TYPE_CHECKING:
     from trustplan_sim.node import SimNode
@@ -73,7 +74,7 @@ class APIServerInputs:
         return pki.pem_bundle([self.aggregator_issuer, *self.aggregator_accepted])
 
 
-def _doc(cfg: machineconfig.MachineConfig, kind: str) -> dict[str, Any] | None:
+def _doc(cfg: oracle.NodeConfig, kind: str) -> dict[str, Any] | None:
     for doc in cfg.documents:
         if isinstance(doc, dict) and doc.get("kind") == kind:
             return doc
@@ -87,7 +88,7 @@ def read_inputs(node: SimNode) -> APIServerInputs:
     k8s = cfg.ca_fields("kubernetes")
     if not k8s.issuer or not k8s.issuer_key:
         raise TrustplanError(f"{node.name}: no Kubernetes issuing CA with a key; kube-apiserver cannot start")
-    agg_doc = _doc(cfg, machineconfig.KUBE_AGGREGATOR_DOC_KIND)
+    agg_doc = _doc(cfg, "KubeAggregatorCAConfig")
     if agg_doc is not None:
         issuing = agg_doc.get("issuingCA") or {}
         agg = (_pem(issuing.get("cert")), _pem(issuing.get("key")),
@@ -108,7 +109,7 @@ def read_inputs(node: SimNode) -> APIServerInputs:
     etcd_ca = (cluster.get("etcd") or {}).get("ca") or {}
     enc_doc = _doc(cfg, "KubeEtcdEncryptionConfig")
     if enc_doc is not None:
-        encryption = machineconfig.dump_yaml(enc_doc.get("config") or {})
+        encryption = _dump(enc_doc.get("config") or {})
     else:
         encryption = _encryption_config(str(cluster.get("secretboxEncryptionSecret") or ""),
                                         str(cluster.get("aescbcEncryptionSecret") or ""))
@@ -121,6 +122,10 @@ def read_inputs(node: SimNode) -> APIServerInputs:
     )
 
 
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
+
+
 def _encryption_config(secretbox: str, aescbc: str) -> str:
     """k8stemplates.APIServerEncryptionConfig for the legacy fields: secretbox key2, aescbc key1, identity."""
     providers: list[dict[str, Any]] = []
@@ -129,7 +134,7 @@ def _encryption_config(secretbox: str, aescbc: str) -> str:
     if aescbc:
         providers.append({"aescbc": {"keys": [{"name": "key1", "secret": aescbc}]}})
     providers.append({"identity": {}})
-    return machineconfig.dump_yaml({
+    return _dump({
         "apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
         "resources": [{"resources": ["secrets"], "providers": providers}],
     })

@@ -1,7 +1,7 @@
 """The simulated kube-apiserver of a control plane (the kubelet of every node is
 trustplan_sim.kubelet).
 
-Trust follows Talos (reference/talos.md §1.2, §3.1):
+Trust follows Talos (docs/talos-model.md: where each credential lives, Kubernetes trust):
 
 - A control plane's kube-apiserver serves a cert issued by its current Kubernetes issuing CA
   (`cluster.ca`, or `issuingCA` of the KubeAPIServerCAConfig document) and accepts client certs
@@ -127,10 +127,7 @@ class KubeAPIServer:
         ca_key = pki.load_key_pem(fields.issuer_key, node.name)
         ips = [node.address, "127.0.0.1", SERVICE_IP]
         dns = [*SERVICE_DNS, node.hostname]
-        cluster = node.parsed.v1alpha1.get("cluster") or {}
-        endpoint = (cluster.get("controlPlane") or {}).get("endpoint") or ""
-        sans = (cluster.get("apiServer") or {}).get("certSANs") or []
-        extra = [urlsplit(endpoint).hostname or ""] + [str(s) for s in sans]
+        extra = [urlsplit(node.parsed.endpoint).hostname or "", *node.parsed.apiserver_cert_sans]
         for name in extra:
             if not name:
                 continue

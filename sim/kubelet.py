@@ -1,5 +1,5 @@
 """The simulated kubelet of a node, as Talos's service controller publishes it (the COSI resource
-`runtime/Services.v1alpha1.talos.dev/kubelet`), reference/talos.md §3.1.
+`runtime/Services.v1alpha1.talos.dev/kubelet`), docs/talos-model.md: Kubernetes trust, what restarts.
 
 When a node's Kubernetes CA fields change, its kubelet restarts: the resource is destroyed, and
 after `kubelet_rejoin_ms` created again (running, healthy) once the kubelet can verify some control
@@ -15,8 +15,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trustplan.errors import TrustplanError
-from trustplan.talos import machineconfig, pki
+from trustplan_sim.oracle import NodeConfig
+
+from trustplan.talos import pki
 
 if TYPE_CHECKING:
     from trustplan_sim.node import SimNode
@@ -26,25 +27,18 @@ log = logging.getLogger("trustplan.sim")
 #: CREATED / UPDATED / DESTROYED, as cosi.resource.EventType numbers
 CREATED, UPDATED, DESTROYED = 0, 1, 2
 
-KubeCAState = tuple[bytes | None, bytes | None, tuple[bytes, ...]] | str
+KubeCAState = tuple[bytes | None, bytes | None, tuple[bytes, ...]]
 
 
-def kube_ca_state(cfg: machineconfig.MachineConfig) -> KubeCAState:
-    """What a restart depends on: issuing CA, its key and accepted CAs (or why they cannot be read)."""
-    try:
-        fields = cfg.ca_fields("kubernetes")
-    except TrustplanError as exc:
-        return str(exc)
+def kube_ca_state(cfg: NodeConfig) -> KubeCAState:
+    """What a restart depends on: issuing CA, its key and accepted CAs."""
+    fields = cfg.ca_fields("kubernetes")
     return fields.issuer, fields.issuer_key, fields.accepted
 
 
-def kube_trust(cfg: machineconfig.MachineConfig) -> list[bytes]:
-    """The Kubernetes CAs a node trusts: accepted CAs plus the issuing CA (empty if unreadable)."""
-    try:
-        fields = cfg.ca_fields("kubernetes")
-    except TrustplanError:
-        return []
-    return list(fields.accepted) + ([fields.issuer] if fields.issuer else [])
+def kube_trust(cfg: NodeConfig) -> list[bytes]:
+    """The Kubernetes CAs a node trusts: accepted CAs plus the issuing CA."""
+    return cfg.trust("kubernetes")
 
 
 def _fingerprints(pems: list[bytes], source: str) -> set[str]:

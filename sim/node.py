@@ -1,6 +1,6 @@
 """One simulated Talos node: its machine config, its apid certificates and trust, its listener.
 
-The trust model follows Talos (reference/talos.md §2.3, §2.4):
+The trust model follows Talos (docs/talos-model.md: Talos API trust, worker trust through trustd):
 
 - A control plane's apid serves a cert issued by `machine.ca` (it holds the key) and trusts client
   certs from `machine.acceptedCAs + machine.ca.crt`. It proxies `node`-targeted calls with an
@@ -51,12 +51,13 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
 from trustplan.providers.talos.tls import client_context, server_context
+from trustplan_sim import oracle
 from trustplan_sim.etcd import EtcdMember
 from trustplan_sim.kube import KubeAPIServer
 from trustplan_sim.kubelet import Kubelet, kube_ca_state
 from trustplan_sim.realk8s import RealAPIServer
 
-from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos import certgen, pki
 
 if TYPE_CHECKING:
     from trustplan_sim.cluster import SimCluster
@@ -161,7 +162,8 @@ class SimNode:
         self.port = port
         self.faults = Faults()
         self.config = config
-        self.parsed = machineconfig.parse(config, f"{name}: machine config")
+        #: the config as the simulator's own oracle reads it (never trustplan's parser)
+        self.parsed = oracle.read(config)
         self.version = 1
         self.created = self.updated = dt.datetime.now(dt.UTC)
         self.changed = asyncio.Event()
@@ -205,12 +207,15 @@ class SimNode:
     def running(self) -> bool:
         return self._server is not None
 
-    def set_config(self, data: bytes, parsed: machineconfig.MachineConfig) -> None:
-        """Store a new active config and re-issue this node's certs (as machined + apid do).
+    def set_config(self, data: bytes, parsed: oracle.NodeConfig | None = None) -> None:
+        """Store a new active config and re-issue this node's certs (as machined + apid do). `parsed`
+        is `data` as oracle.read reads it (read here when not given).
 
         A change of the Kubernetes CA fields restarts the kubelet and, on a control plane, the API
         server (both come back later with the new PKI)."""
         kube_before = kube_ca_state(self.parsed)
+        if parsed is None:
+            parsed = oracle.read(data)
         self.config = data
         self.parsed = parsed
         self.version += 1

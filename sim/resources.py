@@ -178,11 +178,10 @@ def os_root_resource(node: SimNode) -> cosi_resource_pb2.Resource:
     fields = node.parsed.ca_fields("talos")
     accepted = [*fields.accepted, *([fields.issuer] if fields.issuer else [])]
     spec = resource_secrets_pb2.OSRootSpec(
-        token=str((node.parsed.v1alpha1.get("machine") or {}).get("token") or ""),
+        token=node.parsed.token,
         accepted_c_as=[common_pb2.PEMEncodedCertificate(crt=pem) for pem in accepted],
     )
-    sans = [str(s) for s in ((node.parsed.v1alpha1.get("machine") or {}).get("certSANs") or [])]
-    for san in sans:
+    for san in node.parsed.cert_sans:
         try:
             spec.cert_sani_ps.append(common_pb2.NetIP(ip=ipaddress.ip_address(san).packed))
         except ValueError:
@@ -206,12 +205,12 @@ def kubernetes_root_resource(node: SimNode) -> cosi_resource_pb2.Resource | None
     cluster = node.parsed.v1alpha1.get("cluster") or {}
     fields = node.parsed.ca_fields("kubernetes")
     accepted = [*fields.accepted, *([fields.issuer] if fields.issuer else [])]
-    endpoint = str((cluster.get("controlPlane") or {}).get("endpoint") or "")
+    endpoint = node.parsed.endpoint
     spec = resource_secrets_pb2.KubernetesRootSpec(
-        name=str(cluster.get("clusterName") or ""),
+        name=node.parsed.cluster_name,
         endpoint=common_pb2.URL(full_path=endpoint),
         local_endpoint=common_pb2.URL(full_path="https://127.0.0.1:7445"),
-        cert_sa_ns=[str(s) for s in ((cluster.get("apiServer") or {}).get("certSANs") or [])],
+        cert_sa_ns=node.parsed.apiserver_cert_sans,
         dns_domain=str((cluster.get("network") or {}).get("dnsDomain") or "cluster.local"),
         secretbox_encryption_secret=str(cluster.get("secretboxEncryptionSecret") or ""),
         accepted_c_as=[common_pb2.PEMEncodedCertificate(crt=pem) for pem in accepted],

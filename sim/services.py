@@ -27,12 +27,11 @@ from trustplan.providers.talos.proto import (
     machine_pb2,
 )
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
-from trustplan_sim import resources
+from trustplan_sim import oracle, resources
 from trustplan_sim.etcdapi import EtcdCalls
 from trustplan_sim.router import PROXY_ROLE, ROLE_KEY, peer_roles
 
-from trustplan.errors import TrustplanError
-from trustplan.talos import certgen, machineconfig, pki, validation
+from trustplan.talos import certgen, pki
 
 if TYPE_CHECKING:
     from trustplan_sim.node import SimNode
@@ -110,11 +109,14 @@ class MachineService(EtcdCalls, machine_grpc.MachineServiceBase):
             )
         try:
             parsed, errors = _parsed(request.data)
-        except TrustplanError as exc:
+        except oracle.ConfigError as exc:
             raise GRPCError(Status.INVALID_ARGUMENT, f"failed to parse config: {exc}") from None
         if errors:
             listed = "\n".join(f"\t* {e}" for e in errors)
             raise GRPCError(Status.INVALID_ARGUMENT, f"{len(errors)} error(s) occurred:\n{listed}")
+        validator = node.cluster.talosctl_validator
+        if validator is not None and (problem := await validator.problem(request.data)) is not None:
+            raise GRPCError(Status.INVALID_ARGUMENT, f"talosctl validate --mode metal --strict: {problem}")
         if request.dry_run:
             diff = "".join(
                 difflib.unified_diff(
@@ -159,11 +161,12 @@ class MachineService(EtcdCalls, machine_grpc.MachineServiceBase):
 
 
 @functools.lru_cache(maxsize=1024)
-def _parsed(data: bytes) -> tuple[machineconfig.MachineConfig, tuple[str, ...]]:
-    """A submitted config, parsed and validated; remembered by its bytes (a plan's dry run sends the
-    configs its apply's last phase sends again; parsed configs are never changed in place)."""
-    parsed = machineconfig.parse(data, "config")
-    return parsed, tuple(validation.validate(parsed))
+def _parsed(data: bytes) -> tuple[oracle.NodeConfig, tuple[str, ...]]:
+    """A submitted config, read and validated by the simulator's own oracle (never by trustplan's
+    parser); remembered by its bytes (a plan's dry run sends the configs its apply's last phase sends
+    again; read configs are never changed in place)."""
+    parsed = oracle.read(data)
+    return parsed, tuple(oracle.validate(parsed))
 
 
 def _kubeconfig_tar(node: SimNode) -> bytes:
@@ -174,9 +177,8 @@ def _kubeconfig_tar(node: SimNode) -> bytes:
     ca_cert = pki.load_cert_pem(fields.issuer, node.name)
     ca_key = pki.load_key_pem(fields.issuer_key, node.name)
     cert, key = certgen.issue_client_cert(ca_cert, ca_key, "system:masters", pki.utcnow(), common_name="admin")
-    cluster = cfg.v1alpha1.get("cluster") or {}
-    name = cluster.get("clusterName", "sim")
-    server = (cluster.get("controlPlane") or {}).get("endpoint", f"https://{node.address}:6443")
+    name = cfg.cluster_name or "sim"
+    server = cfg.endpoint or f"https://{node.address}:6443"
     cas = b"".join([fields.issuer, *fields.accepted])
     user = f"admin@{name}"
     doc = {

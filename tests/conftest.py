@@ -158,3 +158,24 @@ def kube_api(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
         yield api
     finally:
         api.stop()
+
+
+# --- the interop suite (tests/interop): every case that takes `talosctl_version` or `talosctl_path`
+# runs once per talosctl release, or against $TALOSCTL alone when it is set (interop_tools). Here and
+# not in tests/interop/conftest.py, which would shadow this module (tests import it as `conftest`).
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "talosctl_version" in metafunc.fixturenames:
+        from interop_tools import talosctl_versions
+
+        versions = talosctl_versions()
+        metafunc.parametrize("talosctl_version", versions, ids=[f"talosctl-{v}" for v in versions])
+
+
+@pytest.fixture
+def talosctl_path(talosctl_version: str) -> Path:
+    """The talosctl binary of the release this interop case runs against."""
+    from interop_tools import talosctl_binary
+
+    return talosctl_binary(talosctl_version)

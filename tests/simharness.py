@@ -106,6 +106,7 @@ class SimProcess:
         kubelet_rejoin_ms: float | None = None,
         config_layout: str | None = None,
         subnet: str | None = None,
+        from_dir: Path | None = None,
         log: Path | None = None,
         start_timeout: float = 120,
         command: Sequence[str] = TRUSTPLAN,
@@ -121,7 +122,8 @@ class SimProcess:
         if k8s:
             args += ["--k8s", *([k8s_mode] if k8s_mode else [])]
         for flag, value in (("--k8s-port", k8s_port), ("--apiserver-restart-ms", apiserver_restart_ms),
-                            ("--kubelet-rejoin-ms", kubelet_rejoin_ms), ("--config-layout", config_layout)):
+                            ("--kubelet-rejoin-ms", kubelet_rejoin_ms), ("--config-layout", config_layout),
+                            ("--from", from_dir)):
             if value is not None:
                 args += [flag, str(value)]
         self.argv = [*command, *args]

@@ -285,6 +285,46 @@ def test_no_import_cycles_between_modules() -> None:
     assert not stale, f"fixed, so remove from KNOWN_CYCLES: {[sorted(c) for c in stale]}"
 
 
+#: The simulator is the oracle trustplan is judged by: it reads machine configs with its own reader
+#: (trustplan_sim.oracle), so it never loads trustplan's reader or validator, directly, lazily or
+#: through any module it loads at run time (a type-only import loads nothing).
+SIM_NEVER_LOADS = frozenset({"trustplan.talos.machineconfig", "trustplan.talos.validation"})
+
+
+def loaded_at_run_time(module: str, imports: Iterable[Import]) -> dict[str, str]:
+    """Every module that loading `module` loads (type-only imports left out) -> the chain that loads it."""
+    graph: dict[str, set[str]] = {}
+    for imp in imports:
+        if not imp.type_only:
+            graph.setdefault(imp.source, set()).add(imp.target)
+    chains = {module: module}
+    todo = [module]
+    while todo:
+        current = todo.pop()
+        for target in sorted(graph.get(current, ())):
+            if target not in chains:
+                chains[target] = f"{chains[current]} -> {target}"
+                todo.append(target)
+    return chains
+
+
+def sim_oracle_violations(imports: Iterable[Import], modules: Iterable[str]) -> list[str]:
+    imports = list(imports)
+    found = []
+    for module in modules:
+        if layer_of(module) != "sim":
+            continue
+        chains = loaded_at_run_time(module, imports)
+        found += [chains[m] for m in sorted(SIM_NEVER_LOADS & chains.keys())]
+        found += [describe(i) for i in imports if i.source == module and i.target in SIM_NEVER_LOADS and i.type_only]
+    return found
+
+
+def test_the_simulator_never_loads_trustplans_config_reader() -> None:
+    found = sim_oracle_violations(IMPORTS, MODULES)
+    assert found == [], "the simulator loads trustplan's config reader:\n" + "\n".join(found)
+
+
 # --- the checker is not a test of nothing ---
 
 FAKE = {
@@ -349,6 +389,24 @@ def test_the_checker_allows_the_declared_direction() -> None:
     assert _check("trustplan.cli.sim", "from trustplan_sim import node") == []
     sim_source = "from trustplan.providers.base import NodeRef\nfrom trustplan.errors import E"
     assert _check("trustplan_sim.node", sim_source) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from trustplan.talos.machineconfig import parse",
+        "def f():\n    from trustplan.talos import validation",
+        "if TYPE_CHECKING:\n    from trustplan.talos.machineconfig import MachineConfig",
+        "from trustplan.providers.base import NodeRef",  # which loads the reader (below)
+    ],
+)
+def test_the_checker_catches_the_simulator_loading_trustplans_reader(source: str) -> None:
+    fake = {**FAKE, **{m: Path(f"/x/{m.replace('.', '/')}.py") for m in SIM_NEVER_LOADS}}
+    fake["trustplan.talos"] = Path("/x/trustplan/talos/__init__.py")
+    imports = list(imports_of("trustplan_sim.node", source, fake, "x.py"))
+    imports += imports_of("trustplan.providers.base", "from trustplan.talos.machineconfig import Role", fake, "y.py")
+    found = sim_oracle_violations(imports, ["trustplan_sim.node"])
+    assert len(found) == 1 and "trustplan.talos." in found[0], found
 
 
 def test_a_new_top_level_module_has_no_layer_until_declared() -> None:

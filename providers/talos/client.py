@@ -1,7 +1,8 @@
 """A small Talos API client over grpclib: cached mTLS channels, `node` targeting, retries.
 
 Every call goes to a control-plane endpoint with gRPC metadata `node: <address>`; the endpoint's
-apid proxies it to the target (reference/talos.md §4.4). Calls that fail with UNAVAILABLE, a lost
+apid proxies it to the target
+(docs/talos-model.md: reaching a node through apid). Calls that fail with UNAVAILABLE, a lost
 connection or a refused TLS handshake are retried with exponential backoff until a deadline; other
 gRPC errors are final.
 """

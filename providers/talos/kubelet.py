@@ -1,8 +1,8 @@
 """Watching a node's kubelet restart through the Talos API: the events of a COSI `State/Watch` of
 `runtime/Services.v1alpha1.talos.dev/kubelet`, read one at a time, and the wait for the kubelet to go
-down and come back running and healthy (talosctl's PatchNodeConfigWithKubeletRestart, reference/talos.md
-§1.2) with a timeout, where talosctl can wait forever (talos#10357). TalosProvider.kubelet_restart
-opens the watch; this module reads it.
+down and come back running and healthy (talosctl's PatchNodeConfigWithKubeletRestart,
+docs/talos-model.md: talosctl rotate-ca) with a timeout, where talosctl can wait forever (talos#10357).
+TalosProvider.kubelet_restart opens the watch; this module reads it.
 """
 
 from __future__ import annotations

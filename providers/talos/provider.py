@@ -7,7 +7,7 @@
           asks many nodes in one call (`nodes` metadata: apid fans it out and joins the replies).
 - kubelet_restart: COSI `State/Watch` of `runtime/Services.v1alpha1.talos.dev/kubelet` (read by kubelet.py), opened
           before a config change and waited on after it (talosctl's PatchNodeConfigWithKubeletRestart,
-          reference/talos.md §1.2), with a timeout: talosctl can wait forever there (talos#10357).
+          docs/talos-model.md: talosctl rotate-ca), with a timeout: talosctl can wait forever there (talos#10357).
 
 All calls go to a control-plane endpoint from the talosconfig, with gRPC metadata `node: <address>`.
 """
@@ -332,7 +332,7 @@ class TalosProvider:
         (not through an endpoint's proxy), once per credential. True: accepted; False: the node
         refused the client cert; None: unknown (not reachable directly, or we do not trust its
         server cert). A worker's client-trust bundle comes from a control plane's trustd at its last
-        certificate request (reference/talos.md §2.4) and cannot be read any other way."""
+        certificate request (docs/talos-model.md: worker trust through trustd) and cannot be read any other way."""
         direct = (Endpoint(node.address, node.port),)
 
         async def one(cred: TLSIdentity) -> bool | None:

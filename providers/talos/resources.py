@@ -1,4 +1,5 @@
-"""The COSI resources a rotation touches (reference/talos.md §4.3): namespace and type of each, shared
+"""The COSI resources a rotation touches
+(docs/talos-model.md: resources a rotation reads): namespace and type of each, shared
 by the client (TalosProvider) and the simulator that serves them."""
 
 CONFIG_NAMESPACE = "config"

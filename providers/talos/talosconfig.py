@@ -1,4 +1,4 @@
-"""Read and write talosctl's client config (`talosconfig`, reference/talos.md §3.2).
+"""Read and write talosctl's client config (`talosconfig`, docs/talos-model.md: talosconfig).
 
 context: <name>
 contexts:
@@ -23,7 +23,6 @@ from trustplan.system import safeio, safeyaml
 from trustplan.system.atomic import replace_with_backup
 from trustplan.talos import pki
 from trustplan.talos.clientconfig import talosconfig_document
-from trustplan.talos.machineconfig import dump_yaml
 
 DEFAULT_PORT = 50000
 
@@ -170,6 +169,15 @@ def talos_key_pem(key_pem: bytes) -> bytes:
     return pki.key_to_pem(pki.load_key_pem(key_pem, "<key>"))
 
 
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def _dump_yaml(doc: object) -> str:
+    """As trustplan.talos.machineconfig.dump_yaml (not imported: the simulator writes talosconfigs with
+    this module and must not load trustplan's machine-config reader, tests/test_layers.py)."""
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True)
+
+
 def write_talosconfig(
     path: Path | str,
     *,
@@ -183,5 +191,5 @@ def write_talosconfig(
     the file it replaces, if different, is kept as `<name>.backup` (0600)."""
     path = Path(path)
     document = talosconfig_document(context, [str(e) for e in endpoints], ca_pem, crt_pem, talos_key_pem(key_pem))
-    replace_with_backup(path, dump_yaml(document).encode())
+    replace_with_backup(path, _dump_yaml(document).encode())
     return path

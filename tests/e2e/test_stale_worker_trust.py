@@ -35,7 +35,7 @@ def edit_talos(node: SimNode, accepted: tuple[bytes, ...]) -> None:
     cfg = machineconfig.parse(node.config, node.name)
     f = cfg.ca_fields("talos")
     data = cfg.with_ca_fields({"talos": CAFields(f.issuer, f.issuer_key, accepted)})
-    node.set_config(data, machineconfig.parse(data, node.name))
+    node.set_config(data)
 
 
 def talosctl_died_in_accept_then_a_control_plane_reverted(cluster: SimCluster) -> bytes:

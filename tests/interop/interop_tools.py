@@ -1,8 +1,10 @@
 """Running talosctl and trustplan as a user would, from a test that hosts the simulator in-process.
 
 Every test module here is marked `interop` (deselected from the default run); `make interop`
-builds talosctl if it is missing, exports TALOSCTL and runs them. A missing binary fails the tests:
-it never skips them.
+builds talosctl v1.12.1 and v1.14.1 if they are missing and runs every case against each (the
+`talosctl_version` parametrization and the `talosctl_path` fixture, tests/conftest.py). With
+TALOSCTL=/path/to/talosctl set, the cases run against that one binary only. A missing binary fails
+the tests: it never skips them.
 
 The simulator runs on the test's event loop, so every external command runs as an asyncio
 subprocess: the loop keeps serving the Talos API while talosctl talks to it.
@@ -11,8 +13,10 @@ subprocess: the loop keeps serving the Talos API while talosctl talks to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,14 +26,41 @@ import pytest
 from trustplan_sim.cluster import SimCluster
 
 CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
-VERSION = "v1.12.1"
+#: every interop case runs against each of these talosctl releases (scripts/peers/talosctl.sh builds them)
+VERSIONS = ("v1.12.1", "v1.14.1")
 
 
-def talosctl_binary() -> Path:
-    """The talosctl binary: $TALOSCTL, else the cached build of scripts/peers/talosctl.sh."""
-    path = Path(os.environ.get("TALOSCTL") or CACHE / f"talosctl-{VERSION}")
+@functools.cache
+def reported_version(binary: Path) -> str:
+    """The release a talosctl binary says it is (`talosctl version --client --short`), e.g. v1.14.1."""
+    try:
+        out = subprocess.run(
+            [str(binary), "version", "--client", "--short"], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"talosctl at {binary} does not run: {exc}")
+    found = re.search(r"Talos (v\S+)", out)
+    if not found:
+        pytest.fail(f"talosctl at {binary} printed no version: {out!r}")
+    return found.group(1)
+
+
+def talosctl_versions() -> list[str]:
+    """The releases to run against: both VERSIONS, or with $TALOSCTL set only the one that binary is."""
+    explicit = os.environ.get("TALOSCTL")
+    return [reported_version(Path(explicit))] if explicit else list(VERSIONS)
+
+
+def talosctl_binary(version: str = VERSIONS[0]) -> Path:
+    """The talosctl binary of `version`: $TALOSCTL when it is that version, else the cached build of
+    scripts/peers/talosctl.sh. A missing binary fails the test; it never skips it."""
+    explicit = os.environ.get("TALOSCTL")
+    path = Path(explicit) if explicit and reported_version(Path(explicit)) == version else CACHE / f"talosctl-{version}"
     if not (path.is_file() and os.access(path, os.X_OK)):
-        pytest.fail(f"talosctl not found at {path}: run `make interop` (it builds it with scripts/peers/talosctl.sh)")
+        pytest.fail(
+            f"talosctl {version} not found at {path}: run `make interop` "
+            "(it builds both releases with scripts/peers/talosctl.sh)"
+        )
     return path
 
 
@@ -97,7 +128,7 @@ async def run_killed_after_applies(argv: list[str | Path], cluster: SimCluster, 
     for node in cluster.nodes:
         original = originals[node.name] = node.set_config
 
-        def counted(data: bytes, parsed: object, _original: Callable[..., None] = original) -> None:
+        def counted(data: bytes, parsed: object = None, _original: Callable[..., None] = original) -> None:
             _original(data, parsed)
             count[0] += 1
             if count[0] == n and proc.returncode is None:

@@ -8,7 +8,10 @@
   ApplyConfiguration: trustplan `plan` + `apply`, given the CA talosctl printed, finish the rotation;
 - talosctl killed during its accept step and a control plane then reverted by hand: trustplan
   probes the workers' client trust (their trustd bundles) and finishes (issue 8);
-- talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything.
+- talosctl v1.12.1 does not know the Talos 1.14 config layout and refuses before changing anything;
+  v1.14.1 rotates it.
+
+Every case runs once per talosctl release (tests/conftest.py: talosctl_version).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from interop_tools import applies, printed_ca, run_killed_after_applies, talosctl, talosctl_binary, trustplan
+from interop_tools import applies, printed_ca, run_killed_after_applies, talosctl, trustplan
 from simharness import run_with_cluster
 from trustplan_sim.cluster import SimCluster
 
@@ -58,9 +61,7 @@ def _desired_from_live(cluster: SimCluster, talos_ca: bytes, k8s_ca: bytes | Non
     (cluster.dir / "trustplan.yaml").write_text(head + trust + tail)
 
 
-def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path) -> None:
-    talosctl_path = talosctl_binary()
-
+def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path, talosctl_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp = cluster.controlplanes[0]
         old_config = tmp_path / "talosconfig.old"
@@ -121,9 +122,7 @@ def test_rotate_ca_both_pkis_then_trustplan_reads_it(tmp_path: Path) -> None:
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **FAST_K8S)
 
 
-def test_talosctl_reaches_every_node_after_a_trustplan_rotation(tmp_path: Path) -> None:
-    talosctl_path = talosctl_binary()
-
+def test_talosctl_reaches_every_node_after_a_trustplan_rotation(tmp_path: Path, talosctl_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         old_config = tmp_path / "talosconfig.old"
         shutil.copy(cluster.talosconfig, old_config)
@@ -142,9 +141,10 @@ def test_talosctl_reaches_every_node_after_a_trustplan_rotation(tmp_path: Path) 
 
 @pytest.mark.parametrize("pki_name", ["talos", "kubernetes"])
 @pytest.mark.parametrize("stop_after", ["first", "middle", "last"])
-def test_trustplan_finishes_a_killed_rotate_ca(tmp_path: Path, stop_after: str, pki_name: str) -> None:
+def test_trustplan_finishes_a_killed_rotate_ca(
+    tmp_path: Path, stop_after: str, pki_name: str, talosctl_path: Path
+) -> None:
     """rotate-ca makes 3 phases x 5 nodes = 15 applies per CA; kill it after apply 1, 8 or 15."""
-    talosctl_path = talosctl_binary()
     talos = pki_name == "talos"
 
     async def scenario(cluster: SimCluster) -> None:
@@ -189,10 +189,11 @@ def test_trustplan_finishes_a_killed_rotate_ca(tmp_path: Path, stop_after: str, 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **({} if talos else FAST_K8S))
 
 
-def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path) -> None:
+def test_rotate_ca_on_the_1_14_layout(tmp_path: Path, talosctl_version: str, talosctl_path: Path) -> None:
     """talosctl v1.12.1 cannot read a config with a KubeAPIServerCAConfig document (Talos 1.14): it
-    stops before its first ApplyConfiguration and changes nothing. trustplan rotates such clusters."""
-    talosctl_path = talosctl_binary()
+    stops before its first ApplyConfiguration and changes nothing (trustplan rotates such clusters).
+    talosctl v1.14.1 rotates the Talos CA of the same cluster to completion, and its new talosconfig
+    reaches every node."""
 
     async def scenario(cluster: SimCluster) -> None:
         before = {n.name: n.config for n in cluster.nodes}
@@ -200,21 +201,27 @@ def test_rotate_ca_does_not_know_the_1_14_layout(tmp_path: Path) -> None:
             talosctl_path, cluster, "-n", cluster.controlplanes[0].address, "rotate-ca", "--dry-run=false",
             "--talos=true", "--kubernetes=false", "-o", str(tmp_path / "new"), timeout=120,
         )  # fmt: skip
-        assert result.code != 0 and '"KubeAPIServerCAConfig" "v1alpha1": not registered' in result.err
-        assert {n.name: n.config for n in cluster.nodes} == before and applies(cluster) == 0
+        if talosctl_version == "v1.12.1":
+            assert result.code != 0 and '"KubeAPIServerCAConfig" "v1alpha1": not registered' in result.err
+            assert {n.name: n.config for n in cluster.nodes} == before and applies(cluster) == 0
+            return
+        result.ok()
+        crt, _ = printed_ca(result.out, "New Talos CA")
+        assert _issuers(cluster, "talos") == {crt} and _accepted(cluster, "talos") == {()}
+        assert await _reaches_every_node(talosctl_path, cluster, tmp_path / "new")
+        assert not await _reaches_every_node(talosctl_path, cluster, cluster.talosconfig)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, config_layout="multidoc")
 
 
 @pytest.mark.parametrize("killed_after", [4, 5])
 def test_trustplan_finishes_rotate_ca_killed_in_accept_with_a_control_plane_reverted(
-    tmp_path: Path, killed_after: int
+    tmp_path: Path, killed_after: int, talosctl_path: Path
 ) -> None:
     """Issue 8, item 4. talosctl dies in its accept step (after the 3 control planes and 1 or 2
     workers took its new CA), then the operator restores cp-3's config from before by hand. The
     workers that asked trustd while every control plane trusted the new CA accept it, which their
     configs do not say: trustplan probes them directly, and plan + apply finish the rotation."""
-    talosctl_path = talosctl_binary()
 
     async def scenario(cluster: SimCluster) -> None:
         cp3 = cluster.node("cp-3")
@@ -227,7 +234,7 @@ def test_trustplan_finishes_rotate_ca_killed_in_accept_with_a_control_plane_reve
         crt, key = printed_ca(result.out, "New Talos CA")
         assert all(crt in machineconfig.parse(n.config, n.name).ca_fields("talos").accepted for n in cluster.nodes
                    if n.version > 1)
-        cp3.set_config(before, machineconfig.parse(before, cp3.name))  # `talosctl apply-config` of a backup
+        cp3.set_config(before)  # `talosctl apply-config` of a backup
         (cluster.dir / "talosctl-ca.crt").write_bytes(crt)
         (cluster.dir / "talosctl-ca.key").write_bytes(key)
         text = (cluster.dir / "trustplan.yaml").read_text()

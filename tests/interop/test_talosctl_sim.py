@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from interop_tools import talosctl, talosctl_binary
+from interop_tools import talosctl
 from simharness import run_with_cluster
 from trustplan_sim.cluster import SimCluster
 
@@ -33,9 +33,8 @@ def _json_docs(text: str) -> list[dict]:
 @pytest.mark.parametrize(
     ("layout", "k8s"), [("legacy", False), ("legacy", True), ("multidoc", False), ("multidoc", True)]
 )
-def test_read_commands(tmp_path: Path, layout: str, k8s: bool) -> None:
+def test_read_commands(tmp_path: Path, layout: str, k8s: bool, talosctl_path: Path) -> None:
     """version, get machineconfig / members / rd, `-n worker -e cp`, `-n a,b`, kubeconfig, Unimplemented."""
-    talosctl_path = talosctl_binary()
 
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[1]
@@ -101,9 +100,8 @@ def test_read_commands(tmp_path: Path, layout: str, k8s: bool) -> None:
 
 
 @pytest.mark.parametrize("dry_run", [True, False])
-def test_apply_config_lands_on_the_named_node(tmp_path: Path, dry_run: bool) -> None:
+def test_apply_config_lands_on_the_named_node(tmp_path: Path, dry_run: bool, talosctl_path: Path) -> None:
     """`talosctl -n worker -e cp apply-config --mode no-reboot [--dry-run]` changes the worker only."""
-    talosctl_path = talosctl_binary()
 
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[0]

@@ -75,7 +75,7 @@ def test_invalid_config_is_refused_with_the_reason(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[0]
         copy = machineconfig.parse(worker.config, "worker")
-        with_key = copy.with_ca_fields({"talos": cp.parsed.ca_fields("talos")})
+        with_key = copy.with_ca_fields({"talos": machineconfig.parse(cp.config, cp.name).ca_fields("talos")})
         async with _provider(cluster) as provider:
             with pytest.raises(ProviderError, match=r"(?s)INVALID_ARGUMENT: .*key is not allowed on non-controlplane"):
                 await provider.write(cluster.node_refs()[1], with_key, dry_run=True)

@@ -1,4 +1,4 @@
-"""talosconfig reading and writing (reference/talos.md §3.2)."""
+"""talosconfig reading and writing (docs/talos-model.md: talosconfig)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
 from trustplan_sim.cluster import SimCluster
 
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import pki
 
 CONFIG = {"namespace": "config", "type": "MachineConfigs.config.talos.dev"}
 
@@ -67,7 +67,7 @@ def test_list_and_watch_machine_config(tmp_path: Path) -> None:
                 first = await watch.recv_message()
                 assert first is not None and first.event[0].event_type == cosi_state_pb2.CREATED
                 new = worker.config + b"\n"
-                worker.set_config(new, machineconfig.parse(new, "worker"))
+                worker.set_config(new)
                 second = await asyncio.wait_for(watch.recv_message(), 5)
                 assert second is not None and second.event[0].event_type == cosi_state_pb2.UPDATED
                 spec = resource_config_pb2.MachineConfigSpec.FromString(second.event[0].resource.spec.proto_spec)

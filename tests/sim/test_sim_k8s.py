@@ -131,11 +131,11 @@ async def apply(cluster: SimCluster, node: SimNode, data: bytes) -> None:
 
 def swapped(node: SimNode, new_cert: x509.Certificate, new_key: pki.PrivateKey) -> bytes:
     """The node's config with the Kubernetes CA swapped to `new` (old kept in accepted), by hand."""
-    old = node.parsed.ca_fields("kubernetes")
+    old = machineconfig.parse(node.config, node.name).ca_fields("kubernetes")
     assert old.issuer is not None
     key = pki.key_to_pem(new_key) if node.role == "controlplane" else None
     fields = CAFields(issuer=pki.cert_to_pem(new_cert), issuer_key=key, accepted=(old.issuer,))
-    return node.parsed.with_ca_fields({"kubernetes": fields})
+    return machineconfig.parse(node.config, node.name).with_ca_fields({"kubernetes": fields})
 
 
 def test_nodes_version_readyz_and_files(tmp_path: Path) -> None:
@@ -333,7 +333,7 @@ def test_multidoc_layout(tmp_path: Path) -> None:
     async def scenario(cluster: SimCluster) -> None:
         cp, worker = cluster.controlplanes[0], cluster.workers[0]
         for node in cluster.nodes:
-            assert node.parsed.kube_ca_layout == "multidoc"
+            assert machineconfig.parse(node.config, node.name).kube_ca_layout == "multidoc"
             assert "ca" not in node.parsed.v1alpha1["cluster"]
             assert b"kind: KubeAPIServerCAConfig" in node.config
         assert b"issuingCA:" not in worker.config
@@ -343,10 +343,10 @@ def test_multidoc_layout(tmp_path: Path) -> None:
         assert pki.verify_issued_by(server_cert, cluster.secrets.k8s.cert)
         # accept a new CA on the control plane: the API restarts and accepts certs from it
         new, new_key = certgen.generate_ca("kubernetes", pki.utcnow())
-        fields = cp.parsed.ca_fields("kubernetes")
+        fields = machineconfig.parse(cp.config, cp.name).ca_fields("kubernetes")
         accepted = CAFields(fields.issuer, fields.issuer_key, (*fields.accepted, pki.cert_to_pem(new)))
         cluster.apiserver_restart_ms = 3_600_000  # down until the test has looked
-        await apply(cluster, cp, cp.parsed.with_ca_fields({"kubernetes": accepted}))
+        await apply(cluster, cp, machineconfig.parse(cp.config, cp.name).with_ca_fields({"kubernetes": accepted}))
         with pytest.raises(ConnectionRefusedError):
             await get(cp, "/readyz", admin)
         assert cp.apiserver is not None

@@ -1,4 +1,5 @@
-"""The simulator follows Talos's trust model (reference/talos.md §2.3, §2.4) over real mutual TLS.
+"""The simulator follows Talos's trust model
+(docs/talos-model.md: Talos API trust, worker trust through trustd) over real mutual TLS.
 
 These tests talk to nodes with plain grpclib channels (not TalosProvider) so that each check is
 about the simulator, and use TalosProvider for the rotation sequence.

@@ -8,6 +8,9 @@ trustplan sim down --dir demo
 generated trustplan.yaml rotate both PKIs; `--config-layout multidoc` keeps the Kubernetes CA in a
 KubeAPIServerCAConfig document (Talos 1.14). docs/simulator.md has the details. `--k8s real` runs a
 real etcd and kube-apiserver on each control plane instead of the imitation (docs/real-kubernetes.md).
+`--from GEN` boots every node from the controlplane.yaml and worker.yaml that `talosctl gen config`
+wrote into GEN (either layout), one config per node with its hostname and address set
+(docs/judges.md).
 """
 
 from __future__ import annotations
@@ -74,6 +77,14 @@ def up(
             help="Where configs keep the Kubernetes CA: legacy (cluster.ca) or multidoc (KubeAPIServerCAConfig).",
         ),
     ] = "legacy",
+    from_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--from",
+            help="Make each node's config from `talosctl gen config` output in this directory "
+            "(controlplane.yaml, worker.yaml, optional secrets.yaml); its layout replaces --config-layout.",
+        ),
+    ] = None,
 ) -> None:
     """Start the cluster and serve in the foreground until SIGINT or SIGTERM."""
     existing = _read_pid(dir)
@@ -93,7 +104,7 @@ def up(
         raise typer.BadParameter("expected sim or real (or --k8s alone)", param_hint="--k8s")
     layout = cast(Literal["legacy", "multidoc"], config_layout)
     options = _K8sOptions(k8s is not None, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout,
-                          "real" if k8s == "real" else "sim", kube_apiserver, etcd)
+                          "real" if k8s == "real" else "sim", kube_apiserver, etcd, from_dir)
     try:
         asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms, options))
     except ValueError as exc:
@@ -115,6 +126,7 @@ class _K8sOptions:
     mode: Literal["sim", "real"] = "sim"
     kube_apiserver: str | None = None
     etcd: str | None = None
+    from_dir: Path | None = None
 
 
 async def _serve(
@@ -143,6 +155,7 @@ async def _serve(
         k8s_mode=options.mode,
         kube_apiserver=options.kube_apiserver,
         etcd=options.etcd,
+        from_dir=options.from_dir,
     ) as cluster:
         err.print(
             f"trustplan sim: {len(cluster.controlplanes)} control plane(s), {len(cluster.workers)} worker(s) "
@@ -153,8 +166,10 @@ async def _serve(
             err.print(f"  {node.name:<12} {node.role:<13} {node.address}:{node.port}{api}")
         err.print(f"  talosconfig: {cluster.talosconfig}   desired state: {dir / 'trustplan.yaml'}")
         if options.k8s:
-            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {options.config_layout}"
+            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {cluster.config_layout}"
                       f"   kubernetes: {'real (etcd + kube-apiserver)' if options.mode == 'real' else 'simulated'}")
+        if options.from_dir is not None:
+            err.print(f"  configs made from: {options.from_dir} (config layout: {cluster.config_layout})")
         err.print("Press Ctrl-C (or run `trustplan sim down --dir ...`) to stop.")
         await stop.wait()
         err.print("trustplan sim: stopping")

@@ -1,7 +1,8 @@
 """Learn which client certificates each worker's apid accepts, by asking the worker itself.
 
 A worker's client-trust bundle is not in its machine config: it is what a control plane's trustd
-returned at the worker's last certificate request (reference/talos.md §2.4). After a rotation that
+returned at the worker's last certificate request
+(docs/talos-model.md: worker trust through trustd). After a rotation that
 another tool left half done, or a control plane reverted by hand, the planner's guess (what every
 control plane trusts now) can be wrong in either direction. So when the cluster's Talos trust is not
 uniform, each worker is probed directly (its own apid address, not through an endpoint's proxy)

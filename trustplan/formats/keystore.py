@@ -252,7 +252,7 @@ def rekey(store: Keystore, keys: dict[str, pki.PrivateKey], after_each: Callable
         for path in sorted(root.iterdir()):  # certificates, the index, anything else: as they are
             if path.name == "index.lock" or path.name.endswith((".key", ".key.age")) or not path.is_file():
                 continue
-            write_atomic(new / path.name, path.read_bytes(), mode=path.stat().st_mode & 0o777)
+            write_atomic(new / path.name, read_regular(path), mode=path.stat().st_mode & 0o777)
         for fp, key in keys.items():
             sealed = store.sealer.seal(pki.key_to_pem(key))  # encrypted in memory; only ciphertext is written
             write_atomic(new / store.key_path(fp).name, sealed, mode=0o600)

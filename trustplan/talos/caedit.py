@@ -1,7 +1,8 @@
 """Edit only the CA fields of a machine-config document's text, leaving every other byte as it was.
 
-Two layouts (reference/talos.md §1.2): the v1alpha1 document's `machine.ca` / `machine.acceptedCAs`
-and `cluster.ca` / `cluster.acceptedCAs` (base64 of the PEM, `- crt: ...` items), and the Talos 1.14
+Two layouts (docs/talos-model.md: where each credential lives): the v1alpha1 document's
+`machine.ca` / `machine.acceptedCAs` and `cluster.ca` / `cluster.acceptedCAs` (base64 of the PEM,
+`- crt: ...` items), and the Talos 1.14
 `KubeAPIServerCAConfig` document's `issuingCA: {cert, key}` / `acceptedCAs` (PEM text as `|` blocks).
 A field whose value does not change is not touched; an accepted CA already present keeps its exact
 text (Talos compares entries byte for byte); a new entry is written in the document's own style

@@ -4,7 +4,7 @@ tests do, is trustplan_sim.configgen.)
 
 A machine config is a multi-document YAML stream; the `v1alpha1` document (the one with
 `version: v1alpha1`) holds `machine.ca` / `machine.acceptedCAs` (Talos API PKI). The Kubernetes API
-PKI is in one of two layouts, detected per node (reference/talos.md §1.2, §3.1):
+PKI is in one of two layouts, detected per node (docs/talos-model.md: where each credential lives):
 
 - legacy: `cluster.ca` / `cluster.acceptedCAs` in the v1alpha1 document (base64 of the PEM);
 - multidoc (Talos 1.14): a `kind: KubeAPIServerCAConfig` document with `issuingCA: {cert, key}` and

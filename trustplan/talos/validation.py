@@ -1,4 +1,4 @@
-"""The Talos validation rules a CA rotation can break (reference/talos.md §2.5): what Talos itself
+"""The Talos validation rules a CA rotation can break (docs/talos-model.md: validation): what Talos itself
 refuses in ApplyConfiguration, checked on the v1alpha1 document and, for the Talos 1.14 layout, the
 KubeAPIServerCAConfig document. An empty list means the config passes.
 """
