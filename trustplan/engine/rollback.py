@@ -142,6 +142,8 @@ async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tup
     runner = PhaseRunner(applier.desired, applier.provider, applier.keys, current, back, applier.now,
                          applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity)
     runner.workers_first = True
+    runner.trial = False  # the way back must stick: plain writes (they also cancel a pending try revert)
+    runner.reread = False  # the configs were just read (_applied) or written by this run
     runner.rollout = applier.rollout  # the plan's parallelism (a rollback has no canary)
     changed = sorted({node for _, node in done}, key=lambda a: [n.address for n in applier.plan.nodes].index(a))
     try:

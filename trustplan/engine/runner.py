@@ -20,7 +20,7 @@ from typing import Any, assert_never
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
-from trustplan.errors import TrustplanError
+from trustplan.errors import ProviderError, TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import Credential, Plan
@@ -31,6 +31,35 @@ from trustplan.talos import pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
+
+
+#: seconds a try-mode write lasts beyond its phase's gate timeouts (writes, confirmation, slack)
+TRY_MARGIN = 120.0
+
+
+class ForeignChangeError(ProviderError):
+    """A node's CA fields changed under a running apply (someone else's edit)."""
+
+
+def _ca_change(known: MachineConfig, live: MachineConfig, pki_name: str) -> str:
+    before, now = known.ca_fields(pki_name), live.ca_fields(pki_name)  # type: ignore[arg-type]
+    what = []
+    if before.issuer != now.issuer:
+        what.append("its issuing CA was replaced")
+    if before.issuer_key != now.issuer_key:
+        what.append("its CA key changed")
+    if before.accepted != now.accepted:
+        what.append(f"accepted CAs {len(before.accepted)} -> {len(now.accepted)}")
+    return ", ".join(what) or "changed"
+
+
+def _diff_size(known: MachineConfig, live: MachineConfig) -> str:
+    import difflib
+
+    lines = difflib.unified_diff(known.data.decode(errors="replace").splitlines(),
+                                 live.data.decode(errors="replace").splitlines(), lineterm="", n=0)
+    changed = [ln for ln in lines if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
+    return f"{len(changed)} changed lines outside the CA fields"
 
 
 async def _bounded(
@@ -98,6 +127,12 @@ class PhaseRunner:
         self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
         self.rollout = desired.rollout  # apply() sets the plan's
         self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        #: write each phase in Talos's try mode and confirm it after the phase's gates (a rollback,
+        #: which must stick, does not); only when the provider can (capabilities.trial)
+        self.trial = provider.capabilities.trial is not None
+        self.unconfirmed: dict[str, str] = {}  # node -> phase of its try-mode write not yet confirmed
+        #: re-read each node before writing it and keep foreign edits outside the CA fields (apply)
+        self.reread = True
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
@@ -144,6 +179,77 @@ class PhaseRunner:
             await self.patch_phase(phase, self.phase_credential(phase))
             for gate in phase.gates:
                 await self.stop.race(self.gate(gate))
+            await self.confirm(phase)
+
+    def try_timeout(self, phase: op.Phase) -> float:
+        """Seconds a phase's try-mode writes last before the nodes revert on their own: the rollout's
+        `try.timeout`, else TRY_MARGIN plus every gate's timeout (twice with a canary)."""
+        if self.rollout.try_timeout is not None:
+            return self.rollout.try_timeout
+        gates = sum(self.rollout.timeout(g.pki) for g in phase.gates) * (2 if self.rollout.canary else 1)
+        kubelet = self.rollout.timeout("kubernetes") if any(e.pki == "kubernetes" for e in phase.edits) else 0
+        return TRY_MARGIN + gates + kubelet
+
+    async def confirm(self, phase: op.Phase) -> None:
+        """After the phase's gates passed: make each try-mode write of the phase permanent by applying
+        the same config again in NO_REBOOT mode (Talos cancels the revert). Sent with the talos gate's
+        credential (proven to reach every node after the phase), else the phase's."""
+        nodes = [a for a, p in self.unconfirmed.items() if p == phase.name]
+        if not nodes:
+            return
+        gate = next((g for g in phase.gates if g.pki == "talos"), None)
+        cred = self.mint("talos", gate.credential) if gate is not None and self.provider.capabilities.needs_credential \
+            else self.phase_credential(phase)
+        self.reporter.start(f"{phase.name}: confirming {len(nodes)} nodes", len(nodes))
+
+        async def one(address: str) -> None:
+            self.reporter.begin(address)
+            try:
+                await self.provider.write(self.refs[address], self.configs[address].data, credential=cred)
+            except TrustplanError as exc:
+                self.record(phase.name, "confirm", "failed", node=address, message=str(exc))
+                self.reporter.fail(address)
+                raise
+            del self.unconfirmed[address]
+            self.record(phase.name, "confirm", "ok", node=address)
+            self.reporter.advance(address)
+
+        await _bounded(nodes, self.rollout.worker_parallelism, one, self.stop)
+        self.reporter.done()
+
+    async def send(self, phase: op.Phase, address: str, data: bytes, cred: TLSIdentity | None) -> None:
+        """One node's write of a phase: in try mode when the provider can (then it awaits confirm())."""
+        trial = self.provider.capabilities.trial
+        if trial is not None and self.trial:
+            self.unconfirmed[address] = phase.name  # before the call: a lost answer may still have landed
+            await trial.write_trial(self.refs[address], data, credential=cred, timeout=self.try_timeout(phase))
+        else:
+            await self.provider.write(self.refs[address], data, credential=cred)
+
+    async def fresh(self, phase: op.Phase, address: str, cred: TLSIdentity | None) -> None:
+        """No lost update: read the node again just before writing it. A change outside the CA fields
+        (another admin's certSAN, say) is kept, the CA edit made on top of it, and recorded; a change
+        to a CA field stops the apply naming the node and the field."""
+        if not self.reread:
+            return
+        known = self.configs[address]
+        got = await self.provider.read(self.refs[address], cred)
+        if got.digest == known.digest:
+            return
+        live = MachineConfig(got.data, f"node {address} (live machine config)")
+        for pki_name in self.plan.managed:
+            if live.ca_fields(pki_name) != known.ca_fields(pki_name):
+                message = (
+                    f"node {address} changed under this apply: its {pki_name} CA fields are no longer what the "
+                    f"plan was made from ({_ca_change(known, live, pki_name)}); someone else is changing its CAs"
+                )
+                self.record(phase.name, "foreign", "stopped", node=address, message=message)
+                raise ForeignChangeError(message, hint="find out who changed it, then make a new plan")
+        detail = f"config changed by someone else since the plan was read ({_diff_size(known, live)}); kept, " \
+                 "the CA edit applied on top of it"
+        self.reporter.note(f"{phase.name}: {address}: {detail}")
+        self.record(phase.name, "foreign", "kept", node=address, detail=detail)
+        self.configs[address] = live
 
     def trust_new_issuers(self, phase: op.Phase) -> None:
         """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
@@ -183,20 +289,26 @@ class PhaseRunner:
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
-            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
             self.reporter.begin(address)
+            try:
+                await self.fresh(phase, address, cred)
+            except TrustplanError:
+                self.reporter.fail(address)
+                raise
+            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            mode = {"mode": "try"} if self.trial and self.provider.capabilities.trial is not None else {}
             try:
                 kubelet = self.provider.capabilities.kubelet
                 if kubelet is not None and self.restarts_kubelet(address, after):
-                    await self.write_with_kubelet_restart(kubelet, phase.name, address, after, cred)
+                    await self.write_with_kubelet_restart(kubelet, phase, address, after, cred)
                 else:
-                    await self.provider.write(self.refs[address], after.data, credential=cred)
+                    await self.send(phase, address, after.data, cred)
                     self.configs[address] = after
             except TrustplanError as exc:
-                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
+                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc), **mode)
                 self.reporter.fail(address)
                 raise
-            self.record(phase.name, "write", "ok", node=address, detail=detail)
+            self.record(phase.name, "write", "ok", node=address, detail=detail, **mode)
             self.reporter.advance(address)
 
         cps = [a for a in nodes if roles[a] == "controlplane"]
@@ -226,14 +338,15 @@ class PhaseRunner:
         return self.configs[address].ca_fields("kubernetes") != after.ca_fields("kubernetes")
 
     async def write_with_kubelet_restart(
-        self, watcher: KubeletWatcher, phase: str, address: str, after: MachineConfig, cred: TLSIdentity | None
+        self, watcher: KubeletWatcher, step: op.Phase, address: str, after: MachineConfig, cred: TLSIdentity | None
     ) -> None:
         """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
         it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
         timeout = self.desired.rollout.timeout("kubernetes")
         ref = self.refs[address]
+        phase = step.name
         async with watcher.kubelet_restart(ref, cred, timeout) as kubelet:
-            await self.provider.write(ref, after.data, credential=cred)
+            await self.send(step, address, after.data, cred)
             self.configs[address] = after  # applied
             self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
             try:
