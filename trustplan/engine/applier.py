@@ -22,6 +22,7 @@ from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
 from trustplan.engine.planverify import operator_of, verified_plan
+from trustplan.engine.moved import moved_hint
 from trustplan.engine.rollback import Rollback, possible, roll_back
 from trustplan.engine.runner import PhaseRunner
 from trustplan.engine.workertrust import probe_workers
@@ -187,7 +188,7 @@ async def apply(
                 error = exc  # recorded below, so the state says what was done before the stop
             back: Rollback | None = None
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
-                back = await _roll_back(applier, live, resolved, rollback)
+                back = await _roll_back(applier, live, resolved, rollback, frozenset(state["authorities"]))
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
@@ -220,11 +221,14 @@ async def apply(
                 hint = "the cluster is as it was before this apply: fix the cause, then make a new plan"
             elif back is not None:
                 summary += f"\n{back.text()}"
+                if back.moved:
+                    hint = moved_hint(str(desired.state))
             raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
 
 
-async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool) -> Rollback:
+async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool,
+                     known: frozenset[str]) -> Rollback:
     if not enabled:
         why = possible(applier)
         if why is None:
@@ -232,7 +236,7 @@ async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved
         return Rollback(False, why)
     applier.reporter.note("apply failed before the new credentials were written: rolling back")
     try:
-        return await roll_back(applier, live, resolved.authorities())
+        return await roll_back(applier, live, resolved.authorities(), known)
     except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
         return Rollback(False, f"rollback failed: {_error_text(exc)}")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trustplan.engine.live import LiveCA, LiveCluster, to_live
+from trustplan.engine.moved import reread_before_rollback
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import TrustplanError
 from trustplan.planner import Authority, DesiredTrust, LiveNode, Outputs, Plan, PlanInput, UnsafePlan
@@ -32,6 +33,7 @@ class Rollback:
     reason: str
     report: list[str] = field(default_factory=list)
     steps: list[dict[str, str]] = field(default_factory=list)
+    moved: bool = False  # the cluster's CAs changed under this apply (another apply ran): not attempted
 
     def text(self) -> str:
         lines = [self.reason, *(f"  {line}" for line in self.report)]
@@ -117,8 +119,10 @@ def reverse_plan(applier: PhaseRunner, done: set[tuple[str, str]], nodes: tuple[
     return Plan(applier.plan.cluster, applier.plan.managed, authorities, nodes, (), tuple(phases), ())
 
 
-async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tuple[Authority, ...]) -> Rollback:
-    """Return the nodes to `started`'s CAs with a checked reverse plan, then verify them."""
+async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tuple[Authority, ...],
+                    known: frozenset[str] = frozenset()) -> Rollback:
+    """Return the nodes to `started`'s CAs with a checked reverse plan, then verify them. `known`: the
+    CAs the state knows (with this plan's and `started`'s, a node with any other stops the rollback)."""
     why_not = possible(applier)
     if why_not is not None:
         return Rollback(False, why_not)
@@ -129,6 +133,10 @@ async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tup
     done = await _applied(applier)
     if isinstance(done, str):
         return Rollback(False, done)
+    moved = await reread_before_rollback(applier, {*known, *started.cas, *(a.fingerprint for a in authorities),
+                                                   *(a.fingerprint for a in applier.plan.authorities)})
+    if moved is not None:
+        return Rollback(False, moved, moved=True)
     cas: dict[str, LiveCA] = dict(started.cas)
     nodes = tuple(to_live(applier.refs[a], cfg, managed, cas) for a, cfg in applier.configs.items())
     operator = applier.operator

@@ -1,0 +1,86 @@
+"""Issue 20: the cluster moves while apply runs. Another admin's config change during an apply is
+kept (or stops the apply when it touches a CA field); a node that joins after the plan stops the
+apply before its swap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from e2e.test_kubernetes_rotation import Notes
+from e2e.test_rollback import talos_trust
+from e2e.test_talos_rotation import plan
+from simharness import run_with_cluster
+from trustplan.state import LocalState
+from trustplan_sim.cluster import SimCluster
+from trustplan_sim.node import SimNode
+
+from trustplan.engine import applier
+from trustplan.errors import TrustplanError
+from trustplan.talos import certgen, machineconfig, pki
+from trustplan.talos.machineconfig import CAFields
+
+
+def foreign_cert_san(node: SimNode) -> None:
+    """Another admin's `talosctl apply-config` that adds a certSAN (a field trustplan never edits)."""
+    data = node.config.replace(b"certSANs: []", b"certSANs:\n        - admin.example.org", 1)
+    assert data != node.config
+    node.set_config(data, machineconfig.parse(data, node.name))
+
+
+def foreign_ca(node: SimNode) -> None:
+    """Another admin's change to the node's accepted Talos CAs."""
+    crt, _ = certgen.generate_ca("talos", pki.utcnow())
+    cfg = machineconfig.parse(node.config, node.name)
+    f = cfg.ca_fields("talos")
+    data = cfg.with_ca_fields({"talos": CAFields(f.issuer, f.issuer_key, (*f.accepted, pki.cert_to_pem(crt)))})
+    node.set_config(data, machineconfig.parse(data, node.name))
+
+
+class EditAtSwap(Notes):
+    """Runs `edit` on the worker the moment the swap phase starts patching (after the plan was read)."""
+
+    def __init__(self, cluster: SimCluster, edit: object) -> None:
+        super().__init__()
+        self.cluster, self.edit, self.fired = cluster, edit, False
+
+    def start(self, title: str, total: int) -> None:
+        super().start(title, total)
+        if title.startswith("swap: patching") and not self.fired:
+            self.fired = True
+            self.edit(self.cluster.workers[0])  # type: ignore[operator]
+
+
+def test_a_foreign_edit_outside_the_ca_fields_survives_the_apply_and_is_recorded(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        desired, planned = await plan(cluster)
+        notes = EditAtSwap(cluster, foreign_cert_san)
+        await applier.apply_desired(desired, planned.saved, "sha256:" + "1" * 64, "plan", pki.utcnow(), reporter=notes)
+        worker = cluster.workers[0]
+        assert b"admin.example.org" in worker.config  # the other admin's change was not overwritten
+        new = planned.saved.plan.desired_issuers()[0].issuer
+        fields = machineconfig.parse(worker.config, worker.name).ca_fields("talos")
+        assert fields.issuer is not None and pki.fingerprint(pki.load_cert_pem(fields.issuer, "ca")) == new
+        assert any(f"{worker.address}: config changed by someone else" in n for n in notes.notes), notes.notes
+        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
+        assert [s["node"] for s in steps if s["kind"] == "foreign" and s["outcome"] == "kept"] == [worker.address]
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
+
+
+def test_a_foreign_edit_of_a_ca_field_stops_the_apply_naming_the_node(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        desired, planned = await plan(cluster)
+        worker = cluster.workers[0]
+        with pytest.raises(TrustplanError) as stopped:
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "2" * 64, "plan", pki.utcnow(),
+                                        reporter=EditAtSwap(cluster, foreign_ca))
+        message = str(stopped.value)
+        assert f"node {worker.address} changed under this apply: its talos CA fields" in message, message
+        assert "accepted CAs" in message
+        # the foreign CA is still there: trustplan did not overwrite it
+        assert len(machineconfig.parse(worker.config, worker.name).ca_fields("talos").accepted) >= 1
+        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
+        assert any(s["kind"] == "foreign" and s["outcome"] == "stopped" for s in steps)
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
