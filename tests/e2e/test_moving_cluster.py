@@ -4,6 +4,7 @@ apply before its swap."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,42 @@ def test_a_foreign_edit_of_a_ca_field_stops_the_apply_naming_the_node(tmp_path: 
         assert any(s["kind"] == "foreign" and s["outcome"] == "stopped" for s in steps)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
+
+
+class JoinAtAccept(Notes):
+    """Puts `node` back among the cluster's members the moment the accept phase starts patching."""
+
+    def __init__(self, cluster: SimCluster, node: SimNode) -> None:
+        super().__init__()
+        self.cluster, self.node = cluster, node
+
+    def start(self, title: str, total: int) -> None:
+        super().start(title, total)
+        if title.startswith("accept: patching") and self.node not in self.cluster.nodes:
+            self.cluster.nodes.append(self.node)
+
+
+def test_a_node_that_joins_during_the_apply_is_refused_before_the_swap(tmp_path: Path) -> None:
+    """A worker that becomes a member after the plan was read is not in the plan: it would keep only
+    the old CA. Apply lists the members again before the swap, stops naming it, and rolls back."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        late = cluster.workers[-1]
+        path = cluster.dir / "trustplan.yaml"
+        text = path.read_text()
+        path.write_text(re.sub(r"(worker: \[[^\]]*?), ?" + re.escape(late.address) + r"\]", r"\1]", text))
+        assert late.address not in path.read_text()
+        cluster.nodes.remove(late)  # not a member yet
+        before = talos_trust(cluster)
+        desired, planned = await plan(cluster)
+        with pytest.raises(TrustplanError) as stopped:
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "4" * 64, "plan", pki.utcnow(),
+                                        reporter=JoinAtAccept(cluster, late))
+        message = str(stopped.value)
+        assert f"before the swap phase: nodes joined the cluster after the plan was made: {late.address}" in message
+        assert "rolled back: every node changed by this apply has its CAs of before" in message, message
+        assert talos_trust(cluster) == before  # nobody issues from the new CA: the late node is not cut off
+        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
+        assert any(s["kind"] == "members" and s["outcome"] == "failed" for s in steps)
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=2)

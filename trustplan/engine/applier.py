@@ -41,7 +41,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planner.timestamps import iso_time
-from trustplan.providers.base import Provider
+from trustplan.providers.base import Provider, TLSIdentity
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import MachineConfig
@@ -179,6 +179,7 @@ async def apply(
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
                               operator_identity=operator)
         applier.rollout = desired.rollout.following(saved.rollout)  # as the plan says
+        applier.members_at_start = await _members_outside(provider, plan, reader)
         started = iso_time(now)
         error: BaseException | None = None
         with stop.on_signals(reporter.note):
@@ -239,6 +240,20 @@ async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved
         return await roll_back(applier, live, resolved.authorities(), known)
     except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
         return Rollback(False, f"rollback failed: {_error_text(exc)}")
+
+
+async def _members_outside(provider: Provider, plan: Plan, reader: TLSIdentity | None) -> set[str] | None:
+    """The cluster's members outside the plan as the apply begins (the runner stops the apply when
+    others appear before a swap or remove); None when the provider cannot list members."""
+    lister = provider.capabilities.members
+    if lister is None or not any(op.revokes(e) for e in plan.edits):
+        return None
+    try:
+        members = await lister.members(reader)
+    except TrustplanError:
+        return None  # as plan does: a cluster without discovery has no member list to compare
+    planned = {n.address for n in plan.nodes}
+    return {a for a, _, _ in members if a not in planned}
 
 
 def _error_text(error: BaseException) -> str:

@@ -37,6 +37,10 @@ from trustplan.talos.rewrite import rewrite_config
 TRY_MARGIN = 120.0
 
 
+class JoinedNodeError(ProviderError):
+    """A member outside the plan appeared in the cluster during the apply."""
+
+
 class ForeignChangeError(ProviderError):
     """A node's CA fields changed under a running apply (someone else's edit)."""
 
@@ -133,6 +137,8 @@ class PhaseRunner:
         self.unconfirmed: dict[str, str] = {}  # node -> phase of its try-mode write not yet confirmed
         #: re-read each node before writing it and keep foreign edits outside the CA fields (apply)
         self.reread = True
+        #: members outside the plan when the apply began (None: not listed, no member check)
+        self.members_at_start: set[str] | None = None
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
@@ -174,12 +180,39 @@ class PhaseRunner:
             if phase.name == "outputs":
                 self.write_outputs(phase)
                 continue
+            if phase.name in ("swap", "remove"):
+                await self.check_members(phase)
             if phase.name == "swap":
                 self.trust_new_issuers(phase)
             await self.patch_phase(phase, self.phase_credential(phase))
             for gate in phase.gates:
                 await self.stop.race(self.gate(gate))
             await self.confirm(phase)
+
+    async def check_members(self, phase: op.Phase) -> None:
+        """No node left behind: before a phase that revokes (swap, remove), list the cluster's members
+        again; one outside the plan (it joined after the plan was read) would keep the old CAs and be
+        cut off, so the apply stops (rolled back where allowed). `members_at_start`: the ones the
+        apply began with (allowed by the plan: `--allow-unlisted`)."""
+        lister = self.provider.capabilities.members
+        if lister is None or self.members_at_start is None or not any(op.revokes(e) for e in phase.edits):
+            return
+        try:
+            members = await lister.members(self.operator)
+        except TrustplanError as exc:  # not an appearance: said, recorded, and the apply goes on
+            message = f"before the {phase.name} phase: could not list the cluster's members again: {exc}"
+            self.reporter.note(f"warning: {message}")
+            self.record(phase.name, "members", "failed", message=message)
+            return
+        planned = {n.address for n in self.plan.nodes} | self.members_at_start
+        joined = [(a, role, host) for a, role, host in members if a not in planned]
+        if joined:
+            names = ", ".join(f"{a} ({role} {host})" for a, role, host in joined)
+            message = (f"before the {phase.name} phase: nodes joined the cluster after the plan was made: {names}; "
+                       f"they are not in the plan, keep the old CAs and would be cut off by the {phase.name}")
+            self.record(phase.name, "members", "failed", message=message)
+            raise JoinedNodeError(message, hint="add them under cluster.nodes, then make a new plan")
+        self.record(phase.name, "members", "ok", detail=f"{len(members)} members, none outside the plan")
 
     def try_timeout(self, phase: op.Phase) -> float:
         """Seconds a phase's try-mode writes last before the nodes revert on their own: the rollout's
