@@ -32,7 +32,6 @@ from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
 
-
 #: seconds a try-mode write lasts beyond its phase's gate timeouts (writes, confirmation, slack)
 TRY_MARGIN = 120.0
 
