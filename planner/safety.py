@@ -93,6 +93,12 @@ class _Model:
         trust = frozenset.intersection(*(cp.trust["talos"].trusted for cp in cps))
         node.client_trust = trust
 
+    def recertify(self, node: _Node) -> None:
+        """A worker's config write that changes no CA field: it asks a control plane's trustd again."""
+        if node.role != "worker":
+            raise UnsafePlan(f"internal: recertify names {node.address}, which is not a worker")
+        self._reissue_worker(node)
+
     def talos_reach(self, target: _Node, cred: Credential) -> str | None:
         """None if `cred` reaches `target` through every control-plane endpoint; else why not."""
         who = f"an admin certificate from {self.label(cred.issuer)}"
@@ -220,6 +226,13 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
                 if why:
                     raise UnsafePlan(f"{phase.name} phase, before changing {address}: {why}")
             model.apply(node, phase.edits_for(address))
+        for address in phase.recertify:  # a write that changes no CA field: the worker asks trustd again
+            node = model.nodes[address]
+            if phase.credential is not None:
+                why = model.talos_reach(node, phase.credential)
+                if why:
+                    raise UnsafePlan(f"{phase.name} phase, before recertifying {address}: {why}")
+            model.recertify(node)
         for gate in phase.gates:
             _check_gate(model, gate)
         for out in phase.outputs:

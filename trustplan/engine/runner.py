@@ -20,6 +20,7 @@ from typing import Any, assert_never
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
+from trustplan.engine.recertify import recertify_workers
 from trustplan.errors import ProviderError, TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
@@ -184,6 +185,8 @@ class PhaseRunner:
             if phase.name == "swap":
                 self.trust_new_issuers(phase)
             await self.patch_phase(phase, self.phase_credential(phase))
+            if phase.recertify:
+                await recertify_workers(self, phase, self.phase_credential(phase))
             for gate in phase.gates:
                 await self.stop.race(self.gate(gate))
             await self.confirm(phase)
