@@ -152,7 +152,9 @@ def make_plan(inp: PlanInput) -> Plan:
     return plan
 
 
-def _lagging_workers(nodes: tuple[LiveNode, ...], desired: dict[PKI, DesiredTrust], accepts: list[Edit]) -> tuple[str, ...]:
+def _lagging_workers(
+    nodes: tuple[LiveNode, ...], desired: dict[PKI, DesiredTrust], accepts: list[Edit]
+) -> tuple[str, ...]:
     """Workers whose apid was probed refusing client certificates from the desired Talos issuer,
     although it will trust it by its config: their trustd bundle lags their config (they asked trustd
     before the control planes trusted that CA). A worker the accept phase edits asks trustd again by
