@@ -284,10 +284,10 @@ def _check_mixes(model: _Model, phase: Phase, before: dict[str, _State]) -> None
                               tuple(c for c in n.trust[p].accepted if c in trust0[p].trusted)) for p in n.trust}
         worst[n.address] = _Node(n.address, n.role, trust, n.server_issuers | issuers0, n.client_trust & client0)
     cps = [w for w in worst.values() if w.role == "controlplane"]
-    issuers0 = {a: {p: t.issuer for p, t in st[0].items()} for a, st in before.items()}
+    first_issuers = {a: {p: t.issuer for p, t in st[0].items()} for a, st in before.items()}
 
     def issuers(node: _Node, pki: PKI) -> set[str]:
-        return {i for i in (node.trust[pki].issuer, issuers0.get(node.address, {}).get(pki)) if i}
+        return {i for i in (node.trust[pki].issuer, first_issuers.get(node.address, {}).get(pki)) if i}
 
     def trusted(node: _Node, pki: PKI) -> frozenset[str]:
         now = model.nodes[node.address].trust[pki].trusted
