@@ -124,3 +124,35 @@ def test_a_node_that_joins_during_the_apply_is_refused_before_the_swap(tmp_path:
         assert any(s["kind"] == "members" and s["outcome"] == "failed" for s in steps)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=2)
+
+
+def test_plan_and_status_name_a_member_an_earlier_rotation_left_behind(tmp_path: Path) -> None:
+    """A worker that joined while a rotation ran (outside cluster.nodes) keeps only the old CA. The
+    next plan changes nothing, yet it names that member (it used to say "No changes" and nothing
+    else), and `status --detailed-exitcode` exits 2 naming it (it used to say "No drift")."""
+    import asyncio
+    import sys
+
+    async def cli(cwd: Path, *args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustplan", *args, cwd=cwd,
+                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await proc.communicate()
+        assert proc.returncode is not None
+        return proc.returncode, out.decode()
+
+    async def scenario(cluster: SimCluster) -> None:
+        late = cluster.workers[-1]
+        path = cluster.dir / "trustplan.yaml"
+        path.write_text(re.sub(r"(worker: \[[^\]]*?), ?" + re.escape(late.address) + r"\]", r"\1]", path.read_text()))
+        cluster.nodes.remove(late)
+        code, out = await cli(cluster.dir, "apply", "--auto-approve")
+        assert code == 0, out
+        cluster.nodes.append(late)  # it was there all along, but not yet a member when apply listed them
+        code, out = await cli(cluster.dir, "plan", "--detailed-exitcode")
+        assert f"member {late.address} (worker {late.hostname}) is not in cluster.nodes" in out, out
+        assert "add it under cluster.nodes" in out
+        code, out = await cli(cluster.dir, "status", "--detailed-exitcode")
+        assert code == 2, out
+        assert f"member {late.address} (worker {late.hostname}) is not in cluster.nodes" in out, out
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=2)
