@@ -156,3 +156,50 @@ def test_plan_and_status_name_a_member_an_earlier_rotation_left_behind(tmp_path:
         assert f"member {late.address} (worker {late.hostname}) is not in cluster.nodes" in out, out
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=2)
+
+
+class EditFileAtSwapGate(Notes):
+    """Runs `edit` the moment the swap's gate starts (after the swap's writes, before the outputs)."""
+
+    def __init__(self, edit: object) -> None:
+        super().__init__()
+        self.edit, self.fired = edit, False
+
+    def start(self, title: str, total: int) -> None:
+        super().start(title, total)
+        if title.startswith("gate after swap") and not self.fired:
+            self.fired = True
+            self.edit()  # type: ignore[operator]
+
+
+def test_a_foreign_edit_of_the_outputs_during_apply_is_kept_or_stops_it(tmp_path: Path) -> None:
+    """The same check for the files apply writes: another edit of secrets.yaml outside its CA entries
+    is kept and recorded; one of its CA entries stops the apply before the outputs are written."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        secrets = cluster.dir / "secrets.yaml"
+        desired, planned = await plan(cluster)
+        notes = EditFileAtSwapGate(lambda: secrets.write_text(secrets.read_text() + "# kept by the other admin\n"))
+        await applier.apply_desired(desired, planned.saved, "sha256:" + "5" * 64, "plan", pki.utcnow(), reporter=notes)
+        assert "# kept by the other admin" in secrets.read_text()
+        assert any(f"secrets {secrets} changed by someone else since apply began" in n for n in notes.notes), notes.notes
+        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
+        assert [s["outcome"] for s in steps if s["kind"] == "foreign"] == ["kept"]
+
+        cluster_ca = re.compile(r"(  os:\n    crt: )\S+")
+        yaml_path = cluster.dir / "trustplan.yaml"  # rotate once more; this time the CA entry is edited
+        yaml_path.write_text(yaml_path.read_text().replace("talos-new", "talos-two"))
+        desired, planned = await plan(cluster)
+
+        def edit_ca() -> None:
+            text = secrets.read_text()
+            assert cluster_ca.search(text), text
+            secrets.write_text(cluster_ca.sub(r"\1LS0tLS1CRUdJTiBmb3JlaWdu", text, count=1))
+
+        with pytest.raises(TrustplanError) as stopped:
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "6" * 64, "plan", pki.utcnow(),
+                                        reporter=EditFileAtSwapGate(edit_ca))
+        assert f"{secrets} changed under this apply: its CA entries" in str(stopped.value)
+        assert "LS0tLS1CRUdJTiBmb3JlaWdu" in secrets.read_text()  # not overwritten
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)

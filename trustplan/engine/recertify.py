@@ -16,6 +16,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING
 
+from trustplan.engine.phasesteps import fresh, send
 from trustplan.errors import ProviderError, TrustplanError
 from trustplan.planner import ops as op
 from trustplan.providers.base import TLSIdentity
@@ -33,7 +34,7 @@ async def recertify_workers(runner: PhaseRunner, phase: op.Phase, cred: TLSIdent
     for address in phase.recertify:
         runner.reporter.begin(address)
         try:
-            await runner.fresh(phase, address, cred)
+            await fresh(runner, phase, address, cred)
             cfg = runner.configs[address]
             names = [n for n in (address, cfg.hostname) if n and n not in cert_sans(cfg.data)]
             if not names:
@@ -43,7 +44,7 @@ async def recertify_workers(runner: PhaseRunner, phase: op.Phase, cred: TLSIdent
                 data = with_cert_san(cfg.data, names[0])
             except Unsupported as exc:
                 raise ProviderError(f"node {address}: cannot recertify: machine.certSANs: {exc}") from None
-            await runner.send(phase, address, data, cred)
+            await send(runner, phase, address, data, cred)
             runner.configs[address] = MachineConfig(data, cfg.source)
             if gate is not None:
                 await _probe(runner, address, gate.credential)

@@ -11,17 +11,16 @@ provider it is. A forward apply and its rollback (engine.rollback) are both runs
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, assert_never
 
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
+from trustplan.engine.phasesteps import bounded, check_members, check_output, confirm, fresh, outputs_seen, send
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
 from trustplan.engine.recertify import recertify_workers
-from trustplan.errors import ProviderError, TrustplanError
+from trustplan.errors import TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import Credential, Plan
@@ -32,62 +31,6 @@ from trustplan.talos import pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
-
-#: seconds a try-mode write lasts beyond its phase's gate timeouts (writes, confirmation, slack)
-TRY_MARGIN = 120.0
-
-
-class JoinedNodeError(ProviderError):
-    """A member outside the plan appeared in the cluster during the apply."""
-
-
-class ForeignChangeError(ProviderError):
-    """A node's CA fields changed under a running apply (someone else's edit)."""
-
-
-def _ca_change(known: MachineConfig, live: MachineConfig, pki_name: str) -> str:
-    before, now = known.ca_fields(pki_name), live.ca_fields(pki_name)  # type: ignore[arg-type]
-    what = []
-    if before.issuer != now.issuer:
-        what.append("its issuing CA was replaced")
-    if before.issuer_key != now.issuer_key:
-        what.append("its CA key changed")
-    if before.accepted != now.accepted:
-        what.append(f"accepted CAs {len(before.accepted)} -> {len(now.accepted)}")
-    return ", ".join(what) or "changed"
-
-
-def _diff_size(known: MachineConfig, live: MachineConfig) -> str:
-    import difflib
-
-    lines = difflib.unified_diff(known.data.decode(errors="replace").splitlines(),
-                                 live.data.decode(errors="replace").splitlines(), lineterm="", n=0)
-    changed = [ln for ln in lines if ln[:1] in "+-" and not ln.startswith(("+++", "---"))]
-    return f"{len(changed)} changed lines outside the CA fields"
-
-
-async def _bounded(
-    items: list[str], limit: int, fn: Callable[[str], Awaitable[None]], stop: Stop | None = None
-) -> None:
-    """Run `fn` over `items`, at most `limit` at once; after a failure or a stop request start no
-    more, let the running ones finish (so the journal is complete), then raise."""
-    sem = asyncio.Semaphore(max(1, limit))
-    errors: list[BaseException] = []
-
-    async def one(item: str) -> None:
-        async with sem:
-            if errors or (stop is not None and stop.requested):
-                return
-            try:
-                await fn(item)
-            except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
-                errors.append(exc)
-
-    await asyncio.gather(*(one(i) for i in items))
-    if errors:
-        raise errors[0]
-    if stop is not None:
-        stop.check()
 
 
 class PhaseRunner:
@@ -139,6 +82,7 @@ class PhaseRunner:
         self.reread = True
         #: members outside the plan when the apply began (None: not listed, no member check)
         self.members_at_start: set[str] | None = None
+        self.outputs_seen = outputs_seen(self)  # the output files as found (read again before each write)
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
@@ -181,7 +125,7 @@ class PhaseRunner:
                 self.write_outputs(phase)
                 continue
             if phase.name in ("swap", "remove"):
-                await self.check_members(phase)
+                await check_members(self, phase)
             if phase.name == "swap":
                 self.trust_new_issuers(phase)
             await self.patch_phase(phase, self.phase_credential(phase))
@@ -189,102 +133,7 @@ class PhaseRunner:
                 await recertify_workers(self, phase, self.phase_credential(phase))
             for gate in phase.gates:
                 await self.stop.race(self.gate(gate))
-            await self.confirm(phase)
-
-    async def check_members(self, phase: op.Phase) -> None:
-        """No node left behind: before a phase that revokes (swap, remove), list the cluster's members
-        again; one outside the plan (it joined after the plan was read) would keep the old CAs and be
-        cut off, so the apply stops (rolled back where allowed). `members_at_start`: the ones the
-        apply began with (allowed by the plan: `--allow-unlisted`)."""
-        lister = self.provider.capabilities.members
-        if lister is None or self.members_at_start is None or not any(op.revokes(e) for e in phase.edits):
-            return
-        try:
-            members = await lister.members(self.operator)
-        except TrustplanError as exc:  # not an appearance: said, recorded, and the apply goes on
-            message = f"before the {phase.name} phase: could not list the cluster's members again: {exc}"
-            self.reporter.note(f"warning: {message}")
-            self.record(phase.name, "members", "failed", message=message)
-            return
-        planned = {n.address for n in self.plan.nodes} | self.members_at_start
-        joined = [(a, role, host) for a, role, host in members if a not in planned]
-        if joined:
-            names = ", ".join(f"{a} ({role} {host})" for a, role, host in joined)
-            message = (f"before the {phase.name} phase: nodes joined the cluster after the plan was made: {names}; "
-                       f"they are not in the plan, keep the old CAs and would be cut off by the {phase.name}")
-            self.record(phase.name, "members", "failed", message=message)
-            raise JoinedNodeError(message, hint="add them under cluster.nodes, then make a new plan")
-        self.record(phase.name, "members", "ok", detail=f"{len(members)} members, none outside the plan")
-
-    def try_timeout(self, phase: op.Phase) -> float:
-        """Seconds a phase's try-mode writes last before the nodes revert on their own: the rollout's
-        `try.timeout`, else TRY_MARGIN plus every gate's timeout (twice with a canary)."""
-        if self.rollout.try_timeout is not None:
-            return self.rollout.try_timeout
-        gates = sum(self.rollout.timeout(g.pki) for g in phase.gates) * (2 if self.rollout.canary else 1)
-        kubelet = self.rollout.timeout("kubernetes") if any(e.pki == "kubernetes" for e in phase.edits) else 0
-        return TRY_MARGIN + gates + kubelet
-
-    async def confirm(self, phase: op.Phase) -> None:
-        """After the phase's gates passed: make each try-mode write of the phase permanent by applying
-        the same config again in NO_REBOOT mode (Talos cancels the revert). Sent with the talos gate's
-        credential (proven to reach every node after the phase), else the phase's."""
-        nodes = [a for a, p in self.unconfirmed.items() if p == phase.name]
-        if not nodes:
-            return
-        gate = next((g for g in phase.gates if g.pki == "talos"), None)
-        cred = self.mint("talos", gate.credential) if gate is not None and self.provider.capabilities.needs_credential \
-            else self.phase_credential(phase)
-        self.reporter.start(f"{phase.name}: confirming {len(nodes)} nodes", len(nodes))
-
-        async def one(address: str) -> None:
-            self.reporter.begin(address)
-            try:
-                await self.provider.write(self.refs[address], self.configs[address].data, credential=cred)
-            except TrustplanError as exc:
-                self.record(phase.name, "confirm", "failed", node=address, message=str(exc))
-                self.reporter.fail(address)
-                raise
-            del self.unconfirmed[address]
-            self.record(phase.name, "confirm", "ok", node=address)
-            self.reporter.advance(address)
-
-        await _bounded(nodes, self.rollout.worker_parallelism, one, self.stop)
-        self.reporter.done()
-
-    async def send(self, phase: op.Phase, address: str, data: bytes, cred: TLSIdentity | None) -> None:
-        """One node's write of a phase: in try mode when the provider can (then it awaits confirm())."""
-        trial = self.provider.capabilities.trial
-        if trial is not None and self.trial:
-            self.unconfirmed[address] = phase.name  # before the call: a lost answer may still have landed
-            await trial.write_trial(self.refs[address], data, credential=cred, timeout=self.try_timeout(phase))
-        else:
-            await self.provider.write(self.refs[address], data, credential=cred)
-
-    async def fresh(self, phase: op.Phase, address: str, cred: TLSIdentity | None) -> None:
-        """No lost update: read the node again just before writing it. A change outside the CA fields
-        (another admin's certSAN, say) is kept, the CA edit made on top of it, and recorded; a change
-        to a CA field stops the apply naming the node and the field."""
-        if not self.reread:
-            return
-        known = self.configs[address]
-        got = await self.provider.read(self.refs[address], cred)
-        if got.digest == known.digest:
-            return
-        live = MachineConfig(got.data, f"node {address} (live machine config)")
-        for pki_name in self.plan.managed:
-            if live.ca_fields(pki_name) != known.ca_fields(pki_name):
-                message = (
-                    f"node {address} changed under this apply: its {pki_name} CA fields are no longer what the "
-                    f"plan was made from ({_ca_change(known, live, pki_name)}); someone else is changing its CAs"
-                )
-                self.record(phase.name, "foreign", "stopped", node=address, message=message)
-                raise ForeignChangeError(message, hint="find out who changed it, then make a new plan")
-        detail = f"config changed by someone else since the plan was read ({_diff_size(known, live)}); kept, " \
-                 "the CA edit applied on top of it"
-        self.reporter.note(f"{phase.name}: {address}: {detail}")
-        self.record(phase.name, "foreign", "kept", node=address, detail=detail)
-        self.configs[address] = live
+            await confirm(self, phase)
 
     def trust_new_issuers(self, phase: op.Phase) -> None:
         """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
@@ -297,12 +146,16 @@ class PhaseRunner:
             if pki_name == "talos" and self.desired.talosconfig_output is not None:
                 path = self.desired.talosconfig_output
                 context = self.desired.context if path == self.desired.talosconfig else None
+                check_output(self, "talosconfig", path)
                 if trust_also(path, self.keys.cert_pem(new), context=context):
+                    self.outputs_seen[str(path)] = path.read_bytes()
                     detail = f"talosconfig {path} (now also trusts {self.plan.label(new)})"
                     self.record("swap", "output", "ok", detail=detail)
             if pki_name == "kubernetes" and self.desired.kubeconfig_output is not None:
                 path = self.desired.kubeconfig_output
+                check_output(self, "kubeconfig", path)
                 if trust_also(path, self.keys.cert_pem(new), cluster=self.desired.cluster):
+                    self.outputs_seen[str(path)] = path.read_bytes()
                     detail = f"kubeconfig {path} (now also trusts {self.plan.label(new)})"
                     self.record("swap", "output", "ok", detail=detail)
 
@@ -326,7 +179,7 @@ class PhaseRunner:
             detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
             self.reporter.begin(address)
             try:
-                await self.fresh(phase, address, cred)
+                await fresh(self, phase, address, cred)
             except TrustplanError:
                 self.reporter.fail(address)
                 raise
@@ -337,7 +190,7 @@ class PhaseRunner:
                 if kubelet is not None and self.restarts_kubelet(address, after):
                     await self.write_with_kubelet_restart(kubelet, phase, address, after, cred)
                 else:
-                    await self.send(phase, address, after.data, cred)
+                    await send(self, phase, address, after.data, cred)
                     self.configs[address] = after
             except TrustplanError as exc:
                 self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc), **mode)
@@ -350,14 +203,14 @@ class PhaseRunner:
         workers = [a for a in nodes if roles[a] != "controlplane"]
         rollout = self.rollout
         if self.workers_first:  # a rollback undoes a phase in reverse order
-            await _bounded(workers, rollout.worker_parallelism, patch, self.stop)
-            await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
+            await bounded(workers, rollout.worker_parallelism, patch, self.stop)
+            await bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
             self.reporter.done()
             return
-        await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
+        await bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
         canary = workers[: rollout.canary] if len(workers) > rollout.canary else []
         if canary:  # a few workers alone, the phase's gates on what changed so far, then the rest
-            await _bounded(canary, rollout.worker_parallelism, patch, self.stop)
+            await bounded(canary, rollout.worker_parallelism, patch, self.stop)
             self.reporter.done()
             for gate in phase.gates:
                 changed = {*cps, *canary}
@@ -365,7 +218,7 @@ class PhaseRunner:
                                                "canary"))
             self.reporter.start(f"{phase.name}: patching {len(workers) - len(canary)} more workers",
                                 len(workers) - len(canary))
-        await _bounded(workers[len(canary):], rollout.worker_parallelism, patch, self.stop)
+        await bounded(workers[len(canary):], rollout.worker_parallelism, patch, self.stop)
         self.reporter.done()
 
     def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
@@ -381,7 +234,7 @@ class PhaseRunner:
         ref = self.refs[address]
         phase = step.name
         async with watcher.kubelet_restart(ref, cred, timeout) as kubelet:
-            await self.send(step, address, after.data, cred)
+            await send(self, step, address, after.data, cred)
             self.configs[address] = after  # applied
             self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
             try:
@@ -416,7 +269,7 @@ class PhaseRunner:
         if many is not None:
             await self.gate_in_groups(gate, cred, many)
         else:
-            await _bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
+            await bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
         detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
         self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
         self.reporter.done()
@@ -474,6 +327,7 @@ class PhaseRunner:
                 case "talosconfig":
                     path = self.desired.talosconfig_output
                     assert path is not None
+                    check_output(self, "talosconfig", path)
                     crt, key = self.admin_pems("talos", out.ca)
                     context, endpoints = self.talos_context()
                     write_talosconfig(
@@ -484,6 +338,7 @@ class PhaseRunner:
                 case "kubeconfig":
                     path = self.desired.kubeconfig_output
                     assert path is not None
+                    check_output(self, "kubeconfig", path)
                     crt, key = self.admin_pems("kubernetes", out.ca)
                     doc = kubeconfig_document(
                         self.desired.cluster, self.kube_server(), self.kube_bundle(out.ca), crt, key
@@ -498,6 +353,7 @@ class PhaseRunner:
                 case _:
                     assert_never(out.output)
         if secrets and self.desired.secrets is not None:
+            check_output(self, "secrets", self.desired.secrets)
             update_secrets(self.desired.secrets, secrets)
             self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
 
