@@ -4,6 +4,7 @@ apply before its swap."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -203,3 +204,36 @@ def test_a_foreign_edit_of_the_outputs_during_apply_is_kept_or_stops_it(tmp_path
         assert "LS0tLS1CRUdJTiBmb3JlaWdu" in secrets.read_text()  # not overwritten
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)
+
+
+def test_a_rotation_by_another_working_copy_stops_the_apply_without_a_rollback(tmp_path: Path) -> None:
+    """Issue 20, finding 4: another working copy (its own state) rotates the Talos CA while this apply
+    waits for its swap gate. The gate fails; before rolling back, apply sees a CA on the nodes that
+    neither its plan nor its state knows, does not roll back over the other rotation, says another
+    apply probably ran, and does not promise that a new plan from this state finishes the job."""
+
+    async def scenario(cluster: SimCluster) -> None:
+        crt, key = certgen.generate_ca("talos", pki.utcnow())
+        theirs = pki.cert_to_pem(crt)
+
+        def other_copy_rotates() -> None:
+            for n in cluster.nodes:
+                cfg = machineconfig.parse(n.config, n.name)
+                issuer_key = pki.key_to_pem(key) if n.role == "controlplane" else None
+                data = cfg.with_ca_fields({"talos": CAFields(theirs, issuer_key, ())})
+                n.set_config(data, machineconfig.parse(data, n.name))
+
+        desired, planned = await plan(cluster)
+        desired = dataclasses.replace(desired, rollout=dataclasses.replace(desired.rollout, verify_timeout=3))
+        with pytest.raises(TrustplanError) as stopped:
+            await applier.apply_desired(desired, planned.saved, "sha256:" + "7" * 64, "plan", pki.utcnow(),
+                                        reporter=EditFileAtSwapGate(other_copy_rotates))
+        message, hint = str(stopped.value), stopped.value.hint or ""
+        assert "no rollback: the cluster's CAs changed under this apply" in message, message
+        assert "another apply (a working copy with its own state?) probably ran" in message
+        assert "rolling back" not in message and "rollback failed" not in message
+        assert "nothing is lost" not in hint and "use the state and the talosconfig of the run" in hint, hint
+        for n in cluster.nodes:  # the other copy's rotation stands
+            assert machineconfig.parse(n.config, n.name).ca_fields("talos").issuer == theirs
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
