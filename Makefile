@@ -77,7 +77,7 @@ bench: bytecode
 interop: bytecode
 	TALOSCTL=$$(bash scripts/peers/talosctl.sh) && export TALOSCTL && $(BIN)/pytest -m interop tests/interop
 
-# talosctl rotate-ca vs trustplan plan+apply on the same simulated clusters (README figures).
+# talosctl rotate-ca vs trustplan plan+apply on the same simulated clusters (docs/interop.md figures).
 race: bytecode
 	TALOSCTL=$$(bash scripts/peers/talosctl.sh) && export TALOSCTL && $(BIN)/python benchmarks/race_talosctl.py
 
