@@ -183,7 +183,8 @@ def test_a_foreign_edit_of_the_outputs_during_apply_is_kept_or_stops_it(tmp_path
         notes = EditFileAtSwapGate(lambda: secrets.write_text(secrets.read_text() + "# kept by the other admin\n"))
         await applier.apply_desired(desired, planned.saved, "sha256:" + "5" * 64, "plan", pki.utcnow(), reporter=notes)
         assert "# kept by the other admin" in secrets.read_text()
-        assert any(f"secrets {secrets} changed by someone else since apply began" in n for n in notes.notes), notes.notes
+        said = f"secrets {secrets} changed by someone else since apply began"
+        assert any(said in n for n in notes.notes), notes.notes
         steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
         assert [s["outcome"] for s in steps if s["kind"] == "foreign"] == ["kept"]
 
