@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from faults.simproc import Proc, SimProcess, credential_report, run_cli, trustplan_cmd
+from waiting import wait_until
 
 LATENCY_MS = 20.0
 APISERVER_RESTART_MS = 150.0
@@ -160,7 +161,10 @@ def test_sigkill_with_no_later_trustplan_leaves_the_cluster_reachable_once_the_t
             else:
                 at = "finished before the kill"
             where[at] += 1
-            time.sleep(try_timeout + 2)  # no trustplan runs: the nodes revert what was not confirmed
+            # no trustplan runs. What is tested is the nodes' own timer (in the simulator's process), so
+            # this waits for time to pass on it: until the try timeout of the last write has passed
+            revert_by = time.monotonic() + try_timeout + 2
+            wait_until(lambda t=revert_by: time.monotonic() > t, "the try timeout passed", timeout=try_timeout + 10)
             context = f"round {round_} (seed {seed}), killed at {moment:.2f}s during {at}, no trustplan since"
             report = credential_report(sim)
             assert set(report.values()) == {"ok"}, f"{context}: credentials on disk do not work: {report}"

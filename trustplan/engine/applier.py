@@ -21,6 +21,7 @@ from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.moved import moved_hint
+from trustplan.engine.phasesteps import unconfirmed_note
 from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.rollback import Rollback, possible, roll_back
@@ -205,7 +206,8 @@ async def apply(
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
-            summary = f"{applier.summary()}; state serial {new_state['serial']} in {desired.state} records it"
+            summary = (f"{applier.summary()}{unconfirmed_note(applier)}; state serial {new_state['serial']} in "
+                       f"{desired.state} records it")
             hint = (
                 "nothing is lost: run `trustplan plan -o plan.bin` and `trustplan apply plan.bin` "
                 "(from the live configs, it finishes the job)"

@@ -225,3 +225,15 @@ def check_output(runner: PhaseRunner, kind: str, path: object) -> None:
     detail = f"{kind} {path} changed by someone else since apply began; {how}"
     runner.reporter.note(f"outputs: {detail}")
     runner.record("outputs", "foreign", "kept", detail=detail)
+
+
+def unconfirmed_note(runner: PhaseRunner) -> str:
+    """For the message of a stopped apply: the try-mode writes no confirmation followed, which the
+    nodes revert on their own (the rollback's own writes cancel that for the nodes it reaches)."""
+    nodes = sorted(runner.unconfirmed)
+    if not nodes:
+        return ""
+    phases = sorted(set(runner.unconfirmed.values()))
+    return (f"; {len(nodes)} {'write' if len(nodes) == 1 else 'writes'} of the {', '.join(phases)} phase were not "
+            f"confirmed ({', '.join(nodes)}): unless a rollback rewrote them, those nodes return to their config of "
+            "before on their own once the try timeout passes")
