@@ -47,8 +47,10 @@ DEFAULT_TRY_TIMEOUT = 60.0
 
 
 def _go_duration(seconds: float) -> str:
-    """A duration as Go's time.Duration.String() prints whole seconds and minutes ("1m0s", "5s")."""
+    """A duration as Go's time.Duration.String() prints it ("1m0s", "5s", "1.5s", "500ms")."""
     whole = int(seconds)
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"  # Go: 500ms
     if whole != seconds:
         return f"{seconds:g}s"
     minutes, secs = divmod(whole, 60)

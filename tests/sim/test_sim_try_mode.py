@@ -22,7 +22,7 @@ def test_a_try_write_reverts_on_its_own_unless_a_later_write_confirms_it(tmp_pat
         ref = next(r for r in cluster.node_refs() if r.address == worker.address)
         async with TalosProvider(cluster.talosconfig, None, cluster.node_refs()) as provider:
             said = await provider.write_trial(ref, edited, timeout=0.5)
-            assert "automatically reverted back in 0.5s" in said
+            assert "automatically reverted back in 500ms" in said
             assert (await provider.read(ref)).data == edited and worker.rollback_pending
             if confirmed:
                 await provider.write(ref, edited)  # NO_REBOOT: the revert is cancelled
