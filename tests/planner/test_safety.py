@@ -292,3 +292,30 @@ def test_every_mix_of_confirmed_and_reverted_writes_of_a_phase_is_proven_safe() 
     assert str(exc.value).startswith("swap phase: with some of its writes confirmed and the others reverted")
     assert "may not trust the kube-apiserver certificate issued by [k-old]" in str(exc.value)
     check_plan(plan, inp)  # the plan as made: every mix safe
+
+
+# --- a plan over workers only (no control plane in the plan: e.g. the files of two workers) -------------
+WORKERS_ONLY = cluster(trust("old"), n_cp=0, n_w=2)
+W_A = WORKERS_ONLY[0].address
+
+
+def test_a_workers_only_rotation_passes_when_each_worker_trusts_the_credential() -> None:
+    plan = make_plan(plan_input(WORKERS_ONLY, want("talos", "new")))
+    assert [p.name for p in plan.phases] == ["accept", "swap", "outputs", "remove"]
+
+
+def test_a_workers_only_plan_refuses_a_credential_the_worker_would_refuse() -> None:
+    inp = plan_input(WORKERS_ONLY, want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=Credential(fp("x"), (fp("old"),)))
+    with pytest.raises(UnsafePlan) as exc:
+        make_plan(inp)
+    assert f"node {W_A} would refuse an admin certificate from " in str(exc.value)
+    assert str(exc.value).endswith("it trusts only [old]")
+
+
+def test_a_workers_only_plan_refuses_a_credential_that_would_refuse_the_worker() -> None:
+    inp = plan_input(WORKERS_ONLY, want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=Credential(fp("old"), (fp("x"),)))
+    with pytest.raises(UnsafePlan) as exc:
+        make_plan(inp)
+    assert str(exc.value).endswith(f"the client would refuse node {W_A}'s server certificate")

@@ -183,27 +183,28 @@ def outputs_seen(runner: PhaseRunner) -> dict[str, bytes | None]:
     seen: dict[str, bytes | None] = {}
     for path in runner.desired.output_paths().values():
         if path is not None:
-            seen[str(path)] = _read(path)
+            seen[str(path)] = read_output(path)
     return seen
 
 
-def _read(path: object) -> bytes | None:
+def read_output(path: object) -> bytes | None:
+    """An output file's bytes (None: absent or unreadable), read the one way user files are read."""
     from pathlib import Path
 
+    from trustplan.system.safeio import read_regular
+
     try:
-        return Path(str(path)).read_bytes()
-    except OSError:
+        return read_regular(Path(str(path)), what="output file")
+    except (OSError, TrustplanError):
         return None
 
 
 def _certs(data: bytes | None) -> object:
-    import yaml
-
-    from trustplan.system.safeyaml import FastLoader
+    from trustplan.system import safeyaml
 
     try:
-        doc = yaml.load(data or b"", Loader=FastLoader)  # noqa: S506 - the safe loader
-    except yaml.YAMLError:
+        doc = safeyaml.load(data or b"")
+    except Exception:  # noqa: BLE001 - an unreadable file: its CA entries are not what apply read
         return None
     return doc.get("certs") if isinstance(doc, dict) else None
 
@@ -214,7 +215,7 @@ def check_output(runner: PhaseRunner, kind: str, path: object) -> None:
     secrets.yaml keeps everything but the CA entries apply sets. A foreign change to the CA entries
     of secrets.yaml stops the apply, as a foreign change to a node's CA fields does."""
     key = str(path)
-    before, now = runner.outputs_seen.get(key), _read(path)
+    before, now = runner.outputs_seen.get(key), read_output(path)
     if key not in runner.outputs_seen or now == before:
         return
     if kind == "secrets" and _certs(now) != _certs(before):

@@ -17,7 +17,16 @@ from typing import Any, assert_never
 
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
-from trustplan.engine.phasesteps import bounded, check_members, check_output, confirm, fresh, outputs_seen, send
+from trustplan.engine.phasesteps import (
+    bounded,
+    check_members,
+    check_output,
+    confirm,
+    fresh,
+    outputs_seen,
+    read_output,
+    send,
+)
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
 from trustplan.engine.recertify import recertify_workers
 from trustplan.errors import TrustplanError
@@ -148,14 +157,14 @@ class PhaseRunner:
                 context = self.desired.context if path == self.desired.talosconfig else None
                 check_output(self, "talosconfig", path)
                 if trust_also(path, self.keys.cert_pem(new), context=context):
-                    self.outputs_seen[str(path)] = path.read_bytes()
+                    self.outputs_seen[str(path)] = read_output(path)
                     detail = f"talosconfig {path} (now also trusts {self.plan.label(new)})"
                     self.record("swap", "output", "ok", detail=detail)
             if pki_name == "kubernetes" and self.desired.kubeconfig_output is not None:
                 path = self.desired.kubeconfig_output
                 check_output(self, "kubeconfig", path)
                 if trust_also(path, self.keys.cert_pem(new), cluster=self.desired.cluster):
-                    self.outputs_seen[str(path)] = path.read_bytes()
+                    self.outputs_seen[str(path)] = read_output(path)
                     detail = f"kubeconfig {path} (now also trusts {self.plan.label(new)})"
                     self.record("swap", "output", "ok", detail=detail)
 

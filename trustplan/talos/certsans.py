@@ -20,7 +20,9 @@ from trustplan.talos.yamledit import Splice, Unsupported
 
 def cert_sans(data: bytes) -> list[str]:
     """machine.certSANs of the v1alpha1 document."""
-    for doc in yaml.safe_load_all(data.decode()):
+    from trustplan.system import safeyaml
+
+    for doc in safeyaml.load_all(data):
         if isinstance(doc, dict) and isinstance(doc.get("machine"), dict):
             return [str(v) for v in doc["machine"].get("certSANs") or []]
     return []
