@@ -20,6 +20,8 @@ from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
+from trustplan.engine.moved import moved_hint
+from trustplan.engine.phasesteps import unconfirmed_note
 from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.rollback import Rollback, possible, read_back, roll_back
@@ -41,7 +43,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planner.timestamps import iso_time
-from trustplan.providers.base import Provider
+from trustplan.providers.base import Provider, TLSIdentity
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import MachineConfig
@@ -179,6 +181,7 @@ async def apply(
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
                               operator_identity=operator)
         applier.rollout = desired.rollout.following(saved.rollout)  # as the plan says
+        applier.members_at_start = await _members_outside(provider, plan, reader)
         started = iso_time(now)
         error: BaseException | None = None
         with stop.on_signals(reporter.note):
@@ -190,7 +193,7 @@ async def apply(
             if isinstance(error, ApplyInterrupted):
                 await read_back(applier)  # a write whose answer was lost: did it land?
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
-                back = await _roll_back(applier, live, resolved, rollback)
+                back = await _roll_back(applier, live, resolved, rollback, frozenset(state["authorities"]))
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
@@ -209,7 +212,8 @@ async def apply(
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
-            summary = f"{applier.summary()}; state serial {new_state['serial']} in {desired.state} records it"
+            summary = (f"{applier.summary()}{unconfirmed_note(applier)}; state serial {new_state['serial']} in "
+                       f"{desired.state} records it")
             hint = (
                 "nothing is lost: run `trustplan plan -o plan.bin` and `trustplan apply plan.bin` "
                 "(from the live configs, it finishes the job)"
@@ -226,11 +230,14 @@ async def apply(
                 hint = "the cluster is as it was before this apply: fix the cause, then make a new plan"
             elif back is not None:
                 summary += f"\n{back.text()}"
+                if back.moved:
+                    hint = moved_hint(str(desired.state))
             raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
 
 
-async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool) -> Rollback:
+async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool,
+                     known: frozenset[str]) -> Rollback:
     if not enabled:
         why = possible(applier)
         if why is None:
@@ -241,7 +248,7 @@ async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved
         return Rollback(False, why)
     applier.reporter.note("apply failed before the new credentials were written: rolling back")
     try:
-        return await roll_back(applier, live, resolved.authorities())
+        return await roll_back(applier, live, resolved.authorities(), known)
     except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
         return Rollback(False, f"rollback failed: {_error_text(exc)}")
 
@@ -256,6 +263,20 @@ def _what_happened(applier: PhaseRunner, back: Rollback | None, error: BaseExcep
     else:
         rolled = back.text().replace("\n", "\n  ")
     return f"{outcome}: {done}; {rolled}"
+
+
+async def _members_outside(provider: Provider, plan: Plan, reader: TLSIdentity | None) -> set[str] | None:
+    """The cluster's members outside the plan as the apply begins (the runner stops the apply when
+    others appear before a swap or remove); None when the provider cannot list members."""
+    lister = provider.capabilities.members
+    if lister is None or not any(op.revokes(e) for e in plan.edits):
+        return None
+    try:
+        members = await lister.members(reader)
+    except TrustplanError:
+        return None  # as plan does: a cluster without discovery has no member list to compare
+    planned = {n.address for n in plan.nodes}
+    return {a for a, _, _ in members if a not in planned}
 
 
 def _error_text(error: BaseException) -> str:

@@ -137,6 +137,9 @@ def phase_chunks(plan: Plan, view: View = View(), model: bool = False) -> list[C
         heading = ("Model checks after this phase (files provider: the configs are checked, no node is contacted):"
                    if model else "Verified after this phase, before the next one starts:")
         gates = f"{heading}\n\n{gates}\n" if gates else ""
+        if phase.recertify:
+            gates = (f"Workers whose trust lags their config ask trustd again (a write that adds each one's address "
+                     f"to machine.certSANs, no CA field changed): {', '.join(phase.recertify)}\n\n") + gates
         groups: dict[tuple[str, str], list[str]] = {}
         for node in phase.nodes():
             edits = phase.edits_for(node)
