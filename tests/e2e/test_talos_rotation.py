@@ -13,6 +13,8 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import access, applier
 from trustplan.engine import planning as engine
+from trustplan.engine.keyring import KeyRing
+from trustplan.engine.progress import QuietReporter
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.formats import desired as desired_mod
@@ -144,11 +146,11 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
             runner = PhaseRunner(
                 desired,
                 provider,
-                engine.KeyRing(planned.resolved.material, keystore),
+                KeyRing(planned.resolved.material, keystore),
                 planned.live,
                 partial,
                 pki.utcnow(),
-                engine.QuietReporter(),
+                QuietReporter(),
                 operator_identity=planned.operator,
             )
             await runner.run()  # an earlier run that died here

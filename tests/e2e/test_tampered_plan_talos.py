@@ -50,12 +50,12 @@ def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_p
             data = planfile.encode_document(doc)
             decoded = planfile.decode(data, "evil.bin")
             with pytest.raises(PlanFileError, match=expected):
-                await applier.apply_desired(desired, decoded, engine.plan_digest(data), "evil.bin", pki.utcnow())
+                await applier.apply_desired(desired, decoded, planfile.plan_digest(data), "evil.bin", pki.utcnow())
             assert {n.name: n.config for n in cluster.nodes} == before
 
         data = planfile.encode(planned.saved)
         decoded = planfile.decode(data, "plan.bin")
-        applied = await applier.apply_desired(desired, decoded, engine.plan_digest(data), "plan.bin", pki.utcnow())
+        applied = await applier.apply_desired(desired, decoded, planfile.plan_digest(data), "plan.bin", pki.utcnow())
         assert applied.state["serial"] == 1
         assert all(n.config != before[n.name] for n in cluster.nodes)
 

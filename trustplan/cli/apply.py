@@ -44,7 +44,6 @@ def apply(
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     from trustplan.engine import applier
-    from trustplan.engine import planning as engine
     from trustplan.formats import planfile
     from trustplan.render import text as render
     from trustplan.talos import pki
@@ -87,7 +86,7 @@ def apply(
         source = "the plan above"
         desired = load_desired(config)
     result = run(
-        applier.apply_desired(desired, saved, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
+        applier.apply_desired(desired, saved, planfile.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
                               seconds(lock_timeout), rollback=not no_rollback)
     )
     for w in result.written:

@@ -19,9 +19,10 @@ from trustplan.engine.access import make_provider, read_live
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
+from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
-from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
 from trustplan.engine.planverify import operator_of, verified_plan
+from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.rollback import Rollback, possible, roll_back
 from trustplan.engine.runner import PhaseRunner
 from trustplan.engine.workertrust import probe_workers

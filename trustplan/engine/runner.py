@@ -18,8 +18,10 @@ from dataclasses import replace
 from typing import Any, assert_never
 
 from trustplan.engine.interrupt import Stop
+from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
-from trustplan.engine.planning import KeyRing, Reporter, node_refs
+from trustplan.engine.planning import node_refs
+from trustplan.engine.progress import Reporter
 from trustplan.errors import TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig

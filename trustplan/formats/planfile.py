@@ -17,6 +17,7 @@ a private key. A flipped byte anywhere fails the digest (or the magic, or the le
     encode(saved, signing_key) -> bytes                the file
     decode(data, source) -> SavedPlan                  container, JSON, schema, structure, then typed
     read(path) -> SavedPlan
+    plan_digest(data) -> str                           sha256:<hex> of the file (lock and journal)
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def signer(data: bytes) -> bytes | None:
 
 def key_fingerprint(public: bytes) -> str:
     return sha256_fingerprint(public)
+
+
+def plan_digest(data: bytes) -> str:
+    """A plan file's digest, the whole file as written (the state's lock and journal name the plan by it)."""
+    return sha256_fingerprint(data)
 
 
 def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey) -> None:
