@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
+from trustplan.cli.planflow import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
 from trustplan.errors import TrustplanError
 
 
