@@ -21,7 +21,7 @@ from trustplan.system.atomic import write_atomic
 from trustplan.system.safeio import check_writable, ensure_dir
 
 if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
-    from trustplan.formats.savedplan import SavedPlan
+    from trustplan.formats.planfile.savedplan import SavedPlan
     from trustplan.render import markdown as render_markdown
 
 

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from trustplan.cli.common import ConsoleReporter, Format, err, load_desired, run, seconds
+from trustplan.cli.durations import parse_duration
 
 if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
     from trustplan.engine import planning as engine
-    from trustplan.formats.savedplan import SavedPlan
+    from trustplan.formats.planfile.savedplan import SavedPlan
     from trustplan.render import markdown as render_markdown
 
 
@@ -49,14 +50,13 @@ def plan_config(
     import dataclasses
 
     from trustplan.engine import planning as engine
-    from trustplan.formats import planfile
     from trustplan.talos import pki
 
     desired = load_desired(config)
     if parallelism is not None:  # saved in the plan: apply runs it so
         desired = dataclasses.replace(desired, rollout=desired.rollout.limited(parallelism))
     try:
-        expiry = planfile.parse_duration(expires_in)
+        expiry = parse_duration(expires_in)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from None
     planned = run(

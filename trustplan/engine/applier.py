@@ -34,8 +34,7 @@ from trustplan.errors import (
 )
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
-from trustplan.formats.planfile import check_expiry
-from trustplan.formats.savedplan import SavedPlan
+from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import (
     Plan,
 )
@@ -58,8 +57,12 @@ class Applied:
 def check_bindings(
     saved: SavedPlan, desired: DesiredState, state: StateDocument, now: dt.datetime, source: str
 ) -> None:
-    check_expiry(saved, now, source)
     bound = saved.bindings
+    if now >= bound.expires:
+        raise PlanFileError(
+            f"{source}: plan expired at {iso_time(bound.expires)}",
+            hint="make a fresh plan with `trustplan plan -o ...` and review it again",
+        )
     if saved.plan.cluster != desired.cluster:
         raise PlanFileError(
             f"{source}: this plan is for cluster {saved.plan.cluster!r}, but {desired.path} is cluster "

@@ -31,7 +31,7 @@ from trustplan.errors import (
 from trustplan.formats import planfile
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
-from trustplan.formats.savedplan import Bindings, SavedPlan
+from trustplan.formats.planfile.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
     Credential,
     Plan,
