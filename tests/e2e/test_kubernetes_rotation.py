@@ -17,6 +17,7 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.formats import desired as desired_mod
 from trustplan.talos import machineconfig, pki, validation
@@ -55,7 +56,7 @@ async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> 
     planned = await replan(cluster)
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
     return await applier.apply_desired(
-        desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
+        ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()), reporter=reporter
     )
 
 

@@ -13,6 +13,7 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import access, applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.progress import QuietReporter
 from trustplan.engine.runner import PhaseRunner
@@ -32,7 +33,7 @@ async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Pl
 
 async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
     desired, planned = await plan(cluster)
-    return await applier.apply_desired(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
+    return await applier.apply_desired(ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()))
 
 
 async def version_with(cluster: SimCluster, talosconfig: Path) -> dict[str, str]:
@@ -174,7 +175,8 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
         broken.faults.apply_error = "disk full"
         broken.faults.apply_error_times = 1
         with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
+            request = ApplyRequest(desired, planned.saved, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
+            await applier.apply_desired(request)
         state = LocalState(desired.state).read("sim")
         last = state["history"][-1]
         assert last["status"] == "failed" and "disk full" in last["error"]

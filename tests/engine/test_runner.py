@@ -16,6 +16,7 @@ from trustplan.state import LocalState
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.progress import QuietReporter
 from trustplan.engine.runner import PhaseRunner
@@ -60,8 +61,8 @@ def test_plan_and_apply_in_memory_rotate_every_node(tmp_path: Path) -> None:
     planned = _plan(desired, provider)
     assert [w.node for w in provider.writes if w.dry_run] == sorted(before)  # plan: one dry run per node
     keystore = Keystore(desired.keystore)
-    done = asyncio.run(applier.apply(desired, provider, keystore, LocalState(desired.state), planned.saved,
-                                     DIGEST, "plan.bin", pki.utcnow()))
+    done = asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                     provider, keystore, LocalState(desired.state)))
     assert done.state["history"][-1]["status"] == "applied"
     new = {d.pki: d.issuer for d in planned.plan.desired_issuers()}
     assert _issuers(provider, "talos") == {new["talos"]} and _issuers(provider, "kubernetes") == {new["kubernetes"]}
@@ -130,8 +131,8 @@ def test_a_failed_write_in_memory_is_rolled_back(tmp_path: Path) -> None:
 
     failing = Failing(provider.configs)
     with pytest.raises(ProviderError, match="disk full.*rolled back"):
-        asyncio.run(applier.apply(desired, failing, Keystore(desired.keystore), LocalState(desired.state),
-                                  planned.saved, DIGEST, "plan.bin", pki.utcnow()))
+        asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                  failing, Keystore(desired.keystore), LocalState(desired.state)))
     for pki_name in ("talos", "kubernetes"):
         assert _issuers(failing, pki_name) == _issuers(MemoryProvider(before), pki_name)
     last = LocalState(desired.state).read("demo")["history"][-1]

@@ -86,8 +86,11 @@ def apply(
         source = "the plan above"
         desired = load_desired(config)
     result = run(
-        applier.apply_desired(desired, saved, planfile.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
-                              seconds(lock_timeout), rollback=not no_rollback)
+        applier.apply_desired(
+            applier.ApplyRequest(desired, saved, planfile.plan_digest(data), source, pki.utcnow(),
+                                 seconds(lock_timeout), rollback=not no_rollback),
+            ConsoleReporter(),
+        )
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)

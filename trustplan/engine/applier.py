@@ -1,7 +1,8 @@
 """Apply a saved plan exactly: refuse it if anything it was made from changed, then run it phase by
 phase (edits, then gates), write the outputs, and record the result in the state.
 
-    apply(desired, provider, keystore, store, saved, ...) -> Applied
+    apply(ApplyRequest(desired, saved, ...), provider, keystore, store) -> Applied
+    apply_desired(request) -> Applied     with the desired state's provider, keystore and state file
 
 The phases themselves run in trustplan.engine.runner (PhaseRunner); a failed run is undone by
 trustplan.engine.rollback, another run of the same runner.
@@ -45,6 +46,22 @@ from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import trust_of
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What to apply: the saved plan, the digest of its file (the state's lock and journal name the
+    plan by it) and where it came from (errors name it), the desired state it must match, the
+    clock's now; and how: how long to wait for the state's lock, and whether a failed run is
+    rolled back."""
+
+    desired: DesiredState
+    saved: SavedPlan
+    plan_digest: str
+    source: str
+    now: dt.datetime
+    lock_timeout: float = 0.0
+    rollback: bool = True
 
 
 @dataclass
@@ -143,24 +160,21 @@ def next_state(
 
 
 async def apply(
-    desired: DesiredState,
+    request: ApplyRequest,
     provider: Provider,
     keystore: Keystore,
     store: StateBackend,
-    saved: SavedPlan,
-    plan_digest: str,
-    source: str,
-    now: dt.datetime,
     reporter: Reporter | None = None,
-    lock_timeout: float = 0.0,
-    rollback: bool = True,
 ) -> Applied:
     """Apply a saved plan exactly; refuse it if anything it was made from changed.
 
     When a step fails before the new credentials are written, the nodes changed by this run are
-    returned to their CAs of before (trustplan.engine.rollback), unless `rollback` is False."""
+    returned to their CAs of before (trustplan.engine.rollback), unless `request.rollback` is False."""
+    desired, saved, plan_digest, source, now = (
+        request.desired, request.saved, request.plan_digest, request.source, request.now
+    )
     reporter = reporter or QuietReporter()
-    with store.lock(lock_timeout, "apply", plan_digest):
+    with store.lock(request.lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)
         check_bindings(saved, desired, state, now, source)
         check_backend_outside(desired, saved.plan)
@@ -180,8 +194,8 @@ async def apply(
             keys.key(fp)
         stop = Stop()
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
-                              operator_identity=operator)
-        applier.rollout = desired.rollout.following(saved.rollout)  # as the plan says
+                              operator_identity=operator,
+                              rollout=desired.rollout.following(saved.rollout))  # as the plan says
         started = iso_time(now)
         error: BaseException | None = None
         with stop.on_signals(reporter.note):
@@ -191,7 +205,7 @@ async def apply(
                 error = exc  # recorded below, so the state says what was done before the stop
             back: Rollback | None = None
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
-                back = await _roll_back(applier, live, resolved, rollback)
+                back = await _roll_back(applier, live, resolved, request.rollback)
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
@@ -249,22 +263,13 @@ def _error_text(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}: {error}"  # e.g. an output file that cannot be written
 
 
-async def apply_desired(
-    desired: DesiredState,
-    saved: SavedPlan,
-    plan_digest: str,
-    source: str,
-    now: dt.datetime,
-    reporter: Reporter | None = None,
-    lock_timeout: float = 0.0,
-    rollback: bool = True,
-) -> Applied:
+async def apply_desired(request: ApplyRequest, reporter: Reporter | None = None) -> Applied:
     """`trustplan apply` without the printing: apply() with the desired state's provider, keystore
     and state file, the provider opened (and closed) for it."""
+    desired = request.desired
     provider = make_provider(desired)
     try:
-        return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), saved,
-                           plan_digest, source, now, reporter, lock_timeout, rollback)
+        return await apply(request, provider, desired.open_keystore(), desired.state_backend(), reporter)
     finally:
         await provider.close()
 

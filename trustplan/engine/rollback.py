@@ -140,9 +140,9 @@ async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tup
         return Rollback(False, f"no rollback: the way back is not safe: {exc}")
     current = LiveCluster(nodes, dict(applier.configs), {}, cas)
     runner = PhaseRunner(applier.desired, applier.provider, applier.keys, current, back, applier.now,
-                         applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity)
-    runner.workers_first = True
-    runner.rollout = applier.rollout  # the plan's parallelism (a rollback has no canary)
+                         applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity,
+                         rollout=applier.rollout,  # the plan's parallelism (a rollback has no canary)
+                         workers_first=True)
     changed = sorted({node for _, node in done}, key=lambda a: [n.address for n in applier.plan.nodes].index(a))
     try:
         await runner.run()

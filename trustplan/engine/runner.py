@@ -23,7 +23,7 @@ from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import node_refs
 from trustplan.engine.progress import Reporter
 from trustplan.errors import TrustplanError
-from trustplan.formats.desired import DesiredState
+from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
@@ -81,9 +81,11 @@ class PhaseRunner:
         stop: Stop | None = None,
         *,
         operator_identity: Credential | None = None,
+        rollout: Rollout | None = None,
+        workers_first: bool = False,
     ) -> None:
         self.stop = stop or Stop()
-        self.workers_first = False  # a rollback undoes a phase in reverse order
+        self.workers_first = workers_first  # a rollback undoes a phase in reverse order
         self.desired = desired
         self.operator = operator
         if operator_identity is None and operator is not None:
@@ -98,7 +100,7 @@ class PhaseRunner:
         self.steps: list[dict[str, Any]] = []
         self.refs = {r.address: r for r in node_refs(plan)}
         self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
-        self.rollout = desired.rollout  # apply() sets the plan's
+        self.rollout = rollout or desired.rollout  # apply() passes the plan's
         self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
