@@ -111,6 +111,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                     for g in p.gates
                 ],
                 "outputs": [{"kind": o.kind, "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
+                **({"recertify": list(p.recertify)} if p.recertify else {}),
             }
             for p in plan.phases
         ],
@@ -123,7 +124,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
             "authorities_to_create": len(plan.new_authorities),
             "node_changes": len(kinds),
             "ca_changes": len(kinds),
-            "config_writes": sum(len(p.nodes()) for p in plan.phases if p.name != "outputs"),
+            "config_writes": sum(len(p.nodes()) + len(p.recertify) for p in plan.phases if p.name != "outputs"),
             "accept": kinds.count("accept"),
             "swap": kinds.count("swap"),
             "remove": kinds.count("remove"),
@@ -176,6 +177,7 @@ def from_document(doc: dict[str, Any]) -> Plan:
             ),
             _uncred(p["credential"]),
             tuple(WriteOutput(o["output"], o["pki"], o["ca"]) for o in p["outputs"]),
+            tuple(p.get("recertify", ())),
         )
         for p in doc["phases"]
     )

@@ -168,6 +168,10 @@ class Phase:
     gates: tuple[Gate, ...]
     credential: Credential | None
     outputs: tuple[WriteOutput, ...] = ()
+    #: workers whose trustd bundle lags their config (probed): after the phase's edits each gets a
+    #: config write that changes no CA field, so it asks a control plane's trustd again, now that the
+    #: control planes trust the new CA (the engine adds the node's address to machine.certSANs)
+    recertify: tuple[str, ...] = ()
 
     def nodes(self) -> tuple[str, ...]:
         """The nodes this phase changes, in order, each once."""

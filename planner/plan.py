@@ -116,12 +116,14 @@ def make_plan(inp: PlanInput) -> Plan:
             return inp.operator
         return None
 
+    lagging = _lagging_workers(nodes, desired, by_phase["accept"]) if "talos" in desired else ()
     phases: list[Phase] = []
     for phase_name in CHANGE_PHASES:
         edits = by_phase[phase_name]
-        if not edits:
+        recertify = lagging if phase_name == "accept" else ()
+        if not edits and not recertify:
             continue
-        changed = [p for p in managed if any(e.pki == p for e in edits)]
+        changed = [p for p in managed if any(e.pki == p for e in edits)] or ["talos"]
         gates = [Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed]
         if phase_name == "accept":  # also prove every pre-staged CA we hold a key for is trusted
             for p in changed:
@@ -129,7 +131,7 @@ def make_plan(inp: PlanInput) -> Plan:
                 for ca in staged:
                     if ca != desired[p].issuer and key_ok.get(ca, False):
                         gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), all_nodes))
-        phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name)))
+        phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name), (), recertify))
 
     outs = _outputs(inp, desired, managed, refresh_only=not phases)
     if outs:  # after the swap gate, before remove: a working credential exists before anything is revoked
@@ -148,6 +150,21 @@ def make_plan(inp: PlanInput) -> Plan:
     plan = dataclasses.replace(plan, warnings=_warnings(plan, inp))
     check_plan(plan, inp)
     return plan
+
+
+def _lagging_workers(
+    nodes: tuple[LiveNode, ...], desired: dict[PKI, DesiredTrust], accepts: list[Edit]
+) -> tuple[str, ...]:
+    """Workers whose apid was probed refusing client certificates from the desired Talos issuer,
+    although it will trust it by its config: their trustd bundle lags their config (they asked trustd
+    before the control planes trusted that CA). A worker the accept phase edits asks trustd again by
+    that write; the others need a recertify write of their own."""
+    issuer = desired["talos"].issuer
+    edited = {e.node for e in accepts if e.pki == "talos"}
+    return tuple(
+        n.address for n in nodes
+        if n.role == "worker" and issuer in n.probed_refuses and n.address not in edited
+    )
 
 
 def suggest_accepted(inp: PlanInput) -> tuple[PKI, str] | None:

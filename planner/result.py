@@ -52,7 +52,7 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         """Anything to do: node edits, or outputs to (re)write."""
-        return any(p.edits or p.outputs for p in self.phases)
+        return any(p.edits or p.outputs or p.recertify for p in self.phases)
 
     @property
     def has_edits(self) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from trustplan.planner.model import PKI, Credential, LiveTrust, PlanInput
-from trustplan.planner.ops import AcceptCA, Edit, Gate, OutputKind, RemoveCA, SwapIssuer, apply_edit
+from trustplan.planner.ops import AcceptCA, Edit, Gate, OutputKind, Phase, RemoveCA, SwapIssuer, apply_edit
 from trustplan.planner.result import Plan
 
 
@@ -92,6 +92,12 @@ class _Model:
         node.server_issuers = issuers
         trust = frozenset.intersection(*(cp.trust["talos"].trusted for cp in cps))
         node.client_trust = trust
+
+    def recertify(self, node: _Node) -> None:
+        """A worker's config write that changes no CA field: it asks a control plane's trustd again."""
+        if node.role != "worker":
+            raise UnsafePlan(f"internal: recertify names {node.address}, which is not a worker")
+        self._reissue_worker(node)
 
     def talos_reach(self, target: _Node, cred: Credential) -> str | None:
         """None if `cred` reaches `target` through every control-plane endpoint; else why not."""
@@ -201,8 +207,10 @@ class _Model:
                 raise UnsafePlan(f"worker {node.address} would hold the {name}.ca private key; workers must not")
 
 
-def check_plan(plan: Plan, inp: PlanInput) -> None:
-    """Raise UnsafePlan naming the first step that would lock someone out."""
+def check_plan(plan: Plan, inp: PlanInput, *, mixes: bool = True) -> None:
+    """Raise UnsafePlan naming the first step that would lock someone out. `mixes`: also every mix of
+    confirmed and reverted writes of a phase (its writes go in try mode); a rollback, written for good
+    in the order it is proven in, passes False."""
     model = _Model(plan, inp)
     for node in model.nodes.values():  # the live state itself must be sane for what we manage
         for pki in plan.managed:
@@ -213,6 +221,7 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
                     "fix the config before rotating"
                 )
     for phase in plan.phases:
+        before = _snapshot(model, (*phase.nodes(), *phase.recertify))
         for address in phase.nodes():
             node = model.nodes[address]
             if phase.credential is not None:
@@ -220,8 +229,17 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
                 if why:
                     raise UnsafePlan(f"{phase.name} phase, before changing {address}: {why}")
             model.apply(node, phase.edits_for(address))
+        for address in phase.recertify:  # a write that changes no CA field: the worker asks trustd again
+            node = model.nodes[address]
+            if phase.credential is not None:
+                why = model.talos_reach(node, phase.credential)
+                if why:
+                    raise UnsafePlan(f"{phase.name} phase, before recertifying {address}: {why}")
+            model.recertify(node)
         for gate in phase.gates:
             _check_gate(model, gate)
+        if mixes:
+            _check_mixes(model, phase, before)
         for out in phase.outputs:
             if not model.key_ok.get(out.ca, False):
                 raise UnsafePlan(
@@ -234,6 +252,74 @@ def check_plan(plan: Plan, inp: PlanInput) -> None:
     for t in plan.targets:
         if model.nodes[t.node].trust[t.pki] != t.after:
             raise UnsafePlan(f"internal: replay of {t.node} ({t.pki}) does not end in the planned state")
+
+
+_State = tuple[dict[PKI, LiveTrust], frozenset[str], frozenset[str]]
+
+
+def _snapshot(model: _Model, addresses: tuple[str, ...]) -> dict[str, _State]:
+    """The phase's nodes as they are before it: what a node the phase wrote returns to when its
+    try-mode write is reverted instead of confirmed."""
+    out: dict[str, _State] = {}
+    for a in addresses:
+        n = model.nodes[a]
+        out[a] = (dict(n.trust), n.server_issuers, n.client_trust)
+    return out
+
+
+def _check_mixes(model: _Model, phase: Phase, before: dict[str, _State]) -> None:
+    """The dead-man switch: each node a phase writes keeps its write only once confirmed after the
+    phase's gates, and returns to its state of before on its own otherwise. So after a stop anywhere in
+    the phase, any mix of nodes before and after it is possible. Every condition of the reach checks
+    is about a pair of nodes (an endpoint and a target), so every mix is safe when each condition
+    holds for the worst of each node's two states: it trusts only what both states trust, and may
+    present a certificate from either state's issuer. Proven for the credential the phase is sent
+    with (the operator's until the phase is confirmed) and for the kubelets' trust."""
+    if not before:
+        return
+    worst: dict[str, _Node] = {}
+    for n in model.nodes.values():
+        if n.address not in before:
+            worst[n.address] = n
+            continue
+        trust0, issuers0, client0 = before[n.address]
+        trust = {p: LiveTrust(n.trust[p].issuer, n.trust[p].issuer_has_key,
+                              tuple(c for c in n.trust[p].accepted if c in trust0[p].trusted)) for p in n.trust}
+        worst[n.address] = _Node(n.address, n.role, trust, n.server_issuers | issuers0, n.client_trust & client0)
+    cps = [w for w in worst.values() if w.role == "controlplane"]
+    first_issuers = {a: {p: t.issuer for p, t in st[0].items()} for a, st in before.items()}
+
+    def issuers(node: _Node, pki: PKI) -> set[str]:
+        return {i for i in (node.trust[pki].issuer, first_issuers.get(node.address, {}).get(pki)) if i}
+
+    def trusted(node: _Node, pki: PKI) -> frozenset[str]:
+        now = model.nodes[node.address].trust[pki].trusted
+        return now & before[node.address][0][pki].trusted if node.address in before else now
+
+    cred = phase.credential
+    if cred is not None and "talos" in model.managed:
+        for target in worst.values():
+            for ep in cps:
+                why = None
+                if cred.issuer not in ep.client_trust:
+                    why = f"endpoint {ep.address} may refuse {model.label(cred.issuer)}'s admin certificate"
+                elif not ep.server_issuers <= frozenset(cred.trusted):
+                    why = f"the client may refuse endpoint {ep.address}'s server certificate"
+                elif target is not ep and not issuers(ep, "talos") <= target.client_trust:
+                    why = f"node {target.address} may refuse the proxy certificate of endpoint {ep.address}"
+                elif target is not ep and not target.server_issuers <= ep.client_trust:
+                    why = f"endpoint {ep.address} may refuse node {target.address}'s server certificate"
+                if why:
+                    raise UnsafePlan(f"{phase.name} phase: with some of its writes confirmed and the others "
+                                     f"reverted by the node (try mode), {why}")
+    if "kubernetes" in model.managed:
+        every = set().union(*(issuers(cp, "kubernetes") for cp in cps)) if cps else set()
+        for node in worst.values():
+            missing = every - trusted(node, "kubernetes")
+            if missing:
+                raise UnsafePlan(f"{phase.name} phase: with some of its writes confirmed and the others reverted "
+                                 f"(try mode), the kubelet on {node.address} may not trust the kube-apiserver "
+                                 f"certificate issued by {model.labels(frozenset(missing))}")
 
 
 def _check_output(model: _Model, output: OutputKind, ca: str, when: str) -> None:

@@ -14,6 +14,8 @@ and the engine asks those (never which provider it is):
     Capabilities.client_trust        a ClientTrustProber (a worker's apid asked directly), or None
     Capabilities.file_modes          a ModeNotes (config files whose modes a write tightens), or None
     Capabilities.verify_many         a ManyVerifier (verify() on many nodes in one call), or None
+    Capabilities.trial               a TrialWriter (a write the node reverts on its own unless
+                                     confirmed: Talos's apply mode TRY), or None
 
 Implementations: files (configs on disk), memory (configs in a dict, for fast tests), talos.
 """
@@ -150,6 +152,16 @@ class ManyVerifier(Protocol):
         ...
 
 
+class TrialWriter(Protocol):
+    """Writes a config the node reverts on its own after `timeout` seconds unless a later ordinary
+    write() confirms it (talos: ApplyConfiguration mode TRY with try_mode_timeout; a later NO_REBOOT
+    apply cancels the revert). The files provider cannot: a file has no timer."""
+
+    async def write_trial(self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None, timeout: float) -> str:
+        """Submit a full machine config in try mode. Returns the node's message."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a provider can do beyond read/write/verify. The engine asks these; it never asks which
@@ -164,3 +176,4 @@ class Capabilities:
     client_trust: ClientTrustProber | None = None
     file_modes: ModeNotes | None = None
     verify_many: ManyVerifier | None = None
+    trial: TrialWriter | None = None

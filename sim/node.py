@@ -165,6 +165,8 @@ class SimNode:
         self.changed = asyncio.Event()
         self.apply_lock = asyncio.Lock()
         self.trustd_error: str | None = None
+        #: a TRY apply's pending revert (RollbackToConfigAfter): the timer and the config it restores
+        self._rollback: asyncio.TimerHandle | None = None
         #: client-trust bundle of apid (PEM) and the fingerprints in it
         self.client_trust_pem = b""
         self.issuing: tuple[x509.Certificate, pki.PrivateKey] | None = None
@@ -216,6 +218,30 @@ class SimNode:
                 self.apiserver.restart()
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def rollback_after(self, timeout: float) -> None:
+        """Talos's RollbackToConfigAfter: after `timeout` seconds the config active *now* comes back,
+        unless a later apply in another mode cancels it. A second TRY replaces the pending revert
+        with one to the config active at that time (v1alpha1_runtime.go)."""
+        self.cancel_rollback()
+        data = self.config
+
+        def revert() -> None:
+            self._rollback = None
+            log.info("%s: rolling back the configuration (try mode timed out)", self.name)
+            self.set_config(data, machineconfig.parse(data, f"{self.name}: machine config"))
+
+        self._rollback = asyncio.get_running_loop().call_later(max(0.0, timeout), revert)
+
+    def cancel_rollback(self) -> None:
+        """CancelConfigRollbackTimeout: a pending TRY revert is dropped."""
+        if self._rollback is not None:
+            self._rollback.cancel()
+            self._rollback = None
+
+    @property
+    def rollback_pending(self) -> bool:
+        return self._rollback is not None
 
     def _trust_inputs(self) -> tuple[object, ...]:
         """What this node's certs and TLS contexts are made from: its Talos CA fields and name, and

@@ -42,6 +42,20 @@ GO_VERSION = "go1.25.5"
 Mode = machine_pb2.ApplyConfigurationRequest
 #: the ids of the machine config resource (the same bytes under both)
 CONFIG_IDS = ("persistent", "v1alpha1")
+#: pkg/machinery/constants ConfigTryTimeout: a TRY apply without try_mode_timeout reverts after 1 minute
+DEFAULT_TRY_TIMEOUT = 60.0
+
+
+def _go_duration(seconds: float) -> str:
+    """A duration as Go's time.Duration.String() prints whole seconds and minutes ("1m0s", "5s")."""
+    whole = int(seconds)
+    if whole != seconds:
+        return f"{seconds:g}s"
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
 def caller_roles(stream: Stream[Any, Any]) -> list[str]:
@@ -98,7 +112,7 @@ class MachineService(machine_grpc.MachineServiceBase):
             if faults.apply_error_times is not None:
                 faults.apply_error_times -= 1
             raise GRPCError(Status.INTERNAL, faults.apply_error)
-        if request.mode not in (Mode.AUTO, Mode.NO_REBOOT):
+        if request.mode not in (Mode.AUTO, Mode.NO_REBOOT, Mode.TRY):
             raise GRPCError(
                 Status.INVALID_ARGUMENT,
                 f"apply mode {Mode.Mode.Name(request.mode)} is not supported by the simulator",
@@ -127,17 +141,29 @@ class MachineService(machine_grpc.MachineServiceBase):
             if node.apply_lock.locked():
                 raise GRPCError(Status.FAILED_PRECONDITION, "another apply configuration is already in progress")
             async with node.apply_lock:
+                if request.mode == Mode.TRY:  # v1alpha1_server.go: RollbackToConfigAfter, then SetConfig
+                    timeout = DEFAULT_TRY_TIMEOUT
+                    if request.HasField("try_mode_timeout"):
+                        timeout = request.try_mode_timeout.ToTimedelta().total_seconds()
+                    node.rollback_after(timeout)
+                else:  # any other mode cancels a pending rollback (CancelConfigRollbackTimeout)
+                    node.cancel_rollback()
                 node.set_config(request.data, parsed)
             if faults.die_on_apply:
                 await node.stop()
                 return
             details = "Applied configuration without a reboot"
+            if request.mode == Mode.TRY:
+                details += (
+                    "\nThe config is applied in 'try' mode and will be automatically reverted back in "
+                    f"{_go_duration(timeout)}"
+                )
         await stream.send_message(
             machine_pb2.ApplyConfigurationResponse(
                 messages=[
                     machine_pb2.ApplyConfiguration(
                         metadata=common_pb2.Metadata(hostname=node.hostname),
-                        mode=Mode.NO_REBOOT,
+                        mode=Mode.TRY if request.mode == Mode.TRY else Mode.NO_REBOOT,
                         mode_details=details,
                     )
                 ]

@@ -15,6 +15,7 @@ All calls go to a control-plane endpoint from the talosconfig, with gRPC metadat
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -108,7 +109,7 @@ class TalosProvider:
         validates dry runs, and the cluster has a Kubernetes API, kubelets, members and workers'
         own apids to ask."""
         return Capabilities(needs_credential=True, dry_run=True, kubernetes_api=True, endpoints=True,
-                            kubelet=self, members=self, client_trust=self, verify_many=self)
+                            kubelet=self, members=self, client_trust=self, verify_many=self, trial=self)
 
     async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         """The node's active machine config (exact bytes) and its digest."""
@@ -134,13 +135,45 @@ class TalosProvider:
     async def write(
         self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None = None, dry_run: bool = False
     ) -> str:
-        """ApplyConfiguration(mode=NO_REBOOT); returns the node's mode_details and warnings."""
-        cred = credential or self._own
+        """ApplyConfiguration(mode=NO_REBOOT); returns the node's mode_details and warnings. It also
+        confirms an earlier try-mode write (Talos cancels the pending revert on any non-TRY apply)."""
         request = machine_pb2.ApplyConfigurationRequest(
             data=data, mode=machine_pb2.ApplyConfigurationRequest.NO_REBOOT, dry_run=dry_run
         )
+        return await self._apply(node, request, credential, dry_run)
+
+    async def write_trial(
+        self, node: NodeRef, data: bytes, *, credential: TLSIdentity | None = None, timeout: float
+    ) -> str:
+        """ApplyConfiguration(mode=TRY, try_mode_timeout): the node runs `data` without persisting it
+        and returns to its config of before after `timeout` seconds, unless write() confirms it
+        (Talos v1.14.1 v1alpha1_server.go: RollbackToConfigAfter / CancelConfigRollbackTimeout)."""
+        request = machine_pb2.ApplyConfigurationRequest(
+            data=data, mode=machine_pb2.ApplyConfigurationRequest.TRY,
+            try_mode_timeout=dt.timedelta(seconds=timeout),
+        )
+        return await self._apply(node, request, credential, False, trial=True)
+
+    async def _apply(
+        self, node: NodeRef, request: machine_pb2.ApplyConfigurationRequest, credential: TLSIdentity | None,
+        dry_run: bool, *, trial: bool = False
+    ) -> str:
+        cred = credential or self._own
+        sent = False
+        config = cosi_state_pb2.GetRequest(namespace=CONFIG_NAMESPACE, type=CONFIG_TYPE, id=CONFIG_ID)
 
         async def attempt(endpoint: Endpoint) -> machine_pb2.ApplyConfigurationResponse:
+            nonlocal sent
+            if trial and sent:
+                # a retried TRY whose first attempt landed (its answer lost) would make the tried config
+                # the one Talos reverts to: read the node first, and leave a landed try alone
+                async with self._pool.unary(endpoint, cred, cosi_state_grpc.StateStub) as state:
+                    got = await state.Get(config, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+                if got.resource.spec.proto_spec:
+                    active = resource_config_pb2.MachineConfigSpec.FromString(got.resource.spec.proto_spec)
+                    if active.yaml_marshalled == request.data:
+                        return machine_pb2.ApplyConfigurationResponse()
+            sent = True
             async with self._pool.unary(endpoint, cred, machine_grpc.MachineServiceStub) as stub:
                 return await stub.ApplyConfiguration(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
 

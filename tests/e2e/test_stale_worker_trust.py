@@ -96,10 +96,11 @@ def test_trustplan_finishes_talosctl_killed_in_accept_with_a_control_plane_rever
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
 
 
-def test_a_worker_whose_trustd_bundle_is_really_stale_is_named_with_the_manual_step(tmp_path: Path) -> None:
-    """A worker took the new CA into its config before the control planes did (a hand edit): its
-    bundle, fetched then, lacks it. The probe sees that; plan refuses naming the worker and the
-    step that makes it fetch a new bundle; after that step, plan + apply finish."""
+def test_a_worker_whose_trustd_bundle_is_really_stale_is_recertified_by_plan_and_apply(tmp_path: Path) -> None:
+    """Issue 20, finding 11: a worker took the new CA into its config before the control planes did (a
+    hand edit): its bundle, fetched then, lacks it. The probe sees that; the plan recertifies it (a
+    write that adds its address to machine.certSANs, after the control planes accept the new CA, so
+    it asks trustd again), apply probes it afterwards, and plan + apply finish with no manual step."""
 
     async def scenario(cluster: SimCluster) -> None:
         crt, key = certgen.generate_ca("talos", pki.utcnow())
@@ -119,18 +120,19 @@ def test_a_worker_whose_trustd_bundle_is_really_stale_is_named_with_the_manual_s
         path.write_text(text.replace("issuer: talos-new", "issuer: talosctl-ca"))
 
         code, out = await trustplan(cluster.dir, "plan", "-o", "plan.bin")
-        assert code == 1, out
-        assert f"Worker {worker.address}'s apid refuses client certificates from" in out, out
-        assert f"talosctl -n {worker.address} patch mc" in out and "then plan again" in out, out
-        # the manual step (in the simulator any config change of the worker makes it ask trustd again)
-        edit_talos(worker, machineconfig.parse(worker.config, worker.name).ca_fields("talos").accepted)
-        assert new in pki.split_pem_bundle(worker.client_trust_pem)
-
-        code, out = await trustplan(cluster.dir, "apply", "--auto-approve")
         assert code == 0, out
+        assert f"~ {worker.address}" in out and "recertify: asks trustd again" in out, out
+        code, out = await trustplan(cluster.dir, "apply", "plan.bin")
+        assert code == 0, out
+        assert worker.address.encode() in worker.config  # the recertify write: its address in certSANs
+        for node in cluster.nodes:
+            fields = machineconfig.parse(node.config, node.name).ca_fields("talos")
+            assert fields.issuer == new and fields.accepted == ()
         async with TalosProvider(cluster.talosconfig, None, cluster.node_refs(), verify_timeout=10) as provider:
             for ref in cluster.node_refs():
                 await provider.verify(ref)
+        code, out = await trustplan(cluster.dir, "plan", "--detailed-exitcode")
+        assert code == 0, out
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
 

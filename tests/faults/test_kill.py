@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from faults.simproc import Proc, SimProcess, credential_report, run_cli, trustplan_cmd
+from waiting import wait_until
 
 LATENCY_MS = 20.0
 APISERVER_RESTART_MS = 150.0
@@ -115,3 +116,59 @@ def test_sigkill_at_random_moments_always_leaves_a_finishable_rotation_and_worki
     print("\nkill test:", json.dumps(figures, indent=2))
     if os.environ.get("TRUSTPLAN_KILL_REPORT"):
         Path(os.environ["TRUSTPLAN_KILL_REPORT"]).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def set_try_timeout(sim: SimProcess, seconds: float) -> None:
+    path = sim.dir / "trustplan.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("verify: {timeout: 30}", f"verify: {{timeout: 30}}, try: {{timeout: {seconds:g}}}"))
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(1800)
+def test_sigkill_with_no_later_trustplan_leaves_the_cluster_reachable_once_the_try_timeout_passed(
+    tmp_path: Path,
+) -> None:
+    """Issue 20, the dead-man switch: each phase's writes go in Talos's try mode and are confirmed
+    only after the phase's gates. A trustplan SIGKILLed anywhere, and never run again, leaves every
+    node reachable with the talosconfig and kubeconfig on disk once the try timeout has passed: each
+    unconfirmed node returns to its last confirmed config on its own."""
+    kills = int(os.environ.get("TRUSTPLAN_TRY_KILLS", "12"))
+    seed = int(os.environ.get("TRUSTPLAN_KILL_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    with SimProcess(tmp_path / "sim", 3, 2, latency_ms=LATENCY_MS, k8s=True,
+                    apiserver_restart_ms=APISERVER_RESTART_MS, kubelet_rejoin_ms=KUBELET_REJOIN_MS) as sim:
+        sim.set_verify_timeout(30)
+        sim.rotate_to(-1)
+        t0 = time.monotonic()
+        first = run_cli(sim.dir, "apply", "--auto-approve")
+        full = time.monotonic() - t0
+        assert first.returncode == 0, first.stderr
+        try_timeout = round(full + 2, 1)  # longer than any phase and its gates: shorter than one run
+        set_try_timeout(sim, try_timeout)
+        where: collections.Counter[str] = collections.Counter()
+        for round_ in range(1, kills + 1):
+            sim.rotate_to(round_)
+            proc = Proc.start(trustplan_cmd("apply", "--auto-approve"), sim.dir)
+            moment = rng.uniform(0, full)
+            deadline = time.monotonic() + moment
+            while time.monotonic() < deadline and proc.popen.poll() is None:
+                time.sleep(0.005)
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+                proc.wait(30)
+                at = stretch(proc.lines)
+            else:
+                at = "finished before the kill"
+            where[at] += 1
+            # no trustplan runs. What is tested is the nodes' own timer (in the simulator's process), so
+            # this waits for time to pass on it: until the try timeout of the last write has passed
+            revert_by = time.monotonic() + try_timeout + 2
+            wait_until(lambda t=revert_by: time.monotonic() > t, "the try timeout passed", timeout=try_timeout + 10)
+            context = f"round {round_} (seed {seed}), killed at {moment:.2f}s during {at}, no trustplan since"
+            report = credential_report(sim)
+            assert set(report.values()) == {"ok"}, f"{context}: credentials on disk do not work: {report}"
+            again = run_cli(sim.dir, "apply", "--auto-approve")  # then a new run finishes the job
+            assert again.returncode == 0, f"{context}: the next apply failed:\n{again.stderr[-4000:]}"
+    print("\ntry-mode kill test:", json.dumps({"kills": kills, "seed": seed, "try_timeout_s": try_timeout,
+                                               "kills_by_stretch": dict(sorted(where.items()))}, indent=2))

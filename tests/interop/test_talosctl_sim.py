@@ -122,3 +122,35 @@ def test_apply_config_lands_on_the_named_node(tmp_path: Path, dry_run: bool) -> 
             assert after == {**before, worker.name: edited}
 
     run_with_cluster(scenario, tmp_path, controlplanes=3, workers=2)
+
+
+@pytest.mark.parametrize("confirm", [False, True])
+def test_apply_config_mode_try_reverts_unless_a_later_apply_confirms_it(tmp_path: Path, confirm: bool) -> None:
+    """The real `talosctl apply-config --mode=try --timeout 2s` against the simulator: the node runs the
+    new config, then returns to its config of before on its own (Talos's RollbackToConfigAfter);
+    a later `--mode=no-reboot` apply of the same config cancels the revert (CancelConfigRollbackTimeout).
+    trustplan's dead-man switch relies on exactly this."""
+    from waiting import until
+
+    talosctl_path = talosctl_binary()
+
+    async def scenario(cluster: SimCluster) -> None:
+        cp, worker = cluster.controlplanes[0], cluster.workers[0]
+        before = worker.config
+        edited = before.replace(b"hostname: worker-1", b"hostname: worker-one")
+        path = tmp_path / "worker.yaml"
+        path.write_bytes(edited)
+        base = ["-n", worker.address, "-e", cp.address, "apply-config", "-f", str(path)]
+        result = await talosctl(talosctl_path, cluster, *base, "--mode", "try", "--timeout", "2s")
+        result.ok()
+        assert "automatically reverted back in 2s" in result.out + result.err
+        assert worker.config == edited and worker.rollback_pending
+        if confirm:
+            (await talosctl(talosctl_path, cluster, *base, "--mode", "no-reboot")).ok()
+            assert not worker.rollback_pending  # the revert is cancelled: nothing is left to change it
+            assert worker.config == edited
+        else:
+            await until(lambda: worker.config == before, "the node reverted the try", timeout=15)
+            assert not worker.rollback_pending
+
+    run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1)

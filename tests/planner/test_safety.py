@@ -262,8 +262,15 @@ def test_a_worker_probed_to_accept_the_new_ca_overrides_the_guess_from_the_contr
     plan = make_plan(dataclasses.replace(guessed, nodes=tuple(half) + probed))
     assert plan.has_edits
     stale = tuple(dataclasses.replace(w, probed_accepts=(fp("old"),), probed_refuses=(fp("new"),)) for w in workers)
+    # issue 20, finding 11: workers probed lagging are recertified in the accept phase (after the
+    # control planes accept the new CA), which makes the plan safe
+    lagging = make_plan(dataclasses.replace(guessed, nodes=tuple(half) + stale))
+    accept = next(p for p in lagging.phases if p.name == "accept")
+    assert accept.recertify == ("10.5.0.5", "10.5.0.6")
+    # without that step the same plan is refused: the worker would refuse the proxy certificate
+    bare = dataclasses.replace(lagging, phases=tuple(dataclasses.replace(p, recertify=()) for p in lagging.phases))
     with pytest.raises(UnsafePlan, match="10.5.0.5 would refuse the proxy certificate"):
-        make_plan(dataclasses.replace(guessed, nodes=tuple(half) + stale))
+        check_plan(bare, dataclasses.replace(guessed, nodes=tuple(half) + stale))
 
 
 # --- a plan over workers only (no control plane in the plan: e.g. the files of two workers) -------------
@@ -291,3 +298,24 @@ def test_a_workers_only_plan_refuses_a_credential_that_would_refuse_the_worker()
     with pytest.raises(UnsafePlan) as exc:
         make_plan(inp)
     assert str(exc.value).endswith(f"the client would refuse node {W_A}'s server certificate")
+
+
+def test_every_mix_of_confirmed_and_reverted_writes_of_a_phase_is_proven_safe() -> None:
+    """Issue 20, the dead-man switch: a phase's try-mode writes are confirmed only after its gates, so a
+    stop leaves any mix of its nodes before and after it. A phase that is safe in the order it is
+    written (control planes swap the Kubernetes CA, then workers swap and drop the old one) but not in
+    every mix (a control plane reverted to the old issuer, a worker confirmed trusting only the new
+    one) is refused."""
+    kube_half = trust("k-old", "k-new")
+    inp = plan_input(cluster(trust("old"), kube=kube_half), want("kubernetes", "k-new"))
+    plan = make_plan(inp)
+    swap = next(p for p in plan.phases if p.name == "swap")
+    remove = next(p for p in plan.phases if p.name == "remove")
+    workers_remove = tuple(e for e in remove.edits if e.role == "worker")
+    hurried = dataclasses.replace(swap, edits=swap.edits + workers_remove)
+    rest = dataclasses.replace(remove, edits=tuple(e for e in remove.edits if e.role != "worker"))
+    with pytest.raises(UnsafePlan) as exc:
+        check_plan(_with_phases(plan, hurried, rest), inp)
+    assert str(exc.value).startswith("swap phase: with some of its writes confirmed and the others reverted")
+    assert "may not trust the kube-apiserver certificate issued by [k-old]" in str(exc.value)
+    check_plan(plan, inp)  # the plan as made: every mix safe

@@ -25,6 +25,7 @@ def status(
     """Show which CA is issuing and accepted on every node, and where the live cluster drifted from the state."""
     from trustplan.engine import access
     from trustplan.engine.credentials import check_outputs
+    from trustplan.engine.leftbehind import left_behind
     from trustplan.engine.statusreport import build_report
     from trustplan.render.status import markdown, text
     from trustplan.talos import pki
@@ -34,15 +35,20 @@ def status(
 
     now = pki.utcnow()
 
+    behind: list[str] = []
+
     async def go() -> LiveCluster:
         try:
             keystore = desired.open_keystore()
             live, reader = await access.read_live(desired, provider, keystore, tuple(desired.trust), now)
+            behind.extend(await left_behind(desired, provider, live, reader))
         finally:
             await provider.close()
         if reader is not None:
             err.print(f"note: read the nodes with a fallback credential ({access.reader_label(desired, reader)})",
                       markup=False)
+        for line in behind:
+            err.print(line, markup=False)
         return live
 
     live = run(go())
@@ -58,5 +64,5 @@ def status(
         print_data(markdown(report, now))
     else:
         text(report, out)
-    if detailed_exitcode and report["drift"]:
+    if detailed_exitcode and (report["drift"] or behind):  # a member left behind is drift too
         raise typer.Exit(2)

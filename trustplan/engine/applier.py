@@ -22,6 +22,8 @@ from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
+from trustplan.engine.moved import moved_hint
+from trustplan.engine.phasesteps import unconfirmed_note
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.rollback import Rollback, possible, roll_back
@@ -41,7 +43,7 @@ from trustplan.planner import (
 )
 from trustplan.planner import ops as op
 from trustplan.planner.timestamps import iso_time
-from trustplan.providers.base import Provider
+from trustplan.providers.base import Provider, TLSIdentity
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import MachineConfig
@@ -193,9 +195,11 @@ async def apply(
         for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
             keys.key(fp)
         stop = Stop()
+        members = await _members_outside(provider, plan, reader)
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
                               operator_identity=operator,
-                              rollout=desired.rollout.following(saved.rollout))  # as the plan says
+                              rollout=desired.rollout.following(saved.rollout),  # as the plan says
+                              members_at_start=members)
         started = iso_time(now)
         error: BaseException | None = None
         with stop.on_signals(reporter.note):
@@ -205,7 +209,7 @@ async def apply(
                 error = exc  # recorded below, so the state says what was done before the stop
             back: Rollback | None = None
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
-                back = await _roll_back(applier, live, resolved, request.rollback)
+                back = await _roll_back(applier, live, resolved, request.rollback, frozenset(state["authorities"]))
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
@@ -221,7 +225,8 @@ async def apply(
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
-            summary = f"{applier.summary()}; state serial {new_state['serial']} in {desired.state} records it"
+            summary = (f"{applier.summary()}{unconfirmed_note(applier)}; state serial {new_state['serial']} in "
+                       f"{desired.state} records it")
             hint = (
                 "nothing is lost: run `trustplan plan -o plan.bin` and `trustplan apply plan.bin` "
                 "(from the live configs, it finishes the job)"
@@ -238,11 +243,14 @@ async def apply(
                 hint = "the cluster is as it was before this apply: fix the cause, then make a new plan"
             elif back is not None:
                 summary += f"\n{back.text()}"
+                if back.moved:
+                    hint = moved_hint(str(desired.state))
             raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
         return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
 
 
-async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool) -> Rollback:
+async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool,
+                     known: frozenset[str]) -> Rollback:
     if not enabled:
         why = possible(applier)
         if why is None:
@@ -250,9 +258,23 @@ async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved
         return Rollback(False, why)
     applier.reporter.note("apply failed before the new credentials were written: rolling back")
     try:
-        return await roll_back(applier, live, resolved.authorities())
+        return await roll_back(applier, live, resolved.authorities(), known)
     except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
         return Rollback(False, f"rollback failed: {_error_text(exc)}")
+
+
+async def _members_outside(provider: Provider, plan: Plan, reader: TLSIdentity | None) -> set[str] | None:
+    """The cluster's members outside the plan as the apply begins (the runner stops the apply when
+    others appear before a swap or remove); None when the provider cannot list members."""
+    lister = provider.capabilities.members
+    if lister is None or not any(op.revokes(e) for e in plan.edits):
+        return None
+    try:
+        members = await lister.members(reader)
+    except TrustplanError:
+        return None  # as plan does: a cluster without discovery has no member list to compare
+    planned = {n.address for n in plan.nodes}
+    return {a for a, _, _ in members if a not in planned}
 
 
 def _error_text(error: BaseException) -> str:

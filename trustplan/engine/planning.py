@@ -19,6 +19,7 @@ from trustplan.engine.authorities import Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.credentials import OutputCheck, check_outputs, planned_outputs
 from trustplan.engine.keyring import KeyRing
+from trustplan.engine.leftbehind import left_behind
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
@@ -123,6 +124,8 @@ async def plan_live(
 
     notes = [f"warning: {w}" for w in resolved.warnings] + probed
     notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
+    if not any(op.revokes(e) for e in plan.edits):  # a revoking plan refuses unlisted members already
+        notes += await left_behind(desired, provider, live, reader)
     if reader is not None:
         notes.append(f"note: read the nodes with a fallback credential ({reader_label(desired, reader)})")
     notes += [

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from trustplan.engine.live import LiveCA, LiveCluster, to_live
+from trustplan.engine.moved import reread_before_rollback
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import TrustplanError
 from trustplan.planner import Authority, DesiredTrust, LiveNode, Outputs, Plan, PlanInput, UnsafePlan
@@ -32,6 +33,7 @@ class Rollback:
     reason: str
     report: list[str] = field(default_factory=list)
     steps: list[dict[str, str]] = field(default_factory=list)
+    moved: bool = False  # the cluster's CAs changed under this apply (another apply ran): not attempted
 
     def text(self) -> str:
         lines = [self.reason, *(f"  {line}" for line in self.report)]
@@ -117,8 +119,10 @@ def reverse_plan(applier: PhaseRunner, done: set[tuple[str, str]], nodes: tuple[
     return Plan(applier.plan.cluster, applier.plan.managed, authorities, nodes, (), tuple(phases), ())
 
 
-async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tuple[Authority, ...]) -> Rollback:
-    """Return the nodes to `started`'s CAs with a checked reverse plan, then verify them."""
+async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tuple[Authority, ...],
+                    known: frozenset[str] = frozenset()) -> Rollback:
+    """Return the nodes to `started`'s CAs with a checked reverse plan, then verify them. `known`: the
+    CAs the state knows (with this plan's and `started`'s, a node with any other stops the rollback)."""
     why_not = possible(applier)
     if why_not is not None:
         return Rollback(False, why_not)
@@ -129,20 +133,26 @@ async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tup
     done = await _applied(applier)
     if isinstance(done, str):
         return Rollback(False, done)
+    moved = await reread_before_rollback(applier, {*known, *started.cas, *(a.fingerprint for a in authorities),
+                                                   *(a.fingerprint for a in applier.plan.authorities)})
+    if moved is not None:
+        return Rollback(False, moved, moved=True)
     cas: dict[str, LiveCA] = dict(started.cas)
     nodes = tuple(to_live(applier.refs[a], cfg, managed, cas) for a, cfg in applier.configs.items())
     operator = applier.operator
     inp = PlanInput(applier.plan.cluster, nodes, original, authorities, applier.now, Outputs())
     back = reverse_plan(applier, done, nodes, original, authorities)
     try:
-        check_plan(back, inp)
+        check_plan(back, inp, mixes=False)  # written in NO_REBOOT mode, in the order proven
     except UnsafePlan as exc:
         return Rollback(False, f"no rollback: the way back is not safe: {exc}")
     current = LiveCluster(nodes, dict(applier.configs), {}, cas)
     runner = PhaseRunner(applier.desired, applier.provider, applier.keys, current, back, applier.now,
                          applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity,
                          rollout=applier.rollout,  # the plan's parallelism (a rollback has no canary)
-                         workers_first=True)
+                         workers_first=True,
+                         trial=False,  # the way back must stick: plain writes (they also cancel a pending try revert)
+                         reread=False)  # the configs were just read (_applied) or written by this run
     changed = sorted({node for _, node in done}, key=lambda a: [n.address for n in applier.plan.nodes].index(a))
     try:
         await runner.run()

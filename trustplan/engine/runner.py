@@ -11,17 +11,17 @@ provider it is. A forward apply and its rollback (engine.rollback) are both runs
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, assert_never
 
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
+from trustplan.engine.phasesteps import bounded, check_members, check_output, confirm, fresh, outputs_seen, send
 from trustplan.engine.planning import node_refs
 from trustplan.engine.progress import Reporter
+from trustplan.engine.recertify import recertify_workers
 from trustplan.errors import TrustplanError
 from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
@@ -33,30 +33,6 @@ from trustplan.talos import pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
-
-
-async def _bounded(
-    items: list[str], limit: int, fn: Callable[[str], Awaitable[None]], stop: Stop | None = None
-) -> None:
-    """Run `fn` over `items`, at most `limit` at once; after a failure or a stop request start no
-    more, let the running ones finish (so the journal is complete), then raise."""
-    sem = asyncio.Semaphore(max(1, limit))
-    errors: list[BaseException] = []
-
-    async def one(item: str) -> None:
-        async with sem:
-            if errors or (stop is not None and stop.requested):
-                return
-            try:
-                await fn(item)
-            except BaseException as exc:  # noqa: BLE001 - collected and re-raised below
-                errors.append(exc)
-
-    await asyncio.gather(*(one(i) for i in items))
-    if errors:
-        raise errors[0]
-    if stop is not None:
-        stop.check()
 
 
 class PhaseRunner:
@@ -83,6 +59,9 @@ class PhaseRunner:
         operator_identity: Credential | None = None,
         rollout: Rollout | None = None,
         workers_first: bool = False,
+        trial: bool = True,
+        reread: bool = True,
+        members_at_start: set[str] | None = None,
     ) -> None:
         self.stop = stop or Stop()
         self.workers_first = workers_first  # a rollback undoes a phase in reverse order
@@ -102,6 +81,15 @@ class PhaseRunner:
         self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
         self.rollout = rollout or desired.rollout  # apply() passes the plan's
         self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+        #: write each phase in Talos's try mode and confirm it after the phase's gates (a rollback,
+        #: which must stick, does not); only when the provider can (capabilities.trial)
+        self.trial = trial and provider.capabilities.trial is not None
+        self.unconfirmed: dict[str, str] = {}  # node -> phase of its try-mode write not yet confirmed
+        #: re-read each node before writing it and keep foreign edits outside the CA fields (apply)
+        self.reread = reread
+        #: members outside the plan when the apply began (None: not listed, no member check)
+        self.members_at_start = members_at_start
+        self.outputs_seen = outputs_seen(self)  # the output files as found (read again before each write)
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
@@ -143,11 +131,16 @@ class PhaseRunner:
             if phase.name == "outputs":
                 self.write_outputs(phase)
                 continue
+            if phase.name in ("swap", "remove"):
+                await check_members(self, phase)
             if phase.name == "swap":
                 self.trust_new_issuers(phase)
             await self.patch_phase(phase, self.phase_credential(phase))
+            if phase.recertify:
+                await recertify_workers(self, phase, self.phase_credential(phase))
             for gate in phase.gates:
                 await self.stop.race(self.gate(gate))
+            await confirm(self, phase)
 
     def trust_new_issuers(self, phase: op.Phase) -> None:
         """Before a swap: the talosconfig and kubeconfig on disk also trust the new issuers' server
@@ -160,12 +153,16 @@ class PhaseRunner:
             if pki_name == "talos" and self.desired.talosconfig_output is not None:
                 path = self.desired.talosconfig_output
                 context = self.desired.context if path == self.desired.talosconfig else None
+                check_output(self, "talosconfig", path)
                 if trust_also(path, self.keys.cert_pem(new), context=context):
+                    self.outputs_seen[str(path)] = path.read_bytes()
                     detail = f"talosconfig {path} (now also trusts {self.plan.label(new)})"
                     self.record("swap", "output", "ok", detail=detail)
             if pki_name == "kubernetes" and self.desired.kubeconfig_output is not None:
                 path = self.desired.kubeconfig_output
+                check_output(self, "kubeconfig", path)
                 if trust_also(path, self.keys.cert_pem(new), cluster=self.desired.cluster):
+                    self.outputs_seen[str(path)] = path.read_bytes()
                     detail = f"kubeconfig {path} (now also trusts {self.plan.label(new)})"
                     self.record("swap", "output", "ok", detail=detail)
 
@@ -187,34 +184,40 @@ class PhaseRunner:
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
-            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
             self.reporter.begin(address)
+            try:
+                await fresh(self, phase, address, cred)
+            except TrustplanError:
+                self.reporter.fail(address)
+                raise
+            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            mode = {"mode": "try"} if self.trial and self.provider.capabilities.trial is not None else {}
             try:
                 kubelet = self.provider.capabilities.kubelet
                 if kubelet is not None and self.restarts_kubelet(address, after):
-                    await self.write_with_kubelet_restart(kubelet, phase.name, address, after, cred)
+                    await self.write_with_kubelet_restart(kubelet, phase, address, after, cred)
                 else:
-                    await self.provider.write(self.refs[address], after.data, credential=cred)
+                    await send(self, phase, address, after.data, cred)
                     self.configs[address] = after
             except TrustplanError as exc:
-                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
+                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc), **mode)
                 self.reporter.fail(address)
                 raise
-            self.record(phase.name, "write", "ok", node=address, detail=detail)
+            self.record(phase.name, "write", "ok", node=address, detail=detail, **mode)
             self.reporter.advance(address)
 
         cps = [a for a in nodes if roles[a] == "controlplane"]
         workers = [a for a in nodes if roles[a] != "controlplane"]
         rollout = self.rollout
         if self.workers_first:  # a rollback undoes a phase in reverse order
-            await _bounded(workers, rollout.worker_parallelism, patch, self.stop)
-            await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
+            await bounded(workers, rollout.worker_parallelism, patch, self.stop)
+            await bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
             self.reporter.done()
             return
-        await _bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
+        await bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
         canary = workers[: rollout.canary] if len(workers) > rollout.canary else []
         if canary:  # a few workers alone, the phase's gates on what changed so far, then the rest
-            await _bounded(canary, rollout.worker_parallelism, patch, self.stop)
+            await bounded(canary, rollout.worker_parallelism, patch, self.stop)
             self.reporter.done()
             for gate in phase.gates:
                 changed = {*cps, *canary}
@@ -222,7 +225,7 @@ class PhaseRunner:
                                                "canary"))
             self.reporter.start(f"{phase.name}: patching {len(workers) - len(canary)} more workers",
                                 len(workers) - len(canary))
-        await _bounded(workers[len(canary):], rollout.worker_parallelism, patch, self.stop)
+        await bounded(workers[len(canary):], rollout.worker_parallelism, patch, self.stop)
         self.reporter.done()
 
     def restarts_kubelet(self, address: str, after: MachineConfig) -> bool:
@@ -230,14 +233,15 @@ class PhaseRunner:
         return self.configs[address].ca_fields("kubernetes") != after.ca_fields("kubernetes")
 
     async def write_with_kubelet_restart(
-        self, watcher: KubeletWatcher, phase: str, address: str, after: MachineConfig, cred: TLSIdentity | None
+        self, watcher: KubeletWatcher, step: op.Phase, address: str, after: MachineConfig, cred: TLSIdentity | None
     ) -> None:
         """Apply with a watch on the node's kubelet (talosctl's PatchNodeConfigWithKubeletRestart):
         it must be healthy first, and come back healthy within the Kubernetes verify timeout."""
         timeout = self.desired.rollout.timeout("kubernetes")
         ref = self.refs[address]
+        phase = step.name
         async with watcher.kubelet_restart(ref, cred, timeout) as kubelet:
-            await self.provider.write(ref, after.data, credential=cred)
+            await send(self, step, address, after.data, cred)
             self.configs[address] = after  # applied
             self.reporter.note(f"{phase}: {address}: waiting for its kubelet to restart")
             try:
@@ -272,7 +276,7 @@ class PhaseRunner:
         if many is not None:
             await self.gate_in_groups(gate, cred, many)
         else:
-            await _bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
+            await bounded(list(gate.nodes), self.rollout.gate_parallelism, check)
         detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
         self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
         self.reporter.done()
@@ -330,6 +334,7 @@ class PhaseRunner:
                 case "talosconfig":
                     path = self.desired.talosconfig_output
                     assert path is not None
+                    check_output(self, "talosconfig", path)
                     crt, key = self.admin_pems("talos", out.ca)
                     context, endpoints = self.talos_context()
                     write_talosconfig(
@@ -340,6 +345,7 @@ class PhaseRunner:
                 case "kubeconfig":
                     path = self.desired.kubeconfig_output
                     assert path is not None
+                    check_output(self, "kubeconfig", path)
                     crt, key = self.admin_pems("kubernetes", out.ca)
                     doc = kubeconfig_document(
                         self.desired.cluster, self.kube_server(), self.kube_bundle(out.ca), crt, key
@@ -354,6 +360,7 @@ class PhaseRunner:
                 case _:
                     assert_never(out.output)
         if secrets and self.desired.secrets is not None:
+            check_output(self, "secrets", self.desired.secrets)
             update_secrets(self.desired.secrets, secrets)
             self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
 

@@ -60,6 +60,7 @@ class Rollout:
     verify_timeout: float | None = None  # None: the PKI's default (talos 60 s, kubernetes 180 s)
     canary: int = 0
     gate_parallelism: int = 32
+    try_timeout: float | None = None  # None: TRY_MARGIN + the phase's gate timeouts (engine.runner)
 
     def timeout(self, pki: str) -> float:
         return self.verify_timeout if self.verify_timeout is not None else VERIFY_TIMEOUT[pki]
@@ -378,6 +379,7 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             verify_timeout=(rollout.get("verify") or {}).get("timeout"),
             canary=(rollout.get("worker") or {}).get("canary", 0),
             gate_parallelism=(rollout.get("verify") or {}).get("parallelism", 32),
+            try_timeout=(rollout.get("try") or {}).get("timeout"),
         ),
         lines=lines,
         node_paths=node_paths,

@@ -128,6 +128,9 @@ def phase_chunks(plan: Plan, view: View = View()) -> list[Chunk]:
             for g in phase.gates
         )
         gates = f"Verified after this phase, before the next one starts:\n\n{gates}\n" if gates else ""
+        if phase.recertify:
+            gates = (f"Workers whose trust lags their config ask trustd again (a write that adds each one's address "
+                     f"to machine.certSANs, no CA field changed): {', '.join(phase.recertify)}\n\n") + gates
         groups: dict[tuple[str, str], list[str]] = {}
         for node in phase.nodes():
             edits = phase.edits_for(node)

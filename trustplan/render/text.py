@@ -45,7 +45,7 @@ def change_counts(plan: Plan) -> str:
 
 
 def config_writes(plan: Plan) -> int:
-    return sum(len(p.nodes()) for p in plan.phases if p.name != "outputs")
+    return sum(len(p.nodes()) + len(p.recertify) for p in plan.phases if p.name != "outputs")
 
 
 def gate_count(n: int) -> str:
@@ -101,7 +101,7 @@ def text(saved: SavedPlan) -> str:
     if plan.has_changes:
         for i, phase in enumerate(p for p in plan.phases if p.name != "outputs"):
             lines.append(f"Phase {i + 1}: {phase.name}")
-            width = max(len(n) for n in phase.nodes())
+            width = max((len(n) for n in (*phase.nodes(), *phase.recertify)), default=0)
             for node in phase.nodes():
                 edits = phase.edits_for(node)
                 role = edits[0].role
@@ -110,6 +110,11 @@ def text(saved: SavedPlan) -> str:
                         f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
                         f"{plan.describe(e)}"
                     )
+            for node in phase.recertify:
+                lines.append(
+                    f"  ~ {node:<{width}}  {'worker':<12}  {PKI_TITLE['talos']:<14}  recertify: asks trustd again "
+                    "(its trust lags its config; its address added to machine.certSANs)"
+                )
             for g in phase.gates:
                 lines.append(
                     f"  ? gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with "
