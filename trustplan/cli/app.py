@@ -22,6 +22,7 @@ from trustplan.cli.common import err, stop_heartbeats
 from trustplan.cli.keystore import keystore_app
 from trustplan.cli.sim import sim_app
 from trustplan.cli.state import force_unlock, state_app
+from trustplan.cli.streams import surviving_streams
 from trustplan.errors import TrustplanError
 from trustplan.system.secretfiles import remove_leftovers
 
@@ -74,6 +75,12 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; output that cannot be written is lost, never the command (cli.streams)."""
+    with surviving_streams():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = conventions.hoist_global_options(sys.argv[1:] if argv is None else argv)
     terminal.set_colour("--no-color" in args)  # until the root callback has read the options
     remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)

@@ -26,13 +26,14 @@ from trustplan.engine.moved import moved_hint
 from trustplan.engine.phasesteps import unconfirmed_note
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.progress import QuietReporter, Reporter
-from trustplan.engine.rollback import Rollback, possible, roll_back
+from trustplan.engine.rollback import Rollback, possible, read_back, roll_back
 from trustplan.engine.runner import PhaseRunner
 from trustplan.engine.workertrust import probe_workers
 from trustplan.errors import (
     ApplyInterrupted,
     PlanFileError,
     ProviderError,
+    StateError,
     TrustplanError,
 )
 from trustplan.formats.desired import DesiredState
@@ -208,6 +209,8 @@ async def apply(
             except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
                 error = exc  # recorded below, so the state says what was done before the stop
             back: Rollback | None = None
+            if isinstance(error, ApplyInterrupted):
+                await read_back(applier)  # a write whose answer was lost: did it land?
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
                 back = await _roll_back(applier, live, resolved, request.rollback, frozenset(state["authorities"]))
         entry: dict[str, Any] = {
@@ -221,7 +224,10 @@ async def apply(
         if error is not None:
             entry["error"] = _error_text(error)
         new_state = next_state(state, plan, applier.configs, entry)
-        store.write(new_state)
+        try:
+            store.write(new_state)
+        except TrustplanError as exc:  # a full disk, a lost lock: say what this apply did, as the state would
+            raise StateError(f"{exc}\n{_what_happened(applier, back, error)}", hint=exc.hint) from None
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
@@ -256,6 +262,9 @@ async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved
         if why is None:
             why = "no rollback (--no-rollback): the nodes are left as they are for the operator"
         return Rollback(False, why)
+    why = possible(applier)
+    if why is not None:  # nothing to roll back, or too late for it: say only that
+        return Rollback(False, why)
     applier.reporter.note("apply failed before the new credentials were written: rolling back")
     try:
         return await roll_back(applier, live, resolved.authorities(), known)
@@ -275,6 +284,18 @@ async def _members_outside(provider: Provider, plan: Plan, reader: TLSIdentity |
         return None  # as plan does: a cluster without discovery has no member list to compare
     planned = {n.address for n in plan.nodes}
     return {a for a, _, _ in members if a not in planned}
+
+
+def _what_happened(applier: PhaseRunner, back: Rollback | None, error: BaseException | None) -> str:
+    """What the state would have recorded, for a message when it cannot be: the apply's outcome, the
+    nodes changed, the outputs written, and whether a rollback ran."""
+    outcome = f"this apply failed ({_error_text(error)})" if error is not None else "this apply completed"
+    done = applier.summary().removeprefix("done before the stop: ")
+    if back is None:
+        rolled = "no rollback ran"
+    else:
+        rolled = back.text().replace("\n", "\n  ")
+    return f"{outcome}: {done}; {rolled}"
 
 
 def _error_text(error: BaseException) -> str:

@@ -12,6 +12,7 @@ provider it is. A forward apply and its rollback (engine.rollback) are both runs
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any, assert_never
 
@@ -33,6 +34,16 @@ from trustplan.talos import pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
+
+#: added to a failed write's message when the node, read back, still has its config of before
+NOT_APPLIED = "read back: not applied"
+
+
+def _names(nodes: Iterable[str], at_most: int = 10) -> str:
+    """Node addresses for a message: the first `at_most`, then how many more."""
+    names = list(dict.fromkeys(nodes))
+    more = f" and {len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more
 
 
 class PhaseRunner:
@@ -172,7 +183,12 @@ class PhaseRunner:
         per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
         gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
         outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
-        done = ", ".join(f"{p} on {n} nodes" for p, n in per_phase.items()) or "no node changed"
+        done = ", ".join(f"{p} on {n} nodes ({_names(s['node'] for s in writes if s['phase'] == p)})"
+                         for p, n in per_phase.items()) or "no node changed"
+        unknown = [s["node"] for s in self.steps if s["kind"] == "write" and s["outcome"] == "failed"
+                   and NOT_APPLIED not in s.get("message", "")]
+        if unknown:
+            done += f"; unknown whether the write reached {_names(unknown)}"
         wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
         return f"done before the stop: {done}, {gates} gates passed{wrote}"
 
@@ -200,7 +216,12 @@ class PhaseRunner:
                     await send(self, phase, address, after.data, cred)
                     self.configs[address] = after
             except TrustplanError as exc:
-                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc), **mode)
+                if self.configs[address] is after:  # the node took the config; what failed came after it
+                    self.record(phase.name, "write", "ok", node=address, detail=detail,
+                                message=f"applied; then: {exc}", **mode)
+                else:
+                    self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc),
+                                **mode)
                 self.reporter.fail(address)
                 raise
             self.record(phase.name, "write", "ok", node=address, detail=detail, **mode)
