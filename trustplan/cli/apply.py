@@ -94,9 +94,7 @@ def apply(
     )
     for w in result.written:
         err.print(f"wrote {w}", markup=False)
-    writes = sum(1 for s in result.steps if s["kind"] == "write" and s["outcome"] == "ok")
-    gates = sum(1 for s in result.steps if s["kind"] == "gate" and s["outcome"] == "ok")
-    line = render.apply_line(saved.plan, writes, gates)
+    line = render.apply_line(saved.plan, result.writes, result.gates)
     print_data(f"{line} State serial {result.state['serial']} in {desired.state_backend().where}.\n")
 
 

@@ -67,11 +67,26 @@ class ApplyRequest:
     rollback: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class Applied:
+    """The summary of a finished apply: the state it recorded, the outputs written, how many node
+    writes and gates went through, and the journal (`steps`) as recorded in the state."""
+
     state: StateDocument
-    written: list[str]
-    steps: list[dict[str, Any]]
+    written: tuple[str, ...]
+    writes: int
+    gates: int
+    steps: tuple[dict[str, Any], ...]
+
+    @classmethod
+    def of(cls, state: StateDocument, steps: list[dict[str, Any]]) -> Applied:
+        return cls(
+            state,
+            tuple(s.get("detail", "") for s in steps if s["kind"] == "output"),
+            sum(1 for s in steps if s["kind"] == "write" and s["outcome"] == "ok"),
+            sum(1 for s in steps if s["kind"] == "gate" and s["outcome"] == "ok"),
+            tuple(steps),
+        )
 
 
 def check_bindings(
@@ -252,7 +267,7 @@ async def apply(
                 if back.moved:
                     hint = moved_hint(str(desired.state))
             raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
-        return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
+        return Applied.of(new_state, applier.steps)
 
 
 async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool,
