@@ -93,14 +93,14 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         applied = await plan_and_apply(cluster)
 
         # one ApplyConfiguration per node per phase carries both PKIs' edits
-        writes = [(s["phase"], s["node"]) for s in applied.steps if s["kind"] == "write"]
+        writes = [(s.phase, s.node) for s in applied.steps if s.kind == "write"]
         assert len(writes) == len(set(writes))
         assert any(
-            "talos:" in s["detail"] and "kubernetes:" in s["detail"] for s in applied.steps if s["kind"] == "write"
+            "talos:" in str(s.detail) and "kubernetes:" in str(s.detail) for s in applied.steps if s.kind == "write"
         )
-        kubelet_steps = [s for s in applied.steps if s["kind"] == "kubelet"]
-        assert {s["node"] for s in kubelet_steps} == {n.address for n in cluster.nodes}
-        assert all(s["outcome"] == "ok" for s in kubelet_steps)
+        kubelet_steps = [s for s in applied.steps if s.kind == "kubelet"]
+        assert {s.node for s in kubelet_steps} == {n.address for n in cluster.nodes}
+        assert all(s.outcome == "ok" for s in kubelet_steps)
         assert all(n.kubelet.restarts == 3 for n in cluster.nodes)  # accept, swap, remove
 
         # the new kubeconfig: every node Ready on every control plane; the old one is refused
@@ -153,8 +153,8 @@ def test_gates_wait_through_the_api_restart_and_the_not_ready_window(tmp_path: P
         config_layout="legacy",
     )
     assert restarts == [3, 3] and ready == [True, True]  # accept, swap, remove: each waited for
-    kubelet_steps = [s for s in applied.steps if s["kind"] == "kubelet"]
-    assert len(kubelet_steps) == 6 and all(s["outcome"] == "ok" for s in kubelet_steps), kubelet_steps
+    kubelet_steps = [s for s in applied.steps if s.kind == "kubelet"]
+    assert len(kubelet_steps) == 6 and all(s.outcome == "ok" for s in kubelet_steps), kubelet_steps
     assert any("waiting for its kubelet to restart" in n for n in reporter.notes)
     assert any(t.startswith("gate after") and "Kubernetes API" in t for t in reporter.titles), reporter.titles
 

@@ -159,7 +159,7 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
             await provider.close()
         new_issuer = planned.resolved.refs["talos-new"]
         applied = await plan_and_apply(cluster)  # the same desired state: finish the job
-        edits = [s for s in applied.steps if s["kind"] == "write"]
+        edits = [s for s in applied.steps if s.kind == "write"]
         assert len(edits) < 3 * len(cluster.nodes)  # what was done is skipped
         assert planned.resolved.refs["talos-new"] == new_issuer
         assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())

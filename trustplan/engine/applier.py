@@ -20,6 +20,7 @@ from trustplan.engine.access import make_provider, read_live
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
+from trustplan.engine.journal import Step
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.moved import moved_hint
@@ -76,15 +77,15 @@ class Applied:
     written: tuple[str, ...]
     writes: int
     gates: int
-    steps: tuple[dict[str, Any], ...]
+    steps: tuple[Step, ...]
 
     @classmethod
-    def of(cls, state: StateDocument, steps: list[dict[str, Any]]) -> Applied:
+    def of(cls, state: StateDocument, steps: list[Step]) -> Applied:
         return cls(
             state,
-            tuple(s.get("detail", "") for s in steps if s["kind"] == "output"),
-            sum(1 for s in steps if s["kind"] == "write" and s["outcome"] == "ok"),
-            sum(1 for s in steps if s["kind"] == "gate" and s["outcome"] == "ok"),
+            tuple(s.detail or "" for s in steps if s.kind == "output"),
+            sum(1 for s in steps if s.ok("write")),
+            sum(1 for s in steps if s.ok("gate")),
             tuple(steps),
         )
 
@@ -234,7 +235,7 @@ async def apply(
             "started": started,
             "finished": iso_time(dt.datetime.now(dt.UTC)),
             "status": "failed" if error else "applied",
-            "steps": applier.steps + (back.steps if back is not None else []),
+            "steps": [s.to_document() for s in applier.steps + (back.steps if back is not None else [])],
         }
         if error is not None:
             entry["error"] = _error_text(error)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, assert_never
+from typing import assert_never
 
 from trustplan.engine.interrupt import Stop
+from trustplan.engine.journal import Step
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.phasesteps import bounded, check_members, check_output, confirm, fresh, outputs_seen, send
@@ -87,7 +88,7 @@ class PhaseRunner:
         self.plan = plan
         self.now = now
         self.reporter = reporter
-        self.steps: list[dict[str, Any]] = []
+        self.steps: list[Step] = []
         self.refs = {r.address: r for r in node_refs(plan)}
         self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
         self.rollout = rollout or desired.rollout  # apply() passes the plan's
@@ -132,7 +133,7 @@ class PhaseRunner:
         return self.admin[(pki_name, issuer)]
 
     def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
-        self.steps.append({"phase": phase, "kind": kind, "outcome": outcome, **extra})
+        self.steps.append(Step(phase, kind, outcome, **extra))
         if kind == "output":
             self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
 
@@ -179,14 +180,14 @@ class PhaseRunner:
 
     def summary(self) -> str:
         """What this run changed, for the message when it stops early."""
-        writes = [s for s in self.steps if s["kind"] == "write" and s["outcome"] == "ok"]
-        per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
-        gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
-        outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
-        done = ", ".join(f"{p} on {n} nodes ({_names(s['node'] for s in writes if s['phase'] == p)})"
+        writes = [s for s in self.steps if s.ok("write")]
+        per_phase = {p: sum(1 for s in writes if s.phase == p) for p in dict.fromkeys(s.phase for s in writes)}
+        gates = sum(1 for s in self.steps if s.ok("gate"))
+        outputs = [s.detail or "" for s in self.steps if s.kind == "output"]
+        done = ", ".join(f"{p} on {n} nodes ({_names(s.node or '' for s in writes if s.phase == p)})"
                          for p, n in per_phase.items()) or "no node changed"
-        unknown = [s["node"] for s in self.steps if s["kind"] == "write" and s["outcome"] == "failed"
-                   and NOT_APPLIED not in s.get("message", "")]
+        unknown = [s.node or "" for s in self.steps if s.kind == "write" and s.outcome == "failed"
+                   and NOT_APPLIED not in (s.message or "")]
         if unknown:
             done += f"; unknown whether the write reached {_names(unknown)}"
         wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
