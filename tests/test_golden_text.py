@@ -24,7 +24,7 @@ from trustplan.planner import Plan, make_plan  # noqa: E402
 from trustplan.planner.ops import OutputKind  # noqa: E402
 
 from trustplan.formats import planfile  # noqa: E402
-from trustplan.formats.savedplan import Bindings, SavedPlan  # noqa: E402
+from trustplan.formats.planfile.savedplan import Bindings, SavedPlan  # noqa: E402
 from trustplan.render import text as render
 
 GOLDEN = Path(__file__).parent / "golden"

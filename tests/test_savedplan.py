@@ -19,7 +19,7 @@ from trustplan.planner import PlanWarning  # noqa: E402
 
 from trustplan.errors import PlanFileError  # noqa: E402
 from trustplan.formats import planfile  # noqa: E402
-from trustplan.formats.savedplan import PlanRollout, SavedPlan  # noqa: E402
+from trustplan.formats.planfile.savedplan import PlanRollout, SavedPlan  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -221,6 +221,7 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
 
     from trustplan.engine import applier
     from trustplan.engine import planning as engine
+    from trustplan.engine.applier import ApplyRequest
     from trustplan.formats import desired as desired_mod
     from trustplan.formats.keystore import Keystore
     from trustplan.talos import pki
@@ -243,7 +244,8 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
         )
         planned.resolved.save_new(keystore)
         await applier.apply(
-            desired, provider, keystore, store, planned.saved, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()
+            ApplyRequest(desired, planned.saved, "sha256:" + "2" * 64, "plan.bin", pki.utcnow()),
+            provider, keystore, store,
         )
 
     with pytest.raises(KeyboardInterrupt):

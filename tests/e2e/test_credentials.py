@@ -17,6 +17,7 @@ from simharness import run_with_cluster
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import TrustplanError
 from trustplan.system.atomic import backup_path
 from trustplan.talos import pki
@@ -29,7 +30,7 @@ def working(results: dict[str, str]) -> bool:
 async def apply(cluster: SimCluster, reporter: Notes | None = None) -> applier.Applied:
     desired, planned = await plan(cluster)
     return await applier.apply_desired(
-        desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
+        ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()), reporter=reporter
     )
 
 
@@ -50,7 +51,7 @@ def test_refused_credentials_on_disk_are_rewritten_although_every_node_is_done(t
         assert [o.output for o in planned.plan.outputs] == ["talosconfig", "kubeconfig"]  # secrets.yaml is right
         assert any("fallback credential" in n for n in planned.notes)
         assert any("talosconfig" in n and "does not work" in n for n in planned.notes)
-        await applier.apply_desired(desired, planned.saved, "sha256:" + "2" * 64, "plan", pki.utcnow())
+        await applier.apply_desired(ApplyRequest(desired, planned.saved, "sha256:" + "2" * 64, "plan", pki.utcnow()))
 
         assert working(await version_with(cluster, cluster.talosconfig))
         results = await kube_check(cluster, cluster.kubeconfig)

@@ -17,6 +17,7 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import GateFailedError, ProviderError
 from trustplan.formats import desired as desired_mod
 from trustplan.talos import machineconfig, pki, validation
@@ -55,7 +56,7 @@ async def plan_and_apply(cluster: SimCluster, reporter: Notes | None = None) -> 
     planned = await replan(cluster)
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
     return await applier.apply_desired(
-        desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
+        ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()), reporter=reporter
     )
 
 
@@ -92,14 +93,14 @@ def test_full_rotation_of_both_pkis(tmp_path: Path, layout: str) -> None:
         applied = await plan_and_apply(cluster)
 
         # one ApplyConfiguration per node per phase carries both PKIs' edits
-        writes = [(s["phase"], s["node"]) for s in applied.steps if s["kind"] == "write"]
+        writes = [(s.phase, s.node) for s in applied.steps if s.kind == "write"]
         assert len(writes) == len(set(writes))
         assert any(
-            "talos:" in s["detail"] and "kubernetes:" in s["detail"] for s in applied.steps if s["kind"] == "write"
+            "talos:" in str(s.detail) and "kubernetes:" in str(s.detail) for s in applied.steps if s.kind == "write"
         )
-        kubelet_steps = [s for s in applied.steps if s["kind"] == "kubelet"]
-        assert {s["node"] for s in kubelet_steps} == {n.address for n in cluster.nodes}
-        assert all(s["outcome"] == "ok" for s in kubelet_steps)
+        kubelet_steps = [s for s in applied.steps if s.kind == "kubelet"]
+        assert {s.node for s in kubelet_steps} == {n.address for n in cluster.nodes}
+        assert all(s.outcome == "ok" for s in kubelet_steps)
         assert all(n.kubelet.restarts == 3 for n in cluster.nodes)  # accept, swap, remove
 
         # the new kubeconfig: every node Ready on every control plane; the old one is refused
@@ -152,8 +153,8 @@ def test_gates_wait_through_the_api_restart_and_the_not_ready_window(tmp_path: P
         config_layout="legacy",
     )
     assert restarts == [3, 3] and ready == [True, True]  # accept, swap, remove: each waited for
-    kubelet_steps = [s for s in applied.steps if s["kind"] == "kubelet"]
-    assert len(kubelet_steps) == 6 and all(s["outcome"] == "ok" for s in kubelet_steps), kubelet_steps
+    kubelet_steps = [s for s in applied.steps if s.kind == "kubelet"]
+    assert len(kubelet_steps) == 6 and all(s.outcome == "ok" for s in kubelet_steps), kubelet_steps
     assert any("waiting for its kubelet to restart" in n for n in reporter.notes)
     assert any(t.startswith("gate after") and "Kubernetes API" in t for t in reporter.titles), reporter.titles
 

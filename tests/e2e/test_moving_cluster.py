@@ -18,9 +18,16 @@ from trustplan_sim.cluster import SimCluster
 from trustplan_sim.node import SimNode
 
 from trustplan.engine import applier
+from trustplan.engine.applier import ApplyRequest
+from trustplan.engine.planning import Planned
 from trustplan.errors import TrustplanError
+from trustplan.formats.desired import DesiredState
 from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.machineconfig import CAFields
+
+
+def _request(desired: DesiredState, planned: Planned, digit: str) -> ApplyRequest:
+    return ApplyRequest(desired, planned.saved, "sha256:" + digit * 64, "plan", pki.utcnow())
 
 
 def foreign_cert_san(node: SimNode) -> None:
@@ -57,7 +64,7 @@ def test_a_foreign_edit_outside_the_ca_fields_survives_the_apply_and_is_recorded
     async def scenario(cluster: SimCluster) -> None:
         desired, planned = await plan(cluster)
         notes = EditAtSwap(cluster, foreign_cert_san)
-        await applier.apply_desired(desired, planned.saved, "sha256:" + "1" * 64, "plan", pki.utcnow(), reporter=notes)
+        await applier.apply_desired(_request(desired, planned, "1"), reporter=notes)
         worker = cluster.workers[0]
         assert b"admin.example.org" in worker.config  # the other admin's change was not overwritten
         new = planned.saved.plan.desired_issuers()[0].issuer
@@ -75,7 +82,7 @@ def test_a_foreign_edit_of_a_ca_field_stops_the_apply_naming_the_node(tmp_path: 
         desired, planned = await plan(cluster)
         worker = cluster.workers[0]
         with pytest.raises(TrustplanError) as stopped:
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "2" * 64, "plan", pki.utcnow(),
+            await applier.apply_desired(_request(desired, planned, "2"),
                                         reporter=EditAtSwap(cluster, foreign_ca))
         message = str(stopped.value)
         assert f"node {worker.address} changed under this apply: its talos CA fields" in message, message
@@ -115,7 +122,7 @@ def test_a_node_that_joins_during_the_apply_is_refused_before_the_swap(tmp_path:
         before = talos_trust(cluster)
         desired, planned = await plan(cluster)
         with pytest.raises(TrustplanError) as stopped:
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "4" * 64, "plan", pki.utcnow(),
+            await applier.apply_desired(_request(desired, planned, "4"),
                                         reporter=JoinAtAccept(cluster, late))
         message = str(stopped.value)
         assert f"before the swap phase: nodes joined the cluster after the plan was made: {late.address}" in message
@@ -181,7 +188,7 @@ def test_a_foreign_edit_of_the_outputs_during_apply_is_kept_or_stops_it(tmp_path
         secrets = cluster.dir / "secrets.yaml"
         desired, planned = await plan(cluster)
         notes = EditFileAtSwapGate(lambda: secrets.write_text(secrets.read_text() + "# kept by the other admin\n"))
-        await applier.apply_desired(desired, planned.saved, "sha256:" + "5" * 64, "plan", pki.utcnow(), reporter=notes)
+        await applier.apply_desired(_request(desired, planned, "5"), reporter=notes)
         assert "# kept by the other admin" in secrets.read_text()
         said = f"secrets {secrets} changed by someone else since apply began"
         assert any(said in n for n in notes.notes), notes.notes
@@ -199,7 +206,7 @@ def test_a_foreign_edit_of_the_outputs_during_apply_is_kept_or_stops_it(tmp_path
             secrets.write_text(cluster_ca.sub(r"\1LS0tLS1CRUdJTiBmb3JlaWdu", text, count=1))
 
         with pytest.raises(TrustplanError) as stopped:
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "6" * 64, "plan", pki.utcnow(),
+            await applier.apply_desired(_request(desired, planned, "6"),
                                         reporter=EditFileAtSwapGate(edit_ca))
         assert f"{secrets} changed under this apply: its CA entries" in str(stopped.value)
         assert "LS0tLS1CRUdJTiBmb3JlaWdu" in secrets.read_text()  # not overwritten
@@ -227,7 +234,7 @@ def test_a_rotation_by_another_working_copy_stops_the_apply_without_a_rollback(t
         desired, planned = await plan(cluster)
         desired = dataclasses.replace(desired, rollout=dataclasses.replace(desired.rollout, verify_timeout=3))
         with pytest.raises(TrustplanError) as stopped:
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "7" * 64, "plan", pki.utcnow(),
+            await applier.apply_desired(_request(desired, planned, "7"),
                                         reporter=EditFileAtSwapGate(other_copy_rotates))
         message, hint = str(stopped.value), stopped.value.hint or ""
         assert "no rollback: the cluster's CAs changed under this apply" in message, message

@@ -14,6 +14,7 @@ from trustplan.state import LocalState
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import TrustplanError
 from trustplan.talos import machineconfig, pki
 
@@ -48,8 +49,8 @@ def test_a_failure_in_the_swap_phase_rolls_the_nodes_back(tmp_path: Path, rollba
         old.write_bytes(cluster.talosconfig.read_bytes())
         desired, planned = await plan(cluster)
         with pytest.raises(TrustplanError) as stopped:
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "3" * 64, "plan", pki.utcnow(),
-                                        reporter=FailInSwap(cluster), rollback=rollback)
+            await applier.apply_desired(ApplyRequest(desired, planned.saved, "sha256:" + "3" * 64, "plan", pki.utcnow(),
+                                                     rollback=rollback), reporter=FailInSwap(cluster))
         message = str(stopped.value)
         assert "disk full" in message
         last = LocalState(desired.state).read("sim")["history"][-1]

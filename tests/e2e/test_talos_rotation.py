@@ -13,6 +13,9 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import access, applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
+from trustplan.engine.keyring import KeyRing
+from trustplan.engine.progress import QuietReporter
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import NodeUnreachableError, TrustplanError, UnsafePlanError
 from trustplan.formats import desired as desired_mod
@@ -30,7 +33,7 @@ async def plan(cluster: SimCluster) -> tuple[desired_mod.DesiredState, engine.Pl
 
 async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
     desired, planned = await plan(cluster)
-    return await applier.apply_desired(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
+    return await applier.apply_desired(ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()))
 
 
 async def version_with(cluster: SimCluster, talosconfig: Path) -> dict[str, str]:
@@ -144,11 +147,11 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
             runner = PhaseRunner(
                 desired,
                 provider,
-                engine.KeyRing(planned.resolved.material, keystore),
+                KeyRing(planned.resolved.material, keystore),
                 planned.live,
                 partial,
                 pki.utcnow(),
-                engine.QuietReporter(),
+                QuietReporter(),
                 operator_identity=planned.operator,
             )
             await runner.run()  # an earlier run that died here
@@ -156,7 +159,7 @@ def test_a_plan_from_a_half_done_rotation_finishes_it(tmp_path: Path, phase_inde
             await provider.close()
         new_issuer = planned.resolved.refs["talos-new"]
         applied = await plan_and_apply(cluster)  # the same desired state: finish the job
-        edits = [s for s in applied.steps if s["kind"] == "write"]
+        edits = [s for s in applied.steps if s.kind == "write"]
         assert len(edits) < 3 * len(cluster.nodes)  # what was done is skipped
         assert planned.resolved.refs["talos-new"] == new_issuer
         assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
@@ -172,7 +175,8 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
         broken.faults.apply_error = "disk full"
         broken.faults.apply_error_times = 1
         with pytest.raises(TrustplanError, match=f"apply stopped: .*{broken.address}.*disk full"):
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
+            request = ApplyRequest(desired, planned.saved, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
+            await applier.apply_desired(request)
         state = LocalState(desired.state).read("sim")
         last = state["history"][-1]
         assert last["status"] == "failed" and "disk full" in last["error"]

@@ -14,6 +14,7 @@ from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import PlanFileError
 from trustplan.formats import desired as desired_mod
 from trustplan.formats import planfile
@@ -50,12 +51,16 @@ def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_p
             data = planfile.encode_document(doc)
             decoded = planfile.decode(data, "evil.bin")
             with pytest.raises(PlanFileError, match=expected):
-                await applier.apply_desired(desired, decoded, engine.plan_digest(data), "evil.bin", pki.utcnow())
+                await applier.apply_desired(
+                    ApplyRequest(desired, decoded, planfile.plan_digest(data), "evil.bin", pki.utcnow())
+                )
             assert {n.name: n.config for n in cluster.nodes} == before
 
         data = planfile.encode(planned.saved)
         decoded = planfile.decode(data, "plan.bin")
-        applied = await applier.apply_desired(desired, decoded, engine.plan_digest(data), "plan.bin", pki.utcnow())
+        applied = await applier.apply_desired(
+            ApplyRequest(desired, decoded, planfile.plan_digest(data), "plan.bin", pki.utcnow())
+        )
         assert applied.state["serial"] == 1
         assert all(n.config != before[n.name] for n in cluster.nodes)
 

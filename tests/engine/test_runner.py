@@ -16,6 +16,9 @@ from trustplan.state import LocalState
 
 from trustplan.engine import applier
 from trustplan.engine import planning as engine
+from trustplan.engine.applier import ApplyRequest
+from trustplan.engine.keyring import KeyRing
+from trustplan.engine.progress import QuietReporter
 from trustplan.engine.runner import PhaseRunner
 from trustplan.errors import ProviderError
 from trustplan.formats import desired as desired_mod
@@ -58,8 +61,8 @@ def test_plan_and_apply_in_memory_rotate_every_node(tmp_path: Path) -> None:
     planned = _plan(desired, provider)
     assert [w.node for w in provider.writes if w.dry_run] == sorted(before)  # plan: one dry run per node
     keystore = Keystore(desired.keystore)
-    done = asyncio.run(applier.apply(desired, provider, keystore, LocalState(desired.state), planned.saved,
-                                     DIGEST, "plan.bin", pki.utcnow()))
+    done = asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                     provider, keystore, LocalState(desired.state)))
     assert done.state["history"][-1]["status"] == "applied"
     new = {d.pki: d.issuer for d in planned.plan.desired_issuers()}
     assert _issuers(provider, "talos") == {new["talos"]} and _issuers(provider, "kubernetes") == {new["kubernetes"]}
@@ -75,8 +78,8 @@ def test_each_phase_is_sent_with_the_plans_credential(tmp_path: Path) -> None:
     desired, files_like = _cluster(tmp_path)
     planned = _plan(desired, files_like)
     provider = MemoryProvider(files_like.configs, needs_credential=True)
-    keys = engine.KeyRing(dict(planned.resolved.material), Keystore(desired.keystore))
-    runner = PhaseRunner(desired, provider, keys, planned.live, planned.plan, pki.utcnow(), engine.QuietReporter())
+    keys = KeyRing(dict(planned.resolved.material), Keystore(desired.keystore))
+    runner = PhaseRunner(desired, provider, keys, planned.live, planned.plan, pki.utcnow(), QuietReporter())
     asyncio.run(runner.run())
     writes = iter(provider.writes)  # the phases run one after the other, each node once
     sent = {p.name: {(w.issuer, w.trusted) for w in (next(writes) for _ in p.nodes())}
@@ -93,21 +96,21 @@ def test_each_phase_is_sent_with_the_plans_credential(tmp_path: Path) -> None:
 def test_the_operators_identity_sends_the_operators_own_credential(tmp_path: Path) -> None:
     desired, provider = _cluster(tmp_path)
     planned = _plan(desired, provider)
-    keys = engine.KeyRing(dict(planned.resolved.material), Keystore(desired.keystore))
+    keys = KeyRing(dict(planned.resolved.material), Keystore(desired.keystore))
     swap = next(p for p in planned.plan.phases if p.name == "swap")
     assert swap.credential is not None
     own = TLSIdentity("talos", swap.credential.issuer, swap.credential.trusted, b"crt", b"key", b"bundle")
     taking = MemoryProvider(provider.configs, needs_credential=True)
-    runner = PhaseRunner(desired, taking, keys, planned.live, planned.plan, pki.utcnow(), engine.QuietReporter(),
+    runner = PhaseRunner(desired, taking, keys, planned.live, planned.plan, pki.utcnow(), QuietReporter(),
                          operator=None, operator_identity=Credential(swap.credential.issuer,
                                                                              swap.credential.trusted))
     assert runner.phase_credential(swap) is None  # the identity is the operator's: its own credential
-    minted = PhaseRunner(desired, taking, keys, planned.live, planned.plan, pki.utcnow(), engine.QuietReporter())
+    minted = PhaseRunner(desired, taking, keys, planned.live, planned.plan, pki.utcnow(), QuietReporter())
     cred = minted.phase_credential(swap)
     assert cred is not None and (cred.issuer, cred.trusted) == (own.issuer, own.trusted)
     assert pki.verify_issued_by(pki.load_cert_pem(cred.cert_pem, "minted", "crt"), keys.ca(cred.issuer).cert)
     files_like = PhaseRunner(desired, provider, keys, planned.live, planned.plan, pki.utcnow(),
-                             engine.QuietReporter())
+                             QuietReporter())
     assert files_like.phase_credential(swap) is None  # a provider that takes no credential gets none
 
 
@@ -128,8 +131,8 @@ def test_a_failed_write_in_memory_is_rolled_back(tmp_path: Path) -> None:
 
     failing = Failing(provider.configs)
     with pytest.raises(ProviderError, match="disk full.*rolled back"):
-        asyncio.run(applier.apply(desired, failing, Keystore(desired.keystore), LocalState(desired.state),
-                                  planned.saved, DIGEST, "plan.bin", pki.utcnow()))
+        asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                  failing, Keystore(desired.keystore), LocalState(desired.state)))
     for pki_name in ("talos", "kubernetes"):
         assert _issuers(failing, pki_name) == _issuers(MemoryProvider(before), pki_name)
     last = LocalState(desired.state).read("demo")["history"][-1]

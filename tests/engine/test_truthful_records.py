@@ -23,6 +23,7 @@ from trustplan.state import LocalState
 from trustplan.state import local as local_state
 
 from trustplan.engine import applier
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import ApplyInterrupted, FilesystemError, ProviderError, StateError
 from trustplan.formats.keystore import Keystore
 from trustplan.talos import pki
@@ -73,8 +74,8 @@ def test_after_an_interrupt_the_summary_names_the_writes_that_landed(tmp_path: P
     before = dict(memory.configs)
     provider = WithKubelet(memory.configs)
     with pytest.raises(ApplyInterrupted) as raised:
-        asyncio.run(applier.apply(desired, provider, Keystore(desired.keystore), LocalState(desired.state),
-                                  planned.saved, DIGEST, "plan.bin", pki.utcnow()))
+        asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                  provider, Keystore(desired.keystore), LocalState(desired.state)))
     changed = sorted(a for a in before if provider.configs[a] != before[a])
     assert changed  # the write landed
     assert f"accept on {len(changed)} nodes ({', '.join(changed)})" in str(raised.value)
@@ -98,8 +99,9 @@ def test_a_failure_after_the_outputs_does_not_announce_a_rollback(tmp_path: Path
 
     notes = Notes()
     with pytest.raises(ProviderError) as raised:
-        asyncio.run(applier.apply(desired, FailsInRemove(memory.configs), Keystore(desired.keystore),
-                                  LocalState(desired.state), planned.saved, DIGEST, "plan.bin", pki.utcnow(), notes))
+        asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                  FailsInRemove(memory.configs), Keystore(desired.keystore), LocalState(desired.state),
+                                  notes))
     assert "no rollback: the new credentials were already written" in str(raised.value)
     assert not [n for n in notes.notes if "rolling back" in n], notes.notes
 
@@ -128,8 +130,8 @@ def test_a_state_write_on_a_full_disk_leaves_a_rescue_and_says_what_changed(
 
     monkeypatch.setattr(local_state, "write_atomic", full)
     with pytest.raises(StateError) as raised:
-        asyncio.run(applier.apply(desired, FailsSecond(memory.configs), Keystore(desired.keystore),
-                                  LocalState(desired.state), planned.saved, DIGEST, "plan.bin", pki.utcnow()))
+        asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
+                                  FailsSecond(memory.configs), Keystore(desired.keystore), LocalState(desired.state)))
     message = str(raised.value)
     rescue = desired.state.with_name("trustplan.state.rescue.1.json")
     assert "the state was not written: cannot write: No space left on device" in message

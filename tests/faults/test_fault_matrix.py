@@ -23,6 +23,7 @@ from trustplan_sim.cluster import SimCluster
 from waiting import until
 
 from trustplan.engine import applier
+from trustplan.engine.applier import ApplyRequest
 from trustplan.errors import TrustplanError
 from trustplan.talos import pki
 
@@ -146,8 +147,8 @@ def test_fault_at_phase_ends_with_working_credentials_and_a_finishable_rotation(
         inject = Inject(cluster, phase, fault)
         outcome = "applied"
         try:
-            await applier.apply_desired(desired, planned.saved, "sha256:" + "4" * 64, "plan", pki.utcnow(),
-                                        reporter=inject)
+            request = ApplyRequest(desired, planned.saved, "sha256:" + "4" * 64, "plan", pki.utcnow())
+            await applier.apply_desired(request, reporter=inject)
         except TrustplanError as exc:
             outcome = ("rolled back" if "rolled back:" in str(exc) else "stopped") + f" ({str(exc)[:300]})"
         finally:
@@ -159,7 +160,7 @@ def test_fault_at_phase_ends_with_working_credentials_and_a_finishable_rotation(
         await credentials_work(cluster)  # whatever happened, the credentials on disk work
 
         desired, again = await plan(cluster)  # a new plan finishes the job
-        await applier.apply_desired(desired, again.saved, "sha256:" + "5" * 64, "plan", pki.utcnow())
+        await applier.apply_desired(ApplyRequest(desired, again.saved, "sha256:" + "5" * 64, "plan", pki.utcnow()))
         await credentials_work(cluster)
         _, final = await plan(cluster)
         assert not final.plan.has_changes

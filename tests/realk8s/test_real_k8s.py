@@ -169,7 +169,8 @@ async def plan_and_apply(cluster: SimCluster) -> applier.Applied:
     desired = desired_mod.load(cluster.dir / "trustplan.yaml")
     planned = await planning.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
     planned.save_new_keys()
-    return await applier.apply_desired(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
+    request = applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
+    return await applier.apply_desired(request)
 
 
 @pytest.mark.parametrize("layout", ["multidoc"])
@@ -187,8 +188,8 @@ def test_every_gate_is_answered_by_the_real_kube_apiserver(tmp_path: Path, layou
 
     async def scenario(cluster: SimCluster) -> None:
         applied = await plan_and_apply(cluster)
-        gates = [s for s in applied.steps if s["kind"] == "gate" and s.get("pki") == "kubernetes"]
-        assert gates and all(s["outcome"] == "ok" for s in gates)
+        gates = [s for s in applied.steps if s.kind == "gate" and s.pki == "kubernetes"]
+        assert gates and all(s.outcome == "ok" for s in gates)
         assert len(answers) == len(gates)
         for result in answers:  # each control plane's answer names the real server's version
             assert len(result) == 3 and all(r.endswith(f"({VERSION})") for r in result.values()), result

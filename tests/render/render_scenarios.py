@@ -13,7 +13,7 @@ from trustplan.planner import Authority, DesiredTrust, LiveNode, LiveTrust, Outp
 from trustplan.planner.ops import OutputKind
 
 from trustplan.formats import planfile
-from trustplan.formats.savedplan import Bindings, PlanRollout, SavedPlan
+from trustplan.formats.planfile.savedplan import Bindings, PlanRollout, SavedPlan
 from trustplan.talos import pki
 
 DATA = Path(__file__).parent / "data"

@@ -16,7 +16,7 @@ from render_scenarios import SCENARIOS, SIZES, document
 from trustplan.planner import Plan
 
 from trustplan import schemas
-from trustplan.formats.savedplan import SavedPlan
+from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.render import markdown as render_markdown
 from trustplan.render import text as render
 

@@ -20,7 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.plan import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
+from trustplan.cli.planflow import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
 from trustplan.errors import TrustplanError
 
 
@@ -44,7 +44,6 @@ def apply(
 ) -> None:
     """Apply a saved plan exactly, refusing it if anything it was made from changed."""
     from trustplan.engine import applier
-    from trustplan.engine import planning as engine
     from trustplan.formats import planfile
     from trustplan.render import text as render
     from trustplan.talos import pki
@@ -87,13 +86,14 @@ def apply(
         source = "the plan above"
         desired = load_desired(config)
     result = run(
-        applier.apply_desired(desired, saved, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
-                              seconds(lock_timeout), rollback=not no_rollback)
+        applier.apply_desired(
+            applier.ApplyRequest(desired, saved, planfile.plan_digest(data), source, pki.utcnow(),
+                                 seconds(lock_timeout), rollback=not no_rollback),
+            ConsoleReporter(),
+        )
     )
     # each written output was reported as it was written ("outputs: wrote ..."): not repeated here
-    writes = sum(1 for s in result.steps if s["kind"] == "write" and s["outcome"] == "ok")
-    gates = sum(1 for s in result.steps if s["kind"] == "gate" and s["outcome"] == "ok")
-    line = render.apply_line(saved.plan, writes, gates)
+    line = render.apply_line(saved.plan, result.writes, result.gates)
     print_data(f"{line} State serial {result.state['serial']} in {desired.state_backend().where}.\n")
 
 

@@ -95,7 +95,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def seconds(text: str) -> float:
-    from trustplan.formats.planfile import parse_duration
+    from trustplan.cli.durations import parse_duration
 
     if text.strip() in ("0", "0s"):
         return 0.0

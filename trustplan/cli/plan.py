@@ -10,39 +10,20 @@ import typer
 from trustplan.cli import conventions, terminal
 from trustplan.cli.common import (
     ConfigOption,
-    ConsoleReporter,
     Format,
     FormatOption,
     LockTimeout,
     err,
-    load_desired,
     print_data,
-    run,
-    seconds,
 )
+from trustplan.cli.planflow import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
 from trustplan.errors import FilesystemError
 from trustplan.system.atomic import write_atomic
 from trustplan.system.safeio import check_writable, ensure_dir
 
 if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
-    from trustplan.engine import planning as engine
-    from trustplan.formats.savedplan import SavedPlan
+    from trustplan.formats.planfile.savedplan import SavedPlan
     from trustplan.render import markdown as render_markdown
-
-
-def render_plan(
-    saved: SavedPlan, fmt: Format, summary: bool = False, view: render_markdown.View | None = None
-) -> str:
-    """A saved plan as `--format` asks (Markdown as one text; `emit` splits it into comments)."""
-    from trustplan.render import markdown as render_markdown
-    from trustplan.render import text as render
-
-    if fmt is Format.json:
-        return render.json_text(saved)
-    if fmt is Format.markdown:
-        view = view or render_markdown.View()
-        return render_markdown.render_summary(saved, view) if summary else render_markdown.render(saved, view)
-    return render.summary(saved) if summary else render.text(saved)
 
 
 SummaryOption = Annotated[
@@ -60,17 +41,6 @@ FlavorOption = Annotated[
     typer.Option(
         "--markdown-flavor",
         help="Markdown for github (alerts, folds), gitlab (its alert syntax, folds) or plain (no HTML, no alerts).",
-    ),
-]
-
-
-ParallelismOption = Annotated[
-    int | None,
-    typer.Option(
-        "--parallelism",
-        min=1,
-        help="At most N nodes at once in each step (workers, gates; control planes at most their rollout "
-        "setting). Saved in the plan. Default: the desired state's rollout.",
     ),
 ]
 
@@ -142,50 +112,6 @@ def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
         check_writable(out, "the plan file")
     if split_dir is not None:
         check_writable(split_dir / "part-1.md", "the Markdown parts")
-
-
-AllowUnlistedOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--allow-unlisted",
-        metavar="NODE",
-        help="A cluster member left out of cluster.nodes on purpose (a node that is really gone); repeatable.",
-    ),
-]
-
-
-def plan_config(
-    config: Path,
-    expires_in: str,
-    lock_timeout: str,
-    allow_unlisted: list[str] | None = None,
-    parallelism: int | None = None,
-) -> engine.Planned:
-    import dataclasses
-
-    from trustplan.engine import planning as engine
-    from trustplan.formats import planfile
-    from trustplan.talos import pki
-
-    desired = load_desired(config)
-    if not desired.age_recipients:  # plaintext keys: refuse to add to a keystore git already tracks
-        from trustplan.cli.init_repo import refuse_tracked_keys
-
-        refuse_tracked_keys(desired.keystore, str(config))
-    if parallelism is not None:  # saved in the plan: apply runs it so
-        desired = dataclasses.replace(desired, rollout=desired.rollout.limited(parallelism))
-    try:
-        expiry = planfile.parse_duration(expires_in)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--expires-in") from None
-    planned = run(
-        engine.plan_desired(
-            desired, pki.utcnow(), expiry, ConsoleReporter(), seconds(lock_timeout), tuple(allow_unlisted or ())
-        )
-    )
-    for note in planned.notes:
-        err.print(note, markup=False)
-    return planned
 
 
 def plan(

@@ -1,7 +1,8 @@
 """Apply a saved plan exactly: refuse it if anything it was made from changed, then run it phase by
 phase (edits, then gates), write the outputs, and record the result in the state.
 
-    apply(desired, provider, keystore, store, saved, ...) -> Applied
+    apply(ApplyRequest(desired, saved, ...), provider, keystore, store) -> Applied
+    apply_desired(request) -> Applied     with the desired state's provider, keystore and state file
 
 The phases themselves run in trustplan.engine.runner (PhaseRunner); a failed run is undone by
 trustplan.engine.rollback, another run of the same runner.
@@ -19,11 +20,13 @@ from trustplan.engine.access import make_provider, read_live
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
+from trustplan.engine.journal import Step
+from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.moved import moved_hint
 from trustplan.engine.phasesteps import unconfirmed_note
-from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
 from trustplan.engine.planverify import operator_of, verified_plan
+from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.rollback import Rollback, possible, read_back, roll_back
 from trustplan.engine.runner import PhaseRunner
 from trustplan.engine.workertrust import probe_workers
@@ -36,8 +39,7 @@ from trustplan.errors import (
 )
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
-from trustplan.formats.planfile import check_expiry
-from trustplan.formats.savedplan import SavedPlan
+from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import (
     Plan,
 )
@@ -50,18 +52,53 @@ from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import trust_of
 
 
-@dataclass
+@dataclass(frozen=True)
+class ApplyRequest:
+    """What to apply: the saved plan, the digest of its file (the state's lock and journal name the
+    plan by it) and where it came from (errors name it), the desired state it must match, the
+    clock's now; and how: how long to wait for the state's lock, and whether a failed run is
+    rolled back."""
+
+    desired: DesiredState
+    saved: SavedPlan
+    plan_digest: str
+    source: str
+    now: dt.datetime
+    lock_timeout: float = 0.0
+    rollback: bool = True
+
+
+@dataclass(frozen=True)
 class Applied:
+    """The summary of a finished apply: the state it recorded, the outputs written, how many node
+    writes and gates went through, and the journal (`steps`) as recorded in the state."""
+
     state: StateDocument
-    written: list[str]
-    steps: list[dict[str, Any]]
+    written: tuple[str, ...]
+    writes: int
+    gates: int
+    steps: tuple[Step, ...]
+
+    @classmethod
+    def of(cls, state: StateDocument, steps: list[Step]) -> Applied:
+        return cls(
+            state,
+            tuple(s.detail or "" for s in steps if s.kind == "output"),
+            sum(1 for s in steps if s.ok("write")),
+            sum(1 for s in steps if s.ok("gate")),
+            tuple(steps),
+        )
 
 
 def check_bindings(
     saved: SavedPlan, desired: DesiredState, state: StateDocument, now: dt.datetime, source: str
 ) -> None:
-    check_expiry(saved, now, source)
     bound = saved.bindings
+    if now >= bound.expires:
+        raise PlanFileError(
+            f"{source}: plan expired at {iso_time(bound.expires)}",
+            hint="make a fresh plan with `trustplan plan -o ...` and review it again",
+        )
     if saved.plan.cluster != desired.cluster:
         raise PlanFileError(
             f"{source}: this plan is for cluster {saved.plan.cluster!r}, but {desired.path} is cluster "
@@ -142,24 +179,21 @@ def next_state(
 
 
 async def apply(
-    desired: DesiredState,
+    request: ApplyRequest,
     provider: Provider,
     keystore: Keystore,
     store: StateBackend,
-    saved: SavedPlan,
-    plan_digest: str,
-    source: str,
-    now: dt.datetime,
     reporter: Reporter | None = None,
-    lock_timeout: float = 0.0,
-    rollback: bool = True,
 ) -> Applied:
     """Apply a saved plan exactly; refuse it if anything it was made from changed.
 
     When a step fails before the new credentials are written, the nodes changed by this run are
-    returned to their CAs of before (trustplan.engine.rollback), unless `rollback` is False."""
+    returned to their CAs of before (trustplan.engine.rollback), unless `request.rollback` is False."""
+    desired, saved, plan_digest, source, now = (
+        request.desired, request.saved, request.plan_digest, request.source, request.now
+    )
     reporter = reporter or QuietReporter()
-    with store.lock(lock_timeout, "apply", plan_digest):
+    with store.lock(request.lock_timeout, "apply", plan_digest):
         state = store.read(desired.cluster)
         check_bindings(saved, desired, state, now, source)
         check_backend_outside(desired, saved.plan)
@@ -178,10 +212,11 @@ async def apply(
         for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
             keys.key(fp)
         stop = Stop()
+        members = await _members_outside(provider, plan, reader)
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
-                              operator_identity=operator)
-        applier.rollout = desired.rollout.following(saved.rollout)  # as the plan says
-        applier.members_at_start = await _members_outside(provider, plan, reader)
+                              operator_identity=operator,
+                              rollout=desired.rollout.following(saved.rollout),  # as the plan says
+                              members_at_start=members)
         started = iso_time(now)
         error: BaseException | None = None
         with stop.on_signals(reporter.note):
@@ -193,14 +228,14 @@ async def apply(
             if isinstance(error, ApplyInterrupted):
                 await read_back(applier)  # a write whose answer was lost: did it land?
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
-                back = await _roll_back(applier, live, resolved, rollback, frozenset(state["authorities"]))
+                back = await _roll_back(applier, live, resolved, request.rollback, frozenset(state["authorities"]))
         entry: dict[str, Any] = {
             "serial": 0,
             "plan_digest": plan_digest,
             "started": started,
             "finished": iso_time(dt.datetime.now(dt.UTC)),
             "status": "failed" if error else "applied",
-            "steps": applier.steps + (back.steps if back is not None else []),
+            "steps": [s.to_document() for s in applier.steps + (back.steps if back is not None else [])],
         }
         if error is not None:
             entry["error"] = _error_text(error)
@@ -233,7 +268,7 @@ async def apply(
                 if back.moved:
                     hint = moved_hint(str(desired.state))
             raise ProviderError(f"apply stopped: {_error_text(error)}. {summary}", hint=hint) from None
-        return Applied(new_state, [s.get("detail", "") for s in applier.steps if s["kind"] == "output"], applier.steps)
+        return Applied.of(new_state, applier.steps)
 
 
 async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved, enabled: bool,
@@ -287,22 +322,13 @@ def _error_text(error: BaseException) -> str:
     return f"unexpected {type(error).__name__}: {error}"  # e.g. an output file that cannot be written
 
 
-async def apply_desired(
-    desired: DesiredState,
-    saved: SavedPlan,
-    plan_digest: str,
-    source: str,
-    now: dt.datetime,
-    reporter: Reporter | None = None,
-    lock_timeout: float = 0.0,
-    rollback: bool = True,
-) -> Applied:
+async def apply_desired(request: ApplyRequest, reporter: Reporter | None = None) -> Applied:
     """`trustplan apply` without the printing: apply() with the desired state's provider, keystore
     and state file, the provider opened (and closed) for it."""
+    desired = request.desired
     provider = make_provider(desired)
     try:
-        return await apply(desired, provider, desired.open_keystore(), desired.state_backend(), saved,
-                           plan_digest, source, now, reporter, lock_timeout, rollback)
+        return await apply(request, provider, desired.open_keystore(), desired.state_backend(), reporter)
     finally:
         await provider.close()
 

@@ -35,7 +35,7 @@ async def reread_before_rollback(applier: PhaseRunner, known: set[str]) -> str |
     it runs now in `applier.configs` (so the reverse edits land on top of it). Returns why a rollback
     must not run: a CA on a node outside `known` (this plan's and the state's CAs, and what the nodes
     had when the apply started), or a node that refuses this apply's credential as an unknown authority."""
-    started = {s["phase"] for s in applier.steps}
+    started = {s.phase for s in applier.steps}
     phases = [p for p in applier.plan.phases if p.name in started and p.edits] or list(applier.plan.phases[:1])
     cred = applier.phase_credential(phases[-1]) if phases else applier.operator
     for address in list(applier.configs):

@@ -2,7 +2,6 @@
 
     plan_desired(desired, ...) -> Planned   under the state's lock, with the provider opened for it:
     plan_live(desired, provider, ...)       read every node, resolve CAs, plan, check, let the nodes dry-run it
-    KeyRing                                 CA certificates and keys by fingerprint (plan material + keystore)
 
 Reaching the nodes (provider, credentials, reading) is trustplan.engine.access; applying a saved
 plan is trustplan.engine.applier.
@@ -13,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from trustplan import __version__
 from trustplan.engine.access import make_provider, operator_credential, read_live, reader_label
-from trustplan.engine.authorities import Material, Resolved, resolve
+from trustplan.engine.authorities import Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.credentials import OutputCheck, check_outputs, planned_outputs
+from trustplan.engine.keyring import KeyRing
 from trustplan.engine.leftbehind import left_behind
 from trustplan.engine.live import LiveCluster
+from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
     InputError,
-    KeystoreError,
     NodeUnreachableError,
     ProviderError,
     UnsafePlanError,
@@ -36,7 +34,7 @@ from trustplan.errors import (
 from trustplan.formats import planfile
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.keystore import Keystore
-from trustplan.formats.savedplan import Bindings, SavedPlan
+from trustplan.formats.planfile.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
     Credential,
     Plan,
@@ -51,26 +49,6 @@ from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.state import StateDocument
 from trustplan.talos import pki
 from trustplan.talos.rewrite import rewrite
-
-
-class Reporter(Protocol):
-    """Progress for humans (the CLI draws it with rich on stderr)."""
-
-    def start(self, title: str, total: int) -> None: ...
-    def begin(self, detail: str) -> None: ...  # one node's step started (in flight)
-    def advance(self, detail: str = "") -> None: ...
-    def fail(self, detail: str) -> None: ...  # one node's step failed
-    def done(self) -> None: ...
-    def note(self, message: str) -> None: ...
-
-
-class QuietReporter:
-    def start(self, title: str, total: int) -> None: ...
-    def begin(self, detail: str) -> None: ...  # one node's step started (in flight)
-    def advance(self, detail: str = "") -> None: ...
-    def fail(self, detail: str) -> None: ...  # one node's step failed
-    def done(self) -> None: ...
-    def note(self, message: str) -> None: ...
 
 
 @dataclass
@@ -314,39 +292,3 @@ async def _dry_run(
 
 def node_refs(plan: Plan) -> list[NodeRef]:
     return [NodeRef(n.address, n.declared_role) for n in plan.nodes]
-
-
-class KeyRing:
-    """CA certificates and keys by fingerprint: the plan's material plus the keystore."""
-
-    def __init__(self, material: dict[str, Material], keystore: Keystore | None) -> None:
-        self.material = material
-        self.keystore = keystore
-
-    def ca(self, fp: str) -> pki.CACert:
-        if fp in self.material:
-            return self.material[fp].ca
-        raise KeystoreError(f"CA {fp} is unknown to this plan")
-
-    def cert_pem(self, fp: str) -> bytes:
-        return self.ca(fp).pem
-
-    def key(self, fp: str) -> pki.PrivateKey:
-        m = self.material.get(fp)
-        if m is not None and m.key is not None:
-            return m.key
-        if self.keystore is not None:
-            ca, key = self.keystore.load(fp)
-            self.material[fp] = Material(ca, m.pki if m else "talos", "generate", m.name if m else None, key)
-            return key
-        raise KeystoreError(f"no private key for CA {fp}")
-
-    def key_pem(self, fp: str) -> bytes:
-        return pki.key_to_pem(self.key(fp))
-
-
-# --- apply ---------------------------------------------------------------------------------------
-
-
-def plan_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()

@@ -9,7 +9,7 @@ desired state before any node is touched.
 
 The plan file's SHA-256 proves only that the bytes were not damaged: anyone who can change the file
 can recompute it. A signature proves who made a plan; this module proves what it does. (That the
-document's parts fit together is checked by the decoder: trustplan.formats.plancheck.)
+document's parts fit together is checked by the decoder: trustplan.formats.planfile.checks.)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import plan_input
 from trustplan.errors import KeystoreError, PlanFileError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
-from trustplan.formats.savedplan import SavedPlan, differing_sections
+from trustplan.formats.planfile.savedplan import SavedPlan, differing_sections
 from trustplan.planner import (
     Credential,
     Plan,

@@ -13,8 +13,9 @@ not share one CA state before the run, or when the way back is not provably safe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from trustplan.engine.journal import Step
 from trustplan.engine.live import LiveCA, LiveCluster, to_live
 from trustplan.engine.moved import reread_before_rollback
 from trustplan.engine.runner import PhaseRunner
@@ -32,7 +33,7 @@ class Rollback:
     done: bool
     reason: str
     report: list[str] = field(default_factory=list)
-    steps: list[dict[str, str]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
     moved: bool = False  # the cluster's CAs changed under this apply (another apply ran): not attempted
 
     def text(self) -> str:
@@ -42,10 +43,10 @@ class Rollback:
 
 def possible(applier: PhaseRunner) -> str | None:
     """None if a rollback may be tried; else why not."""
-    started = {s["phase"] for s in applier.steps}
+    started = {s.phase for s in applier.steps}
     if "outputs" in started or any(p.destructive for p in applier.plan.phases if p.name in started):
         return "no rollback: the new credentials were already written (the new CA is proven); finish with a new plan"
-    if not any(s["kind"] == "write" and s["outcome"] == "ok" for s in applier.steps):
+    if not any(s.ok("write") for s in applier.steps):
         return "no rollback needed: no node was changed"
     return None
 
@@ -67,10 +68,10 @@ async def _applied(applier: PhaseRunner) -> set[tuple[str, str]] | str:
     """(phase, node) pairs whose config change reached the node: the writes that succeeded, the ones
     whose kubelet wait failed (the config was applied), and failed writes that a fresh read shows
     applied (a reply lost after the node applied it). A string: why this cannot be known."""
-    done = {(s["phase"], s["node"]) for s in applier.steps if s["kind"] in ("write", "kubelet")
-            and (s["kind"] == "kubelet" or s["outcome"] == "ok")}
-    failed = [(s["phase"], s["node"]) for s in applier.steps if s["kind"] == "write" and s["outcome"] == "failed"]
-    phases = {p.name: p for p in applier.plan.phases}
+    done = {(s.phase, s.node or "") for s in applier.steps if s.kind in ("write", "kubelet")
+            and (s.kind == "kubelet" or s.outcome == "ok")}
+    failed = [(s.phase, s.node or "") for s in applier.steps if s.kind == "write" and s.outcome == "failed"]
+    phases: dict[str, op.Phase] = {p.name: p for p in applier.plan.phases}
     for phase, address in failed:
         if (phase, address) in done:
             continue
@@ -95,22 +96,23 @@ async def read_back(applier: PhaseRunner) -> None:
     from trustplan.engine.runner import NOT_APPLIED
     from trustplan.talos import machineconfig
 
-    phases = {p.name: p for p in applier.plan.phases}
-    for step in applier.steps:
-        if step["kind"] != "write" or step["outcome"] != "failed" or "node" not in step or step["phase"] not in phases:
+    phases: dict[str, op.Phase] = {p.name: p for p in applier.plan.phases}
+    for i, step in enumerate(applier.steps):
+        if step.kind != "write" or step.outcome != "failed" or step.node is None or step.phase not in phases:
             continue
-        address = step["node"]
+        address = step.node
         try:
-            read = await applier.provider.read(applier.refs[address], applier.phase_credential(phases[step["phase"]]))
+            read = await applier.provider.read(applier.refs[address], applier.phase_credential(phases[step.phase]))
         except TrustplanError as exc:
-            step["message"] = f"{step.get('message', '')}; read back failed, so whether it applied is unknown: {exc}"
+            applier.steps[i] = replace(step, message=f"{step.message or ''}; read back failed, so whether it "
+                                       f"applied is unknown: {exc}")
             continue
         if read.digest == applier.configs[address].digest:
-            step["message"] = f"{step.get('message', '')}; {NOT_APPLIED}"
+            applier.steps[i] = replace(step, message=f"{step.message or ''}; {NOT_APPLIED}")
             continue
         applier.configs[address] = machineconfig.parse(read.data, f"node {address} (live machine config)")
-        step["outcome"] = "ok"
-        step["message"] = f"its answer was lost ({step.get('message', '')}); read back: applied"
+        applier.steps[i] = replace(step, outcome="ok",
+                                   message=f"its answer was lost ({step.message or ''}); read back: applied")
 
 
 def reverse_plan(applier: PhaseRunner, done: set[tuple[str, str]], nodes: tuple[LiveNode, ...],
@@ -173,21 +175,21 @@ async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tup
         return Rollback(False, f"no rollback: the way back is not safe: {exc}")
     current = LiveCluster(nodes, dict(applier.configs), {}, cas)
     runner = PhaseRunner(applier.desired, applier.provider, applier.keys, current, back, applier.now,
-                         applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity)
-    runner.workers_first = True
-    runner.trial = False  # the way back must stick: plain writes (they also cancel a pending try revert)
-    runner.reread = False  # the configs were just read (_applied) or written by this run
-    runner.rollout = applier.rollout  # the plan's parallelism (a rollback has no canary)
+                         applier.reporter, operator, applier.stop, operator_identity=applier.operator_identity,
+                         rollout=applier.rollout,  # the plan's parallelism (a rollback has no canary)
+                         workers_first=True,
+                         trial=False,  # the way back must stick: plain writes (they also cancel a pending try revert)
+                         reread=False)  # the configs were just read (_applied) or written by this run
     changed = sorted({node for _, node in done}, key=lambda a: [n.address for n in applier.plan.nodes].index(a))
     try:
         await runner.run()
     except TrustplanError as exc:
-        steps = [{**s, "phase": f"rollback {s['phase']}"} for s in runner.steps]
+        steps = [replace(s, phase=f"rollback {s.phase}") for s in runner.steps]
         left = [f"{a}: changed by this apply, not returned: `trustplan status` shows its CAs now" for a in changed]
         return Rollback(False, f"rollback failed: {exc}", left, steps)
     finally:
         applier.configs.update(runner.configs)
-    steps = [{**s, "phase": f"rollback {s['phase']}"} for s in runner.steps]
+    steps = [replace(s, phase=f"rollback {s.phase}") for s in runner.steps]
     report = await _verify(applier, changed, operator)
     ok = all(line.endswith("verified with the credential of before") for line in report)
     reason = "rolled back: every node changed by this apply has its CAs of before" if ok else "rolled back, but:"

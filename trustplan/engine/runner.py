@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import Any, assert_never
+from typing import assert_never
 
 from trustplan.engine.interrupt import Stop
+from trustplan.engine.journal import Step
+from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.phasesteps import (
     bounded,
@@ -28,10 +30,11 @@ from trustplan.engine.phasesteps import (
     read_output,
     send,
 )
-from trustplan.engine.planning import KeyRing, Reporter, node_refs
+from trustplan.engine.planning import node_refs
+from trustplan.engine.progress import Reporter
 from trustplan.engine.recertify import recertify_workers
 from trustplan.errors import TrustplanError
-from trustplan.formats.desired import DesiredState
+from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
@@ -75,9 +78,14 @@ class PhaseRunner:
         stop: Stop | None = None,
         *,
         operator_identity: Credential | None = None,
+        rollout: Rollout | None = None,
+        workers_first: bool = False,
+        trial: bool = True,
+        reread: bool = True,
+        members_at_start: set[str] | None = None,
     ) -> None:
         self.stop = stop or Stop()
-        self.workers_first = False  # a rollback undoes a phase in reverse order
+        self.workers_first = workers_first  # a rollback undoes a phase in reverse order
         self.desired = desired
         self.operator = operator
         if operator_identity is None and operator is not None:
@@ -89,19 +97,19 @@ class PhaseRunner:
         self.plan = plan
         self.now = now
         self.reporter = reporter
-        self.steps: list[dict[str, Any]] = []
+        self.steps: list[Step] = []
         self.refs = {r.address: r for r in node_refs(plan)}
         self._credentials: dict[tuple[str, str, tuple[str, ...]], TLSIdentity] = {}
-        self.rollout = desired.rollout  # apply() sets the plan's
+        self.rollout = rollout or desired.rollout  # apply() passes the plan's
         self.admin: dict[tuple[str, str], tuple[bytes, bytes]] = {}
         #: write each phase in Talos's try mode and confirm it after the phase's gates (a rollback,
         #: which must stick, does not); only when the provider can (capabilities.trial)
-        self.trial = provider.capabilities.trial is not None
+        self.trial = trial and provider.capabilities.trial is not None
         self.unconfirmed: dict[str, str] = {}  # node -> phase of its try-mode write not yet confirmed
         #: re-read each node before writing it and keep foreign edits outside the CA fields (apply)
-        self.reread = True
+        self.reread = reread
         #: members outside the plan when the apply began (None: not listed, no member check)
-        self.members_at_start: set[str] | None = None
+        self.members_at_start = members_at_start
         self.outputs_seen = outputs_seen(self)  # the output files as found (read again before each write)
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
@@ -134,7 +142,7 @@ class PhaseRunner:
         return self.admin[(pki_name, issuer)]
 
     def record(self, phase: str, kind: str, outcome: str, **extra: str) -> None:
-        self.steps.append({"phase": phase, "kind": kind, "outcome": outcome, **extra})
+        self.steps.append(Step(phase, kind, outcome, **extra))
         if kind == "output":
             self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
 
@@ -181,14 +189,14 @@ class PhaseRunner:
 
     def summary(self) -> str:
         """What this run changed, for the message when it stops early."""
-        writes = [s for s in self.steps if s["kind"] == "write" and s["outcome"] == "ok"]
-        per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
-        gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
-        outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
-        done = ", ".join(f"{p} on {n} nodes ({_names(s['node'] for s in writes if s['phase'] == p)})"
+        writes = [s for s in self.steps if s.ok("write")]
+        per_phase = {p: sum(1 for s in writes if s.phase == p) for p in dict.fromkeys(s.phase for s in writes)}
+        gates = sum(1 for s in self.steps if s.ok("gate"))
+        outputs = [s.detail or "" for s in self.steps if s.kind == "output"]
+        done = ", ".join(f"{p} on {n} nodes ({_names(s.node or '' for s in writes if s.phase == p)})"
                          for p, n in per_phase.items()) or "no node changed"
-        unknown = [s["node"] for s in self.steps if s["kind"] == "write" and s["outcome"] == "failed"
-                   and NOT_APPLIED not in s.get("message", "")]
+        unknown = [s.node or "" for s in self.steps if s.kind == "write" and s.outcome == "failed"
+                   and NOT_APPLIED not in (s.message or "")]
         if unknown:
             done += f"; unknown whether the write reached {_names(unknown)}"
         wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import jsonschema
 
     from trustplan.formats.keystore import Keystore
-    from trustplan.formats.savedplan import PlanRollout
+    from trustplan.formats.planfile.savedplan import PlanRollout
     from trustplan.state.kubeapi import KubeAPI
 
 VERIFY_TIMEOUT = {"talos": 60.0, "kubernetes": 180.0}
@@ -75,7 +75,7 @@ class Rollout:
 
     def saved(self) -> PlanRollout:
         """What a plan saves of it (apply runs the phases as the plan says)."""
-        from trustplan.formats.savedplan import PlanRollout
+        from trustplan.formats.planfile.savedplan import PlanRollout
 
         return PlanRollout(self.controlplane_parallelism, self.worker_parallelism, self.canary, self.gate_parallelism)
 

@@ -20,7 +20,7 @@ The warnings are the planner's (Plan.warnings): this module words them, it never
 
 from __future__ import annotations
 
-from trustplan.formats.savedplan import SavedPlan
+from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import Plan, PlanWarning
 from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.timestamps import iso_time

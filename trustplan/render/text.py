@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import assert_never
 
-from trustplan.formats.savedplan import SavedPlan
+from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer

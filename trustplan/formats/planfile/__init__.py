@@ -17,12 +17,17 @@ a private key. A flipped byte anywhere fails the digest (or the magic, or the le
     encode(saved, signing_key) -> bytes                the file
     decode(data, source) -> SavedPlan                  container, JSON, schema, structure, then typed
     read(path) -> SavedPlan
+    plan_digest(data) -> str                           sha256:<hex> of the file (lock and journal)
+
+The plan file's home: this codec, the typed saved plan (planfile.savedplan: SavedPlan, Bindings) and
+the decoder's structural checks (planfile.checks); the plan document itself is the planner's
+(trustplan.planner.document). Whether a plan may still be applied (its expiry, like every other
+binding) is apply's question: trustplan.engine.applier.check_bindings.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
 import struct
@@ -35,12 +40,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from trustplan import __version__, schemas
 from trustplan.errors import PlanFileError
-from trustplan.formats import savedplan
-from trustplan.formats.plancheck import check_structure
-from trustplan.formats.savedplan import Bindings, PlanRollout, SavedPlan
+from trustplan.formats.planfile import savedplan
+from trustplan.formats.planfile.checks import check_structure
+from trustplan.formats.planfile.savedplan import Bindings, PlanRollout, SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.ops import OutputKind
-from trustplan.planner.timestamps import iso_time
 from trustplan.talos.fingerprint import sha256_fingerprint
 
 MAGIC = b"TRUSTPLAN\0"
@@ -108,6 +112,11 @@ def signer(data: bytes) -> bytes | None:
 
 def key_fingerprint(public: bytes) -> str:
     return sha256_fingerprint(public)
+
+
+def plan_digest(data: bytes) -> str:
+    """A plan file's digest, the whole file as written (the state's lock and journal name the plan by it)."""
+    return sha256_fingerprint(data)
 
 
 def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey) -> None:
@@ -243,28 +252,3 @@ def read_bytes(path: Path) -> bytes:
 
 def read(path: Path) -> SavedPlan:
     return decode(read_bytes(path), str(path))
-
-
-def check_expiry(saved: SavedPlan, now: dt.datetime, source: str) -> None:
-    if now >= saved.bindings.expires:
-        raise PlanFileError(
-            f"{source}: plan expired at {iso_time(saved.bindings.expires)}",
-            hint="make a fresh plan with `trustplan plan -o ...` and review it again",
-        )
-
-
-#: The longest duration trustplan accepts (plan expiry, lock timeout): a year.
-MAX_DURATION = dt.timedelta(days=366)
-
-
-def parse_duration(text: str, maximum: dt.timedelta = MAX_DURATION) -> dt.timedelta:
-    """`72h`, `30m`, `3d`, `90s` -> timedelta, at most `maximum`; raises ValueError."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    text = text.strip()
-    if len(text) < 2 or text[-1] not in units or not text[:-1].isascii() or not text[:-1].isdigit() \
-            or int(text[:-1]) <= 0:
-        raise ValueError(f"invalid duration {text!r} (use e.g. 72h, 30m, 7d)")
-    digits = text[:-1].lstrip("0")
-    if len(digits) > 12 or int(digits) * units[text[-1]] > maximum.total_seconds():
-        raise ValueError(f"duration {text!r} is too long (at most {maximum.days}d)")
-    return dt.timedelta(seconds=int(digits) * units[text[-1]])

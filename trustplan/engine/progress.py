@@ -1,0 +1,26 @@
+"""Progress reporting: what plan and apply tell a human while they work (the CLI draws it with rich
+on stderr, tests and library callers pass QuietReporter)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Reporter(Protocol):
+    """Progress for humans (the CLI draws it with rich on stderr)."""
+
+    def start(self, title: str, total: int) -> None: ...
+    def begin(self, detail: str) -> None: ...  # one node's step started (in flight)
+    def advance(self, detail: str = "") -> None: ...
+    def fail(self, detail: str) -> None: ...  # one node's step failed
+    def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+class QuietReporter:
+    def start(self, title: str, total: int) -> None: ...
+    def begin(self, detail: str) -> None: ...  # one node's step started (in flight)
+    def advance(self, detail: str = "") -> None: ...
+    def fail(self, detail: str) -> None: ...  # one node's step failed
+    def done(self) -> None: ...
+    def note(self, message: str) -> None: ...
