@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 
-from trustplan.formats.savedplan import PlanRollout, SavedPlan
+from trustplan.formats.planfile.savedplan import PlanRollout, SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.ops import Phase
