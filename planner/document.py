@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, assert_never
 
-from trustplan.planner.model import PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
+from trustplan.planner.model import KINDS, PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
 from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 from trustplan.planner.timestamps import iso_time, parse_time
@@ -89,7 +89,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "role": n.role,
                 "declared_role": n.declared_role,
                 "config_digest": n.config_digest,
-                "live": {"talos": _trust(n.talos), "kubernetes": _trust(n.kubernetes)},
+                "live": {pki: _trust(t) for pki, t in n.trusts().items()},
                 "targets": targets.get(n.address, {}),
                 "changes": changes[n.address],
             }
@@ -158,6 +158,7 @@ def from_document(doc: dict[str, Any]) -> Plan:
             _untrust(n["live"]["talos"]),
             _untrust(n["live"]["kubernetes"]),
             n["declared_role"],
+            others=tuple((p, _untrust(n["live"][p])) for p in PKIS if p in n["live"] and KINDS[p].holders != "all"),
         )
         for n in doc["nodes"]
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from typing import assert_never
 
 from trustplan.planner.model import PKI, PKIS, Authority, Credential, DesiredTrust, LiveNode, LiveTrust, PlanInput
 from trustplan.planner.ops import (
@@ -87,6 +88,8 @@ def make_plan(inp: PlanInput) -> Plan:
     targets: list[NodeTarget] = []
     for node in nodes:
         for pki in managed:
+            if not node.holds(pki):  # e.g. a worker and a control-plane-only kind
+                continue
             want, trust = desired[pki], node.trust(pki)
             node_edits = _edits_for(node, want, trust)
             after = trust
@@ -100,7 +103,7 @@ def make_plan(inp: PlanInput) -> Plan:
         pki: tuple(sorted({i for n in nodes if (i := n.trust(pki).issuer)} | {desired[pki].issuer}))
         for pki in managed
     }
-    all_nodes = tuple(n.address for n in nodes)
+    holders = {pki: tuple(n.address for n in nodes if n.holds(pki)) for pki in managed}
 
     def gate_credential(pki: PKI, phase: PhaseName) -> Credential:
         """After accept: new client cert, old + new server CAs; after swap and remove: new only."""
@@ -122,13 +125,13 @@ def make_plan(inp: PlanInput) -> Plan:
         if not edits:
             continue
         changed = [p for p in managed if any(e.pki == p for e in edits)]
-        gates = [Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed]
+        gates = [Gate(p, phase_name, gate_credential(p, phase_name), holders[p]) for p in changed]
         if phase_name == "accept":  # also prove every pre-staged CA we hold a key for is trusted
             for p in changed:
                 staged = dict.fromkeys(e.ca for e in edits if isinstance(e, AcceptCA) and e.pki == p)
                 for ca in staged:
                     if ca != desired[p].issuer and key_ok.get(ca, False):
-                        gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), all_nodes))
+                        gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), holders[p]))
         phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name)))
 
     outs = _outputs(inp, desired, managed, refresh_only=not phases)
@@ -194,23 +197,32 @@ def _referenced(inp: PlanInput, targets: list[NodeTarget]) -> tuple[Authority, .
     return tuple(sorted((a for a in inp.authorities if a.fingerprint in used), key=lambda a: (a.pki, a.label)))
 
 
+def _untrusted_means(pki: PKI) -> str:
+    """What it breaks when an authority of `pki` stops being trusted everywhere."""
+    match pki:
+        case "talos" | "kubernetes":
+            what = "talosconfigs" if pki == "talos" else "kubeconfigs"
+            return f"stops being trusted on every node: {what} and any other client certificates it issued stop working"
+        case "aggregator":
+            return (
+                "stops being trusted by every API server: front-proxy client certificates it issued "
+                "(extension API servers' callers) stop working"
+            )
+        case "serviceaccount":
+            return "stops being accepted by every API server: service-account tokens it signed stop working"
+        case "encryption":
+            return "is dropped by every API server: anything still encrypted with it in etcd can no longer be read"
+        case _:
+            assert_never(pki)
+
+
 def _warnings(plan: Plan, inp: PlanInput) -> tuple[PlanWarning, ...]:
     out: list[PlanWarning] = []
     trusted_after = {(t.pki, c) for t in plan.targets for c in t.after.trusted}
     trusted_before = {(t.pki, c) for t in plan.targets for c in t.before.trusted}
     for pki, ca in sorted(trusted_before - trusted_after):
-        what = "talosconfigs" if pki == "talos" else "kubeconfigs"
         dropping = tuple(t.node for t in plan.targets if t.pki == pki and ca in t.before.trusted)
-        out.append(
-            PlanWarning(
-                "ca-untrusted",
-                pki,
-                ca,
-                dropping,
-                f"{plan.label(ca)} ({ca}) stops being trusted on every node: {what} and any other "
-                f"client certificates it issued stop working",
-            )
-        )
+        out.append(PlanWarning("ca-untrusted", pki, ca, dropping, f"{plan.label(ca)} ({ca}) {_untrusted_means(pki)}"))
     for d in inp.desired:
         for fp in (d.issuer, *d.accepted):
             a = plan.authority(fp)

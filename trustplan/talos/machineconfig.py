@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 KubeCALayout = Literal["legacy", "multidoc"]
 FIELDS: dict[str, tuple[str, str]] = {"talos": ("machine", "ca"), "kubernetes": ("cluster", "ca")}
+#: the kinds `ca_fields` reads (model.PKIS names every kind a plan can rotate)
+READ_KINDS: tuple[PKI, ...] = ("talos", "kubernetes")
 KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
 KUBE_AGGREGATOR_DOC_KIND = "KubeAggregatorCAConfig"
 BOTH_LAYOUTS = (
