@@ -51,6 +51,16 @@ KINDS: Mapping[PKI, KindInfo] = MappingProxyType(
     }
 )
 PKIS: tuple[PKI, ...] = tuple(KINDS)
+#: where a Talos before 1.14 keeps a single value of a kind (nothing can be accepted beside it)
+LEGACY_FIELD: Mapping[PKI, str] = MappingProxyType(
+    {
+        "aggregator": "cluster.aggregatorCA",
+        "serviceaccount": "cluster.serviceAccount.key",
+        "encryption": "cluster.secretboxEncryptionSecret",
+    }
+)
+#: the first Talos version whose configs take the documents of every control-plane-only kind
+DOCUMENTS_SINCE = "v1.14.0"
 PKI_TITLE: Mapping[PKI, str] = MappingProxyType({k: i.title for k, i in KINDS.items()})
 
 
@@ -113,6 +123,10 @@ class LiveNode:
     probed_refuses: tuple[str, ...] = ()
     #: the control-plane-only kinds (KINDS[k].holders == "controlplane") this node holds, as read
     others: tuple[tuple[PKI, LiveTrust], ...] = ()
+    #: of those, the kinds held in the legacy single value (LEGACY_FIELD): nothing can be accepted
+    legacy: tuple[PKI, ...] = ()
+    #: the Talos version the node runs (e.g. "v1.14.1"), None when unknown (configs on disk)
+    talos_version: str | None = None
 
     def trust(self, pki: PKI) -> LiveTrust:
         """The node's fields for `pki` (NO_TRUST for a kind it does not hold)."""
@@ -140,6 +154,9 @@ class DesiredTrust:
     pki: PKI
     issuer: str
     accepted: tuple[str, ...] = ()
+    #: a signing key's token drain: the old public key is removed only this long after the swap
+    #: (None: no wait; tokens signed with the old key stay valid until they expire)
+    drain: dt.timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -175,3 +192,7 @@ class PlanInput:
     now: dt.datetime
     outputs: Outputs = Outputs()
     operator: Credential | None = None  # None: files, where no credential is used
+    #: when a swap of each kind last finished everywhere (the state's record; the drain counts from it)
+    swapped_at: tuple[tuple[PKI, dt.datetime], ...] = ()
+    #: legacy Secret-based service-account tokens (namespace/name) signed with a key being removed
+    legacy_tokens: tuple[str, ...] = ()

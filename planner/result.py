@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import assert_never
 
-from trustplan.planner.model import PKI, Authority, DesiredTrust, LiveNode, LiveTrust
-from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.drain import Deferred
+from trustplan.planner.model import KINDS, LEGACY_FIELD, PKI, Authority, DesiredTrust, LiveNode, LiveTrust
+from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, Phase, RemoveCA, SwapIssuer, WriteOutput
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,14 @@ class NodeTarget:
 
 #: The kinds of warning the planner makes. A plan file from a newer trustplan may carry others (shown
 #: by their message); a format 1.0 file carries messages only, read back with the code "message".
-WARNING_CODES = ("ca-untrusted", "ca-expiring", "output-refused", "nodes-skipped")
+WARNING_CODES = (
+    "ca-untrusted",
+    "ca-expiring",
+    "output-refused",
+    "nodes-skipped",
+    "removal-deferred",
+    "tokens-break",
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,8 @@ class Plan:
     targets: tuple[NodeTarget, ...]
     phases: tuple[Phase, ...]
     warnings: tuple[PlanWarning, ...]  # computed once, by make_plan; renderers only show them
+    #: removes held back for a token drain (planner.drain): apply records when the drain started
+    deferred: tuple[Deferred, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -111,5 +121,7 @@ class Plan:
                 return f"issue from {self.label(new)} ({held}){was}"
             case RemoveCA(ca=ca):
                 return f"remove {self.label(ca)}  (revokes what it issued on this node)"
+            case MoveToDocument(pki=pki):
+                return f"move the {KINDS[pki].name} from {LEGACY_FIELD[pki]} into its 1.14 document, unchanged"
             case _:
                 assert_never(e)

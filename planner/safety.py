@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from trustplan.planner.model import KINDS, PKI, Credential, LiveTrust, PlanInput
-from trustplan.planner.ops import AcceptCA, Edit, Gate, OutputKind, RemoveCA, SwapIssuer, apply_edit
+from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, OutputKind, RemoveCA, SwapIssuer, apply_edit
 from trustplan.planner.result import Plan
 
 
@@ -180,6 +180,8 @@ class _Model:
                     pass
                 case SwapIssuer(new=new):
                     key_ok = self.key_ok.get(new, False)
+                case MoveToDocument():
+                    pass
                 case RemoveCA(ca=ca):
                     if ca == before.issuer:
                         raise UnsafePlan(f"removing {self.label(ca)} from {node.address} would remove its issuing CA")

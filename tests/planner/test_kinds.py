@@ -5,10 +5,11 @@ and the safety rule they share (every API server accepts what any API server iss
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import pytest
-from helpers import authority, cluster, fp, plan_input, trust, want
-from trustplan.planner import LiveNode, Outputs, UnsafePlan, make_plan
+from helpers import NOW, authority, cluster, fp, plan_input, trust, want
+from trustplan.planner import LiveNode, Outputs, PlanningError, UnsafePlan, make_plan
 from trustplan.planner.document import from_document, to_document
 from trustplan.planner.model import KINDS, PKIS, holds
 from trustplan.planner.ops import Phase, RemoveCA
@@ -161,3 +162,100 @@ def test_the_plan_document_round_trips_the_kinds() -> None:
 
 def _no_outputs() -> Outputs:
     return Outputs()
+
+
+def legacy_cluster(kind: str, version: str | None) -> tuple[LiveNode, ...]:
+    return tuple(
+        dataclasses.replace(n, legacy=(kind,), talos_version=version)  # type: ignore[arg-type]
+        if n.role == "controlplane"
+        else n
+        for n in with_others(cluster(trust("old")), **{kind: f"{kind}-old"})
+    )
+
+
+@pytest.mark.parametrize("kind", OTHERS)
+def test_a_legacy_value_on_talos_1_14_is_moved_first_then_rotated(kind: str) -> None:
+    nodes = legacy_cluster(kind, "v1.14.1")
+    plan = make_plan(plan_input(nodes, want(kind, f"{kind}-new"), authorities=auths(kind), outputs=Outputs()))
+    assert [p.name for p in plan.phases] == ["move", "accept", "swap", "remove"]
+    move = plan.phases[0]
+    assert [(e.kind, e.node, e.pki) for e in move.edits] == [("move", n, kind) for n in CPS]
+    assert [(g.pki, g.credential.issuer) for g in move.gates] == [(kind, fp(f"{kind}-old"))]  # still the old one
+    assert plan.describe(move.edits[0]).startswith(f"move the {KINDS[kind].name} from cluster.")  # type: ignore[index]
+
+
+@pytest.mark.parametrize("version", ["v1.12.1", None])
+def test_a_legacy_value_on_an_older_talos_is_refused_naming_the_version(version: str | None) -> None:
+    nodes = legacy_cluster("serviceaccount", version)
+    with pytest.raises(PlanningError) as exc:
+        make_plan(plan_input(nodes, want("serviceaccount", "serviceaccount-new"), authorities=auths("serviceaccount")))
+    running = "Talos v1.12.1" if version else "a Talos version trustplan could not read"
+    assert str(exc.value) == (
+        "control plane 10.5.0.2 keeps the service-account signing key in the legacy single value "
+        f"cluster.serviceAccount.key, which cannot hold a second one, and runs {running}: a graceful rotation needs "
+        "Talos v1.14.0 or later (its KubeServiceAccountConfig document). Upgrade Talos first; trustplan then moves "
+        "the value into the document, unchanged, before rotating"
+    )
+
+
+def test_a_legacy_value_that_does_not_change_is_left_alone() -> None:
+    nodes = legacy_cluster("aggregator", "v1.12.1")
+    plan = make_plan(plan_input(nodes, want("talos", "new"), authorities=auths("aggregator"), outputs=Outputs()))
+    assert all(e.pki == "talos" for e in plan.edits)
+
+
+SA = "serviceaccount"
+
+
+def sa_plan(nodes, drain: dt.timedelta | None, **kw):  # noqa: ANN001, ANN003, ANN201
+    desired = dataclasses.replace(want(SA, f"{SA}-new"), drain=drain)
+    inp = dataclasses.replace(plan_input(nodes, desired, authorities=auths(SA), outputs=Outputs()), **kw)
+    return make_plan(inp)
+
+
+def test_the_drain_holds_the_remove_of_the_old_key_back_after_the_swap() -> None:
+    nodes = with_others(cluster(trust("old")), serviceaccount=f"{SA}-old")
+    plan = sa_plan(nodes, dt.timedelta(minutes=90))
+    assert [p.name for p in plan.phases] == ["accept", "swap"]
+    (held,) = plan.deferred
+    assert (held.pki, held.cas, held.nodes, held.since, held.until) == (SA, (fp(f"{SA}-old"),), tuple(CPS), None, None)
+    (w,) = [w for w in plan.warnings if w.code == "removal-deferred"]
+    assert w.message == (
+        f"the remove of {SA}-old (service-account signing key) waits for the token drain of 90m: tokens signed "
+        "with it stay valid until they expire; `trustplan plan` offers it 90m after the swap (apply records when)"
+    )
+    assert all(t.after.accepted == (fp(f"{SA}-old"),) for t in plan.targets)  # the old key stays accepted
+
+
+def test_plan_offers_the_remove_once_the_drain_has_passed() -> None:
+    swapped = tuple(
+        dataclasses.replace(n, others=((SA, trust(f"{SA}-new", f"{SA}-old")),)) if n.role == "controlplane" else n
+        for n in cluster(trust("old"))
+    )
+    since = NOW - dt.timedelta(minutes=60)
+    early = sa_plan(swapped, dt.timedelta(minutes=90), swapped_at=((SA, since),))
+    assert early.phases == () and early.deferred[0].until == since + dt.timedelta(minutes=90)
+    assert "offers it from 2026-11-27 12:30 UTC" in early.warnings[0].message
+    late = sa_plan(
+        swapped,
+        dt.timedelta(minutes=90),
+        swapped_at=((SA, NOW - dt.timedelta(minutes=90)),),
+        legacy_tokens=("default/old-token",),
+    )
+    assert [p.name for p in late.phases] == ["remove"] and late.deferred == ()
+    assert [w.message for w in late.warnings if w.code == "tokens-break"] == [
+        "1 legacy service-account token Secret(s) (type kubernetes.io/service-account-token) signed with the "
+        "removed key stop working: default/old-token"
+    ]
+
+
+def test_a_zero_drain_removes_in_the_same_plan() -> None:
+    nodes = with_others(cluster(trust("old")), serviceaccount=f"{SA}-old")
+    plan = sa_plan(nodes, dt.timedelta(0))
+    assert [p.name for p in plan.phases] == ["accept", "swap", "remove"] and plan.deferred == ()
+
+
+def test_a_deferred_plan_round_trips_through_its_document() -> None:
+    nodes = with_others(cluster(trust("old")), serviceaccount=f"{SA}-old")
+    plan = sa_plan(nodes, dt.timedelta(hours=1))
+    assert from_document(to_document(plan)).deferred == plan.deferred

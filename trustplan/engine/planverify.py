@@ -48,6 +48,8 @@ def _edit_text(plan: Plan, e: op.Edit) -> str:
             return f"remove {plan.label(ca)} ({ca}) from {e.node} ({e.pki})"
         case op.SwapIssuer(new=new):
             return f"make {plan.label(new)} ({new}) the issuer on {e.node} ({e.pki})"
+        case op.MoveToDocument():
+            return f"move {e.pki} into its 1.14 document on {e.node}"
         case _:
             assert_never(e)
 

@@ -15,7 +15,7 @@ from typing import assert_never
 from trustplan.formats.savedplan import SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.model import PKI_TITLE
-from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
+from trustplan.planner.ops import AcceptCA, Edit, MoveToDocument, RemoveCA, SwapIssuer
 from trustplan.planner.timestamps import iso_time
 
 
@@ -28,6 +28,8 @@ def symbol(e: Edit) -> str:
             return "~"
         case RemoveCA():
             return "-"
+        case MoveToDocument():
+            return ">"
         case _:
             assert_never(e)
 
