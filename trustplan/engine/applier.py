@@ -20,7 +20,14 @@ from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
-from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
+from trustplan.engine.planning import (
+    KeyRing,
+    QuietReporter,
+    Reporter,
+    live_token_drain,
+    swapped_at,
+    with_node_versions,
+)
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.rollback import Rollback, possible, roll_back
 from trustplan.engine.runner import PhaseRunner
@@ -39,7 +46,9 @@ from trustplan.planner import (
     Plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.timestamps import iso_time
+from trustplan.planner.drain import format_duration
+from trustplan.planner.model import KINDS, PKI
+from trustplan.planner.timestamps import iso_time, parse_time
 from trustplan.providers.base import Provider
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
@@ -135,7 +144,31 @@ def next_state(
     }
     entry["serial"] = new["serial"]
     new["history"] = [*state["history"], entry]
+    swaps = dict(dict(state).get("swaps") or {})
+    for step in entry["steps"]:  # a swap gate that passed: every node of the kind issues from the new one
+        if step["kind"] == "gate" and step.get("phase") == "swap" and step["outcome"] == "ok":
+            swaps[step["pki"]] = entry["finished"]
+    for held in plan.deferred:  # a drain whose start nobody recorded counts from this apply
+        swaps.setdefault(held.pki, entry["finished"])
+    if swaps:
+        new["swaps"] = swaps
     return new
+
+
+def drain_notes(plan: Plan, state: StateDocument) -> list[str]:
+    """What apply says about removes held back for a token drain: when `plan` offers them."""
+    swaps = dict(state).get("swaps") or {}
+    notes = []
+    for held in plan.deferred:
+        since = parse_time(swaps[held.pki]) if held.pki in swaps else None
+        until = held.until or (since + held.drain if since else None)
+        labels = ", ".join(plan.label(c) for c in held.cas)
+        when = f"from {until:%Y-%m-%d %H:%M} UTC" if until else "once the drain has passed"
+        notes.append(
+            f"stopped after the outputs: the remove of {labels} ({KINDS[held.pki].name}) waits for the token "
+            f"drain of {format_duration(held.drain)}; `trustplan plan` offers it {when}"
+        )
+    return notes
 
 
 async def apply(
@@ -162,18 +195,26 @@ async def apply(
         check_backend_outside(desired, saved.plan)
         live, reader = await read_live(desired, provider, keystore, saved.plan.managed, now)
         check_live(saved.plan, live, source)
-        resolved = resolve(desired, keystore, live.cas, now, generate=False)
+        resolved = resolve(
+            desired, keystore, live.cas, now, generate=False, live_keys=live.keys, live_drain=live_token_drain(live)
+        )
+        live = await with_node_versions(provider, live, desired)
         live, _ = await probe_workers(desired, provider, live, resolved, keystore, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         operator = operator_of(desired, provider, live, reader)
-        plan = verified_plan(saved, source, desired, live, resolved, operator, now)
+        plan = verified_plan(saved, source, desired, live, resolved, operator, now, swapped_at(state))
         material = dict(resolved.material)
         for a in plan.authorities:
+            if KINDS[a.pki].holders == "controlplane":
+                continue
             if a.fingerprint not in material:
                 material[a.fingerprint] = Material(pki.CACert.from_pem(a.cert_pem.encode()), a.pki, a.source, a.name)
-        keys = KeyRing(material, keystore)
-        for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
-            keys.key(fp)
+        keys = KeyRing(material, keystore, dict(resolved.keys))
+        for kind, fp in _needed_keys(plan):  # fail before any node changes if a key is missing
+            if KINDS[kind].holders == "controlplane":
+                keys.material_for(kind, fp)
+            else:
+                keys.key(fp)
         stop = Stop()
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
                               operator_identity=operator)
@@ -200,6 +241,9 @@ async def apply(
             entry["error"] = _error_text(error)
         new_state = next_state(state, plan, applier.configs, entry)
         store.write(new_state)
+        if error is None:
+            for note in drain_notes(plan, new_state):
+                reporter.note(note)
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
@@ -265,14 +309,15 @@ async def apply_desired(
         await provider.close()
 
 
-def _needed_keys(plan: Plan) -> list[str]:
-    need: list[str] = []
+def _needed_keys(plan: Plan) -> list[tuple[PKI, str]]:
+    need: list[tuple[PKI, str]] = []
     for phase in plan.phases:
         for e in phase.edits:
             if (key := op.key_needed(e)) is not None:
-                need.append(key)
+                need.append((e.pki, key))
         for g in phase.gates:
-            need.append(g.credential.issuer)
+            if KINDS[g.pki].holders == "all":  # the shared kinds' gates read configs: no key needed
+                need.append((g.pki, g.credential.issuer))
         for o in phase.outputs:
-            need.append(o.ca)
+            need.append((o.pki, o.ca))
     return list(dict.fromkeys(need))

@@ -13,15 +13,16 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from trustplan import __version__
 from trustplan.engine.access import make_provider, operator_credential, read_live, reader_label
-from trustplan.engine.authorities import Material, Resolved, resolve
+from trustplan.engine.authorities import KeyMaterial, Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.credentials import OutputCheck, check_outputs, planned_outputs
-from trustplan.engine.live import LiveCluster
+from trustplan.engine.live import LiveCluster, with_versions
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
     InputError,
@@ -31,7 +32,7 @@ from trustplan.errors import (
     UnsafePlanError,
 )
 from trustplan.formats import planfile
-from trustplan.formats.desired import DesiredState
+from trustplan.formats.desired import DesiredState, parse_duration
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
@@ -44,10 +45,12 @@ from trustplan.planner import (
     suggest_accepted,
 )
 from trustplan.planner import ops as op
+from trustplan.planner.model import KINDS, PKI
+from trustplan.planner.timestamps import parse_time
 from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.state import StateDocument
-from trustplan.talos import pki
-from trustplan.talos.rewrite import rewrite
+from trustplan.talos import kubecreds, pki
+from trustplan.talos.rewrite import rewrite_config
 
 
 class Reporter(Protocol):
@@ -98,6 +101,7 @@ def plan_input(
     operator: Credential | None,
     now: dt.datetime,
     checks: list[OutputCheck] | None = None,
+    swaps: tuple[tuple[PKI, dt.datetime], ...] = (),
 ) -> PlanInput:
     """What a plan is made from: plan and apply's recomputation (engine.planverify) both build it
     here, so a saved plan is checked against exactly what made it. `checks`: the output files
@@ -110,7 +114,37 @@ def plan_input(
         now=now,
         outputs=planned_outputs(desired, checks if checks is not None else check_outputs(desired, live, now)),
         operator=operator,
+        swapped_at=swaps,
     )
+
+
+def swapped_at(state: StateDocument) -> tuple[tuple[PKI, dt.datetime], ...]:
+    """When the state says each kind's last swap finished (apply records it; the drain counts from it)."""
+    swaps = dict(state).get("swaps") or {}
+    return tuple((k, parse_time(v)) for k, v in sorted(swaps.items()) if k in KINDS)
+
+
+def live_token_drain(live: LiveCluster) -> dt.timedelta | None:
+    """The longest token lifetime the API servers allow when one sets it (the longest
+    --service-account-max-token-expiration among the control planes' apiServer extraArgs)."""
+    found: list[dt.timedelta] = []
+    for cfg in live.configs.values():
+        args = (((cfg.v1alpha1.get("cluster") or {}).get("apiServer") or {}).get("extraArgs")) or {}
+        value = args.get("service-account-max-token-expiration") if isinstance(args, dict) else None
+        if isinstance(value, str) and re.fullmatch(r"(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?", value):
+            found.append(parse_duration(value))
+    return max(found) if found else None
+
+
+async def with_node_versions(provider: Provider, live: LiveCluster, desired: DesiredState) -> LiveCluster:
+    """Ask the nodes with a legacy single value which Talos they run (the Version call), when the
+    provider can; a config on disk keeps the version its install image names."""
+    legacy = [n for n in live.nodes if n.legacy]
+    many = provider.capabilities.verify_many
+    if not legacy or many is None:
+        return live
+    results = await many.verify_many([NodeRef(n.address, n.declared_role) for n in legacy], None)
+    return with_versions(live, {n.address: r for n, r in zip(legacy, results, strict=True) if isinstance(r, str)})
 
 
 async def plan_live(
@@ -129,13 +163,14 @@ async def plan_live(
     reporter.start("reading nodes", len(desired.nodes))
     live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
     reporter.done()
-    resolved = resolve(desired, keystore, live.cas, now)
+    resolved = resolve(desired, keystore, live.cas, now, live_keys=live.keys, live_drain=live_token_drain(live))
+    live = await with_node_versions(provider, live, desired)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
     operator = (
         operator_credential(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
     )
-    inp = plan_input(desired, live, resolved, operator, now, checks)
+    inp = plan_input(desired, live, resolved, operator, now, checks, swapped_at(state))
     try:
         plan = make_plan(inp)
     except PlanningError as exc:
@@ -276,12 +311,12 @@ async def _dry_run(
     plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: TLSIdentity | None
 ) -> list[str]:
     """Let every node validate its final config (Talos: ApplyConfiguration dry_run) before saving."""
-    keys = KeyRing(resolved.material, None)
+    keys = KeyRing(resolved.material, None, resolved.keys)
     notes: list[str] = []
     refs = {n.address: n for n in node_refs(plan)}
 
     async def one(address: str, edits: tuple[op.Edit, ...]) -> None:
-        data = rewrite(live.configs[address], edits, keys.cert_pem, keys.key_pem)
+        data = rewrite_config(live.configs[address], edits, keys.cert_pem, keys.key_pem, keys.material_for).data
         try:
             message = await provider.write(refs[address], data, credential=credential, dry_run=True)
         except NodeUnreachableError:
@@ -306,9 +341,23 @@ def node_refs(plan: Plan) -> list[NodeRef]:
 class KeyRing:
     """CA certificates and keys by fingerprint: the plan's material plus the keystore."""
 
-    def __init__(self, material: dict[str, Material], keystore: Keystore | None) -> None:
+    def __init__(
+        self, material: dict[str, Material], keystore: Keystore | None, keys: dict[str, KeyMaterial] | None = None
+    ) -> None:
         self.material = material
         self.keystore = keystore
+        self.keys = keys if keys is not None else {}
+
+    def material_for(self, kind: PKI, fp: str) -> kubecreds.Material:
+        """An authority of a control-plane-only kind with its secret (the plan's, else the keystore's)."""
+        k = self.keys.get(fp)
+        if k is not None and k.has_secret:
+            return k.material
+        if self.keystore is not None:
+            m = self.keystore.load_material(fp, kind)
+            self.keys[fp] = KeyMaterial(kind, "generate", k.name if k else None, m)
+            return m
+        raise KeystoreError(f"no secret for {KINDS[kind].name} {fp}")
 
     def ca(self, fp: str) -> pki.CACert:
         if fp in self.material:

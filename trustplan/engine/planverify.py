@@ -32,6 +32,7 @@ from trustplan.planner import (
     make_plan,
 )
 from trustplan.planner import ops as op
+from trustplan.planner.model import PKI
 from trustplan.providers.base import Provider, TLSIdentity
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
@@ -110,6 +111,7 @@ def verified_plan(
     resolved: Resolved,
     operator: Credential | None,
     now: dt.datetime,
+    swaps: tuple[tuple[PKI, dt.datetime], ...] = (),
 ) -> Plan:
     """The plan to apply: the one recomputed from the live configs and the desired state, after
     proving the decoded one is that very plan and passes the safety check. Raises otherwise."""
@@ -122,7 +124,7 @@ def verified_plan(
                     hint="restore the keystore from its backup, or make a new plan; nothing was changed",
                 )
     got = saved.plan
-    known = set(resolved.material)
+    known = set(resolved.material) | set(resolved.keys)
     foreign = [a for a in got.authorities if a.fingerprint not in known]
     if foreign:
         names = "; ".join(f"{a.label} ({a.fingerprint}, {a.subject})" for a in foreign)
@@ -131,7 +133,7 @@ def verified_plan(
             f"trusts: {names}",
             hint=_HINT,
         )
-    inp = plan_input(desired, live, resolved, operator, now)
+    inp = plan_input(desired, live, resolved, operator, now, None, swaps)
     unsafe: str | None = None
     try:
         check_plan(got, inp)

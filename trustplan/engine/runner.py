@@ -20,17 +20,18 @@ from typing import Any, assert_never
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
-from trustplan.errors import TrustplanError
+from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
+from trustplan.planner.model import KINDS, PKI
 from trustplan.providers.base import KubeletWatcher, ManyVerifier, Provider, TLSIdentity
 from trustplan.providers.talos.talosconfig import write_talosconfig
-from trustplan.talos import pki
+from trustplan.talos import kubecreds, machineconfig, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
-from trustplan.talos.rewrite import rewrite_config
+from trustplan.talos.rewrite import kind_trust, rewrite_config
 
 
 async def _bounded(
@@ -183,7 +184,9 @@ class PhaseRunner:
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
-            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            after = rewrite_config(
+                self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem, self.keys.material_for
+            )
             self.reporter.begin(address)
             try:
                 kubelet = self.provider.capabilities.kubelet
@@ -248,6 +251,9 @@ class PhaseRunner:
         if gate.pki == "kubernetes" and self.provider.capabilities.kubernetes_api:
             await self.kube_gate(gate)
             return
+        if KINDS[gate.pki].holders == "controlplane":
+            self.shared_gate(gate)
+            return
         cred = self.mint(gate.pki, gate.credential)
         self.reporter.start(
             f"{stage + ' ' if stage else ''}gate after {gate.after}: {gate.pki} API with "
@@ -272,6 +278,23 @@ class PhaseRunner:
         detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
         self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
         self.reporter.done()
+
+    def shared_gate(self, gate: op.Gate) -> None:
+        """A control-plane-only kind's gate, from the configs the nodes run (each read back after its
+        write): every API server accepts what the gate's issuer issues, and issues only from the
+        gate's trusted ones. (The API servers' own answer needs a real kube-apiserver: issue 22.)"""
+        for address in gate.nodes:
+            trust, _ = kind_trust(gate.pki, machineconfig.kind_fields(self.configs[address], gate.pki))
+            problem = None
+            if gate.credential.issuer not in trust.trusted:
+                problem = f"does not accept {self.plan.label(gate.credential.issuer)}"
+            elif trust.issuer not in gate.credential.trusted:
+                problem = f"still issues from {self.plan.label(trust.issuer or '?')}"
+            if problem is not None:
+                message = f"node {address}: the {KINDS[gate.pki].name} {problem}"
+                self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=message)
+                raise GateFailedError(message)
+        self.record(gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(gate.nodes)} nodes (configs)")
 
     async def gate_in_groups(self, gate: op.Gate, cred: TLSIdentity, verifier: ManyVerifier) -> None:
         """The gate's nodes in groups of `rollout.gate_parallelism`, one call per group (the
@@ -321,6 +344,7 @@ class PhaseRunner:
 
     def write_outputs(self, phase: op.Phase) -> None:
         secrets: dict[str, tuple[bytes, bytes]] = {}
+        kinds: dict[PKI, kubecreds.Material] = {}
         for out in phase.outputs:
             match out.output:
                 case "talosconfig":
@@ -342,6 +366,8 @@ class PhaseRunner:
                     )
                     write_kubeconfig(path, doc, merge=self.desired.kubeconfig_merge)
                     self.record("outputs", "output", "ok", detail=f"kubeconfig {path}")
+                case "secrets" if KINDS[out.pki].holders == "controlplane":
+                    kinds[out.pki] = self.keys.material_for(out.pki, out.ca)
                 case "secrets":
                     secrets["os" if out.pki == "talos" else "k8s"] = (
                         self.keys.cert_pem(out.ca),
@@ -349,8 +375,8 @@ class PhaseRunner:
                     )
                 case _:
                     assert_never(out.output)
-        if secrets and self.desired.secrets is not None:
-            update_secrets(self.desired.secrets, secrets)
+        if (secrets or kinds) and self.desired.secrets is not None:
+            update_secrets(self.desired.secrets, secrets, kinds)
             self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
 
     def talos_context(self) -> tuple[str, list[str]]:

@@ -24,15 +24,18 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import datetime as dt
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from trustplan.errors import InputError
 from trustplan.planner.model import PKI
-from trustplan.talos import pki
+from trustplan.talos import certgen, pki
 
 Layout = Literal["document", "legacy", "absent"]
 DOC_KINDS: dict[str, str] = {
@@ -85,6 +88,12 @@ def fingerprint(kind: PKI, m: Material) -> str:
             return "sha256:" + hashlib.sha256(b"trustplan secretbox key v1\0" + m.secret).hexdigest()
         case _:
             assert_never(kind)
+
+
+def secretbox_name(fp: str) -> str:
+    """The name trustplan gives a secretbox key it makes (stable: from the key's fingerprint). The
+    name is what etcd values carry in their `k8s:enc:secretbox:v1:<name>:` prefix."""
+    return "trustplan-" + fp.removeprefix("sha256:")[:12]
 
 
 def public_pem(private_pem: bytes, source: str, path: str) -> bytes:
@@ -288,3 +297,57 @@ def documents_supported(version: str | None) -> bool:
     except ValueError:
         return False
     return (major, minor) >= DOCUMENTS_SINCE
+
+
+#: what Talos generates for each kind (generate/secrets/bundle.go, ca.go in Talos v1.14.1): an
+#: ECDSA P-256 aggregator CA, a 4096-bit RSA service-account key (the version contract's
+#: UseRSAServiceAccountKey), 32 random bytes for secretbox (CreateEncryptionToken)
+DEFAULT_ALGORITHM: dict[str, str] = {"aggregator": "ecdsa-p256", "serviceaccount": "rsa", "encryption": "secretbox"}
+RSA_BITS = 4096
+NO_EXPIRY = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
+
+
+def generate(kind: PKI, algorithm: str | None, now: dt.datetime, validity: dt.timedelta) -> Material:
+    """A new authority of a control-plane-only kind, made the way Talos makes it."""
+    algorithm = algorithm or DEFAULT_ALGORITHM[kind]
+    match kind:
+        case "aggregator":
+            cert, ca_key = certgen.generate_ca("kubernetes", now, algorithm, validity)
+            return Material(pki.cert_to_pem(cert), pki.key_to_pem(ca_key))
+        case "serviceaccount":
+            key: pki.PrivateKey = (
+                rsa.generate_private_key(65537, RSA_BITS)
+                if algorithm == "rsa"
+                else ec.generate_private_key(ec.SECP256R1())
+            )
+            private = pki.key_to_pem(key)
+            return Material(public_pem(private, "<generated>", "key"), private)
+        case "encryption":
+            secret = os.urandom(SECRETBOX_KEY_BYTES)
+            return Material(b"", secret, secretbox_name(fingerprint("encryption", Material(b"", secret))))
+        case "talos" | "kubernetes":
+            raise ValueError(kind)
+        case _:
+            assert_never(kind)
+
+
+def import_key(kind: PKI, data: bytes, source: str) -> Material:
+    """An imported key without a certificate: a PEM private key (service account) or a file with
+    the base64 of 32 bytes (secretbox)."""
+    if kind == "encryption":
+        secret = _secretbox(data.decode("ascii", "replace").strip(), source, "key")
+        return Material(b"", secret, secretbox_name(fingerprint("encryption", Material(b"", secret))))
+    return Material(public_pem(data, source, "key"), data)
+
+
+def describe(kind: PKI, m: Material) -> tuple[str, str]:
+    """(subject, algorithm) for the plan's list of authorities."""
+    if kind == "encryption":
+        return "(secretbox key " + (m.name or "") + ")", "secretbox"
+    if b"CERTIFICATE" in m.public:
+        ca = pki.CACert.from_pem(m.public)
+        return ca.subject, ca.algorithm
+    key = serialization.load_pem_public_key(m.public)
+    if isinstance(key, rsa.RSAPublicKey):
+        return "(signing key)", f"rsa-{key.key_size}"
+    return "(signing key)", "ecdsa-p256"

@@ -120,7 +120,11 @@ def kind_fields_after(cfg: MachineConfig, kind: PKI, edits: list[Edit], material
             raise ValueError(f"no material for {kind} {fp}")
         return material(kind, fp)
 
-    issuer = get(after.issuer) if after.issuer is not None else None
+    issuer = None
+    if after.issuer is not None:  # the issuer needs its secret: an accepted entry holds the public part only
+        issuer = get(after.issuer)
+        if issuer.secret is None and material is not None:
+            issuer = material(kind, after.issuer)
     accepted = []
     for fp in after.accepted:
         m = get(fp)
