@@ -32,6 +32,8 @@ class KindInfo:
     material: Material
     holders: Holders
     field: str  # where the issuer lives in a machine config (1.14 layout), for messages
+    issues: str = "issue from"  # what the issuer does, in a swap's description
+    revokes: str = "revokes what it issued on this node"  # what a remove does, in its description
 
     @property
     def name(self) -> str:
@@ -45,9 +47,23 @@ KINDS: Mapping[PKI, KindInfo] = MappingProxyType(
         "kubernetes": KindInfo("Kubernetes API", "CA", "ca", "all", "cluster.ca"),
         "aggregator": KindInfo("aggregator", "CA", "ca", "controlplane", "KubeAggregatorCAConfig.issuingCA"),
         "serviceaccount": KindInfo(
-            "service-account", "signing key", "signing-key", "controlplane", "KubeServiceAccountConfig.issuer"
+            "service-account",
+            "signing key",
+            "signing-key",
+            "controlplane",
+            "KubeServiceAccountConfig.issuer",
+            "sign tokens with",
+            "tokens it signed stop working here",
         ),
-        "encryption": KindInfo("encryption-at-rest", "key", "secretbox", "controlplane", "KubeEtcdEncryptionConfig"),
+        "encryption": KindInfo(
+            "encryption-at-rest",
+            "key",
+            "secretbox",
+            "controlplane",
+            "KubeEtcdEncryptionConfig",
+            "encrypt Secrets with",
+            "what is still encrypted with it can no longer be read here",
+        ),
     }
 )
 PKIS: tuple[PKI, ...] = tuple(KINDS)

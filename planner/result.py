@@ -115,12 +115,15 @@ class Plan:
                 return f"accept {self.label(ca)}"
             case SwapIssuer(new=new, old=old) if old == new:
                 return f"restore the key of {self.label(new)} (the config has the certificate only)"
+            case SwapIssuer(new=new, old=old) if KINDS[e.pki].material != "ca":
+                was = f"; {self.label(old)} stays accepted" if old else ""
+                return f"{KINDS[e.pki].issues} {self.label(new)}{was}"
             case SwapIssuer(new=new, old=old):
                 held = "cert + key" if e.with_key else "cert only"
                 was = f"; {self.label(old)} moves to accepted" if old else ""
-                return f"issue from {self.label(new)} ({held}){was}"
+                return f"{KINDS[e.pki].issues} {self.label(new)} ({held}){was}"
             case RemoveCA(ca=ca):
-                return f"remove {self.label(ca)}  (revokes what it issued on this node)"
+                return f"remove {self.label(ca)}  ({KINDS[e.pki].revokes})"
             case MoveToDocument(pki=pki):
                 return f"move the {KINDS[pki].name} from {LEGACY_FIELD[pki]} into its 1.14 document, unchanged"
             case _:

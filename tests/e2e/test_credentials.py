@@ -1,115 +1,138 @@
-"""Issue 8: a working credential, always. The outputs are part of the desired state: a plan rewrites a
-talosconfig or kubeconfig that the live cluster refuses, new credentials are written before the
-remove phase (keeping the previous file as a backup), and `status` reads a half-done cluster with a
-fallback credential and says so."""
+"""The aggregator CA, the service-account key and the encryption key in one plan with the Talos API and
+Kubernetes API CAs, end to end through the CLI on machine configs written by talosctl gen config
+(v1.14.1: the documents; v1.12.1: the legacy single values)."""
 
 from __future__ import annotations
 
-import asyncio
-import subprocess
-import sys
+import json
 from pathlib import Path
 
 import pytest
-from e2e.test_kubernetes_rotation import FAST, Notes, kube_check, set_verify_timeout
-from e2e.test_talos_rotation import plan, version_with
-from simharness import run_with_cluster
-from trustplan_sim.cluster import SimCluster
+import yaml
+from conftest import run_cli
 
-from trustplan.engine import applier
-from trustplan.errors import TrustplanError
-from trustplan.system.atomic import backup_path
-from trustplan.talos import pki
+from trustplan.talos import machineconfig
+from trustplan.talos.rewrite import kind_trust
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "kubecreds"
+CPS = ("10.5.0.2", "10.5.0.3")
+KINDS = ("aggregator", "serviceaccount", "encryption")
+
+DESIRED = """\
+version: v1alpha1
+cluster:
+  name: demo
+  machineConfigs:
+    10.5.0.2: nodes/cp-1.yaml
+    10.5.0.3: nodes/cp-2.yaml
+    10.5.0.5: nodes/worker-1.yaml
+  nodes:
+    controlplane: [10.5.0.2, 10.5.0.3]
+    worker: [10.5.0.5]
+authorities:
+  talos-2027: {generate: {}}
+  k8s-2027: {generate: {}}
+  aggregator-2027: {generate: {}}
+  sa-2027: {generate: {}}
+  etcd-key-2027: {generate: {}}
+trust:
+  talos: {issuer: talos-2027}
+  kubernetes: {issuer: k8s-2027}
+  aggregator: {issuer: aggregator-2027}
+  serviceaccount: {issuer: sa-2027, drain: DRAIN}
+  encryption: {issuer: etcd-key-2027}
+keystore: .trustplan/keys
+state: trustplan.state.json
+"""
 
 
-def working(results: dict[str, str]) -> bool:
-    return all(not v.startswith("refused") for v in results.values())
-
-
-async def apply(cluster: SimCluster, reporter: Notes | None = None) -> applier.Applied:
-    desired, planned = await plan(cluster)
-    return await applier.apply_desired(
-        desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow(), reporter=reporter
+def cluster(root: Path, cp: str = "controlplane-1.14.yaml", drain: str = "0s", image: str | None = None) -> Path:
+    (root / "nodes").mkdir(parents=True)
+    for name in ("cp-1.yaml", "cp-2.yaml"):
+        text = (FIXTURES / cp).read_text()
+        if image is not None:
+            text = text.replace("installer:v1.12.1", f"installer:{image}")
+        (root / "nodes" / name).write_text(text)
+    worker = (FIXTURES / cp.replace("controlplane", "worker")).read_text()
+    (root / "nodes" / "worker-1.yaml").write_text(
+        worker.replace("installer:v1.12.1", f"installer:{image}") if image else worker
     )
+    for p in (root / "nodes").iterdir():
+        p.chmod(0o600)
+    (root / "trustplan.yaml").write_text(DESIRED.replace("DRAIN", drain))
+    return root
 
 
-def test_refused_credentials_on_disk_are_rewritten_although_every_node_is_done(tmp_path: Path) -> None:
-    """Every node on the new CAs only, the old talosconfig and kubeconfig on disk, no state: what a
-    kill between the remove phase and the outputs left before. The plan is not "No changes"."""
-
-    async def scenario(cluster: SimCluster) -> None:
-        old_tc, old_kc = cluster.talosconfig.read_bytes(), cluster.kubeconfig.read_bytes()
-        await apply(cluster)
-        cluster.talosconfig.write_bytes(old_tc)  # the credentials of before, refused everywhere
-        cluster.kubeconfig.write_bytes(old_kc)
-        (cluster.dir / "trustplan.state.json").unlink()
-        assert not working(await version_with(cluster, cluster.talosconfig))
-
-        desired, planned = await plan(cluster)  # reads the nodes with a keystore fallback credential
-        assert planned.plan.has_changes and not planned.plan.has_edits
-        assert [o.output for o in planned.plan.outputs] == ["talosconfig", "kubeconfig"]  # secrets.yaml is right
-        assert any("fallback credential" in n for n in planned.notes)
-        assert any("talosconfig" in n and "does not work" in n for n in planned.notes)
-        await applier.apply_desired(desired, planned.saved, "sha256:" + "2" * 64, "plan", pki.utcnow())
-
-        assert working(await version_with(cluster, cluster.talosconfig))
-        results = await kube_check(cluster, cluster.kubeconfig)
-        assert all("5 nodes Ready" in r for r in results.values())
-        assert backup_path(cluster.talosconfig).read_bytes() == old_tc  # the file it replaced
-        _, again = await plan(cluster)
-        assert not again.plan.has_changes  # now everything works: nothing to do
-
-    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2, **FAST)
+def issuers(root: Path, name: str) -> dict[str, str | None]:
+    cfg = machineconfig.parse((root / "nodes" / name).read_bytes(), name)
+    out = {}
+    for kind in KINDS:
+        trust, _ = kind_trust(kind, machineconfig.kind_fields(cfg, kind))  # type: ignore[arg-type]
+        out[kind] = trust.issuer
+        assert trust.accepted == (), (kind, trust)
+    return out
 
 
-def test_a_final_gate_that_fails_leaves_working_credentials_on_disk(tmp_path: Path) -> None:
-    """A node goes down during the last gate: the apply stops, but the new talosconfig and
-    kubeconfig were written before the remove phase, and they work on every node."""
-
-    class DownAtLastGate(Notes):
-        def __init__(self, cluster: SimCluster) -> None:
-            super().__init__()
-            self.cluster = cluster
-            self.tasks: list[object] = []
-
-        def start(self, title: str, total: int) -> None:
-            super().start(title, total)
-            if title.startswith("gate after remove") and not self.tasks:
-                self.tasks.append(asyncio.get_running_loop().create_task(self.cluster.stop_node("worker-2")))
-
-    async def scenario(cluster: SimCluster) -> None:
-        set_verify_timeout(cluster, 2)
-        reporter = DownAtLastGate(cluster)
-        with pytest.raises(TrustplanError, match="apply stopped"):
-            await apply(cluster, reporter)
-        assert reporter.tasks, reporter.titles
-        await cluster.start_node("worker-2")
-        assert working(await version_with(cluster, cluster.talosconfig))
-        results = await kube_check(cluster, cluster.kubeconfig)
-        assert all("4 nodes Ready" in r for r in results.values())
-
-    run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=2, **FAST)
-
-
-def test_status_reads_a_half_done_cluster_with_a_fallback_credential(tmp_path: Path) -> None:
-    async def scenario(cluster: SimCluster) -> subprocess.CompletedProcess[str]:
-        old_tc = cluster.talosconfig.read_bytes()
-        await apply(cluster)
-        cluster.talosconfig.write_bytes(old_tc)
-        return await _run_status(cluster)
-
-    result = run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1)
-    assert result.returncode == 0, result.stderr
-    assert "fallback credential" in result.stderr
-    assert "talosconfig" in result.stderr and "does not work" in result.stderr
-
-
-async def _run_status(cluster: SimCluster) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "trustplan", "status"],
-        cwd=cluster.dir,
-        capture_output=True,
-        text=True,
-        timeout=120,
+def test_one_plan_rotates_all_five_with_one_write_per_node_per_phase(tmp_path: Path) -> None:
+    root = cluster(tmp_path)
+    before = issuers(root, "cp-1.yaml")
+    planned = run_cli(root, "plan", "-o", "plan.bin")
+    assert planned.code == 0, planned.err
+    assert (
+        "managing the Talos API and Kubernetes API CA, the aggregator CA, the service-account signing key, "
+        "the encryption-at-rest key" in planned.out
     )
+    assert "sa-2027  service-account signing key, rsa-4096, (signing key), no expiry (generate)" in planned.out
+    assert "? gate: encryption-at-rest key: all 2 API servers accept etcd-key-2027 and encrypt only with" in planned.out
+    doc = json.loads(run_cli(root, "show", "-f", "json", "plan.bin").out)
+    for phase in doc["phases"]:
+        cp_kinds = [e["pki"] for e in phase["edits"] if e["node"] == CPS[0]]
+        assert cp_kinds == ["talos", "kubernetes", *KINDS]  # one write carries them all
+    applied = run_cli(root, "apply", "plan.bin")
+    assert applied.code == 0, applied.err
+    assert "in 9 config writes" in applied.out  # 3 nodes x 3 phases
+    after = issuers(root, "cp-1.yaml")
+    assert after == issuers(root, "cp-2.yaml")
+    assert all(after[k] != before[k] for k in KINDS)
+    keys = json.loads((root / ".trustplan" / "keys" / "index.json").read_text())
+    assert after["serviceaccount"] == keys["sa-2027"] and after["encryption"] == keys["etcd-key-2027"]
+    worker = yaml.safe_load_all((root / "nodes" / "worker-1.yaml").read_text())
+    assert not any(isinstance(d, dict) and d.get("kind") == "KubeServiceAccountConfig" for d in worker)
+    again = run_cli(root, "plan")
+    assert again.code == 0 and "no changes" in (again.out + again.err).lower()
+
+
+def test_the_drain_stops_apply_before_the_remove_of_the_old_key(tmp_path: Path) -> None:
+    root = cluster(tmp_path, drain="90m")
+    old = issuers(root, "cp-1.yaml")["serviceaccount"]
+    assert run_cli(root, "plan", "-o", "plan.bin").code == 0
+    applied = run_cli(root, "apply", "plan.bin")
+    assert applied.code == 0, applied.err
+    assert "waits for the token drain of 90m; `trustplan plan` offers it from" in applied.err
+    cfg = machineconfig.parse((root / "nodes" / "cp-1.yaml").read_bytes(), "cp-1")
+    trust, _ = kind_trust("serviceaccount", machineconfig.kind_fields(cfg, "serviceaccount"))
+    assert trust.accepted == (old,)  # still accepted: tokens signed with it keep working
+    state = json.loads((root / "trustplan.state.json").read_text())
+    assert set(state["swaps"]) >= {"serviceaccount", "encryption", "aggregator"}
+    replan = run_cli(root, "plan")
+    assert replan.code == 0
+    assert "waits for the token drain of 90m" in replan.out and "remove" not in replan.out.split("Warnings")[0]
+
+
+def test_a_legacy_layout_on_talos_1_12_is_refused_naming_the_version(tmp_path: Path) -> None:
+    root = cluster(tmp_path, cp="controlplane-1.12.yaml")
+    planned = run_cli(root, "plan")
+    assert planned.code != 0
+    assert "runs Talos v1.12.1: a graceful rotation needs Talos v1.14.0 or later" in planned.err
+
+
+@pytest.mark.parametrize("kinds", [KINDS])
+def test_a_legacy_layout_on_talos_1_14_is_moved_then_rotated(tmp_path: Path, kinds: tuple[str, ...]) -> None:
+    root = cluster(tmp_path, cp="controlplane-1.12.yaml", image="v1.14.1")
+    planned = run_cli(root, "plan", "-o", "plan.bin")
+    assert planned.code == 0, planned.err
+    assert "Phase 1: move" in planned.out
+    assert run_cli(root, "apply", "plan.bin").code == 0
+    cfg = machineconfig.parse((root / "nodes" / "cp-1.yaml").read_bytes(), "cp-1")
+    assert all(machineconfig.kind_fields(cfg, k).layout == "document" for k in kinds)  # type: ignore[arg-type]
+    assert "aggregatorCA" not in cfg.v1alpha1["cluster"] and "serviceAccount" not in cfg.v1alpha1["cluster"]

@@ -7,8 +7,8 @@ enters it: a key is shown as `(sensitive)` and named by the CA it belongs to.
 from __future__ import annotations
 
 from trustplan.planner import Plan
-from trustplan.planner.model import PKI, PKI_TITLE, LiveTrust
-from trustplan.planner.ops import Phase, new_issuer
+from trustplan.planner.model import KINDS, PKI, PKI_TITLE, LiveTrust
+from trustplan.planner.ops import Gate, Phase, new_issuer
 from trustplan.planner.plan import apply_edit
 from trustplan.render.mdparts import Chunk
 from trustplan.render.mdview import View, ca_ref, nodes_cell, plain_ref
@@ -51,14 +51,14 @@ def trust_tables(plan: Plan, view: View = View()) -> list[Chunk]:
     accepted CAs before and after (`=`: unchanged)."""
     chunks: list[Chunk] = []
     for pki in plan.managed:
-        title = f"### {PKI_TITLE[pki]} CA: what changes where\n\n"
+        title = f"### {_title(pki)}: what changes where\n\n"
         for i, ((role, (ib, ia, ab, aa)), nodes) in enumerate(_groups(plan, pki).items()):
             chunks.append(
                 Chunk(
                     f"| {nodes_cell(nodes, role, view)} | {ib} | {ia} | {ab} | {aa} |\n",
                     context=f"table:{pki}",
                     open=(title if i == 0 else "") + TABLE_HEAD,
-                    reopen=f"### {PKI_TITLE[pki]} CA: what changes where (continued)\n\n" + TABLE_HEAD,
+                    reopen=f"### {_title(pki)}: what changes where (continued)\n\n" + TABLE_HEAD,
                     close="\n",
                 )
             )
@@ -121,12 +121,7 @@ def phase_chunks(plan: Plan, view: View = View()) -> list[Chunk]:
     edit_phases = [p for p in plan.phases if p.name != "outputs"]
     for i, phase in enumerate(edit_phases, start=1):
         title = phase_title(i, phase)
-        gates = "".join(
-            f"- {PKI_TITLE[g.pki]}: reaches all {len(g.nodes)} nodes with an admin cert from "
-            f"{ca_ref(plan, g.credential.issuer)}, trusting "
-            f"{', '.join(ca_ref(plan, c) for c in g.credential.trusted)}\n"
-            for g in phase.gates
-        )
+        gates = "".join(_gate(plan, g) for g in phase.gates)
         gates = f"Verified after this phase, before the next one starts:\n\n{gates}\n" if gates else ""
         groups: dict[tuple[str, str], list[str]] = {}
         for node in phase.nodes():
@@ -154,3 +149,21 @@ def phase_chunks(plan: Plan, view: View = View()) -> list[Chunk]:
             body = f"{nodes_cell(nodes, role, view)}\n\n```diff\n{text}```\n\n"
             chunks.append(Chunk(body, f"phase:{i}", opening, reopen, close))
     return chunks
+
+
+def _gate(plan: Plan, g: Gate) -> str:
+    trusted = ", ".join(ca_ref(plan, c) for c in g.credential.trusted)
+    if KINDS[g.pki].holders == "all":
+        return (
+            f"- {PKI_TITLE[g.pki]}: reaches all {len(g.nodes)} nodes with an admin cert from "
+            f"{ca_ref(plan, g.credential.issuer)}, trusting {trusted}\n"
+        )
+    verb = KINDS[g.pki].issues.split(" ", 1)[0]
+    return (
+        f"- {KINDS[g.pki].name}: all {len(g.nodes)} API servers accept {ca_ref(plan, g.credential.issuer)} "
+        f"and {verb} only with {trusted}\n"
+    )
+
+
+def _title(pki: PKI) -> str:
+    return f"{PKI_TITLE[pki]} CA" if KINDS[pki].holders == "all" else KINDS[pki].name

@@ -14,8 +14,8 @@ from typing import assert_never
 
 from trustplan.formats.savedplan import SavedPlan
 from trustplan.planner import Plan
-from trustplan.planner.model import PKI_TITLE
-from trustplan.planner.ops import AcceptCA, Edit, MoveToDocument, RemoveCA, SwapIssuer
+from trustplan.planner.model import KINDS, PKI, PKI_TITLE, Authority
+from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, RemoveCA, SwapIssuer
 from trustplan.planner.timestamps import iso_time
 
 
@@ -80,14 +80,39 @@ def _credential(plan: Plan, issuer: str, trusted: tuple[str, ...]) -> str:
     return f"admin cert from {plan.label(issuer)}, trusting [{', '.join(plan.label(t) for t in trusted)}]"
 
 
+def managed_text(managed: tuple[PKI, ...]) -> str:
+    """e.g. "the Talos API and Kubernetes API CA", "... CA, the service-account signing key"."""
+    cas = [PKI_TITLE[p] for p in managed if KINDS[p].holders == "all"]
+    parts = [f"the {' and '.join(cas)} CA"] if cas else []
+    parts += [f"the {KINDS[p].name}" for p in managed if KINDS[p].holders != "all"]
+    return ", ".join(parts)
+
+
+def validity(a: Authority) -> str:
+    if KINDS[a.pki].material != "ca":
+        return "no expiry"
+    return f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d}"
+
+
+def gate_text(plan: Plan, g: Gate) -> str:
+    """One gate in words: a CA reached with an admin cert, or a shared kind every API server accepts."""
+    cred = _credential(plan, g.credential.issuer, g.credential.trusted)
+    if KINDS[g.pki].holders == "all":
+        return f"{PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with {cred}"
+    trusted = ", ".join(plan.label(t) for t in g.credential.trusted)
+    return (
+        f"{KINDS[g.pki].name}: all {len(g.nodes)} API servers accept {plan.label(g.credential.issuer)} "
+        f"and {KINDS[g.pki].issues.split(' ', 1)[0]} only with [{trusted}]"
+    )
+
+
 def text(saved: SavedPlan) -> str:
     plan, bound = saved.plan, saved.bindings
     lines: list[str] = []
     n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
-    managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
     lines.append(
         f'trustplan: cluster "{plan.cluster}" ({bound.provider} provider), '
-        f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing the {managed} CA"
+        f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing {managed_text(plan.managed)}"
     )
     lines.append(f"plan made {iso_time(bound.created)}, expires {iso_time(bound.expires)}")
     lines.append("")
@@ -95,8 +120,7 @@ def text(saved: SavedPlan) -> str:
         lines.append("New authorities (approve these fingerprints):")
         for a in plan.new_authorities:
             lines.append(
-                f"  + {a.label}  {PKI_TITLE[a.pki]} CA, {a.algorithm}, {a.subject}, "
-                f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d} ({a.source})"
+                f"  + {a.label}  {KINDS[a.pki].name}, {a.algorithm}, {a.subject}, {validity(a)} ({a.source})"
             )
             lines.append(f"      {a.fingerprint}")
         lines.append("")
@@ -104,19 +128,17 @@ def text(saved: SavedPlan) -> str:
         for i, phase in enumerate(p for p in plan.phases if p.name != "outputs"):
             lines.append(f"Phase {i + 1}: {phase.name}")
             width = max(len(n) for n in phase.nodes())
+            title = max([14] + [len(PKI_TITLE[p]) for p in plan.managed])
             for node in phase.nodes():
                 edits = phase.edits_for(node)
                 role = edits[0].role
                 for e in edits:
                     lines.append(
-                        f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
+                        f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<{title}}  "
                         f"{plan.describe(e)}"
                     )
             for g in phase.gates:
-                lines.append(
-                    f"  ? gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with "
-                    f"{_credential(plan, g.credential.issuer, g.credential.trusted)}"
-                )
+                lines.append(f"  ? gate: {gate_text(plan, g)}")
             lines.append("")
         if saved.outputs:
             names = [p.name for p in plan.phases]
