@@ -1,8 +1,8 @@
-"""The README's performance runs: benchmarks/rotate.py over the sizes, latencies and PKIs it reports,
+"""The performance runs of docs/performance.md: benchmarks/rotate.py over the sizes, latencies and PKIs it reports,
 one JSON line per run (with the exact command) appended to docs/perf/results.jsonl.
 
     .venv/bin/python benchmarks/sweep.py [--only NAME ...] [--out docs/perf/results.jsonl]
-    .venv/bin/python benchmarks/sweep.py --table  # the README's table: the last line of each run
+    .venv/bin/python benchmarks/sweep.py --table  # docs/performance.md's table: the last line of each run
     .venv/bin/python benchmarks/plot.py          # docs/apply-time.png from those lines
 """
 

@@ -22,19 +22,22 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from trustplan.providers.base import NodeRef
 from trustplan.providers.talos.talosconfig import write_talosconfig
 from trustplan_sim import configgen
 from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
+from trustplan_sim.realk8s import RealK8s
 
+from trustplan.errors import TrustplanError
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import certgen, machineconfig, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 
+K8sMode = Literal["sim", "real"]
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
 DEFAULT_SUBNET = "127.20.0.0/24"
@@ -58,6 +61,9 @@ class SimCluster:
         apiserver_restart_ms: float = 2000,
         kubelet_rejoin_ms: float = 1000,
         config_layout: machineconfig.KubeCALayout = "legacy",
+        k8s_mode: K8sMode = "sim",
+        kube_apiserver: str | None = None,
+        etcd: str | None = None,
     ) -> None:
         if controlplanes < 1:
             raise ValueError("a cluster needs at least one control plane")
@@ -83,11 +89,19 @@ class SimCluster:
         self.apiserver_restart_ms = apiserver_restart_ms
         self.kubelet_rejoin_ms = kubelet_rejoin_ms
         self.config_layout: machineconfig.KubeCALayout = config_layout
+        if k8s_mode not in ("sim", "real"):
+            raise ValueError(f"unknown Kubernetes mode {k8s_mode!r} (sim or real)")
+        #: with k8s_mode="real": real etcd members and kube-apiservers (trustplan_sim.realk8s)
+        self.real: RealK8s | None = None
+        if k8s and k8s_mode == "real":
+            self.real = RealK8s(self.dir / "k8s-real", kube_apiserver, etcd)
         #: the one Talos version every node reports (Version, Members), matching its configs
         self.talos_version = configgen.talos_version(config_layout)
         self.created = dt.datetime.now(dt.UTC)
         #: set once every node listens; before that, trustd needs no running control plane
         self.started = False
+        #: set when stop() begins (a stopped node's kubelet then reports nothing)
+        self.stopping = False
         self.secrets = configgen.ClusterSecrets.generate(pki.utcnow())
         base = network.network_address
         self.nodes: list[SimNode] = []
@@ -178,8 +192,12 @@ class SimCluster:
             node.reload_pki()
         for node in self.workers:
             node.reload_pki()
+        if self.real is not None:
+            await self.real.start_etcd(self.controlplanes)
         await asyncio.gather(*(node.start() for node in self.nodes))
         self.started = True
+        if self.real is not None:
+            await asyncio.gather(*(_register(node) for node in self.nodes))
         ensure_dir(self.dir)  # 0700 whatever the umask: it holds secrets.yaml
         self.write_talosconfig(self.talosconfig)
         if self.k8s:
@@ -190,9 +208,12 @@ class SimCluster:
 
     async def stop(self) -> None:
         """Stop every node (and its kubelet and API server) and remove sim.json."""
+        self.stopping = True
         await asyncio.gather(*(node.stop() for node in self.nodes), return_exceptions=True)
         for node in self.nodes:
             node.kubelet.close()
+        if self.real is not None:
+            await self.real.stop(self.controlplanes)
         with suppress(FileNotFoundError):
             (self.dir / "sim.json").unlink()
 
@@ -208,6 +229,7 @@ class SimCluster:
         if self.k8s:
             doc["kubeconfig"] = str(self.kubeconfig)
             doc["config_layout"] = self.config_layout
+            doc["k8s_mode"] = "real" if self.real is not None else "sim"
         return doc
 
     def write_kubeconfig(self, path: Path, group: str = "system:masters", user: str = "admin") -> Path:
@@ -269,6 +291,16 @@ rollout: {{controlplane: {{parallelism: 1}}, worker: {{parallelism: 10}}, verify
 """
 
 
+async def _register(node: SimNode, timeout: float = 60) -> None:
+    """A real-mode kubelet's first registration (its Node created, Ready), retried until `timeout`."""
+    assert node.cluster.real is not None
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (reason := await node.cluster.real.kubelet_join(node)) is not None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise TrustplanError(reason)
+        await asyncio.sleep(0.2)
+
+
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write atomically (temp file + rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -292,13 +324,18 @@ async def run_cluster(
     apiserver_restart_ms: float = 2000,
     kubelet_rejoin_ms: float = 1000,
     config_layout: machineconfig.KubeCALayout = "legacy",
+    k8s_mode: K8sMode = "sim",
+    kube_apiserver: str | None = None,
+    etcd: str | None = None,
 ) -> AsyncIterator[SimCluster]:
     """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
 
     With `k8s=True` every control plane also serves a Kubernetes API on port `k8s_port`, restarting
     for `apiserver_restart_ms` when its Kubernetes CA changes; a node's kubelet comes back
     `kubelet_rejoin_ms` after its Kubernetes CA changes. `config_layout="multidoc"` keeps the
-    Kubernetes CA in a KubeAPIServerCAConfig document."""
+    Kubernetes CA in a KubeAPIServerCAConfig document. `k8s_mode="real"` runs a real etcd member and
+    kube-apiserver on each control plane instead (binaries: `kube_apiserver`, `etcd` or found;
+    docs/real-kubernetes.md)."""
     cluster = SimCluster(
         controlplanes,
         workers,
@@ -310,6 +347,9 @@ async def run_cluster(
         apiserver_restart_ms=apiserver_restart_ms,
         kubelet_rejoin_ms=kubelet_rejoin_ms,
         config_layout=config_layout,
+        k8s_mode=k8s_mode,
+        kube_apiserver=kube_apiserver,
+        etcd=etcd,
     )
     try:
         await cluster.start()

@@ -85,6 +85,7 @@ class Kubelet:
         self.waiting: str | None = None
         self._subscribers: set[asyncio.Queue[ServiceEvent]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._report: asyncio.Task[None] | None = None  # --k8s real: NotReady of a stopped node
 
     @property
     def ready(self) -> bool:
@@ -133,9 +134,14 @@ class Kubelet:
         self._task = asyncio.get_running_loop().create_task(self._rejoin())
 
     def halt(self) -> None:
-        """Stop the kubelet and keep it stopped (the node went away)."""
+        """Stop the kubelet and keep it stopped (the node went away). With --k8s real its Node is
+        marked NotReady, standing in for the node lifecycle controller that this simulator lacks."""
         self._cancel()
         self._destroy()
+        real = self.node.cluster.real
+        if real is not None and self.node.cluster.started and not self.node.cluster.stopping:
+            self._report = asyncio.get_running_loop().create_task(
+                real.kubelet_not_ready(self.node, "node stopped (the simulator stands in for the node controller)"))
 
     def resume(self) -> None:
         """Start a halted kubelet again (after the rejoin time)."""
@@ -151,12 +157,14 @@ class Kubelet:
         cluster = self.node.cluster
         delay = cluster.kubelet_rejoin_ms / 1000.0
         try:
+            if cluster.real is not None:
+                await cluster.real.kubelet_not_ready(self.node, "kubelet is restarting")
             await asyncio.sleep(delay)
             if self.node.faults.kubelet_stuck:
                 self.waiting = f"{self.node.name}: kubelet is stuck (fault injected); it will not come back"
                 log.warning("%s", self.waiting)
                 return
-            while (reason := self.join_refusal()) is not None:
+            while (reason := await self._join()) is not None:
                 if reason != self.waiting:
                     # normal while every trusted API server is restarting; the Ready message shows it
                     log.info("%s", reason)
@@ -172,6 +180,14 @@ class Kubelet:
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
+
+    async def _join(self) -> str | None:
+        """Register with an API server: the model's check, then with --k8s real the real calls."""
+        reason = self.join_refusal()
+        real = self.node.cluster.real
+        if reason is None and real is not None:
+            reason = await real.kubelet_join(self.node)
+        return reason
 
     def join_refusal(self) -> str | None:
         """Why the kubelet cannot register with any API server now (None: it can).
@@ -193,3 +209,5 @@ class Kubelet:
 
     def close(self) -> None:
         self._cancel()
+        if self._report is not None and not self._report.done():
+            self._report.cancel()

@@ -51,8 +51,10 @@ from grpclib.client import Channel
 from grpclib.config import Configuration
 from grpclib.server import Server
 from trustplan.providers.talos.tls import client_context, server_context
+from trustplan_sim.etcd import EtcdMember
 from trustplan_sim.kube import KubeAPIServer
 from trustplan_sim.kubelet import Kubelet, kube_ca_state
+from trustplan_sim.realk8s import RealAPIServer
 
 from trustplan.talos import certgen, machineconfig, pki
 
@@ -184,8 +186,14 @@ class SimNode:
         self._server: _Server | None = None
         #: the kubelet service (runtime/Services.v1alpha1.talos.dev/kubelet)
         self.kubelet = Kubelet(self)
-        #: kube-apiserver, on control planes of a cluster started with k8s=True
-        self.apiserver: KubeAPIServer | None = KubeAPIServer(self) if cluster.k8s and role == "controlplane" else None
+        #: kube-apiserver, on control planes of a cluster started with k8s=True: the imitation, or
+        #: with k8s_mode="real" the real one beside a real etcd member (trustplan_sim.realk8s)
+        self.apiserver: KubeAPIServer | RealAPIServer | None = None
+        self.etcd: EtcdMember | None = None
+        if cluster.k8s and role == "controlplane":
+            real = cluster.real
+            self.apiserver = KubeAPIServer(self) if real is None else real.apiserver(self)
+            self.etcd = None if real is None else real.member(self)
 
     # --- state ----------------------------------------------------------------------------
 
@@ -209,11 +217,14 @@ class SimNode:
         self.updated = dt.datetime.now(dt.UTC)
         if self._trust_inputs() != self._made_from or self.trustd_error is not None:
             self.reload_pki()  # certs and TLS contexts only when what they are made from changed
-        if kube_ca_state(parsed) != kube_before:
+        kube_changed = kube_ca_state(parsed) != kube_before
+        if kube_changed:
             log.info("%s: Kubernetes CA changed: restarting its kubelet (and kube-apiserver)", self.name)
             self.kubelet.restart()
-            if self.apiserver is not None:
-                self.apiserver.restart()
+        if self.cluster.real is not None:
+            self.cluster.real.on_config_change(self, kube_changed)
+        elif kube_changed and self.apiserver is not None:
+            self.apiserver.restart()
         self.changed.set()
         self.changed = asyncio.Event()
 
@@ -341,6 +352,8 @@ class SimNode:
         install_router(server, self)
         await server.start(self.address, self.port, ssl=self._listen_ctx, reuse_address=True)
         self._server = server
+        if self.etcd is not None and self.cluster.started:
+            await self.etcd.start(self.etcd.initial)  # a node coming back (the cluster starts etcd first)
         if self.apiserver is not None:
             await self.apiserver.start()
         self.kubelet.resume()
@@ -355,6 +368,8 @@ class SimNode:
         self._flush_upstream()
         if self.apiserver is not None:
             await self.apiserver.stop()
+        if self.etcd is not None:
+            await self.etcd.stop()
         self.kubelet.halt()
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(server.wait_closed(), 5)

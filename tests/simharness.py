@@ -100,6 +100,7 @@ class SimProcess:
         *,
         latency_ms: float = 0,
         k8s: bool = False,
+        k8s_mode: str | None = None,
         k8s_port: int | None = None,
         apiserver_restart_ms: float | None = None,
         kubelet_rejoin_ms: float | None = None,
@@ -118,7 +119,7 @@ class SimProcess:
             "--controlplanes", str(controlplanes), "--workers", str(workers), "--latency-ms", str(latency_ms),
         ]
         if k8s:
-            args.append("--k8s")
+            args += ["--k8s", *([k8s_mode] if k8s_mode else [])]
         for flag, value in (("--k8s-port", k8s_port), ("--apiserver-restart-ms", apiserver_restart_ms),
                             ("--kubelet-rejoin-ms", kubelet_rejoin_ms), ("--config-layout", config_layout)):
             if value is not None:

@@ -1,5 +1,5 @@
 """The CLI starts at once: `--version` and `--help` import none of the heavy libraries, and `validate`
-imports none of those that only talk to clusters. Timings live in the benchmark (README), not here:
+imports none of those that only talk to clusters. Timings live in the benchmark (docs/performance.md), not here:
 what is asserted is the set of modules the interpreter loaded (`python -X importtime`)."""
 
 from __future__ import annotations

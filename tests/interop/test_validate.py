@@ -1,7 +1,7 @@
 """`talosctl validate --mode metal --strict` on every machine config trustplan writes.
 
 Two clusters of machine-config files, each rotated (both CAs) by the files provider:
-- examples/files (the files walkthrough of the README);
+- examples/files (the files walkthrough, docs/walkthroughs.md);
 - tests/fixtures/talosctl-gen-config: made by talosctl v1.12.1 itself (`gen secrets`, `gen config`,
   comments and examples kept), one file per node. See its README for the exact commands.
 The talosconfig trustplan writes must load in `talosctl config info`.

@@ -20,7 +20,7 @@ from trustplan import __version__
 from trustplan.cli import apply, conventions, init, plan, schema, show, status, terminal, validate
 from trustplan.cli.common import err, stop_heartbeats
 from trustplan.cli.keystore import keystore_app
-from trustplan.cli.sim import sim_app
+from trustplan.cli.sim import expand_k8s_flag, sim_app
 from trustplan.cli.state import force_unlock, state_app
 from trustplan.errors import TrustplanError
 from trustplan.system.secretfiles import remove_leftovers
@@ -74,7 +74,7 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = conventions.hoist_global_options(sys.argv[1:] if argv is None else argv)
+    args = expand_k8s_flag(conventions.hoist_global_options(sys.argv[1:] if argv is None else argv))
     terminal.set_colour("--no-color" in args)  # until the root callback has read the options
     remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)
     try:

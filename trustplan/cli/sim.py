@@ -6,7 +6,8 @@ trustplan sim down --dir demo
 
 `--k8s` adds a Kubernetes API (port 6443) on every control plane, writes DIR/kubeconfig, and makes the
 generated trustplan.yaml rotate both PKIs; `--config-layout multidoc` keeps the Kubernetes CA in a
-KubeAPIServerCAConfig document (Talos 1.14). docs/simulator.md has the details.
+KubeAPIServerCAConfig document (Talos 1.14). docs/simulator.md has the details. `--k8s real` runs a
+real etcd and kube-apiserver on each control plane instead of the imitation (docs/real-kubernetes.md).
 """
 
 from __future__ import annotations
@@ -45,12 +46,18 @@ def up(
     subnet: Annotated[str, typer.Option("--subnet", help="Loopback subnet; nodes get .2, .3, ...")] = "127.20.0.0/24",
     latency_ms: Annotated[float, typer.Option("--latency-ms", min=0, help="Delay added to every RPC.")] = 0,
     k8s: Annotated[
-        bool,
+        str | None,
         typer.Option(
             "--k8s",
-            help="Serve a Kubernetes API on each control plane, write DIR/kubeconfig, rotate both PKIs.",
+            metavar="[sim|real]",
+            help="Serve a Kubernetes API on each control plane, write DIR/kubeconfig, rotate both PKIs "
+            "(`--k8s real`: a real etcd and kube-apiserver on each control plane).",
         ),
-    ] = False,
+    ] = None,
+    kube_apiserver: Annotated[
+        str | None, typer.Option("--kube-apiserver", help="kube-apiserver binary for --k8s real.")
+    ] = None,
+    etcd: Annotated[str | None, typer.Option("--etcd", help="etcd binary for --k8s real.")] = None,
     k8s_port: Annotated[int, typer.Option("--k8s-port", min=1, max=65535, help="Kubernetes API port.")] = 6443,
     apiserver_restart_ms: Annotated[
         float,
@@ -78,10 +85,15 @@ def up(
     if config_layout not in ("legacy", "multidoc"):
         raise typer.BadParameter("expected legacy or multidoc", param_hint="--config-layout")
     logging.basicConfig(level=logging.WARNING, format="trustplan sim: %(message)s")
+    if k8s == "real":  # each restart of a real etcd or kube-apiserver, and how long it took
+        logging.getLogger("trustplan.sim.real").setLevel(logging.INFO)
     import asyncio
 
+    if k8s not in (None, *K8S_MODES):
+        raise typer.BadParameter("expected sim or real (or --k8s alone)", param_hint="--k8s")
     layout = cast(Literal["legacy", "multidoc"], config_layout)
-    options = _K8sOptions(k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout)
+    options = _K8sOptions(k8s is not None, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout,
+                          "real" if k8s == "real" else "sim", kube_apiserver, etcd)
     try:
         asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms, options))
     except ValueError as exc:
@@ -100,6 +112,9 @@ class _K8sOptions:
     apiserver_restart_ms: float
     kubelet_rejoin_ms: float
     config_layout: Literal["legacy", "multidoc"]
+    mode: Literal["sim", "real"] = "sim"
+    kube_apiserver: str | None = None
+    etcd: str | None = None
 
 
 async def _serve(
@@ -125,6 +140,9 @@ async def _serve(
         apiserver_restart_ms=options.apiserver_restart_ms,
         kubelet_rejoin_ms=options.kubelet_rejoin_ms,
         config_layout=options.config_layout,
+        k8s_mode=options.mode,
+        kube_apiserver=options.kube_apiserver,
+        etcd=options.etcd,
     ) as cluster:
         err.print(
             f"trustplan sim: {len(cluster.controlplanes)} control plane(s), {len(cluster.workers)} worker(s) "
@@ -135,7 +153,8 @@ async def _serve(
             err.print(f"  {node.name:<12} {node.role:<13} {node.address}:{node.port}{api}")
         err.print(f"  talosconfig: {cluster.talosconfig}   desired state: {dir / 'trustplan.yaml'}")
         if options.k8s:
-            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {options.config_layout}")
+            err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {options.config_layout}"
+                      f"   kubernetes: {'real (etcd + kube-apiserver)' if options.mode == 'real' else 'simulated'}")
         err.print("Press Ctrl-C (or run `trustplan sim down --dir ...`) to stop.")
         await stop.wait()
         err.print("trustplan sim: stopping")
@@ -161,6 +180,23 @@ def down(
             raise TrustplanError(f"simulator pid {pid} did not exit within {timeout:g}s after SIGTERM")
         time.sleep(0.05)
     err.print(f"trustplan sim: stopped (pid {pid})")
+
+
+K8S_MODES = ("sim", "real")
+
+
+def expand_k8s_flag(args: list[str]) -> list[str]:
+    """`sim up ... --k8s` alone means `--k8s sim`: the option's value is optional (`--k8s real`).
+    Only a bare `--k8s` (followed by nothing, or by another option) gets the value added."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:2] != ["sim", "up"]:
+        return args
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--k8s" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("sim")
+    return out
 
 
 def _read_pid(dir: Path) -> int | None:
