@@ -18,32 +18,9 @@ FIXTURES = Path(__file__).parent.parent / "fixtures" / "kubecreds"
 CPS = ("10.5.0.2", "10.5.0.3")
 KINDS = ("aggregator", "serviceaccount", "encryption")
 
-DESIRED = """\
-version: v1alpha1
-cluster:
-  name: demo
-  machineConfigs:
-    10.5.0.2: nodes/cp-1.yaml
-    10.5.0.3: nodes/cp-2.yaml
-    10.5.0.5: nodes/worker-1.yaml
-  nodes:
-    controlplane: [10.5.0.2, 10.5.0.3]
-    worker: [10.5.0.5]
-authorities:
-  talos-2027: {generate: {}}
-  k8s-2027: {generate: {}}
-  aggregator-2027: {generate: {}}
-  sa-2027: {generate: {}}
-  etcd-key-2027: {generate: {}}
-trust:
-  talos: {issuer: talos-2027}
-  kubernetes: {issuer: k8s-2027}
-  aggregator: {issuer: aggregator-2027}
-  serviceaccount: {issuer: sa-2027, drain: DRAIN}
-  encryption: {issuer: etcd-key-2027}
-keystore: .trustplan/keys
-state: trustplan.state.json
-"""
+DOC = Path(__file__).parent.parent.parent / "docs" / "credentials.md"
+#: the walkthrough's desired state, as docs/credentials.md shows it (its first yaml block)
+DESIRED = DOC.read_text().split("```yaml\n", 1)[1].split("```", 1)[0].replace("drain: 90m", "drain: DRAIN")
 
 
 def cluster(root: Path, cp: str = "controlplane-1.14.yaml", drain: str = "0s", image: str | None = None) -> Path:

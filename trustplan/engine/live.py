@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -126,7 +127,10 @@ def install_version(cfg: MachineConfig) -> str | None:
 def with_versions(live: LiveCluster, versions: dict[str, str]) -> LiveCluster:
     """The nodes with the Talos versions the nodes themselves reported (Version calls)."""
     nodes = tuple(
-        dataclasses.replace(n, talos_version=versions[n.address]) if n.address in versions else n for n in live.nodes
+        dataclasses.replace(n, talos_version=versions[n.address])
+        if re.fullmatch(r"v[0-9]+\.[0-9]+.*", versions.get(n.address, ""))
+        else n
+        for n in live.nodes
     )
     return dataclasses.replace(live, nodes=nodes)
 

@@ -20,6 +20,7 @@ from typing import Any, assert_never
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, Reporter, node_refs
+from trustplan.engine.sharedgates import rewrite_secrets
 from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
@@ -253,6 +254,8 @@ class PhaseRunner:
             return
         if KINDS[gate.pki].holders == "controlplane":
             self.shared_gate(gate)
+            if gate.pki == "encryption" and gate.after == "swap" and self.provider.capabilities.kubernetes_api:
+                await rewrite_secrets(self, gate)
             return
         cred = self.mint(gate.pki, gate.credential)
         self.reporter.start(

@@ -6,6 +6,8 @@ enters it: a key is shown as `(sensitive)` and named by the CA it belongs to.
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from trustplan.planner import Plan
 from trustplan.planner.model import KINDS, PKI, PKI_TITLE, LiveTrust
 from trustplan.planner.ops import Gate, Phase, new_issuer
@@ -15,7 +17,23 @@ from trustplan.render.mdview import View, ca_ref, nodes_cell, plain_ref
 
 SENSITIVE = "(sensitive)"
 #: Where each PKI's CA fields live in a v1alpha1 machine config.
-FIELD_PREFIX: dict[PKI, str] = {"talos": "machine", "kubernetes": "cluster"}
+def fields(pki: PKI) -> tuple[str, str, str]:
+    """The config fields a diff line names: (issuer, issuer's key, accepted)."""
+    match pki:
+        case "talos" | "kubernetes":
+            prefix = "machine" if pki == "talos" else "cluster"
+            return f"{prefix}.ca.crt", f"{prefix}.ca.key", f"{prefix}.acceptedCAs"
+        case "aggregator":
+            doc = "KubeAggregatorCAConfig"
+            return f"{doc}.issuingCA.cert", f"{doc}.issuingCA.key", f"{doc}.acceptedCAs"
+        case "serviceaccount":
+            doc = "KubeServiceAccountConfig"
+            return f"{doc}.issuer (public key)", f"{doc}.issuer.privateKey", f"{doc}.accepted.publicKeys"
+        case "encryption":
+            doc = "KubeEtcdEncryptionConfig secretbox keys"
+            return f"{doc}[0] (encrypts)", f"{doc}[0].secret", f"{doc}[1:] (decrypt only)"
+        case _:
+            assert_never(pki)
 
 
 def _issuing(plan: Plan, t: LiveTrust) -> str:
@@ -72,8 +90,7 @@ def diff_lines(plan: Plan, pki: PKI, before: LiveTrust, after: LiveTrust) -> lis
     """`-` / `+` lines for one node's CA fields of one PKI. A CA that goes from the issuing field to
     acceptedCAs (or back) is shown as a move, annotated on both lines; acceptedCAs is a set to Talos,
     so entries are never compared by position."""
-    prefix = FIELD_PREFIX[pki]
-    crt, key, acc = f"{prefix}.ca.crt", f"{prefix}.ca.key", f"{prefix}.acceptedCAs"
+    crt, key, acc = fields(pki)
     lines: list[str] = []
     if before.issuer != after.issuer:
         if before.issuer is not None:
