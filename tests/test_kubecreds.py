@@ -5,6 +5,7 @@ legacy single values): read, rotate-style writes, and the move from the legacy l
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -155,3 +156,59 @@ def test_talosctl_1_14_validates_every_config_written(tmp_path: Path) -> None:
             check=False,
         )
         assert run.returncode == 0, (name, run.stderr)
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_keys_round_trip_through_the_keystore_plain_and_age(tmp_path: Path, sealed: bool) -> None:
+    import pyrage
+
+    from trustplan.formats.keystore import Keystore
+    from trustplan.formats.keystore_age import AgeSealer
+
+    ident = pyrage.x25519.Identity.generate()
+    sealer = AgeSealer([str(ident.to_public())], None, "test") if sealed else None
+    if sealer is not None:
+        sealer._identities = [ident]
+    store = Keystore(tmp_path / "keys", sealer)
+    now = pki.utcnow()
+    made = {k: kubecreds.generate(k, None, now, dt.timedelta(days=3650)) for k in KINDS}  # type: ignore[arg-type]
+    store.save_material([(f"{k}-1", kubecreds.fingerprint(k, m), m) for k, m in made.items()])  # type: ignore[arg-type]
+    for kind, m in made.items():
+        fp = kubecreds.fingerprint(kind, m)  # type: ignore[arg-type]
+        assert store.generated(f"{kind}-1") == fp
+        assert store.load_material(fp, kind) == m  # type: ignore[arg-type]
+        secret_file = store.key_path(fp)
+        assert secret_file.stat().st_mode & 0o777 == 0o600
+        assert (m.secret or b"") not in secret_file.read_bytes() or not sealed
+    assert made["encryption"].secret not in b"".join(p.read_bytes() for p in (tmp_path / "keys").glob("*.pub"))
+
+
+def test_generated_keys_are_what_talos_generates() -> None:
+    now = pki.utcnow()
+    sa = kubecreds.generate("serviceaccount", None, now, dt.timedelta(days=1))
+    assert kubecreds.describe("serviceaccount", sa) == ("(signing key)", "rsa-4096")
+    agg = kubecreds.generate("aggregator", None, now, dt.timedelta(days=1))
+    assert kubecreds.describe("aggregator", agg)[1] == "ecdsa-p256"
+    enc = kubecreds.generate("encryption", None, now, dt.timedelta(days=1))
+    assert len(enc.secret or b"") == 32 and enc.name == kubecreds.secretbox_name(
+        kubecreds.fingerprint("encryption", enc)
+    )
+
+
+def test_secrets_yaml_gets_the_new_kinds(tmp_path: Path) -> None:
+    import yaml
+    from trustplan_sim.configgen import ClusterSecrets
+
+    from trustplan.formats.outputs import update_secrets
+
+    path = tmp_path / "secrets.yaml"
+    path.write_bytes(ClusterSecrets.generate(pki.utcnow()).to_yaml())
+    path.chmod(0o600)
+    now = pki.utcnow()
+    new = {k: kubecreds.generate(k, None, now, dt.timedelta(days=3650)) for k in KINDS}  # type: ignore[arg-type]
+    update_secrets(path, {}, new)  # type: ignore[arg-type]
+    doc = yaml.safe_load(path.read_text())
+    assert base64.b64decode(doc["secrets"]["secretboxencryptionsecret"]) == new["encryption"].secret
+    assert pki.b64decode_pem(doc["certs"]["k8sserviceaccount"]["key"], "s", "k") == new["serviceaccount"].secret
+    assert pki.b64decode_pem(doc["certs"]["k8saggregator"]["crt"], "s", "c") == new["aggregator"].public
+    assert path.stat().st_mode & 0o777 == 0o600

@@ -113,3 +113,24 @@ def test_a_legacy_layout_on_talos_1_14_is_moved_then_rotated(tmp_path: Path, kin
     cfg = machineconfig.parse((root / "nodes" / "cp-1.yaml").read_bytes(), "cp-1")
     assert all(machineconfig.kind_fields(cfg, k).layout == "document" for k in kinds)  # type: ignore[arg-type]
     assert "aggregatorCA" not in cfg.v1alpha1["cluster"] and "serviceAccount" not in cfg.v1alpha1["cluster"]
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            ("sa-2027: {generate: {}}", "sa-2027: {generate: {algorithm: secretbox}}"),
+            "authorities.sa-2027: authority 'sa-2027' asks for algorithm secretbox, which only the encryption key uses",
+        ),
+        (
+            ("etcd-key-2027: {generate: {}}", "etcd-key-2027: {generate: {algorithm: rsa}}"),
+            "authority 'etcd-key-2027' asks for algorithm rsa; the encryption key is a secretbox key",
+        ),
+        (("drain: DRAIN", "drain: soon"), "trust.serviceaccount.drain"),
+    ],
+)
+def test_bad_credentials_in_the_desired_state_are_one_clear_error(tmp_path: Path, edit, message: str) -> None:  # noqa: ANN001
+    root = cluster(tmp_path)
+    (root / "trustplan.yaml").write_text(DESIRED.replace(*edit).replace("DRAIN", "0s"))
+    checked = run_cli(root, "validate")
+    assert checked.code == 1 and message in checked.err and "Traceback" not in checked.err, checked.err

@@ -113,8 +113,9 @@ def whoami(kubeconfig: Path, token: str, scratch: Path) -> tuple[int, str]:
         ],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
     )
+    assert proc.returncode in (0, 18), proc.stderr  # 18: a 401 the server ends early
     out, _, code = proc.stdout.rpartition("\n")
     user = json.loads(out).get("status", {}).get("userInfo", {}).get("username", "") if int(code) == 201 else ""
     return int(code), user
@@ -177,7 +178,7 @@ def test_all_five_credentials_rotate_on_real_kube_apiservers(tmp_path: Path) -> 
         assert sa is not None
         new_token = kubectl(kc, "create", "token", "gate", "--duration=1h").stdout.strip()
         assert kid_of(new_token) == kube_kid(sa.public) != kid_of(old_token)
-        assert whoami(kc, new_token, tmp_path) == (201, "system:serviceaccount:default:gate")
+        assert whoami(kc, new_token, tmp_path) == (201, "system:serviceaccount:default:gate"), new_token
         assert whoami(kc, old_token, tmp_path)[0] == 401  # the old key was removed (drain 0s)
         assert kubecreds.documents_supported("v1.14.0")
 
