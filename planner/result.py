@@ -24,24 +24,16 @@ class NodeTarget:
     after: LiveTrust
 
 
-#: The kinds of warning the planner makes. A plan file from a newer trustplan may carry others (shown
-#: by their message); a format 1.0 file carries messages only, read back with the code "message".
-WARNING_CODES = (
-    "ca-untrusted",
-    "ca-expiring",
-    "output-refused",
-    "nodes-skipped",
-    "removal-deferred",
-    "tokens-break",
-)
-
-
 @dataclass(frozen=True)
 class PlanWarning:
     """A warning a policy can match: a stable `code` (`ca-untrusted`: the CA `fingerprint` stops
     being trusted by the `nodes` that trusted it; `ca-expiring`: a CA trusted after the plan expires
-    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`), the PKI and CA it
-    concerns (None when it concerns neither), the nodes, and the human sentence."""
+    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`; `removal-deferred`: a
+    remove held back for the service-account token drain; `tokens-break`: legacy token Secrets that
+    stop working), the PKI and CA it
+    concerns (None when it concerns neither), the nodes, and the human sentence. A plan file from a
+    newer trustplan may carry other codes (shown by their message); a format 1.0 file carries
+    messages only, read back with the code "message"."""
 
     code: str
     pki: PKI | None

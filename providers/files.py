@@ -77,7 +77,8 @@ class FilesProvider:
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)  # an atomic replace makes a new inode
         cached = self._parsed.get(path)
         if cached is None or cached[0] != stamp:
-            cached = (stamp, machineconfig.parse(path.read_bytes(), str(path)))
+            data = safeio.read_regular(path, what="machine config file", limit=safeyaml.MAX_BYTES)
+            cached = (stamp, machineconfig.parse(data, str(path)))
             self._parsed[path] = cached
         return cached[1]
 

@@ -14,7 +14,6 @@ lives in memory: the client library needs the cert, key and CA as files, which a
 from __future__ import annotations
 
 import asyncio
-import base64
 import http.client
 import logging
 import ssl
@@ -65,34 +64,8 @@ def server_for(address: str, port: int = DEFAULT_PORT) -> str:
     return f"https://{host}:{port}"
 
 
-def kubeconfig_dict(server: str, credential: TLSIdentity, name: str = "trustplan-gate") -> dict[str, Any]:
-    """An in-memory kubeconfig for `server` with the credential's client cert and CA bundle."""
-
-    def b64(data: bytes) -> str:
-        return base64.b64encode(data).decode("ascii")
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": name, "cluster": {"server": server, "certificate-authority-data": b64(credential.ca_bundle_pem)}}
-        ],
-        "users": [
-            {
-                "name": name,
-                "user": {
-                    "client-certificate-data": b64(credential.cert_pem),
-                    "client-key-data": b64(credential.key_pem),
-                },
-            }
-        ],
-        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
-        "current-context": name,
-    }
-
-
 class _Client:
-    """A `kubernetes` ApiClient for one server and credential (what kubeconfig_dict describes).
+    """A `kubernetes` ApiClient for one server and credential (no kubeconfig: a Configuration).
 
     The client library loads the CA bundle, cert and key from paths: they are in-memory files
     (trustplan.system.secretfiles), never on disk, closed by close() and gone with the process."""

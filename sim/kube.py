@@ -46,7 +46,6 @@ log = logging.getLogger("trustplan.sim")
 
 KUBE_PORT = 6443
 MASTERS = "system:masters"
-OPEN_PATHS = {"/version", "/readyz", "/livez", "/healthz"}
 SERVICE_DNS = (
     "kubernetes",
     "kubernetes.default",

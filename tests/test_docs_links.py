@@ -104,6 +104,7 @@ def repo_path(word: str, repo: Repo) -> tuple[Path, str] | None:
     """The file a word of code names, and the test function after `::`, if it names one of ours."""
     word = word.lstrip("(['\"").rstrip(")],;:.'\"")
     path, _, func = word.partition("::")
+    path = path.partition("#")[0]  # `docs/x.md#section`: the file is what must exist
     if "/" not in path or "://" in path or "..." in path or path.startswith(("/", "~", "-")):
         return None
     first = path.split("/", 1)[0]
@@ -202,7 +203,7 @@ def test_the_checker_finds_each_kind_of_break(tmp_path: Path) -> None:
     page = tmp_path / "README.md"
     good = (
         "# Top\n[g](docs/guide.md#plan-file-and-review) [self](#top) [web](https://example.com)\n"
-        "`scripts/demo.sh` and `tests/test_x.py::test_here`, `make test`, `trustplan plan -o x`, "
+        "`scripts/demo.sh` and `tests/test_x.py::test_here`, `docs/guide.md#x`, `make test`, `trustplan plan -o x`, "
         "`trustplan sim up`, `talos/x.go` (not ours), `nodes/cp-1.yaml` (a user's file)\n"
         "```console\n$ make demo && trustplan apply plan.bin\n# a comment: make no target of this\n```\n"
     )

@@ -14,7 +14,6 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 from grpclib.client import Channel
@@ -51,14 +50,6 @@ class Transient(Exception):
         self.detail = detail
 
 
-@dataclass
-class Failure:
-    """What the last attempt of a retried call saw."""
-
-    kind: str
-    detail: str
-
-
 def classify(exc: BaseException) -> Transient | None:
     """Map a transport-level exception to a Transient (None: not retryable)."""
     if isinstance(exc, GRPCError):
@@ -72,7 +63,7 @@ def classify(exc: BaseException) -> Transient | None:
     if isinstance(exc, asyncio.TimeoutError | TimeoutError):
         return Transient("timeout", f"no answer within the {CALL_TIMEOUT:g} s deadline of one call")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
+        reason = getattr(exc, "reason", None) or str(exc)  # one raised by Python code has no reason
         return Transient("tls", f"TLS handshake refused ({reason})")
     if isinstance(exc, StreamTerminatedError | ProtocolError):
         # the server aborted the connection right after the handshake: it refused our client cert

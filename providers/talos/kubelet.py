@@ -61,11 +61,9 @@ def service_state(event: Any) -> tuple[bool, bool]:
         parsed = resource_v1alpha1_pb2.ServiceSpec.FromString(spec.proto_spec)
         return (parsed.running, parsed.healthy)
     if spec.yaml_spec:
-        import yaml
+        from trustplan.system import safeyaml
 
-        from trustplan.system.safeyaml import FastLoader
-
-        doc = yaml.load(spec.yaml_spec, Loader=FastLoader) or {}
+        doc = safeyaml.load(spec.yaml_spec) or {}
         return (bool(doc.get("running")), bool(doc.get("healthy")))
     return (False, False)
 

@@ -15,7 +15,6 @@ All calls go to a control-plane endpoint from the talosconfig, with gRPC metadat
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -55,6 +54,7 @@ from trustplan.providers.talos.resources import (
 from trustplan.providers.talos.talosconfig import Endpoint, TalosConfig, load_talosconfig
 
 from trustplan.errors import GateFailedError, NodeTimeoutError, NodeUnreachableError, ProviderError
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 #: how client.classify names our refusal of a server cert (trustplan.system.tlserrors.trust_failure)
 _SERVER_REFUSED = "TLS trust failure"
@@ -62,7 +62,7 @@ R = TypeVar("R")
 
 
 def _digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return sha256_fingerprint(data)
 
 
 class TalosProvider:
@@ -124,11 +124,9 @@ class TalosProvider:
         if spec.proto_spec:
             data = resource_config_pb2.MachineConfigSpec.FromString(spec.proto_spec).yaml_marshalled
         elif spec.yaml_spec:
-            import yaml
+            from trustplan.system import safeyaml
 
-            from trustplan.system.safeyaml import FastLoader
-
-            data = str(yaml.load(spec.yaml_spec, Loader=FastLoader)).encode()
+            data = str(safeyaml.load(spec.yaml_spec)).encode()
         else:
             raise ProviderError(f"node {node.address}: the MachineConfig resource has an empty spec")
         return NodeConfig(node=node, data=data, digest=_digest(data))
@@ -307,9 +305,7 @@ class TalosProvider:
         first address counts, as in talosctl; `init` counts as controlplane. Discovery can be wrong
         (a VIP listed as a node's first address, talos#10357): the result is for a human to check.
         """
-        import yaml
-
-        from trustplan.system.safeyaml import FastLoader
+        from trustplan.system import safeyaml
 
         request = cosi_state_pb2.ListRequest(namespace=MEMBERS_NAMESPACE, type=MEMBERS_TYPE)
 
@@ -321,7 +317,7 @@ class TalosProvider:
                                      self.retry_timeout)
         out = []
         for r in responses:
-            spec = yaml.load(r.resource.spec.yaml_spec or "{}", Loader=FastLoader) or {}
+            spec = safeyaml.load(r.resource.spec.yaml_spec or "{}") or {}
             addresses = spec.get("addresses") or []
             if not addresses:
                 continue

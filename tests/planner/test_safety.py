@@ -264,3 +264,30 @@ def test_a_worker_probed_to_accept_the_new_ca_overrides_the_guess_from_the_contr
     stale = tuple(dataclasses.replace(w, probed_accepts=(fp("old"),), probed_refuses=(fp("new"),)) for w in workers)
     with pytest.raises(UnsafePlan, match="10.5.0.5 would refuse the proxy certificate"):
         make_plan(dataclasses.replace(guessed, nodes=tuple(half) + stale))
+
+
+# --- a plan over workers only (no control plane in the plan: e.g. the files of two workers) -------------
+WORKERS_ONLY = cluster(trust("old"), n_cp=0, n_w=2)
+W_A = WORKERS_ONLY[0].address
+
+
+def test_a_workers_only_rotation_passes_when_each_worker_trusts_the_credential() -> None:
+    plan = make_plan(plan_input(WORKERS_ONLY, want("talos", "new")))
+    assert [p.name for p in plan.phases] == ["accept", "swap", "outputs", "remove"]
+
+
+def test_a_workers_only_plan_refuses_a_credential_the_worker_would_refuse() -> None:
+    inp = plan_input(WORKERS_ONLY, want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=Credential(fp("x"), (fp("old"),)))
+    with pytest.raises(UnsafePlan) as exc:
+        make_plan(inp)
+    assert f"node {W_A} would refuse an admin certificate from " in str(exc.value)
+    assert str(exc.value).endswith("it trusts only [old]")
+
+
+def test_a_workers_only_plan_refuses_a_credential_that_would_refuse_the_worker() -> None:
+    inp = plan_input(WORKERS_ONLY, want("talos", "new"))
+    inp = dataclasses.replace(inp, operator=Credential(fp("old"), (fp("x"),)))
+    with pytest.raises(UnsafePlan) as exc:
+        make_plan(inp)
+    assert str(exc.value).endswith(f"the client would refuse node {W_A}'s server certificate")

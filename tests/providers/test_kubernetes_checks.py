@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from simharness import run_with_cluster
 from trustplan.providers.base import TLSIdentity
-from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, describe_error, kubeconfig_dict, server_for
+from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, describe_error, server_for
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.errors import GateFailedError
@@ -38,12 +38,10 @@ def checker(c: SimCluster, timeout: float = 10.0) -> KubernetesChecker:
     return KubernetesChecker([server_for(n.address, c.k8s_port) for n in c.controlplanes], timeout)
 
 
-def test_server_for_and_kubeconfig_dict_hold_no_surprises() -> None:
+def test_server_for_and_the_credential_hold_no_surprises() -> None:
     assert server_for("10.5.0.2") == "https://10.5.0.2:6443"
     assert server_for("fd00::2", 7443) == "https://[fd00::2]:7443"
     cred = TLSIdentity("kubernetes", "sha256:x", ("sha256:x",), b"CRT", b"KEY", b"CA")
-    doc = kubeconfig_dict("https://a:6443", cred)
-    assert doc["clusters"][0]["cluster"] == {"server": "https://a:6443", "certificate-authority-data": "Q0E="}
     assert "KEY" not in repr(cred) and "CRT" not in repr(cred)
 
 
@@ -127,19 +125,20 @@ def test_untrusted_server_cert_is_reported(tmp_path: Path) -> None:
 
 
 def test_a_node_that_stays_not_ready_is_named(tmp_path: Path) -> None:
-    async def scenario(c: SimCluster) -> str:
-        worker = c.workers[0]
+    async def scenario(c: SimCluster) -> tuple[str, str, str]:
+        worker, cp = c.workers[0], c.controlplanes[0]
         worker.kubelet.halt()
         try:
             await checker(c, timeout=0.5).check(cluster_admin(c), expected(c))
         except GateFailedError as exc:
-            return str(exc)
+            return str(exc), f"{worker.hostname} ({worker.address})", cp.address
         finally:
             worker.kubelet.resume()
         raise AssertionError("the gate passed")
 
-    message = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
-    assert "not Ready" in message and "did not pass within 0.5 s" in message
+    message, worker, cp = run_with_cluster(scenario, tmp_path, controlplanes=1, workers=1, **FAST)
+    assert "did not pass within 0.5 s" in message and cp not in message.split("not Ready")[1]
+    assert message.endswith(f": unhealthy: not Ready: {worker}")  # the worker, and it alone
 
 
 def test_non_admin_cert_is_forbidden(tmp_path: Path) -> None:

@@ -18,12 +18,13 @@ from typing import assert_never
 import yaml
 from cryptography import x509
 
-from trustplan.errors import StateError, UnsafePlanError
+from trustplan.errors import InputError, StateError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
 from trustplan.planner import Plan
 from trustplan.planner.ops import AcceptCA, MoveToDocument, RemoveCA, SwapIssuer
-from trustplan.system.safeyaml import FastLoader
+from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
+from trustplan.talos.clientconfig import kube_context, read_client_config
 
 
 def check_backend_outside(desired: DesiredState, plan: Plan) -> None:
@@ -60,18 +61,17 @@ def backend_ca_fingerprints(kubeconfig: Path | None, context: str | None) -> set
     """Fingerprints of the CA certificates the backend's kubeconfig trusts for its context."""
     path = kubeconfig or Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube/config")
     try:
-        doc = yaml.load(path.read_text(), Loader=FastLoader) or {}
-    except (OSError, yaml.YAMLError) as exc:
+        doc = read_client_config(path) or {}
+    except (InputError, yaml.YAMLError) as exc:
         raise StateError(f"{path}: cannot read the state backend's kubeconfig ({exc})") from None
-    name = context or doc.get("current-context")
-    ctx = next((c.get("context") or {} for c in doc.get("contexts") or [] if c.get("name") == name), {})
-    clusters = doc.get("clusters") or []
-    cluster = next((c.get("cluster") or {} for c in clusters if c.get("name") == ctx.get("cluster")), {})
+    used = kube_context(doc, context)  # the named context, else the current one
+    cluster = used.cluster if used is not None else {}
     if cluster.get("certificate-authority-data"):
         bundle = base64.b64decode(cluster["certificate-authority-data"])
     elif cluster.get("certificate-authority"):
         ca_path = Path(cluster["certificate-authority"])
-        bundle = (ca_path if ca_path.is_absolute() else path.parent / ca_path).read_bytes()
+        bundle = read_regular(ca_path if ca_path.is_absolute() else path.parent / ca_path, str(path),
+                              "certificate-authority file")
     else:
         return set()
     found = set()

@@ -24,7 +24,9 @@ from trustplan.engine.live import LiveCluster
 from trustplan.errors import InputError
 from trustplan.formats.desired import DesiredState
 from trustplan.planner import Outputs
+from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
+from trustplan.talos.clientconfig import kube_context, read_client_config
 from trustplan.talos.machineconfig import load_yaml
 
 
@@ -115,15 +117,12 @@ def _kubeconfig(desired: DesiredState, live: LiveCluster, now: dt.datetime) -> s
     if not path.exists():
         return "the file does not exist"
     try:
-        doc = load_yaml(path.read_bytes()) or {}
-        contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
-        name = f"admin@{desired.cluster}" if f"admin@{desired.cluster}" in contexts else doc.get("current-context")
-        context = contexts[name]
-        user = next(u["user"] for u in doc.get("users") or [] if u["name"] == context["user"])
-        cluster = next(c["cluster"] for c in doc.get("clusters") or [] if c["name"] == context["cluster"])
-        crt = pki.b64decode_pem(user["client-certificate-data"], str(path), "client-certificate-data")
-        ca = pki.b64decode_pem(cluster["certificate-authority-data"], str(path), "certificate-authority-data")
-    except (KeyError, TypeError, StopIteration, AttributeError, ValueError, InputError) as exc:
+        used = kube_context(read_client_config(path), cluster=desired.cluster)
+        if used is None:
+            raise KeyError("context")
+        crt = pki.b64decode_pem(used.user["client-certificate-data"], str(path), "client-certificate-data")
+        ca = pki.b64decode_pem(used.cluster["certificate-authority-data"], str(path), "certificate-authority-data")
+    except (KeyError, TypeError, ValueError, InputError) as exc:
         return f"unusable: no context with an embedded client certificate and CA data ({type(exc).__name__})"
     cps = [n for n in live.nodes if n.role == "controlplane"]
     servers = {n.address: frozenset({n.kubernetes.issuer} - {None}) for n in cps}
@@ -137,8 +136,8 @@ def _secrets(desired: DesiredState, live: LiveCluster) -> str | None:
     path = desired.secrets
     assert path is not None
     try:
-        certs = (load_yaml(path.read_bytes()) or {}).get("certs") or {}
-    except (OSError, ValueError, AttributeError):
+        certs = (load_yaml(read_regular(path, what="secrets file")) or {}).get("certs") or {}
+    except (InputError, ValueError, AttributeError):
         return None  # the outputs phase reports an unreadable secrets file itself
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         if pki_name not in desired.trust:

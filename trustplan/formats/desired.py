@@ -7,7 +7,6 @@ Paths inside the file are relative to the file.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from trustplan.planner.ops import OutputKind
 from trustplan.providers.base import NodeRef
 from trustplan.state.backend import KubernetesStateSpec, StateBackend
 from trustplan.system import safeio, safeyaml
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 if TYPE_CHECKING:
     import jsonschema
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from trustplan.formats.savedplan import PlanRollout
     from trustplan.state.kubeapi import KubeAPI
 
-DEFAULT_NAME = "trustplan.yaml"
 VERIFY_TIMEOUT = {"talos": 60.0, "kubernetes": 180.0}
 
 
@@ -252,7 +251,7 @@ def load(path: Path) -> DesiredState:
                 )
         ypath = ypath or "(top level)"
         raise SchemaError(source, _schema_message(err), path=ypath, line=lines.get(ypath))
-    return _build(path, doc, lines, "sha256:" + hashlib.sha256(text).hexdigest())
+    return _build(path, doc, lines, sha256_fingerprint(text))
 
 
 def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) -> DesiredState:

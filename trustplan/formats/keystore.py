@@ -95,16 +95,16 @@ class Keystore:
                 f"{plain}: the key of CA {fp} is stored in plaintext, and keystore encryption is on",
                 hint="run `trustplan keystore rekey` to encrypt it (and remove the plaintext file)",
             )
-        try:
-            key_pem = key_path.read_bytes()
-            crt_pem = crt_path.read_bytes()
-        except FileNotFoundError:
+        if not key_path.exists() or not crt_path.exists():
             raise KeystoreError(
                 f"{key_path}: the private key of CA {fp} is missing from the keystore",
                 hint="restore the keystore directory from backup, or make a new plan",
-            ) from None
-        except OSError as exc:
-            raise KeystoreError(f"{key_path}: cannot read the keystore: {describe(exc)}") from None
+            )
+        try:
+            key_pem = read_regular(key_path, what="CA key")
+            crt_pem = read_regular(crt_path, what="CA certificate")
+        except InputError as exc:
+            raise KeystoreError(str(exc), hint="restore the keystore directory from backup") from None
         if self.sealer is not None:
             key_pem = self.sealer.open(key_pem, str(key_path))
         key = pki.load_key_pem(key_pem, str(key_path))
@@ -127,10 +127,6 @@ class Keystore:
             yield
         finally:
             os.close(fd)
-
-    def save(self, cert: x509.Certificate, key: pki.PrivateKey, name: str | None = None) -> str:
-        """Store a CA key (0600) and certificate; record `name` for generated authorities."""
-        return self.save_generated([(name, cert, key)])[0]
 
     def save_generated(
         self,

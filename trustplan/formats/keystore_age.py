@@ -16,7 +16,8 @@ from typing import Any
 
 import pyrage
 
-from trustplan.errors import KeystoreError
+from trustplan.errors import InputError, KeystoreError
+from trustplan.system.safeio import read_regular
 
 IDENTITY_ENV = "TRUSTPLAN_AGE_IDENTITY"
 
@@ -54,9 +55,10 @@ class AgeSealer:
     def _identity_text(self) -> tuple[str, str]:
         if self.identity_file is not None:
             try:
-                return self.identity_file.read_text(), str(self.identity_file)
-            except OSError as exc:
-                raise KeystoreError(f"{self.identity_file}: cannot read the age identity: {exc.strerror}") from None
+                text = read_regular(self.identity_file, what="age identity").decode("utf-8")
+            except (InputError, UnicodeDecodeError) as exc:
+                raise KeystoreError(f"{self.identity_file}: cannot read the age identity: {exc}") from None
+            return text, str(self.identity_file)
         text = os.environ.get(IDENTITY_ENV, "")
         if not text.strip():
             raise KeystoreError(

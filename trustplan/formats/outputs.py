@@ -22,6 +22,7 @@ from trustplan.system import safeyaml
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import read_regular
 from trustplan.talos import caedit, certgen, kubecreds, pki, yamledit
+from trustplan.talos.clientconfig import kube_context, read_client_config
 from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
 
@@ -41,7 +42,7 @@ def merge_kubeconfig(existing: dict[str, Any], new: dict[str, Any]) -> dict[str,
 def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) -> None:
     if merge and path.exists():
         try:
-            existing = load_yaml(read_regular(path, what="kubeconfig to merge into")) or {}
+            existing = read_client_config(path, what="kubeconfig to merge into") or {}
         except yaml.YAMLError as exc:
             problem, line = safeyaml.problem(exc)
             raise InputError(str(path), f"cannot merge into it: {problem}", line=line) from None
@@ -60,8 +61,8 @@ def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster
     CA and until the new credential is written. False when the file is absent, unreadable, or
     already trusts the CA."""
     try:
-        doc = load_yaml(path.read_bytes())
-    except (OSError, yaml.YAMLError):
+        doc = read_client_config(path, what="credential file")
+    except (InputError, yaml.YAMLError):
         return False
     if not isinstance(doc, dict):
         return False
@@ -71,10 +72,10 @@ def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster
             entry = doc["contexts"][context or doc["context"]]
             key = "ca"
         else:
-            contexts = {c["name"]: c["context"] for c in doc.get("contexts") or []}
-            name = f"admin@{cluster}" if f"admin@{cluster}" in contexts else doc.get("current-context")
-            entry = next(c["cluster"] for c in doc["clusters"] if c["name"] == contexts[name]["cluster"])
-            key = "certificate-authority-data"
+            used = kube_context(doc, cluster=cluster)
+            if used is None:
+                return False
+            entry, key = used.cluster, "certificate-authority-data"
         bundle = pki.b64decode_pem(entry[key], str(path), key)
         if fp in pki.bundle_fingerprints(bundle):
             return False

@@ -41,6 +41,7 @@ from trustplan.formats.savedplan import Bindings, PlanRollout, SavedPlan
 from trustplan.planner import Plan
 from trustplan.planner.ops import OutputKind
 from trustplan.planner.timestamps import iso_time
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 MAGIC = b"TRUSTPLAN\0"
 SIG_MAGIC = b"SIG\0"
@@ -106,7 +107,7 @@ def signer(data: bytes) -> bytes | None:
 
 
 def key_fingerprint(public: bytes) -> str:
-    return "sha256:" + hashlib.sha256(public).hexdigest()
+    return sha256_fingerprint(public)
 
 
 def check_signature(data: bytes, source: str, trusted: ed25519.Ed25519PublicKey) -> None:

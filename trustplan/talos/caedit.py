@@ -25,7 +25,6 @@ from trustplan.talos.yamledit import Splice, Unsupported
 class Encoding:
     """How one layout spells its CA values."""
 
-    cert_field: str  # "crt" or "cert"
     item_field: str | None  # acceptedCAs items: mapping with this key, or plain scalars when None
     encode: Callable[[bytes], str]  # PEM bytes -> the value as the document holds it
     equal: Callable[[str, str], bool]
@@ -48,14 +47,14 @@ def _b64_render(value: str, node: yaml.ScalarNode | None, col: int) -> str:
 
 
 def legacy_encoding() -> Encoding:
-    return Encoding("crt", "crt", lambda pem: base64.b64encode(pem).decode("ascii"), _b64_equal, _b64_render)
+    return Encoding("crt", lambda pem: base64.b64encode(pem).decode("ascii"), _b64_equal, _b64_render)
 
 
 def multidoc_encoding(block_indent: int) -> Encoding:
     def render(value: str, node: yaml.ScalarNode | None, col: int) -> str:
         return ye.literal(value, col + block_indent)
 
-    return Encoding("cert", None, lambda pem: pem.decode("utf-8"), lambda a, b: a == b, render)
+    return Encoding(None, lambda pem: pem.decode("utf-8"), lambda a, b: a == b, render)
 
 
 class _Editor:

@@ -25,7 +25,6 @@ import base64
 import binascii
 import copy
 import datetime as dt
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Literal, assert_never
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from trustplan.errors import InputError
 from trustplan.planner.model import PKI
 from trustplan.talos import certgen, pki
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 Layout = Literal["document", "legacy", "absent"]
 DOC_KINDS: dict[str, str] = {
@@ -82,10 +82,10 @@ def fingerprint(kind: PKI, m: Material) -> str:
             der = serialization.load_pem_public_key(m.public).public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-            return "sha256:" + hashlib.sha256(der).hexdigest()
+            return sha256_fingerprint(der)
         case "encryption":
             assert m.secret is not None
-            return "sha256:" + hashlib.sha256(b"trustplan secretbox key v1\0" + m.secret).hexdigest()
+            return sha256_fingerprint(b"trustplan secretbox key v1\0" + m.secret)
         case _:
             assert_never(kind)
 

@@ -18,7 +18,6 @@ byte, and CA entries keep the exact bytes they were read with.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from trustplan.planner.model import PKI
 from trustplan.planner.model import Role as Role  # re-exported for providers/ (below the planner's reach)
 from trustplan.system import safeyaml
 from trustplan.talos import caedit, kubecreds, pki, yamledit
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
     from yaml import CSafeDumper as _Dumper
@@ -67,7 +67,7 @@ class CAFields:
 
 
 def digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return sha256_fingerprint(data)
 
 
 def load_yaml(text: bytes | str) -> Any:

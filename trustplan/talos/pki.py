@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 from dataclasses import dataclass, field
 
 from cryptography import x509
@@ -25,6 +24,7 @@ from trustplan.errors import CAError
 from trustplan.planner.model import PKI as PKI
 from trustplan.planner.model import PKIS as PKIS
 from trustplan.planner.timestamps import iso_time as iso_time
+from trustplan.talos.fingerprint import sha256_fingerprint
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -88,7 +88,7 @@ class CACert:
 
 def fingerprint(cert: x509.Certificate) -> str:
     """`sha256:<hex>` of the DER certificate: how trustplan names a CA."""
-    return "sha256:" + hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return sha256_fingerprint(cert.public_bytes(serialization.Encoding.DER))
 
 
 def short(fp: str) -> str:
