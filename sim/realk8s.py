@@ -36,6 +36,7 @@ from trustplan_sim import etcd, realkubelet
 from trustplan_sim.k8sinputs import VERSION, APIServerInputs, b64_pem, find_apiserver, public_pem, read_inputs
 
 from trustplan.errors import TrustplanError
+from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
 
 if TYPE_CHECKING:
@@ -112,8 +113,8 @@ class RealAPIServer:
             "service-account.key": inputs.sa_key,
             "service-account.pub": b"".join(_lf(k) for k in (public_pem(inputs.sa_key, name), *inputs.sa_accepted)),
             "etcd-client-ca.crt": inputs.etcd_ca,
-            "etcd-client.crt": member.pki_path("apiserver-client.crt").read_bytes(),
-            "etcd-client.key": member.pki_path("apiserver-client.key").read_bytes(),
+            "etcd-client.crt": read_regular(member.pki_path("apiserver-client.crt"), what="etcd client cert"),
+            "etcd-client.key": read_regular(member.pki_path("apiserver-client.key"), what="etcd client key"),
             "encryptionconfig.yaml": inputs.encryption.encode(),
             "issuing-ca.crt": inputs.k8s_issuer,  # for this simulator's readiness probe only
         }

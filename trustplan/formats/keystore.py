@@ -198,14 +198,16 @@ class Keystore:
             (p for p in (self.root / f"{self._hex(fp)}.crt", self.root / f"{self._hex(fp)}.pub") if p.exists()),
             None,
         )
-        try:
-            secret = key_path.read_bytes()
-            public = public_path.read_bytes() if public_path is not None else b""
-        except OSError:
+        if not key_path.exists():
             raise KeystoreError(
                 f"{key_path}: the key {fp} is missing from the keystore",
                 hint="restore the keystore directory from backup, or make a new plan",
-            ) from None
+            )
+        try:
+            secret = read_regular(key_path, what="key")
+            public = read_regular(public_path, what="public part of a key") if public_path is not None else b""
+        except InputError as exc:
+            raise KeystoreError(str(exc), hint="restore the keystore directory from backup") from None
         if self.sealer is not None:
             secret = self.sealer.open(secret, str(key_path))
         m = kubecreds.Material(public, secret, kubecreds.secretbox_name(fp) if kind == "encryption" else None)

@@ -127,11 +127,11 @@ def secretbox_keys(doc: dict[str, Any], source: str) -> tuple[list[Any], str]:
     kind = DOC_KINDS["encryption"]
     resources = ((doc.get("config") or {}).get("resources")) or []
     for r, block in enumerate(resources):
-        for p, provider in enumerate((block or {}).get("providers") or []):
-            if isinstance(provider, dict) and isinstance(provider.get("secretbox"), dict):
-                keys = provider["secretbox"].setdefault("keys", [])
+        for p, entry in enumerate((block or {}).get("providers") or []):
+            if isinstance(entry, dict) and isinstance(entry.get("secretbox"), dict):
+                keys = entry["secretbox"].setdefault("keys", [])
                 if keys is None:
-                    keys = provider["secretbox"]["keys"] = []
+                    keys = entry["secretbox"]["keys"] = []
                 if not isinstance(keys, list):
                     raise InputError(source, "keys is not a list", path=f"{kind}.config.resources[{r}]")
                 return keys, f"{kind}.config.resources[{r}].providers[{p}].secretbox.keys"
