@@ -206,6 +206,8 @@ class EtcdMember:
     restarts: list[float] = field(default_factory=list)
     #: --initial-cluster of the last start
     initial: str = ""
+    #: kube-apiserver's etcd client cert and key (PEM), issued with the member's PKI
+    apiserver_client: tuple[bytes, bytes] = (b"", b"")
 
     @property
     def client_url(self) -> str:
@@ -233,6 +235,7 @@ class EtcdMember:
         srv = issue_leaf(ca, common_name=self.hostname, dns=(self.hostname, "localhost"),
                          ips=(self.address, "127.0.0.1", "::1"))
         apiserver = issue_leaf(ca, common_name="kube-apiserver", server=False)
+        self.apiserver_client = apiserver
         for stem, (crt, key) in (("peer", peer), ("server", srv), ("apiserver-client", apiserver)):
             write_secret(self.pki_path(f"{stem}.crt"), crt)
             write_secret(self.pki_path(f"{stem}.key"), key)
