@@ -6,11 +6,13 @@ authorities by PKI and name, keys sorted when serialized.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 from typing import Any, assert_never
 
-from trustplan.planner.model import PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
-from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.drain import Deferred
+from trustplan.planner.model import KINDS, PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
+from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 from trustplan.planner.timestamps import iso_time, parse_time
 
@@ -40,6 +42,8 @@ def edit_document(e: Edit) -> dict[str, Any]:
             base["ca"] = ca
         case SwapIssuer(new=new, old=old):
             base["new"], base["old"], base["with_key"] = new, old, e.with_key
+        case MoveToDocument():
+            pass
         case _:
             assert_never(e)
     return base
@@ -53,6 +57,8 @@ def _edit(d: dict[str, Any]) -> Edit:
             return RemoveCA(d["node"], d["role"], d["pki"], d["ca"])
         case "swap":
             return SwapIssuer(d["node"], d["role"], d["pki"], d["new"], d["old"])
+        case "move":
+            return MoveToDocument(d["node"], d["role"], d["pki"])
     raise ValueError(f"unknown edit kind {d['kind']!r}")
 
 
@@ -89,7 +95,9 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 "role": n.role,
                 "declared_role": n.declared_role,
                 "config_digest": n.config_digest,
-                "live": {"talos": _trust(n.talos), "kubernetes": _trust(n.kubernetes)},
+                "live": {pki: _trust(t) for pki, t in n.trusts().items()},
+                "legacy": list(n.legacy),
+                "talos_version": n.talos_version,
                 "targets": targets.get(n.address, {}),
                 "changes": changes[n.address],
             }
@@ -116,6 +124,17 @@ def to_document(plan: Plan) -> dict[str, Any]:
             for p in plan.phases
         ],
         "warnings": [w.message for w in plan.warnings],
+        "deferred": [
+            {
+                "pki": d.pki,
+                "cas": list(d.cas),
+                "nodes": list(d.nodes),
+                "drain_seconds": int(d.drain.total_seconds()),
+                "since": iso_time(d.since) if d.since else None,
+                "until": iso_time(d.until) if d.until else None,
+            }
+            for d in plan.deferred
+        ],
         "warning_details": [
             {"code": w.code, "pki": w.pki, "fingerprint": w.fingerprint, "nodes": list(w.nodes), "message": w.message}
             for w in plan.warnings
@@ -159,6 +178,9 @@ def from_document(doc: dict[str, Any]) -> Plan:
             _untrust(n["live"]["talos"]),
             _untrust(n["live"]["kubernetes"]),
             n["declared_role"],
+            others=tuple((p, _untrust(n["live"][p])) for p in PKIS if p in n["live"] and KINDS[p].holders != "all"),
+            legacy=tuple(n.get("legacy", ())),
+            talos_version=n.get("talos_version"),
         )
         for n in doc["nodes"]
     )
@@ -189,4 +211,15 @@ def from_document(doc: dict[str, Any]) -> Plan:
         )
     else:  # a format 1.0 document: the messages only
         warnings = tuple(PlanWarning("message", None, None, (), m) for m in doc["warnings"])
-    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, warnings)
+    deferred = tuple(
+        Deferred(
+            d["pki"],
+            tuple(d["cas"]),
+            tuple(d["nodes"]),
+            dt.timedelta(seconds=d["drain_seconds"]),
+            parse_time(d["since"]) if d["since"] else None,
+            parse_time(d["until"]) if d["until"] else None,
+        )
+        for d in doc.get("deferred", [])
+    )
+    return Plan(doc["cluster"], managed, authorities, nodes, targets, phases, warnings, deferred)

@@ -3,20 +3,93 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Literal
 
-PKI = Literal["talos", "kubernetes"]
-PKIS: tuple[PKI, ...] = ("talos", "kubernetes")
+#: The closed set of credential kinds a plan rotates (historically "PKIs", hence the name). Code that
+#: treats kinds differently `match`es on this with `assert_never` in the last case, so mypy names
+#: every place a new kind must be handled; everything else reads the kind's facts from `KINDS`.
+PKI = Literal["talos", "kubernetes", "aggregator", "serviceaccount", "encryption"]
 Role = Literal["controlplane", "worker"]
 Source = Literal["generate", "import", "live"]
+#: What an authority of a kind is: a CA (certificate + key), a signing key (a key pair without a
+#: certificate: nodes accept its public key), or a symmetric secretbox key (nodes hold all of it).
+Material = Literal["ca", "signing-key", "secretbox"]
+#: Which nodes hold a kind: every node (the control planes issue, workers trust the certificate), or
+#: the control planes alone (workers hold nothing of it and are never edited for it).
+Holders = Literal["all", "controlplane"]
 
-PKI_TITLE: dict[PKI, str] = {"talos": "Talos API", "kubernetes": "Kubernetes API"}
+
+@dataclass(frozen=True)
+class KindInfo:
+    """The facts about one credential kind that the planner, the safety check and the renderers
+    share. Adding a kind: a value in `PKI`, an entry here, and the `match` arms mypy then asks for."""
+
+    title: str  # "Kubernetes API": what it belongs to
+    noun: str  # "CA" | "signing key" | "key": what one authority of it is
+    material: Material
+    holders: Holders
+    field: str  # where the issuer lives in a machine config (1.14 layout), for messages
+    issues: str = "issue from"  # what the issuer does, in a swap's description
+    revokes: str = "revokes what it issued on this node"  # what a remove does, in its description
+
+    @property
+    def name(self) -> str:
+        """e.g. "Kubernetes API CA", "service-account signing key"."""
+        return f"{self.title} {self.noun}"
+
+
+KINDS: Mapping[PKI, KindInfo] = MappingProxyType(
+    {
+        "talos": KindInfo("Talos API", "CA", "ca", "all", "machine.ca"),
+        "kubernetes": KindInfo("Kubernetes API", "CA", "ca", "all", "cluster.ca"),
+        "aggregator": KindInfo("aggregator", "CA", "ca", "controlplane", "KubeAggregatorCAConfig.issuingCA"),
+        "serviceaccount": KindInfo(
+            "service-account",
+            "signing key",
+            "signing-key",
+            "controlplane",
+            "KubeServiceAccountConfig.issuer",
+            "sign tokens with",
+            "tokens it signed stop working here",
+        ),
+        "encryption": KindInfo(
+            "encryption-at-rest",
+            "key",
+            "secretbox",
+            "controlplane",
+            "KubeEtcdEncryptionConfig",
+            "encrypt Secrets with",
+            "what is still encrypted with it can no longer be read here",
+        ),
+    }
+)
+PKIS: tuple[PKI, ...] = tuple(KINDS)
+#: where a Talos before 1.14 keeps a single value of a kind (nothing can be accepted beside it)
+LEGACY_FIELD: Mapping[PKI, str] = MappingProxyType(
+    {
+        "aggregator": "cluster.aggregatorCA",
+        "serviceaccount": "cluster.serviceAccount.key",
+        "encryption": "cluster.secretboxEncryptionSecret",
+    }
+)
+#: the first Talos version whose configs take the documents of every control-plane-only kind
+DOCUMENTS_SINCE = "v1.14.0"
+PKI_TITLE: Mapping[PKI, str] = MappingProxyType({k: i.title for k, i in KINDS.items()})
+
+
+def holds(role: Role, pki: PKI) -> bool:
+    """Whether a node of `role` holds credentials of kind `pki` at all."""
+    return KINDS[pki].holders == "all" or role == "controlplane"
 
 
 @dataclass(frozen=True)
 class Authority:
-    """A CA the plan refers to: public facts only (never a key)."""
+    """An authority the plan refers to (a CA, a signing key, a secretbox key): public facts only,
+    never a key. For a signing key `cert_pem` is its public key (PEM); for a secretbox key it is
+    empty, and the fingerprint is a digest of the key that cannot be turned back into it."""
 
     fingerprint: str
     pki: PKI
@@ -47,6 +120,9 @@ class LiveTrust:
         return frozenset(self.accepted) | ({self.issuer} if self.issuer else frozenset())
 
 
+NO_TRUST = LiveTrust(None, False, ())
+
+
 @dataclass(frozen=True)
 class LiveNode:
     """A node as read from its live config."""
@@ -61,18 +137,42 @@ class LiveNode:
     #: directly): a worker's client-trust bundle comes from trustd, not from its config
     probed_accepts: tuple[str, ...] = ()
     probed_refuses: tuple[str, ...] = ()
+    #: the control-plane-only kinds (KINDS[k].holders == "controlplane") this node holds, as read
+    others: tuple[tuple[PKI, LiveTrust], ...] = ()
+    #: of those, the kinds held in the legacy single value (LEGACY_FIELD): nothing can be accepted
+    legacy: tuple[PKI, ...] = ()
+    #: the Talos version the node runs (e.g. "v1.14.1"), None when unknown (configs on disk)
+    talos_version: str | None = None
 
     def trust(self, pki: PKI) -> LiveTrust:
-        return self.talos if pki == "talos" else self.kubernetes
+        """The node's fields for `pki` (NO_TRUST for a kind it does not hold)."""
+        match pki:
+            case "talos":
+                return self.talos
+            case "kubernetes":
+                return self.kubernetes
+            case _:
+                return dict(self.others).get(pki, NO_TRUST)
+
+    def holds(self, pki: PKI) -> bool:
+        return holds(self.role, pki)
+
+    def trusts(self) -> dict[PKI, LiveTrust]:
+        """Every kind read from the node, in KINDS order."""
+        others = dict(self.others)
+        return {p: self.trust(p) for p in PKIS if KINDS[p].holders == "all" or p in others}
 
 
 @dataclass(frozen=True)
 class DesiredTrust:
-    """What one managed PKI should look like on every node once the plan has run."""
+    """What one managed kind should look like on every node holding it once the plan has run."""
 
     pki: PKI
     issuer: str
     accepted: tuple[str, ...] = ()
+    #: a signing key's token drain: the old public key is removed only this long after the swap
+    #: (None: no wait; tokens signed with the old key stay valid until they expire)
+    drain: dt.timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -108,3 +208,7 @@ class PlanInput:
     now: dt.datetime
     outputs: Outputs = Outputs()
     operator: Credential | None = None  # None: files, where no credential is used
+    #: when a swap of each kind last finished everywhere (the state's record; the drain counts from it)
+    swapped_at: tuple[tuple[PKI, dt.datetime], ...] = ()
+    #: legacy Secret-based service-account tokens (namespace/name) signed with a key being removed
+    legacy_tokens: tuple[str, ...] = ()

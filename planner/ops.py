@@ -2,6 +2,7 @@
 `assert_never` in the last case, so mypy proves every kind handled wherever an op is interpreted.
 
 Edit  = AcceptCA | SwapIssuer | RemoveCA     changes to one node's CA fields for one PKI
+      | MoveToDocument                       a legacy single value moved into its 1.14 document
 Gate                                        a verification between phases
 WriteOutput                                 a file written after the last gate
 
@@ -21,7 +22,7 @@ from typing import ClassVar, Literal, assert_never
 from trustplan.planner.model import PKI, LiveTrust, Role
 from trustplan.planner.model import Credential as Credential  # what Gate and Phase hold: `op.Credential`
 
-PhaseName = Literal["accept", "swap", "remove", "outputs"]
+PhaseName = Literal["move", "accept", "swap", "remove", "outputs"]
 OutputKind = Literal["talosconfig", "kubeconfig", "secrets"]
 
 
@@ -77,7 +78,23 @@ class RemoveCA:
         return AcceptCA(self.node, self.role, self.pki, self.ca)
 
 
-Edit = AcceptCA | SwapIssuer | RemoveCA
+@dataclass(frozen=True)
+class MoveToDocument:
+    """Move the node's legacy single value of `pki` (e.g. cluster.serviceAccount.key) into its 1.14
+    document, unchanged: the same issuer, nothing accepted yet. Trust does not change; afterwards
+    the node can accept a second authority."""
+
+    node: str
+    role: Role
+    pki: PKI
+    kind: ClassVar[Literal["move"]] = "move"
+    destructive: ClassVar[bool] = False
+
+    def reverse(self) -> None:
+        return None  # the document means what the legacy value meant: nothing to undo
+
+
+Edit = AcceptCA | SwapIssuer | RemoveCA | MoveToDocument
 
 
 def apply_edit(trust: LiveTrust, edit: Edit, key_available: bool = True) -> LiveTrust:
@@ -94,6 +111,8 @@ def apply_edit(trust: LiveTrust, edit: Edit, key_available: bool = True) -> Live
             return LiveTrust(new, edit.with_key and key_available, accepted)
         case RemoveCA(ca=ca):
             return LiveTrust(trust.issuer, trust.issuer_has_key, tuple(c for c in trust.accepted if c != ca))
+        case MoveToDocument():
+            return trust
         case _:
             assert_never(edit)
 
@@ -102,7 +121,7 @@ def revokes(edit: Edit) -> bool:
     """Whether a node outside the plan, keeping its CAs, can lose contact with the edited node: the
     node issues from a new CA (swap) or stops trusting one (remove). Adding a CA cannot."""
     match edit:
-        case AcceptCA():
+        case AcceptCA() | MoveToDocument():
             return False
         case SwapIssuer() | RemoveCA():
             return True
@@ -113,7 +132,7 @@ def revokes(edit: Edit) -> bool:
 def new_issuer(edit: Edit) -> str | None:
     """The CA the edit makes the node's issuer (a swap), or None."""
     match edit:
-        case AcceptCA() | RemoveCA():
+        case AcceptCA() | RemoveCA() | MoveToDocument():
             return None
         case SwapIssuer(new=new):
             return new
@@ -124,7 +143,7 @@ def new_issuer(edit: Edit) -> str | None:
 def key_needed(edit: Edit) -> str | None:
     """The CA whose private key the edit writes into the node's config (a control plane's swap), or None."""
     match edit:
-        case AcceptCA() | RemoveCA():
+        case AcceptCA() | RemoveCA() | MoveToDocument():
             return None
         case SwapIssuer(new=new):
             return new if edit.with_key else None

@@ -13,8 +13,27 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from typing import assert_never
 
-from trustplan.planner.model import PKI, PKIS, Authority, Credential, DesiredTrust, LiveNode, LiveTrust, PlanInput
+from trustplan.planner.drain import (
+    Deferred,
+    LegacyLayoutError,
+    format_duration,
+    held_removes,
+    legacy_moves,
+    tokens_break,
+)
+from trustplan.planner.model import (
+    KINDS,
+    PKI,
+    PKIS,
+    Authority,
+    Credential,
+    DesiredTrust,
+    LiveNode,
+    LiveTrust,
+    PlanInput,
+)
 from trustplan.planner.ops import (
     AcceptCA,
     Edit,
@@ -29,11 +48,15 @@ from trustplan.planner.ops import (
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
 from trustplan.planner.safety import UnsafePlan, check_plan
 
-CHANGE_PHASES: tuple[PhaseName, ...] = ("accept", "swap", "remove")
+CHANGE_PHASES: tuple[PhaseName, ...] = ("move", "accept", "swap", "remove")
 
 
 class PlanningError(Exception):
     """The live cluster and the desired state cannot be reconciled (e.g. a role contradiction)."""
+
+
+class LegacyLayoutRefused(PlanningError, LegacyLayoutError):
+    """A legacy single value (e.g. cluster.serviceAccount.key) would change on a Talos before 1.14."""
 
 
 def node_sort_key(node: LiveNode) -> tuple[int, int, object, str]:
@@ -83,34 +106,55 @@ def make_plan(inp: PlanInput) -> Plan:
     managed = tuple(p for p in PKIS if p in desired)
     key_ok = {a.fingerprint: a.key_available for a in inp.authorities}
 
-    by_phase: dict[PhaseName, list[Edit]] = {"accept": [], "swap": [], "remove": []}
+    by_phase: dict[PhaseName, list[Edit]] = {"move": [], "accept": [], "swap": [], "remove": []}
     targets: list[NodeTarget] = []
+    planned: list[tuple[LiveNode, PKI, dict[PhaseName, list[Edit]]]] = []
     for node in nodes:
         for pki in managed:
-            want, trust = desired[pki], node.trust(pki)
-            node_edits = _edits_for(node, want, trust)
-            after = trust
-            for phase_name in CHANGE_PHASES:
-                by_phase[phase_name] += node_edits[phase_name]
-                for e in node_edits[phase_name]:
-                    after = apply_edit(after, e, key_ok.get(want.issuer, False))
-            targets.append(NodeTarget(node.address, node.role, pki, trust, after))
+            if not node.holds(pki):  # e.g. a worker and a control-plane-only kind
+                continue
+            node_edits = _edits_for(node, desired[pki], node.trust(pki))
+            try:
+                node_edits["move"] = legacy_moves(node, pki, [e for es in node_edits.values() for e in es])
+            except LegacyLayoutError as exc:
+                raise LegacyLayoutRefused(str(exc)) from None
+            planned.append((node, pki, node_edits))
+    held: set[Edit] = set()
+    deferred: list[Deferred] = []
+    for pki in managed:
+        edits_of = [e for _, p, es in planned if p == pki for e in es.get("swap", []) + es.get("remove", [])]
+        waits, note = held_removes(inp, desired[pki], edits_of)
+        held |= waits
+        deferred += [note] if note else []
+    for node, pki, node_edits in planned:
+        want, trust = desired[pki], node.trust(pki)
+        after = trust
+        for phase_name in CHANGE_PHASES:
+            kept = [e for e in node_edits.get(phase_name, []) if e not in held]
+            by_phase[phase_name] += kept
+            for e in kept:
+                after = apply_edit(after, e, key_ok.get(want.issuer, False))
+        targets.append(NodeTarget(node.address, node.role, pki, trust, after))
 
     live_issuers = {
         pki: tuple(sorted({i for n in nodes if (i := n.trust(pki).issuer)} | {desired[pki].issuer}))
         for pki in managed
     }
-    all_nodes = tuple(n.address for n in nodes)
+    holders = {pki: tuple(n.address for n in nodes if n.holds(pki)) for pki in managed}
 
     def gate_credential(pki: PKI, phase: PhaseName) -> Credential:
-        """After accept: new client cert, old + new server CAs; after swap and remove: new only."""
+        """After accept: new client cert, old + new server CAs; after swap and remove: new only.
+        After a move: what the node issued before, unchanged (the move is proven harmless)."""
+        if phase == "move":
+            live = next(i for n in nodes if (i := n.trust(pki).issuer))
+            return Credential(live, (live,))
         issuer = desired[pki].issuer
         return Credential(issuer, live_issuers[pki] if phase == "accept" else (issuer,))
 
     def talos_credential(phase: PhaseName) -> Credential | None:
         """Accept runs with the operator's credential; swap with the new cert trusting old + new
         server CAs (nodes switch certificates during it); remove with the new PKI alone."""
-        if "talos" in desired and phase != "accept":
+        if "talos" in desired and phase not in ("move", "accept"):
             return gate_credential("talos", "accept" if phase == "swap" else phase)
         if inp.operator is not None:
             return inp.operator
@@ -124,13 +168,13 @@ def make_plan(inp: PlanInput) -> Plan:
         if not edits and not recertify:
             continue
         changed = [p for p in managed if any(e.pki == p for e in edits)] or ["talos"]
-        gates = [Gate(p, phase_name, gate_credential(p, phase_name), all_nodes) for p in changed]
+        gates = [Gate(p, phase_name, gate_credential(p, phase_name), holders[p]) for p in changed]
         if phase_name == "accept":  # also prove every pre-staged CA we hold a key for is trusted
             for p in changed:
                 staged = dict.fromkeys(e.ca for e in edits if isinstance(e, AcceptCA) and e.pki == p)
                 for ca in staged:
                     if ca != desired[p].issuer and key_ok.get(ca, False):
-                        gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), all_nodes))
+                        gates.append(Gate(p, "accept", Credential(ca, live_issuers[p]), holders[p]))
         phases.append(Phase(phase_name, tuple(edits), tuple(gates), talos_credential(phase_name), (), recertify))
 
     outs = _outputs(inp, desired, managed, refresh_only=not phases)
@@ -146,6 +190,7 @@ def make_plan(inp: PlanInput) -> Plan:
         targets=tuple(targets),
         phases=tuple(phases),
         warnings=(),
+        deferred=tuple(deferred),
     )
     plan = dataclasses.replace(plan, warnings=_warnings(plan, inp))
     check_plan(plan, inp)
@@ -211,23 +256,32 @@ def _referenced(inp: PlanInput, targets: list[NodeTarget]) -> tuple[Authority, .
     return tuple(sorted((a for a in inp.authorities if a.fingerprint in used), key=lambda a: (a.pki, a.label)))
 
 
+def _untrusted_means(pki: PKI) -> str:
+    """What it breaks when an authority of `pki` stops being trusted everywhere."""
+    match pki:
+        case "talos" | "kubernetes":
+            what = "talosconfigs" if pki == "talos" else "kubeconfigs"
+            return f"stops being trusted on every node: {what} and any other client certificates it issued stop working"
+        case "aggregator":
+            return (
+                "stops being trusted by every API server: front-proxy client certificates it issued "
+                "(extension API servers' callers) stop working"
+            )
+        case "serviceaccount":
+            return "stops being accepted by every API server: service-account tokens it signed stop working"
+        case "encryption":
+            return "is dropped by every API server: anything still encrypted with it in etcd can no longer be read"
+        case _:
+            assert_never(pki)
+
+
 def _warnings(plan: Plan, inp: PlanInput) -> tuple[PlanWarning, ...]:
     out: list[PlanWarning] = []
     trusted_after = {(t.pki, c) for t in plan.targets for c in t.after.trusted}
     trusted_before = {(t.pki, c) for t in plan.targets for c in t.before.trusted}
     for pki, ca in sorted(trusted_before - trusted_after):
-        what = "talosconfigs" if pki == "talos" else "kubeconfigs"
         dropping = tuple(t.node for t in plan.targets if t.pki == pki and ca in t.before.trusted)
-        out.append(
-            PlanWarning(
-                "ca-untrusted",
-                pki,
-                ca,
-                dropping,
-                f"{plan.label(ca)} ({ca}) stops being trusted on every node: {what} and any other "
-                f"client certificates it issued stop working",
-            )
-        )
+        out.append(PlanWarning("ca-untrusted", pki, ca, dropping, f"{plan.label(ca)} ({ca}) {_untrusted_means(pki)}"))
     for d in inp.desired:
         for fp in (d.issuer, *d.accepted):
             a = plan.authority(fp)
@@ -240,6 +294,20 @@ def _warnings(plan: Plan, inp: PlanInput) -> tuple[PlanWarning, ...]:
             what = "does not hold the issuing CA" if kind == "secrets" else "does not work against the live cluster"
             message = f"the configured {kind} {what}: it is written anew"
             out.append(PlanWarning("output-refused", None, None, (), message))
+    for held in plan.deferred:
+        when = (
+            f"`trustplan plan` offers it from {held.until:%Y-%m-%d %H:%M} UTC"
+            if held.until is not None
+            else f"`trustplan plan` offers it {format_duration(held.drain)} after the swap (apply records when)"
+        )
+        message = (
+            f"the remove of {', '.join(plan.label(c) for c in held.cas)} ({KINDS[held.pki].name}) waits for the token "
+            f"drain of {format_duration(held.drain)}: tokens signed with it stay valid until they expire; {when}"
+        )
+        out.append(PlanWarning("removal-deferred", held.pki, held.cas[0] if held.cas else None, held.nodes, message))
+    sa_removed = {e.ca for e in plan.edits if e.kind == "remove" and e.pki == "serviceaccount"}
+    if sa_removed and inp.legacy_tokens:
+        out.append(PlanWarning("tokens-break", "serviceaccount", None, (), tokens_break(inp.legacy_tokens)))
     if plan.has_edits:
         changed = {e.node for e in plan.edits}
         skipped = tuple(n.address for n in plan.nodes if n.address not in changed)

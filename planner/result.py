@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import assert_never
 
-from trustplan.planner.model import PKI, Authority, DesiredTrust, LiveNode, LiveTrust
-from trustplan.planner.ops import AcceptCA, Edit, Gate, Phase, RemoveCA, SwapIssuer, WriteOutput
+from trustplan.planner.drain import Deferred
+from trustplan.planner.model import KINDS, LEGACY_FIELD, PKI, Authority, DesiredTrust, LiveNode, LiveTrust
+from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, Phase, RemoveCA, SwapIssuer, WriteOutput
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,9 @@ class NodeTarget:
 class PlanWarning:
     """A warning a policy can match: a stable `code` (`ca-untrusted`: the CA `fingerprint` stops
     being trusted by the `nodes` that trusted it; `ca-expiring`: a CA trusted after the plan expires
-    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`), the PKI and CA it
+    within 90 days; `output-refused`: an output is rewritten; `nodes-skipped`; `removal-deferred`: a
+    remove held back for the service-account token drain; `tokens-break`: legacy token Secrets that
+    stop working), the PKI and CA it
     concerns (None when it concerns neither), the nodes, and the human sentence. A plan file from a
     newer trustplan may carry other codes (shown by their message); a format 1.0 file carries
     messages only, read back with the code "message"."""
@@ -48,6 +51,8 @@ class Plan:
     targets: tuple[NodeTarget, ...]
     phases: tuple[Phase, ...]
     warnings: tuple[PlanWarning, ...]  # computed once, by make_plan; renderers only show them
+    #: removes held back for a token drain (planner.drain): apply records when the drain started
+    deferred: tuple[Deferred, ...] = ()
 
     @property
     def has_changes(self) -> bool:
@@ -102,11 +107,16 @@ class Plan:
                 return f"accept {self.label(ca)}"
             case SwapIssuer(new=new, old=old) if old == new:
                 return f"restore the key of {self.label(new)} (the config has the certificate only)"
+            case SwapIssuer(new=new, old=old) if KINDS[e.pki].material != "ca":
+                was = f"; {self.label(old)} stays accepted" if old else ""
+                return f"{KINDS[e.pki].issues} {self.label(new)}{was}"
             case SwapIssuer(new=new, old=old):
                 held = "cert + key" if e.with_key else "cert only"
                 was = f"; {self.label(old)} moves to accepted" if old else ""
-                return f"issue from {self.label(new)} ({held}){was}"
+                return f"{KINDS[e.pki].issues} {self.label(new)} ({held}){was}"
             case RemoveCA(ca=ca):
-                return f"remove {self.label(ca)}  (revokes what it issued on this node)"
+                return f"remove {self.label(ca)}  ({KINDS[e.pki].revokes})"
+            case MoveToDocument(pki=pki):
+                return f"move the {KINDS[pki].name} from {LEGACY_FIELD[pki]} into its 1.14 document, unchanged"
             case _:
                 assert_never(e)

@@ -9,7 +9,12 @@ The model follows Talos's trust rules (docs/talos-model.md: Talos API trust, wor
   guesses it (what every control plane trusts now) unless the node was probed directly
   (`LiveNode.probed_accepts/refuses`), which overrides the guess;
 - every kube-apiserver (control planes) trusts cluster.ca + cluster.acceptedCAs, and every node's
-  kubelet must trust the CA of every API server certificate.
+  kubelet must trust the CA of every API server certificate;
+- the control-plane-only kinds (KINDS[k].holders == "controlplane": the aggregator CA, the
+  service-account signing key, the encryption-at-rest key) are shared by the API servers: whatever
+  one API server issues (a front-proxy client cert, a token, a Secret written to etcd) every API
+  server must accept (trust the cert, verify the token, decrypt the value), so every control plane
+  must trust every control plane's issuer after each write.
 """
 
 from __future__ import annotations
@@ -17,8 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import assert_never
 
-from trustplan.planner.model import PKI, Credential, LiveTrust, PlanInput
-from trustplan.planner.ops import AcceptCA, Edit, Gate, OutputKind, Phase, RemoveCA, SwapIssuer, apply_edit
+from trustplan.planner.model import KINDS, PKI, Credential, LiveTrust, PlanInput
+from trustplan.planner.ops import (
+    AcceptCA,
+    Edit,
+    Gate,
+    MoveToDocument,
+    OutputKind,
+    Phase,
+    RemoveCA,
+    SwapIssuer,
+    apply_edit,
+)
 from trustplan.planner.result import Plan
 
 
@@ -42,9 +57,7 @@ class _Model:
         self.managed = plan.managed
         self.nodes: dict[str, _Node] = {}
         for n in plan.nodes:
-            self.nodes[n.address] = _Node(
-                n.address, n.role, {"talos": n.talos, "kubernetes": n.kubernetes}, frozenset(), frozenset()
-            )
+            self.nodes[n.address] = _Node(n.address, n.role, n.trusts(), frozenset(), frozenset())
         # roles never change during a replay: list them once (reach checks ask for every node)
         self._cps = [n for n in self.nodes.values() if n.role == "controlplane"]
         self._workers = [n for n in self.nodes.values() if n.role == "worker"]
@@ -133,16 +146,32 @@ class _Model:
 
     # --- the Kubernetes API ---------------------------------------------------------------------
 
-    def kube_reach(self, cred: Credential) -> str | None:
+    def kube_reach(self, cred: Credential, pki: PKI = "kubernetes") -> str | None:
+        """None if every kube-apiserver accepts what `cred.issuer` issued (an admin cert, a
+        front-proxy cert, a token, a value in etcd) and issues only from `cred.trusted`."""
         for cp in self.cps():
-            t = cp.trust["kubernetes"]
+            t = cp.trust[pki]
             if cred.issuer not in t.trusted:
                 return (
-                    f"the kube-apiserver on {cp.address} would refuse an admin certificate from "
-                    f"{self.label(cred.issuer)}; it trusts only {self.labels(t.trusted)}"
+                    f"the kube-apiserver on {cp.address} would refuse {_issued_by(pki, self.label(cred.issuer))}; "
+                    f"it trusts only {self.labels(t.trusted)}"
                 )
-            if t.issuer not in cred.trusted:
+            if t.issuer not in cred.trusted and pki == "kubernetes":
                 return f"the client would refuse the kube-apiserver certificate of {cp.address}"
+            if t.issuer not in cred.trusted:
+                return f"the kube-apiserver on {cp.address} would still {_issues(pki)} {self.label(t.issuer or '?')}"
+        return None
+
+    def shared_consistent(self, pki: PKI) -> str | None:
+        """A control-plane-only kind: every API server accepts what every API server issues."""
+        issuers = {cp.address: i for cp in self.cps() if (i := cp.trust[pki].issuer)}
+        for cp in self.cps():
+            for other, issuer in issuers.items():
+                if issuer not in cp.trust[pki].trusted:
+                    return (
+                        f"the kube-apiserver on {cp.address} would refuse {_issued_by(pki, self.label(issuer))} "
+                        f"(the {KINDS[pki].name} of {other}); it trusts only {self.labels(cp.trust[pki].trusted)}"
+                    )
         return None
 
     def kube_consistent(self, nodes: list[_Node]) -> str | None:
@@ -167,6 +196,8 @@ class _Model:
                     pass
                 case SwapIssuer(new=new):
                     key_ok = self.key_ok.get(new, False)
+                case MoveToDocument():
+                    pass
                 case RemoveCA(ca=ca):
                     if ca == before.issuer:
                         raise UnsafePlan(f"removing {self.label(ca)} from {node.address} would remove its issuing CA")
@@ -189,22 +220,27 @@ class _Model:
             why = self.kube_consistent(list(self.nodes.values()) if changed_cp_issuer else [node])
             if why:
                 raise UnsafePlan(why)
+        for pki in dict.fromkeys(e.pki for e in edits):
+            if KINDS[pki].holders == "controlplane" and (why := self.shared_consistent(pki)):
+                raise UnsafePlan(why)
 
     def check_node(self, node: _Node) -> None:
         for pki in self.managed:
+            if pki not in node.trust:  # a kind this node does not hold
+                continue
             t = node.trust[pki]
-            name = "machine" if pki == "talos" else "cluster"
+            field = KINDS[pki].field
             if not t.trusted:
-                raise UnsafePlan(f"node {node.address} would be left without any trusted {pki} CA")
+                raise UnsafePlan(f"node {node.address} would be left without any trusted {KINDS[pki].name}")
             if node.role == "controlplane":
                 if t.issuer is None or not t.issuer_has_key:
-                    what = self.label(t.issuer) if t.issuer else "no CA"
+                    what = self.label(t.issuer) if t.issuer else "nothing"
                     raise UnsafePlan(
-                        f"control plane {node.address} would have {name}.ca = {what} without its private key "
+                        f"control plane {node.address} would have {field} = {what} without its private key "
                         f"(no key for it in the keystore, the import or any control plane's config)"
                     )
             elif t.issuer_has_key:
-                raise UnsafePlan(f"worker {node.address} would hold the {name}.ca private key; workers must not")
+                raise UnsafePlan(f"worker {node.address} would hold the {field} private key; workers must not")
 
 
 def check_plan(plan: Plan, inp: PlanInput, *, mixes: bool = True) -> None:
@@ -214,10 +250,9 @@ def check_plan(plan: Plan, inp: PlanInput, *, mixes: bool = True) -> None:
     model = _Model(plan, inp)
     for node in model.nodes.values():  # the live state itself must be sane for what we manage
         for pki in plan.managed:
-            if node.role == "worker" and node.trust[pki].issuer_has_key:
-                name = "machine" if pki == "talos" else "cluster"
+            if node.role == "worker" and pki in node.trust and node.trust[pki].issuer_has_key:
                 raise UnsafePlan(
-                    f"worker {node.address} holds the {name}.ca private key in its live config; "
+                    f"worker {node.address} holds the {KINDS[pki].field} private key in its live config; "
                     "fix the config before rotating"
                 )
     for phase in plan.phases:
@@ -342,15 +377,49 @@ def _check_output(model: _Model, output: OutputKind, ca: str, when: str) -> None
 
 
 def _check_gate(model: _Model, gate: Gate) -> None:
-    if gate.pki == "talos":
-        for address in gate.nodes:
-            why = model.talos_reach(model.nodes[address], gate.credential)
+    match gate.pki:
+        case "talos":
+            for address in gate.nodes:
+                why = model.talos_reach(model.nodes[address], gate.credential)
+                if why:
+                    raise UnsafePlan(f"gate after {gate.after} (Talos API): {why}")
+        case "kubernetes":
+            why = model.kube_reach(gate.credential) or model.kube_consistent(list(model.nodes.values()))
             if why:
-                raise UnsafePlan(f"gate after {gate.after} (Talos API): {why}")
-    else:
-        why = model.kube_reach(gate.credential) or model.kube_consistent(list(model.nodes.values()))
-        if why:
-            raise UnsafePlan(f"gate after {gate.after} (Kubernetes API): {why}")
+                raise UnsafePlan(f"gate after {gate.after} (Kubernetes API): {why}")
+        case "aggregator" | "serviceaccount" | "encryption":
+            why = model.kube_reach(gate.credential, gate.pki) or model.shared_consistent(gate.pki)
+            if why:
+                raise UnsafePlan(f"gate after {gate.after} ({KINDS[gate.pki].name}): {why}")
+        case _:
+            assert_never(gate.pki)
+
+
+def _issued_by(pki: PKI, label: str) -> str:
+    """What the API servers are asked to accept, issued by `label`."""
+    match pki:
+        case "talos" | "kubernetes":
+            return f"an admin certificate from {label}"
+        case "aggregator":
+            return f"a front-proxy client certificate from {label}"
+        case "serviceaccount":
+            return f"a service-account token signed with {label}"
+        case "encryption":
+            return f"a value in etcd encrypted with {label}"
+        case _:
+            assert_never(pki)
+
+
+def _issues(pki: PKI) -> str:
+    match pki:
+        case "talos" | "kubernetes" | "aggregator":
+            return "issue from"
+        case "serviceaccount":
+            return "sign tokens with"
+        case "encryption":
+            return "encrypt with"
+        case _:
+            assert_never(pki)
 
 
 __all__ = ["UnsafePlan", "check_plan"]

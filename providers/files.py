@@ -16,12 +16,12 @@ from trustplan.providers.offline import check_gate
 from trustplan.errors import ProviderError
 from trustplan.system import safeio, safeyaml
 from trustplan.system.atomic import write_atomic
-from trustplan.talos import machineconfig, pki, validation
+from trustplan.talos import machineconfig, validation
 
 
 def holds_key(cfg: machineconfig.MachineConfig) -> bool:
     """Whether a machine config carries a CA private key (a control plane's machine.ca / cluster.ca key)."""
-    return any(cfg.ca_fields(p).issuer_key is not None for p in pki.PKIS)
+    return any(cfg.ca_fields(p).issuer_key is not None for p in machineconfig.READ_KINDS)
 
 
 def config_mode(path: Path, cfg: machineconfig.MachineConfig) -> int:

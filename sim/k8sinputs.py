@@ -109,7 +109,10 @@ def read_inputs(node: SimNode) -> APIServerInputs:
     etcd_ca = (cluster.get("etcd") or {}).get("ca") or {}
     enc_doc = _doc(cfg, "KubeEtcdEncryptionConfig")
     if enc_doc is not None:
-        encryption = _dump(enc_doc.get("config") or {})
+        # Talos sets the TypeMeta itself (k8stemplates.APIServerEncryptionConfig): the document's
+        # config (as talosctl gen config writes it) has neither kind nor apiVersion
+        typed = {"apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration"}
+        encryption = _dump({**typed, **(enc_doc.get("config") or {})})
     else:
         encryption = _encryption_config(str(cluster.get("secretboxEncryptionSecret") or ""),
                                         str(cluster.get("aescbcEncryptionSecret") or ""))

@@ -9,6 +9,8 @@ Rules (the same as policy.rego, for conftest users):
                           before a verification gate in an earlier phase has reached that node,
                           for that PKI, with a client certificate from the node's new issuer
                           (revoke-only removes, where the issuer stays, are not concerned)
+  sa-no-drain             the plan removes a service-account key in the plan that swaps it away (no
+                          token drain: tokens it signed stop working before they expire)
   short-lived-ca          the plan introduces a CA (one no node trusted before) valid for less than
                           365 days
   format-version          the document's major format_version is not 1 (this script reads 1.x:
@@ -67,6 +69,15 @@ def violations(doc: dict[str, Any]) -> list[str]:
                     f"remove-before-verified: phase {index + 1} ({phase['name']}) removes "
                     f"{names.get(edit['ca'], edit['ca'])} from {edit['node']} ({edit['pki']}) before a gate has "
                     f"verified a credential from its new issuer {names.get(issuer or '', issuer)} there"
+                )
+    swapped = {e["old"] for p in phases for e in p["edits"] if e["kind"] == "swap" and e["pki"] == "serviceaccount"}
+    for phase in phases:
+        for edit in phase["edits"]:
+            if edit["kind"] == "remove" and edit["pki"] == "serviceaccount" and edit["ca"] in swapped:
+                out.append(
+                    f"sa-no-drain: phase {phase['name']} removes the service-account key "
+                    f"{names.get(edit['ca'], edit['ca'])} from {edit['node']} in the plan that swaps it away: "
+                    "tokens it signed stop working before they expire (set trust.serviceaccount.drain)"
                 )
     trusted_before = {
         fp for n in doc["nodes"] for trust in n["live"].values() for fp in [trust["issuer"], *trust["accepted"]] if fp

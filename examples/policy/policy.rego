@@ -10,6 +10,8 @@
 #   remove-before-verified  a `remove` edit on a node for a PKI with no verification gate in an
 #                           earlier phase that reached that node with a credential from the node's
 #                           new issuer
+#   sa-no-drain             a `remove` of a service-account key in the plan that swaps it away
+#                           (no token drain: tokens it signed stop working before they expire)
 #   short-lived-ca          a CA the plan introduces (no node trusted it before) valid < 365 days
 #   format-version          a document of a major format version this policy does not know (it reads
 #                           1.x: later minor versions only add fields, which it ignores)
@@ -95,5 +97,21 @@ deny contains msg if {
 	msg := sprintf(
 		"short-lived-ca: new %s CA %s is valid for %d days, less than 365",
 		[a.pki, a.fingerprint, floor(validity / ns_per_day)],
+	)
+}
+
+deny contains msg if {
+	some swap_phase in input.phases
+	some swap in swap_phase.edits
+	swap.kind == "swap"
+	swap.pki == "serviceaccount"
+	some phase in input.phases
+	some edit in phase.edits
+	edit.kind == "remove"
+	edit.pki == "serviceaccount"
+	edit.ca == swap.old
+	msg := sprintf(
+		"sa-no-drain: phase %s removes the service-account key %s from %s in the plan that swaps it away",
+		[phase.name, edit.ca, edit.node],
 	)
 }

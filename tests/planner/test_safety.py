@@ -112,7 +112,7 @@ def test_a_node_left_without_any_trusted_ca_is_refused() -> None:
     remove = Phase("remove", (RemoveCA("10.5.0.6", "worker", "talos", fp("old")),), (), None)
     with pytest.raises(UnsafePlan) as exc:
         check_plan(_with_phases(plan, remove), inp)
-    assert str(exc.value) == "node 10.5.0.6 would be left without any trusted talos CA"
+    assert str(exc.value) == "node 10.5.0.6 would be left without any trusted Talos API CA"
 
 
 def test_control_plane_issuer_without_a_key_is_refused() -> None:

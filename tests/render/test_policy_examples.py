@@ -75,11 +75,32 @@ def _plus_days(stamp: str, days: int) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-UNSAFE = {"without_early_gates": without_early_gates, "removes_first": removes_first, "short_lived": short_lived}
+def sa_without_drain(doc: dict[str, Any]) -> dict[str, Any]:
+    """A service-account key swapped away and removed in the same plan (drain 0s)."""
+    bad = copy.deepcopy(doc)
+    node = next(n["address"] for n in bad["nodes"] if n["role"] == "controlplane")
+    old, new = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    swap = {"kind": "swap", "node": node, "role": "controlplane", "pki": "serviceaccount", "destructive": False,
+            "new": new, "old": old, "with_key": True}
+    remove = {"kind": "remove", "node": node, "role": "controlplane", "pki": "serviceaccount", "destructive": True,
+              "ca": old}
+    by_name = {p["name"]: p for p in bad["phases"]}
+    by_name["swap"]["edits"].append(swap)
+    by_name["remove"]["edits"].append(remove)
+    return bad
+
+
+UNSAFE = {
+    "without_early_gates": without_early_gates,
+    "removes_first": removes_first,
+    "short_lived": short_lived,
+    "sa_without_drain": sa_without_drain,
+}
 RULE = {
     "without_early_gates": "remove-before-verified",
     "removes_first": "remove-before-verified",
     "short_lived": "short-lived-ca",
+    "sa_without_drain": "sa-no-drain",
 }
 
 

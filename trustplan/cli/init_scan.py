@@ -15,7 +15,6 @@ import yaml
 from trustplan.cli.common import err
 from trustplan.engine.live import LiveCA
 from trustplan.errors import InputError, UnsupportedError
-from trustplan.planner.model import PKIS
 from trustplan.system import safeio, safeyaml
 from trustplan.talos import machineconfig, pki
 
@@ -190,7 +189,7 @@ def live_cas(configs: list[tuple[str, machineconfig.MachineConfig]]) -> dict[str
     """Per PKI, the issuing CAs found on the nodes (usually one), most widely used first."""
     found: dict[str, dict[str, LiveCA]] = {"talos": {}, "kubernetes": {}}
     for where, cfg in configs:
-        for pki_name in PKIS:
+        for pki_name in machineconfig.READ_KINDS:
             fields = cfg.ca_fields(pki_name)
             if fields.issuer is not None:
                 _ca(pki_name, fields.issuer, where, found[pki_name])
@@ -250,7 +249,7 @@ def render_yaml(
     outputs: dict[str, str] | None = None,
 ) -> str:
     """The desired-state file, with a comment on every field."""
-    new = {p: f"{PKI_NAMES[p][0]}-{year}" for p in PKIS}
+    new = {p: f"{PKI_NAMES[p][0]}-{year}" for p in machineconfig.READ_KINDS}
     lines = [
         f"# yaml-language-server: $schema={SCHEMA_FILE}",
         f'# trustplan desired state for cluster "{cluster}", written by `trustplan init` from {source}.',
@@ -265,7 +264,7 @@ def render_yaml(
         "# The CAs live on the nodes today. A desired state can name a live CA by its fingerprint",
         "# (`issuer: sha256:...` or in `accepted`), e.g. to keep trusting it for a while.",
     ]
-    for p in PKIS:
+    for p in machineconfig.READ_KINDS:
         prefix, title = PKI_NAMES[p]
         for i, ca in enumerate(cas.get(p, [])):
             label = f"{prefix}-current" + (f"-{i + 1}" if i else "")

@@ -25,6 +25,7 @@ from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.moved import moved_hint
 from trustplan.engine.phasesteps import unconfirmed_note
+from trustplan.engine.planning import live_token_drain, swapped_at, with_node_versions
 from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.rollback import Rollback, possible, read_back, roll_back
@@ -44,7 +45,9 @@ from trustplan.planner import (
     Plan,
 )
 from trustplan.planner import ops as op
-from trustplan.planner.timestamps import iso_time
+from trustplan.planner.drain import format_duration
+from trustplan.planner.model import KINDS, PKI
+from trustplan.planner.timestamps import iso_time, parse_time
 from trustplan.providers.base import Provider, TLSIdentity
 from trustplan.state import StateBackend, StateDocument
 from trustplan.talos import pki
@@ -175,7 +178,31 @@ def next_state(
     }
     entry["serial"] = new["serial"]
     new["history"] = [*state["history"], entry]
+    swaps = dict(dict(state).get("swaps") or {})
+    for step in entry["steps"]:  # a swap gate that passed: every node of the kind issues from the new one
+        if step["kind"] == "gate" and step.get("phase") == "swap" and step["outcome"] == "ok":
+            swaps[step["pki"]] = entry["finished"]
+    for held in plan.deferred:  # a drain whose start nobody recorded counts from this apply
+        swaps.setdefault(held.pki, entry["finished"])
+    if swaps:
+        new["swaps"] = swaps
     return new
+
+
+def drain_notes(plan: Plan, state: StateDocument) -> list[str]:
+    """What apply says about removes held back for a token drain: when `plan` offers them."""
+    swaps = dict(state).get("swaps") or {}
+    notes = []
+    for held in plan.deferred:
+        since = parse_time(swaps[held.pki]) if held.pki in swaps else None
+        until = held.until or (since + held.drain if since else None)
+        labels = ", ".join(plan.label(c) for c in held.cas)
+        when = f"from {until:%Y-%m-%d %H:%M} UTC" if until else "once the drain has passed"
+        notes.append(
+            f"stopped after the outputs: the remove of {labels} ({KINDS[held.pki].name}) waits for the token "
+            f"drain of {format_duration(held.drain)}; `trustplan plan` offers it {when}"
+        )
+    return notes
 
 
 async def apply(
@@ -199,18 +226,26 @@ async def apply(
         check_backend_outside(desired, saved.plan)
         live, reader = await read_live(desired, provider, keystore, saved.plan.managed, now)
         check_live(saved.plan, live, source)
-        resolved = resolve(desired, keystore, live.cas, now, generate=False)
+        resolved = resolve(
+            desired, keystore, live.cas, now, generate=False, live_keys=live.keys, live_drain=live_token_drain(live)
+        )
+        live = await with_node_versions(provider, live, desired)
         live, _ = await probe_workers(desired, provider, live, resolved, keystore, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         operator = operator_of(desired, provider, live, reader)
-        plan = verified_plan(saved, source, desired, live, resolved, operator, now)
+        plan = verified_plan(saved, source, desired, live, resolved, operator, now, swapped_at(state))
         material = dict(resolved.material)
         for a in plan.authorities:
+            if KINDS[a.pki].holders == "controlplane":
+                continue
             if a.fingerprint not in material:
                 material[a.fingerprint] = Material(pki.CACert.from_pem(a.cert_pem.encode()), a.pki, a.source, a.name)
-        keys = KeyRing(material, keystore)
-        for fp in _needed_keys(plan):  # fail before any node changes if a key is missing
-            keys.key(fp)
+        keys = KeyRing(material, keystore, dict(resolved.keys))
+        for kind, fp in _needed_keys(plan):  # fail before any node changes if a key is missing
+            if KINDS[kind].holders == "controlplane":
+                keys.material_for(kind, fp)
+            else:
+                keys.key(fp)
         stop = Stop()
         members = await _members_outside(provider, plan, reader)
         applier = PhaseRunner(desired, provider, keys, live, plan, now, reporter, reader, stop,
@@ -244,6 +279,9 @@ async def apply(
             store.write(new_state)
         except TrustplanError as exc:  # a full disk, a lost lock: say what this apply did, as the state would
             raise StateError(f"{exc}\n{_what_happened(applier, back, error)}", hint=exc.hint) from None
+        if error is None:
+            for note in drain_notes(plan, new_state):
+                reporter.note(note)
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
@@ -333,14 +371,15 @@ async def apply_desired(request: ApplyRequest, reporter: Reporter | None = None)
         await provider.close()
 
 
-def _needed_keys(plan: Plan) -> list[str]:
-    need: list[str] = []
+def _needed_keys(plan: Plan) -> list[tuple[PKI, str]]:
+    need: list[tuple[PKI, str]] = []
     for phase in plan.phases:
         for e in phase.edits:
             if (key := op.key_needed(e)) is not None:
-                need.append(key)
+                need.append((e.pki, key))
         for g in phase.gates:
-            need.append(g.credential.issuer)
+            if KINDS[g.pki].holders == "all":  # the shared kinds' gates read configs: no key needed
+                need.append((g.pki, g.credential.issuer))
         for o in phase.outputs:
-            need.append(o.ca)
+            need.append((o.pki, o.ca))
     return list(dict.fromkeys(need))

@@ -21,7 +21,7 @@ from cryptography import x509
 from trustplan.errors import InputError, StateError, UnsafePlanError
 from trustplan.formats.desired import DesiredState
 from trustplan.planner import Plan
-from trustplan.planner.ops import AcceptCA, RemoveCA, SwapIssuer
+from trustplan.planner.ops import AcceptCA, MoveToDocument, RemoveCA, SwapIssuer
 from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
 from trustplan.talos.clientconfig import kube_context, read_client_config
@@ -42,6 +42,8 @@ def check_backend_outside(desired: DesiredState, plan: Plan) -> None:
                 touched.add(ca)
             case SwapIssuer(new=new, old=old):
                 touched |= {new} | ({old} if old else set())
+            case MoveToDocument():
+                pass
             case _:
                 assert_never(e)
     shared = sorted(touched & backend_ca_fingerprints(remote.kubeconfig, remote.context))

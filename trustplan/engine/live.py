@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from trustplan.errors import InputError
 from trustplan.planner import LiveNode, LiveTrust
+from trustplan.planner.model import KINDS, PKI, PKIS
 from trustplan.providers.base import NodeConfig, NodeRef, Provider, TLSIdentity
-from trustplan.talos import machineconfig, pki
+from trustplan.talos import kubecreds, machineconfig, pki
 from trustplan.talos.machineconfig import MachineConfig
+from trustplan.talos.rewrite import kind_trust
 
 
 @dataclass
@@ -25,11 +29,21 @@ class LiveCA:
 
 
 @dataclass
+class LiveKey:
+    """A control-plane-only authority found in some control plane's config (aggregator CA,
+    service-account key, secretbox key); `material.secret` when a config holds the private part."""
+
+    pki: PKI
+    material: kubecreds.Material = field(repr=False)
+
+
+@dataclass
 class LiveCluster:
     nodes: tuple[LiveNode, ...]
     configs: dict[str, MachineConfig]
     raw: dict[str, NodeConfig]
     cas: dict[str, LiveCA]
+    keys: dict[str, LiveKey] = field(default_factory=dict)
 
     def digests(self) -> dict[str, str]:
         return {a: c.digest for a, c in self.raw.items()}
@@ -62,12 +76,63 @@ def _trust(cfg: MachineConfig, pki_name: str, cas: dict[str, LiveCA]) -> LiveTru
     return LiveTrust(issuer, fields.issuer_key is not None, accepted)
 
 
-def to_live(ref: NodeRef, cfg: MachineConfig, managed: tuple[str, ...], cas: dict[str, LiveCA]) -> LiveNode:
-    """Both PKIs' trust (either Kubernetes CA layout); `managed` is kept for the callers' sake."""
-    del managed
+def to_live(
+    ref: NodeRef,
+    cfg: MachineConfig,
+    managed: tuple[str, ...],
+    cas: dict[str, LiveCA],
+    keys: dict[str, LiveKey] | None = None,
+) -> LiveNode:
+    """Every kind's trust (either layout); a control plane's control-plane-only kinds are read
+    only when managed (a config without them is not refused unless they are)."""
     talos = _trust(cfg, "talos", cas)
     kube = _trust(cfg, "kubernetes", cas)
-    return LiveNode(ref.address, cfg.role, cfg.digest, talos, kube, ref.role)
+    others: list[tuple[PKI, LiveTrust]] = []
+    legacy: list[PKI] = []
+    for kind in PKIS:
+        if KINDS[kind].holders != "controlplane" or kind not in managed or cfg.role != "controlplane":
+            continue
+        fields = machineconfig.kind_fields(cfg, kind)
+        if fields.layout == "absent":
+            continue
+        trust, found = kind_trust(kind, fields)
+        others.append((kind, trust))
+        legacy += [kind] if fields.layout == "legacy" else []
+        for fp, m in found.items():
+            entry = (keys if keys is not None else {}).setdefault(fp, LiveKey(kind, m))
+            if entry.material.secret is None and m.secret is not None:
+                entry.material = m
+    version = install_version(cfg) if legacy else None
+    return LiveNode(
+        ref.address,
+        cfg.role,
+        cfg.digest,
+        talos,
+        kube,
+        ref.role,
+        others=tuple(others),
+        legacy=tuple(legacy),
+        talos_version=version,
+    )
+
+
+def install_version(cfg: MachineConfig) -> str | None:
+    """The Talos version a config was installed with (machine.install.image's tag, e.g. v1.14.1):
+    what a config on disk tells; a live node's own Version replaces it (with_versions)."""
+    image = str(((cfg.v1alpha1.get("machine") or {}).get("install") or {}).get("image") or "")
+    tag = image.rsplit(":", 1)[-1] if ":" in image.rsplit("/", 1)[-1] else ""
+    return tag if tag.startswith("v") else None
+
+
+def with_versions(live: LiveCluster, versions: dict[str, str]) -> LiveCluster:
+    """The nodes with the Talos versions the nodes themselves reported (Version calls)."""
+    nodes = tuple(
+        dataclasses.replace(n, talos_version=versions[n.address])
+        if re.fullmatch(r"v[0-9]+\.[0-9]+.*", versions.get(n.address, ""))
+        else n
+        for n in live.nodes
+    )
+    return dataclasses.replace(live, nodes=nodes)
 
 
 #: how many nodes are read at once (benchmarks/rotate.py counts the read's round trips with it)
@@ -101,12 +166,13 @@ async def read_cluster(
         raw[n.address] = r
     configs: dict[str, MachineConfig] = {}
     cas: dict[str, LiveCA] = {}
+    keys: dict[str, LiveKey] = {}
     live = []
     for ref in nodes:
         cfg = machineconfig.parse(raw[ref.address].data, _source(ref, raw[ref.address]))
         configs[ref.address] = cfg
-        live.append(to_live(ref, cfg, managed, cas))
-    return LiveCluster(tuple(live), configs, raw, cas)
+        live.append(to_live(ref, cfg, managed, cas, keys))
+    return LiveCluster(tuple(live), configs, raw, cas, keys)
 
 
 def _source(ref: NodeRef, nc: NodeConfig) -> str:

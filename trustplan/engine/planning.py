@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.credentials import OutputCheck, check_outputs, planned_outputs
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.leftbehind import left_behind
-from trustplan.engine.live import LiveCluster
+from trustplan.engine.live import LiveCluster, with_versions
 from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
@@ -32,7 +33,7 @@ from trustplan.errors import (
     UnsafePlanError,
 )
 from trustplan.formats import planfile
-from trustplan.formats.desired import DesiredState
+from trustplan.formats.desired import DesiredState, parse_duration
 from trustplan.formats.keystore import Keystore
 from trustplan.formats.planfile.savedplan import Bindings, SavedPlan
 from trustplan.planner import (
@@ -45,10 +46,12 @@ from trustplan.planner import (
     suggest_accepted,
 )
 from trustplan.planner import ops as op
+from trustplan.planner.model import KINDS, PKI
+from trustplan.planner.timestamps import parse_time
 from trustplan.providers.base import NodeRef, Provider, TLSIdentity
 from trustplan.state import StateDocument
 from trustplan.talos import pki
-from trustplan.talos.rewrite import rewrite
+from trustplan.talos.rewrite import rewrite_config
 
 
 @dataclass
@@ -79,6 +82,7 @@ def plan_input(
     operator: Credential | None,
     now: dt.datetime,
     checks: list[OutputCheck] | None = None,
+    swaps: tuple[tuple[PKI, dt.datetime], ...] = (),
 ) -> PlanInput:
     """What a plan is made from: plan and apply's recomputation (engine.planverify) both build it
     here, so a saved plan is checked against exactly what made it. `checks`: the output files
@@ -91,7 +95,37 @@ def plan_input(
         now=now,
         outputs=planned_outputs(desired, checks if checks is not None else check_outputs(desired, live, now)),
         operator=operator,
+        swapped_at=swaps,
     )
+
+
+def swapped_at(state: StateDocument) -> tuple[tuple[PKI, dt.datetime], ...]:
+    """When the state says each kind's last swap finished (apply records it; the drain counts from it)."""
+    swaps = dict(state).get("swaps") or {}
+    return tuple((k, parse_time(v)) for k, v in sorted(swaps.items()) if k in KINDS)
+
+
+def live_token_drain(live: LiveCluster) -> dt.timedelta | None:
+    """The longest token lifetime the API servers allow when one sets it (the longest
+    --service-account-max-token-expiration among the control planes' apiServer extraArgs)."""
+    found: list[dt.timedelta] = []
+    for cfg in live.configs.values():
+        args = (((cfg.v1alpha1.get("cluster") or {}).get("apiServer") or {}).get("extraArgs")) or {}
+        value = args.get("service-account-max-token-expiration") if isinstance(args, dict) else None
+        if isinstance(value, str) and re.fullmatch(r"(?=[0-9])([0-9]+h)?([0-9]+m)?([0-9]+s)?", value):
+            found.append(parse_duration(value))
+    return max(found) if found else None
+
+
+async def with_node_versions(provider: Provider, live: LiveCluster, desired: DesiredState) -> LiveCluster:
+    """Ask the nodes with a legacy single value which Talos they run (the Version call), when the
+    provider can; a config on disk keeps the version its install image names."""
+    legacy = [n for n in live.nodes if n.legacy]
+    many = provider.capabilities.verify_many
+    if not legacy or many is None:
+        return live
+    results = await many.verify_many([NodeRef(n.address, n.declared_role) for n in legacy], None)
+    return with_versions(live, {n.address: r for n, r in zip(legacy, results, strict=True) if isinstance(r, str)})
 
 
 async def plan_live(
@@ -117,13 +151,14 @@ async def plan_live(
 
     live, reader = await read_live(desired, provider, keystore, managed, now, on_read=on_read)
     reporter.done()
-    resolved = resolve(desired, keystore, live.cas, now)
+    resolved = resolve(desired, keystore, live.cas, now, live_keys=live.keys, live_drain=live_token_drain(live))
+    live = await with_node_versions(provider, live, desired)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
     checks = check_outputs(desired, live, now)
     operator = (
         operator_credential(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
     )
-    inp = plan_input(desired, live, resolved, operator, now, checks)
+    inp = plan_input(desired, live, resolved, operator, now, checks, swapped_at(state))
     try:
         plan = make_plan(inp)
     except PlanningError as exc:
@@ -267,12 +302,12 @@ async def _dry_run(
     plan: Plan, live: LiveCluster, resolved: Resolved, provider: Provider, credential: TLSIdentity | None
 ) -> list[str]:
     """Let every node validate its final config (Talos: ApplyConfiguration dry_run) before saving."""
-    keys = KeyRing(resolved.material, None)
+    keys = KeyRing(resolved.material, None, resolved.keys)
     notes: list[str] = []
     refs = {n.address: n for n in node_refs(plan)}
 
     async def one(address: str, edits: tuple[op.Edit, ...]) -> None:
-        data = rewrite(live.configs[address], edits, keys.cert_pem, keys.key_pem)
+        data = rewrite_config(live.configs[address], edits, keys.cert_pem, keys.key_pem, keys.material_for).data
         try:
             message = await provider.write(refs[address], data, credential=credential, dry_run=True)
         except NodeUnreachableError:

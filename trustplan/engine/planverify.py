@@ -32,6 +32,7 @@ from trustplan.planner import (
     make_plan,
 )
 from trustplan.planner import ops as op
+from trustplan.planner.model import PKI
 from trustplan.providers.base import Provider, TLSIdentity
 
 _HINT = "nothing was sent to any node; make a new plan with `trustplan plan -o plan.bin` and review it"
@@ -48,6 +49,8 @@ def _edit_text(plan: Plan, e: op.Edit) -> str:
             return f"remove {plan.label(ca)} ({ca}) from {e.node} ({e.pki})"
         case op.SwapIssuer(new=new):
             return f"make {plan.label(new)} ({new}) the issuer on {e.node} ({e.pki})"
+        case op.MoveToDocument():
+            return f"move {e.pki} into its 1.14 document on {e.node}"
         case _:
             assert_never(e)
 
@@ -108,6 +111,7 @@ def verified_plan(
     resolved: Resolved,
     operator: Credential | None,
     now: dt.datetime,
+    swaps: tuple[tuple[PKI, dt.datetime], ...] = (),
 ) -> Plan:
     """The plan to apply: the one recomputed from the live configs and the desired state, after
     proving the decoded one is that very plan and passes the safety check. Raises otherwise."""
@@ -120,7 +124,7 @@ def verified_plan(
                     hint="restore the keystore from its backup, or make a new plan; nothing was changed",
                 )
     got = saved.plan
-    known = set(resolved.material)
+    known = set(resolved.material) | set(resolved.keys)
     foreign = [a for a in got.authorities if a.fingerprint not in known]
     if foreign:
         names = "; ".join(f"{a.label} ({a.fingerprint}, {a.subject})" for a in foreign)
@@ -129,7 +133,7 @@ def verified_plan(
             f"trusts: {names}",
             hint=_HINT,
         )
-    inp = plan_input(desired, live, resolved, operator, now)
+    inp = plan_input(desired, live, resolved, operator, now, None, swaps)
     unsafe: str | None = None
     try:
         check_plan(got, inp)

@@ -33,17 +33,19 @@ from trustplan.engine.phasesteps import (
 from trustplan.engine.planning import node_refs
 from trustplan.engine.progress import Reporter
 from trustplan.engine.recertify import recertify_workers
-from trustplan.errors import TrustplanError
+from trustplan.engine.sharedgates import rewrite_secrets
+from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
 from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
+from trustplan.planner.model import KINDS, PKI
 from trustplan.providers.base import KubeletWatcher, ManyVerifier, Provider, TLSIdentity
 from trustplan.providers.talos.talosconfig import write_talosconfig
-from trustplan.talos import pki
+from trustplan.talos import kubecreds, machineconfig, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
-from trustplan.talos.rewrite import rewrite_config
+from trustplan.talos.rewrite import kind_trust, rewrite_config
 
 #: added to a failed write's message when the node, read back, still has its config of before
 NOT_APPLIED = "read back: not applied"
@@ -216,7 +218,9 @@ class PhaseRunner:
             except TrustplanError:
                 self.reporter.fail(address)
                 raise
-            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            after = rewrite_config(
+                self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem, self.keys.material_for
+            )
             mode = {"mode": "try"} if self.trial and self.provider.capabilities.trial is not None else {}
             try:
                 kubelet = self.provider.capabilities.kubelet
@@ -287,6 +291,11 @@ class PhaseRunner:
         if gate.pki == "kubernetes" and self.provider.capabilities.kubernetes_api:
             await self.kube_gate(gate)
             return
+        if KINDS[gate.pki].holders == "controlplane":
+            self.shared_gate(gate)
+            if gate.pki == "encryption" and gate.after == "swap" and self.provider.capabilities.kubernetes_api:
+                await rewrite_secrets(self, gate)
+            return
         cred = self.mint(gate.pki, gate.credential)
         self.reporter.start(
             f"{stage + ' ' if stage else ''}gate after {gate.after}: {gate.pki} API with "
@@ -311,6 +320,23 @@ class PhaseRunner:
         detail = f"{stage + ': ' if stage else ''}{len(gate.nodes)} nodes"
         self.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
         self.reporter.done()
+
+    def shared_gate(self, gate: op.Gate) -> None:
+        """A control-plane-only kind's gate, from the configs the nodes run (each read back after its
+        write): every API server accepts what the gate's issuer issues, and issues only from the
+        gate's trusted ones. (The API servers' own answer needs a real kube-apiserver: issue 22.)"""
+        for address in gate.nodes:
+            trust, _ = kind_trust(gate.pki, machineconfig.kind_fields(self.configs[address], gate.pki))
+            problem = None
+            if gate.credential.issuer not in trust.trusted:
+                problem = f"does not accept {self.plan.label(gate.credential.issuer)}"
+            elif trust.issuer not in gate.credential.trusted:
+                problem = f"still issues from {self.plan.label(trust.issuer or '?')}"
+            if problem is not None:
+                message = f"node {address}: the {KINDS[gate.pki].name} {problem}"
+                self.record(gate.after, "gate", "failed", node=address, pki=gate.pki, message=message)
+                raise GateFailedError(message)
+        self.record(gate.after, "gate", "ok", pki=gate.pki, detail=f"{len(gate.nodes)} nodes (configs)")
 
     async def gate_in_groups(self, gate: op.Gate, cred: TLSIdentity, verifier: ManyVerifier) -> None:
         """The gate's nodes in groups of `rollout.gate_parallelism`, one call per group (the
@@ -360,6 +386,7 @@ class PhaseRunner:
 
     def write_outputs(self, phase: op.Phase) -> None:
         secrets: dict[str, tuple[bytes, bytes]] = {}
+        kinds: dict[PKI, kubecreds.Material] = {}
         for out in phase.outputs:
             match out.output:
                 case "talosconfig":
@@ -383,6 +410,8 @@ class PhaseRunner:
                     )
                     write_kubeconfig(path, doc, merge=self.desired.kubeconfig_merge)
                     self.record("outputs", "output", "ok", detail=f"kubeconfig {path}")
+                case "secrets" if KINDS[out.pki].holders == "controlplane":
+                    kinds[out.pki] = self.keys.material_for(out.pki, out.ca)
                 case "secrets":
                     secrets["os" if out.pki == "talos" else "k8s"] = (
                         self.keys.cert_pem(out.ca),
@@ -390,9 +419,9 @@ class PhaseRunner:
                     )
                 case _:
                     assert_never(out.output)
-        if secrets and self.desired.secrets is not None:
+        if (secrets or kinds) and self.desired.secrets is not None:
             check_output(self, "secrets", self.desired.secrets)
-            update_secrets(self.desired.secrets, secrets)
+            update_secrets(self.desired.secrets, secrets, kinds)
             self.record("outputs", "output", "ok", detail=f"secrets {self.desired.secrets}")
 
     def talos_context(self) -> tuple[str, list[str]]:

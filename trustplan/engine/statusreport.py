@@ -48,8 +48,9 @@ def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
             if recorded is None:
                 drift.append({"node": n.address, "reason": "not in the state"})
             else:
-                for pki_name in PKIS:
-                    t = n.trust(pki_name)
+                for pki_name, t in n.trusts().items():
+                    if pki_name not in recorded:
+                        continue
                     now = {"issuer": t.issuer, "accepted": list(t.accepted)}
                     if recorded[pki_name] != now and (t.issuer or recorded[pki_name]["issuer"]):
                         drift += _drift(n.address, pki_name, recorded[pki_name], now, names, state["serial"])

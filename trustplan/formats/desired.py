@@ -6,16 +6,18 @@ Paths inside the file are relative to the file.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, assert_never
 
 import yaml
 
 from trustplan import schemas
 from trustplan.errors import InputError, SchemaError
-from trustplan.planner.model import PKI, PKIS
+from trustplan.planner.model import KINDS, PKI, PKIS
 from trustplan.planner.ops import OutputKind
 from trustplan.providers.base import NodeRef
 from trustplan.state.backend import KubernetesStateSpec, StateBackend
@@ -47,6 +49,7 @@ class TrustSpec:
     pki: PKI
     issuer: str  # authority name or sha256:<hex>
     accepted: tuple[str, ...]
+    drain: dt.timedelta | None = None  # serviceaccount: None means the API servers' longest token lifetime
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Rollout:
     try_timeout: float | None = None  # None: TRY_MARGIN + the phase's gate timeouts (engine.runner)
 
     def timeout(self, pki: str) -> float:
-        return self.verify_timeout if self.verify_timeout is not None else VERIFY_TIMEOUT[pki]
+        return self.verify_timeout if self.verify_timeout is not None else VERIFY_TIMEOUT.get(pki, 180.0)
 
     def limited(self, parallelism: int) -> Rollout:
         """`plan --parallelism N`: workers and gates N at once, control planes at most N."""
@@ -317,8 +320,9 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
             gen = spec["generate"] or {}
             authorities[name] = AuthoritySpec(name, "generate", gen.get("algorithm"), gen.get("validityDays"))
         else:
+            cert = spec.get("certificate")
             authorities[name] = AuthoritySpec(
-                name, "import", certificate=base / spec["certificate"], key=base / spec["key"]
+                name, "import", certificate=base / cert if cert else None, key=base / spec["key"]
             )
 
     trust: dict[PKI, TrustSpec] = {}
@@ -341,7 +345,10 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
                 if owner.get(ref, pki) != pki:
                     raise err(f"authority {ref!r} is already used by the {owner[ref]} PKI; a CA serves one PKI", ypath)
                 owner[ref] = pki
-        trust[pki] = TrustSpec(pki, spec["issuer"], tuple(spec.get("accepted", [])))
+                if (why := _fits(authorities[ref], pki)) is not None:
+                    raise err(f"authority {ref!r} {why}", f"authorities.{ref}", hint=f"trust.{pki} needs {_needs(pki)}")
+        drain = parse_duration(spec["drain"]) if "drain" in spec else None
+        trust[pki] = TrustSpec(pki, spec["issuer"], tuple(spec.get("accepted", [])), drain)
 
     outputs = doc.get("outputs") or {}
     rollout = doc.get("rollout") or {}
@@ -400,3 +407,42 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
         kube_port=int((cluster.get("kubernetes") or {}).get("port", 6443)),
         kube_endpoints=tuple((cluster.get("kubernetes") or {}).get("endpoints", ())),
     )
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """A duration as the desired state writes it (schema-checked): 90m, 1h30m, 24h, 0s."""
+    parts = dict((unit, int(n)) for n, unit in re.findall(r"([0-9]+)([hms])", text))
+    return dt.timedelta(hours=parts.get("h", 0), minutes=parts.get("m", 0), seconds=parts.get("s", 0))
+
+
+def _needs(pki: PKI) -> str:
+    match KINDS[pki].material:
+        case "ca":
+            return "a CA: generate, or import a certificate and its key"
+        case "signing-key":
+            return "a signing key: generate (rsa or ecdsa-p256), or import a PEM private key (no certificate)"
+        case "secretbox":
+            return "a secretbox key: generate, or import a file with the base64 of 32 bytes"
+        case _:
+            assert_never(KINDS[pki].material)
+
+
+def _fits(spec: AuthoritySpec, pki: PKI) -> str | None:
+    """Why an authority cannot serve `pki` (a CA for a key, an algorithm the credential cannot use)."""
+    material = KINDS[pki].material
+    if spec.kind == "import":
+        if material == "ca" and spec.certificate is None:
+            return "is a key without a certificate, and this is a CA"
+        if material != "ca" and spec.certificate is not None:
+            return f"has a certificate, and the {KINDS[pki].name} is a key without one"
+        return None
+    algorithm = spec.algorithm
+    if algorithm is None:
+        return None
+    if material == "secretbox" and algorithm != "secretbox":
+        return f"asks for algorithm {algorithm}; the encryption key is a secretbox key"
+    if material != "secretbox" and algorithm == "secretbox":
+        return "asks for algorithm secretbox, which only the encryption key uses"
+    if material == "signing-key" and algorithm == "ed25519":
+        return "asks for ed25519, which kube-apiserver does not take for service-account keys"
+    return None

@@ -31,9 +31,10 @@ from typing import Protocol
 from cryptography import x509
 
 from trustplan.errors import InputError, KeystoreError
+from trustplan.planner.model import PKI
 from trustplan.system.atomic import write_atomic
 from trustplan.system.safeio import describe, ensure_dir, read_regular
-from trustplan.talos import pki
+from trustplan.talos import kubecreds, pki
 
 
 class Sealer(Protocol):
@@ -205,6 +206,59 @@ class Keystore:
             )
         return fps
 
+
+    def save_material(
+        self, items: list[tuple[str | None, str, kubecreds.Material]], indexed: dict[str, str | None] | None = None
+    ) -> None:
+        """Store keys without a certificate (a service-account key, a secretbox key) and CAs of the
+        control-plane-only kinds, by fingerprint: the secret sealed like a CA key (`<hex>.key`),
+        the public part beside it (`<hex>.crt` for a CA, `<hex>.pub` otherwise, empty for secretbox)."""
+        with self.locked():
+            index = self._index()
+            for name, fp, _ in items:
+                other = index.get(name) if name is not None else None
+                before = (indexed or {}).get(name or "")
+                if other is not None and other not in (before, fp) and self.has(other):
+                    raise KeystoreError(
+                        f"{self.root}: another trustplan run generated {other} for authority {name!r} "
+                        "while this plan was being made; this plan was not saved, and its key was discarded",
+                        hint="run `trustplan plan` again: it reuses that key",
+                    )
+            for name, fp, m in items:
+                assert m.secret is not None
+                write_atomic(self.key_path(fp), self.sealer.seal(m.secret) if self.sealer else m.secret, mode=0o600)
+                public = ".crt" if b"CERTIFICATE" in m.public else ".pub"
+                write_atomic(self.root / f"{self._hex(fp)}{public}", m.public, mode=0o644)
+                if name is not None:
+                    index[name] = fp
+            if any(name is not None for name, _, _ in items):
+                write_atomic(
+                    self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+                )
+
+    def load_material(self, fp: str, kind: PKI) -> kubecreds.Material:
+        """A key stored by save_material (or a CA stored by save), checked against its fingerprint."""
+        key_path = self.key_path(fp)
+        public_path = next(
+            (p for p in (self.root / f"{self._hex(fp)}.crt", self.root / f"{self._hex(fp)}.pub") if p.exists()),
+            None,
+        )
+        if not key_path.exists():
+            raise KeystoreError(
+                f"{key_path}: the key {fp} is missing from the keystore",
+                hint="restore the keystore directory from backup, or make a new plan",
+            )
+        try:
+            secret = read_regular(key_path, what="key")
+            public = read_regular(public_path, what="public part of a key") if public_path is not None else b""
+        except InputError as exc:
+            raise KeystoreError(str(exc), hint="restore the keystore directory from backup") from None
+        if self.sealer is not None:
+            secret = self.sealer.open(secret, str(key_path))
+        m = kubecreds.Material(public, secret, kubecreds.secretbox_name(fp) if kind == "encryption" else None)
+        if kubecreds.fingerprint(kind, m) != fp:
+            raise KeystoreError(f"{key_path}: the key in the keystore does not match {fp}")
+        return m
 
 #: the file that marks `<keystore>.rekey` complete (written last, after every key)
 REKEY_DONE = ".rekey-complete"

@@ -8,18 +8,20 @@ as `<name>.backup` (0600), so a credential that worked before the run is never l
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, assert_never
 
 import yaml
 
 from trustplan.errors import InputError
+from trustplan.planner.model import PKI
 from trustplan.system import safeyaml
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import read_regular
-from trustplan.talos import caedit, certgen, pki, yamledit
+from trustplan.talos import caedit, certgen, kubecreds, pki, yamledit
 from trustplan.talos.clientconfig import kube_context, read_client_config
 from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
@@ -93,14 +95,32 @@ def admin_credentials(ca: pki.CACert, key: pki.PrivateKey, pki_name: str, now: d
     return pki.cert_to_pem(cert), pki.key_to_pkcs8_pem(ckey)
 
 
-def update_secrets(path: Path, updates: dict[str, tuple[bytes, bytes]]) -> None:
-    """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs)."""
+def update_secrets(
+    path: Path, updates: dict[str, tuple[bytes, bytes]], kinds: dict[PKI, kubecreds.Material] | None = None
+) -> None:
+    """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs), and the
+    control-plane-only kinds' fields (`kinds`): certs.k8saggregator, certs.k8sserviceaccount.key,
+    secrets.secretboxencryptionsecret (the names of Talos's secrets.Bundle, generate/secrets)."""
     doc = read_secrets(path)
     text = read_regular(path, what="secrets file").decode()
     for key, (crt, k) in updates.items():
         doc["certs"][key] = {"crt": pki.b64encode_pem(crt), "key": pki.b64encode_pem(k)}
+    for kind, m in (kinds or {}).items():
+        assert m.secret is not None
+        match kind:
+            case "aggregator":
+                doc["certs"]["k8saggregator"] = {"crt": pki.b64encode_pem(m.public), "key": pki.b64encode_pem(m.secret)}
+            case "serviceaccount":
+                doc["certs"]["k8sserviceaccount"] = {"key": pki.b64encode_pem(m.secret)}
+            case "encryption":
+                doc.setdefault("secrets", {})["secretboxencryptionsecret"] = base64.b64encode(m.secret).decode()
+            case "talos" | "kubernetes":
+                raise ValueError(kind)
+            case _:
+                assert_never(kind)
     mode = os.stat(path).st_mode & 0o777
-    replace_with_backup(path, _secrets_text(text, doc, updates).encode(), mode=mode & 0o600 or 0o600)
+    new = dump_yaml(doc) if kinds else _secrets_text(text, doc, updates)
+    replace_with_backup(path, new.encode(), mode=mode & 0o600 or 0o600)
 
 
 def read_secrets(path: Path) -> dict[str, Any]:

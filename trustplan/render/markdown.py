@@ -20,15 +20,17 @@ The warnings are the planner's (Plan.warnings): this module words them, it never
 
 from __future__ import annotations
 
+import datetime as dt
+
 from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import Plan, PlanWarning
-from trustplan.planner.model import PKI_TITLE
+from trustplan.planner.model import KINDS, PKI, PKI_TITLE, Authority
 from trustplan.planner.timestamps import iso_time
 from trustplan.render.mdchanges import phase_chunks, phase_title, trust_tables
 from trustplan.render.mdparts import GITHUB_COMMENT_LIMIT, PART_DELIMITER, PART_LIMIT, Chunk, join, split
 from trustplan.render.mdreview import blast_radius, mermaid, numbered, rollback_block, rollout_block
 from trustplan.render.mdview import FLAVORS, FOLD_OVER, Flavor, View, ca_ref, cell, node_list
-from trustplan.render.text import summary_line
+from trustplan.render.text import managed_text, summary_line
 
 __all__ = [
     "FLAVORS",
@@ -51,6 +53,12 @@ CREDENTIALS = {
     "and any other Talos API client certificate it issued",
     "kubernetes": "kubeconfigs whose client certificate it issued (e.g. the admin kubeconfig from "
     "`talosctl kubeconfig`), and any other Kubernetes API client certificate it issued",
+    "aggregator": "front-proxy client certificates it issued: the API servers' calls to extension API servers "
+    "(metrics-server and other aggregated APIs) that still present one",
+    "serviceaccount": "service-account tokens signed with it: pods' projected tokens not yet refreshed and "
+    "legacy token Secrets",
+    "encryption": "Secrets in etcd still encrypted with it (the plan rewrites every Secret under the new key "
+    "before this)",
 }
 ALERT = {"github": "> [!WARNING]", "gitlab": "> [!warning]", "plain": "> **Warning**"}
 
@@ -73,9 +81,11 @@ def _untrusted_item(saved: SavedPlan, w: PlanWarning) -> str:
         where = f" `{out.path}`" if out.path else ""
         replacement = f" The plan writes a new {out.step.output}{where} from {ca_ref(plan, out.step.ca)}."
     a = plan.authority(w.fingerprint) if w.fingerprint else None
-    facts = f" (subject {a.subject}, valid until {a.not_after:%Y-%m-%d})" if a is not None else ""
+    facts = ""
+    if a is not None and a.subject and a.not_after is not None:  # a CA; a signing or secretbox key has neither
+        facts = f" (subject {a.subject}, valid until {a.not_after:%Y-%m-%d})"
     return (
-        f"**{PKI_TITLE[w.pki]} CA {ca_ref(plan, w.fingerprint)}{facts} stops being trusted on every node.** "
+        f"**{KINDS[w.pki].name} {ca_ref(plan, w.fingerprint)}{facts} stops being trusted on every node.** "
         f"What stops working: {CREDENTIALS[w.pki]}.{replacement}"
     )
 
@@ -123,11 +133,11 @@ def verdict(plan: Plan) -> str:
     if not plan.has_changes:
         return "**Verdict: no changes.** Every node already has the desired CAs; applying does nothing."
     nodes = len({e.node for e in plan.edits})
-    managed = " and ".join(PKI_TITLE[p] for p in plan.managed if any(e.pki == p for e in plan.edits))
+    managed = managed_text(tuple(p for p in plan.managed if any(e.pki == p for e in plan.edits)))
     revoked = len(_untrusted(plan))
     takes = f"revokes {revoked} {'CA' if revoked == 1 else 'CAs'} (see the warning)" if revoked else "revokes nothing"
     return (
-        f"**Verdict: changes the {managed} CA on {nodes} of {len(plan.nodes)} nodes; {takes}.** "
+        f"**Verdict: changes {managed} on {nodes} of {len(plan.nodes)} nodes; {takes}.** "
         "It passed the lock-out safety check: at every step each node trusts the credential used next."
     )
 
@@ -143,7 +153,7 @@ def provenance(view: View) -> str:
 def header(saved: SavedPlan, view: View = View()) -> list[str]:
     plan, bound = saved.plan, saved.bindings
     n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
-    managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
+    managed = managed_text(plan.managed)
     return [
         f"## trustplan plan for `{plan.cluster}`",
         "",
@@ -154,10 +164,18 @@ def header(saved: SavedPlan, view: View = View()) -> list[str]:
         provenance(view),
         "",
         f"Cluster `{plan.cluster}` ({bound.provider} provider): {n_cp} control planes, "
-        f"{len(plan.nodes) - n_cp} workers; managing the {managed} CA. "
+        f"{len(plan.nodes) - n_cp} workers; managing {managed}. "
         f"Plan made {iso_time(bound.created)}, expires {iso_time(bound.expires)}.",
         "",
     ]
+
+
+def _kind_cell(pki: PKI) -> str:
+    return PKI_TITLE[pki] if KINDS[pki].holders == "all" else KINDS[pki].name
+
+
+def _when(a: Authority, t: dt.datetime) -> str:
+    return f"{t:%Y-%m-%d %H:%M}Z" if KINDS[a.pki].material == "ca" else "no expiry"
 
 
 def new_authorities(plan: Plan) -> list[str]:
@@ -167,8 +185,8 @@ def new_authorities(plan: Plan) -> list[str]:
     out += ["| name | PKI | subject | algorithm | valid from | valid until | source |", "|---|---|---|---|---|---|---|"]
     for a in plan.new_authorities:
         out.append(
-            f"| {cell(a.label)} | {PKI_TITLE[a.pki]} | {cell(a.subject)} | {a.algorithm} | "
-            f"{a.not_before:%Y-%m-%d %H:%M}Z | {a.not_after:%Y-%m-%d %H:%M}Z | {a.source} |"
+            f"| {cell(a.label)} | {_kind_cell(a.pki)} | {cell(a.subject)} | {a.algorithm} | "
+            f"{_when(a, a.not_before)} | {_when(a, a.not_after)} | {a.source} |"
         )
     out.append("")
     for a in plan.new_authorities:

@@ -6,16 +6,34 @@ enters it: a key is shown as `(sensitive)` and named by the CA it belongs to.
 
 from __future__ import annotations
 
+from typing import assert_never
+
 from trustplan.planner import Plan
-from trustplan.planner.model import PKI, PKI_TITLE, LiveTrust
-from trustplan.planner.ops import Phase, new_issuer
+from trustplan.planner.model import KINDS, PKI, PKI_TITLE, LiveTrust
+from trustplan.planner.ops import Gate, Phase, new_issuer
 from trustplan.planner.plan import apply_edit
 from trustplan.render.mdparts import Chunk
 from trustplan.render.mdview import View, ca_ref, nodes_cell, plain_ref
 
 SENSITIVE = "(sensitive)"
 #: Where each PKI's CA fields live in a v1alpha1 machine config.
-FIELD_PREFIX: dict[PKI, str] = {"talos": "machine", "kubernetes": "cluster"}
+def fields(pki: PKI) -> tuple[str, str, str]:
+    """The config fields a diff line names: (issuer, issuer's key, accepted)."""
+    match pki:
+        case "talos" | "kubernetes":
+            prefix = "machine" if pki == "talos" else "cluster"
+            return f"{prefix}.ca.crt", f"{prefix}.ca.key", f"{prefix}.acceptedCAs"
+        case "aggregator":
+            doc = "KubeAggregatorCAConfig"
+            return f"{doc}.issuingCA.cert", f"{doc}.issuingCA.key", f"{doc}.acceptedCAs"
+        case "serviceaccount":
+            doc = "KubeServiceAccountConfig"
+            return f"{doc}.issuer (public key)", f"{doc}.issuer.privateKey", f"{doc}.accepted.publicKeys"
+        case "encryption":
+            doc = "KubeEtcdEncryptionConfig secretbox keys"
+            return f"{doc}[0] (encrypts)", f"{doc}[0].secret", f"{doc}[1:] (decrypt only)"
+        case _:
+            assert_never(pki)
 
 
 def _issuing(plan: Plan, t: LiveTrust) -> str:
@@ -51,14 +69,14 @@ def trust_tables(plan: Plan, view: View = View()) -> list[Chunk]:
     accepted CAs before and after (`=`: unchanged)."""
     chunks: list[Chunk] = []
     for pki in plan.managed:
-        title = f"### {PKI_TITLE[pki]} CA: what changes where\n\n"
+        title = f"### {_title(pki)}: what changes where\n\n"
         for i, ((role, (ib, ia, ab, aa)), nodes) in enumerate(_groups(plan, pki).items()):
             chunks.append(
                 Chunk(
                     f"| {nodes_cell(nodes, role, view)} | {ib} | {ia} | {ab} | {aa} |\n",
                     context=f"table:{pki}",
                     open=(title if i == 0 else "") + TABLE_HEAD,
-                    reopen=f"### {PKI_TITLE[pki]} CA: what changes where (continued)\n\n" + TABLE_HEAD,
+                    reopen=f"### {_title(pki)}: what changes where (continued)\n\n" + TABLE_HEAD,
                     close="\n",
                 )
             )
@@ -72,8 +90,7 @@ def diff_lines(plan: Plan, pki: PKI, before: LiveTrust, after: LiveTrust) -> lis
     """`-` / `+` lines for one node's CA fields of one PKI. A CA that goes from the issuing field to
     acceptedCAs (or back) is shown as a move, annotated on both lines; acceptedCAs is a set to Talos,
     so entries are never compared by position."""
-    prefix = FIELD_PREFIX[pki]
-    crt, key, acc = f"{prefix}.ca.crt", f"{prefix}.ca.key", f"{prefix}.acceptedCAs"
+    crt, key, acc = fields(pki)
     lines: list[str] = []
     if before.issuer != after.issuer:
         if before.issuer is not None:
@@ -127,13 +144,7 @@ def phase_chunks(plan: Plan, view: View = View(), model: bool = False) -> list[C
         if phase.name == "outputs":
             continue
         title = phase_title(i, phase)
-        reach = " (model check): the configs of all {} nodes accept" if model else ": reaches all {} nodes with"
-        gates = "".join(
-            f"- {PKI_TITLE[g.pki]}{reach.format(len(g.nodes))} an admin cert from "
-            f"{ca_ref(plan, g.credential.issuer)}, trusting "
-            f"{', '.join(ca_ref(plan, c) for c in g.credential.trusted)}\n"
-            for g in phase.gates
-        )
+        gates = "".join(_gate(plan, g, model) for g in phase.gates)
         heading = ("Model checks after this phase (files provider: the configs are checked, no node is contacted):"
                    if model else "Verified after this phase, before the next one starts:")
         gates = f"{heading}\n\n{gates}\n" if gates else ""
@@ -166,3 +177,22 @@ def phase_chunks(plan: Plan, view: View = View(), model: bool = False) -> list[C
             body = f"{nodes_cell(nodes, role, view)}\n\n```diff\n{text}```\n\n"
             chunks.append(Chunk(body, f"phase:{i}", opening, reopen, close))
     return chunks
+
+
+def _gate(plan: Plan, g: Gate, model: bool = False) -> str:
+    trusted = ", ".join(ca_ref(plan, c) for c in g.credential.trusted)
+    if KINDS[g.pki].holders == "all":
+        reach = " (model check): the configs of all {} nodes accept" if model else ": reaches all {} nodes with"
+        return (
+            f"- {PKI_TITLE[g.pki]}{reach.format(len(g.nodes))} an admin cert from "
+            f"{ca_ref(plan, g.credential.issuer)}, trusting {trusted}\n"
+        )
+    verb = KINDS[g.pki].issues.split(" ", 1)[0]
+    return (
+        f"- {KINDS[g.pki].name}: all {len(g.nodes)} API servers accept {ca_ref(plan, g.credential.issuer)} "
+        f"and {verb} only with {trusted}\n"
+    )
+
+
+def _title(pki: PKI) -> str:
+    return f"{PKI_TITLE[pki]} CA" if KINDS[pki].holders == "all" else KINDS[pki].name

@@ -14,8 +14,8 @@ from typing import assert_never
 
 from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import Plan
-from trustplan.planner.model import PKI_TITLE
-from trustplan.planner.ops import AcceptCA, Edit, RemoveCA, SwapIssuer
+from trustplan.planner.model import KINDS, PKI, PKI_TITLE, Authority
+from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, RemoveCA, SwapIssuer
 from trustplan.planner.timestamps import iso_time
 
 
@@ -28,6 +28,8 @@ def symbol(e: Edit) -> str:
             return "~"
         case RemoveCA():
             return "-"
+        case MoveToDocument():
+            return ">"
         case _:
             assert_never(e)
 
@@ -78,14 +80,43 @@ def _credential(plan: Plan, issuer: str, trusted: tuple[str, ...]) -> str:
     return f"admin cert from {plan.label(issuer)}, trusting [{', '.join(plan.label(t) for t in trusted)}]"
 
 
+def managed_text(managed: tuple[PKI, ...]) -> str:
+    """e.g. "the Talos API and Kubernetes API CA", "... CA, the service-account signing key"."""
+    cas = [PKI_TITLE[p] for p in managed if KINDS[p].holders == "all"]
+    parts = [f"the {' and '.join(cas)} CA"] if cas else []
+    parts += [f"the {KINDS[p].name}" for p in managed if KINDS[p].holders != "all"]
+    return ", ".join(parts)
+
+
+def validity(a: Authority) -> str:
+    if KINDS[a.pki].material != "ca":
+        return "no expiry"
+    return f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d}"
+
+
+def gate_text(plan: Plan, g: Gate, model: bool = False) -> str:
+    """One gate in words: a CA reached with an admin cert, or a shared kind every API server accepts.
+    `model`: the files provider, where a gate is a check of the configs (no node is contacted)."""
+    cred = _credential(plan, g.credential.issuer, g.credential.trusted)
+    if KINDS[g.pki].holders == "all":
+        if model:
+            return f"model check: {PKI_TITLE[g.pki]} configs of all {len(g.nodes)} nodes accept an {cred}"
+        return f"gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with {cred}"
+    trusted = ", ".join(plan.label(t) for t in g.credential.trusted)
+    return (
+        f"{'model check' if model else 'gate'}: "
+        f"{KINDS[g.pki].name}: all {len(g.nodes)} API servers accept {plan.label(g.credential.issuer)} "
+        f"and {KINDS[g.pki].issues.split(' ', 1)[0]} only with [{trusted}]"
+    )
+
+
 def text(saved: SavedPlan) -> str:
     plan, bound = saved.plan, saved.bindings
     lines: list[str] = []
     n_cp = sum(1 for n in plan.nodes if n.role == "controlplane")
-    managed = " and ".join(PKI_TITLE[p] for p in plan.managed)
     lines.append(
         f'trustplan: cluster "{plan.cluster}" ({bound.provider} provider), '
-        f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing the {managed} CA"
+        f"{n_cp} control planes + {len(plan.nodes) - n_cp} workers; managing {managed_text(plan.managed)}"
     )
     lines.append(f"plan made {iso_time(bound.created)}, expires {iso_time(bound.expires)}")
     lines.append("")
@@ -93,8 +124,7 @@ def text(saved: SavedPlan) -> str:
         lines.append("New authorities (approve these fingerprints):")
         for a in plan.new_authorities:
             lines.append(
-                f"  + {a.label}  {PKI_TITLE[a.pki]} CA, {a.algorithm}, {a.subject}, "
-                f"valid {a.not_before:%Y-%m-%d} to {a.not_after:%Y-%m-%d} ({a.source})"
+                f"  + {a.label}  {KINDS[a.pki].name}, {a.algorithm}, {a.subject}, {validity(a)} ({a.source})"
             )
             lines.append(f"      {a.fingerprint}")
         lines.append("")
@@ -108,12 +138,13 @@ def text(saved: SavedPlan) -> str:
                 continue
             lines.append(f"Phase {i + 1}: {phase.name}")
             width = max((len(n) for n in (*phase.nodes(), *phase.recertify)), default=0)
+            title = max([14] + [len(PKI_TITLE[p]) for p in plan.managed])
             for node in phase.nodes():
                 edits = phase.edits_for(node)
                 role = edits[0].role
                 for e in edits:
                     lines.append(
-                        f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<14}  "
+                        f"  {symbol(e)} {node:<{width}}  {role:<12}  {PKI_TITLE[e.pki]:<{title}}  "
                         f"{plan.describe(e)}"
                     )
             for node in phase.recertify:
@@ -122,12 +153,7 @@ def text(saved: SavedPlan) -> str:
                     "(its trust lags its config; its address added to machine.certSANs)"
                 )
             for g in phase.gates:
-                lines.append(
-                    f"  ? {'model check' if model else 'gate'}: {PKI_TITLE[g.pki]} "
-                    f"{'configs of' if model else 'reaches'} all {len(g.nodes)} nodes "
-                    f"{'accept an' if model else 'with'} "
-                    f"{_credential(plan, g.credential.issuer, g.credential.trusted)}"
-                )
+                lines.append(f"  ? {gate_text(plan, g, model)}")
             lines.append("")
         if saved.outputs:
             names = [p.name for p in plan.phases]

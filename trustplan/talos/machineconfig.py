@@ -29,7 +29,7 @@ from trustplan.errors import InputError
 from trustplan.planner.model import PKI
 from trustplan.planner.model import Role as Role  # re-exported for providers/ (below the planner's reach)
 from trustplan.system import safeyaml
-from trustplan.talos import caedit, pki, yamledit
+from trustplan.talos import caedit, kubecreds, pki, yamledit
 from trustplan.talos.fingerprint import sha256_fingerprint
 
 try:  # libyaml is ~15x faster (reference/measured-here.md)
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 KubeCALayout = Literal["legacy", "multidoc"]
 FIELDS: dict[str, tuple[str, str]] = {"talos": ("machine", "ca"), "kubernetes": ("cluster", "ca")}
+#: the kinds `ca_fields` reads (model.PKIS names every kind a plan can rotate)
+READ_KINDS: tuple[PKI, ...] = ("talos", "kubernetes")
 KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
 KUBE_AGGREGATOR_DOC_KIND = "KubeAggregatorCAConfig"
 BOTH_LAYOUTS = (
@@ -404,6 +406,36 @@ class MachineConfig:
         else:
             doc.pop("acceptedCAs", None)
         return doc
+
+
+def kind_fields(cfg: MachineConfig, kind: PKI) -> kubecreds.KindFields:
+    """A control-plane-only kind's fields (aggregator, serviceaccount, encryption), either layout."""
+    return kubecreds.read(cfg.documents, cfg.v1alpha1, kind, cfg.source)
+
+
+def with_kind_fields(cfg: MachineConfig, changes: dict[PKI, kubecreds.KindFields]) -> MachineConfig:
+    """A new config with these kinds' fields: a kind in its 1.14 document gets that document
+    re-encoded; a legacy value asked for in layout "document" is moved into a new document (and
+    dropped from the v1alpha1 document, which is then re-encoded). Every other document keeps its
+    bytes."""
+    texts, docs = list(cfg._texts), list(cfg._docs)
+    appended: list[str] = []
+    for kind, fields in changes.items():
+        now = kind_fields(cfg, kind)
+        if now.layout == "document":
+            name = kubecreds.DOC_KINDS[kind]
+            index = next(i for i, d in enumerate(docs) if isinstance(d, dict) and d.get("kind") == name)
+            docs[index] = kubecreds.write(docs[index], kind, fields)
+            texts[index] = cfg._encode(index, docs[index], dump_yaml_literal)
+        elif now.layout == "legacy" and fields.layout == "document":
+            docs[cfg._v1], new_doc = kubecreds.moved(docs[cfg._v1], kind, fields)
+            texts[cfg._v1] = cfg._encode(cfg._v1, docs[cfg._v1], dump_yaml)
+            appended.append("---\n" + dump_yaml_literal(new_doc))
+        else:
+            where = kubecreds.LEGACY_PATHS[kind]
+            raise InputError(cfg.source, f"cannot write {kind} in the {now.layout} layout", path=where)
+    texts = [t if t.endswith("\n") else t + "\n" for t in texts] + appended
+    return MachineConfig("".join(texts).encode("utf-8"), cfg.source)
 
 
 def _without_empty_ca(doc: Any) -> Any:

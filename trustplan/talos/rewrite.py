@@ -10,8 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from trustplan.planner import LiveTrust, apply_edit
-from trustplan.planner.ops import Edit
+from trustplan.planner.model import KINDS, PKI
+from trustplan.planner.ops import Edit, MoveToDocument
+from trustplan.talos import kubecreds, machineconfig
+from trustplan.talos.kubecreds import KindFields, Material
 from trustplan.talos.machineconfig import CAFields, MachineConfig
+
+#: supplies an authority new to a node, by kind and fingerprint (a control-plane-only kind)
+MaterialFor = Callable[[PKI, str], Material]
 
 
 def trust_of(fields: CAFields, source: str) -> tuple[LiveTrust, dict[str, bytes]]:
@@ -43,8 +49,18 @@ def rewrite_config(
     edits: tuple[Edit, ...],
     cert_pem: Callable[[str], bytes],
     key_pem: Callable[[str], bytes],
+    material: MaterialFor | None = None,
 ) -> MachineConfig:
-    """The config after `edits`, as a MachineConfig (its `data` is what to send)."""
+    """The config after `edits`, as a MachineConfig (its `data` is what to send). Every kind's
+    changes go into the one config: one write per node per phase, whatever it rotates."""
+    shared = {e.pki for e in edits if KINDS[e.pki].holders == "controlplane"}
+    if shared:
+        cfg = machineconfig.with_kind_fields(
+            cfg, {k: kind_fields_after(cfg, k, [e for e in edits if e.pki == k], material) for k in sorted(shared)}
+        )
+        edits = tuple(e for e in edits if e.pki not in shared)
+        if not edits:
+            return cfg
     changes: dict[str, CAFields] = {}
     for pki_name in dict.fromkeys(e.pki for e in edits):
         fields = cfg.ca_fields(pki_name)
@@ -69,3 +85,49 @@ def rewrite_config(
                 key = key_pem(after.issuer)
         changes[pki_name] = CAFields(issuer, key, tuple(pem(fp) for fp in after.accepted))
     return cfg.edited(changes)
+
+
+def kind_trust(kind: PKI, fields: KindFields) -> tuple[LiveTrust, dict[str, Material]]:
+    """A control-plane-only kind's fields as the planner sees them, and fingerprint -> material."""
+    found: dict[str, Material] = {}
+    issuer = None
+    if fields.issuer is not None:
+        issuer = kubecreds.fingerprint(kind, fields.issuer)
+        found[issuer] = fields.issuer
+    accepted = []
+    for m in fields.accepted:
+        fp = kubecreds.fingerprint(kind, m)
+        found.setdefault(fp, m)
+        accepted.append(fp)
+    has_key = fields.issuer is not None and fields.issuer.secret is not None
+    return LiveTrust(issuer, has_key, tuple(accepted)), found
+
+
+def kind_fields_after(cfg: MachineConfig, kind: PKI, edits: list[Edit], material: MaterialFor | None) -> KindFields:
+    """The kind's fields after `edits` (always in the 1.14 document: a legacy value is moved first)."""
+    fields = machineconfig.kind_fields(cfg, kind)
+    if fields.layout == "legacy" and not any(isinstance(e, MoveToDocument) for e in edits):
+        raise ValueError(f"{cfg.source}: {kind} is in the legacy layout; the plan must move it first")
+    trust, found = kind_trust(kind, fields)
+    after = trust
+    for e in edits:
+        after = apply_edit(after, e)
+
+    def get(fp: str) -> Material:
+        if fp in found:
+            return found[fp]
+        if material is None:
+            raise ValueError(f"no material for {kind} {fp}")
+        return material(kind, fp)
+
+    issuer = None
+    if after.issuer is not None:  # the issuer needs its secret: an accepted entry holds the public part only
+        issuer = get(after.issuer)
+        if issuer.secret is None and material is not None:
+            issuer = material(kind, after.issuer)
+    accepted = []
+    for fp in after.accepted:
+        m = get(fp)
+        # a signing key is accepted by its public key only; CAs by the certificate; secretbox keys whole
+        accepted.append(Material(m.public, m.secret if kind == "encryption" else None, m.name))
+    return KindFields("document", issuer, tuple(accepted))

@@ -15,8 +15,9 @@ import re
 from typing import Any
 
 from trustplan.errors import CAError, PlanFileError
+from trustplan.planner.model import KINDS
 from trustplan.planner.timestamps import iso_time, parse_time
-from trustplan.talos import pki
+from trustplan.talos import kubecreds, pki
 
 
 def _fail(source: str, message: str) -> PlanFileError:
@@ -39,6 +40,21 @@ def _fps_of(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _check_key(a: dict[str, Any], source: str, where: str) -> None:
+    """A signing key names its public key (its fingerprint must match); a secretbox key shows nothing."""
+    kind = a["pki"]
+    if KINDS[kind].material == "secretbox":
+        if a["certificate"]:
+            raise _fail(source, f"{where}.certificate: a secretbox key has no public part")
+        return
+    try:
+        fp = kubecreds.fingerprint(kind, kubecreds.Material(a["certificate"].encode("utf-8", "surrogatepass")))
+    except (ValueError, TypeError) as exc:
+        raise _fail(source, f"{where}.certificate: not a PEM public key ({exc})") from None
+    if fp != a["fingerprint"]:
+        raise _fail(source, f"{where}: the public key's fingerprint is {fp}, not {a['fingerprint']}")
+
+
 def check_structure(doc: dict[str, Any], source: str) -> None:
     """Refuse a schema-valid document whose parts do not fit together (PlanFileError, never a crash)."""
     _check_text(doc, source, "")
@@ -49,6 +65,10 @@ def check_structure(doc: dict[str, Any], source: str) -> None:
         where = f"authorities[{i}]"
         if a["fingerprint"] in fps:
             raise _fail(source, f"{where}: CA {a['fingerprint']} is listed twice")
+        if KINDS[a["pki"]].material != "ca":
+            _check_key(a, source, where)
+            fps[a["fingerprint"]] = a["pki"]
+            continue
         try:
             ca = pki.CACert.from_pem(a["certificate"].encode("utf-8", "surrogatepass"), f"{source}: {where}")
         except CAError as exc:
