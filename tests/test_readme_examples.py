@@ -46,3 +46,19 @@ def test_minimal_desired_state_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     valid = "trustplan.yaml: valid (files provider, 5 nodes, managing talos, kubernetes)"
     assert valid in result.stdout + result.stderr
+
+
+def test_the_plan_output_shown_is_what_plan_prints(tmp_path: Path) -> None:
+    """Every line of the README's shortened `trustplan plan` output (but the `...`) is a line the
+    command prints on the bundled example."""
+    work = tmp_path / "demo"
+    subprocess.run(["cp", "-r", str(ROOT / "examples" / "files"), str(work)], check=True)
+    trustplan = Path(sys.executable).parent / "trustplan"
+    env = {**os.environ, "NO_COLOR": "1"}
+    result = subprocess.run([str(trustplan), "plan"], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    printed = set(result.stdout.splitlines())
+    shown = [line for line in block("plan-output", "console").splitlines() if line.strip() != "..."]
+    assert len(shown) >= 5
+    missing = [line for line in shown if line not in printed]
+    assert missing == [], f"README.md shows lines `trustplan plan` does not print: {missing}"
