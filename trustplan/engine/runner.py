@@ -33,6 +33,14 @@ from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import rewrite_config
 
 
+def restarts_apiserver(before: MachineConfig, after: MachineConfig) -> bool:
+    """Whether a control plane's kube-apiserver restarts when `after` replaces `before`: any
+    Kubernetes input changed (its CA fields, in either layout, or the v1alpha1 `cluster` section)."""
+    return before.ca_fields("kubernetes") != after.ca_fields("kubernetes") or (
+        before.v1alpha1.get("cluster") != after.v1alpha1.get("cluster")
+    )
+
+
 async def _bounded(
     items: list[str], limit: int, fn: Callable[[str], Awaitable[None]], stop: Stop | None = None
 ) -> None:
@@ -183,7 +191,8 @@ class PhaseRunner:
         async def patch(address: str) -> None:
             edits = phase.edits_for(address)  # both PKIs' edits of this phase: one ApplyConfiguration
             detail = ", ".join(f"{e.pki}: {self.plan.describe(e)}" for e in edits)
-            after = rewrite_config(self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem)
+            before = self.configs[address]
+            after = rewrite_config(before, edits, self.keys.cert_pem, self.keys.key_pem)
             self.reporter.begin(address)
             try:
                 kubelet = self.provider.capabilities.kubelet
@@ -192,6 +201,8 @@ class PhaseRunner:
                 else:
                     await self.provider.write(self.refs[address], after.data, credential=cred)
                     self.configs[address] = after
+                if roles[address] == "controlplane" and restarts_apiserver(before, after):
+                    await self.wait_apiserver(phase, address)
             except TrustplanError as exc:
                 self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
                 self.reporter.fail(address)
@@ -242,6 +253,26 @@ class PhaseRunner:
                 self.record(phase, "kubelet", "failed", node=address, message=str(exc))
                 raise
         self.record(phase, "kubelet", "ok", node=address, detail="kubelet restarted, running and healthy")
+
+    async def wait_apiserver(self, phase: op.Phase, address: str) -> None:
+        """After a write that restarts a control plane's kube-apiserver: wait until it answers
+        /readyz with the credential of the phase's Kubernetes gate (valid once this node has the
+        phase's edits), within the Kubernetes verify timeout, so that the next control plane's API
+        server goes down only once this one is back (at most `controlplane_parallelism` down)."""
+        gate = next((g for g in phase.gates if g.pki == "kubernetes"), None)
+        if gate is None or not self.provider.capabilities.kubernetes_api or self.desired.kube_endpoints:
+            return  # no Kubernetes API (configs on disk), no credential for it, or endpoints not per node
+        from trustplan.providers.kubernetes import KubernetesChecker
+
+        server = self.desired.kube_servers([address])[0]
+        checker = KubernetesChecker([server], self.desired.rollout.timeout("kubernetes"))
+        self.reporter.note(f"{phase.name}: {address}: waiting for its kube-apiserver (/readyz)")
+        try:
+            await self.stop.race(checker.wait_ready(server, self.mint("kubernetes", gate.credential)))
+        except TrustplanError as exc:
+            self.record(phase.name, "apiserver", "failed", node=address, message=str(exc))
+            raise
+        self.record(phase.name, "apiserver", "ok", node=address, detail="kube-apiserver ready (/readyz)")
 
     async def gate(self, gate: op.Gate, stage: str = "") -> None:
         """Prove the gate's credential reaches its nodes (`stage` "canary": the canaries of a phase)."""
