@@ -58,6 +58,7 @@ test-realk8s: bytecode
 	$(BIN)/pytest -m realk8s -p no:cacheprovider tests/realk8s
 
 # The main job on the bundled example, in a scratch copy: validate, plan (printed), apply, status.
+# Its simulated nodes use 127.20.0.0/24; another subnet: TRUSTPLAN_DEMO_SUBNET=127.21.0.0/24 make demo
 demo: bytecode
 	@bash scripts/demo.sh
 

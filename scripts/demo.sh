@@ -4,6 +4,8 @@
 # rotations, shows status, and proves with plain clients (grpclib + ssl for Talos; curl, or Python
 # ssl + http.client, for Kubernetes) that the old talosconfig and kubeconfig are refused and the new
 # ones work: every node Ready on every control plane's Kubernetes API. Then stops the simulator.
+# The simulated nodes listen on 127.20.0.0/24; when that subnet is taken (another simulator), choose
+# another: `TRUSTPLAN_DEMO_SUBNET=127.21.0.0/24 make demo`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 tp="$root/.venv/bin/trustplan"
@@ -20,7 +22,8 @@ k8s=(--k8s --apiserver-restart-ms 1000 --kubelet-rejoin-ms 500)
 step trustplan sim up --controlplanes 3 --workers 2 "${k8s[@]}" --dir "$dir" --subnet "$subnet" '&'
 "$tp" sim up --controlplanes 3 --workers 2 "${k8s[@]}" --dir "$dir" --subnet "$subnet" >"$dir/sim.log" 2>&1 &
 for _ in $(seq 1 100); do [ -f "$dir/sim.json" ] && break; sleep 0.1; done
-[ -f "$dir/sim.json" ] || { cat "$dir/sim.log"; echo "the simulator did not start" >&2; exit 1; }
+[ -f "$dir/sim.json" ] || { cat "$dir/sim.log"; echo "the simulator did not start on $subnet; if the subnet is" \
+  "taken, choose another: TRUSTPLAN_DEMO_SUBNET=127.21.0.0/24 make demo" >&2; exit 1; }
 cp "$dir/talosconfig" "$dir/talosconfig.old"
 cp "$dir/kubeconfig" "$dir/kubeconfig.old"
 cd "$dir"

@@ -288,9 +288,9 @@ class RealK8s:
                              return_exceptions=True)
 
     def on_config_change(self, node: SimNode, kube_ca_changed: bool) -> None:
-        """After an applied config: restart the etcd member when its PKI inputs changed (then the
-        API server, whose etcd client cert comes from that CA), else the API server when any of its
-        inputs changed. Returns at once; tasks do the restarts."""
+        """After an applied config: new etcd PKI files when its inputs changed (etcd is not restarted,
+        as on Talos) and a restart of the API server, whose etcd client cert comes from that CA; else
+        the API server when any of its inputs changed. Returns at once; tasks do the restarts."""
         api = node.apiserver if isinstance(node.apiserver, RealAPIServer) else None
         member = node.etcd
         if member is not None:
@@ -300,11 +300,13 @@ class RealK8s:
                 log.warning("%s: etcd keeps running on its old PKI: %s", node.name, exc)
                 inputs = None
             if inputs is not None and (*inputs, node.hostname, node.address) != member.made_from:
+                # As Talos: new PKI files, etcd keeps running (it loads leaves per handshake, its CA
+                # file only at start: a Reboot restarts it, trustplan_sim.etcdapi); the static pod's
+                # secrets version changed, so kube-apiserver restarts.
                 member.write_pki(*inputs)
-                log.info("%s: etcd CA changed: restarting etcd and kube-apiserver", node.name)
-                task = asyncio.get_running_loop().create_task(self._restart_both(member, api))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                log.info("%s: etcd CA changed: new etcd PKI files, restarting kube-apiserver", node.name)
+                if api is not None:
+                    api.restart()
                 return
         if api is not None and (kube_ca_changed or api.inputs_changed()):
             log.info("%s: kube-apiserver inputs changed: restarting it", node.name)
@@ -318,11 +320,3 @@ class RealK8s:
     @staticmethod
     async def kubelet_not_ready(node: SimNode, message: str) -> None:
         await realkubelet.report_not_ready(node, message)
-
-    async def _restart_both(self, member: etcd.EtcdMember, api: RealAPIServer | None) -> None:
-        if api is not None:
-            await api.stop()
-        await member.stop()
-        await member.start(member.initial)
-        if api is not None:
-            api.restart()  # waits for etcd as long as kube-apiserver does (READY_TIMEOUT)

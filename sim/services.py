@@ -28,6 +28,7 @@ from trustplan.providers.talos.proto import (
 )
 from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 from trustplan_sim import resources
+from trustplan_sim.etcdapi import EtcdCalls
 from trustplan_sim.router import PROXY_ROLE, ROLE_KEY, peer_roles
 
 from trustplan.errors import TrustplanError
@@ -57,11 +58,15 @@ def require(stream: Stream[Any, Any], allowed: set[str]) -> None:
         raise GRPCError(Status.PERMISSION_DENIED, "not authorized")
 
 
-class MachineService(machine_grpc.MachineServiceBase):
-    """machine.MachineService: Version, ApplyConfiguration, Kubeconfig."""
+class MachineService(EtcdCalls, machine_grpc.MachineServiceBase):
+    """machine.MachineService: Version, ApplyConfiguration, Kubeconfig; Reboot, ServiceRestart and the
+    etcd calls (trustplan_sim.etcdapi)."""
 
     def __init__(self, node: SimNode) -> None:
         self.node = node
+
+    def _require(self, stream: Stream[Any, Any], allowed: set[str]) -> None:
+        require(stream, allowed)
 
     async def Version(self, stream: Stream[Empty, machine_pb2.VersionResponse]) -> None:
         require(stream, READ_ROLES)

@@ -116,6 +116,24 @@ class KubernetesStateSpec:
         return f"kubernetes secret {self.namespace}/{self.name}{context}"
 
 
+def holder_text(holder: Holder) -> str:
+    """`holder.describe()` for a message, saying when its process is gone (same host, no such pid):
+    then its lock is stale, not busy."""
+    if holder.pid > 0 and holder.host == socket.gethostname() and not _alive(holder.pid):
+        return f"{holder.describe()}, a process that is no longer running"
+    return holder.describe()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
 def _user() -> str:
     try:
         return getpass.getuser()

@@ -39,11 +39,15 @@ class KubeAPI(Protocol):
         ...
 
 
-def call(api: KubeAPI, spec: KubernetesStateSpec, what: str, fn: Callable[[], T]) -> T:
-    """Call the API, retrying what a restarting server answers; API errors (4xx) are raised as is."""
+def call(
+    api: KubeAPI, spec: KubernetesStateSpec, what: str, fn: Callable[[], T], retry_seconds: float | None = None
+) -> T:
+    """Call the API, retrying what a restarting server answers for `retry_seconds` (default the
+    spec's); API errors (4xx) are raised as is."""
     from kubernetes.client.exceptions import ApiException
 
-    deadline = time.monotonic() + spec.retry_seconds
+    retry = spec.retry_seconds if retry_seconds is None else retry_seconds
+    deadline = time.monotonic() + retry
     delay = 0.2
     while True:
         try:
@@ -60,7 +64,7 @@ def call(api: KubeAPI, spec: KubernetesStateSpec, what: str, fn: Callable[[], T]
                 raise StateError(f"{spec.where}: {what}: {describe_error(exc)}") from None
             if time.monotonic() >= deadline:
                 raise StateError(
-                    f"{spec.where}: {what}: {describe_error(exc)} (retried for {spec.retry_seconds:g}s)"
+                    f"{spec.where}: {what}: {describe_error(exc)} (retried for {retry:g}s)"
                 ) from None
         time.sleep(delay)
         delay = min(delay * 2, 2.0)

@@ -57,8 +57,8 @@ class KubernetesState:
     def _core(self) -> Any:
         return self.api.core()
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        return call(self.api, self.spec, what, fn)
+    def _call(self, what: str, fn: Callable[[], T], retry_seconds: float | None = None) -> T:
+        return call(self.api, self.spec, what, fn, retry_seconds)
 
     # --- the state document ------------------------------------------------------------------------
 
@@ -87,8 +87,13 @@ class KubernetesState:
 
         if self._rv == _UNREAD:
             raise StateError(f"{self.where}: the state must be read before it is written")
-        if self._lease.lost is not None:
-            self._refuse(doc, f"the state lock was lost while this process held it: {self._lease.lost}")
+        retry = self.spec.retry_seconds
+        if self._lease.holder is not None or self._lease.lost is not None:  # written under our lock
+            try:
+                self._lease.check_held()
+            except StateError as exc:
+                self._refuse(doc, str(exc).removeprefix(f"{self.where}: "))
+            retry = min(retry, self._lease.remaining())  # never retried past the lease's renewal deadline
         write_id = str(uuid.uuid4())
         writer = self._lease.holder or Holder.me("write")
         body = client.V1Secret(
@@ -109,10 +114,10 @@ class KubernetesState:
         try:
             if self._rv is None:
                 stored = self._call("create the state Secret", lambda: core.create_namespaced_secret(
-                    self.spec.namespace, body, _request_timeout=CALL_TIMEOUT))
+                    self.spec.namespace, body, _request_timeout=CALL_TIMEOUT), retry)
             else:
                 stored = self._call("write the state", lambda: core.replace_namespaced_secret(
-                    self.spec.name, self.spec.namespace, body, _request_timeout=CALL_TIMEOUT))
+                    self.spec.name, self.spec.namespace, body, _request_timeout=CALL_TIMEOUT), retry)
         except ApiException as exc:
             if exc.status == 409:
                 current = self._current_secret()

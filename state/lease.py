@@ -1,8 +1,27 @@
-"""The lock of the kubernetes state backend: a coordination.k8s.io/v1 Lease.
+"""The lock of the kubernetes state backend: a coordination.k8s.io/v1 Lease, used the way client-go's
+leader election (k8s.io/client-go/tools/leaderelection) uses one.
 
     holderIdentity "user@host (pid, operation, plan)", the holder's details (with its lock ID) in an
-    annotation; renewed every third of its duration while held; another process takes it only once
-    it has not been renewed for `lease_seconds` (or after `force-unlock LOCK_ID`).
+    annotation, renewTime written by the holder at each renewal.
+
+    Taking it:   a Lease with a holder is taken only once the taker has seen the same record (its
+                 resourceVersion, holder and renewTime) unchanged for leaseDurationSeconds, timed
+                 on the taker's own monotonic clock from when it first saw that record. renewTime is
+                 never compared with the taker's wall clock: a skewed clock, either way, cannot
+                 make a held lease look expired. The replace carries the resourceVersion that was
+                 observed (another taker that was faster gets 409).
+    Holding it:  renewed every third of its duration; each renewal attempt has its own short
+                 request timeout, and the renewals have a deadline of two thirds of the duration
+                 from the start of the last renewal that succeeded (no long retry loop in between).
+                 Past that deadline the lock is lost: the holder stops considering itself the
+                 holder before any taker can have seen the record unchanged for a whole duration.
+    Lost:        a holder that lost the lease (the deadline passed, the Lease is gone or someone
+                 else's) never writes the state (trustplan.state.kubernetes checks `check_held()`).
+    Releasing:   deletes the Lease only if it is still ours, with the resourceVersion as a
+                 precondition (never someone else's newer lease).
+
+`clock` (monotonic seconds), `wall` (the time written into renewTime) and `sleep` are injectable:
+tests run a holder with a clock hours ahead or behind, and wait without waiting.
 """
 
 from __future__ import annotations
@@ -15,30 +34,56 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from trustplan.state.backend import Holder, KubernetesStateSpec
+from trustplan.state.backend import Holder, KubernetesStateSpec, holder_text
 from trustplan.state.kubeapi import CALL_TIMEOUT, MANAGED_BY, KubeAPI, api_message, call
 
 from trustplan.errors import StateError
 
 ANNOTATION_HOLDER = "trustplan.dev/holder"
+#: a renewal that has not succeeded for this fraction of the lease loses the lock (client-go's RenewDeadline)
+RENEW_DEADLINE = 2 / 3
+#: renewals start this often (a fraction of the lease)
+RENEW_EVERY = 1 / 3
 
 T = TypeVar("T")
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
 class LeaseLock:
     """The Lease `<namespace>/<name>` as a lock. While held, `holder` is this process's; `lost`
-    says why a held lock was lost (the renewals failed, or someone forced it)."""
+    says why a held lock was lost (the renewals failed, or someone took or deleted it)."""
 
-    def __init__(self, spec: KubernetesStateSpec, api: KubeAPI) -> None:
+    def __init__(
+        self,
+        spec: KubernetesStateSpec,
+        api: KubeAPI,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], dt.datetime] = _now,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.spec = spec
         self.api = api
         self.holder: Holder | None = None
         self.lost: str | None = None
+        self._clock = clock
+        self._wall = wall
+        self._sleep = sleep
         self._stop = threading.Event()
+        self._renewed_at = 0.0  # monotonic time a renewal that succeeded was started
+        self._observed: tuple[Any, ...] | None = None  # the record a taker watches, and since when
+        self._observed_at = 0.0
 
     @property
     def where(self) -> str:
         return self.spec.where
+
+    @property
+    def renew_deadline(self) -> float:
+        return self.spec.lease_seconds * RENEW_DEADLINE
 
     def _coordination(self) -> Any:
         return self.api.coordination()
@@ -62,6 +107,18 @@ class LeaseLock:
             self.holder = None
             if self.lost is None:
                 self._release(holder)
+
+    def check_held(self) -> None:
+        """Raise StateError unless this process still holds the lease: it was not lost, and the last
+        renewal that succeeded started less than the renewal deadline ago."""
+        if self.lost is None and self.holder is not None and self._clock() - self._renewed_at > self.renew_deadline:
+            self.lost = f"it could not be renewed within {self.renew_deadline:g}s and may be taken by another process"
+        if self.lost is not None:
+            raise StateError(f"{self.where}: the state lock was lost while this process held it: {self.lost}")
+
+    def remaining(self) -> float:
+        """Seconds until the renewal deadline of the lease held (0 when it passed)."""
+        return max(0.0, self._renewed_at + self.renew_deadline - self._clock())
 
     def _lease_body(self, holder: Holder, now: dt.datetime, old: Any) -> Any:
         from kubernetes import client
@@ -95,72 +152,108 @@ class LeaseLock:
                 return None
             raise StateError(f"{self.where}: cannot read the lock: {api_message(exc)}") from None
 
+    def _free(self, lease: Any) -> bool:
+        """Whether a taker may take `lease`: no holder, or the same record seen unchanged for the
+        lease's duration on this process's own clock (client-go's observedTime)."""
+        spec = lease.spec
+        if spec is None or not spec.holder_identity:
+            return True
+        record = _record(lease)
+        now = self._clock()
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        duration = spec.lease_duration_seconds or self.spec.lease_seconds
+        return now - self._observed_at >= duration
+
     def _acquire(self, me: Holder, timeout: float) -> Holder:
         from kubernetes.client.exceptions import ApiException
 
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         api = self._coordination()
+        self._observed = None
         while True:
             lease = self._get_lease()
-            now = dt.datetime.now(dt.UTC)
+            started = self._clock()
             try:
                 if lease is None:
-                    self._take(api.create_namespaced_lease, self.spec.namespace, self._lease_body(me, now, None))
+                    body = self._lease_body(me, self._wall(), None)
+                    self._take(api.create_namespaced_lease, self.spec.namespace, body)
+                    self._renewed_at = started
                     return me
-                if _lease_free(lease, now):
-                    body = self._lease_body(me, now, lease)
+                if self._free(lease):
+                    body = self._lease_body(me, self._wall(), lease)  # with the observed resourceVersion
                     self._take(api.replace_namespaced_lease, self.spec.name, self.spec.namespace, body)
+                    self._renewed_at = started
                     return me
             except ApiException as exc:
                 if exc.status != 409:  # 409: another process was faster; look again
                     raise StateError(f"{self.where}: cannot take the lock: {api_message(exc)}") from None
                 continue
-            if time.monotonic() >= deadline:
+            if self._clock() >= deadline:
                 other = _lease_holder(lease)
+                seconds = lease.spec.lease_duration_seconds or self.spec.lease_seconds
                 raise StateError(
-                    f"{self.where}: state is locked by {other.describe()}, lock ID {other.lock_id}",
+                    f"{self.where}: state is locked by {holder_text(other)}, lock ID {other.lock_id}",
                     hint=f"wait for it, or pass --lock-timeout 5m to wait; if that process is gone, its lock "
-                    f"expires {lease.spec.lease_duration_seconds}s after its last renewal, or run "
-                    f"`trustplan force-unlock {other.lock_id}`",
+                    f"is taken once it has gone unrenewed for {seconds}s as seen by the next trustplan "
+                    f"(--lock-timeout {2 * seconds}s waits for that), or run `trustplan force-unlock {other.lock_id}`",
                 )
-            time.sleep(max(0.05, min(1.0, deadline - time.monotonic())))
+            self._sleep(max(0.05, min(1.0, deadline - self._clock())))
 
     def _take(self, method: Callable[..., Any], *args: Any) -> None:
         self._call("take the lock", lambda: method(*args, _request_timeout=CALL_TIMEOUT))
 
     def _renew_loop(self, holder: Holder) -> None:
+        interval = self.spec.lease_seconds * RENEW_EVERY
+        while not self._stop.wait(interval if self._clock() - self._renewed_at < interval else 0.5):
+            if not self.renew(holder):
+                return
+
+    def renew(self, holder: Holder) -> bool:
+        """One renewal attempt, its request bounded by the time left before the renewal deadline (no
+        retry loop: the next attempt is the loop's). False once the lock is lost."""
         from kubernetes.client.exceptions import ApiException
 
-        interval = self.spec.lease_seconds / 3
-        last_renewed = time.monotonic()
-        while not self._stop.wait(interval if time.monotonic() - last_renewed < interval else 0.5):
+        started = self._clock()
+        left = self._renewed_at + self.renew_deadline - started
+        if left <= 0:
+            self.lost = f"it could not be renewed within {self.renew_deadline:g}s and may be taken by another process"
+            return False
+        request_timeout = max(0.1, min(CALL_TIMEOUT, left, self.spec.lease_seconds * RENEW_EVERY))
+        coordination = self._coordination()
+        try:
             try:
-                lease = self._get_lease()
-                if lease is None or _lease_holder(lease).lock_id != holder.lock_id:
-                    taker = "nobody (the Lease was deleted)" if lease is None else _lease_holder(lease).describe()
-                    self.lost = f"it is now held by {taker}"
-                    return
-                lease.spec.renew_time = _micro(dt.datetime.now(dt.UTC))
-                lease.spec.acquire_time = _micro(lease.spec.acquire_time) if lease.spec.acquire_time else None
-                self._coordination().replace_namespaced_lease(
-                    self.spec.name, self.spec.namespace, lease, _request_timeout=CALL_TIMEOUT
-                )
-                last_renewed = time.monotonic()
-            except (ApiException, StateError, Exception):  # noqa: BLE001 - retried until the lease runs out
-                if time.monotonic() - last_renewed > self.spec.lease_seconds:
-                    self.lost = f"it could not be renewed for {self.spec.lease_seconds}s and expired"
-                    return
+                lease = coordination.read_namespaced_lease(
+                    self.spec.name, self.spec.namespace, _request_timeout=request_timeout)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                lease = None
+            if lease is None or _lease_holder(lease).lock_id != holder.lock_id:
+                taker = "nobody (the Lease was deleted)" if lease is None else _lease_holder(lease).describe()
+                self.lost = f"it is now held by {taker}"
+                return False
+            lease.spec.renew_time = _micro(self._wall())
+            lease.spec.acquire_time = _micro(lease.spec.acquire_time) if lease.spec.acquire_time else None
+            left = self._renewed_at + self.renew_deadline - self._clock()
+            if left <= 0:
+                return self.renew(holder)  # the deadline passed while reading: lost
+            coordination.replace_namespaced_lease(
+                self.spec.name, self.spec.namespace, lease,
+                _request_timeout=max(0.1, min(request_timeout, left)),
+            )
+        except Exception:  # noqa: BLE001 - any failure is retried by the next attempt, until the deadline
+            return True
+        self._renewed_at = started
+        return True
 
     def _release(self, holder: Holder) -> None:
         """Delete our Lease (only if it is still ours); if that fails, it expires on its own."""
-        from kubernetes import client
-
         try:
             lease = self._get_lease()
             if lease is not None and _lease_holder(lease).lock_id == holder.lock_id:
                 self._delete_lease(lease)
         except Exception:  # noqa: BLE001 - the lease expires after lease_seconds anyway
-            _ = client
             return
 
     def _delete_lease(self, lease: Any) -> None:
@@ -182,7 +275,7 @@ class LeaseLock:
         current = _lease_holder(lease)
         if current.lock_id != lock_id:
             raise StateError(
-                f"{self.where}: {lock_id} is not the current lock: the state is locked by {current.describe()}, "
+                f"{self.where}: {lock_id} is not the current lock: the state is locked by {holder_text(current)}, "
                 f"lock ID {current.lock_id}",
                 hint="force-unlock only the lock ID an error message gave you, and only if its holder is gone",
             )
@@ -199,16 +292,16 @@ def _micro(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _lease_free(lease: Any, now: dt.datetime) -> bool:
+def _record(lease: Any) -> tuple[Any, ...]:
+    """What changes when the holder renews or another takes over: a taker watches it."""
     spec = lease.spec
-    if spec is None or not spec.holder_identity:
-        return True
-    renewed = spec.renew_time or spec.acquire_time
-    if renewed is None:
-        return True
-    if renewed.tzinfo is None:
-        renewed = renewed.replace(tzinfo=dt.UTC)
-    return bool(renewed + dt.timedelta(seconds=spec.lease_duration_seconds or 0) < now)
+    return (
+        lease.metadata.resource_version,
+        spec.holder_identity,
+        str(spec.renew_time),
+        str(spec.acquire_time),
+        spec.lease_transitions,
+    )
 
 
 def _lease_holder(lease: Any) -> Holder:

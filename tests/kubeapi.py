@@ -183,6 +183,15 @@ class KubeAPIServer:
             time.sleep(0.1)
         raise RuntimeError(f"{what} not ready after {timeout}s; see {self.log[-1]}")
 
+    def stop_etcd(self) -> None:
+        """Stop etcd (the API server keeps running, and fails every call that needs it)."""
+        _stop(self.etcd)
+        self.etcd = None
+
+    def start_etcd(self) -> None:
+        """Start etcd again on its port and data (after stop_etcd); returns once it is healthy."""
+        self._start_etcd()
+
     def stop_apiserver(self) -> None:
         _stop(self.apiserver)
         self.apiserver = None

@@ -1,10 +1,11 @@
 """Bad input never crashes: each case is one clear error naming the file and the rule, exit 1, no
-traceback, and nothing written (the empty state lock file aside)."""
+traceback, and nothing written: the folder is byte-identical, not even a state lock file is left."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -38,6 +39,18 @@ def _replace(old: str, new: str, file: str = "trustplan.yaml") -> Callable[[Path
         path = root / file
         assert old in path.read_text()
         path.write_text(path.read_text().replace(old, new))
+
+    return change
+
+
+def _to_secrets(text: str) -> Callable[[Path, CAFiles], None]:
+    return _to_secrets_bytes(text.encode())
+
+
+def _to_secrets_bytes(data: bytes) -> Callable[[Path, CAFiles], None]:
+    def change(root: Path, _: CAFiles) -> None:
+        path = root / "secrets.yaml"
+        path.write_bytes(path.read_bytes() + data)
 
     return change
 
@@ -104,6 +117,14 @@ CASES = [
     ("ca-without-key-usage", _import("no-key-usage"),
      "ca.crt: CA certificate has no keyUsage extension (keyCertSign is required)"),
     ("two-certificates-in-one-file", _import("two-certs"), "ca.crt: holds 2 certificates where one is expected"),
+    ("recursive-alias", _append("a: &a [*a]\n"),
+     "trustplan.yaml:26: YAML refused: the alias *a is inside the collection it names (a recursive alias)"),
+    ("secrets-duplicate-key", _to_secrets("cluster:\n  id: other\n"),
+     "secrets.yaml:24: malformed YAML: found duplicate key 'cluster'"),
+    ("secrets-bad-utf8", _to_secrets_bytes(b"note: \xff\xfe\n"),
+     "secrets.yaml: malformed YAML: unacceptable character #x00ff"),
+    ("secrets-too-deep", _to_secrets("deep: " + "[" * 100 + "]" * 100 + "\n"),
+     "secrets.yaml:24: YAML refused: nested more than 64 levels deep"),
     ("keystore-under-a-file", _replace("keystore: .trustplan/keys", "keystore: secrets.yaml/keys"),
      "secrets.yaml/keys/index.json: unreadable keystore index (Not a directory)"),
     ("state-under-a-file", _replace("state: trustplan.state.json", "state: secrets.yaml/state.json"),
@@ -196,7 +217,73 @@ def test_an_alias_bomb_is_refused_under_a_1_gb_address_space_limit(tmp_path: Pat
 
 #: one case of each kind (YAML syntax, a special file, a weak CA, a bad path in the desired state):
 #: in-process tests see the message and exit code, only a real process shows that no traceback escapes
-REAL_PROCESS = ["duplicate-top-level-key", "machine-config-is-dev-zero", "rsa-1024-ca", "state-under-a-file"]
+REAL_PROCESS = ["duplicate-top-level-key", "machine-config-is-dev-zero", "rsa-1024-ca", "state-under-a-file",
+                "recursive-alias", "secrets-duplicate-key", "secrets-bad-utf8"]
+
+
+@pytest.mark.parametrize("case", ["secrets-duplicate-key", "secrets-bad-utf8", "secrets-too-deep", "recursive-alias"])
+def test_validate_checks_secrets_yaml_as_plan_reads_it(
+    example: Path, ca_files: CAFiles, cli, case: str  # noqa: ANN001
+) -> None:
+    """`validate` used to call a secrets.yaml with duplicate keys valid, which plan then refused."""
+    _, change, expected = next(c for c in CASES if c[0] == case)
+    change(example, ca_files)
+    before = snapshot(example)
+    result = cli("validate")
+    assert result.code == 1, result.out + result.err
+    assert [line for line in result.err.splitlines() if line.startswith("Error: ")] == [f"Error: {expected}"] or (
+        expected in result.err and result.err.count("Error: ") == 1), result.err
+    assert snapshot(example) == before
+
+
+def _encrypted_and_planned(root: Path) -> Path:
+    """The example with an age-encrypted keystore and a saved plan (its new CA keys sealed);
+    returns the identity file keystore.age.identity names."""
+    import pyrage
+
+    ident = pyrage.x25519.Identity.generate()
+    identity = root / "identity.txt"
+    identity.write_text(str(ident) + "\n")
+    desired = root / "trustplan.yaml"
+    desired.write_text(desired.read_text().replace("secrets: secrets.yaml\n", "").replace(
+        "keystore: .trustplan/keys\n",
+        f"keystore: {{path: .trustplan/keys, age: {{recipients: [{ident.to_public()}], identity: identity.txt}}}}\n"))
+    planned = subprocess.run([sys.executable, "-m", "trustplan", "plan", "-o", "plan.bin"], cwd=root,
+                             capture_output=True, text=True, timeout=120)
+    assert planned.returncode == 0, planned.stderr
+    return identity
+
+
+def _non_utf8(identity: Path) -> None:
+    identity.write_bytes(identity.read_bytes().replace(b"AGE-SECRET-KEY-1", b"AGE-SECRET-KEY-\xff", 1))
+
+
+def _fifo_identity(identity: Path) -> None:
+    identity.unlink()
+    os.mkfifo(identity)
+
+
+@pytest.mark.parametrize("change, expected", [
+    (_non_utf8, "identity.txt: the age identity file is not UTF-8 text (an invalid byte at offset 15)"),
+    (_fifo_identity, "identity.txt: age identity file is a FIFO; only regular files are read"),
+], ids=["non-utf8-identity", "fifo-identity"])
+def test_a_bad_age_identity_is_one_error_and_never_waited_on(
+    tmp_path: Path, change: Callable[[Path], None], expected: str
+) -> None:
+    """A FIFO used to hang apply forever while it held the state lock; a non-UTF-8 byte raised
+    UnicodeDecodeError. Now: one error, exit 1, nothing written, and the key's bytes never echoed."""
+    root = copy_example(tmp_path / "cluster")
+    identity = _encrypted_and_planned(root)
+    change(identity)
+    before = {k: v for k, v in snapshot(root).items() if k != "identity.txt"}
+    result = subprocess.run([sys.executable, "-m", "trustplan", "apply", "plan.bin"], cwd=root,
+                            capture_output=True, text=True, timeout=60)  # a hang fails here
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert not re.search(r"AGE-SECRET-KEY-.[0-9A-Z]{10}", result.stderr)  # the key itself is never echoed
+    assert {k: v for k, v in snapshot(root).items() if k != "identity.txt"} == before
 
 
 @pytest.mark.parametrize("case", REAL_PROCESS)
@@ -216,3 +303,32 @@ def test_bad_input_in_a_real_process_prints_one_error_and_no_traceback(
     ]
     assert result.stdout == ""
     assert_nothing_written(before, root)
+
+
+@pytest.mark.parametrize("endpoint, expected", [
+    ("127.0.0.1\x00evil", "'127.0.0.1\\x00evil' is not an IP address or a host name"),
+    ("xn--zz.example", "'xn--zz.example' is not a valid host name (IDNA)"),
+    ("a" * 64 + ".example", "is not a valid host name (IDNA)"),
+], ids=["nul-byte", "bad-punycode", "label-over-63"])
+def test_a_bad_talosconfig_endpoint_is_one_error_in_plan_and_status(
+    tmp_path: Path, endpoint: str, expected: str
+) -> None:
+    """Used to be a traceback from the connection (embedded null byte, UnicodeError from the idna codec)."""
+    import yaml
+    from simharness import SimProcess
+
+    with SimProcess(tmp_path / "sim") as sim:
+        path = sim.dir / "talosconfig"
+        doc = yaml.safe_load(path.read_text())
+        for context in doc["contexts"].values():
+            context["endpoints"] = [endpoint]
+        path.write_text(yaml.safe_dump(doc))
+        before = snapshot(sim.dir)
+        for command in ("plan", "status"):
+            result = subprocess.run([sys.executable, "-m", "trustplan", command], cwd=sim.dir,
+                                    capture_output=True, text=True, timeout=120)
+            assert result.returncode == 1, result.stderr
+            assert "Traceback" not in result.stderr
+            errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+            assert len(errors) == 1 and "talosconfig" in errors[0] and expected in errors[0], result.stderr
+        assert snapshot(sim.dir) == before

@@ -124,3 +124,76 @@ def test_bad_encryption_settings_are_one_clear_error(example: Path, edit, messag
     desired.write_text(edit(desired.read_text()))
     result = run(["plan"], example)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def _two_recipient_sets(example: Path) -> tuple[str, str]:
+    """A keystore of two keys sealed to identity 1; trustplan.yaml now lists identity 2 alone."""
+    (secret1, r1), (secret2, r2) = identity(), identity()
+    desired = example / "trustplan.yaml"
+    encrypt_keystore(desired, r1)
+    assert run(["plan", "-o", "plan.bin"], example).returncode == 0
+    desired.write_text(desired.read_text().replace(f"recipients: [{r1}]", f"recipients: [{r2}]"))
+    return secret1, secret2
+
+
+def test_a_rekey_killed_among_its_keys_leaves_the_old_keystore_whole_and_is_resumed(
+    example: Path, cli, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """Issue 20, finding 7: stopped after one key was re-encrypted, the keystore used to hold keys under
+    two recipient sets, which neither identity alone could read. Now the old one is untouched until the
+    new one is complete, and the next rekey finishes the job."""
+    import trustplan.cli.keystore as cli_keystore
+    import trustplan.formats.keystore as formats_keystore
+    from trustplan.system import atomic
+
+    secret1, secret2 = _two_recipient_sets(example)
+    sealed = []
+
+    def killed_at_the_second_key(path: Path, data: bytes, mode: int = 0o644) -> None:
+        if path.name.endswith(".key.age"):
+            sealed.append(path)
+            if len(sealed) == 2:
+                raise KeyboardInterrupt  # as abrupt as a kill: no code of rekey runs after it
+        atomic.write_atomic(path, data, mode=mode)
+
+    for module in (cli_keystore, formats_keystore):
+        monkeypatch.setattr(module, "write_atomic", killed_at_the_second_key, raising=False)
+    monkeypatch.setenv("TRUSTPLAN_AGE_IDENTITY", secret1)
+    assert cli("keystore", "rekey").code == 130
+    monkeypatch.undo()
+    assert run(["keystore", "check"], example, {"TRUSTPLAN_AGE_IDENTITY": secret1}).returncode == 0  # whole, old
+    resumed = run(["keystore", "rekey"], example, {"TRUSTPLAN_AGE_IDENTITY": secret1})
+    assert resumed.returncode == 0, resumed.stderr
+    assert "removed the partial re-encryption a stopped `keystore rekey` left" in resumed.stderr
+    assert run(["keystore", "check"], example, {"TRUSTPLAN_AGE_IDENTITY": secret2}).returncode == 0  # whole, new
+    assert run(["keystore", "check"], example, {"TRUSTPLAN_AGE_IDENTITY": secret1}).returncode == 1
+    assert sorted(p.name for p in (example / ".trustplan").iterdir()) == ["keys"]
+
+
+def test_a_rekey_killed_between_its_renames_is_named_and_finished(
+    example: Path, cli, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    import trustplan.formats.keystore as formats_keystore
+
+    secret1, secret2 = _two_recipient_sets(example)
+    renames = []
+    real = formats_keystore.os.rename
+
+    def killed_after_the_first_rename(src: Path, dst: Path) -> None:
+        renames.append(src)
+        if len(renames) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(formats_keystore.os, "rename", killed_after_the_first_rename)
+    monkeypatch.setenv("TRUSTPLAN_AGE_IDENTITY", secret1)
+    assert cli("keystore", "rekey").code == 130
+    monkeypatch.undo()
+    stopped = run(["plan"], example, {"TRUSTPLAN_AGE_IDENTITY": secret2})  # never an empty keystore: new CAs
+    assert stopped.returncode == 1 and "a `trustplan keystore rekey` was stopped" in stopped.stderr
+    assert "run `trustplan keystore rekey` again" in stopped.stderr
+    finished = run(["keystore", "rekey"], example, {"TRUSTPLAN_AGE_IDENTITY": secret2})
+    assert finished.returncode == 0, finished.stderr
+    assert "finished the re-encryption" in finished.stderr
+    assert run(["keystore", "check"], example, {"TRUSTPLAN_AGE_IDENTITY": secret2}).returncode == 0
+    assert sorted(p.name for p in (example / ".trustplan").iterdir()) == ["keys"]

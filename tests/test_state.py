@@ -144,12 +144,12 @@ def test_lock_timeout_zero_fails_at_once(tmp_path: Path) -> None:
         pass
 
 
-def test_the_lock_is_released_and_its_holder_info_cleared(tmp_path: Path) -> None:
+def test_the_lock_is_released_and_its_file_removed(tmp_path: Path) -> None:
     store = LocalState(tmp_path / "s.json")
     with store.lock(0, "apply"):
         info = json.loads(store.lock_path.read_text())
         assert info["pid"] == os.getpid() and info["operation"] == "apply"
-    assert store.lock_path.read_text() == ""
+    assert not store.lock_path.exists()  # no lock file left behind (issue 20, finding 12)
     with store.lock(0, "plan"):  # free again
         pass
 

@@ -1,8 +1,10 @@
 # conftest / OPA policy for trustplan plan documents (`trustplan show plan.bin --format json`).
 #
 #   trustplan show plan.bin --format json > plan.json
-#   conftest test plan.json -p examples/policy            # or:
-#   opa eval -d examples/policy/policy.rego -i plan.json 'data.main.deny'
+#   opa eval --fail-defined -d examples/policy/policy.rego -i plan.json 'data.main.deny[msg]'   # exit 1: denied
+#   conftest test plan.json -p examples/policy                                                 # exit 1: denied
+#   opa test examples/policy                             # the policy's own tests (policy_test.rego)
+# (`opa eval ... 'data.main.deny'` without --fail-defined and `[msg]` exits 0 whatever it finds.)
 #
 # The same rules as check_plan.py:
 #   remove-before-verified  a `remove` edit on a node for a PKI with no verification gate in an

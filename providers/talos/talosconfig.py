@@ -72,18 +72,38 @@ def make_credential(crt_pem: bytes, key_pem: bytes, ca_bundle_pem: bytes, source
 
 
 def parse_endpoint(value: str) -> Endpoint:
-    """`host`, `host:port`, `[v6]:port`, bare IPv6, or `https://host[:port]` -> Endpoint."""
+    """`host`, `host:port`, `[v6]:port`, bare IPv6, or `https://host[:port]` -> Endpoint; ValueError
+    for a host that is neither an IP address nor a host name (a NUL or a space, a bad IDNA label)."""
     text = value.strip()
     if "://" in text:
         text = text.split("://", 1)[1].rstrip("/")
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.lstrip(":")
-        return Endpoint(host, _port(port) if port else DEFAULT_PORT)
+        return Endpoint(_host(host), _port(port) if port else DEFAULT_PORT)
     if text.count(":") == 1:
         host, port = text.split(":")
-        return Endpoint(host, _port(port))
-    return Endpoint(text, DEFAULT_PORT)
+        return Endpoint(_host(host), _port(port))
+    return Endpoint(_host(text), DEFAULT_PORT)
+
+
+def _host(host: str) -> str:
+    """An IP address, or a host name as DNS (IDNA) can carry it; ValueError otherwise."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        pass
+    if not host or any(c.isspace() or not c.isprintable() for c in host) or any(c in host for c in "/?#@[]"):
+        raise ValueError(f"{host!r} is not an IP address or a host name")
+    try:
+        encoded = host.rstrip(".").encode("idna")
+        encoded.decode("idna")  # an xn-- label that is not valid punycode fails here
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a valid host name (IDNA)") from None
+    return host
 
 
 def _port(text: str) -> int:
@@ -93,8 +113,9 @@ def _port(text: str) -> int:
     return port
 
 
-def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfig:
-    """Read one context (default: the file's `context`) of a talosconfig. Errors name file and path."""
+def load_talosconfig(path: Path | str, context: str | None = None, *, need_endpoints: bool = True) -> TalosConfig:
+    """Read one context (default: the file's `context`) of a talosconfig. Errors name file and path.
+    `need_endpoints=False` reads a fresh file (`talosctl gen config` writes `endpoints: []`) too."""
     path = Path(path)
     source = str(path)
     data = safeio.read_regular(path, source, "talosconfig", safeyaml.MAX_BYTES)
@@ -116,7 +137,7 @@ def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfi
         raise InputError(source, f"context {name!r} not found (contexts: {known})", path="contexts")
     base = f"contexts.{name}"
     raw_endpoints = ctx.get("endpoints") or []
-    if not isinstance(raw_endpoints, list) or not raw_endpoints:
+    if not isinstance(raw_endpoints, list) or (not raw_endpoints and need_endpoints):
         raise InputError(
             source,
             "no endpoints (talosctl needs at least one control-plane address)",
@@ -124,8 +145,8 @@ def load_talosconfig(path: Path | str, context: str | None = None) -> TalosConfi
         )
     try:
         endpoints = tuple(parse_endpoint(str(e)) for e in raw_endpoints)
-    except ValueError:
-        raise InputError(source, f"bad endpoint in {raw_endpoints!r}", path=f"{base}.endpoints") from None
+    except ValueError as exc:
+        raise InputError(source, f"bad endpoint in {raw_endpoints!r}: {exc}", path=f"{base}.endpoints") from None
     if ctx.get("auth"):
         raise InputError(
             source,

@@ -271,3 +271,46 @@ def _write_error(store: KubernetesState, doc: dict[str, Any]) -> str:
     except StateError as exc:
         return str(exc)
     return ""
+
+
+@pytest.mark.parametrize("skew", [-120, 120], ids=["holder-120s-behind", "holder-120s-ahead"])
+def test_a_lease_held_by_a_skewed_clock_cannot_be_taken(kube_api: KubeAPIServer, tmp_path: Path, skew: int) -> None:
+    """Issue 20, finding 3: a holder whose clock is 120 s off (renewTime in the past or the future) keeps
+    its lease: a taker decides on its own observation (the record unchanged for a whole lease)."""
+    from trustplan.state.lease import LeaseLock
+
+    name = fresh_name()
+    holding = backend(spec(kube_api, name, lease_seconds=4), tmp_path)
+    holding._lease = LeaseLock(holding.spec, holding.api,
+                               wall=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=skew))
+    with holding.lock(0, "apply") as holder:
+        taker = backend(spec(kube_api, name, lease_seconds=4), tmp_path)
+        with pytest.raises(StateError, match=f"state is locked by .*lock ID {holder.lock_id}"), \
+                taker.lock(9, "apply"):  # two leases and more: renewed all along, never taken
+            pass
+        holding._lease.check_held()
+
+
+def test_a_lease_lost_to_an_etcd_outage_longer_than_the_lease_writes_no_state(
+    kube_api: KubeAPIServer, tmp_path: Path
+) -> None:
+    """Issue 20, finding 3: etcd down until the holder gave its 15 s lease up (the review's outage was
+    25 s; tests/test_lease.py runs exactly that on a fake clock). The renewals fail each on its own short
+    deadline (no 60 s retry loop), the lock is lost 10 s after the last renewal that succeeded, and the
+    write that comes once etcd is back is refused (kept in a rescue file), not stored."""
+    name = fresh_name()
+    store = backend(spec(kube_api, name, lease_seconds=15), tmp_path)
+    with store.lock(0, "apply"):
+        state = store.read("demo")
+        kube_api.stop_etcd()
+        try:  # main's renewal sat in a 60 s retry loop here and never gave the lock up
+            wait_until(lambda: store._lease.lost is not None, "the holder gave the lock up", timeout=40)
+        finally:
+            kube_api.start_etcd()
+        kube_api.wait_ready()
+        state["serial"], state["lineage"] = 1, "lin-1"
+        with pytest.raises(StateError, match="the state lock was lost while this process held it"):
+            store.write(state)
+    assert (tmp_path / "trustplan.state.rescue.1.json").exists()
+    with pytest.raises(Exception, match="Not Found"):  # no state was written
+        kube_api.core().read_namespaced_secret(name, "trustplan")

@@ -65,7 +65,10 @@ class Team:
         (self.repo / "trustplan.yaml").write_text(text + "planSigning: {publicKey: plan-signing.pub}\n")
         (self.repo / "plan-signing.pub").write_bytes(signing.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-        (self.repo / ".gitignore").write_text("talosconfig\nplan.bin\n*.md\nshow.log\n")
+        (self.repo / ".gitignore").write_text("talosconfig\nkubeconfig\n*.backup\nplan.bin\nplan.json\n*.md\n*.log\n"
+                                              "*.out\n")
+        (self.repo / "policy").mkdir()
+        shutil.copy(ROOT / "examples" / "policy" / "policy.rego", self.repo / "policy" / "policy.rego")
         self.secrets = {
             "TRUSTPLAN_AGE_IDENTITY": str(ident),
             "TRUSTPLAN_TALOSCONFIG": (sim.dir / "talosconfig").read_text(),
@@ -89,6 +92,9 @@ class Team:
             "PIP_DISABLE_PIP_VERSION_CHECK": "1", "VIRTUAL_ENV": str(ci_venv),
             # (pip reads PIP_NO_BUILD_ISOLATION inverted: "0" means --no-build-isolation)
         }
+        opa = _peer("opa")  # the workflow's "Install opa" step finds it on PATH and builds nothing
+        (ci_venv / "bin" / "opa").unlink(missing_ok=True)
+        (ci_venv / "bin" / "opa").symlink_to(opa)
         self.artifacts: dict[str, bytes] = {}
 
     def checkout(self, job: str) -> Path:
@@ -104,7 +110,8 @@ class Team:
             return {}
 
         job = run_job(WORKFLOW, "plan", workspace, secrets={**self.secrets, **secrets}, env=self.env,
-                      github={"event": {"pull_request": {"number": 7}}}, uses={"Upload the plan file": upload})
+                      github={"event_name": "pull_request", "event": {"pull_request": {"number": 7}}},
+                      uses={"Upload the plan file": upload})
         return job, workspace
 
     def apply_job(self, reviewed_digest: str, plan_bin: bytes | None = None) -> JobRun:
@@ -117,10 +124,38 @@ class Team:
             (workspace / "plan.bin").write_bytes(plan_bin if plan_bin is not None else self.artifacts["plan.bin"])
             return {}
 
-        uses: dict[str, Any] = {"Find the merged pull request and its reviewed plan": find,
-                                "Download the reviewed plan file": download}
+        uses: dict[str, Any] = {"Find the reviewed plan": find, "Download the reviewed plan file": download}
         return run_job(WORKFLOW, "apply", workspace, secrets=self.secrets, env=self.env,
-                       github={"token": "t"}, uses=uses)
+                       github={"token": "t", "event_name": "push"}, uses=uses)
+
+    def operator(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A trustplan command on the operator's machine (the identity and the state's kubeconfig)."""
+        env = {"KUBECONFIG": str(self.api.kubeconfig), "TRUSTPLAN_AGE_IDENTITY": self.secrets["TRUSTPLAN_AGE_IDENTITY"]}
+        return run(list(args), self.repo, env)
+
+    def next_rotation(self, name: str) -> None:
+        """The next rotation's pull request: new CA names, minted where the identity is kept (with the
+        credentials the last apply stored), the encrypted keystore committed. CI's secrets stay as
+        they were."""
+        pulled = self.operator("state", "pull-credentials")
+        assert pulled.returncode == 0 and "Wrote talosconfig" in pulled.stdout, pulled.stderr
+        path = self.repo / "trustplan.yaml"
+        path.write_text(path.read_text().replace("talos-new", f"talos-{name}").replace("k8s-new", f"k8s-{name}"))
+        minted = self.operator("plan")
+        assert minted.returncode == 0, minted.stderr
+        git("add", "-A", cwd=self.repo)
+        git("-c", "user.name=op", "-c", "user.email=op@example.com", "commit", "-qm", f"rotate to {name}",
+            cwd=self.repo)
+
+
+def _peer(name: str) -> str:
+    import os
+
+    cache = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
+    found = shutil.which(name) or next((str(p) for p in sorted(cache.glob(f"{name}-v*"))), None)
+    if found is None:
+        pytest.fail(f"{name} not found: run scripts/peers/{name}.sh (the workflow's policy check runs it)")
+    return found
 
 
 def reviewed_digest(comment: str) -> str:
@@ -143,8 +178,12 @@ def test_the_workflow_plans_posts_and_applies_the_reviewed_plan(
         digest = reviewed_digest(comment)
         assert digest == "sha256:" + __import__("hashlib").sha256(team.artifacts["plan.bin"]).hexdigest()
         assert f"signed by Ed25519 key `{team.signer}`" in comment
-        assert comment.startswith("<!-- trustplan -->\n") and "<details><summary>The full plan</summary>" in comment
+        assert comment.startswith("<!-- trustplan -->\n## trustplan plan for")
+        assert comment.count("### New authorities") == 1 and comment.count("**Verdict:") == 1  # no repeated block
+        assert "**Policy** (`opa eval --fail-defined`, `policy`): passed." in comment
+        assert "```mermaid" in comment and "### What restarts, and for how long" in comment
         assert "PRIVATE KEY" not in comment
+        assert "**Policy**" in planned.summary and "## trustplan plan for" in planned.summary  # the job summary
 
         other = bytearray(team.artifacts["plan.bin"])  # an unreviewed file under the reviewed name
         refused = team.apply_job(digest, bytes(other) + b"\n")
@@ -173,3 +212,39 @@ def test_the_plan_job_fails_without_the_identity_or_the_keystore(
         no_keystore, _ = team.plan_job()
         assert no_keystore.failed is not None and no_keystore.failed.name == "Check the keystore and its identity"
         assert "the keystore holds no keys" in no_keystore.failed.err
+
+
+def test_ci_survives_its_own_rotation_two_rotations_in_a_row(
+    kube_api: KubeAPIServer, tmp_path: Path, ci_venv: Path
+) -> None:
+    """Rotate, then rotate again with the credentials the first run left: CI's secrets are never
+    touched, although the talosconfig in TRUSTPLAN_TALOSCONFIG is revoked by the first rotation."""
+    with SimProcess(tmp_path / "sim") as sim:
+        team = Team(tmp_path, sim, kube_api, ci_venv)
+        secrets_before = dict(team.secrets)
+        for rotation, name in enumerate(("new", "2027"), start=1):
+            if rotation > 1:
+                team.next_rotation(name)
+            planned, ws = team.plan_job()
+            assert planned.ok, (planned.failed.name, planned.failed.out, planned.failed.err) if planned.failed else None
+            assert planned.outputs["plan"]["exitcode"] == "2"
+            pulled = planned.step("Write the cluster and state credentials")
+            if rotation > 1:  # the stored credentials replaced the secret's revoked talosconfig
+                assert "Wrote talosconfig talosconfig" in pulled.out, pulled.err
+            else:
+                assert "no stored credentials yet" in pulled.err
+            applied = team.apply_job(reviewed_digest((ws / "comment.md").read_text()))
+            assert applied.ok, (applied.failed.name, applied.failed.out, applied.failed.err) if applied.failed else None
+            step = applied.step("Apply the reviewed plan")
+            assert "Apply complete" in step.out and "Stored talosconfig" in step.out
+            assert "### trustplan apply" in applied.summary
+        assert team.secrets == secrets_before  # no human step: CI's secret store never changed
+        # the secret's talosconfig no longer reaches the cluster: only the stored one made run 2 possible
+        stale = tmp_path / "stale"
+        stale.mkdir()
+        (stale / "talosconfig").write_text(secrets_before["TRUSTPLAN_TALOSCONFIG"])
+        shutil.copy(team.repo / "trustplan.yaml", stale / "trustplan.yaml")
+        refused = run(["status"], stale, {"KUBECONFIG": str(kube_api.kubeconfig)})
+        assert refused.returncode != 0 and "TLS trust failure" in refused.stderr, refused.stderr
+    state = stored(kube_api, team.name)
+    assert state["serial"] == 2

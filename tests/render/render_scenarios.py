@@ -13,7 +13,7 @@ from trustplan.planner import Authority, DesiredTrust, LiveNode, LiveTrust, Outp
 from trustplan.planner.ops import OutputKind
 
 from trustplan.formats import planfile
-from trustplan.formats.savedplan import Bindings, SavedPlan
+from trustplan.formats.savedplan import Bindings, PlanRollout, SavedPlan
 from trustplan.talos import pki
 
 DATA = Path(__file__).parent / "data"
@@ -73,10 +73,11 @@ BINDINGS = Bindings(
 )
 
 
-def saved(plan: Plan) -> SavedPlan:
-    """The plan as `trustplan plan` saves it, with fixed bindings (format 1.1: no rollout)."""
+def saved(plan: Plan, rollout: PlanRollout | None = None) -> SavedPlan:
+    """The plan as `trustplan plan` saves it, with fixed bindings (format 1.1: no rollout; with a
+    rollout, 1.2 as this trustplan writes it)."""
     paths: dict[OutputKind, str] = {"talosconfig": "talosconfig", "kubeconfig": "kubeconfig", "secrets": "secrets.yaml"}
-    return planfile.new(plan, BINDINGS, paths, None, format_minor=1)
+    return planfile.new(plan, BINDINGS, paths, rollout, format_minor=1 if rollout is None else 2)
 
 
 def document(saved: SavedPlan) -> dict[str, Any]:
@@ -85,7 +86,7 @@ def document(saved: SavedPlan) -> dict[str, Any]:
     return doc
 
 
-def rotation(n_cp: int = 3, n_w: int = 2) -> SavedPlan:
+def rotation(n_cp: int = 3, n_w: int = 2, rollout: PlanRollout | None = None) -> SavedPlan:
     """Both PKIs from the live CAs to new generated ones (the files example)."""
     nodes = cluster(n_cp, n_w, trust("talos-old"), trust("k8s-old"))
     inp = PlanInput(
@@ -96,7 +97,7 @@ def rotation(n_cp: int = 3, n_w: int = 2) -> SavedPlan:
         NOW,
         Outputs(talosconfig=True, kubeconfig=True, secrets=True),
     )
-    return saved(make_plan(inp))
+    return saved(make_plan(inp), rollout)
 
 
 def resume() -> SavedPlan:
@@ -127,4 +128,11 @@ def resume() -> SavedPlan:
 
 SCENARIOS = {"rotation": rotation, "resume": resume}
 #: the same rotation at the sizes reviewers meet: 5, 53 and 503 nodes (3 control planes each)
-SIZES = {5: rotation, 53: lambda: rotation(n_cp=3, n_w=50), 503: lambda: rotation(n_cp=3, n_w=500)}
+#: the rollout `trustplan plan` saves by default, with the read latency it measured (a LAN: 12 ms)
+MEASURED = PlanRollout(controlplane=1, worker=10, canary=0, gates=32, read_ms=12.0)
+CANARY = PlanRollout(controlplane=1, worker=50, canary=5, gates=64, read_ms=12.0)
+SIZES = {
+    5: lambda: rotation(rollout=MEASURED),
+    53: lambda: rotation(n_cp=3, n_w=50, rollout=MEASURED),
+    503: lambda: rotation(n_cp=3, n_w=500, rollout=CANARY),
+}

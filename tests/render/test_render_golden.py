@@ -74,7 +74,8 @@ def test_markdown_layout_for_review() -> None:
     assert md.count("<details>") == md.count("</details>") == 3  # one per phase; no list is long enough to fold
     for a in plan.new_authorities:
         assert a.fingerprint in md
-    assert md.count("```diff") == 6 and md.count("```") == 12  # per phase: control planes, workers
+    assert md.count("```diff") == 6 and md.count("```") == 14  # per phase: control planes, workers; the diagram
+    assert md.count("```mermaid") == 1
     assert "machine.ca.key: (sensitive)" in md and "cluster.ca.key: (sensitive)" in md
     assert "PRIVATE KEY" not in md
 

@@ -5,6 +5,7 @@ steps that must fail before any trustplan command runs. tests/kube/test_workflow
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,9 @@ def shell(script: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str
 def test_workflow_shape() -> None:
     doc = load()
     text = WORKFLOW.read_text()
-    assert set(doc["on"]) == {"pull_request", "push"} and doc["on"]["push"]["branches"] == ["main"]
+    assert set(doc["on"]) == {"pull_request", "push", "schedule", "workflow_dispatch"}
+    assert doc["on"]["push"]["branches"] == ["main"]
+    assert "trustplan.yaml" in doc["on"]["pull_request"]["paths"] == doc["on"]["push"]["paths"]
     assert "trustplan==" not in text and "upload-artifact" in text
     assert "trustplan.state.json" not in text  # the state lives in the kubernetes backend, not an artifact
     install = step("plan", "Install trustplan at the pinned commit")["run"]
@@ -59,3 +62,42 @@ def test_credentials_step_fails_without_its_secrets(tmp_path: Path) -> None:
                    TALOSCONFIG_FILE="talosconfig", GITHUB_ENV=str(tmp_path / "env"))
     assert result.returncode == 1 and "TRUSTPLAN_STATE_KUBECONFIG secret is missing" in result.stdout
     assert not (tmp_path / "talosconfig").exists()
+
+
+def test_every_action_is_pinned_by_commit_and_every_job_has_a_timeout_and_a_pip_cache() -> None:
+    doc = load()
+    for name, job in doc["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int), name
+        for s in job["steps"]:
+            if "uses" in s:
+                assert re.fullmatch(r"[\w-]+/[\w-]+@[0-9a-f]{40}", s["uses"]), s["uses"]
+                if s["uses"].startswith("actions/setup-python@"):
+                    assert s["with"]["cache"] == "pip", name
+
+
+def test_the_drift_job_the_replan_path_and_the_policy_step() -> None:
+    doc = load()
+    drift = doc["jobs"]["drift"]
+    assert drift["if"] == "github.event_name == 'schedule'"
+    assert "trustplan status --detailed-exitcode" in step("drift", "Drift check")["run"]
+    assert "github.event_name == 'workflow_dispatch'" in doc["jobs"]["plan"]["if"]
+    assert "workflow_dispatch" in doc["jobs"]["apply"]["if"] and doc["jobs"]["apply"]["needs"] == ["plan"]
+    assert doc["jobs"]["apply"]["environment"] == "trustplan-apply"  # a re-plan is approved before it applies
+    policy = step("plan", "Policy check")
+    assert "opa eval --fail-defined" in policy["run"] and "if" not in policy  # required: never skipped
+    names = [s.get("name") for s in doc["jobs"]["plan"]["steps"]]
+    assert names.index("Policy check") < names.index("Comment the plan on the pull request")
+    assert names.index("Policy check") < names.index("Upload the plan file")
+    finder = step("apply", "Find the reviewed plan")["with"]["script"]
+    assert "runs[0]" not in finder and "|| runs" not in finder and "GITHUB_WORKFLOW_REF" in finder
+    for job in ("plan", "apply"):
+        assert "GITHUB_STEP_SUMMARY" in "".join(s.get("run", "") for s in doc["jobs"][job]["steps"])
+        assert "trustplan state pull-credentials" in step(job, "Write the cluster and state credentials")["run"]
+    assert "trustplan state push-credentials" in step("apply", "Apply the reviewed plan")["run"]
+
+
+def test_the_comment_is_one_rendering(tmp_path: Path) -> None:
+    """The review step posts the full plan when it fits, else its summary: never both (issue 24)."""
+    script = step("plan", "Render the review comment")["run"]
+    assert script.count("trustplan show plan.bin --format markdown") == 2  # full, or --summary instead
+    assert "The full plan</summary>" not in script

@@ -236,7 +236,7 @@ def test_unserved_method_is_unimplemented(tmp_path: Path) -> None:
             for metadata in ({}, {"node": cluster.workers[0].address}):
                 with pytest.raises(GRPCError) as unimplemented:
                     async with channel.request(
-                        "/machine.MachineService/Reboot", Cardinality.UNARY_UNARY, Empty, Empty, metadata=metadata
+                        "/machine.MachineService/Upgrade", Cardinality.UNARY_UNARY, Empty, Empty, metadata=metadata
                     ) as stream:
                         await stream.send_message(Empty(), end=True)
                         await stream.recv_message()

@@ -95,7 +95,7 @@ def test_answers_and_errors_match_the_wire(tmp_path: Path, monkeypatch: pytest.M
 
         async def unserved(ch: Channel) -> Any:
             async with ch.request(
-                "/machine.MachineService/Reboot", Cardinality.UNARY_UNARY, Empty, Empty, metadata=target
+                "/machine.MachineService/Upgrade", Cardinality.UNARY_UNARY, Empty, Empty, metadata=target
             ) as stream:
                 await stream.send_message(Empty(), end=True)
                 return await stream.recv_message()

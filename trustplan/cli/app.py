@@ -17,11 +17,12 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import UsageError as _UsageError  # type: ignore[no-redef]
 
 from trustplan import __version__
-from trustplan.cli import apply, conventions, init, plan, schema, show, status, terminal, validate
+from trustplan.cli import apply, conventions, credentials, init, plan, schema, show, status, terminal, validate
 from trustplan.cli.common import err, stop_heartbeats
 from trustplan.cli.keystore import keystore_app
 from trustplan.cli.sim import expand_k8s_flag, sim_app
 from trustplan.cli.state import force_unlock, state_app
+from trustplan.cli.streams import surviving_streams
 from trustplan.errors import TrustplanError
 from trustplan.system.secretfiles import remove_leftovers
 
@@ -41,6 +42,7 @@ app.command("apply")(apply.apply)
 app.command("status")(status.status)
 app.command("init")(init.init)
 app.command("force-unlock")(force_unlock)
+credentials.register(state_app)
 app.add_typer(state_app, name="state")
 app.add_typer(keystore_app, name="keystore")
 app.command("schema")(schema.schema)
@@ -74,6 +76,12 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; output that cannot be written is lost, never the command (cli.streams)."""
+    with surviving_streams():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = expand_k8s_flag(conventions.hoist_global_options(sys.argv[1:] if argv is None else argv))
     terminal.set_colour("--no-color" in args)  # until the root callback has read the options
     remove_leftovers()  # credential files of earlier runs that were killed (secretfiles)

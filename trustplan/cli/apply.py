@@ -90,8 +90,7 @@ def apply(
         applier.apply_desired(desired, saved, engine.plan_digest(data), source, pki.utcnow(), ConsoleReporter(),
                               seconds(lock_timeout), rollback=not no_rollback)
     )
-    for w in result.written:
-        err.print(f"wrote {w}", markup=False)
+    # each written output was reported as it was written ("outputs: wrote ..."): not repeated here
     writes = sum(1 for s in result.steps if s["kind"] == "write" and s["outcome"] == "ok")
     gates = sum(1 for s in result.steps if s["kind"] == "gate" and s["outcome"] == "ok")
     line = render.apply_line(saved.plan, writes, gates)

@@ -50,10 +50,21 @@ def check_args(root: Any, args: list[str]) -> None:
         arg = args[i]
         if arg == "--":
             return
-        if arg.startswith("-o") and "-o" not in shorts and "format" in options:  # `show plan.bin -o json`
-            word = (arg[2:].lstrip("=") or (args[i + 1] if i + 1 < len(args) else "")).lower()
+        following = args[i + 1] if i + 1 < len(args) else ""
+        if arg.startswith("-o") and not arg.startswith("--") and "-o" not in shorts and "format" in options:
+            word = (arg[2:].lstrip("=") or following).lower()  # `show plan.bin -o json`, `status -o wide`
             if word in FORMAT_WORDS:
                 raise UsageError(f"{arg}: this command has no -o; did you mean --format {FORMAT_WORDS[word]}?")
+            raise UsageError(f"{arg}{'' if arg[2:] else ' ' + following}: this command has no -o (kubectl's "
+                             "output flag); it prints every column already, and --format json gives all the data")
+        word = arg.lstrip("-").lower()
+        if arg.startswith("-") and word in FORMAT_WORDS and word not in options and "format" in options:
+            raise UsageError(f"{arg}: no such option; did you mean --format {FORMAT_WORDS[word]}?")  # `show -json`
+        if (arg == "-f" or arg.startswith("-f=")) and "config" in options and "format" in options:
+            value = arg[3:] or following  # kubectl's `-f FILE`: here -f is --format
+            if value.lower() not in FORMAT_WORDS:
+                raise UsageError(f"{arg} {value if not arg[3:] else ''}".rstrip() + ": -f is --format here; "
+                                 f"the desired-state file is given with -c (did you mean -c {value}?)")
         m = _SINGLE_DASH_LONG.fullmatch(arg)
         if not m or m.group(1) not in options:
             continue

@@ -56,12 +56,20 @@ def init(
     worker: Annotated[
         list[str] | None, typer.Option("--worker", help="Worker addresses (repeat or comma-separate).")
     ] = None,
+    address: Annotated[
+        list[str] | None,
+        typer.Option("--address", metavar="FILE=ADDR",
+                     help="The node address of a machine config that names none (talosctl gen config's output); "
+                     "repeatable. Without it init asks on a terminal."),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Cluster name (default: from the configs).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write.")] = Path("trustplan.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a trustplan.yaml that rotates both CAs of an existing cluster (from machine configs or a talosconfig)."""
+    from trustplan.cli.init_repo import ensure_gitignore, refuse_tracked_keys
     from trustplan.cli.init_scan import (
+        KEYSTORE,
         SCHEMA_FILE,
         cluster_name_of,
         discover_members,
@@ -69,6 +77,7 @@ def init(
         live_cas,
         live_cas_from_node,
         live_cas_from_secrets,
+        parse_addresses,
         read_machine_configs,
         relative,
         render_yaml,
@@ -81,17 +90,30 @@ def init(
         raise typer.BadParameter("give exactly one of --machine-configs DIR or --talosconfig FILE")
     if out.exists() and not force:
         raise TrustplanError(f"{out}: already exists; not overwriting it", hint="pass --force to replace it")
+    if address and machine_configs is None:
+        raise typer.BadParameter("--address names machine-config files: it goes with --machine-configs",
+                                 param_hint="--address")
     base = out.parent
+    refuse_tracked_keys(base / KEYSTORE, str(out))
     now = pki.utcnow()
+    outputs = {"talosconfig": base / "talosconfig", "kubeconfig": base / "kubeconfig"}
     if machine_configs is not None:
-        nodes, configs = read_machine_configs(machine_configs)
+        scan = read_machine_configs(machine_configs, parse_addresses(address))
+        nodes, configs = scan.nodes, scan.configs
+        if secrets is None and scan.secrets is not None:
+            secrets = scan.secrets
+            err.print(f"found {secrets}: proposing `secrets: {relative(secrets, base)}` (apply keeps it on the new "
+                      "CAs, so a later `talosctl gen config --with-secrets` mints configs the cluster trusts)",
+                      markup=False)
+        if scan.talosconfig is not None:
+            outputs["talosconfig"] = scan.talosconfig
         cas = live_cas([(n.address, c) for n, c in zip(nodes, configs, strict=True)])
         cluster = name or cluster_name_of(configs) or machine_configs.resolve().name
         width = max(len(n.address) for n in nodes) + len(": ")
         width += max(len(relative(n.path, base)) for n in nodes if n.path)
         cluster_lines = [
-            "  # Node address -> its machine config, relative to this file. Addresses come from",
-            "  # machine.network.interfaces[].addresses, else machine.certSANs, else the file name.",
+            "  # Node address -> its machine config, relative to this file. Addresses come from the",
+            "  # config's interface addresses, certSANs or hostname, else from `init --address FILE=ADDR`.",
             "  machineConfigs:",
         ]
         for n in nodes:
@@ -130,8 +152,14 @@ def init(
             f"    worker: {flow(workers)}",
         ]
         source = f"{talosconfig} ({len(cps)} control planes, {len(workers)} workers)"
-    text = render_yaml(cluster, source, cluster_lines, cas, now.year, relative(secrets, base) if secrets else None)
+    text = render_yaml(cluster, source, cluster_lines, cas, now.year, relative(secrets, base) if secrets else None,
+                       {k: relative(v, base) for k, v in outputs.items()})
     write_atomic(out, text.encode(), mode=0o644)
+    secret_files = [*outputs.values(), *([secrets] if secrets is not None else [])]  # each holds a private key
+    added = ensure_gitignore(base, base / KEYSTORE, True, secret_files)
+    if added:
+        err.print(f"Added {len(added)} lines to {base / '.gitignore'} (CA keys, lock files, credentials, plan "
+                  "files stay out of git)", markup=False)
     schema_path = out.parent / SCHEMA_FILE
     schema_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(schema_path, schema_text("desired").encode(), mode=0o644)

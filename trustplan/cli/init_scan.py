@@ -22,6 +22,7 @@ from trustplan.talos import machineconfig, pki
 #: where `init` writes the desired-state schema, relative to the file it writes: editors resolve the
 #: `$schema` line offline (`trustplan schema desired -o` writes it again after an upgrade)
 SCHEMA_FILE = ".trustplan/desired.schema.json"
+KEYSTORE = ".trustplan/keys"  # where init's desired state keeps the CA keys, relative to it
 PKI_NAMES = {"talos": ("talos", "Talos API CA (machine.ca)"), "kubernetes": ("k8s", "Kubernetes API CA (cluster.ca)")}
 
 
@@ -41,38 +42,142 @@ def _is_ip(text: str) -> bool:
     return True
 
 
-def node_address(cfg: machineconfig.MachineConfig, path: Path) -> tuple[str, str]:
-    """The address trustplan will use for a machine config, and where it came from."""
+def _documents(cfg: machineconfig.MachineConfig, kind: str) -> list[dict[str, Any]]:
+    return [d for d in cfg.documents if isinstance(d, dict) and d.get("kind") == kind]
+
+
+def _endpoint_host(cfg: machineconfig.MachineConfig) -> str | None:
+    """The host of the cluster's control-plane endpoint (v1alpha1 cluster.controlPlane.endpoint, or
+    the KubeClusterConfig document's `endpoint` that talosctl v1.13+ writes)."""
+    from urllib.parse import urlsplit
+
+    values = [((cfg.v1alpha1.get("cluster") or {}).get("controlPlane") or {}).get("endpoint")]
+    values += [d.get("endpoint") for d in _documents(cfg, "KubeClusterConfig")]
+    for value in values:
+        if value:
+            host = urlsplit(str(value)).hostname
+            if host:
+                return host
+    return None
+
+
+def node_address(
+    cfg: machineconfig.MachineConfig, path: Path, sole_controlplane: bool = False
+) -> tuple[str, str] | None:
+    """The address trustplan will use for a machine config and where it came from; None when the
+    file names none (talosctl gen config's output: the address is given with --address then)."""
     machine = cfg.v1alpha1.get("machine") or {}
     for i, iface in enumerate((machine.get("network") or {}).get("interfaces") or []):
         for address in (iface or {}).get("addresses") or []:
             host = str(address).split("/")[0]
             if _is_ip(host):
                 return host, f"machine.network.interfaces[{i}].addresses"
+    for doc in _documents(cfg, "LinkConfig"):
+        for entry in doc.get("addresses") or []:
+            host = str((entry or {}).get("address", "") if isinstance(entry, dict) else entry).split("/")[0]
+            if _is_ip(host):
+                return host, f"LinkConfig {doc.get('name', '')} addresses".replace("  ", " ")
     for san in machine.get("certSANs") or []:
         if _is_ip(str(san)):
             return str(san), "machine.certSANs"
-    return path.stem, "the file name"
+    if cfg.hostname:
+        return cfg.hostname, "machine.network.hostname"
+    for doc in _documents(cfg, "HostnameConfig"):
+        if doc.get("hostname"):
+            return str(doc["hostname"]), "HostnameConfig hostname"
+    if sole_controlplane and cfg.role == "controlplane":
+        endpoint = _endpoint_host(cfg)
+        if endpoint and _is_ip(endpoint):
+            return endpoint, "the control-plane endpoint (the only control-plane config)"
+    return None
 
 
-def read_machine_configs(directory: Path) -> tuple[list[FoundNode], list[machineconfig.MachineConfig]]:
+def _kind_of_file(data: bytes) -> str | None:
+    """"secrets" for a Talos secrets bundle, "talosconfig" for a talosconfig, "desired" for a trustplan
+    desired state, None otherwise (a machine config, or something parse() will name)."""
+    try:
+        doc = safeyaml.load(data)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if isinstance(doc.get("certs"), dict) and "version" not in doc and "machine" not in doc:
+        return "secrets"
+    if isinstance(doc.get("contexts"), dict) and "version" not in doc:
+        return "talosconfig"
+    if "trust" in doc or "authorities" in doc:  # a trustplan desired state (init run again, with --force)
+        return "desired"
+    return None
+
+
+@dataclass
+class Scan:
+    nodes: list[FoundNode]
+    configs: list[machineconfig.MachineConfig]
+    secrets: Path | None  # a secrets.yaml found among the files
+    talosconfig: Path | None  # a talosconfig found among the files
+
+
+def _ask(path: Path, role: str) -> str | None:
+    import sys
+
+    if not sys.stdin.isatty():
+        return None
+    answer = input(f"{path} ({role}) names no node address; its IP or DNS name: ").strip()
+    return answer or None
+
+
+def read_machine_configs(directory: Path, addresses: dict[str, str] | None = None) -> Scan:
+    """The machine configs of a directory, each with its node address (`addresses`: file name ->
+    address, given with --address, wins); a secrets.yaml or talosconfig among them is set aside."""
+    addresses = dict(addresses or {})
     if not directory.is_dir():
         raise InputError(str(directory), "not a directory of machine configs")
-    files = sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-    nodes: list[FoundNode] = []
-    configs: list[machineconfig.MachineConfig] = []
-    seen: dict[str, Path] = {}
+    files = sorted(p for p in directory.iterdir()
+                   if (p.suffix in (".yaml", ".yml") or p.name == "talosconfig") and p.is_file())
+    parsed: list[tuple[Path, machineconfig.MachineConfig]] = []
+    secrets = talosconfig = None
     for path in files:
-        cfg = machineconfig.parse(safeio.read_regular(path, what="machine config"), str(path))
-        address, why = node_address(cfg, path)
+        data = safeio.read_regular(path, what="machine config")
+        kind = _kind_of_file(data)
+        if kind == "secrets":
+            secrets = secrets or path
+            continue
+        if kind == "talosconfig":
+            talosconfig = talosconfig or path
+            continue
+        if kind == "desired":
+            continue
+        if path.name == "talosconfig":  # not a talosconfig after all: not a machine config either
+            continue
+        parsed.append((path, machineconfig.parse(data, str(path))))
+    unknown = set(addresses) - {p.name for p, _ in parsed}
+    if unknown:
+        raise InputError(f"--address {sorted(unknown)[0]}=...", f"no machine config named {sorted(unknown)[0]} in "
+                         f"{directory}", hint="give the file name as listed there, e.g. --address worker.yaml=10.5.0.5")
+    sole = sum(1 for _, c in parsed if c.role == "controlplane") == 1
+    nodes: list[FoundNode] = []
+    seen: dict[str, Path] = {}
+    for path, cfg in parsed:
+        found = (addresses[path.name], "--address") if path.name in addresses else node_address(cfg, path, sole)
+        if found is None:
+            asked = _ask(path, cfg.role)
+            found = (asked, "the answer to init's question") if asked else None
+        if found is None:
+            raise InputError(
+                str(path),
+                "names no node address (no machine.network.interfaces / LinkConfig address, certSANs IP or "
+                "hostname), and a file name is not an address",
+                hint=f"give it: trustplan init --machine-configs {directory} --address {path.name}=<IP or DNS name>",
+            )
+        address, why = found
         if address in seen:
             raise InputError(str(path), f"node address {address} (from {why}) is also the address of {seen[address]}")
         seen[address] = path
         nodes.append(FoundNode(address, cfg.role, path, why))
-        configs.append(cfg)
     if not nodes:
         raise InputError(str(directory), "no machine-config files (*.yaml, *.yml) found")
-    return nodes, configs
+    return Scan(nodes, [c for _, c in parsed], secrets, talosconfig)
 
 
 def _ca(pki_name: str, pem: bytes, where: str, found: dict[str, LiveCA]) -> None:
@@ -142,6 +247,7 @@ def render_yaml(
     cas: dict[str, list[LiveCA]],
     year: int,
     secrets: str | None,
+    outputs: dict[str, str] | None = None,
 ) -> str:
     """The desired-state file, with a comment on every field."""
     new = {p: f"{PKI_NAMES[p][0]}-{year}" for p in PKIS}
@@ -186,18 +292,29 @@ def render_yaml(
         f"  talos: {{issuer: {new['talos']}, accepted: []}}",
         f"  kubernetes: {{issuer: {new['kubernetes']}, accepted: []}}",
         "",
-        "keystore: .trustplan/keys         # where new CA keys are kept (0700 / 0600): secret, back it up",
+        f"keystore: {KEYSTORE}         # where new CA keys are kept (0700 / 0600): secret, back it up, never commit",
     ]
     if secrets is not None:
         lines.append(f"secrets: {secrets}   # Talos secrets.yaml: apply updates certs.os / certs.k8s")
     lines += [
         "state: trustplan.state.json       # which CA is trusted where (public data only; safe to commit)",
         "outputs:                          # client configs written from the new issuers after the last gate",
-        "  talosconfig: talosconfig",
-        "  kubeconfig: kubeconfig",
+        f"  talosconfig: {(outputs or {}).get('talosconfig', 'talosconfig')}",
+        f"  kubeconfig: {(outputs or {}).get('kubeconfig', 'kubeconfig')}",
         "",
     ]
     return "\n".join(lines)
+
+
+def parse_addresses(values: list[str] | None) -> dict[str, str]:
+    """--address FILE=ADDR items (repeatable, comma-separated) as file name -> address."""
+    out: dict[str, str] = {}
+    for item in split_list(values):
+        file, sep, address = item.partition("=")
+        if not sep or not file.strip() or not address.strip():
+            raise InputError(f"--address {item}", "expected FILE=ADDR, e.g. --address worker.yaml=10.5.0.5")
+        out[Path(file.strip()).name] = address.strip()
+    return out
 
 
 def split_list(values: list[str] | None) -> list[str]:
@@ -232,6 +349,7 @@ def discover_members(talosconfig: Path, context: str | None) -> tuple[list[str],
 def cluster_name_of(configs: list[machineconfig.MachineConfig]) -> str | None:
     for cfg in configs:
         value: Any = (cfg.v1alpha1.get("cluster") or {}).get("clusterName")
+        value = value or next((d.get("clusterName") for d in _documents(cfg, "KubeClusterConfig")), None)
         if value:
             return str(value)
     return None

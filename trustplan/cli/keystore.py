@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from trustplan.cli.common import ConfigOption, load_desired, print_data
+from trustplan.cli.common import ConfigOption, err, load_desired, print_data
 from trustplan.errors import KeystoreError
-from trustplan.system.atomic import write_atomic
+from trustplan.system.safeio import describe
 
 if TYPE_CHECKING:
     from trustplan.formats.keystore import Keystore
@@ -24,8 +24,8 @@ def rekey(config: ConfigOption = Path("trustplan.yaml")) -> None:
     then run this). Plaintext keys left from before encryption was turned on are encrypted and removed.
     Decrypting needs an identity that can read the keys today (keystore.age.identity or
     $TRUSTPLAN_AGE_IDENTITY)."""
-    from trustplan.formats.keystore import Keystore
-    from trustplan.talos import pki
+    from trustplan.formats.keystore import Keystore, resume_rekey
+    from trustplan.formats.keystore import rekey as rekey_keystore
 
     desired = load_desired(config)
     store = desired.open_keystore()
@@ -34,15 +34,24 @@ def rekey(config: ConfigOption = Path("trustplan.yaml")) -> None:
             f"{desired.path}: keystore.age is not configured; there is nothing to encrypt to",
             hint="set keystore: {path: DIR, age: {recipients: [age1...]}}",
         )
+    try:
+        resumed = resume_rekey(store.root)  # a rekey that was stopped: finish or undo it first
+    except OSError as exc:
+        raise KeystoreError(f"{store.root}: cannot finish the stopped rekey: {describe(exc)}") from None
+    if resumed is not None:
+        err.print(f"{store.root}: {resumed}", markup=False)
     plain = Keystore(store.root)
     fps = store.fingerprints()
     if not fps:
         raise KeystoreError(f"{store.root}: the keystore holds no keys")
     keys = {fp: _load_any(store, plain, fp)[1] for fp in fps}  # all first: one unreadable key changes nothing
-    for fp, key in keys.items():
-        sealed = store.sealer.seal(pki.key_to_pem(key))  # encrypted in memory; only ciphertext is written
-        write_atomic(store.key_path(fp), sealed, mode=0o600)
-        plain.key_path(fp).unlink(missing_ok=True)
+    try:
+        rekey_keystore(store, keys)  # a new keystore beside the old one, renamed into place
+    except OSError as exc:
+        raise KeystoreError(
+            f"{store.root}: cannot re-encrypt the keystore: {describe(exc)}",
+            hint="the keystore is whole (old or new); run `trustplan keystore rekey` again to finish",
+        ) from None
     print_data(f"Encrypted {len(fps)} CA key(s) in {store.root} to {len(desired.age_recipients)} recipient(s).\n")
 
 

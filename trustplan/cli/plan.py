@@ -20,6 +20,7 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
+from trustplan.errors import FilesystemError
 from trustplan.system.atomic import write_atomic
 from trustplan.system.safeio import check_writable, ensure_dir
 
@@ -133,6 +134,11 @@ def check_output_paths(out: Path | None, split_dir: Path | None) -> None:
     if split_dir is not None and split_dir.exists() and not split_dir.is_dir():
         raise typer.BadParameter(f"{split_dir} exists and is not a directory", param_hint="--split-dir")
     if out is not None:
+        if not out.parent.exists():  # a typo in the folder must not become a new folder
+            raise FilesystemError(
+                f"{out}: cannot save the plan: the folder {out.parent} does not exist",
+                hint=f"create it first (mkdir -p {out.parent}) or give another path; nothing was written",
+            )
         check_writable(out, "the plan file")
     if split_dir is not None:
         check_writable(split_dir / "part-1.md", "the Markdown parts")
@@ -162,6 +168,10 @@ def plan_config(
     from trustplan.talos import pki
 
     desired = load_desired(config)
+    if not desired.age_recipients:  # plaintext keys: refuse to add to a keystore git already tracks
+        from trustplan.cli.init_repo import refuse_tracked_keys
+
+        refuse_tracked_keys(desired.keystore, str(config))
     if parallelism is not None:  # saved in the plan: apply runs it so
         desired = dataclasses.replace(desired, rollout=desired.rollout.limited(parallelism))
     try:
@@ -210,7 +220,8 @@ def plan(
     if out is not None:
         data = planfile.encode(planned.saved, signing_key)
         write_atomic(out, data, mode=0o644)
-        err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
     emit(planned.saved, fmt, summary, split_dir, markdown_view(flavor, out, data))
+    if out is not None:  # last, as Terraform does: a long plan does not scroll it away
+        err.print(f"Saved the plan to {out}; apply it with: trustplan apply {out}", markup=False)
     if detailed_exitcode and planned.plan.has_changes:
         raise typer.Exit(2)

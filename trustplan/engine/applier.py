@@ -22,13 +22,14 @@ from trustplan.engine.interrupt import Stop
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.planning import KeyRing, QuietReporter, Reporter
 from trustplan.engine.planverify import operator_of, verified_plan
-from trustplan.engine.rollback import Rollback, possible, roll_back
+from trustplan.engine.rollback import Rollback, possible, read_back, roll_back
 from trustplan.engine.runner import PhaseRunner
 from trustplan.engine.workertrust import probe_workers
 from trustplan.errors import (
     ApplyInterrupted,
     PlanFileError,
     ProviderError,
+    StateError,
     TrustplanError,
 )
 from trustplan.formats.desired import DesiredState
@@ -186,6 +187,8 @@ async def apply(
             except (Exception, asyncio.CancelledError, KeyboardInterrupt) as exc:
                 error = exc  # recorded below, so the state says what was done before the stop
             back: Rollback | None = None
+            if isinstance(error, ApplyInterrupted):
+                await read_back(applier)  # a write whose answer was lost: did it land?
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
                 back = await _roll_back(applier, live, resolved, rollback)
         entry: dict[str, Any] = {
@@ -199,7 +202,10 @@ async def apply(
         if error is not None:
             entry["error"] = _error_text(error)
         new_state = next_state(state, plan, applier.configs, entry)
-        store.write(new_state)
+        try:
+            store.write(new_state)
+        except TrustplanError as exc:  # a full disk, a lost lock: say what this apply did, as the state would
+            raise StateError(f"{exc}\n{_what_happened(applier, back, error)}", hint=exc.hint) from None
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
@@ -230,11 +236,26 @@ async def _roll_back(applier: PhaseRunner, live: LiveCluster, resolved: Resolved
         if why is None:
             why = "no rollback (--no-rollback): the nodes are left as they are for the operator"
         return Rollback(False, why)
+    why = possible(applier)
+    if why is not None:  # nothing to roll back, or too late for it: say only that
+        return Rollback(False, why)
     applier.reporter.note("apply failed before the new credentials were written: rolling back")
     try:
         return await roll_back(applier, live, resolved.authorities())
     except Exception as exc:  # noqa: BLE001 - the first failure is what the operator must see
         return Rollback(False, f"rollback failed: {_error_text(exc)}")
+
+
+def _what_happened(applier: PhaseRunner, back: Rollback | None, error: BaseException | None) -> str:
+    """What the state would have recorded, for a message when it cannot be: the apply's outcome, the
+    nodes changed, the outputs written, and whether a rollback ran."""
+    outcome = f"this apply failed ({_error_text(error)})" if error is not None else "this apply completed"
+    done = applier.summary().removeprefix("done before the stop: ")
+    if back is None:
+        rolled = "no rollback ran"
+    else:
+        rolled = back.text().replace("\n", "\n  ")
+    return f"{outcome}: {done}; {rolled}"
 
 
 def _error_text(error: BaseException) -> str:

@@ -23,11 +23,10 @@ from cryptography import x509
 from trustplan.engine.live import LiveCluster
 from trustplan.errors import InputError
 from trustplan.formats.desired import DesiredState
+from trustplan.formats.outputs import read_secrets
 from trustplan.planner import Outputs
-from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
 from trustplan.talos.clientconfig import kube_context, read_client_config
-from trustplan.talos.machineconfig import load_yaml
 
 
 @dataclass(frozen=True)
@@ -100,7 +99,9 @@ def _talosconfig(desired: DesiredState, live: LiveCluster, now: dt.datetime) -> 
     if not path.exists():
         return "the file does not exist"
     try:
-        tc = load_talosconfig(path, desired.context if path == desired.talosconfig else None)
+        # a fresh talosconfig (`endpoints: []`, as talosctl gen config writes it) is checked for its
+        # certificates: the endpoints are where it is used from, not what trusts it
+        tc = load_talosconfig(path, desired.context if path == desired.talosconfig else None, need_endpoints=False)
     except InputError as exc:
         return f"unusable ({exc})"
     cps = [n for n in live.nodes if n.role == "controlplane"]
@@ -135,10 +136,7 @@ def _secrets(desired: DesiredState, live: LiveCluster) -> str | None:
     that `talosctl gen config --with-secrets` keeps producing configs the cluster accepts."""
     path = desired.secrets
     assert path is not None
-    try:
-        certs = (load_yaml(read_regular(path, what="secrets file")) or {}).get("certs") or {}
-    except (InputError, ValueError, AttributeError):
-        return None  # the outputs phase reports an unreadable secrets file itself
+    certs = read_secrets(path)["certs"]  # the safe loader's rules, one clear InputError otherwise
     for pki_name, key in (("talos", "os"), ("kubernetes", "k8s")):
         if pki_name not in desired.trust:
             continue

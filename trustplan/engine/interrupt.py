@@ -1,4 +1,4 @@
-"""Stopping an apply cleanly on SIGINT or SIGTERM (how CI cancels a job).
+"""Stopping an apply cleanly on SIGINT, SIGTERM (how CI cancels a job) or SIGHUP (a closed terminal).
 
 The first signal asks the apply to stop: node writes already sent are finished (a node is never left
 not knowing whether its config was applied), no new write, gate or kubelet wait starts, the state
@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from trustplan.errors import ApplyInterrupted
 
 T = TypeVar("T")
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Stop:
@@ -78,7 +78,7 @@ class Stop:
 
     @contextmanager
     def on_signals(self, note: Callable[[str], None]) -> Iterator[None]:
-        """Handle SIGINT and SIGTERM while inside (main thread only; elsewhere do nothing)."""
+        """Handle SIGINT, SIGTERM and SIGHUP while inside (main thread only; elsewhere do nothing)."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return

@@ -11,8 +11,10 @@ plan is trustplan.engine.applier.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -127,7 +129,14 @@ async def plan_live(
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
-    live, reader = await read_live(desired, provider, keystore, managed, now, on_read=reporter.advance)
+    started, first_read = time.monotonic(), list[float]()
+
+    def on_read(address: str) -> None:  # the first node to answer: one node's read, for the PR comment
+        if not first_read:
+            first_read.append((time.monotonic() - started) * 1000)
+        reporter.advance(address)
+
+    live, reader = await read_live(desired, provider, keystore, managed, now, on_read=on_read)
     reporter.done()
     resolved = resolve(desired, keystore, live.cas, now)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
@@ -169,8 +178,9 @@ async def plan_live(
         lineage=state["lineage"],
         serial=state["serial"],
     )
-    paths = {kind: str(path) for kind, path in desired.output_paths().items()}
-    saved = planfile.new(plan, bindings, paths, desired.rollout.saved())
+    paths = desired.saved_output_paths()
+    rollout = dataclasses.replace(desired.rollout.saved(), read_ms=first_read[0] if first_read else None)
+    saved = planfile.new(plan, bindings, paths, rollout)
     return Planned(saved, resolved, live, notes, keystore, operator)
 
 

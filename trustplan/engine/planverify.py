@@ -145,7 +145,7 @@ def verified_plan(
             hint=_HINT,
         ) from None
     # every step, gate, output, CA, node, summary line and warning
-    sections = differing_sections(saved, want, {k: str(v) for k, v in desired.output_paths().items()})
+    sections = differing_sections(saved, want, desired.saved_output_paths())
     if sections:
         differences = _differences(got, want, sections)
         if unsafe:

@@ -86,6 +86,31 @@ async def _applied(applier: PhaseRunner) -> set[tuple[str, str]] | str:
     return done
 
 
+async def read_back(applier: PhaseRunner) -> None:
+    """Settle each write whose answer was lost: read the node back. Changed: the step becomes "ok"
+    (and the run's config of the node the one read); unchanged: its message says not applied;
+    no answer: its message says so, and whether it applied stays unknown."""
+    from trustplan.engine.runner import NOT_APPLIED
+    from trustplan.talos import machineconfig
+
+    phases = {p.name: p for p in applier.plan.phases}
+    for step in applier.steps:
+        if step["kind"] != "write" or step["outcome"] != "failed" or "node" not in step or step["phase"] not in phases:
+            continue
+        address = step["node"]
+        try:
+            read = await applier.provider.read(applier.refs[address], applier.phase_credential(phases[step["phase"]]))
+        except TrustplanError as exc:
+            step["message"] = f"{step.get('message', '')}; read back failed, so whether it applied is unknown: {exc}"
+            continue
+        if read.digest == applier.configs[address].digest:
+            step["message"] = f"{step.get('message', '')}; {NOT_APPLIED}"
+            continue
+        applier.configs[address] = machineconfig.parse(read.data, f"node {address} (live machine config)")
+        step["outcome"] = "ok"
+        step["message"] = f"its answer was lost ({step.get('message', '')}); read back: applied"
+
+
 def reverse_plan(applier: PhaseRunner, done: set[tuple[str, str]], nodes: tuple[LiveNode, ...],
                  original: tuple[DesiredTrust, ...], authorities: tuple[Authority, ...]) -> Plan:
     """This run's edits undone in reverse order: the last phase first, and within a phase workers
@@ -148,8 +173,8 @@ async def roll_back(applier: PhaseRunner, started: LiveCluster, authorities: tup
         await runner.run()
     except TrustplanError as exc:
         steps = [{**s, "phase": f"rollback {s['phase']}"} for s in runner.steps]
-        return Rollback(False, f"rollback failed: {exc}", [f"{a}: state unknown, see the state file" for a in changed],
-                        steps)
+        left = [f"{a}: changed by this apply, not returned: `trustplan status` shows its CAs now" for a in changed]
+        return Rollback(False, f"rollback failed: {exc}", left, steps)
     finally:
         applier.configs.update(runner.configs)
     steps = [{**s, "phase": f"rollback {s['phase']}"} for s in runner.steps]

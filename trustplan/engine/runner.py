@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any, assert_never
 
@@ -63,6 +63,17 @@ async def _bounded(
         raise errors[0]
     if stop is not None:
         stop.check()
+
+
+#: added to a failed write's message when the node, read back, still has its config of before
+NOT_APPLIED = "read back: not applied"
+
+
+def _names(nodes: Iterable[str], at_most: int = 10) -> str:
+    """Node addresses for a message: the first `at_most`, then how many more."""
+    names = list(dict.fromkeys(nodes))
+    more = f" and {len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more
 
 
 class PhaseRunner:
@@ -179,7 +190,12 @@ class PhaseRunner:
         per_phase = {p: sum(1 for s in writes if s["phase"] == p) for p in dict.fromkeys(s["phase"] for s in writes)}
         gates = sum(1 for s in self.steps if s["kind"] == "gate" and s["outcome"] == "ok")
         outputs = [s.get("detail", "") for s in self.steps if s["kind"] == "output"]
-        done = ", ".join(f"{p} on {n} nodes" for p, n in per_phase.items()) or "no node changed"
+        done = ", ".join(f"{p} on {n} nodes ({_names(s['node'] for s in writes if s['phase'] == p)})"
+                         for p, n in per_phase.items()) or "no node changed"
+        unknown = [s["node"] for s in self.steps if s["kind"] == "write" and s["outcome"] == "failed"
+                   and NOT_APPLIED not in s.get("message", "")]
+        if unknown:
+            done += f"; unknown whether the write reached {_names(unknown)}"
         wrote = f"; wrote {', '.join(outputs)}" if outputs else "; no output written yet"
         return f"done before the stop: {done}, {gates} gates passed{wrote}"
 
@@ -204,7 +220,11 @@ class PhaseRunner:
                 if roles[address] == "controlplane" and restarts_apiserver(before, after):
                     await self.wait_apiserver(phase, address)
             except TrustplanError as exc:
-                self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
+                if self.configs[address] is after:  # the node took the config; what failed came after it
+                    self.record(phase.name, "write", "ok", node=address, detail=detail,
+                                message=f"applied; then: {exc}")
+                else:
+                    self.record(phase.name, "write", "failed", node=address, detail=detail, message=str(exc))
                 self.reporter.fail(address)
                 raise
             self.record(phase.name, "write", "ok", node=address, detail=detail)

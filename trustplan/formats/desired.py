@@ -126,6 +126,12 @@ class DesiredState:
         return {"talosconfig": self.talosconfig_output, "kubeconfig": self.kubeconfig_output,
                 "secrets": self.secrets}
 
+    def saved_output_paths(self) -> dict[OutputKind, str]:
+        """The output paths a plan saves: relative to this file's folder, so a plan made in one
+        working directory is the same plan when applied from another (CI jobs differ in theirs)."""
+        return {kind: Path(os.path.relpath(path, self.base)).as_posix()
+                for kind, path in self.output_paths().items() if path is not None}
+
     def kube_servers(self, controlplanes: list[str]) -> list[str]:
         """The Kubernetes API servers the gates check: cluster.kubernetes.endpoints, else
         https://<address>:<cluster.kubernetes.port> of each control plane."""
@@ -290,6 +296,14 @@ def _build(path: Path, doc: dict[str, Any], lines: dict[str, int], digest: str) 
                 raise err(
                     f"unknown node {address}: it has no entry in cluster.machineConfigs", f"cluster.nodes.{role}[{i}]"
                 )
+        unlisted = [a for a in machine_configs if a not in declared]
+        if declared and unlisted:  # it would be planned with no role checked: refuse, naming the entry
+            raise err(
+                f"node {unlisted[0]} has a machine config but is in neither cluster.nodes.controlplane nor "
+                "cluster.nodes.worker",
+                f"cluster.machineConfigs.{unlisted[0]}",
+                hint=f"add {unlisted[0]} to cluster.nodes under its role (its machine.type), or remove its entry",
+            )
         nodes = tuple(NodeRef(a, declared.get(a)) for a in machine_configs)  # type: ignore[arg-type]
     else:
         nodes = tuple(NodeRef(a, r) for a, r in declared.items())  # type: ignore[arg-type]

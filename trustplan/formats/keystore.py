@@ -9,14 +9,21 @@ Layout:  <keystore>/<hex>.key   the key (Talos PEM encoding), 0600
 
 With a sealer (keystore.age in trustplan.yaml, see keystore_age.py) a key is stored as
 `<hex>.key.age`, encrypted before it is written; a plaintext `<hex>.key` is then refused.
+
+`rekey` (re-encrypting every key to new recipients) never changes the keystore in place: the new
+keystore is written beside it as `<keystore>.rekey` (marked complete last), then renamed into place,
+and the old one removed. Killed at any point, the keystore is either the old one or the new one,
+whole; running `trustplan keystore rekey` again finishes (or restarts) the job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -49,13 +56,24 @@ class Keystore:
 
     def fingerprints(self) -> list[str]:
         """Every CA whose key is here, sealed or not."""
+        self._check_rekey()
         found = {p.name.split(".")[0] for p in self.root.glob("*.key*") if p.name.endswith((".key", ".key.age"))}
         return sorted(f"sha256:{h}" for h in found)
+
+    def _check_rekey(self) -> None:
+        """Refuse to use a keystore that a killed rekey left between its two renames."""
+        if not self.root.exists() and (_rekey_dir(self.root) / REKEY_DONE).exists():
+            raise KeystoreError(
+                f"{self.root}: a `trustplan keystore rekey` was stopped while it put the re-encrypted keystore "
+                f"in place ({_rekey_dir(self.root)} holds it, whole)",
+                hint="run `trustplan keystore rekey` again: it finishes the job",
+            )
 
     def _hex(self, fp: str) -> str:
         return fp.removeprefix("sha256:")
 
     def _index(self) -> dict[str, str]:
+        self._check_rekey()
         path = self.root / "index.json"
         try:
             os.stat(path)
@@ -135,28 +153,122 @@ class Keystore:
         """Store CAs minted for one plan, under the lock, all or none. `indexed` is what the index
         said for each name when the plan was made: if another run recorded a CA for one of these
         names since, store nothing and say so (one CA per name)."""
-        with self.locked():
-            index = self._index()
-            for name, cert, _ in items:
-                other = index.get(name) if name is not None else None
-                before = (indexed or {}).get(name or "")
-                if other is not None and other not in (before, pki.fingerprint(cert)) and self.has(other):
-                    raise KeystoreError(
-                        f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
-                        "while this plan was being made; this plan was not saved, and its CA was discarded",
-                        hint="run `trustplan plan` again: it reuses that CA",
-                    )
-            fps = []
-            for name, cert, key in items:
-                fp = pki.fingerprint(cert)
-                pem = pki.key_to_pem(key)
-                write_atomic(self.key_path(fp), self.sealer.seal(pem) if self.sealer else pem, mode=0o600)
-                write_atomic(self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), mode=0o644)
-                if name is not None:
-                    index[name] = fp
-                fps.append(fp)
-            if any(name is not None for name, _, _ in items):
-                write_atomic(
-                    self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+        fresh = _missing(self.root)  # folders this call creates: removed again if it fails
+        written: list[Path] = []
+        try:
+            with self.locked():
+                return self._save_locked(items, indexed or {}, written)
+        except BaseException:
+            for path in written:  # all or none: no unindexed CA key is left behind
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            if fresh:
+                with contextlib.suppress(OSError):
+                    (self.root / "index.lock").unlink()
+                for folder in fresh:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            raise
+
+    def _save_locked(
+        self,
+        items: list[tuple[str | None, x509.Certificate, pki.PrivateKey]],
+        indexed: dict[str, str | None],
+        written: list[Path],
+    ) -> list[str]:
+        index = self._index()
+        for name, cert, _ in items:
+            other = index.get(name) if name is not None else None
+            before = indexed.get(name or "")
+            if other is not None and other not in (before, pki.fingerprint(cert)) and self.has(other):
+                raise KeystoreError(
+                    f"{self.root}: another trustplan run generated CA {other} for authority {name!r} "
+                    "while this plan was being made; this plan was not saved, and its CA was discarded",
+                    hint="run `trustplan plan` again: it reuses that CA",
                 )
-            return fps
+        fps = []
+        for name, cert, key in items:
+            fp = pki.fingerprint(cert)
+            pem = pki.key_to_pem(key)
+            for path, data, mode in ((self.key_path(fp), self.sealer.seal(pem) if self.sealer else pem, 0o600),
+                                     (self.root / f"{self._hex(fp)}.crt", pki.cert_to_pem(cert), 0o644)):
+                new = not path.exists()
+                write_atomic(path, data, mode=mode)
+                if new:
+                    written.append(path)
+            if name is not None:
+                index[name] = fp
+            fps.append(fp)
+        if any(name is not None for name, _, _ in items):
+            write_atomic(
+                self.root / "index.json", (json.dumps(index, indent=2, sort_keys=True) + "\n").encode(), mode=0o600
+            )
+        return fps
+
+
+#: the file that marks `<keystore>.rekey` complete (written last, after every key)
+REKEY_DONE = ".rekey-complete"
+
+
+def _rekey_dir(root: Path) -> Path:
+    return root.with_name(root.name + ".rekey")
+
+
+def _old_dir(root: Path) -> Path:
+    return root.with_name(root.name + ".old")
+
+
+def resume_rekey(root: Path) -> str | None:
+    """Finish or undo what a killed rekey left: a complete new keystore not yet in place is put in
+    place; a partial one is removed (the old keystore is whole); the old one left after the swap is
+    removed. What was done, for a message (None: nothing was left)."""
+    new, old = _rekey_dir(root), _old_dir(root)
+    done = None
+    if new.exists():
+        if (new / REKEY_DONE).exists():
+            if root.exists():
+                os.rename(root, old)
+            os.rename(new, root)
+            done = "finished the re-encryption a stopped `keystore rekey` had written"
+        else:
+            shutil.rmtree(new)
+            done = "removed the partial re-encryption a stopped `keystore rekey` left (the keystore was whole)"
+    (root / REKEY_DONE).unlink(missing_ok=True)
+    if old.exists():
+        shutil.rmtree(old)
+    return done
+
+
+def rekey(store: Keystore, keys: dict[str, pki.PrivateKey], after_each: Callable[[str], None] | None = None) -> None:
+    """Re-encrypt `keys` (every key of `store`) with `store.sealer` into a new keystore beside it,
+    then put that in place. `after_each` is called after each key is written (tests stop it there)."""
+    assert store.sealer is not None
+    root, new = store.root, _rekey_dir(store.root)
+    with store.locked():
+        if new.exists():
+            shutil.rmtree(new)
+        ensure_dir(new)
+        os.chmod(new, 0o700)
+        for path in sorted(root.iterdir()):  # certificates, the index, anything else: as they are
+            if path.name == "index.lock" or path.name.endswith((".key", ".key.age")) or not path.is_file():
+                continue
+            write_atomic(new / path.name, path.read_bytes(), mode=path.stat().st_mode & 0o777)
+        for fp, key in keys.items():
+            sealed = store.sealer.seal(pki.key_to_pem(key))  # encrypted in memory; only ciphertext is written
+            write_atomic(new / store.key_path(fp).name, sealed, mode=0o600)
+            if after_each is not None:
+                after_each(fp)
+        write_atomic(new / REKEY_DONE, b"", mode=0o600)
+        os.rename(root, _old_dir(root))
+        os.rename(new, root)
+    resume_rekey(root)  # removes the old keystore and the mark
+
+
+def _missing(folder: Path) -> list[Path]:
+    """The folders that do not exist yet on the way to `folder`, deepest first."""
+    missing = []
+    p = folder
+    while not p.exists() and not p.is_symlink() and p.parent != p:
+        missing.append(p)
+        p = p.parent
+    return missing

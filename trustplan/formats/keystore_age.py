@@ -16,7 +16,7 @@ from typing import Any
 
 import pyrage
 
-from trustplan.errors import InputError, KeystoreError
+from trustplan.errors import KeystoreError
 from trustplan.system.safeio import read_regular
 
 IDENTITY_ENV = "TRUSTPLAN_AGE_IDENTITY"
@@ -54,11 +54,16 @@ class AgeSealer:
 
     def _identity_text(self) -> tuple[str, str]:
         if self.identity_file is not None:
+            where = str(self.identity_file)
+            # a regular file only (a FIFO is refused before it is opened, never waited on)
+            data = read_regular(self.identity_file, what="age identity file")
             try:
-                text = read_regular(self.identity_file, what="age identity").decode("utf-8")
-            except (InputError, UnicodeDecodeError) as exc:
-                raise KeystoreError(f"{self.identity_file}: cannot read the age identity: {exc}") from None
-            return text, str(self.identity_file)
+                return data.decode("utf-8"), where
+            except UnicodeDecodeError as exc:  # the bytes are a secret: say where, never what
+                raise KeystoreError(
+                    f"{where}: the age identity file is not UTF-8 text (an invalid byte at offset {exc.start})",
+                    hint="an age identity file holds AGE-SECRET-KEY-1... lines (or an OpenSSH private key)",
+                ) from None
         text = os.environ.get(IDENTITY_ENV, "")
         if not text.strip():
             raise KeystoreError(

@@ -140,7 +140,11 @@ def load_signing_key(path: Path) -> ed25519.Ed25519PrivateKey:
     from trustplan.system.safeio import read_regular
     from trustplan.talos import pki
 
-    key = pki.load_key_pem(read_regular(path, what="signing key file"), str(path))
+    data = read_regular(path, what="signing key file")
+    if b"PRIVATE KEY-----" not in data:
+        raise InputError(str(path), "not a PEM private key: --sign-key takes the Ed25519 private key that signs "
+                         "plans", hint="make one with `openssl genpkey -algorithm ed25519 -out plan-signing.pem`")
+    key = pki.load_key_pem(data, str(path))
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise InputError(str(path), f"plans are signed with Ed25519 keys, not {pki.algorithm_name(key)}")
     return key

@@ -32,6 +32,11 @@ FORMAT_MINOR = 2
 Provider = Literal["files", "talos"]
 
 
+#: providers whose verification gates check the configs themselves (a model of the nodes): no node is
+#: contacted. Renderers label those gates as model checks.
+OFFLINE_PROVIDERS: frozenset[str] = frozenset({"files"})
+
+
 @dataclass(frozen=True)
 class Bindings:
     """What a plan was computed from and is valid for; apply refuses it when any of these changed."""
@@ -44,6 +49,11 @@ class Bindings:
     lineage: str | None
     serial: int
 
+    @property
+    def offline(self) -> bool:
+        """The plan's gates are model checks of the configs (OFFLINE_PROVIDERS), not calls to nodes."""
+        return self.provider in OFFLINE_PROVIDERS
+
 
 @dataclass(frozen=True)
 class PlanRollout:
@@ -54,6 +64,9 @@ class PlanRollout:
     worker: int
     canary: int
     gates: int
+    #: what one node's read took while planning (milliseconds, the first node to answer): the PR
+    #: comment's duration estimate. None: not measured (plans of before, or made offline)
+    read_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,8 @@ def document(
     if rollout is not None:
         doc["rollout"] = {"controlplane": rollout.controlplane, "worker": rollout.worker,
                           "canary": rollout.canary, "gates": rollout.gates}
+        if rollout.read_ms is not None:
+            doc["rollout"]["read_ms"] = round(rollout.read_ms, 1)
     return doc
 
 
@@ -148,7 +163,7 @@ def from_document(doc: dict[str, Any], canonical: bytes, signer: str | None) -> 
             if "path" in out:
                 paths.setdefault(out["output"], out["path"])
     r = doc.get("rollout")
-    rollout = PlanRollout(r["controlplane"], r["worker"], r["canary"], r["gates"]) if r else None
+    rollout = PlanRollout(r["controlplane"], r["worker"], r["canary"], r["gates"], r.get("read_ms")) if r else None
     minor = doc.get("format_minor", 0)
     # what the typed plan says, serialized again: any section that differs was not written by the
     # planner from these steps (a summary edited to hide a remove, fields of a newer format)

@@ -26,6 +26,7 @@ from trustplan.planner.model import PKI_TITLE
 from trustplan.planner.timestamps import iso_time
 from trustplan.render.mdchanges import phase_chunks, phase_title, trust_tables
 from trustplan.render.mdparts import GITHUB_COMMENT_LIMIT, PART_DELIMITER, PART_LIMIT, Chunk, join, split
+from trustplan.render.mdreview import blast_radius, mermaid, numbered, rollback_block, rollout_block
 from trustplan.render.mdview import FLAVORS, FOLD_OVER, Flavor, View, ca_ref, cell, node_list
 from trustplan.render.text import summary_line
 
@@ -71,8 +72,10 @@ def _untrusted_item(saved: SavedPlan, w: PlanWarning) -> str:
     if out is not None:
         where = f" `{out.path}`" if out.path else ""
         replacement = f" The plan writes a new {out.step.output}{where} from {ca_ref(plan, out.step.ca)}."
+    a = plan.authority(w.fingerprint) if w.fingerprint else None
+    facts = f" (subject {a.subject}, valid until {a.not_after:%Y-%m-%d})" if a is not None else ""
     return (
-        f"**{PKI_TITLE[w.pki]} CA {ca_ref(plan, w.fingerprint)} stops being trusted on every node.** "
+        f"**{PKI_TITLE[w.pki]} CA {ca_ref(plan, w.fingerprint)}{facts} stops being trusted on every node.** "
         f"What stops working: {CREDENTIALS[w.pki]}.{replacement}"
     )
 
@@ -192,7 +195,8 @@ def outputs_block(saved: SavedPlan) -> list[str]:
 
 
 def _front(saved: SavedPlan, view: View) -> list[str]:
-    return header(saved, view) + warnings_block(saved, view) + new_authorities(saved.plan)
+    review = blast_radius(saved) + rollout_block(saved) + rollback_block(saved) + mermaid(saved)
+    return header(saved, view) + warnings_block(saved, view) + new_authorities(saved.plan) + review
 
 
 def chunks(saved: SavedPlan, view: View = View()) -> list[Chunk]:
@@ -202,7 +206,7 @@ def chunks(saved: SavedPlan, view: View = View()) -> list[Chunk]:
     if plan.has_edits:
         out += trust_tables(plan, view)
         out += [Chunk("### Phases\n\n")]
-        out += phase_chunks(plan, view)
+        out += phase_chunks(plan, view, model=saved.bindings.offline)
     if plan.has_changes:
         out += [Chunk(line + "\n") for line in outputs_block(saved)]
     return out
@@ -215,8 +219,7 @@ def render_summary(saved: SavedPlan, view: View = View()) -> str:
     if plan.has_changes:
         if plan.has_edits:
             text += join(trust_tables(plan, view))
-            phases = [f"{i}. {phase_title(i, p).split(': ', 1)[1]}" for i, p in
-                      enumerate((p for p in plan.phases if p.name != "outputs"), start=1)]
+            phases = [f"{i}. {phase_title(i, p).split(': ', 1)[1]}" for i, p in numbered(plan)]
             text += "### Phases\n\n" + "\n".join(phases) + "\n\n"
         text += "\n".join(outputs_block(saved)) + "\n"
         text += "Full plan: `trustplan show plan.bin --format markdown`.\n"

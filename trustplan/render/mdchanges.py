@@ -101,6 +101,9 @@ def diff_lines(plan: Plan, pki: PKI, before: LiveTrust, after: LiveTrust) -> lis
 
 
 def phase_title(i: int, phase: Phase) -> str:
+    if phase.name == "outputs":
+        kinds = ", ".join(dict.fromkeys(o.output for o in phase.outputs))
+        return f"Phase {i}: outputs: write the new credentials ({kinds}); no node changes"
     what = {
         "accept": "accept the new CAs everywhere (expand)",
         "swap": "issue from the new CAs (switch)",
@@ -114,20 +117,26 @@ def phase_title(i: int, phase: Phase) -> str:
     )
 
 
-def phase_chunks(plan: Plan, view: View = View()) -> list[Chunk]:
-    """Per phase: the gates that follow it, then one diff per group of nodes that change the same way."""
+def phase_chunks(plan: Plan, view: View = View(), model: bool = False) -> list[Chunk]:
+    """Per phase: the gates that follow it, then one diff per group of nodes that change the same way.
+    Phases keep the plan document's numbers (the outputs phase is listed in the Outputs section).
+    `model`: the gates are model checks (files provider: no node is contacted), and say so."""
     state = {(t.node, t.pki): t.before for t in plan.targets}
     chunks: list[Chunk] = []
-    edit_phases = [p for p in plan.phases if p.name != "outputs"]
-    for i, phase in enumerate(edit_phases, start=1):
+    for i, phase in enumerate(plan.phases, start=1):
+        if phase.name == "outputs":
+            continue
         title = phase_title(i, phase)
+        reach = " (model check): the configs of all {} nodes accept" if model else ": reaches all {} nodes with"
         gates = "".join(
-            f"- {PKI_TITLE[g.pki]}: reaches all {len(g.nodes)} nodes with an admin cert from "
+            f"- {PKI_TITLE[g.pki]}{reach.format(len(g.nodes))} an admin cert from "
             f"{ca_ref(plan, g.credential.issuer)}, trusting "
             f"{', '.join(ca_ref(plan, c) for c in g.credential.trusted)}\n"
             for g in phase.gates
         )
-        gates = f"Verified after this phase, before the next one starts:\n\n{gates}\n" if gates else ""
+        heading = ("Model checks after this phase (files provider: the configs are checked, no node is contacted):"
+                   if model else "Verified after this phase, before the next one starts:")
+        gates = f"{heading}\n\n{gates}\n" if gates else ""
         groups: dict[tuple[str, str], list[str]] = {}
         for node in phase.nodes():
             edits = phase.edits_for(node)

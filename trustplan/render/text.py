@@ -99,7 +99,13 @@ def text(saved: SavedPlan) -> str:
             lines.append(f"      {a.fingerprint}")
         lines.append("")
     if plan.has_changes:
-        for i, phase in enumerate(p for p in plan.phases if p.name != "outputs"):
+        model = bound.offline  # gates are checks of the configs: no node is contacted
+        for i, phase in enumerate(plan.phases):
+            if phase.name == "outputs":  # numbered as in the plan document; listed under Outputs
+                kinds = ", ".join(dict.fromkeys(o.output for o in phase.outputs))
+                lines.append(f"Phase {i + 1}: outputs: write {kinds} (listed under Outputs below)")
+                lines.append("")
+                continue
             lines.append(f"Phase {i + 1}: {phase.name}")
             width = max(len(n) for n in phase.nodes())
             for node in phase.nodes():
@@ -112,7 +118,9 @@ def text(saved: SavedPlan) -> str:
                     )
             for g in phase.gates:
                 lines.append(
-                    f"  ? gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with "
+                    f"  ? {'model check' if model else 'gate'}: {PKI_TITLE[g.pki]} "
+                    f"{'configs of' if model else 'reaches'} all {len(g.nodes)} nodes "
+                    f"{'accept an' if model else 'with'} "
                     f"{_credential(plan, g.credential.issuer, g.credential.trusted)}"
                 )
             lines.append("")

@@ -32,6 +32,12 @@ def read_regular(path: Path, source: str | None = None, what: str = "file", limi
     """Read a regular file; InputError (naming `source`, default the path) for anything else."""
     source = source or str(path)
     name = what if source == str(path) else f"{what} {path}"
+    try:  # a FIFO or a device is refused before it is opened (the check after opening stays: a race)
+        before = os.stat(path)
+    except (OSError, ValueError):
+        pass  # open() below names the problem
+    else:
+        _refuse_special(before, source, name, hint)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except FileNotFoundError:
@@ -44,12 +50,7 @@ def read_regular(path: Path, source: str | None = None, what: str = "file", limi
         raise InputError(source, f"invalid path for {what}: {str(path)!r}", hint=hint) from None
     try:
         st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise InputError(source, f"{name} is a directory, not a file", hint=hint)
-        if not stat.S_ISREG(st.st_mode):
-            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(
-                st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
-            raise InputError(source, f"{name} is {kind}; only regular files are read", hint=hint)
+        _refuse_special(st, source, name, hint)
         if st.st_size > limit:
             raise InputError(source, f"{name} is {st.st_size} bytes; the limit is {limit} bytes", hint=hint)
         chunks: list[bytes] = []
@@ -67,6 +68,15 @@ def read_regular(path: Path, source: str | None = None, what: str = "file", limi
         raise InputError(source, f"cannot read {name}: {describe(exc)}", hint=hint) from None
     finally:
         os.close(fd)
+
+
+def _refuse_special(st: os.stat_result, source: str, name: str, hint: str | None) -> None:
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(source, f"{name} is a directory, not a file", hint=hint)
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(
+            st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file"
+        raise InputError(source, f"{name} is {kind}; only regular files are read", hint=hint)
 
 
 def ensure_dir(path: Path) -> None:

@@ -235,6 +235,12 @@ def check(text: bytes | str, max_bytes: int = MAX_BYTES) -> None:
                     f"more than {MAX_ALIASES} YAML aliases (*name); refused as a possible alias bomb",
                     event.start_mark,
                 )
+            if any(anchor == event.anchor for anchor, _ in open_):
+                raise LimitError(
+                    f"the alias *{event.anchor} is inside the collection it names (a recursive alias); "
+                    "trustplan's YAML files hold no cycles",
+                    event.start_mark,
+                )
             nodes += sizes.get(str(event.anchor), 1)
         elif isinstance(event, yaml.ScalarEvent):
             nodes += 1

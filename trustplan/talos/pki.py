@@ -183,7 +183,7 @@ def load_key_pem(pem: bytes, source: str, path: str | None = None) -> PrivateKey
         else:
             key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError, binascii.Error) as exc:
-        reason = str(exc).split("\n")[0] or type(exc).__name__
+        reason = str(exc).split("\n")[0].split(". See https://")[0] or type(exc).__name__
         raise CAError(source, f"not a valid unencrypted PEM private key ({reason})", path=path) from None
     if not isinstance(key, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise CAError(source, f"unsupported key type {type(key).__name__}", path=path)

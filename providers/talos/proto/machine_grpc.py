@@ -29,6 +29,22 @@ class MachineServiceBase(abc.ABC):
     async def Version(self, stream: 'grpclib.server.Stream[google.protobuf.empty_pb2.Empty, machine_pb2.VersionResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def Reboot(self, stream: 'grpclib.server.Stream[machine_pb2.RebootRequest, machine_pb2.RebootResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def ServiceRestart(self, stream: 'grpclib.server.Stream[machine_pb2.ServiceRestartRequest, machine_pb2.ServiceRestartResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def EtcdMemberList(self, stream: 'grpclib.server.Stream[machine_pb2.EtcdMemberListRequest, machine_pb2.EtcdMemberListResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def EtcdStatus(self, stream: 'grpclib.server.Stream[google.protobuf.empty_pb2.Empty, machine_pb2.EtcdStatusResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/machine.MachineService/ApplyConfiguration': grpclib.const.Handler(
@@ -48,6 +64,30 @@ class MachineServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 google.protobuf.empty_pb2.Empty,
                 machine_pb2.VersionResponse,
+            ),
+            '/machine.MachineService/Reboot': grpclib.const.Handler(
+                self.Reboot,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                machine_pb2.RebootRequest,
+                machine_pb2.RebootResponse,
+            ),
+            '/machine.MachineService/ServiceRestart': grpclib.const.Handler(
+                self.ServiceRestart,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                machine_pb2.ServiceRestartRequest,
+                machine_pb2.ServiceRestartResponse,
+            ),
+            '/machine.MachineService/EtcdMemberList': grpclib.const.Handler(
+                self.EtcdMemberList,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                machine_pb2.EtcdMemberListRequest,
+                machine_pb2.EtcdMemberListResponse,
+            ),
+            '/machine.MachineService/EtcdStatus': grpclib.const.Handler(
+                self.EtcdStatus,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                google.protobuf.empty_pb2.Empty,
+                machine_pb2.EtcdStatusResponse,
             ),
         }
 
@@ -72,4 +112,28 @@ class MachineServiceStub:
             '/machine.MachineService/Version',
             google.protobuf.empty_pb2.Empty,
             machine_pb2.VersionResponse,
+        )
+        self.Reboot = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/Reboot',
+            machine_pb2.RebootRequest,
+            machine_pb2.RebootResponse,
+        )
+        self.ServiceRestart = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/ServiceRestart',
+            machine_pb2.ServiceRestartRequest,
+            machine_pb2.ServiceRestartResponse,
+        )
+        self.EtcdMemberList = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/EtcdMemberList',
+            machine_pb2.EtcdMemberListRequest,
+            machine_pb2.EtcdMemberListResponse,
+        )
+        self.EtcdStatus = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/machine.MachineService/EtcdStatus',
+            google.protobuf.empty_pb2.Empty,
+            machine_pb2.EtcdStatusResponse,
         )

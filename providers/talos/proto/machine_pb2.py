@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15machine/machine.proto\x12\x07machine\x1a\x13\x63ommon/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\"\x8a\x02\n\x19\x41pplyConfigurationRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x35\n\x04mode\x18\x04 \x01(\x0e\x32\'.machine.ApplyConfigurationRequest.Mode\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\x12\x33\n\x10try_mode_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"@\n\x04Mode\x12\n\n\x06REBOOT\x10\x00\x12\x08\n\x04\x41UTO\x10\x01\x12\r\n\tNO_REBOOT\x10\x02\x12\n\n\x06STAGED\x10\x03\x12\x07\n\x03TRY\x10\x04J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\ton_rebootR\timmediate\"\x97\x01\n\x12\x41pplyConfiguration\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\x10\n\x08warnings\x18\x02 \x03(\t\x12\x35\n\x04mode\x18\x03 \x01(\x0e\x32\'.machine.ApplyConfigurationRequest.Mode\x12\x14\n\x0cmode_details\x18\x04 \x01(\t\"K\n\x1a\x41pplyConfigurationResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.machine.ApplyConfiguration\"5\n\x0fVersionResponse\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.machine.Version\"\xa6\x01\n\x07Version\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12%\n\x07version\x18\x02 \x01(\x0b\x32\x14.machine.VersionInfo\x12\'\n\x08platform\x18\x03 \x01(\x0b\x32\x15.machine.PlatformInfo\x12\'\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x15.machine.FeaturesInfo\"d\n\x0bVersionInfo\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x0b\n\x03sha\x18\x02 \x01(\t\x12\r\n\x05\x62uilt\x18\x03 \x01(\t\x12\x12\n\ngo_version\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\x12\x0c\n\x04\x61rch\x18\x06 \x01(\t\"*\n\x0cPlatformInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\x1c\n\x0c\x46\x65\x61turesInfo\x12\x0c\n\x04rbac\x18\x01 \x01(\x08\x32\xe2\x01\n\x0eMachineService\x12]\n\x12\x41pplyConfiguration\x12\".machine.ApplyConfigurationRequest\x1a#.machine.ApplyConfigurationResponse\x12\x34\n\nKubeconfig\x12\x16.google.protobuf.Empty\x1a\x0c.common.Data0\x01\x12;\n\x07Version\x12\x16.google.protobuf.Empty\x1a\x18.machine.VersionResponseB7Z5github.com/siderolabs/talos/pkg/machinery/api/machineb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15machine/machine.proto\x12\x07machine\x1a\x13\x63ommon/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\"\x8a\x02\n\x19\x41pplyConfigurationRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x35\n\x04mode\x18\x04 \x01(\x0e\x32\'.machine.ApplyConfigurationRequest.Mode\x12\x0f\n\x07\x64ry_run\x18\x05 \x01(\x08\x12\x33\n\x10try_mode_timeout\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"@\n\x04Mode\x12\n\n\x06REBOOT\x10\x00\x12\x08\n\x04\x41UTO\x10\x01\x12\r\n\tNO_REBOOT\x10\x02\x12\n\n\x06STAGED\x10\x03\x12\x07\n\x03TRY\x10\x04J\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04R\ton_rebootR\timmediate\"\x97\x01\n\x12\x41pplyConfiguration\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\x10\n\x08warnings\x18\x02 \x03(\t\x12\x35\n\x04mode\x18\x03 \x01(\x0e\x32\'.machine.ApplyConfigurationRequest.Mode\x12\x14\n\x0cmode_details\x18\x04 \x01(\t\"K\n\x1a\x41pplyConfigurationResponse\x12-\n\x08messages\x18\x01 \x03(\x0b\x32\x1b.machine.ApplyConfiguration\"5\n\x0fVersionResponse\x12\"\n\x08messages\x18\x01 \x03(\x0b\x32\x10.machine.Version\"\xa6\x01\n\x07Version\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12%\n\x07version\x18\x02 \x01(\x0b\x32\x14.machine.VersionInfo\x12\'\n\x08platform\x18\x03 \x01(\x0b\x32\x15.machine.PlatformInfo\x12\'\n\x08\x66\x65\x61tures\x18\x04 \x01(\x0b\x32\x15.machine.FeaturesInfo\"d\n\x0bVersionInfo\x12\x0b\n\x03tag\x18\x01 \x01(\t\x12\x0b\n\x03sha\x18\x02 \x01(\t\x12\r\n\x05\x62uilt\x18\x03 \x01(\t\x12\x12\n\ngo_version\x18\x04 \x01(\t\x12\n\n\x02os\x18\x05 \x01(\t\x12\x0c\n\x04\x61rch\x18\x06 \x01(\t\"*\n\x0cPlatformInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04mode\x18\x02 \x01(\t\"\x1c\n\x0c\x46\x65\x61turesInfo\x12\x0c\n\x04rbac\x18\x01 \x01(\x08\"j\n\rRebootRequest\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.machine.RebootRequest.Mode\".\n\x04Mode\x12\x0b\n\x07\x44\x45\x46\x41ULT\x10\x00\x12\x0e\n\nPOWERCYCLE\x10\x01\x12\t\n\x05\x46ORCE\x10\x02\">\n\x06Reboot\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\x10\n\x08\x61\x63tor_id\x18\x02 \x01(\t\"3\n\x0eRebootResponse\x12!\n\x08messages\x18\x01 \x03(\x0b\x32\x0f.machine.Reboot\"#\n\x15ServiceRestartRequest\x12\n\n\x02id\x18\x01 \x01(\t\"B\n\x0eServiceRestart\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\x0c\n\x04resp\x18\x02 \x01(\t\"C\n\x16ServiceRestartResponse\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.machine.ServiceRestart\",\n\x15\x45tcdMemberListRequest\x12\x13\n\x0bquery_local\x18\x01 \x01(\x08\"f\n\nEtcdMember\x12\n\n\x02id\x18\x02 \x01(\x04\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x11\n\tpeer_urls\x18\x04 \x03(\t\x12\x13\n\x0b\x63lient_urls\x18\x05 \x03(\t\x12\x12\n\nis_learner\x18\x06 \x01(\x08\"o\n\x0b\x45tcdMembers\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\x16\n\x0elegacy_members\x18\x02 \x03(\t\x12$\n\x07members\x18\x03 \x03(\x0b\x32\x13.machine.EtcdMember\"@\n\x16\x45tcdMemberListResponse\x12&\n\x08messages\x18\x01 \x03(\x0b\x32\x14.machine.EtcdMembers\"\xf8\x01\n\x10\x45tcdMemberStatus\x12\x17\n\x0fstorage_version\x18\x0b \x01(\t\x12\x11\n\tmember_id\x18\n \x01(\x04\x12\x18\n\x10protocol_version\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x62_size\x18\x02 \x01(\x03\x12\x16\n\x0e\x64\x62_size_in_use\x18\x03 \x01(\x03\x12\x0e\n\x06leader\x18\x04 \x01(\x04\x12\x12\n\nraft_index\x18\x05 \x01(\x04\x12\x11\n\traft_term\x18\x06 \x01(\x04\x12\x1a\n\x12raft_applied_index\x18\x07 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x08 \x03(\t\x12\x12\n\nis_learner\x18\t \x01(\x08\"b\n\nEtcdStatus\x12\"\n\x08metadata\x18\x01 \x01(\x0b\x32\x10.common.Metadata\x12\x30\n\rmember_status\x18\x02 \x01(\x0b\x32\x19.machine.EtcdMemberStatus\";\n\x12\x45tcdStatusResponse\x12%\n\x08messages\x18\x01 \x03(\x0b\x32\x13.machine.EtcdStatus2\x86\x04\n\x0eMachineService\x12]\n\x12\x41pplyConfiguration\x12\".machine.ApplyConfigurationRequest\x1a#.machine.ApplyConfigurationResponse\x12\x34\n\nKubeconfig\x12\x16.google.protobuf.Empty\x1a\x0c.common.Data0\x01\x12;\n\x07Version\x12\x16.google.protobuf.Empty\x1a\x18.machine.VersionResponse\x12\x39\n\x06Reboot\x12\x16.machine.RebootRequest\x1a\x17.machine.RebootResponse\x12Q\n\x0eServiceRestart\x12\x1e.machine.ServiceRestartRequest\x1a\x1f.machine.ServiceRestartResponse\x12Q\n\x0e\x45tcdMemberList\x12\x1e.machine.EtcdMemberListRequest\x1a\x1f.machine.EtcdMemberListResponse\x12\x41\n\nEtcdStatus\x12\x16.google.protobuf.Empty\x1a\x1b.machine.EtcdStatusResponseB7Z5github.com/siderolabs/talos/pkg/machinery/api/machineb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,6 +53,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PLATFORMINFO']._serialized_end=984
   _globals['_FEATURESINFO']._serialized_start=986
   _globals['_FEATURESINFO']._serialized_end=1014
-  _globals['_MACHINESERVICE']._serialized_start=1017
-  _globals['_MACHINESERVICE']._serialized_end=1243
+  _globals['_REBOOTREQUEST']._serialized_start=1016
+  _globals['_REBOOTREQUEST']._serialized_end=1122
+  _globals['_REBOOTREQUEST_MODE']._serialized_start=1076
+  _globals['_REBOOTREQUEST_MODE']._serialized_end=1122
+  _globals['_REBOOT']._serialized_start=1124
+  _globals['_REBOOT']._serialized_end=1186
+  _globals['_REBOOTRESPONSE']._serialized_start=1188
+  _globals['_REBOOTRESPONSE']._serialized_end=1239
+  _globals['_SERVICERESTARTREQUEST']._serialized_start=1241
+  _globals['_SERVICERESTARTREQUEST']._serialized_end=1276
+  _globals['_SERVICERESTART']._serialized_start=1278
+  _globals['_SERVICERESTART']._serialized_end=1344
+  _globals['_SERVICERESTARTRESPONSE']._serialized_start=1346
+  _globals['_SERVICERESTARTRESPONSE']._serialized_end=1413
+  _globals['_ETCDMEMBERLISTREQUEST']._serialized_start=1415
+  _globals['_ETCDMEMBERLISTREQUEST']._serialized_end=1459
+  _globals['_ETCDMEMBER']._serialized_start=1461
+  _globals['_ETCDMEMBER']._serialized_end=1563
+  _globals['_ETCDMEMBERS']._serialized_start=1565
+  _globals['_ETCDMEMBERS']._serialized_end=1676
+  _globals['_ETCDMEMBERLISTRESPONSE']._serialized_start=1678
+  _globals['_ETCDMEMBERLISTRESPONSE']._serialized_end=1742
+  _globals['_ETCDMEMBERSTATUS']._serialized_start=1745
+  _globals['_ETCDMEMBERSTATUS']._serialized_end=1993
+  _globals['_ETCDSTATUS']._serialized_start=1995
+  _globals['_ETCDSTATUS']._serialized_end=2093
+  _globals['_ETCDSTATUSRESPONSE']._serialized_start=2095
+  _globals['_ETCDSTATUSRESPONSE']._serialized_end=2154
+  _globals['_MACHINESERVICE']._serialized_start=2157
+  _globals['_MACHINESERVICE']._serialized_end=2675
 # @@protoc_insertion_point(module_scope)
