@@ -117,6 +117,18 @@ class _Client:
             return Probe(False, "; ".join(problems), git)
         return Probe(True, f"{len(expected)} nodes Ready", git)
 
+    def readyz(self) -> Probe:
+        """GET /readyz with the credential: ok when it answers 200 (a stopping server answers 500)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self.api.call_api("GET", f"{self.server}/readyz", _request_timeout=self.call_timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure is described and retried
+            return Probe(False, describe_error(exc))
+        if response.status != 200:
+            return Probe(False, describe_error(ApiException(status=response.status, reason=response.reason)))
+        return Probe(True, "ready")
+
     def close(self) -> None:
         try:
             self.api.close()  # type: ignore[no-untyped-call]
@@ -293,6 +305,33 @@ class KubernetesChecker:
                 "talosctl -n NODE logs kube-apiserver); rollout.verify.timeout sets how long to wait",
             )
         return {s: r for s, r in zip(self.servers, results, strict=True) if isinstance(r, str)}
+
+    async def wait_ready(self, server: str, credential: TLSIdentity, *, on_wait: Progress | None = None) -> None:
+        """Wait until `server`'s /readyz answers 200 with `credential` (its CA bundle verifying the
+        server's certificate). Raises GateFailedError naming the server and why after the timeout."""
+        client = await asyncio.to_thread(_Client, server, credential, self.call_timeout)
+        try:
+            deadline = time.monotonic() + self.timeout
+            delay, last = BACKOFF_START, ""
+            while True:
+                probe = await asyncio.to_thread(client.readyz)
+                if probe.ok:
+                    return
+                if probe.detail != last and on_wait is not None:
+                    on_wait(f"{_host(server)}: /readyz: {probe.detail}; waiting")
+                last = probe.detail
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise GateFailedError(
+                        f"{_host(server)}: kube-apiserver not ready (/readyz) with the client cert issued by "
+                        f"{_short(credential.issuer)} within {self.timeout:g} s: {failure_kind(last)}: {last}",
+                        hint="the next control plane was not changed; look at this node's kube-apiserver "
+                        "(talosctl -n NODE logs kube-apiserver); rollout.verify.timeout sets how long to wait",
+                    )
+                await asyncio.sleep(min(delay, left))
+                delay = min(delay * 2, self.backoff_max)
+        finally:
+            await asyncio.to_thread(client.close)
 
     async def _one(
         self,

@@ -189,3 +189,28 @@ def test_an_unhealthy_kubelet_is_not_touched(tmp_path: Path) -> None:
     address, message, before, after = run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=1, **FAST)
     assert f"kubelet is not healthy on {address} (not running)" in message
     assert before == after  # nothing was sent to it
+
+
+def test_the_next_control_plane_waits_for_the_api_server_and_a_timeout_stops_the_apply(tmp_path: Path) -> None:
+    """A control plane's kube-apiserver that is not back within the verify timeout stops the apply
+    before the next control plane is written (its API server keeps serving), naming node and cause;
+    the rollback follows today's rules (here it waits for the same restarting API server, and says so)."""
+
+    async def scenario(cluster: SimCluster) -> tuple[str, dict[str, Any], dict[str, int]]:
+        set_verify_timeout(cluster, 1.5)
+        with pytest.raises(ProviderError) as info:
+            await plan_and_apply(cluster)
+        state = LocalState(cluster.dir / "trustplan.state.json").read("sim")
+        return str(info.value), state, {cp.address: cp.version for cp in cluster.controlplanes}
+
+    message, state, versions = run_with_cluster(
+        scenario, tmp_path / "sim", controlplanes=2, workers=0, k8s=True, apiserver_restart_ms=6000,
+        kubelet_rejoin_ms=150,
+    )
+    written = [a for a, v in versions.items() if v > 1]
+    assert len(written) == 1 and sorted(versions.values())[0] == 1, versions  # the other one never written
+    assert f"apply stopped: {written[0]}:6443: kube-apiserver not ready (/readyz)" in message, message
+    assert "within 1.5 s: timeout: connection refused" in message
+    steps = state["history"][-1]["steps"]
+    assert {s["node"] for s in steps if s["kind"] == "write"} == {written[0]}  # the next control plane: no write
+    assert any(s["kind"] == "apiserver" and s["outcome"] == "failed" and s["node"] == written[0] for s in steps)

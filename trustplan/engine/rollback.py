@@ -66,10 +66,10 @@ def _original(started: LiveCluster, managed: tuple[PKI, ...]) -> tuple[DesiredTr
 
 async def _applied(applier: PhaseRunner) -> set[tuple[str, str]] | str:
     """(phase, node) pairs whose config change reached the node: the writes that succeeded, the ones
-    whose kubelet wait failed (the config was applied), and failed writes that a fresh read shows
-    applied (a reply lost after the node applied it). A string: why this cannot be known."""
-    done = {(s.phase, s.node or "") for s in applier.steps if s.kind in ("write", "kubelet")
-            and (s.kind == "kubelet" or s.outcome == "ok")}
+    whose kubelet or kube-apiserver wait failed (the config was applied), and failed writes that a fresh
+    read shows applied (a reply lost after the node applied it). A string: why this cannot be known."""
+    done = {(s.phase, s.node or "") for s in applier.steps if s.kind in ("write", "kubelet", "apiserver")
+            and (s.kind != "write" or s.outcome == "ok")}
     failed = [(s.phase, s.node or "") for s in applier.steps if s.kind == "write" and s.outcome == "failed"]
     phases: dict[str, op.Phase] = {p.name: p for p in applier.plan.phases}
     for phase, address in failed:

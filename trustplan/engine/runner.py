@@ -47,6 +47,27 @@ from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import kind_trust, rewrite_config
 
+#: the documents of Talos 1.14 that a control plane's kube-apiserver is made from
+APISERVER_DOCUMENTS = frozenset(
+    {"KubeAPIServerCAConfig", "KubeAggregatorCAConfig", "KubeServiceAccountConfig", "KubeEtcdEncryptionConfig"}
+)
+
+
+def restarts_apiserver(before: MachineConfig, after: MachineConfig) -> bool:
+    """Whether a control plane's kube-apiserver restarts when `after` replaces `before`: any
+    Kubernetes input changed (its CA fields in either layout, the v1alpha1 `cluster` section, which
+    holds the legacy aggregator CA, service-account key and encryption secret, or one of the 1.14
+    documents of those credentials)."""
+    def inputs(cfg: MachineConfig) -> list[object]:
+        return [d for d in cfg.documents if isinstance(d, dict) and d.get("kind") in APISERVER_DOCUMENTS]
+
+    return (
+        before.ca_fields("kubernetes") != after.ca_fields("kubernetes")
+        or before.v1alpha1.get("cluster") != after.v1alpha1.get("cluster")
+        or inputs(before) != inputs(after)
+    )
+
+
 #: added to a failed write's message when the node, read back, still has its config of before
 NOT_APPLIED = "read back: not applied"
 
@@ -218,9 +239,8 @@ class PhaseRunner:
             except TrustplanError:
                 self.reporter.fail(address)
                 raise
-            after = rewrite_config(
-                self.configs[address], edits, self.keys.cert_pem, self.keys.key_pem, self.keys.material_for
-            )
+            before = self.configs[address]  # as read just now: a foreign edit kept is in it
+            after = rewrite_config(before, edits, self.keys.cert_pem, self.keys.key_pem, self.keys.material_for)
             mode = {"mode": "try"} if self.trial and self.provider.capabilities.trial is not None else {}
             try:
                 kubelet = self.provider.capabilities.kubelet
@@ -229,6 +249,8 @@ class PhaseRunner:
                 else:
                     await send(self, phase, address, after.data, cred)
                     self.configs[address] = after
+                if roles[address] == "controlplane" and restarts_apiserver(before, after):
+                    await self.wait_apiserver(phase, address)
             except TrustplanError as exc:
                 if self.configs[address] is after:  # the node took the config; what failed came after it
                     self.record(phase.name, "write", "ok", node=address, detail=detail,
@@ -285,6 +307,26 @@ class PhaseRunner:
                 self.record(phase, "kubelet", "failed", node=address, message=str(exc))
                 raise
         self.record(phase, "kubelet", "ok", node=address, detail="kubelet restarted, running and healthy")
+
+    async def wait_apiserver(self, phase: op.Phase, address: str) -> None:
+        """After a write that restarts a control plane's kube-apiserver: wait until it answers
+        /readyz with the credential of the phase's Kubernetes gate (valid once this node has the
+        phase's edits), within the Kubernetes verify timeout, so that the next control plane's API
+        server goes down only once this one is back (at most `controlplane_parallelism` down)."""
+        gate = next((g for g in phase.gates if g.pki == "kubernetes"), None)
+        if gate is None or not self.provider.capabilities.kubernetes_api or self.desired.kube_endpoints:
+            return  # no Kubernetes API (configs on disk), no credential for it, or endpoints not per node
+        from trustplan.providers.kubernetes import KubernetesChecker
+
+        server = self.desired.kube_servers([address])[0]
+        checker = KubernetesChecker([server], self.desired.rollout.timeout("kubernetes"))
+        self.reporter.note(f"{phase.name}: {address}: waiting for its kube-apiserver (/readyz)")
+        try:
+            await self.stop.race(checker.wait_ready(server, self.mint("kubernetes", gate.credential)))
+        except TrustplanError as exc:
+            self.record(phase.name, "apiserver", "failed", node=address, message=str(exc))
+            raise
+        self.record(phase.name, "apiserver", "ok", node=address, detail="kube-apiserver ready (/readyz)")
 
     async def gate(self, gate: op.Gate, stage: str = "") -> None:
         """Prove the gate's credential reaches its nodes (`stage` "canary": the canaries of a phase)."""
