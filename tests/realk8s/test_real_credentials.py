@@ -156,12 +156,13 @@ def test_all_five_credentials_rotate_on_real_kube_apiservers(tmp_path: Path) -> 
         planned.save_new_keys()
         names = [p.name for p in planned.plan.phases]
         assert names[0] == "move"  # the simulator's 1.14 configs keep SA and encryption in legacy fields
-        applied = await applier.apply_desired(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
-        gates = [s for s in applied.steps if s["kind"] == "gate"]
-        assert gates and all(s["outcome"] == "ok" for s in gates)
-        assert {s["pki"] for s in gates} >= {"kubernetes", "aggregator", "serviceaccount", "encryption"}
-        rewrites = [s for s in applied.steps if s["kind"] == "rewrite"]
-        assert len(rewrites) == 1 and rewrites[0]["outcome"] == "ok"
+        request = applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
+        applied = await applier.apply_desired(request)
+        gates = [s for s in applied.steps if s.kind == "gate"]
+        assert gates and all(s.outcome == "ok" for s in gates)
+        assert {s.pki for s in gates} >= {"kubernetes", "aggregator", "serviceaccount", "encryption"}
+        rewrites = [s for s in applied.steps if s.kind == "rewrite"]
+        assert len(rewrites) == 1 and rewrites[0].outcome == "ok"
 
         kc = cluster.kubeconfig
         # every Secret now sits under the new key; the one written before still decrypts
