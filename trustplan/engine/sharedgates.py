@@ -73,15 +73,16 @@ async def api_gate(runner: PhaseRunner, gate: op.Gate) -> None:
         want = {pki.fingerprint(pki.load_cert_pem(m.public, fp)) for fp, m in trusted}
         checks.append(partial(_configmap_has, kg, servers[0], admin, want))
     else:
-        issuer = runner.keys.material_for(gate.pki, gate.credential.issuer)
+        # TokenRequest signs with an accepted key; from the swap on, with the gate's issuer
+        kids = {kg.key_id(m.public) for fp, m in trusted if gate.after != "swap" or fp == gate.credential.issuer}
         for s in servers:
-            checks.append(partial(_signs_with, kg, s, admin, kg.key_id(issuer.public)))
+            checks.append(partial(_signs_with, kg, s, admin, kids))
             for fp, m in trusted:
                 if m.secret is not None:
                     checks.append(partial(_resigned_accepted, kg, s, admin, m.secret, runner.plan.label(fp)))
     timeout = runner.desired.rollout.timeout("kubernetes")
     try:
-        await asyncio.gather(*(_until(check, timeout) for check in checks))
+        await asyncio.gather(*(_until(check, timeout, f"{gate.after}: the {gate.pki} gate") for check in checks))
     except GateFailedError as exc:
         runner.record(gate.after, "gate", "failed", pki=gate.pki, message=str(exc))
         raise
@@ -99,9 +100,9 @@ def _configmap_has(kg: Any, server: str, admin: TLSIdentity, want: set[str]) -> 
         raise kg.CheckFailed(f"extension-apiserver-authentication lacks {len(want - have)} accepted aggregator CA(s)")
 
 
-def _signs_with(kg: Any, server: str, admin: TLSIdentity, kid: str) -> None:
-    if kg.token_kid(kg.token_request(server, admin)) != kid:
-        raise kg.CheckFailed(f"{server}: TokenRequest signs with another key than the gate's issuer")
+def _signs_with(kg: Any, server: str, admin: TLSIdentity, kids: set[str]) -> None:
+    if kg.token_kid(kg.token_request(server, admin)) not in kids:
+        raise kg.CheckFailed(f"{server}: TokenRequest signs with a key the gate does not expect")
 
 
 def _resigned_accepted(kg: Any, server: str, admin: TLSIdentity, secret: bytes, label: str) -> None:
@@ -109,7 +110,7 @@ def _resigned_accepted(kg: Any, server: str, admin: TLSIdentity, secret: bytes, 
     kg.token_accepted(server, admin.ca_bundle_pem, token, label)
 
 
-async def _until(check: Callable[[], None], timeout: float) -> None:
+async def _until(check: Callable[[], None], timeout: float, what: str) -> None:
     from trustplan.providers.kubegates import CheckFailed
 
     deadline, delay = time.monotonic() + timeout, 0.1
@@ -121,7 +122,7 @@ async def _until(check: Callable[[], None], timeout: float) -> None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise GateFailedError(
-                    f"Kubernetes API gate did not pass within {timeout:g} s: {exc}",
+                    f"{what} did not pass on the Kubernetes API within {timeout:g} s: {exc}",
                     hint="rollout.verify.timeout sets how long to wait",
                 ) from None
             await asyncio.sleep(min(delay, left))
