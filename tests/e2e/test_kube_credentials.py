@@ -60,7 +60,8 @@ def test_one_plan_rotates_all_five_with_one_write_per_node_per_phase(tmp_path: P
         "the encryption-at-rest key" in planned.out
     )
     assert "sa-2027  service-account signing key, rsa-4096, (signing key), no expiry (generate)" in planned.out
-    assert "? gate: encryption-at-rest key: all 2 API servers accept etcd-key-2027 and encrypt only with" in planned.out
+    gate = "? model check: encryption-at-rest key: all 2 API servers accept etcd-key-2027 and encrypt only with"
+    assert gate in planned.out
     doc = json.loads(run_cli(root, "show", "-f", "json", "plan.bin").out)
     for phase in doc["phases"]:
         cp_kinds = [e["pki"] for e in phase["edits"] if e["node"] == CPS[0]]

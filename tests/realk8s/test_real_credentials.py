@@ -156,8 +156,9 @@ def test_all_five_credentials_rotate_on_real_kube_apiservers(tmp_path: Path) -> 
         planned.save_new_keys()
         names = [p.name for p in planned.plan.phases]
         assert names[0] == "move"  # the simulator's 1.14 configs keep SA and encryption in legacy fields
-        request = applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
-        applied = await applier.apply_desired(request)
+        applied = await applier.apply_desired(
+            applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow())
+        )
         gates = [s for s in applied.steps if s.kind == "gate"]
         assert gates and all(s.outcome == "ok" for s in gates)
         assert {s.pki for s in gates} >= {"kubernetes", "aggregator", "serviceaccount", "encryption"}
