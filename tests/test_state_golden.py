@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trustplan.state import document
 
-from trustplan.engine.journal import Step
+from trustplan.engine.journal import HistoryEntry, Step
 
 GOLDEN = Path(__file__).parent / "golden" / "state-main-v1.json"
 
@@ -26,3 +26,21 @@ def test_every_journal_step_of_main_round_trips_through_the_typed_step() -> None
     assert {s["kind"] for s in steps} >= {"write", "gate", "output"}  # the file holds each kind apply writes
     for s in steps:
         assert Step.from_document(s).to_document() == s
+
+
+def test_every_history_entry_of_main_round_trips_through_the_typed_entry() -> None:
+    doc = document.parse(GOLDEN.read_bytes(), str(GOLDEN))
+    assert doc["history"]
+    for entry in doc["history"]:
+        typed = HistoryEntry.from_document(entry)
+        assert typed.status in ("applied", "failed") and typed.steps
+        assert typed.to_document() == entry
+
+
+def test_a_failed_entry_keeps_its_error() -> None:
+    entry = {"serial": 2, "plan_digest": "sha256:ab", "started": "2026-01-01T00:00:00Z",
+             "finished": "2026-01-01T00:01:00Z", "status": "failed", "error": "gate timed out",
+             "steps": [{"phase": "swap", "kind": "gate", "pki": "talos", "outcome": "failed", "message": "x"}]}
+    typed = HistoryEntry.from_document(entry)
+    assert typed.error == "gate timed out" and typed.status == "failed"
+    assert typed.to_document() == entry

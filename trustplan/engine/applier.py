@@ -11,6 +11,7 @@ trustplan.engine.rollback, another run of the same runner.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from trustplan.engine.access import make_provider, read_live
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
-from trustplan.engine.journal import Step
+from trustplan.engine.journal import HistoryEntry, Step
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.moved import moved_hint
@@ -150,7 +151,7 @@ def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:
 
 
 def next_state(
-    state: StateDocument, plan: Plan, configs: dict[str, MachineConfig], entry: dict[str, Any]
+    state: StateDocument, plan: Plan, configs: dict[str, MachineConfig], entry: HistoryEntry
 ) -> StateDocument:
     new = dict(state)
     new["lineage"] = state["lineage"] or str(uuid.uuid4())
@@ -176,14 +177,14 @@ def next_state(
         }
         for address, cfg in configs.items()
     }
-    entry["serial"] = new["serial"]
-    new["history"] = [*state["history"], entry]
+    entry = dataclasses.replace(entry, serial=new["serial"])
+    new["history"] = [*state["history"], entry.to_document()]
     swaps = dict(dict(state).get("swaps") or {})
-    for step in entry["steps"]:  # a swap gate that passed: every node of the kind issues from the new one
-        if step["kind"] == "gate" and step.get("phase") == "swap" and step["outcome"] == "ok":
-            swaps[step["pki"]] = entry["finished"]
+    for step in entry.steps:  # a swap gate that passed: every node of the kind issues from the new one
+        if step.ok("gate") and step.phase == "swap" and step.pki is not None:
+            swaps[step.pki] = entry.finished
     for held in plan.deferred:  # a drain whose start nobody recorded counts from this apply
-        swaps.setdefault(held.pki, entry["finished"])
+        swaps.setdefault(held.pki, entry.finished)
     if swaps:
         new["swaps"] = swaps
     return new
@@ -264,16 +265,15 @@ async def apply(
                 await read_back(applier)  # a write whose answer was lost: did it land?
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
                 back = await _roll_back(applier, live, resolved, request.rollback, frozenset(state["authorities"]))
-        entry: dict[str, Any] = {
-            "serial": 0,
-            "plan_digest": plan_digest,
-            "started": started,
-            "finished": iso_time(dt.datetime.now(dt.UTC)),
-            "status": "failed" if error else "applied",
-            "steps": [s.to_document() for s in applier.steps + (back.steps if back is not None else [])],
-        }
-        if error is not None:
-            entry["error"] = _error_text(error)
+        entry = HistoryEntry(
+            serial=0,  # next_state sets the serial it writes
+            plan_digest=plan_digest,
+            started=started,
+            finished=iso_time(dt.datetime.now(dt.UTC)),
+            status="failed" if error else "applied",
+            steps=tuple(applier.steps + (back.steps if back is not None else [])),
+            error=None if error is None else _error_text(error),
+        )
         new_state = next_state(state, plan, applier.configs, entry)
         try:
             store.write(new_state)

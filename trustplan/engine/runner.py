@@ -172,13 +172,19 @@ class PhaseRunner:
     async def run(self) -> None:
         for phase in self.plan.phases:
             self.stop.check()
-            if phase.name == "outputs":
-                self.write_outputs(phase)
-                continue
-            if phase.name in ("swap", "remove"):
-                await check_members(self, phase)
-            if phase.name == "swap":
-                self.trust_new_issuers(phase)
+            match phase.name:
+                case "outputs":
+                    self.write_outputs(phase)
+                    continue
+                case "swap":
+                    await check_members(self, phase)
+                    self.trust_new_issuers(phase)
+                case "remove":
+                    await check_members(self, phase)
+                case "move" | "accept":
+                    pass
+                case _:
+                    assert_never(phase.name)
             await self.patch_phase(phase, self.phase_credential(phase))
             if phase.recertify:
                 await recertify_workers(self, phase, self.phase_credential(phase))
