@@ -33,7 +33,7 @@ from trustplan.engine.phasesteps import (
 from trustplan.engine.planning import node_refs
 from trustplan.engine.progress import Reporter
 from trustplan.engine.recertify import recertify_workers
-from trustplan.engine.sharedgates import rewrite_secrets
+from trustplan.engine.sharedgates import api_gate, rewrite_secrets
 from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
@@ -341,6 +341,8 @@ class PhaseRunner:
             return
         if KINDS[gate.pki].holders == "controlplane":
             self.shared_gate(gate)
+            if gate.pki in ("aggregator", "serviceaccount") and self.provider.capabilities.kubernetes_api:
+                await api_gate(self, gate)
             if gate.pki == "encryption" and gate.after == "swap" and self.provider.capabilities.kubernetes_api:
                 await rewrite_secrets(self, gate)
             return
