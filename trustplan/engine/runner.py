@@ -48,9 +48,7 @@ from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import kind_trust, rewrite_config
 
 #: the documents of Talos 1.14 that a control plane's kube-apiserver is made from
-APISERVER_DOCUMENTS = frozenset(
-    {"KubeAPIServerCAConfig", "KubeAggregatorCAConfig", "KubeServiceAccountConfig", "KubeEtcdEncryptionConfig"}
-)
+APISERVER_DOCUMENTS = frozenset({machineconfig.KUBE_CA_DOC_KIND, *kubecreds.DOC_KINDS.values()})
 
 
 def restarts_apiserver(before: MachineConfig, after: MachineConfig) -> bool:
