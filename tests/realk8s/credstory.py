@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from simharness import run_with_cluster
 from trustplan.providers.base import NodeRef, TLSIdentity
 from trustplan.providers.kubechecks import aggregator as agg
+from trustplan.providers.kubechecks import api
 from trustplan.providers.kubechecks import encryption as enc
 from trustplan.providers.kubechecks import serviceaccount as sa
 from trustplan.providers.kubechecks.api import CheckFailed
@@ -131,8 +132,10 @@ def front_proxy(m: kubecreds.Material) -> tuple[bytes, bytes]:
 
 
 def tokens_accepted(cluster: SimCluster, token: str) -> list[bool]:
-    kube_ca = admin_of(cluster.kubeconfig).ca_bundle_pem
-    return [not refusal(sa.token_accepted, s, kube_ca, token, "token") for s in servers(cluster)]
+    """Per API server: a SelfSubjectReview with `token` alone names the ServiceAccount default/gate."""
+    ctx = api.context(admin_of(cluster.kubeconfig).ca_bundle_pem)
+    want = (201, "system:serviceaccount:default:gate")
+    return [api.review(s, ctx, {"Authorization": f"Bearer {token}"}) == want for s in servers(cluster)]
 
 
 async def own_proxy_certs(desired: desired_mod.DesiredState, cluster: SimCluster) -> list[bytes]:

@@ -124,7 +124,7 @@ async def own_proxy_certs(runner: PhaseRunner, gate: op.Gate) -> None:
     phase = next(p for p in runner.plan.phases if p.name == gate.after)
     cred = runner.phase_credential(phase)
     issuer = gate.credential.issuer
-    ca_pem, label = runner.keys.cert_pem(issuer), runner.plan.label(issuer)
+    ca_pem, label = runner.keys.material_for(gate.pki, issuer).public, runner.plan.label(issuer)
     loop = asyncio.get_running_loop()
 
     def check(address: str) -> None:
