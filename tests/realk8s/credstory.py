@@ -12,9 +12,9 @@ After each step the story asks every real API server, the nodes' Talos API and e
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
+import json
 import os
 import subprocess
 from collections import Counter
@@ -34,6 +34,7 @@ from trustplan.providers.kubechecks import serviceaccount as sa
 from trustplan.providers.kubechecks.api import CheckFailed
 from trustplan_sim import etcd, realk8s
 from trustplan_sim.cluster import SimCluster
+from waiting import until
 
 from trustplan.engine import access, applier, planning
 from trustplan.engine.applier import Applied
@@ -194,7 +195,9 @@ def run_story(dir: Path) -> Story:
         desired_path.write_text(text)
         story.plan1_phases, story.apply1 = await plan_and_apply(desired_path, story, "plan1")
         story.after1 = {"old_token": tokens_accepted(cluster, old_token), "etcd": etcd_names(cluster)}
-        await asyncio.sleep(1.5)  # the drain (1s) passes
+        swapped = json.loads(desired_mod.load(desired_path).state.read_text())["swaps"]["serviceaccount"]
+        since = dt.datetime.fromisoformat(swapped.replace("Z", "+00:00"))
+        await until(lambda: pki.utcnow() > since + dt.timedelta(seconds=1), "the token drain of 1s passed")
         story.plan2_phases, story.apply2 = await plan_and_apply(desired_path, story, "plan2")
 
         after = machineconfig.parse(cluster.controlplanes[0].config, "cp-1")
