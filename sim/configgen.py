@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import yaml
+from trustplan_sim.options import KubeCALayout
 
 from trustplan.talos import certgen, pki
 
-#: where the Kubernetes CA is: the v1alpha1 document (legacy) or the Talos 1.14 documents (multidoc)
-KubeCALayout = Literal["legacy", "multidoc"]
 KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
 KUBE_AGGREGATOR_DOC_KIND = "KubeAggregatorCAConfig"
 
