@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from trustplan.providers.base import NodeRef
-from trustplan.providers.talos.talosconfig import write_talosconfig
 from trustplan_sim import configgen, fromdir, talosctl_check
 from trustplan_sim.node import SimNode
 from trustplan_sim.options import PORT, KubeCALayout, SimOptions
@@ -35,7 +34,7 @@ from trustplan.errors import TrustplanError
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import certgen, pki
-from trustplan.talos.clientconfig import kubeconfig_document
+from trustplan.talos.clientconfig import kubeconfig_document, talosconfig_yaml
 
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
@@ -230,14 +229,9 @@ class SimCluster:
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
         """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
         cert, key = certgen.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
-        return write_talosconfig(
-            path,
-            context=CONTEXT,
-            endpoints=self.endpoints,
-            ca_pem=self.secrets.os.crt_pem,
-            crt_pem=pki.cert_to_pem(cert),
-            key_pem=pki.key_to_pem(key),
-        )
+        crt, key_pem = pki.cert_to_pem(cert), pki.key_to_pem(key)
+        replace_with_backup(path, talosconfig_yaml(CONTEXT, self.endpoints, self.secrets.os.crt_pem, crt, key_pem))
+        return path
 
 
 def desired_state_yaml(cluster: SimCluster) -> str:
