@@ -18,7 +18,6 @@ from typing import assert_never
 
 from trustplan.engine.access import operator_context
 from trustplan.engine.interrupt import Stop
-from trustplan.engine.journal import Step
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.phasesteps import (
@@ -42,6 +41,7 @@ from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
 from trustplan.planner.model import KINDS, PKI
 from trustplan.providers.base import KubeletWatcher, ManyVerifier, Provider, TLSIdentity
+from trustplan.state.journal import Step
 from trustplan.talos import kubecreds, machineconfig, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
