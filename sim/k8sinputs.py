@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import yaml
 from cryptography.hazmat.primitives import serialization
 from trustplan_sim import etcd, oracle
-from trustplan_sim.kube import apiserver_sans
+from trustplan_sim.kube import SERVICE_DNS, SERVICE_IP
 
 from trustplan.errors import TrustplanError
 from trustplan.talos import pki
@@ -114,7 +116,7 @@ def read_inputs(node: SimNode) -> APIServerInputs:
     else:
         encryption = _encryption_config(str(cluster.get("secretboxEncryptionSecret") or ""),
                                         str(cluster.get("aescbcEncryptionSecret") or ""))
-    ips, dns = apiserver_sans(node)
+    ips, dns = _sans(node, cluster, endpoint)
     return APIServerInputs(
         k8s.issuer, k8s.issuer_key, k8s.accepted, *agg, sa_key, sa_accepted, issuer_url,
         b64_pem(etcd_ca.get("crt"), src, "cluster.etcd.ca.crt"),
@@ -139,6 +141,23 @@ def _encryption_config(secretbox: str, aescbc: str) -> str:
         "apiVersion": "apiserver.config.k8s.io/v1", "kind": "EncryptionConfiguration",
         "resources": [{"resources": ["secrets"], "providers": providers}],
     })
+
+
+def _sans(node: SimNode, cluster: dict[str, Any], endpoint: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The serving cert's names (secrets/kubernetes_cert_sans.go): endpoint host, certSANs, the
+    node's address and hostname, localhost, the kubernetes service names and IP."""
+    ips = [node.address, "127.0.0.1", SERVICE_IP]
+    dns = [*SERVICE_DNS, node.hostname]
+    cert_sans = (cluster.get("apiServer") or {}).get("certSANs") or []
+    extra = [urlsplit(endpoint).hostname or ""] + [str(s) for s in cert_sans]
+    for name in filter(None, extra):
+        try:
+            ip_address(name)
+        except ValueError:
+            dns.append(name)
+        else:
+            ips.append(name)
+    return tuple(dict.fromkeys(ips)), tuple(dict.fromkeys(dns))
 
 
 def public_pem(private_pem: bytes, source: str) -> bytes:

@@ -124,13 +124,24 @@ class KubeAPIServer:
             raise TrustplanError(f"{node.name}: no Kubernetes issuing CA with a key; kube-apiserver cannot start")
         ca_cert = pki.load_cert_pem(fields.issuer, node.name)
         ca_key = pki.load_key_pem(fields.issuer_key, node.name)
-        ips, dns = apiserver_sans(node)
+        ips = [node.address, "127.0.0.1", SERVICE_IP]
+        dns = [*SERVICE_DNS, node.hostname]
+        extra = [urlsplit(node.parsed.endpoint).hostname or "", *node.parsed.apiserver_cert_sans]
+        for name in extra:
+            if not name:
+                continue
+            try:
+                ip_address(name)
+            except ValueError:
+                dns.append(name)
+            else:
+                ips.append(name)
         cert, key = certgen.issue_server_cert(
             ca_cert,
             ca_key,
             pki.utcnow(),
-            ips=ips,
-            dns=dns,
+            ips=tuple(dict.fromkeys(ips)),
+            dns=tuple(dict.fromkeys(dns)),
             common_name="kube-apiserver",
         )
         trust = pki.pem_bundle(kube_trust(node.parsed))
@@ -313,22 +324,6 @@ def version_document() -> dict[str, str]:
         "compiler": "gc",
         "platform": "linux/amd64",
     }
-
-
-def apiserver_sans(node: SimNode) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The kube-apiserver serving cert's IPs and DNS names (secrets/kubernetes_cert_sans.go): the
-    endpoint's host, the API server's certSANs, the node's address and hostname, localhost, the
-    kubernetes service names and IP."""
-    ips = [node.address, "127.0.0.1", SERVICE_IP]
-    dns = [*SERVICE_DNS, node.hostname]
-    for name in filter(None, [urlsplit(node.parsed.endpoint).hostname or "", *node.parsed.apiserver_cert_sans]):
-        try:
-            ip_address(name)
-        except ValueError:
-            dns.append(name)
-        else:
-            ips.append(name)
-    return tuple(dict.fromkeys(ips)), tuple(dict.fromkeys(dns))
 
 
 def node_document(node: SimNode) -> dict[str, Any]:

@@ -17,9 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from simharness import TRUSTPLAN
-from trustplan_sim import configgen, etcd, oracle
+from trustplan_sim import configgen, etcd
 from trustplan_sim.k8sinputs import read_inputs
-from trustplan_sim.kube import apiserver_sans
 from trustplan_sim.node import SimNode
 
 from trustplan.cli.sim import expand_k8s_flag
@@ -27,7 +26,7 @@ from trustplan.talos import certgen, machineconfig, pki
 
 
 def node_for(config: bytes, address: str = "127.30.0.2", hostname: str = "cp-1") -> SimNode:
-    parsed = oracle.read(config)  # what a simulated node holds (trustplan_sim.node)
+    parsed = machineconfig.parse(config, "test")
     return cast(SimNode, SimpleNamespace(name=hostname, hostname=hostname, address=address, parsed=parsed))
 
 
@@ -54,21 +53,6 @@ def test_inputs_come_from_the_nodes_config(layout: machineconfig.KubeCALayout) -
         {"secretbox": {"keys": [{"name": "key2", "secret": secrets.secretbox_secret}]}}, {"identity": {}}]
     assert "127.30.0.2" in inputs.ips and "10.96.0.1" in inputs.ips
     assert {"cp-1", "kubernetes.default.svc.cluster.local"} <= set(inputs.dns)
-
-
-def test_both_api_servers_serve_the_names_of_the_endpoint_and_the_cert_sans() -> None:
-    """The imitation's serving cert and the real kube-apiserver's name the same hosts (one list,
-    kube.apiserver_sans): the endpoint's host, cluster.apiServer.certSANs, the node's own names."""
-    _, data = config("legacy")
-    docs = list(yaml.safe_load_all(data))
-    docs[0]["cluster"]["controlPlane"]["endpoint"] = "https://api.example.test:6443"
-    docs[0]["cluster"].setdefault("apiServer", {})["certSANs"] = ["10.9.9.9", "lb.example.test"]
-    node = node_for(yaml.safe_dump_all(docs).encode())
-    ips, dns = apiserver_sans(node)
-    assert {"127.30.0.2", "127.0.0.1", "10.96.0.1", "10.9.9.9"} == set(ips)
-    assert {"api.example.test", "lb.example.test", "cp-1", "kubernetes"} <= set(dns)
-    inputs = read_inputs(node)
-    assert (inputs.ips, inputs.dns) == (ips, dns)
 
 
 def test_talos_1_14_documents_for_service_accounts_and_encryption() -> None:
