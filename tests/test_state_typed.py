@@ -33,9 +33,16 @@ def test_a_state_file_of_main_goes_through_the_typed_records_byte_for_byte() -> 
 def test_optional_fields_are_written_only_when_set() -> None:
     bare = json.loads(document.encode(empty_state("demo")))
     assert sorted(bare) == ["authorities", "cluster", "history", "lineage", "nodes", "serial", "version"]
-    full = dataclasses.replace(empty_state("demo"), swaps={"talos": "2026-01-01T00:00:00Z"}, history_compacted=3)
+    node = NodeRecord("worker", "sha256:" + "c" * 64, TrustRecord("sha256:b", ("sha256:b", "sha256:a")),
+                      TrustRecord(None))
+    full = dataclasses.replace(empty_state("demo"), nodes={"10.5.0.9": node}, swaps={"talos": "2026-01-01T00:00:00Z"},
+                               history_compacted=3)
     again = document.load(document.encode(full), "x")
-    assert again == full and json.loads(document.encode(again))["history_compacted"] == 3
+    assert again == full
+    written = json.loads(document.encode(again))
+    assert written["history_compacted"] == 3 and written["swaps"] == {"talos": "2026-01-01T00:00:00Z"}
+    assert written["nodes"]["10.5.0.9"]["talos"]["accepted"] == ["sha256:b", "sha256:a"]  # order kept
+    assert written["nodes"]["10.5.0.9"]["kubernetes"] == {"issuer": None, "accepted": []}
 
 
 def test_a_state_written_and_read_back_is_the_same_typed_state(tmp_path: Path) -> None:
