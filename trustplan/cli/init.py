@@ -73,6 +73,7 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a trustplan.yaml that rotates both CAs of an existing cluster (from machine configs or a talosconfig)."""
+    from trustplan.cli import init_kinds
     from trustplan.cli.init_repo import ensure_gitignore, refuse_tracked_keys
     from trustplan.cli.init_scan import (
         KEYSTORE,
@@ -81,8 +82,8 @@ def init(
         discover_members,
         flow,
         live_cas,
-        node_config,
         live_cas_from_secrets,
+        node_config,
         parse_addresses,
         read_machine_configs,
         relative,
@@ -90,7 +91,6 @@ def init(
         split_list,
         talosconfig_context,
     )
-    from trustplan.cli import init_kinds
     from trustplan.formats.keystore import Keystore
     from trustplan.talos import pki
 
