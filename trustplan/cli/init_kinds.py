@@ -135,8 +135,10 @@ def from_secrets(path: Path) -> Found:
 
 def save_keys(found: Found, keystore: Keystore) -> int:
     """Copy every private part found to the keystore (by fingerprint); how many were copied."""
-    items: list[tuple[str | None, str, kubecreds.Material]] = [(None, c.fingerprint, c.material) for cs in found.ordered().values() for c in cs
-             if c.material.secret is not None]
+    items: list[tuple[str | None, str, kubecreds.Material]] = [
+        (None, c.fingerprint, c.material)
+        for cs in found.ordered().values() for c in cs if c.material.secret is not None
+    ]
     if items:
         keystore.save_material(items)
     return len(items)
