@@ -211,7 +211,8 @@ def make_plan(inp: PlanInput) -> Plan:
 
     outs = _outputs(inp, desired, managed, refresh_only=not phases)
     if outs:  # after the swap gate, before remove: a working credential exists before anything is revoked
-        at = next((i for i, p in enumerate(phases) if p.destructive), len(phases))
+        # (a swap that replaces a value in place removes the old one too: the outputs still follow it)
+        at = next((i for i, p in enumerate(phases) if p.destructive and p.name != "swap"), len(phases))
         phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
     plan = Plan(
