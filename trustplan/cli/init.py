@@ -13,7 +13,9 @@ the nodes found are printed for checking); the live CAs come from `--secrets` wh
 from the first control plane's live config.
 
 The live CAs are named in comments (`talos-current` / `k8s-current`, with their `sha256:`
-fingerprints); the file rotates both PKIs to new CAs that trustplan generates. It never overwrites a
+fingerprints); the file rotates both PKIs to new CAs that trustplan generates. The aggregator CA,
+service-account key and encryption key are kept as they are (named by fingerprint; init_kinds.py),
+their keys copied to the keystore (age-encrypted with `--age-recipient`). It never overwrites a
 file without `--force`.
 """
 
