@@ -1,7 +1,7 @@
 """Issue 22: the fault matrix for the phases of the aggregator CA, service-account key and encryption
 key (with the Talos API and Kubernetes API CAs, one plan), on machine configs talosctl v1.12.1 wrote
-for a Talos v1.14.1 install: a write to the second control plane fails once, or is done and its
-reply lost, as the move, accept, swap or remove phase starts. Whatever the apply then does (pass,
+for a Talos v1.14.1 install: a write to the second control plane fails once (move), or is done and
+its reply lost (accept, swap, remove), as the phase starts. Whatever the apply then does (pass,
 stop, roll back), a new plan + apply finishes the rotation, and the state, the configs on disk and
 the desired state agree.
 
@@ -74,9 +74,9 @@ async def plan_apply(root: Path, reporter: Notes | None = None) -> str:
 @pytest.mark.faults
 @pytest.mark.parametrize(
     "fault,phase",
-    # a lost reply at every phase; a refused write where it decides between rollback and finishing
-    [("dropped-reply", p) for p in ("move", "accept", "swap", "remove")]
-    + [("apply-error", p) for p in ("move", "swap")],
+    # a refused write in the move (rolled back), a lost reply in each phase of the rotation (finished
+    # by the next plan); kept to four cases for the time of make test-faults
+    [("apply-error", "move")] + [("dropped-reply", p) for p in ("accept", "swap", "remove")],
 )
 def test_fault_in_a_phase_of_the_kubernetes_credentials_is_finished_by_the_next_plan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str, phase: str
