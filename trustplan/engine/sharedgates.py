@@ -45,6 +45,17 @@ async def rewrite_secrets(runner: PhaseRunner, gate: op.Gate) -> None:
     runner.record(gate.after, "rewrite", "ok", pki=gate.pki, detail=f"{count} Secrets rewritten through {server}")
 
 
+async def rewrite_before_remove(runner: PhaseRunner, phase: op.Phase) -> None:
+    """A plan that removes an encryption key it did not swap away from (an apply stopped or killed
+    after the swap, before or during its rewrite) rewrites every Secret first: none may stay stored
+    under the key it removes. (A plan that swaps it rewrote them after the swap's gates.)"""
+    removes = any(e.pki == "encryption" and e.kind == "remove" for e in phase.edits)
+    swapped = any(e.pki == "encryption" and e.kind == "swap" for p in runner.plan.phases for e in p.edits)
+    if removes and not swapped and runner.provider.capabilities.kubernetes_api:
+        cred = kube_credential(runner, phase.name)
+        await rewrite_secrets(runner, op.Gate("encryption", phase.name, cred, ()))
+
+
 async def api_gate(runner: PhaseRunner, gate: op.Gate) -> None:
     """The aggregator's / service-account key's gate answered by every API server (issue 22 item 3):
     front-proxy certs from each of the gate's accepted CAs authenticate (SelfSubjectReview) and the
