@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from faults.simproc import kill_during, run_cli
+from waiting import wait_until
 
 from trustplan.talos import machineconfig
 from trustplan.talos.rewrite import kind_trust
@@ -75,6 +76,12 @@ def cluster(root: Path) -> Path:
     return root
 
 
+def after_the_drain() -> None:
+    """Return once the drain has passed since now (the swap was recorded before this call)."""
+    passed = time.monotonic() + DRAIN + 0.2
+    wait_until(lambda: time.monotonic() > passed, "the token drain passed", timeout=DRAIN + 10)
+
+
 def finish(root: Path, context: str) -> None:
     """Apply until nothing is held back: the first apply may stop for the token drain."""
     for _ in range(4):
@@ -82,7 +89,7 @@ def finish(root: Path, context: str) -> None:
         assert again.returncode == 0, f"{context}: the next apply failed:\n{again.stderr[-4000:]}"
         if "waits for the token drain" not in again.stderr:
             return
-        time.sleep(DRAIN + 0.2)
+        after_the_drain()
     raise AssertionError(f"{context}: still held back by the drain after 4 applies")
 
 
@@ -114,7 +121,7 @@ def test_a_kill_inside_each_phase_of_the_kubernetes_credentials_is_finished_by_t
         if phase.startswith("remove"):  # the old key's remove runs in the apply after the drain stop
             first = run_cli(root, "apply", "--auto-approve")
             assert first.returncode == 0 and "waits for the token drain" in first.stderr, first.stderr[-3000:]
-            time.sleep(DRAIN + 0.2)
+            after_the_drain()
         proc, killed = kill_during(root, "apply", "--auto-approve", line=line, timeout=120)
         assert killed, f"{context}: the apply ended before the kill:\n{proc.stderr[-3000:]}"
         assert any(line in x for x in proc.lines), f"{context}: never reached {line!r}:\n{proc.stderr[-3000:]}"
