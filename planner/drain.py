@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import assert_never
 
 from trustplan.planner.model import DOCUMENTS_SINCE, KINDS, LEGACY_FIELD, PKI, DesiredTrust, LiveNode, PlanInput
 from trustplan.planner.ops import Edit, MoveToDocument, RemoveCA, SwapIssuer
@@ -44,6 +45,36 @@ def _version_ok(version: str | None) -> bool:
     return have >= need
 
 
+def replaced_in_place(node: LiveNode, pki: PKI, edits: list[Edit], allowed: tuple[PKI, ...]) -> bool:
+    """Whether the plan replaces the node's legacy single value of `pki` in place (disruptive): it
+    changes, the node's Talos cannot take the document, and `plan --allow-disruptive` names the kind."""
+    return pki in node.legacy and bool(edits) and not _version_ok(node.talos_version) and pki in allowed
+
+
+def disruption(pki: PKI, old: tuple[str, ...], nodes: int, version: str | None) -> str:
+    """What a replacement in place breaks, and for how long (the plan's `disruptive` warning)."""
+    why = (f"{KINDS[pki].name} replaced in place (`--allow-disruptive {pki}`: {LEGACY_FIELD[pki]} on "
+           f"Talos {version or '(unknown)'} holds one value, nothing can accept the new one first)")
+    window = (f"from the first control plane's write until all {nodes} are written (the swap phase, one at a "
+              "time), API servers disagree")
+    match pki:
+        case "serviceaccount":
+            return (f"{why}: every bound service-account token and every legacy token Secret signed with "
+                    f"{', '.join(old)} is refused by each API server from its write on; {window}. Pods fail their "
+                    "API calls until the kubelet refreshes their projected token (at 80 % of its lifetime, up to "
+                    "an hour by default) or they are restarted; legacy token Secrets must be re-created")
+        case "aggregator":
+            return (f"{why}: aggregated APIs (metrics.k8s.io, any APIService) refuse the requests an API server "
+                    f"proxies with a front-proxy certificate of the other CA; {window}, until every API server "
+                    "has restarted on the new CA and each extension API server has re-read the "
+                    "extension-apiserver-authentication ConfigMap (client certificates issued by "
+                    f"{', '.join(old)} stop working for good)")
+        case "encryption" | "talos" | "kubernetes":
+            raise ValueError(f"{pki} is not replaced in place")
+        case _:
+            assert_never(pki)
+
+
 def legacy_moves(node: LiveNode, pki: PKI, edits: list[Edit]) -> list[Edit]:
     """A node whose `pki` is a legacy single value, and that the plan changes, gets it moved into its
     document first; on a Talos before DOCUMENTS_SINCE the plan is refused, naming the version."""
@@ -56,6 +87,9 @@ def legacy_moves(node: LiveNode, pki: PKI, edits: list[Edit]) -> list[Edit]:
             f"{LEGACY_FIELD[pki]}, which cannot hold a second one, and runs {running}: a graceful rotation "
             f"needs Talos {DOCUMENTS_SINCE} or later (its {KINDS[pki].field.split('.')[0]} document). "
             f"Upgrade Talos first; trustplan then moves the value into the document, unchanged, before rotating"
+            + ("" if pki == "encryption" else
+               f" (or replace it in place, breaking what it {'signed' if pki == 'serviceaccount' else 'issued'}: "
+               f"`trustplan plan --allow-disruptive {pki}`)")
         )
     return [MoveToDocument(node.address, node.role, pki)]
 

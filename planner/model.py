@@ -212,3 +212,6 @@ class PlanInput:
     swapped_at: tuple[tuple[PKI, dt.datetime], ...] = ()
     #: legacy Secret-based service-account tokens (namespace/name) signed with a key being removed
     legacy_tokens: tuple[str, ...] = ()
+    #: kinds whose legacy single value may be replaced in place on a Talos before DOCUMENTS_SINCE
+    #: (`plan --allow-disruptive KIND`): what it signed or encrypted breaks (drain.disruption says how)
+    allow_disruptive: tuple[PKI, ...] = ()

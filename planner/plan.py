@@ -18,13 +18,16 @@ from typing import assert_never
 from trustplan.planner.drain import (
     Deferred,
     LegacyLayoutError,
+    disruption,
     format_duration,
     held_removes,
     legacy_moves,
+    replaced_in_place,
     tokens_break,
 )
 from trustplan.planner.model import (
     KINDS,
+    LEGACY_FIELD,
     PKI,
     PKIS,
     Authority,
@@ -87,6 +90,29 @@ def _edits_for(node: LiveNode, want: DesiredTrust, trust: LiveTrust) -> dict[Pha
     return {"accept": [*accepts], "swap": [*swaps], "remove": [*removes]}
 
 
+def _in_place(node: LiveNode, want: DesiredTrust, edits: dict[PhaseName, list[Edit]]) -> dict[PhaseName, list[Edit]]:
+    """A legacy single value replaced in place (`--allow-disruptive`): the swap and the remove of the
+    old one in the same write (the field holds one value), nothing to accept first."""
+    if want.accepted:
+        raise PlanningError(
+            f"trust.{want.pki}.accepted: control plane {node.address} keeps the {KINDS[want.pki].name} in the "
+            f"legacy single value {LEGACY_FIELD[want.pki]}, which cannot accept a second one: with "
+            f"--allow-disruptive {want.pki} the desired state names the issuer alone"
+        )
+    swaps = [e for e in edits["swap"] if isinstance(e, SwapIssuer)]
+    return {"accept": [], "swap": [*swaps, *edits["remove"]], "remove": []}
+
+
+def _disruptions(plan: Plan, disruptive: dict[PKI, tuple[LiveNode, ...]]) -> tuple[PlanWarning, ...]:
+    out = []
+    for pki, nodes in disruptive.items():
+        old = tuple(sorted({i for n in nodes if (i := n.trust(pki).issuer)}))
+        version = nodes[0].talos_version
+        message = disruption(pki, tuple(plan.label(c) for c in old), len(nodes), version)
+        out.append(PlanWarning("disruptive", pki, old[0] if old else None, tuple(n.address for n in nodes), message))
+    return tuple(out)
+
+
 def _check_roles(inp: PlanInput) -> None:
     wrong = [n for n in inp.nodes if n.declared_role is not None and n.declared_role != n.role]
     if wrong:
@@ -109,19 +135,25 @@ def make_plan(inp: PlanInput) -> Plan:
     by_phase: dict[PhaseName, list[Edit]] = {"move": [], "accept": [], "swap": [], "remove": []}
     targets: list[NodeTarget] = []
     planned: list[tuple[LiveNode, PKI, dict[PhaseName, list[Edit]]]] = []
+    disruptive: dict[PKI, tuple[LiveNode, ...]] = {}  # kinds replaced in place, on these nodes
     for node in nodes:
         for pki in managed:
             if not node.holds(pki):  # e.g. a worker and a control-plane-only kind
                 continue
             node_edits = _edits_for(node, desired[pki], node.trust(pki))
-            try:
-                node_edits["move"] = legacy_moves(node, pki, [e for es in node_edits.values() for e in es])
-            except LegacyLayoutError as exc:
-                raise LegacyLayoutRefused(str(exc)) from None
+            flat = [e for es in node_edits.values() for e in es]
+            if replaced_in_place(node, pki, flat, inp.allow_disruptive):
+                node_edits = _in_place(node, desired[pki], node_edits)
+                disruptive[pki] = (*disruptive.get(pki, ()), node)
+            else:
+                try:
+                    node_edits["move"] = legacy_moves(node, pki, flat)
+                except LegacyLayoutError as exc:
+                    raise LegacyLayoutRefused(str(exc)) from None
             planned.append((node, pki, node_edits))
     held: set[Edit] = set()
     deferred: list[Deferred] = []
-    for pki in managed:
+    for pki in (p for p in managed if p not in disruptive):  # in place, the old one goes at once: no drain
         edits_of = [e for _, p, es in planned if p == pki for e in es.get("swap", []) + es.get("remove", [])]
         waits, note = held_removes(inp, desired[pki], edits_of)
         held |= waits
@@ -179,7 +211,8 @@ def make_plan(inp: PlanInput) -> Plan:
 
     outs = _outputs(inp, desired, managed, refresh_only=not phases)
     if outs:  # after the swap gate, before remove: a working credential exists before anything is revoked
-        at = next((i for i, p in enumerate(phases) if p.destructive), len(phases))
+        # (a swap that replaces a value in place removes the old one too: the outputs still follow it)
+        at = next((i for i, p in enumerate(phases) if p.destructive and p.name != "swap"), len(phases))
         phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
     plan = Plan(
@@ -192,7 +225,7 @@ def make_plan(inp: PlanInput) -> Plan:
         warnings=(),
         deferred=tuple(deferred),
     )
-    plan = dataclasses.replace(plan, warnings=_warnings(plan, inp))
+    plan = dataclasses.replace(plan, warnings=_warnings(plan, inp) + _disruptions(plan, disruptive))
     check_plan(plan, inp)
     return plan
 

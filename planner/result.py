@@ -100,6 +100,12 @@ class Plan:
     def outputs(self) -> tuple[WriteOutput, ...]:
         return tuple(o for p in self.phases for o in p.outputs)
 
+    def _replaced_in_place(self, e: SwapIssuer, old: str) -> bool:
+        """The swap's phase also removes `old` from the same node (`--allow-disruptive`)."""
+        return any(
+            e in p.edits and RemoveCA(e.node, e.role, e.pki, old) in p.edits for p in self.phases if p.name == "swap"
+        )
+
     def describe(self, e: Edit) -> str:
         """One edit in words (CAs by label): the apply journal and every renderer print this."""
         match e:
@@ -107,6 +113,9 @@ class Plan:
                 return f"accept {self.label(ca)}"
             case SwapIssuer(new=new, old=old) if old == new:
                 return f"restore the key of {self.label(new)} (the config has the certificate only)"
+            case SwapIssuer(new=new, old=old) if old is not None and self._replaced_in_place(e, old):
+                replaced = f"in place of {self.label(old)} (one value: see the warning)"
+                return f"{KINDS[e.pki].issues} {self.label(new)} {replaced}"
             case SwapIssuer(new=new, old=old) if KINDS[e.pki].material != "ca":
                 was = f"; {self.label(old)} stays accepted" if old else ""
                 return f"{KINDS[e.pki].issues} {self.label(new)}{was}"

@@ -55,6 +55,9 @@ class _Model:
         self.plan = plan
         self.key_ok = {a.fingerprint: a.key_available for a in inp.authorities}
         self.managed = plan.managed
+        #: kinds replaced in place (`--allow-disruptive`): API servers disagree during the phase, and the
+        #: plan's `disruptive` warning says so; the gate after it still proves them consistent
+        self.in_place = {w.pki for w in plan.warnings if w.code == "disruptive"}
         self.nodes: dict[str, _Node] = {}
         for n in plan.nodes:
             self.nodes[n.address] = _Node(n.address, n.role, n.trusts(), frozenset(), frozenset())
@@ -221,7 +224,9 @@ class _Model:
             if why:
                 raise UnsafePlan(why)
         for pki in dict.fromkeys(e.pki for e in edits):
-            if KINDS[pki].holders == "controlplane" and (why := self.shared_consistent(pki)):
+            if KINDS[pki].holders == "controlplane" and pki not in self.in_place and (
+                why := self.shared_consistent(pki)
+            ):
                 raise UnsafePlan(why)
 
     def check_node(self, node: _Node) -> None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,26 @@ class Proc:
     @property
     def stderr(self) -> str:
         return "\n".join(self.lines)
+
+
+def kill_during(cwd: Path, *args: str, after_s: float | None = None, line: str | None = None,
+                timeout: float = 300) -> tuple[Proc, bool]:
+    """Run the CLI in `cwd` and SIGKILL it `after_s` seconds in, or as soon as a stderr line holding
+    `line` came: (the process, with every stderr line it printed; whether it was killed before it
+    ended on its own)."""
+    proc = Proc.start(trustplan_cmd(*args), cwd)
+    if line is not None:
+        proc.wait_for(line, timeout)
+    else:
+        deadline = time.monotonic() + (after_s or 0.0)
+        while time.monotonic() < deadline and proc.popen.poll() is None:
+            time.sleep(0.005)
+    if proc.popen.poll() is None:
+        proc.popen.kill()
+        proc.wait(30)
+        return proc, True
+    proc.wait(timeout)
+    return proc, False
 
 
 def run_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

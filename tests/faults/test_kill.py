@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults.simproc import Proc, SimProcess, credential_report, run_cli, trustplan_cmd
+from faults.simproc import SimProcess, credential_report, kill_during, run_cli
 from waiting import wait_until
 
 LATENCY_MS = 20.0
@@ -41,6 +41,14 @@ MARKERS = (
     ("remove: patching", "remove gates"),
     ("gate after remove", "state"),
 )
+
+
+def kill_round(sim: SimProcess, generation: int, moment: float) -> str:
+    """Start a rotation to new CAs named for `generation`, SIGKILL the apply `moment` seconds in:
+    where it was (its stretch), or "finished before the kill"."""
+    sim.rotate_to(generation)
+    proc, killed = kill_during(sim.dir, "apply", "--auto-approve", after_s=moment)
+    return stretch(proc.lines) if killed else "finished before the kill"
 
 
 def stretch(lines: list[str]) -> str:
@@ -77,18 +85,8 @@ def test_sigkill_at_random_moments_always_leaves_a_finishable_rotation_and_worki
         where: collections.Counter[str] = collections.Counter()
         recovery_times: list[float] = []
         for round_ in range(1, kills + 1):
-            sim.rotate_to(round_)
-            proc = Proc.start(trustplan_cmd("apply", "--auto-approve"), sim.dir)
             moment = rng.uniform(0, full)
-            deadline = time.monotonic() + moment
-            while time.monotonic() < deadline and proc.popen.poll() is None:
-                time.sleep(0.005)
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.wait(30)
-                at = stretch(proc.lines)
-            else:
-                at = "finished before the kill"
+            at = kill_round(sim, round_, moment)
             where[at] += 1
 
             t1 = time.monotonic()
@@ -148,18 +146,8 @@ def test_sigkill_with_no_later_trustplan_leaves_the_cluster_reachable_once_the_t
         set_try_timeout(sim, try_timeout)
         where: collections.Counter[str] = collections.Counter()
         for round_ in range(1, kills + 1):
-            sim.rotate_to(round_)
-            proc = Proc.start(trustplan_cmd("apply", "--auto-approve"), sim.dir)
             moment = rng.uniform(0, full)
-            deadline = time.monotonic() + moment
-            while time.monotonic() < deadline and proc.popen.poll() is None:
-                time.sleep(0.005)
-            if proc.popen.poll() is None:
-                proc.popen.kill()
-                proc.wait(30)
-                at = stretch(proc.lines)
-            else:
-                at = "finished before the kill"
+            at = kill_round(sim, round_, moment)
             where[at] += 1
             # no trustplan runs. What is tested is the nodes' own timer (in the simulator's process), so
             # this waits for time to pass on it: until the try timeout of the last write has passed

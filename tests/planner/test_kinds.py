@@ -194,7 +194,8 @@ def test_a_legacy_value_on_an_older_talos_is_refused_naming_the_version(version:
         "control plane 10.5.0.2 keeps the service-account signing key in the legacy single value "
         f"cluster.serviceAccount.key, which cannot hold a second one, and runs {running}: a graceful rotation needs "
         "Talos v1.14.0 or later (its KubeServiceAccountConfig document). Upgrade Talos first; trustplan then moves "
-        "the value into the document, unchanged, before rotating"
+        "the value into the document, unchanged, before rotating (or replace it in place, breaking what it "
+        "signed: `trustplan plan --allow-disruptive serviceaccount`)"
     )
 
 

@@ -39,7 +39,8 @@ def test_init_from_machine_configs_writes_a_valid_commented_file(repo: Path) -> 
         "controlplane": ["10.5.0.2", "10.5.0.3", "10.5.0.4"],
         "worker": ["10.5.0.5", "10.5.0.6"],
     }
-    assert set(doc["trust"]) == {"talos", "kubernetes"}
+    assert set(doc["trust"]) == {"talos", "kubernetes", "aggregator", "serviceaccount", "encryption"}
+    assert all(doc["trust"][k]["issuer"].startswith("sha256:") for k in ("aggregator", "serviceaccount", "encryption"))
     assert doc["authorities"][doc["trust"]["talos"]["issuer"]] == {"generate": {"algorithm": "ed25519"}}
     assert "#   talos-current: sha256:" in text and "#   k8s-current: sha256:" in text
     assert "PRIVATE KEY" not in text and "LS0tLS1CRUdJTi" not in text  # no key, no base64 PEM
@@ -121,6 +122,14 @@ def test_init_from_a_live_cluster_with_nodes_from_members(tmp_path: Path) -> Non
             "controlplane": [n["address"] for n in nodes if n["role"] == "controlplane"],
             "worker": [n["address"] for n in nodes if n["role"] == "worker"],
         }
+        # the aggregator CA, service-account key and encryption key read from the live control plane:
+        # the ones its secrets.yaml names, kept as they are (issue 22)
+        from trustplan.cli import init_kinds
+
+        found = init_kinds.from_secrets(sim / "secrets.yaml").ordered()
+        assert {k: doc["trust"][k] for k in found} == {k: {"issuer": c[0].fingerprint, "accepted": []}
+                                                       for k, c in found.items()}
+        assert set(found) == {"aggregator", "serviceaccount", "encryption"}
         assert run("validate", "-c", "mine.yaml", cwd=sim).returncode == 0
         plan = run("plan", "-c", "mine.yaml", "--detailed-exitcode", cwd=sim)
         assert plan.returncode == 2, plan.stderr

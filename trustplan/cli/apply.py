@@ -20,7 +20,13 @@ from trustplan.cli.common import (
     run,
     seconds,
 )
-from trustplan.cli.planflow import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
+from trustplan.cli.planflow import (
+    AllowDisruptiveOption,
+    AllowUnlistedOption,
+    ParallelismOption,
+    plan_config,
+    render_plan,
+)
 from trustplan.errors import TrustplanError
 
 
@@ -32,6 +38,7 @@ def apply(
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply a fresh plan without asking.")] = False,
     lock_timeout: LockTimeout = "0s",
     allow_unlisted: AllowUnlistedOption = None,
+    allow_disruptive: AllowDisruptiveOption = None,
     no_rollback: Annotated[
         bool,
         typer.Option(
@@ -67,7 +74,7 @@ def apply(
                 hint="make the plan with `trustplan plan -o plan.bin --sign-key KEY`, review it, then "
                 "`trustplan apply plan.bin`; nothing was changed",
             )
-        planned = plan_config(config, "1h", lock_timeout, allow_unlisted, parallelism)
+        planned = plan_config(config, "1h", lock_timeout, allow_unlisted, parallelism, allow_disruptive)
         terminal.print_text(render_plan(planned.saved, Format.text))
         if not planned.plan.has_changes:
             return

@@ -13,7 +13,9 @@ the nodes found are printed for checking); the live CAs come from `--secrets` wh
 from the first control plane's live config.
 
 The live CAs are named in comments (`talos-current` / `k8s-current`, with their `sha256:`
-fingerprints); the file rotates both PKIs to new CAs that trustplan generates. It never overwrites a
+fingerprints); the file rotates both PKIs to new CAs that trustplan generates. The aggregator CA,
+service-account key and encryption key are kept as they are (named by fingerprint; init_kinds.py),
+their keys copied to the keystore (age-encrypted with `--age-recipient`). It never overwrites a
 file without `--force`.
 """
 
@@ -63,10 +65,17 @@ def init(
                      "repeatable. Without it init asks on a terminal."),
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Cluster name (default: from the configs).")] = None,
+    age_recipient: Annotated[
+        list[str] | None,
+        typer.Option("--age-recipient", metavar="RECIPIENT",
+                     help="Encrypt the keystore's keys with age to this recipient (age1... or an SSH public key); "
+                     "repeatable."),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The file to write.")] = Path("trustplan.yaml"),
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a trustplan.yaml that rotates both CAs of an existing cluster (from machine configs or a talosconfig)."""
+    from trustplan.cli import init_kinds
     from trustplan.cli.init_repo import ensure_gitignore, refuse_tracked_keys
     from trustplan.cli.init_scan import (
         KEYSTORE,
@@ -75,8 +84,8 @@ def init(
         discover_members,
         flow,
         live_cas,
-        live_cas_from_node,
         live_cas_from_secrets,
+        node_config,
         parse_addresses,
         read_machine_configs,
         relative,
@@ -84,6 +93,7 @@ def init(
         split_list,
         talosconfig_context,
     )
+    from trustplan.formats.keystore import Keystore
     from trustplan.talos import pki
 
     if (machine_configs is None) == (talosconfig is None):
@@ -107,7 +117,10 @@ def init(
                       markup=False)
         if scan.talosconfig is not None:
             outputs["talosconfig"] = scan.talosconfig
-        cas = live_cas([(n.address, c) for n, c in zip(nodes, configs, strict=True)])
+        pairs = [(n.address, c) for n, c in zip(nodes, configs, strict=True)]
+        cas = live_cas(pairs)
+        kinds = init_kinds.from_configs(pairs)
+        read = sum(1 for c in configs if c.role == "controlplane")
         cluster = name or cluster_name_of(configs) or machine_configs.resolve().name
         width = max(len(n.address) for n in nodes) + len(": ")
         width += max(len(relative(n.path, base)) for n in nodes if n.path)
@@ -137,9 +150,12 @@ def init(
             raise typer.BadParameter("list the control planes with --controlplane (and workers with --worker)")
         if secrets is not None:
             cas = live_cas_from_secrets(secrets)
+            kinds, read = init_kinds.from_secrets(secrets), 0
         else:
-            err.print(f"reading the live CAs from {cps[0]} ...", markup=False)
-            cas = live_cas_from_node(talosconfig, context, cps[0])
+            err.print(f"reading the live CAs and keys from {cps[0]} ...", markup=False)
+            cfg = node_config(talosconfig, context, cps[0])
+            cas = live_cas([(cps[0], cfg)])
+            kinds, read = init_kinds.from_configs([(cps[0], cfg)]), 1
         cluster = name or context or talosconfig_context(talosconfig) or "cluster"
         cluster_lines = [
             f"  talosconfig: {relative(talosconfig, base)}   # how trustplan reaches the nodes (a client cert)",
@@ -152,9 +168,28 @@ def init(
             f"    worker: {flow(workers)}",
         ]
         source = f"{talosconfig} ({len(cps)} control planes, {len(workers)} workers)"
-    text = render_yaml(cluster, source, cluster_lines, cas, now.year, relative(secrets, base) if secrets else None,
-                       {k: relative(v, base) for k, v in outputs.items()})
+    recipients = split_list(age_recipient)
+    sealer = None
+    keystore_line = KEYSTORE
+    if recipients:
+        import json
+
+        from trustplan.formats.keystore_age import AgeSealer
+
+        sealer = AgeSealer(recipients, None, "--age-recipient")
+        keystore_line = f"{{path: {KEYSTORE}, age: {{recipients: [{', '.join(json.dumps(r) for r in recipients)}]}}}}"
+    if recipients and secrets is not None:
+        err.print(f"not proposing `secrets: {relative(secrets, base)}`: with an age-encrypted keystore trustplan keeps "
+                  "no plaintext keys (validate refuses both)", markup=False)
+    proposed = relative(secrets, base) if secrets is not None and not recipients else None
+    text = render_yaml(cluster, source, cluster_lines, cas, now.year, proposed,
+                       {k: relative(v, base) for k, v in outputs.items()},
+                       init_kinds.lines(kinds, read, KEYSTORE), keystore_line)
+    saved = init_kinds.save_keys(kinds, Keystore(base / KEYSTORE, sealer))
     write_atomic(out, text.encode(), mode=0o644)
+    if saved:
+        err.print(f"Copied {saved} current keys (aggregator CA, service-account, encryption) to {base / KEYSTORE}"
+                  + (" (age-encrypted)" if sealer else ""), markup=False)
     secret_files = [*outputs.values(), *([secrets] if secrets is not None else [])]  # each holds a private key
     added = ensure_gitignore(base, base / KEYSTORE, True, secret_files)
     if added:

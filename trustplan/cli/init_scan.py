@@ -216,7 +216,8 @@ def live_cas_from_secrets(path: Path) -> dict[str, list[LiveCA]]:
     return out
 
 
-def live_cas_from_node(talosconfig: Path, context: str | None, address: str) -> dict[str, list[LiveCA]]:
+def node_config(talosconfig: Path, context: str | None, address: str) -> machineconfig.MachineConfig:
+    """A node's live machine config, read over the Talos API."""
     from trustplan.providers.base import NodeRef
     from trustplan.providers.talos.provider import TalosProvider
 
@@ -227,8 +228,7 @@ def live_cas_from_node(talosconfig: Path, context: str | None, address: str) -> 
         finally:
             await provider.close()
 
-    data = asyncio.run(go())
-    return live_cas([(address, machineconfig.parse(data, f"node {address}"))])
+    return machineconfig.parse(asyncio.run(go()), f"node {address}")
 
 
 def relative(path: Path, base: Path) -> str:
@@ -247,8 +247,10 @@ def render_yaml(
     year: int,
     secrets: str | None,
     outputs: dict[str, str] | None = None,
+    kinds: tuple[list[str], list[str]] = ([], []),
+    keystore: str = KEYSTORE,
 ) -> str:
-    """The desired-state file, with a comment on every field."""
+    """The desired-state file, with a comment on every field; `kinds`: init_kinds.lines()."""
     new = {p: f"{PKI_NAMES[p][0]}-{year}" for p in machineconfig.READ_KINDS}
     lines = [
         f"# yaml-language-server: $schema={SCHEMA_FILE}",
@@ -275,6 +277,7 @@ def render_yaml(
             )
         if len(cas.get(p, [])) > 1:
             lines.append(f"#   (more than one {title} issues today: a rotation may be half done; plan finishes it)")
+    lines += kinds[0]
     lines += [
         "",
         "authorities:",
@@ -290,8 +293,9 @@ def render_yaml(
         "  # To only pre-stage the new CA, use `issuer: sha256:<current>` and `accepted: [<new>]`.",
         f"  talos: {{issuer: {new['talos']}, accepted: []}}",
         f"  kubernetes: {{issuer: {new['kubernetes']}, accepted: []}}",
+        *kinds[1],
         "",
-        f"keystore: {KEYSTORE}         # where new CA keys are kept (0700 / 0600): secret, back it up, never commit",
+        f"keystore: {keystore}         # where CA keys are kept (0700 / 0600): secret, back it up, never commit",
     ]
     if secrets is not None:
         lines.append(f"secrets: {secrets}   # Talos secrets.yaml: apply updates certs.os / certs.k8s")

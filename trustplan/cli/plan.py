@@ -16,7 +16,13 @@ from trustplan.cli.common import (
     err,
     print_data,
 )
-from trustplan.cli.planflow import AllowUnlistedOption, ParallelismOption, plan_config, render_plan
+from trustplan.cli.planflow import (
+    AllowDisruptiveOption,
+    AllowUnlistedOption,
+    ParallelismOption,
+    plan_config,
+    render_plan,
+)
 from trustplan.errors import FilesystemError
 from trustplan.system.atomic import write_atomic
 from trustplan.system.safeio import check_writable, ensure_dir
@@ -131,6 +137,7 @@ def plan(
     ] = None,
     flavor: FlavorOption = "github",
     allow_unlisted: AllowUnlistedOption = None,
+    allow_disruptive: AllowDisruptiveOption = None,
     parallelism: ParallelismOption = None,
 ) -> None:
     """Diff every node's live config against the desired state and print (and save) the plan."""
@@ -139,7 +146,7 @@ def plan(
     conventions.check_out_path(out)
     check_output_paths(out, split_dir)
     signing_key = planfile.load_signing_key(sign_key) if sign_key is not None else None
-    planned = plan_config(config, expires_in, lock_timeout, allow_unlisted, parallelism)
+    planned = plan_config(config, expires_in, lock_timeout, allow_unlisted, parallelism, allow_disruptive)
     if planned.plan.has_changes:
         planned.save_new_keys()  # new CA keys go to the keystore before any node sees them
     data = None

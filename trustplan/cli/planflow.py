@@ -15,6 +15,7 @@ from trustplan.cli.durations import parse_duration
 if TYPE_CHECKING:  # imported by the functions that use them: `--help` does not load them
     from trustplan.engine import planning as engine
     from trustplan.formats.planfile.savedplan import SavedPlan
+    from trustplan.planner.model import PKI
     from trustplan.render import markdown as render_markdown
 
 
@@ -39,12 +40,43 @@ AllowUnlistedOption = Annotated[
 ]
 
 
+AllowDisruptiveOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--allow-disruptive",
+        metavar="KIND",
+        help="On a Talos before 1.14: replace the legacy single value of KIND (aggregator, serviceaccount) in "
+        "place; the plan says what breaks and for how long (docs/credentials.md). Repeatable.",
+    ),
+]
+DISRUPTIVE_KINDS = ("aggregator", "serviceaccount")
+
+
+def disruptive_kinds(values: list[str] | None) -> tuple[PKI, ...]:
+    """--allow-disruptive values, checked: the kinds a replacement in place is offered for."""
+    out: list[PKI] = []
+    for value in values or []:
+        for kind in (v.strip() for v in value.split(",") if v.strip()):
+            if kind == "encryption":
+                raise typer.BadParameter(
+                    "not offered for the encryption key: replacing its only key leaves every Secret in etcd "
+                    "unreadable (nothing can decrypt them to rewrite); upgrade Talos to v1.14.0 or later",
+                    param_hint="--allow-disruptive",
+                )
+            if kind not in DISRUPTIVE_KINDS:
+                raise typer.BadParameter(f"{kind!r}: expected one of {', '.join(DISRUPTIVE_KINDS)}",
+                                         param_hint="--allow-disruptive")
+            out.append(kind)  # type: ignore[arg-type]  # one of DISRUPTIVE_KINDS
+    return tuple(dict.fromkeys(out))
+
+
 def plan_config(
     config: Path,
     expires_in: str,
     lock_timeout: str,
     allow_unlisted: list[str] | None = None,
     parallelism: int | None = None,
+    allow_disruptive: list[str] | None = None,
 ) -> engine.Planned:
     """Load `config`, make its plan under the state's lock (new CA keys not saved yet) and print the notes."""
     import dataclasses
@@ -52,6 +84,7 @@ def plan_config(
     from trustplan.engine import planning as engine
     from trustplan.talos import pki
 
+    disruptive = disruptive_kinds(allow_disruptive)
     desired = load_desired(config)
     if not desired.age_recipients:  # plaintext keys: refuse to add to a keystore git already tracks
         from trustplan.cli.init_repo import refuse_tracked_keys
@@ -65,7 +98,8 @@ def plan_config(
         raise typer.BadParameter(str(exc), param_hint="--expires-in") from None
     planned = run(
         engine.plan_desired(
-            desired, pki.utcnow(), expiry, ConsoleReporter(), seconds(lock_timeout), tuple(allow_unlisted or ())
+            desired, pki.utcnow(), expiry, ConsoleReporter(), seconds(lock_timeout), tuple(allow_unlisted or ()),
+            disruptive,
         )
     )
     for note in planned.notes:

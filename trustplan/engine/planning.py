@@ -140,8 +140,10 @@ async def plan_live(
     expires_in: dt.timedelta,
     reporter: Reporter | None = None,
     allow_unlisted: tuple[str, ...] = (),
+    allow_disruptive: tuple[PKI, ...] = (),
 ) -> Planned:
-    """Read the live cluster and make a checked plan. Writes nothing."""
+    """Read the live cluster and make a checked plan. Writes nothing. `allow_disruptive`: kinds whose
+    legacy single value may be replaced in place on a Talos before 1.14 (`plan --allow-disruptive`)."""
     reporter = reporter or QuietReporter()
     managed = tuple(desired.trust)
     reporter.start("reading nodes", len(desired.nodes))
@@ -163,6 +165,7 @@ async def plan_live(
     )
     tokens, token_notes = await legacy_tokens(desired, provider, live, resolved.desired, now)
     inp = plan_input(desired, live, resolved, operator, now, checks, swapped_at(state), tokens)
+    inp = dataclasses.replace(inp, allow_disruptive=allow_disruptive)
     try:
         plan = make_plan(inp)
     except PlanningError as exc:
@@ -211,6 +214,7 @@ async def plan_desired(
     reporter: Reporter | None = None,
     lock_timeout: float = 0.0,
     allow_unlisted: tuple[str, ...] = (),
+    allow_disruptive: tuple[PKI, ...] = (),
 ) -> Planned:
     """`trustplan plan` without the printing: read the state under its lock, make the plan with a
     provider opened (and closed) for it. New CA keys are not saved yet: `Planned.save_new_keys()`."""
@@ -220,7 +224,8 @@ async def plan_desired(
         with store.lock(lock_timeout, "plan"):
             state = store.read(desired.cluster)
         planned = await plan_live(
-            desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted
+            desired, provider, desired.open_keystore(), state, now, expires_in, reporter, allow_unlisted,
+            allow_disruptive,
         )
         check_backend_outside(desired, planned.plan)
         return planned

@@ -14,6 +14,7 @@ document's parts fit together is checked by the decoder: trustplan.formats.planf
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from typing import assert_never
 
@@ -135,6 +136,9 @@ def verified_plan(
             hint=_HINT,
         )
     inp = plan_input(desired, live, resolved, operator, now, None, swaps, tokens)
+    # the consent to a replacement in place is part of the reviewed plan (its `disruptive` warnings)
+    inp = dataclasses.replace(inp, allow_disruptive=tuple(w.pki for w in got.warnings if w.code == "disruptive"
+                                                          and w.pki is not None))
     unsafe: str | None = None
     try:
         check_plan(got, inp)

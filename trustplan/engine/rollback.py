@@ -54,7 +54,7 @@ def possible(applier: PhaseRunner) -> str | None:
 def _original(started: LiveCluster, managed: tuple[PKI, ...]) -> tuple[DesiredTrust, ...] | str:
     out = []
     for p in managed:
-        states = {(n.trust(p).issuer, tuple(sorted(n.trust(p).accepted))) for n in started.nodes}
+        states = {(n.trust(p).issuer, tuple(sorted(n.trust(p).accepted))) for n in started.nodes if n.holds(p)}
         if len(states) != 1:
             return f"no rollback: the nodes did not share one {p} CA state before this apply"
         issuer, accepted = states.pop()

@@ -33,7 +33,7 @@ from trustplan.engine.phasesteps import (
 from trustplan.engine.planning import node_refs
 from trustplan.engine.progress import Reporter
 from trustplan.engine.recertify import recertify_workers
-from trustplan.engine.sharedgates import api_gate, encryption_gate
+from trustplan.engine.sharedgates import api_gate, encryption_gate, rewrite_before_remove
 from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig, write_talosconfig
@@ -179,6 +179,7 @@ class PhaseRunner:
                     self.trust_new_issuers(phase)
                 case "remove":
                     await check_members(self, phase)
+                    await rewrite_before_remove(self, phase)
                 case "move" | "accept":
                     pass
                 case _:

@@ -74,6 +74,29 @@ async def _all(runner: PhaseRunner, gate: op.Gate, checks: list[Callable[[], Non
     runner.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
 
 
+async def rewrite_secrets(runner: PhaseRunner, gate: op.Gate) -> None:
+    """Rewrite every Secret through one API server (read and update unchanged), so each is stored under
+    the encryption key the API servers now write with."""
+    from trustplan.providers.kubechecks import encryption as enc
+
+    admin = runner.mint("kubernetes", kube_credential(runner, gate.after))
+    server = runner.desired.kube_servers(_controlplanes(runner))[0]
+    runner.reporter.note(f"{gate.after}: rewriting every Secret through {server} (stored under the new key)")
+    count = await asyncio.to_thread(enc.rewrite_secrets, server, admin)
+    runner.record(gate.after, "rewrite", "ok", pki=gate.pki, detail=f"{count} Secrets rewritten through {server}")
+
+
+async def rewrite_before_remove(runner: PhaseRunner, phase: op.Phase) -> None:
+    """A plan that removes an encryption key it did not swap away from (an apply stopped or killed
+    after the swap, before or during its rewrite) rewrites every Secret first: none may stay stored
+    under the key it removes. (A plan that swaps it rewrote them after the swap's gates.)"""
+    removes = any(e.pki == "encryption" and e.kind == "remove" for e in phase.edits)
+    swapped = any(e.pki == "encryption" and e.kind == "swap" for p in runner.plan.phases for e in p.edits)
+    if removes and not swapped and runner.provider.capabilities.kubernetes_api:
+        cred = kube_credential(runner, phase.name)
+        await rewrite_secrets(runner, op.Gate("encryption", phase.name, cred, ()))
+
+
 async def api_gate(runner: PhaseRunner, gate: op.Gate) -> None:
     """The aggregator's / service-account key's gate answered by every API server (issue 22 item 3),
     retried until the Kubernetes timeout."""
@@ -147,11 +170,7 @@ async def encryption_gate(runner: PhaseRunner, gate: op.Gate) -> None:
     admin = runner.mint("kubernetes", kube_credential(runner, gate.after))
     servers = runner.desired.kube_servers(_controlplanes(runner))
     if gate.after == "swap":
-        note = f"{gate.after}: rewriting every Secret through {servers[0]} (stored under the new key)"
-        runner.reporter.note(note)
-        count = await asyncio.to_thread(enc.rewrite_secrets, servers[0], admin)
-        detail = f"{count} Secrets rewritten through {servers[0]}"
-        runner.record(gate.after, "rewrite", "ok", pki=gate.pki, detail=detail)
+        await rewrite_secrets(runner, gate)
     address, name, etcd = etcd_client(runner, gate)
     url = f"https://{address}:{ETCD_PORT}" if ":" not in address else f"https://[{address}]:{ETCD_PORT}"
     def in_etcd() -> None:

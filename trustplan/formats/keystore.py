@@ -228,7 +228,8 @@ class Keystore:
                 assert m.secret is not None
                 write_atomic(self.key_path(fp), self.sealer.seal(m.secret) if self.sealer else m.secret, mode=0o600)
                 public = ".crt" if b"CERTIFICATE" in m.public else ".pub"
-                write_atomic(self.root / f"{self._hex(fp)}{public}", m.public, mode=0o644)
+                if m.public:  # a secretbox key has no public part: no empty file beside it
+                    write_atomic(self.root / f"{self._hex(fp)}{public}", m.public, mode=0o644)
                 if name is not None:
                     index[name] = fp
             if any(name is not None for name, _, _ in items):

@@ -264,6 +264,28 @@ def write(doc: dict[str, Any], kind: PKI, fields: KindFields) -> dict[str, Any]:
     return out
 
 
+def write_legacy(v1alpha1: dict[str, Any], kind: PKI, fields: KindFields) -> dict[str, Any]:
+    """A copy of the v1alpha1 document with the kind's legacy single value replaced by `fields.issuer`
+    (a Talos before 1.14, `--allow-disruptive`): nothing can be accepted beside it."""
+    issuer = fields.issuer
+    if issuer is None or issuer.secret is None or fields.accepted:
+        raise ValueError(f"{LEGACY_PATHS[kind]} holds one value with its key, nothing accepted")
+    v1 = dict(v1alpha1)
+    cluster = v1["cluster"] = dict(v1.get("cluster") or {})
+    match kind:
+        case "aggregator":
+            cluster["aggregatorCA"] = {"crt": pki.b64encode_pem(issuer.public), "key": pki.b64encode_pem(issuer.secret)}
+        case "serviceaccount":
+            cluster["serviceAccount"] = {"key": pki.b64encode_pem(issuer.secret)}
+        case "encryption":
+            cluster["secretboxEncryptionSecret"] = base64.b64encode(issuer.secret).decode()
+        case "talos" | "kubernetes":
+            raise ValueError(kind)
+        case _:
+            assert_never(kind)
+    return v1
+
+
 def moved(v1alpha1: dict[str, Any], kind: PKI, fields: KindFields) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the v1alpha1 document without the legacy value, the new 1.14 document with the same meaning)."""
     v1 = dict(v1alpha1)

@@ -402,6 +402,9 @@ def with_kind_fields(cfg: MachineConfig, changes: dict[PKI, kubecreds.KindFields
             index = next(i for i, d in enumerate(docs) if isinstance(d, dict) and d.get("kind") == name)
             docs[index] = kubecreds.write(docs[index], kind, fields)
             texts[index] = cfg._encode(index, docs[index], dump_yaml_literal)
+        elif now.layout == "legacy" and fields.layout == "legacy":  # replaced in place (disruptive)
+            docs[cfg._v1] = kubecreds.write_legacy(docs[cfg._v1], kind, fields)
+            texts[cfg._v1] = cfg._encode(cfg._v1, docs[cfg._v1], dump_yaml)
         elif now.layout == "legacy" and fields.layout == "document":
             docs[cfg._v1], new_doc = kubecreds.moved(docs[cfg._v1], kind, fields)
             texts[cfg._v1] = cfg._encode(cfg._v1, docs[cfg._v1], dump_yaml)

@@ -106,8 +106,7 @@ def kind_trust(kind: PKI, fields: KindFields) -> tuple[LiveTrust, dict[str, Mate
 def kind_fields_after(cfg: MachineConfig, kind: PKI, edits: list[Edit], material: MaterialFor | None) -> KindFields:
     """The kind's fields after `edits` (always in the 1.14 document: a legacy value is moved first)."""
     fields = machineconfig.kind_fields(cfg, kind)
-    if fields.layout == "legacy" and not any(isinstance(e, MoveToDocument) for e in edits):
-        raise ValueError(f"{cfg.source}: {kind} is in the legacy layout; the plan must move it first")
+    moved = any(isinstance(e, MoveToDocument) for e in edits)
     trust, found = kind_trust(kind, fields)
     after = trust
     for e in edits:
@@ -130,4 +129,8 @@ def kind_fields_after(cfg: MachineConfig, kind: PKI, edits: list[Edit], material
         m = get(fp)
         # a signing key is accepted by its public key only; CAs by the certificate; secretbox keys whole
         accepted.append(Material(m.public, m.secret if kind == "encryption" else None, m.name))
+    if fields.layout == "legacy" and not moved:  # replaced in place (`--allow-disruptive`): one value
+        if accepted:
+            raise ValueError(f"{cfg.source}: {kind} is in the legacy layout; the plan must move it first")
+        return KindFields("legacy", issuer)
     return KindFields("document", issuer, tuple(accepted))
