@@ -10,9 +10,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-from realk8s.test_real_shared_gates import _binaries, admin_of, front_proxy, refused
+from realk8s.credstory import admin_of, front_proxy, need_binaries, refusal
 from simharness import run_with_cluster
-from trustplan.providers import kubegates as kg
+from trustplan.providers.kubechecks import aggregator as agg
+from trustplan.providers.kubechecks import serviceaccount as sa
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier, planning
@@ -20,7 +21,12 @@ from trustplan.formats import desired as desired_mod
 from trustplan.talos import machineconfig, pki
 
 pytestmark = pytest.mark.realk8s
-__all__ = ["_binaries"]  # the fixture that fails in CI when the binaries are missing
+
+
+@pytest.fixture
+def _binaries() -> None:
+    """Fails in CI (skips elsewhere) when kube-apiserver or etcd is missing."""
+    need_binaries()
 EXTRA = "\n  aggregator-2027: {generate: {}}\n  sa-2027: {generate: {}}\n"
 TRUST = "\n  aggregator: {issuer: aggregator-2027}\n  serviceaccount: {issuer: sa-2027}\n"
 
@@ -33,10 +39,10 @@ def test_what_the_disruptive_plan_says_breaks_breaks_and_then_recovers(tmp_path:
         assert old_ca is not None
         admin = admin_of(cluster.kubeconfig)
         servers = [f"https://{n.address}:{cluster.k8s_port}" for n in cluster.controlplanes]
-        minted = kg.token_request(servers[0], admin)  # a pod's token of before the apply
+        minted = sa.token_request(servers[0], admin)  # a pod's token of before the apply
         for server in servers:
-            kg.token_accepted(server, admin.ca_bundle_pem, minted, "token of before")
-            kg.front_proxy_user(server, admin.ca_bundle_pem, *front_proxy(old_ca))
+            sa.token_accepted(server, admin.ca_bundle_pem, minted, "token of before")
+            agg.front_proxy_user(server, admin.ca_bundle_pem, *front_proxy(old_ca))
 
         desired_path = cluster.dir / "trustplan.yaml"
         text = desired_path.read_text()
@@ -64,14 +70,14 @@ def test_what_the_disruptive_plan_says_breaks_breaks_and_then_recovers(tmp_path:
         admin = admin_of(cluster.kubeconfig)
         for server in servers:
             # breaks: the token of before and the old CA's front-proxy certificate, on every API server
-            assert "was refused" in refused(kg.token_accepted, server, admin.ca_bundle_pem, minted, "before")
-            assert "not authenticated" in refused(kg.front_proxy_user, server, admin.ca_bundle_pem,
+            assert "was refused" in refusal(sa.token_accepted, server, admin.ca_bundle_pem, minted, "before")
+            assert "not authenticated" in refusal(agg.front_proxy_user, server, admin.ca_bundle_pem,
                                                   *front_proxy(old_ca))
             # recovers: a token issued now (a kubelet refresh, a restarted pod) and the new CA's certificate
-            fresh = kg.token_request(server, admin)
-            assert kg.token_kid(fresh) == kg.key_id(new_sa.public) != kg.token_kid(minted)
-            kg.token_accepted(server, admin.ca_bundle_pem, fresh, "token of after")
-            kg.front_proxy_user(server, admin.ca_bundle_pem, *front_proxy(new_ca))
+            fresh = sa.token_request(server, admin)
+            assert sa.token_kid(fresh) == sa.key_id(new_sa.public) != sa.token_kid(minted)
+            sa.token_accepted(server, admin.ca_bundle_pem, fresh, "token of after")
+            agg.front_proxy_user(server, admin.ca_bundle_pem, *front_proxy(new_ca))
 
     run_with_cluster(
         scenario, tmp_path / "sim", controlplanes=2, workers=0, k8s=True, k8s_mode="real",

@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 from faults.simproc import kill_during, run_cli
-from realk8s.test_real_shared_gates import _binaries
+from realk8s.credstory import need_binaries
 from simharness import SimProcess
 
 pytestmark = pytest.mark.realk8s
-__all__ = ["_binaries"]  # the fixture that fails in CI when the binaries are missing
+
+
+@pytest.fixture
+def _binaries() -> None:
+    """Fails in CI (skips elsewhere) when kube-apiserver or etcd is missing."""
+    need_binaries()
 
 
 def kubectl(sim: Path, *args: str) -> subprocess.CompletedProcess[str]:
