@@ -271,6 +271,9 @@ def _untrusted_means(pki: PKI) -> str:
             return "stops being accepted by every API server: service-account tokens it signed stop working"
         case "encryption":
             return "is dropped by every API server: anything still encrypted with it in etcd can no longer be read"
+        case "etcd":
+            return ("stops being trusted by every etcd member once it restarts: etcd client certificates it issued "
+                    "(a copied secrets.yaml's) are refused")
         case _:
             assert_never(pki)
 

@@ -32,6 +32,8 @@ def fields(pki: PKI) -> tuple[str, str, str]:
         case "encryption":
             doc = "KubeEtcdEncryptionConfig secretbox keys"
             return f"{doc}[0] (encrypts)", f"{doc}[0].secret", f"{doc}[1:] (decrypt only)"
+        case "etcd":
+            return "cluster.etcd.ca.crt[0] (issues)", "cluster.etcd.ca.key", "cluster.etcd.ca.crt[1:] (trusted)"
         case _:
             assert_never(pki)
 
