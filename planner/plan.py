@@ -23,6 +23,7 @@ from trustplan.planner.drain import (
     legacy_moves,
     tokens_break,
 )
+from trustplan.planner.etcd import EtcdPlanRefused, check_members
 from trustplan.planner.model import (
     KINDS,
     PKI,
@@ -182,6 +183,11 @@ def make_plan(inp: PlanInput) -> Plan:
         at = next((i for i, p in enumerate(phases) if p.destructive), len(phases))
         phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
+    if any(e.pki == "etcd" for p in phases if p.name in ("accept", "remove") for e in p.edits):
+        try:  # each of these writes is followed by a reboot of the member: one down at a time
+            check_members(len(holders["etcd"]))
+        except EtcdPlanRefused as exc:
+            raise PlanningError(str(exc)) from None
     plan = Plan(
         cluster=inp.cluster,
         managed=managed,

@@ -317,9 +317,12 @@ def documents_supported(version: str | None) -> bool:
 
 
 #: what Talos generates for each kind (generate/secrets/bundle.go, ca.go in Talos v1.14.1): an
-#: ECDSA P-256 aggregator CA, an ECDSA P-256 etcd CA with O=etcd (NewEtcdCA: x509.ECDSA(true)), a 4096-bit RSA service-account key (the version contract's
+#: ECDSA P-256 aggregator CA, an ECDSA P-256 etcd CA with O=etcd (NewEtcdCA: x509.ECDSA(true)),
+#: a 4096-bit RSA service-account key (the version contract's
 #: UseRSAServiceAccountKey), 32 random bytes for secretbox (CreateEncryptionToken)
-DEFAULT_ALGORITHM: dict[str, str] = {"aggregator": "ecdsa-p256", "etcd": "ecdsa-p256", "serviceaccount": "rsa", "encryption": "secretbox"}
+DEFAULT_ALGORITHM: dict[str, str] = {
+    "aggregator": "ecdsa-p256", "etcd": "ecdsa-p256", "serviceaccount": "rsa", "encryption": "secretbox"
+}
 RSA_BITS = 4096
 NO_EXPIRY = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
 
