@@ -76,18 +76,29 @@ class EtcdClient:
     def _call(self, address: str, method: str, path: str) -> dict[str, Any]:
         conn = http.client.HTTPSConnection(address, CLIENT_PORT, context=self.context, timeout=self.timeout)
         try:
-            body = b"{}" if method == "POST" else None
-            conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            data = response.read()
-        except ssl.SSLCertVerificationError as exc:
-            raise EtcdRefused(f"etcd {address}: its server certificate is not trusted: {exc.verify_message}") from None
-        except ssl.SSLError as exc:
-            if _refusal(exc):
-                raise EtcdRefused(f"etcd {address}: refused the client certificate: {exc.reason or exc}") from None
-            raise EtcdUnreachable(f"etcd {address}: {exc.reason or exc}") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise EtcdUnreachable(f"etcd {address}: {exc or type(exc).__name__}") from None
+            try:
+                conn.connect()  # the handshake: the member's certificate is verified here
+            except ssl.SSLCertVerificationError as exc:
+                raise EtcdRefused(f"etcd {address}: its server certificate is not trusted: "
+                                  f"{exc.verify_message}") from None
+            except ssl.SSLError as exc:
+                if _refusal(exc):
+                    raise EtcdRefused(f"etcd {address}: refused the client certificate: {exc.reason or exc}") from None
+                raise EtcdUnreachable(f"etcd {address}: {exc.reason or exc}") from None
+            except OSError as exc:
+                raise EtcdUnreachable(f"etcd {address}: {exc or type(exc).__name__}") from None
+            try:
+                body = b"{}" if method == "POST" else None
+                conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                data = response.read()
+            except (ssl.SSLError, ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
+                # TLS 1.3: the server checks the client certificate after the client's handshake is done,
+                # and answers a refused one with an alert or by closing the connection
+                raise EtcdRefused(f"etcd {address}: refused the client certificate "
+                                  f"({getattr(exc, 'reason', None) or exc or type(exc).__name__})") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise EtcdUnreachable(f"etcd {address}: {exc or type(exc).__name__}") from None
         finally:
             conn.close()
         if response.status != 200:

@@ -28,10 +28,16 @@ from trustplan.talos import certgen, machineconfig, pki
 pytestmark = pytest.mark.realk8s
 
 
+#: the judge of every config apply writes: the simulator runs `talosctl validate --mode metal --strict` on
+#: each ApplyConfiguration and refuses what it refuses (trustplan_sim.talosctl_check)
+TALOSCTL = etcd.peers_cache() / "talosctl-v1.14.1"
+
+
 @pytest.fixture(autouse=True)
 def _binaries() -> None:
-    if realk8s.find_apiserver() is None or etcd.find_etcd() is None:
-        why = "kube-apiserver v1.34.4 or etcd not built here (scripts/peers/kube-apiserver.sh, scripts/peers/etcd.sh)"
+    if realk8s.find_apiserver() is None or etcd.find_etcd() is None or not TALOSCTL.is_file():
+        why = ("kube-apiserver v1.34.4, etcd or talosctl v1.14.1 not built here (scripts/peers/kube-apiserver.sh, "
+               "scripts/peers/etcd.sh, TALOSCTL_VERSION=v1.14.1 scripts/peers/talosctl.sh)")
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
@@ -83,6 +89,8 @@ def rotate(tmp_path: Path, members: int, writer_on: bool = True) -> None:
         new = machineconfig.kind_fields(machineconfig.parse(cps[0].config, "cp-1"), "etcd")
         assert new.issuer is not None and new.accepted == () and new.issuer.public != old.public
         assert new.issuer.secret is not None
+        validator = cluster.talosctl_validator
+        assert validator is not None and validator.runs >= 3 * members  # every config written was judged valid
         if writer_on:
             assert writer.acked, "the writer acknowledged nothing"
             for cp in cps:
@@ -98,7 +106,7 @@ def rotate(tmp_path: Path, members: int, writer_on: bool = True) -> None:
         assert [accepted.accepts(cp.address) for cp in cps] == [True] * members
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=members, workers=0, k8s=True, k8s_mode="real",
-                     kubelet_rejoin_ms=100)
+                     kubelet_rejoin_ms=100, talosctl=TALOSCTL)
 
 
 def test_three_members_rotate_the_etcd_ca_with_the_others(tmp_path: Path) -> None:

@@ -109,8 +109,10 @@ class EtcdRoll:
                 self.label(removed[0] if removed else old)
         deadline = time.monotonic() + self.timeout()
         seen: bool | None = None
+        witness = self.client(new)  # a member that answers this one is up (it trusts new from accept on)
+        witness = self.client(old) if phase.name == "accept" else witness
         while True:
-            seen = await asyncio.to_thread(self.client(probe).accepts, address)
+            seen = await asyncio.to_thread(self._probe, witness, self.client(probe), address)
             if seen is want:
                 break
             if time.monotonic() > deadline:
@@ -126,6 +128,15 @@ class EtcdRoll:
             await asyncio.sleep(POLL)
         # a member restarted in accept trusts old + new, the others old only: the old CA reaches them all
         await self.gate(phase.name, old if phase.name == "accept" else new, f"{address} restarted: it {what}", address)
+
+    @staticmethod
+    def _probe(witness: EtcdClient, probe: EtcdClient, address: str) -> bool | None:
+        """Whether the member serves `probe`'s certificate, asked between two answers to `witness`'s (a
+        member shutting down drops connections, which is no refusal); None when it is not up."""
+        if witness.accepts(address) is not True:
+            return None
+        seen = probe.accepts(address)
+        return seen if witness.accepts(address) is True else None
 
     async def gate(self, phase: str, issuer: str, why: str, node: str | None = None) -> None:
         """Every member healthy with one leader and caught up, then every kube-apiserver ready."""
