@@ -9,10 +9,9 @@ import datetime as dt
 
 import pytest
 from helpers import NOW, authority, cluster, fp, plan_input, trust, want
-from trustplan.planner.document import to_document
-from trustplan.planner.etcd import rolling_steps
 from trustplan.planner import LiveNode, Outputs, PlanningError, UnsafePlan, make_plan
 from trustplan.planner.document import from_document, to_document
+from trustplan.planner.etcd import rolling_steps
 from trustplan.planner.model import KINDS, PKIS, holds
 from trustplan.planner.ops import Phase, RemoveCA
 from trustplan.planner.safety import check_plan
