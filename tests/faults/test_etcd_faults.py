@@ -1,0 +1,157 @@
+"""The etcd CA's rolling restarts under faults, on real etcd v3.7.1 members and kube-apiservers v1.34.4
+(`--k8s real`, 3 control planes), with a writer running throughout:
+
+- a member that fails to start after its reboot (its etcd exits at once) stops the apply at its gate:
+  no other control plane is written or rebooted, the state records the failed step, and the two other
+  members keep quorum (no write fails);
+- once the node is back, the next plan starts where the roll stopped (it asks each running member what
+  it trusts) and finishes it; every acknowledged write is read back from every member;
+- an apply stopped between a control plane's write and its reboot (the write landed, the member still
+  runs its old field): the next plan writes that node again and reboots it (etcdprobe).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from simharness import run_with_cluster
+from trustplan.providers.etcd import EtcdClient
+from trustplan_sim import etcd, realk8s
+from trustplan_sim.cluster import SimCluster
+
+from trustplan.engine import applier, planning
+from trustplan.errors import TrustplanError
+from trustplan.formats import desired as desired_mod
+from trustplan.talos import certgen, machineconfig, pki
+
+REALK8S = Path(__file__).resolve().parents[1] / "realk8s"
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture(autouse=True)
+def _binaries() -> None:
+    if realk8s.find_apiserver() is None or etcd.find_etcd() is None:
+        why = "kube-apiserver v1.34.4 or etcd not built here (scripts/peers/kube-apiserver.sh, scripts/peers/etcd.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def _client(ca_pem: bytes, key_pem: bytes, trusted: bytes) -> EtcdClient:
+    crt, key = certgen.issue_client_cert(pki.load_cert_pem(ca_pem, "ca"), pki.load_key_pem(key_pem, "k"), "probe",
+                                         pki.utcnow())
+    return EtcdClient(pki.cert_to_pem(crt), pki.key_to_pkcs8_pem(key), trusted)
+
+
+def _etcd_only(cluster: SimCluster) -> desired_mod.DesiredState:
+    """The simulator's desired state, rotating the etcd CA alone, gates waiting 20 s at most."""
+    path = cluster.dir / "trustplan.yaml"
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith(("  talos:", "  kubernetes:"))]
+    text = "\n".join(lines) + "\n"
+    text = text.replace("authorities:\n", "authorities:\n  etcd-new: {generate: {}}\n", 1)
+    text = text.replace("trust:\n", "trust:\n  etcd: {issuer: etcd-new}\n", 1).replace("timeout: 60", "timeout: 20")
+    path.write_text(text)
+    return desired_mod.load(path)
+
+
+async def _plan_and_apply(desired: desired_mod.DesiredState) -> tuple[planning.Planned, applier.Applied]:
+    planned = await planning.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
+    planned.save_new_keys()
+    applied = await applier.apply_desired(
+        applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()))
+    return planned, applied
+
+
+def _field(cluster: SimCluster, k: int) -> tuple[bytes, ...]:
+    f = machineconfig.kind_fields(machineconfig.parse(cluster.controlplanes[k].config, "cp"), "etcd")
+    assert f.issuer is not None
+    return (f.issuer.public, *(m.public for m in f.accepted))
+
+
+def test_a_member_that_fails_to_start_stops_the_roll_and_the_next_plan_finishes_it(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(REALK8S))
+    from etcdwriter import Writer
+
+    async def scenario(cluster: SimCluster) -> None:
+        cps = cluster.controlplanes
+        old = machineconfig.kind_fields(machineconfig.parse(cps[0].config, "cp-1"), "etcd").issuer
+        assert old is not None and old.secret is not None
+        desired = _etcd_only(cluster)
+        writer = Writer(lambda: [cp.etcd for cp in cps if cp.etcd is not None])
+        writer.start()
+        try:
+            broken = cps[1].etcd
+            assert broken is not None and cps[2].etcd is not None and cps[2].etcd.proc is not None
+            binary, broken.binary = broken.binary, "/bin/false"  # its etcd exits at once when it starts again
+            untouched_pid, untouched_field = cps[2].etcd.proc.pid, _field(cluster, 2)
+            with pytest.raises(TrustplanError) as stopped:
+                await _plan_and_apply(desired)
+            assert f"etcd member {cps[1].address} did not come back" in str(stopped.value)
+            assert "no other control plane was touched: the other 2 members keep quorum (2 of 3)" in str(stopped.value)
+            assert _field(cluster, 2) == untouched_field and cps[2].etcd.proc.pid == untouched_pid
+            state = json.loads((cluster.dir / "trustplan.state.json").read_text())
+            steps = state["history"][-1]["steps"]
+            rolled = [(s["kind"], s.get("node"), s["outcome"]) for s in steps if s["kind"] in ("reboot", "etcd")]
+            assert rolled[-2:] == [("reboot", cps[1].address, "ok"), ("etcd", cps[1].address, "failed")]
+            assert writer.failures == 0  # cp-1 and cp-3 kept quorum and took every write
+
+            broken.binary = binary  # the node is repaired and comes back
+            await cps[1].stop()
+            await cps[1].start()
+            await broken.wait_healthy()
+            planned, applied = await _plan_and_apply(desired)
+            assert all(s.outcome == "ok" for s in applied.steps)
+            reboots = [s.node for s in applied.steps if s.kind == "reboot"]
+            assert reboots == [cps[2].address, *(cp.address for cp in cps)]  # accept left on cp-3, then remove
+        finally:
+            writer.stop()
+        for cp in cps:
+            assert cp.etcd is not None and writer.lost(cp.etcd) == [], cp.name
+        assert writer.acked and writer.failures == 0
+        new = _field(cluster, 0)
+        trusted = new[0] + old.public
+        assert [_client(old.public, old.secret, trusted).accepts(cp.address) for cp in cps] == [False] * 3
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=0, k8s=True, k8s_mode="real",
+                     kubelet_rejoin_ms=100)
+
+
+def test_a_write_whose_reboot_never_came_is_written_again_and_rebooted(tmp_path: Path) -> None:
+    async def scenario(cluster: SimCluster) -> None:
+        from trustplan.providers.talos.provider import TalosProvider
+
+        cps = cluster.controlplanes
+        desired = _etcd_only(cluster)
+        real = TalosProvider.reboot
+        calls: list[str] = []
+
+        async def lost(self: TalosProvider, node: object, credential: object = None) -> None:
+            calls.append(node.address)  # type: ignore[attr-defined]
+            raise TrustplanError("the connection dropped before the reboot was asked")
+
+        TalosProvider.reboot = lost  # type: ignore[method-assign]
+        try:
+            with pytest.raises(TrustplanError):
+                await _plan_and_apply(desired)
+        finally:
+            TalosProvider.reboot = real  # type: ignore[method-assign]
+        assert calls == [cps[0].address]
+        assert len(_field(cluster, 0)) == 2  # the accept field landed; its member still runs the old one
+        planned = await planning.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
+        accept = next(p for p in planned.plan.phases if p.name == "accept")
+        assert list(accept.nodes()) == [cp.address for cp in cps]  # cp-1 again: its member never restarted
+        assert any("runs another etcd CA field than its config" in n for n in planned.notes)
+        planned.save_new_keys()
+        applied = await applier.apply_desired(
+            applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()))
+        assert [s.node for s in applied.steps if s.kind == "reboot"][:1] == [cps[0].address]
+
+    run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=0, k8s=True, k8s_mode="real",
+                     kubelet_rejoin_ms=100)
+
