@@ -58,11 +58,13 @@ def _etcd_only(cluster: SimCluster) -> desired_mod.DesiredState:
     return desired_mod.load(path)
 
 
-async def _plan_and_apply(desired: desired_mod.DesiredState) -> tuple[planning.Planned, applier.Applied]:
+async def _plan_and_apply(
+    desired: desired_mod.DesiredState, rollback: bool = True
+) -> tuple[planning.Planned, applier.Applied]:
     planned = await planning.plan_desired(desired, pki.utcnow(), dt.timedelta(hours=1))
     planned.save_new_keys()
-    applied = await applier.apply_desired(
-        applier.ApplyRequest(desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow()))
+    applied = await applier.apply_desired(applier.ApplyRequest(
+        desired, planned.saved, "sha256:" + "0" * 64, "plan", pki.utcnow(), rollback=rollback))
     return planned, applied
 
 
@@ -95,6 +97,8 @@ def test_a_member_that_fails_to_start_stops_the_roll_and_the_next_plan_finishes_
             assert f"etcd member {cps[1].address} did not come back" in str(stopped.value)
             assert "no other control plane was touched: the other 2 members keep quorum (2 of 3)" in str(stopped.value)
             assert _field(cluster, 2) == untouched_field and cps[2].etcd.proc.pid == untouched_pid
+            # apply rolled the accept back: the fields say the old CA alone again, written without a reboot
+            assert _field(cluster, 0) == untouched_field == _field(cluster, 1)
             state = json.loads((cluster.dir / "trustplan.state.json").read_text())
             steps = state["history"][-1]["steps"]
             rolled = [(s["kind"], s.get("node"), s["outcome"]) for s in steps if s["kind"] in ("reboot", "etcd")]
@@ -108,7 +112,10 @@ def test_a_member_that_fails_to_start_stops_the_roll_and_the_next_plan_finishes_
             planned, applied = await _plan_and_apply(desired)
             assert all(s.outcome == "ok" for s in applied.steps)
             reboots = [s.node for s in applied.steps if s.kind == "reboot"]
-            assert reboots == [cps[2].address, *(cp.address for cp in cps)]  # accept left on cp-3, then remove
+            # cp-1's member still runs the bundle (rolled back without a reboot): the plan asks it and skips its
+            # accept; cp-2 came back on the old field and cp-3 was never touched: they reboot in accept
+            assert reboots == [cps[1].address, cps[2].address, *(cp.address for cp in cps)]
+            assert any(f"etcd member {cps[0].address} runs another etcd CA field" in n for n in planned.notes)
         finally:
             writer.stop()
         for cp in cps:
@@ -138,7 +145,7 @@ def test_a_write_whose_reboot_never_came_is_written_again_and_rebooted(tmp_path:
         TalosProvider.reboot = lost  # type: ignore[method-assign]
         try:
             with pytest.raises(TrustplanError):
-                await _plan_and_apply(desired)
+                await _plan_and_apply(desired, rollback=False)  # --no-rollback: the field stays as written
         finally:
             TalosProvider.reboot = real  # type: ignore[method-assign]
         assert calls == [cps[0].address]

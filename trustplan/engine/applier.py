@@ -232,6 +232,10 @@ async def apply(
         )
         live = await with_node_versions(provider, live, desired)
         live, _ = await probe_workers(desired, provider, live, resolved, keystore, now)
+        if "etcd" in saved.plan.managed:  # what each running etcd member trusts, as plan asked it
+            from trustplan.engine.etcdprobe import probe_etcd
+
+            live, _ = await probe_etcd(provider, live, resolved, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         operator = operator_of(desired, provider, live, reader)
         plan = verified_plan(saved, source, desired, live, resolved, operator, now, swapped_at(state))

@@ -70,8 +70,8 @@ async def probe_etcd(
         trust = node.trust("etcd")
         ran = effective(trust, answers)
         if ran != trust:
-            notes.append(f"note: etcd member {node.address} runs another etcd CA field than its config (not "
-                         "restarted since it was written): the plan writes it again and reboots the node")
+            notes.append(f"note: etcd member {node.address} runs another etcd CA field than its config says (it "
+                         "has not restarted since the field was written): planned from what it runs")
         others = tuple((k, ran if k == "etcd" else t) for k, t in node.others)
         nodes.append(dataclasses.replace(node, others=others))
     return dataclasses.replace(live, nodes=tuple(nodes)), notes

@@ -133,8 +133,11 @@ class PhaseRunner:
         #: members outside the plan when the apply began (None: not listed, no member check)
         self.members_at_start = members_at_start
         self.outputs_seen = outputs_seen(self)  # the output files as found (read again before each write)
-        #: the etcd CA's rolling restarts and gates (a plan that rotates it, a provider that reboots)
-        self.etcd = etcdroll.EtcdRoll(self) if "etcd" in plan.managed else None
+        #: the etcd CA's rolling restarts and gates (a plan that rotates it, a provider that reboots). A
+        #: rollback (workers_first) writes the etcd field back without a reboot: a member keeps trusting
+        #: the new CA too until it next restarts (harmless; the next plan asks each member what it runs),
+        #: and a reboot beside a member that failed could cost quorum
+        self.etcd = etcdroll.EtcdRoll(self) if "etcd" in plan.managed and not workers_first else None
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
@@ -350,9 +353,11 @@ class PhaseRunner:
             await self.kube_gate(gate)
             return
         if KINDS[gate.pki].holders == "controlplane":
-            self.shared_gate(gate)
             if gate.pki == "etcd" and self.etcd is not None and self.provider.capabilities.reboot is not None:
+                # the members themselves (a member's config can say less than it runs: etcdprobe)
                 await self.etcd.gate(gate.after, gate.credential.issuer, f"after the {gate.after} phase")
+                return
+            self.shared_gate(gate)
             if gate.pki in ("aggregator", "serviceaccount") and self.provider.capabilities.kubernetes_api:
                 await api_gate(self, gate)
             if gate.pki == "encryption" and gate.after == "swap" and self.provider.capabilities.kubernetes_api:
