@@ -22,13 +22,13 @@ from simharness import run_with_cluster
 from trustplan.providers.etcd import EtcdClient
 from trustplan_sim import etcd, realk8s
 from trustplan_sim.cluster import SimCluster
+from trustplan_sim.etcdwriter import Writer
 
 from trustplan.engine import applier, planning
 from trustplan.errors import TrustplanError
 from trustplan.formats import desired as desired_mod
 from trustplan.talos import certgen, machineconfig, pki
 
-REALK8S = Path(__file__).resolve().parents[1] / "realk8s"
 pytestmark = pytest.mark.faults
 
 
@@ -75,11 +75,6 @@ def _field(cluster: SimCluster, k: int) -> tuple[bytes, ...]:
 
 
 def test_a_member_that_fails_to_start_stops_the_roll_and_the_next_plan_finishes_it(tmp_path: Path) -> None:
-    import sys
-
-    sys.path.insert(0, str(REALK8S))
-    from etcdwriter import Writer
-
     async def scenario(cluster: SimCluster) -> None:
         cps = cluster.controlplanes
         old = machineconfig.kind_fields(machineconfig.parse(cps[0].config, "cp-1"), "etcd").issuer

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from interop_tools import run
-from trustplan_sim.etcd_members import generate_etcd_ca
+from trustplan_sim.etcd import generate_etcd_ca
 
 from trustplan.talos import etcdca, pki
 

@@ -1,4 +1,4 @@
-"""A writer against the simulated control planes' real etcd members, as their kube-apiservers write:
+"""A writer against the simulated control planes (`--k8s real`)' real etcd members, as their kube-apiservers write:
 to each member with the client certificate Talos gives that node's kube-apiserver right now (the files
 of the node's etcd PKI, read at every attempt: they change with the node's config), trying the next
 member when one fails. It records every acknowledged write and the longest interval in which no
