@@ -83,6 +83,23 @@ class EtcdRoll:
     def label(self, fp: str) -> str:
         return self.runner.plan.label(fp)
 
+    async def precheck(self) -> None:
+        """Before the first write: every member healthy with one leader and caught up, every API server
+        ready (a cluster already short of a member must not lose another to a reboot)."""
+        runner = self.runner
+        if runner.provider.capabilities.reboot is None:
+            return
+        phase = next((p for p in runner.plan.phases if any(e.pki == "etcd" for e in p.edits)), None)
+        targets = [t for t in runner.plan.targets if t.pki == "etcd"]
+        if phase is None or not targets:
+            return
+        new = targets[0].after.issuer or ""
+        common = set.intersection(*(set(t.before.trusted) for t in targets))
+        # the CA every running member trusts now: the old one until the remove phase, the new one in it
+        issuer = new if phase.name == "remove" and new in common else next(
+            (fp for fp in sorted(common) if fp != new), new)
+        await self.gate(phase.name, issuer, "before the first write")
+
     async def restart(self, phase: op.Phase, address: str) -> None:
         """Reboot `address` after its write, wait until its member runs the new field, then gate."""
         runner = self.runner

@@ -174,6 +174,8 @@ class PhaseRunner:
             self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
 
     async def run(self) -> None:
+        if self.etcd is not None:  # the etcd members answer and keep quorum before any write
+            await self.stop.race(self.etcd.precheck())
         for phase in self.plan.phases:
             self.stop.check()
             match phase.name:
