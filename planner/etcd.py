@@ -14,6 +14,13 @@ A member's progress is read from its config (the field) and from probes of the r
 accept a client certificate from the new CA (it restarted with the bundle), does it refuse one from the
 old CA (it restarted without it). So a plan computed after an interrupted apply resumes where it
 stopped. Phases are barriers; within a phase members go in name order.
+
+    plan_etcd(members, old, new)   the reference model of the roll from members' fields and probes
+    rolling_steps(plan)            the etcd steps of a plan make_plan made (what the plans show, what
+                                   apply runs); make_plan is given each member's trust as the probes
+                                   report it (engine.etcdprobe), and tests/planner/test_etcd_resume.py
+                                   checks both take the same steps in every state a roll can stop in
+    check_members(n)               refuses fewer than 3 members (a restart would lose quorum)
 """
 
 from __future__ import annotations
