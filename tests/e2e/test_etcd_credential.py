@@ -96,3 +96,14 @@ def test_two_control_planes_are_refused(tmp_path: Path) -> None:
     assert ("a cluster of 2 etcd members loses quorum while one restarts (quorum 2 of 2): add control planes to "
             "reach 3 first") in planned.err
     assert "Traceback" not in planned.err and not (root / "plan.bin").exists()
+
+
+def test_an_ed25519_etcd_ca_is_one_clear_error(tmp_path: Path) -> None:
+    root = cluster(tmp_path)
+    desired = root / "trustplan.yaml"
+    text = desired.read_text()
+    desired.write_text(text.replace("etcd-2027: {generate: {}}", "etcd-2027: {generate: {algorithm: ed25519}}"))
+    checked = run_cli(root, "validate")
+    assert checked.code == 1 and "Traceback" not in checked.err
+    assert ("authorities.etcd-2027: authority 'etcd-2027' asks for ed25519; an etcd CA is ecdsa-p256 (what Talos "
+            "generates) or rsa") in checked.err, checked.err
