@@ -74,6 +74,9 @@ peers:
 	bash scripts/peers/talosctl.sh
 	TALOSCTL_VERSION=v1.14.1 bash scripts/peers/talosctl.sh
 	bash scripts/peers/kube-apiserver.sh
+	bash scripts/peers/etcd.sh
+	bash scripts/peers/go-install.sh opa github.com/open-policy-agent/opa v1.22.4
+	bash scripts/peers/go-install.sh conftest github.com/open-policy-agent/conftest v0.56.0
 
 # One rotation, 3 control planes + 50 workers at 20 ms per RPC: one JSON line (benchmarks/rotate.py).
 bench: bytecode

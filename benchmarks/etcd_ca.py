@@ -41,6 +41,7 @@ from trustplan.providers.etcd import EtcdClient
 from trustplan_sim import etcd, realk8s
 from trustplan_sim.cluster import SimCluster, run_cluster
 from trustplan_sim.etcdwriter import Writer
+from trustplan_sim.options import SimOptions
 
 from trustplan.engine import applier, planning
 from trustplan.formats import desired as desired_mod
@@ -111,8 +112,8 @@ def run(members: int, workdir: Path) -> dict[str, Any]:
     subnet = f"127.{random.randint(100, 220)}.{random.randint(0, 255)}.0/24"
 
     async def main() -> dict[str, Any]:
-        async with run_cluster(members, 0, workdir / "sim", subnet=subnet, k8s=True, k8s_mode="real",
-                               kubelet_rejoin_ms=100, talosctl=talosctl) as cluster:
+        options = SimOptions(members, 0, subnet, k8s=True, k8s_mode="real", kubelet_rejoin_ms=100, talosctl=talosctl)
+        async with run_cluster(workdir / "sim", options) as cluster:
             return await rotate(cluster)
 
     return asyncio.run(main())

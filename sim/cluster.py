@@ -1,9 +1,9 @@
 """A simulated Talos cluster: N control planes and M workers on loopback addresses, port 50000.
 
-    async with run_cluster(3, 2, Path("demo")) as cluster:
+    async with run_cluster(Path("demo"), SimOptions(controlplanes=3, workers=2)) as cluster:
         ...   # DIR/talosconfig, DIR/secrets.yaml, DIR/trustplan.yaml, DIR/sim.json are written
 
-    async with run_cluster(3, 2, Path("demo"), k8s=True, config_layout="multidoc") as cluster:
+    async with run_cluster("demo", SimOptions(3, 2, k8s=True, config_layout="multidoc")) as cluster:
         ...   # also a kube-apiserver on each control plane (port 6443) and DIR/kubeconfig
 
 Node k listens on the (k+2)th address of the subnet (control planes first), so the talosconfig holds
@@ -22,88 +22,52 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from trustplan.providers.base import NodeRef
-from trustplan.providers.talos.talosconfig import write_talosconfig
 from trustplan_sim import configgen, fromdir, talosctl_check
-from trustplan_sim.kube import KUBE_PORT
 from trustplan_sim.node import SimNode
+from trustplan_sim.options import PORT, KubeCALayout, SimOptions
 from trustplan_sim.realk8s import RealK8s
 
 from trustplan.errors import TrustplanError
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import ensure_dir
 from trustplan.talos import certgen, pki
-from trustplan.talos.clientconfig import kubeconfig_document
+from trustplan.talos.clientconfig import kubeconfig_document, talosconfig_yaml
 
-K8sMode = Literal["sim", "real"]
 CLUSTER_NAME = "sim"
 CONTEXT = "sim"
-DEFAULT_SUBNET = "127.20.0.0/24"
-PORT = 50000
 
 
 class SimCluster:
     """The simulated cluster: its nodes, its secrets, and the files it wrote into `dir`."""
 
-    def __init__(
-        self,
-        controlplanes: int,
-        workers: int,
-        dir: Path | str,
-        subnet: str = DEFAULT_SUBNET,
-        latency_ms: float = 0,
-        port: int = PORT,
-        *,
-        k8s: bool = False,
-        k8s_port: int = KUBE_PORT,
-        apiserver_restart_ms: float = 2000,
-        kubelet_rejoin_ms: float = 1000,
-        config_layout: configgen.KubeCALayout = "legacy",
-        k8s_mode: K8sMode = "sim",
-        kube_apiserver: str | None = None,
-        etcd: str | None = None,
-        from_dir: Path | str | None = None,
-        talosctl: Path | str | None = None,
-    ) -> None:
-        if controlplanes < 1:
-            raise ValueError("a cluster needs at least one control plane")
-        if workers < 0:
-            raise ValueError("workers cannot be negative")
-        network = ipaddress.ip_network(subnet, strict=False)
-        if network.num_addresses < controlplanes + workers + 3:
-            raise ValueError(f"subnet {subnet} is too small for {controlplanes + workers} nodes")
-        if not network.is_loopback:
-            raise ValueError(f"subnet {subnet} is not a loopback network (use 127.x.y.0/24)")
-        templates = fromdir.load(Path(from_dir)) if from_dir is not None else None
+    def __init__(self, dir: Path | str, options: SimOptions | None = None) -> None:
+        o = options if options is not None else SimOptions()
+        self.options = o
+        templates = fromdir.load(Path(o.from_dir)) if o.from_dir is not None else None
         #: the real `talosctl validate` as a second judge of every ApplyConfiguration (talosctl_check.py)
-        self.talosctl_validator = talosctl_check.configured(talosctl)
+        self.talosctl_validator = talosctl_check.configured(o.talosctl)
         #: the cluster's name: `sim`, or the one `talosctl gen config` was given (--from)
         self.cluster_name = templates.cluster_name if templates is not None else CLUSTER_NAME
-        if templates is not None:
-            config_layout = templates.layout  # the layout of the configs talosctl generated
-        if config_layout not in ("legacy", "multidoc"):
-            raise ValueError(f"unknown config layout {config_layout!r} (legacy or multidoc)")
-        if apiserver_restart_ms < 0 or kubelet_rejoin_ms < 0:
-            raise ValueError("restart and rejoin times cannot be negative")
+        #: the layout of the configs talosctl generated wins over the option
+        config_layout = templates.layout if templates is not None else o.config_layout
         self.dir = Path(dir)
-        self.latency = latency_ms / 1000.0
+        self.latency = o.latency_ms / 1000.0
         #: waits out `latency` once per client call (tests replace it to see where latency is added)
         self.delay: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self.port = port
+        self.port = o.port
         #: serve a Kubernetes API on every control plane (and write DIR/kubeconfig)
-        self.k8s = k8s
-        self.k8s_port = k8s_port
-        self.apiserver_restart_ms = apiserver_restart_ms
-        self.kubelet_rejoin_ms = kubelet_rejoin_ms
-        self.config_layout: configgen.KubeCALayout = config_layout
-        if k8s_mode not in ("sim", "real"):
-            raise ValueError(f"unknown Kubernetes mode {k8s_mode!r} (sim or real)")
+        self.k8s = o.k8s
+        self.k8s_port = o.k8s_port
+        self.apiserver_restart_ms = o.apiserver_restart_ms
+        self.kubelet_rejoin_ms = o.kubelet_rejoin_ms
+        self.config_layout: KubeCALayout = config_layout
         #: with k8s_mode="real": real etcd members and kube-apiservers (trustplan_sim.realk8s)
         self.real: RealK8s | None = None
-        if k8s and k8s_mode == "real":
-            self.real = RealK8s(self.dir / "k8s-real", kube_apiserver, etcd)
+        if o.k8s and o.k8s_mode == "real":
+            self.real = RealK8s(self.dir / "k8s-real", o.kube_apiserver, o.etcd)
         #: the one Talos version every node reports (Version, Members), matching its configs
         self.talos_version = configgen.talos_version(config_layout)
         self.created = dt.datetime.now(dt.UTC)
@@ -114,12 +78,12 @@ class SimCluster:
         self.secrets: configgen.ClusterSecrets | fromdir.FromSecrets = (
             templates.secrets if templates is not None else configgen.ClusterSecrets.generate(pki.utcnow())
         )
-        base = network.network_address
+        base = ipaddress.ip_network(o.subnet, strict=False).network_address
         self.nodes: list[SimNode] = []
         self._by_key: dict[str, SimNode] = {}
         self._controlplanes: list[SimNode] = []  # in order; roles never change
-        plan = [("controlplane", f"cp-{i + 1}") for i in range(controlplanes)]
-        plan += [("worker", f"worker-{i + 1}") for i in range(workers)]
+        plan = [("controlplane", f"cp-{i + 1}") for i in range(o.controlplanes)]
+        plan += [("worker", f"worker-{i + 1}") for i in range(o.workers)]
         endpoint = f"https://{base + 2}:6443"
         for k, (role, name) in enumerate(plan):
             address = str(base + 2 + k)
@@ -137,7 +101,7 @@ class SimCluster:
                     address=address,
                     kube_ca_layout=config_layout,
                 )
-            node = SimNode(self, name, role, address, port, config)
+            node = SimNode(self, name, role, address, o.port, config)
             self.nodes.append(node)
             self._by_key[name] = self._by_key[address] = node
             if role == "controlplane":
@@ -265,14 +229,9 @@ class SimCluster:
     def write_talosconfig(self, path: Path, role: str = "os:admin") -> Path:
         """A talosconfig with a fresh client cert (Subject O=`role`) from the cluster's OS CA."""
         cert, key = certgen.issue_client_cert(self.secrets.os.cert, self.secrets.os.key, role, pki.utcnow())
-        return write_talosconfig(
-            path,
-            context=CONTEXT,
-            endpoints=self.endpoints,
-            ca_pem=self.secrets.os.crt_pem,
-            crt_pem=pki.cert_to_pem(cert),
-            key_pem=pki.key_to_pem(key),
-        )
+        crt, key_pem = pki.cert_to_pem(cert), pki.key_to_pem(key)
+        replace_with_backup(path, talosconfig_yaml(CONTEXT, self.endpoints, self.secrets.os.crt_pem, crt, key_pem))
+        return path
 
 
 def desired_state_yaml(cluster: SimCluster) -> str:
@@ -330,50 +289,10 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 @asynccontextmanager
-async def run_cluster(
-    controlplanes: int,
-    workers: int,
-    dir: Path | str,
-    subnet: str = DEFAULT_SUBNET,
-    latency_ms: float = 0,
-    *,
-    k8s: bool = False,
-    k8s_port: int = KUBE_PORT,
-    apiserver_restart_ms: float = 2000,
-    kubelet_rejoin_ms: float = 1000,
-    config_layout: configgen.KubeCALayout = "legacy",
-    k8s_mode: K8sMode = "sim",
-    kube_apiserver: str | None = None,
-    etcd: str | None = None,
-    from_dir: Path | str | None = None,
-    talosctl: Path | str | None = None,
-) -> AsyncIterator[SimCluster]:
-    """Start a simulated cluster, yield it, and stop it (removing DIR/sim.json) on exit.
-
-    With `k8s=True` every control plane also serves a Kubernetes API on port `k8s_port`, restarting
-    for `apiserver_restart_ms` when its Kubernetes CA changes; a node's kubelet comes back
-    `kubelet_rejoin_ms` after its Kubernetes CA changes. `config_layout="multidoc"` keeps the
-    Kubernetes CA in a KubeAPIServerCAConfig document. `k8s_mode="real"` runs a real etcd member and
-    kube-apiserver on each control plane instead (binaries: `kube_apiserver`, `etcd` or found;
-    docs/real-kubernetes.md). `from_dir` makes every node's config from the `talosctl gen config`
-    output in that directory (fromdir.py; its layout wins over config_layout)."""
-    cluster = SimCluster(
-        controlplanes,
-        workers,
-        dir,
-        subnet=subnet,
-        latency_ms=latency_ms,
-        k8s=k8s,
-        k8s_port=k8s_port,
-        apiserver_restart_ms=apiserver_restart_ms,
-        kubelet_rejoin_ms=kubelet_rejoin_ms,
-        config_layout=config_layout,
-        k8s_mode=k8s_mode,
-        kube_apiserver=kube_apiserver,
-        etcd=etcd,
-        from_dir=from_dir,
-        talosctl=talosctl,
-    )
+async def run_cluster(dir: Path | str, options: SimOptions | None = None) -> AsyncIterator[SimCluster]:
+    """Start a simulated cluster in DIR (options: SimOptions), yield it, and stop it (removing
+    DIR/sim.json) on exit."""
+    cluster = SimCluster(dir, options)
     try:
         await cluster.start()
         yield cluster

@@ -13,40 +13,18 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import yaml
+from trustplan_sim.options import KubeCALayout
 
+from trustplan.system import yamlout
 from trustplan.talos import certgen, pki
 
-#: where the Kubernetes CA is: the v1alpha1 document (legacy) or the Talos 1.14 documents (multidoc)
-KubeCALayout = Literal["legacy", "multidoc"]
 KUBE_CA_DOC_KIND = "KubeAPIServerCAConfig"
 KUBE_AGGREGATOR_DOC_KIND = "KubeAggregatorCAConfig"
 
 
-_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when present: ~15x faster
-
-
-def dump_yaml(doc: Any) -> str:
-    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True)
-
-
-class _LiteralDumper(_Dumper):  # type: ignore[misc]
-    """Multi-line strings (PEM text) as `|` block scalars, as Talos writes them."""
-
-
-def _represent_str(dumper: Any, value: str) -> Any:
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_str(value)
-
-
-_LiteralDumper.add_representer(str, _represent_str)
-
-
-def dump_yaml_literal(doc: Any) -> str:
-    return yaml.dump(
-        doc, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True
-    )
+#: YAML as Talos writes it (trustplan.system.yamlout), plain and with PEM text as literal blocks
+dump_yaml = yamlout.dump
+dump_yaml_literal = yamlout.dump_literal
 
 
 #: the Talos release whose `talosctl gen config` output generate_config imitates, and its Kubernetes

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trustplan_sim import configgen, oracle
+from trustplan_sim.options import KubeCALayout
 
 from trustplan.errors import InputError
 from trustplan.system import safeio, safeyaml
@@ -45,7 +46,7 @@ class FromSecrets:
 class Templates:
     controlplane: bytes
     worker: bytes
-    layout: configgen.KubeCALayout
+    layout: KubeCALayout
     secrets: FromSecrets
     cluster_name: str
 
@@ -79,7 +80,7 @@ def load(directory: Path) -> Templates:
         k8s=_pair(cp.ca_fields("kubernetes"), source, "Kubernetes API"),
         secrets_yaml=safeio.read_regular(secrets_path, what="secrets bundle") if secrets_path.is_file() else None,
     )
-    layout: configgen.KubeCALayout = "multidoc" if cp.kube_ca_document else "legacy"
+    layout: KubeCALayout = "multidoc" if cp.kube_ca_document else "legacy"
     return Templates(data["controlplane.yaml"], data["worker.yaml"], layout, secrets, cp.cluster_name or "sim")
 
 

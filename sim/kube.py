@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trustplan.sim")
 
-KUBE_PORT = 6443
 MASTERS = "system:masters"
 SERVICE_DNS = (
     "kubernetes",

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trustplan.state.backend import Holder, KubernetesStateSpec, StateBackend
-from trustplan.state.document import StateDocument, empty_state
+from trustplan.state.document import AuthorityRecord, NodeRecord, StateDocument, TrustRecord, empty_state
 from trustplan.state.local import LocalState
 
 if TYPE_CHECKING:
@@ -38,12 +38,15 @@ def open_backend(
 
 
 __all__ = [
+    "AuthorityRecord",
     "Holder",
     "KubernetesState",
     "KubernetesStateSpec",
     "LocalState",
+    "NodeRecord",
     "StateBackend",
     "StateDocument",
+    "TrustRecord",
     "empty_state",
     "open_backend",
 ]

@@ -15,6 +15,7 @@ so it is never lost. A restarting API server (connection refused, 5xx) is retrie
 from __future__ import annotations
 
 import base64
+import dataclasses
 import gzip
 import json
 import uuid
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trustplan.state.backend import Holder, KubernetesStateSpec
-from trustplan.state.document import StateDocument, dump, empty_state, parse
+from trustplan.state.document import StateDocument, empty_state, encode, load
 from trustplan.state.kubeapi import CALL_TIMEOUT, MANAGED_BY, KubeAPI, api_message, call
 from trustplan.state.lease import LeaseLock
 
@@ -75,8 +76,8 @@ class KubernetesState:
                 return empty_state(cluster)
             raise StateError(f"{self.where}: cannot read the state: {api_message(exc)}") from None
         doc = self._decode(secret)
-        if doc["cluster"] != cluster:
-            raise StateError(f"{self.where}: this state belongs to cluster {doc['cluster']!r}, not {cluster!r}")
+        if doc.cluster != cluster:
+            raise StateError(f"{self.where}: this state belongs to cluster {doc.cluster!r}, not {cluster!r}")
         self._rv = secret.metadata.resource_version
         return doc
 
@@ -102,7 +103,7 @@ class KubernetesState:
                 namespace=self.spec.namespace,
                 labels=MANAGED_BY,
                 annotations={
-                    ANNOTATION_WRITER: json.dumps({**writer.to_dict(), "serial": doc["serial"]}, sort_keys=True),
+                    ANNOTATION_WRITER: json.dumps({**writer.to_dict(), "serial": doc.serial}, sort_keys=True),
                     ANNOTATION_WRITE_ID: write_id,
                 },
                 resource_version=self._rv,
@@ -142,10 +143,10 @@ class KubernetesState:
             return None
 
     def _refuse(self, doc: StateDocument, reason: str) -> None:
-        rescue = self.rescue_dir / f"trustplan.state.rescue.{doc['serial']}.json"
+        rescue = self.rescue_dir / f"trustplan.state.rescue.{doc.serial}.json"
         try:
-            write_atomic(rescue, dump(doc), mode=0o644)
-            kept = f"; this update (serial {doc['serial']}) was saved to {rescue}"
+            write_atomic(rescue, encode(doc), mode=0o644)
+            kept = f"; this update (serial {doc.serial}) was saved to {rescue}"
         except OSError as exc:
             kept = f"; saving this update to {rescue} failed too ({exc.strerror})"
         raise StateError(
@@ -157,13 +158,11 @@ class KubernetesState:
     def _encode(self, doc: StateDocument) -> bytes:
         """gzip of the canonical JSON, the oldest history entries dropped until it fits `max_bytes`
         (their number is added to `history_compacted`); the newest entry always stays."""
-        history = list(doc["history"])
-        compacted = doc.get("history_compacted", 0)
+        history = doc.history
+        compacted = doc.history_compacted
         while True:
-            candidate = {**doc, "history": history}
-            if compacted:
-                candidate["history_compacted"] = compacted
-            data = gzip.compress(dump(candidate), mtime=0)
+            candidate = dataclasses.replace(doc, history=history, history_compacted=compacted)
+            data = gzip.compress(encode(candidate), mtime=0)
             if len(data) <= self.spec.max_bytes:
                 return data
             if len(history) <= 1:
@@ -175,7 +174,7 @@ class KubernetesState:
             over = (len(data) - self.spec.max_bytes) / len(data)
             cut = min(len(history) - 1, max(1, int(len(history) * over / 2)))
             history = history[cut:]
-            compacted += cut
+            compacted = (compacted or 0) + cut
 
     def _decode(self, secret: Any) -> StateDocument:
         raw = (secret.data or {}).get(KEY)
@@ -185,7 +184,7 @@ class KubernetesState:
             data = gzip.decompress(base64.b64decode(raw))
         except (ValueError, OSError, EOFError) as exc:
             raise StateError(f"{self.where}: {KEY} is not gzip-compressed base64 ({exc})") from None
-        return parse(data, self.where)
+        return load(data, self.where)
 
     # --- the lock (trustplan.state.lease) ------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trustplan.state.backend import Holder, holder_text
-from trustplan.state.document import StateDocument, dump, empty_state, parse
+from trustplan.state.document import StateDocument, empty_state, encode, load
 
 from trustplan.errors import FilesystemError, InputError, StateError
 from trustplan.system.atomic import write_atomic
@@ -78,9 +78,9 @@ class LocalState:
             if self.path.is_symlink() and not self.path.exists():  # a link to a state not written yet
                 return empty_state(cluster)
             raise StateError(str(exc), hint="the state file must be a regular file") from None
-        doc = parse(data, str(self.path))
-        if doc["cluster"] != cluster:
-            raise StateError(f"{self.path}: this state belongs to cluster {doc['cluster']!r}, not {cluster!r}")
+        doc = load(data, str(self.path))
+        if doc.cluster != cluster:
+            raise StateError(f"{self.path}: this state belongs to cluster {doc.cluster!r}, not {cluster!r}")
         return doc
 
     def write(self, doc: StateDocument) -> None:
@@ -94,7 +94,7 @@ class LocalState:
                 except OSError as exc:
                     raise StateError(f"{self.path}: cannot read state to back it up: {describe(exc)}") from None
                 write_atomic(self.backup_path, previous)
-            write_atomic(target, dump(doc))
+            write_atomic(target, encode(doc))
         except FilesystemError as exc:
             raise StateError(
                 f"{self.path}: the state was not written: {str(exc).removeprefix(f'{target}: ')}"
@@ -105,8 +105,8 @@ class LocalState:
 
     def _rescue(self, doc: StateDocument) -> str:
         """Save `doc` beside the state, else in the temporary folder; say where (or that it failed)."""
-        name = f"trustplan.state.rescue.{doc['serial']}.json"
-        data = dump(doc)
+        name = f"trustplan.state.rescue.{doc.serial}.json"
+        data = encode(doc)
         failures = []
         for folder in (self.target.parent, Path(tempfile.gettempdir())):
             rescue = folder / name
@@ -115,7 +115,7 @@ class LocalState:
             except FilesystemError as exc:
                 failures.append(f"{rescue}: {str(exc).removeprefix(f'{rescue}: ')}")
                 continue
-            return f"; this update (serial {doc['serial']}) was saved to {rescue}"
+            return f"; this update (serial {doc.serial}) was saved to {rescue}"
         return f"; saving this update failed too ({'; '.join(failures)})"
 
     @contextmanager

@@ -37,6 +37,7 @@ from typing import IO, Any, TypeVar
 
 from trustplan.providers.base import NodeRef
 from trustplan_sim.cluster import SimCluster, run_cluster
+from trustplan_sim.options import SimOptions
 
 T = TypeVar("T")
 
@@ -70,11 +71,11 @@ def run_with_cluster(
 ) -> T:
     """Start a cluster in `dir` on a fresh subnet, run `scenario(cluster)` on it, stop it.
 
-    `options` go to run_cluster: k8s, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, config_layout."""
+    `options` are the other fields of SimOptions (trustplan_sim.options): k8s, config_layout, ..."""
+    settings = SimOptions(controlplanes, workers, unique_subnet(), latency_ms, **options)
 
     async def main() -> T:
-        subnet = unique_subnet()
-        async with run_cluster(controlplanes, workers, dir, subnet=subnet, latency_ms=latency_ms, **options) as c:
+        async with run_cluster(dir, settings) as c:
             return await scenario(c)
 
     return asyncio.run(main())

@@ -325,6 +325,35 @@ def test_the_simulator_never_loads_trustplans_config_reader() -> None:
     assert found == [], "the simulator loads trustplan's config reader:\n" + "\n".join(found)
 
 
+#: The engine drives providers through the Provider protocol (providers/base.py). Only these engine
+#: modules reach into the Talos provider's package, to read the operator's talosconfig or make a Talos
+#: client credential; the runner, the applier, the rollback... stay provider-neutral, and write every
+#: output through trustplan.formats.outputs (docs/architecture.md).
+ENGINE_TALOS_READERS = frozenset(
+    {"trustplan.engine.access", "trustplan.engine.credentials", "trustplan.engine.workertrust"}
+)
+
+
+def engine_talos_violations(imports: Iterable[Import]) -> list[str]:
+    return [describe(i) for i in imports if layer_of(i.source) == "engine" and i.source not in ENGINE_TALOS_READERS
+            and i.target.startswith("trustplan.providers.talos")]
+
+
+def test_the_engine_reaches_the_talos_provider_only_through_its_readers() -> None:
+    found = engine_talos_violations(IMPORTS)
+    assert found == [], "engine modules importing the Talos provider:\n" + "\n".join(found)
+    assert MODULES.keys() >= ENGINE_TALOS_READERS
+
+
+def test_the_engine_rule_catches_the_runner_writing_a_talosconfig_itself() -> None:
+    known = {**FAKE, "trustplan.engine.runner": Path("/x/trustplan/engine/runner.py"),
+             "trustplan.providers.talos": Path("/x/trustplan/providers/talos/__init__.py"),
+             "trustplan.providers.talos.talosconfig": Path("/x/trustplan/providers/talos/talosconfig.py")}
+    source = "def f():\n    from trustplan.providers.talos.talosconfig import write_talosconfig"
+    assert len(engine_talos_violations(imports_of("trustplan.engine.runner", source, known, "x.py"))) == 1
+    assert engine_talos_violations(imports_of("trustplan.engine.access", source, known, "x.py")) == []
+
+
 # --- the checker is not a test of nothing ---
 
 FAKE = {

@@ -7,6 +7,7 @@ the real kube-apiserver: tests/kube/test_state_backend.py."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import itertools
 from pathlib import Path
@@ -172,7 +173,7 @@ def test_renewal_failing_past_its_deadline_loses_the_lock_and_no_state_is_writte
             break
     assert lock.lost is not None and "could not be renewed within 10s" in lock.lost
     api.down = False  # back: the write would reach it, but the lock may be another's by now
-    doc["serial"], doc["lineage"] = 1, "lin"
+    doc = dataclasses.replace(doc, serial=1, lineage="lin")
     with pytest.raises(StateError, match=r"the state was not written: the state lock was lost .*saved to"):
         store.write(doc)
     assert api.secret_writes == 0
@@ -187,7 +188,7 @@ def test_a_holder_whose_renewals_hang_does_not_write_past_its_deadline(tmp_path:
     lock.holder = lock._acquire(Holder.me("apply"), 0)
     doc = store.read("demo")
     clock.now += 10.5
-    doc["serial"], doc["lineage"] = 1, "lin"
+    doc = dataclasses.replace(doc, serial=1, lineage="lin")
     with pytest.raises(StateError, match="could not be renewed within 10s"):
         store.write(doc)
     assert api.secret_writes == 0
@@ -203,7 +204,7 @@ def test_a_write_within_the_deadline_goes_through() -> None:
     for _ in range(6):  # renewed every 5 s for 30 s: held all along
         clock.now += 5
         assert lock.renew(holder)
-    doc["serial"], doc["lineage"] = 1, "lin"
+    doc = dataclasses.replace(doc, serial=1, lineage="lin")
     store.write(doc)
     assert api.secret_writes == 1
 

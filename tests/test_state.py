@@ -3,6 +3,7 @@ a backup of the previous serial, and clear errors for a state that cannot be use
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -157,12 +158,12 @@ def test_the_lock_is_released_and_its_file_removed(tmp_path: Path) -> None:
 def test_write_keeps_the_previous_serial_as_a_backup(tmp_path: Path) -> None:
     store = LocalState(tmp_path / "s.json")
     assert store.read("demo") == empty_state("demo")
-    first = {**empty_state("demo"), "lineage": "l", "serial": 1}
-    second = {**first, "serial": 2}
+    first = dataclasses.replace(empty_state("demo"), lineage="l", serial=1)
+    second = dataclasses.replace(first, serial=2)
     store.write(first)
     assert not store.backup_path.exists()
     store.write(second)
-    assert store.read("demo")["serial"] == 2
+    assert store.read("demo").serial == 2
     assert json.loads(store.backup_path.read_text())["serial"] == 1
 
 
@@ -188,7 +189,7 @@ def test_atomic_write_sets_the_mode(tmp_path: Path) -> None:
 
 def test_state_of_another_cluster_is_refused(tmp_path: Path) -> None:
     store = LocalState(tmp_path / "s.json")
-    store.write({**empty_state("prod"), "lineage": "l", "serial": 1})
+    store.write(dataclasses.replace(empty_state("prod"), lineage="l", serial=1))
     with pytest.raises(StateError, match=r"s\.json: this state belongs to cluster 'prod', not 'demo'"):
         store.read("demo")
 
@@ -251,9 +252,9 @@ def test_an_interrupted_apply_still_records_what_it_did(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         asyncio.run(go())
     state = store.read("demo")
-    last = state["history"][-1]
-    assert last["status"] == "failed" and last["error"] == "interrupted"
-    assert sum(1 for s in last["steps"] if s["kind"] == "write" and s["outcome"] == "ok") == 6
+    last = state.history[-1]
+    assert last.status == "failed" and last.error == "interrupted"
+    assert sum(1 for s in last.steps if s.ok("write")) == 6
 
 
 def test_a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write(tmp_path: Path) -> None:

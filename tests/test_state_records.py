@@ -5,6 +5,7 @@ gone; the lock file exists only while held."""
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -12,14 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from trustplan.state import Holder, LocalState, empty_state
+from trustplan.state import Holder, LocalState, StateDocument, empty_state
 from trustplan.state import local as local_state
 
 from trustplan.errors import FilesystemError, StateError
 
 
-def doc(serial: int) -> dict[str, object]:
-    return {**empty_state("demo"), "lineage": "lin", "serial": serial}
+def doc(serial: int) -> StateDocument:
+    return dataclasses.replace(empty_state("demo"), lineage="lin", serial=serial)
 
 
 def test_a_symlinked_state_is_written_through_to_its_target(tmp_path: Path) -> None:

@@ -20,9 +20,7 @@ from trustplan.providers.talos.tls import pkcs8_key_pem
 
 from trustplan.errors import InputError
 from trustplan.system import safeio, safeyaml
-from trustplan.system.atomic import replace_with_backup
 from trustplan.talos import pki
-from trustplan.talos.clientconfig import talosconfig_document
 
 DEFAULT_PORT = 50000
 
@@ -162,34 +160,3 @@ def load_talosconfig(path: Path | str, context: str | None = None, *, need_endpo
     if not pki.split_pem_bundle(pems["ca"]):
         raise InputError(source, "CA bundle holds no certificate", path=f"{base}.ca")
     return TalosConfig(path, str(name), endpoints, pems["ca"], pems["crt"], pems["key"])
-
-
-def talos_key_pem(key_pem: bytes) -> bytes:
-    """A key in Talos's own encoding (Ed25519 -> `ED25519 PRIVATE KEY`), whatever PEM it came in."""
-    return pki.key_to_pem(pki.load_key_pem(key_pem, "<key>"))
-
-
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-def _dump_yaml(doc: object) -> str:
-    """As trustplan.talos.machineconfig.dump_yaml (not imported: the simulator writes talosconfigs with
-    this module and must not load trustplan's machine-config reader, tests/test_layers.py)."""
-    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True)
-
-
-def write_talosconfig(
-    path: Path | str,
-    *,
-    context: str,
-    endpoints: list[str] | tuple[str, ...],
-    ca_pem: bytes,
-    crt_pem: bytes,
-    key_pem: bytes,
-) -> Path:
-    """Write a single-context talosconfig atomically with mode 0600 (as `talosctl rotate-ca` does);
-    the file it replaces, if different, is kept as `<name>.backup` (0600)."""
-    path = Path(path)
-    document = talosconfig_document(context, [str(e) for e in endpoints], ca_pem, crt_pem, talos_key_pem(key_pem))
-    replace_with_backup(path, _dump_yaml(document).encode())
-    return path

@@ -12,7 +12,7 @@ import pytest
 from simharness import run_with_cluster
 from trustplan.providers.base import TLSIdentity
 from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, server_for
-from trustplan.state import LocalState
+from trustplan.state import LocalState, StateDocument
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier
@@ -160,7 +160,7 @@ def test_gates_wait_through_the_api_restart_and_the_not_ready_window(tmp_path: P
 
 
 def test_a_kubelet_that_never_comes_back_fails_the_apply_with_the_node_named(tmp_path: Path) -> None:
-    async def scenario(cluster: SimCluster) -> tuple[str, str, dict[str, Any]]:
+    async def scenario(cluster: SimCluster) -> tuple[str, str, StateDocument]:
         set_verify_timeout(cluster, 1.5)
         stuck = cluster.workers[0]
         stuck.faults.kubelet_stuck = True
@@ -171,9 +171,9 @@ def test_a_kubelet_that_never_comes_back_fails_the_apply_with_the_node_named(tmp
 
     address, message, state = run_with_cluster(scenario, tmp_path / "sim", controlplanes=1, workers=2, **FAST)
     assert f"kubelet on {address} did not come back within 1.5 s" in message
-    entry = state["history"][-1]
-    assert entry["status"] == "failed"
-    assert any(s["kind"] == "kubelet" and s["outcome"] == "failed" and s["node"] == address for s in entry["steps"])
+    entry = state.history[-1]
+    assert entry.status == "failed"
+    assert any(s.kind == "kubelet" and s.outcome == "failed" and s.node == address for s in entry.steps)
 
 
 def test_an_unhealthy_kubelet_is_not_touched(tmp_path: Path) -> None:
@@ -196,7 +196,7 @@ def test_the_next_control_plane_waits_for_the_api_server_and_a_timeout_stops_the
     before the next control plane is written (its API server keeps serving), naming node and cause;
     the rollback follows today's rules (here it waits for the same restarting API server, and says so)."""
 
-    async def scenario(cluster: SimCluster) -> tuple[str, dict[str, Any], dict[str, int]]:
+    async def scenario(cluster: SimCluster) -> tuple[str, StateDocument, dict[str, int]]:
         set_verify_timeout(cluster, 1.5)
         with pytest.raises(ProviderError) as info:
             await plan_and_apply(cluster)
@@ -211,6 +211,6 @@ def test_the_next_control_plane_waits_for_the_api_server_and_a_timeout_stops_the
     assert len(written) == 1 and sorted(versions.values())[0] == 1, versions  # the other one never written
     assert f"apply stopped: {written[0]}:6443: kube-apiserver not ready (/readyz)" in message, message
     assert "within 1.5 s: timeout: connection refused" in message
-    steps = state["history"][-1]["steps"]
-    assert {s["node"] for s in steps if s["kind"] == "write"} == {written[0]}  # the next control plane: no write
-    assert any(s["kind"] == "apiserver" and s["outcome"] == "failed" and s["node"] == written[0] for s in steps)
+    steps = state.history[-1].steps
+    assert {s.node for s in steps if s.kind == "write"} == {written[0]}  # the next control plane: no write
+    assert any(s.kind == "apiserver" and s.outcome == "failed" and s.node == written[0] for s in steps)

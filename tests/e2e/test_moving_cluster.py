@@ -71,8 +71,8 @@ def test_a_foreign_edit_outside_the_ca_fields_survives_the_apply_and_is_recorded
         fields = machineconfig.parse(worker.config, worker.name).ca_fields("talos")
         assert fields.issuer is not None and pki.fingerprint(pki.load_cert_pem(fields.issuer, "ca")) == new
         assert any(f"{worker.address}: config changed by someone else" in n for n in notes.notes), notes.notes
-        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
-        assert [s["node"] for s in steps if s["kind"] == "foreign" and s["outcome"] == "kept"] == [worker.address]
+        steps = LocalState(desired.state).read("sim").history[-1].steps
+        assert [s.node for s in steps if s.kind == "foreign" and s.outcome == "kept"] == [worker.address]
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
 
@@ -89,8 +89,8 @@ def test_a_foreign_edit_of_a_ca_field_stops_the_apply_naming_the_node(tmp_path: 
         assert "accepted CAs" in message
         # the foreign CA is still there: trustplan did not overwrite it
         assert len(machineconfig.parse(worker.config, worker.name).ca_fields("talos").accepted) >= 1
-        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
-        assert any(s["kind"] == "foreign" and s["outcome"] == "stopped" for s in steps)
+        steps = LocalState(desired.state).read("sim").history[-1].steps
+        assert any(s.kind == "foreign" and s.outcome == "stopped" for s in steps)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)
 
@@ -128,8 +128,8 @@ def test_a_node_that_joins_during_the_apply_is_refused_before_the_swap(tmp_path:
         assert f"before the swap phase: nodes joined the cluster after the plan was made: {late.address}" in message
         assert "rolled back: every node changed by this apply has its CAs of before" in message, message
         assert talos_trust(cluster) == before  # nobody issues from the new CA: the late node is not cut off
-        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
-        assert any(s["kind"] == "members" and s["outcome"] == "failed" for s in steps)
+        steps = LocalState(desired.state).read("sim").history[-1].steps
+        assert any(s.kind == "members" and s.outcome == "failed" for s in steps)
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=2)
 
@@ -192,8 +192,8 @@ def test_a_foreign_edit_of_the_outputs_during_apply_is_kept_or_stops_it(tmp_path
         assert "# kept by the other admin" in secrets.read_text()
         said = f"secrets {secrets} changed by someone else since apply began"
         assert any(said in n for n in notes.notes), notes.notes
-        steps = LocalState(desired.state).read("sim")["history"][-1]["steps"]
-        assert [s["outcome"] for s in steps if s["kind"] == "foreign"] == ["kept"]
+        steps = LocalState(desired.state).read("sim").history[-1].steps
+        assert [s.outcome for s in steps if s.kind == "foreign"] == ["kept"]
 
         cluster_ca = re.compile(r"(  os:\n    crt: )\S+")
         yaml_path = cluster.dir / "trustplan.yaml"  # rotate once more; this time the CA entry is edited

@@ -53,18 +53,18 @@ def test_a_failure_in_the_swap_phase_rolls_the_nodes_back(tmp_path: Path, rollba
                                                      rollback=rollback), reporter=FailInSwap(cluster))
         message = str(stopped.value)
         assert "disk full" in message
-        last = LocalState(desired.state).read("sim")["history"][-1]
+        last = LocalState(desired.state).read("sim").history[-1]
         if rollback:
             assert "rolled back: every node changed by this apply has its CAs of before" in message
             for n in cluster.nodes:
                 assert f"{n.address}: back to talos: " in message
             assert talos_trust(cluster) == before  # the exact CA entries of before
             assert all(not v.startswith("refused") for v in (await version_with(cluster, old)).values())
-            assert any(s["phase"].startswith("rollback") for s in last["steps"])
+            assert any(s.phase.startswith("rollback") for s in last.steps)
         else:
             assert "no rollback (--no-rollback)" in message
             assert talos_trust(cluster) != before
-            assert not any(s["phase"].startswith("rollback") for s in last["steps"])
+            assert not any(s.phase.startswith("rollback") for s in last.steps)
         _, again = await plan(cluster)  # either way a new plan finishes the job
         assert again.plan.has_edits
 

@@ -53,7 +53,7 @@ def test_full_talos_rotation_locks_out_the_old_talosconfig(tmp_path: Path) -> No
         old = tmp_path / "old-talosconfig"
         old.write_bytes(cluster.talosconfig.read_bytes())
         applied = await plan_and_apply(cluster)
-        assert applied.state["serial"] == 1
+        assert applied.state.serial == 1
         new_results = await version_with(cluster, cluster.talosconfig)
         assert all(not v.startswith("refused") for v in new_results.values()), new_results
         old_results = await version_with(cluster, old)
@@ -62,7 +62,7 @@ def test_full_talos_rotation_locks_out_the_old_talosconfig(tmp_path: Path) -> No
         desired, planned = await plan(cluster)
         assert not planned.plan.has_changes
         state = LocalState(desired.state).read("sim")
-        assert {a: n["config_digest"] for a, n in state["nodes"].items()} == planned.live.digests()
+        assert {a: n.config_digest for a, n in state.nodes.items()} == planned.live.digests()
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
 
@@ -178,14 +178,14 @@ def test_an_apply_that_fails_halfway_is_recorded_and_a_new_plan_finishes_it(tmp_
             request = ApplyRequest(desired, planned.saved, "sha256:" + "1" * 64, "plan.bin", pki.utcnow())
             await applier.apply_desired(request)
         state = LocalState(desired.state).read("sim")
-        last = state["history"][-1]
-        assert last["status"] == "failed" and "disk full" in last["error"]
-        failed = [s for s in last["steps"] if s["outcome"] == "failed"]
-        assert [s["node"] for s in failed] == [broken.address]
-        assert sum(1 for s in last["steps"] if s["kind"] == "write" and s["outcome"] == "ok") >= 4
+        last = state.history[-1]
+        assert last.status == "failed" and "disk full" in last.error
+        failed = [s for s in last.steps if s.outcome == "failed"]
+        assert [s.node for s in failed] == [broken.address]
+        assert sum(1 for s in last.steps if s.kind == "write" and s.outcome == "ok") >= 4
         applied = await plan_and_apply(cluster)  # the fault has passed: the same desired state finishes
-        assert applied.state["history"][-1]["status"] == "applied"
-        assert planned.resolved.refs["talos-new"] == applied.state["nodes"][broken.address]["talos"]["issuer"]
+        assert applied.state.history[-1].status == "applied"
+        assert planned.resolved.refs["talos-new"] == applied.state.nodes[broken.address].talos.issuer
         assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=3, workers=2)
@@ -203,9 +203,9 @@ def test_one_rotation_can_follow_another(tmp_path: Path) -> None:
         )
         path.write_text(text.replace("talos: {issuer: talos-new, accepted: []}", "talos: {issuer: talos-next}"))
         second = await plan_and_apply(cluster)
-        assert second.state["serial"] == first.state["serial"] + 1
-        issuers = {n["talos"]["issuer"] for n in second.state["nodes"].values()}
-        assert len(issuers) == 1 and issuers != {n["talos"]["issuer"] for n in first.state["nodes"].values()}
+        assert second.state.serial == first.state.serial + 1
+        issuers = {n.talos.issuer for n in second.state.nodes.values()}
+        assert len(issuers) == 1 and issuers != {n.talos.issuer for n in first.state.nodes.values()}
         assert all(not v.startswith("refused") for v in (await version_with(cluster, cluster.talosconfig)).values())
 
     run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1)

@@ -61,7 +61,7 @@ def test_tampered_plans_are_refused_over_the_talos_api_and_no_node_changes(tmp_p
         applied = await applier.apply_desired(
             ApplyRequest(desired, decoded, planfile.plan_digest(data), "plan.bin", pki.utcnow())
         )
-        assert applied.state["serial"] == 1
+        assert applied.state.serial == 1
         assert all(n.config != before[n.name] for n in cluster.nodes)
 
     run_with_cluster(scenario, tmp_path, controlplanes=2, workers=1)

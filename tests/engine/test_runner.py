@@ -63,7 +63,7 @@ def test_plan_and_apply_in_memory_rotate_every_node(tmp_path: Path) -> None:
     keystore = Keystore(desired.keystore)
     done = asyncio.run(applier.apply(ApplyRequest(desired, planned.saved, DIGEST, "plan.bin", pki.utcnow()),
                                      provider, keystore, LocalState(desired.state)))
-    assert done.state["history"][-1]["status"] == "applied"
+    assert done.state.history[-1].status == "applied"
     new = {d.pki: d.issuer for d in planned.plan.desired_issuers()}
     assert _issuers(provider, "talos") == {new["talos"]} and _issuers(provider, "kubernetes") == {new["kubernetes"]}
     assert {a: p.read_bytes() for a, p in desired.machine_configs.items()} == before  # no file touched
@@ -135,5 +135,5 @@ def test_a_failed_write_in_memory_is_rolled_back(tmp_path: Path) -> None:
                                   failing, Keystore(desired.keystore), LocalState(desired.state)))
     for pki_name in ("talos", "kubernetes"):
         assert _issuers(failing, pki_name) == _issuers(MemoryProvider(before), pki_name)
-    last = LocalState(desired.state).read("demo")["history"][-1]
-    assert last["status"] == "failed" and any(s["phase"].startswith("rollback") for s in last["steps"])
+    last = LocalState(desired.state).read("demo").history[-1]
+    assert last.status == "failed" and any(s.phase.startswith("rollback") for s in last.steps)

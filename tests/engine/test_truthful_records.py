@@ -80,8 +80,8 @@ def test_after_an_interrupt_the_summary_names_the_writes_that_landed(tmp_path: P
     assert changed  # the write landed
     assert f"accept on {len(changed)} nodes ({', '.join(changed)})" in str(raised.value)
     assert "no node changed" not in str(raised.value)
-    last = LocalState(desired.state).read("demo")["history"][-1]
-    writes = {s["node"]: s["outcome"] for s in last["steps"] if s["kind"] == "write"}
+    last = LocalState(desired.state).read("demo").history[-1]
+    writes = {s.node: s.outcome for s in last.steps if s.kind == "write"}
     assert {a for a, outcome in writes.items() if outcome == "ok"} == set(changed)
 
 

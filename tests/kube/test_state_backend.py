@@ -5,6 +5,7 @@ forced, a Secret deleted under us, a restarted API server, and history kept unde
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -20,7 +21,8 @@ from typing import Any
 import pytest
 from kubeapi import KubeAPIServer
 from trustplan.providers.kubernetes import KubeconfigAPI
-from trustplan.state import Holder, KubernetesState, KubernetesStateSpec, empty_state
+from trustplan.state import Holder, KubernetesState, KubernetesStateSpec, StateDocument, empty_state
+from trustplan.state.journal import HistoryEntry, Step
 from waiting import wait_until
 
 from trustplan.errors import StateError
@@ -66,16 +68,13 @@ def hold(api: KubeAPIServer, name: str, lease_seconds: int, seconds: float) -> t
     return proc, lock_id
 
 
-def doc_with(serial: int, history: int = 0, lineage: str = "lin-1") -> dict[str, Any]:
-    doc = empty_state("demo")
-    doc["lineage"], doc["serial"] = lineage, serial
-    doc["history"] = [
-        {"serial": i + 1, "plan_digest": "sha256:" + f"{i:064x}", "started": "2026-01-01T00:00:00Z",
-         "finished": "2026-01-01T00:00:01Z", "status": "applied",
-         "steps": [{"phase": "accept", "kind": "accept", "outcome": "ok", "detail": os.urandom(64).hex()}]}
+def doc_with(serial: int, history: int = 0, lineage: str = "lin-1") -> StateDocument:
+    entries = tuple(
+        HistoryEntry(i + 1, "sha256:" + f"{i:064x}", "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "applied",
+                     (Step("accept", "accept", "ok", detail=os.urandom(64).hex()),))
         for i in range(history)
-    ]
-    return doc
+    )
+    return dataclasses.replace(empty_state("demo"), lineage=lineage, serial=serial, history=entries)
 
 
 def stored(api: KubeAPIServer, name: str) -> dict[str, Any]:
@@ -105,7 +104,7 @@ def test_racing_writers_conflict_and_nothing_is_lost(kube_api: KubeAPIServer, tm
     first.write(doc_with(1))
     a = backend(spec(kube_api, name), tmp_path)
     b = backend(spec(kube_api, name), tmp_path)
-    assert a.read("demo")["serial"] == b.read("demo")["serial"] == 1  # both read the same version
+    assert a.read("demo").serial == b.read("demo").serial == 1  # both read the same version
     a_doc, b_doc = doc_with(2, history=1), doc_with(2, history=2)
     a.write(a_doc)
     with pytest.raises(StateError) as caught:
@@ -113,9 +112,9 @@ def test_racing_writers_conflict_and_nothing_is_lost(kube_api: KubeAPIServer, tm
     message = str(caught.value)
     assert "another writer changed it since it was read" in message
     assert f"(pid {os.getpid()}, write since" in message and "serial 2" in message  # who wrote last
-    assert stored(kube_api, name)["history"] == a_doc["history"]  # a's update stands
+    assert stored(kube_api, name)["history"] == a_doc.to_document()["history"]  # a's update stands
     rescue = tmp_path / "trustplan.state.rescue.2.json"
-    assert str(rescue) in message and json.loads(rescue.read_text()) == b_doc  # b's update is kept
+    assert str(rescue) in message and json.loads(rescue.read_text()) == b_doc.to_document()  # b's update is kept
 
 
 def test_secret_deleted_under_us_is_a_clear_error(kube_api: KubeAPIServer, tmp_path: Path) -> None:
@@ -140,10 +139,10 @@ def test_history_is_compacted_under_the_size_limit_keeping_the_newest(kube_api: 
     secret = kube_api.core().read_namespaced_secret(name, "trustplan")
     assert len(base64.b64decode(secret.data["state.json.gz"])) <= 8192
     kept = store.read("demo")
-    assert kept["history"][-1] == big["history"][-1]  # the newest entry is never dropped
-    assert 1 <= len(kept["history"]) < 300
-    assert kept["history_compacted"] == 300 - len(kept["history"])
-    assert kept["serial"] == 300
+    assert kept.history[-1] == big.history[-1]  # the newest entry is never dropped
+    assert 1 <= len(kept.history) < 300
+    assert kept.history_compacted == 300 - len(kept.history)
+    assert kept.serial == 300
 
 
 def test_a_held_lock_names_its_holder_and_waiting_gets_it(kube_api: KubeAPIServer, tmp_path: Path) -> None:
@@ -223,7 +222,7 @@ def test_api_server_restart_while_the_lock_is_held(kube_api: KubeAPIServer, tmp_
     with store.lock(0, "apply"):
         state = store.read("demo")
         kube_api.restart(wait=False)  # refused until the fresh server is ready (seconds)
-        state["serial"], state["lineage"] = 1, "lin-1"
+        state = dataclasses.replace(state, serial=1, lineage="lin-1")
         store.write(state)  # retried until the server answers again
         kube_api.wait_ready()
         with pytest.raises(StateError, match="state is locked by"), \
@@ -256,7 +255,7 @@ def test_a_holder_whose_lock_was_forced_away_cannot_overwrite_the_new_holder(
         with new.lock(0, "apply"):
             new.read("demo")
             new.write(doc_with(1, lineage="new"))
-        stale["serial"], stale["lineage"] = 1, "old"
+        stale = dataclasses.replace(stale, serial=1, lineage="old")
         with pytest.raises(StateError, match="the state was not written"):
             old.write(stale)
         # the old holder's next renewal sees the Lease is no longer its own
@@ -265,7 +264,7 @@ def test_a_holder_whose_lock_was_forced_away_cannot_overwrite_the_new_holder(
     assert stored(kube_api, name)["lineage"] == "new"
 
 
-def _write_error(store: KubernetesState, doc: dict[str, Any]) -> str:
+def _write_error(store: KubernetesState, doc: StateDocument) -> str:
     try:
         store.write(doc)
     except StateError as exc:
@@ -308,7 +307,7 @@ def test_a_lease_lost_to_an_etcd_outage_longer_than_the_lease_writes_no_state(
         finally:
             kube_api.start_etcd()
         kube_api.wait_ready()
-        state["serial"], state["lineage"] = 1, "lin-1"
+        state = dataclasses.replace(state, serial=1, lineage="lin-1")
         with pytest.raises(StateError, match="the state lock was lost while this process held it"):
             store.write(state)
     assert (tmp_path / "trustplan.state.rescue.1.json").exists()

@@ -12,10 +12,10 @@ from trustplan.providers.talos.talosconfig import (
     Endpoint,
     load_talosconfig,
     parse_endpoint,
-    write_talosconfig,
 )
 
 from trustplan.errors import InputError
+from trustplan.formats.outputs import write_talosconfig
 from trustplan.talos import certgen, pki
 
 

@@ -1,7 +1,7 @@
 """The policy the CI way (examples/policy/README.md, "as a CI gate"): every command of that block run
 as written. `opa test` passes the policy's own suite; `opa eval --fail-defined` and `conftest test`
 exit 0 on the example plan and 1 on an unsafe one. opa and conftest come from PATH, else from the
-peer cache (scripts/peers/opa.sh, scripts/peers/conftest.sh); under CI=true a missing one fails."""
+peer cache (tests/peers.py, scripts/peers/go-install.sh); under CI=true a missing one fails."""
 
 from __future__ import annotations
 
@@ -15,24 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import tool
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "examples" / "policy" / "README.md"
 TRUSTPLAN = Path(sys.executable).with_name("trustplan")
-CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
-
-
-def tool(name: str) -> str:
-    found = shutil.which(name) or next((str(p) for p in sorted(CACHE.glob(f"{name}-v*")) if os.access(p, os.X_OK)),
-                                       None)
-    if found is None:
-        message = f"{name} not found on PATH or in {CACHE}: run scripts/peers/{name}.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
-
-
 def gate_commands() -> list[str]:
     text = README.read_text()
     block = text.split("## conftest / OPA (Rego v1), as a CI gate", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]

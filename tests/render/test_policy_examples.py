@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peers import tool
 from render_scenarios import SCENARIOS, document
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = ROOT / "examples" / "policy"
 TRUSTPLAN = Path(sys.executable).with_name("trustplan")
-#: the first Rego test may build opa (scripts/peers/opa.sh, ~3 min on 2 cores) when it is not cached yet
-pytestmark = pytest.mark.timeout(1800)
 
 
 def check(doc: dict[str, Any], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -138,30 +136,9 @@ def test_python_policy_reads_stdin_and_rejects_garbage(example_plan: dict[str, A
     assert bad.returncode == 2 and "not a trustplan plan document" in bad.stderr
 
 
-def _opa() -> str | None:
-    """opa from PATH, else the one scripts/peers/opa.sh built into ~/.cache/trustplan/peers, else
-    build it there now when Go is installed (once per machine; .ci/run does it before the tests)."""
-    found = shutil.which("opa")
-    if found:
-        return found
-    cache = Path(os.environ.get("TRUSTPLAN_PEERS", Path.home() / ".cache" / "trustplan" / "peers"))
-    built = sorted(cache.glob("opa-v*"))
-    if built:
-        return str(built[-1])
-    if shutil.which("go") is None:
-        return None
-    script = Path(__file__).parents[2] / "scripts" / "peers" / "opa.sh"
-    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=False, timeout=1800)
-    assert result.returncode == 0, f"scripts/peers/opa.sh failed:\n{result.stderr[-2000:]}"
-    return result.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="module")
 def opa() -> str:
-    path = _opa()
-    if path is None:
-        pytest.skip("opa is not installed and Go is not there to build it (scripts/peers/opa.sh)")
-    return path
+    return tool("opa")
 
 
 def opa_deny(opa: str, doc: dict[str, Any], tmp_path: Path) -> list[str]:

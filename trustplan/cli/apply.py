@@ -94,7 +94,7 @@ def apply(
     )
     # each written output was reported as it was written ("outputs: wrote ..."): not repeated here
     line = render.apply_line(saved.plan, result.writes, result.gates)
-    print_data(f"{line} State serial {result.state['serial']} in {desired.state_backend().where}.\n")
+    print_data(f"{line} State serial {result.state.serial} in {desired.state_backend().where}.\n")
 
 
 def _read(path: Path) -> bytes:

@@ -20,15 +20,17 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, cast
+from typing import TYPE_CHECKING, Annotated, Literal, cast
 
 import typer
 
 from trustplan.cli.common import LazyConsole
 from trustplan.errors import TrustplanError
 from trustplan.system import processes
+
+if TYPE_CHECKING:
+    from trustplan_sim.options import SimOptions
 
 err = LazyConsole(stderr=True, highlight=False, soft_wrap=True)
 
@@ -102,11 +104,16 @@ def up(
 
     if k8s not in (None, *K8S_MODES):
         raise typer.BadParameter("expected sim or real (or --k8s alone)", param_hint="--k8s")
-    layout = cast(Literal["legacy", "multidoc"], config_layout)
-    options = _K8sOptions(k8s is not None, k8s_port, apiserver_restart_ms, kubelet_rejoin_ms, layout,
-                          "real" if k8s == "real" else "sim", kube_apiserver, etcd, from_dir)
+    from trustplan_sim.options import SimOptions
+
     try:
-        asyncio.run(_serve(controlplanes, workers, dir, subnet, latency_ms, options))
+        options = SimOptions(
+            controlplanes, workers, subnet, latency_ms, k8s=k8s is not None, k8s_port=k8s_port,
+            apiserver_restart_ms=apiserver_restart_ms, kubelet_rejoin_ms=kubelet_rejoin_ms,
+            config_layout=cast(Literal["legacy", "multidoc"], config_layout),
+            k8s_mode="real" if k8s == "real" else "sim", kube_apiserver=kube_apiserver, etcd=etcd, from_dir=from_dir,
+        )
+        asyncio.run(_serve(dir, options))
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     except OSError as exc:
@@ -116,22 +123,7 @@ def up(
         ) from None
 
 
-@dataclass(frozen=True)
-class _K8sOptions:
-    k8s: bool
-    k8s_port: int
-    apiserver_restart_ms: float
-    kubelet_rejoin_ms: float
-    config_layout: Literal["legacy", "multidoc"]
-    mode: Literal["sim", "real"] = "sim"
-    kube_apiserver: str | None = None
-    etcd: str | None = None
-    from_dir: Path | None = None
-
-
-async def _serve(
-    controlplanes: int, workers: int, dir: Path, subnet: str, latency_ms: float, options: _K8sOptions
-) -> None:
+async def _serve(dir: Path, options: SimOptions) -> None:
     import asyncio
 
     from trustplan_sim.cluster import run_cluster
@@ -141,22 +133,7 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     started = time.monotonic()
-    async with run_cluster(
-        controlplanes,
-        workers,
-        dir,
-        subnet=subnet,
-        latency_ms=latency_ms,
-        k8s=options.k8s,
-        k8s_port=options.k8s_port,
-        apiserver_restart_ms=options.apiserver_restart_ms,
-        kubelet_rejoin_ms=options.kubelet_rejoin_ms,
-        config_layout=options.config_layout,
-        k8s_mode=options.mode,
-        kube_apiserver=options.kube_apiserver,
-        etcd=options.etcd,
-        from_dir=options.from_dir,
-    ) as cluster:
+    async with run_cluster(dir, options) as cluster:
         err.print(
             f"trustplan sim: {len(cluster.controlplanes)} control plane(s), {len(cluster.workers)} worker(s) "
             f"listening in {time.monotonic() - started:.2f}s (pid {os.getpid()})"
@@ -167,7 +144,7 @@ async def _serve(
         err.print(f"  talosconfig: {cluster.talosconfig}   desired state: {dir / 'trustplan.yaml'}")
         if options.k8s:
             err.print(f"  kubeconfig: {cluster.kubeconfig}   config layout: {cluster.config_layout}"
-                      f"   kubernetes: {'real (etcd + kube-apiserver)' if options.mode == 'real' else 'simulated'}")
+                      f"   kubernetes: {'real (etcd + kube-apiserver)' if options.k8s_mode == 'real' else 'simulated'}")
         if options.from_dir is not None:
             err.print(f"  configs made from: {options.from_dir} (config layout: {cluster.config_layout})")
         err.print("Press Ctrl-C (or run `trustplan sim down --dir ...`) to stop.")

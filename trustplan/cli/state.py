@@ -44,17 +44,17 @@ def migrate(
             incoming = _read_file(from_file, desired.cluster)
             _check_newer(incoming, current, backend.where, force)
             backend.write(incoming)
-            print_data(f"Copied serial {incoming['serial']} from {from_file} to {backend.where}.\n")
+            print_data(f"Copied serial {incoming.serial} from {from_file} to {backend.where}.\n")
         else:
             assert to_file is not None
-            if current["serial"] == 0:
+            if current.serial == 0:
                 raise StateError(f"{backend.where}: holds no state yet; nothing to copy")
             if to_file.exists():
                 _check_newer(current, _read_file(to_file, desired.cluster), str(to_file), force)
-            from trustplan.state.document import dump
+            from trustplan.state.document import encode
 
-            write_atomic(to_file, dump(current), mode=0o644)
-            print_data(f"Copied serial {current['serial']} from {backend.where} to {to_file}.\n")
+            write_atomic(to_file, encode(current), mode=0o644)
+            print_data(f"Copied serial {current.serial} from {backend.where} to {to_file}.\n")
     err.print("The source was left as it was; point `state:` in the desired state at the copy to use it.")
 
 
@@ -68,17 +68,17 @@ def _read_file(path: Path, cluster: str) -> StateDocument:
 
 def _check_newer(incoming: StateDocument, current: StateDocument, where: str, force: bool) -> None:
     """Refuse to replace a state of another lineage, or a newer one, unless forced."""
-    if force or current["serial"] == 0:
+    if force or current.serial == 0:
         return
-    if current["lineage"] != incoming["lineage"]:
+    if current.lineage != incoming.lineage:
         raise StateError(
-            f"{where}: holds another state (lineage {current['lineage']}, serial {current['serial']}); "
-            f"copying lineage {incoming['lineage']} over it would lose it",
+            f"{where}: holds another state (lineage {current.lineage}, serial {current.serial}); "
+            f"copying lineage {incoming.lineage} over it would lose it",
             hint="pass --force only if that state is known to be obsolete",
         )
-    if current["serial"] >= incoming["serial"]:
+    if current.serial >= incoming.serial:
         raise StateError(
-            f"{where}: already holds serial {current['serial']}, not older than serial {incoming['serial']} "
+            f"{where}: already holds serial {current.serial}, not older than serial {incoming.serial} "
             "being copied; nothing was changed",
             hint="pass --force to overwrite it anyway",
         )

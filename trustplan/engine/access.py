@@ -59,6 +59,15 @@ def operator_credential(desired: DesiredState, provider: Provider, live: LiveClu
     return Credential(issuer, trusted)
 
 
+def operator_context(desired: DesiredState) -> tuple[str, list[str]]:
+    """The talosconfig's context name and endpoints (`host`, or `host:port` off port 50000)."""
+    from trustplan.providers.talos.talosconfig import DEFAULT_PORT, load_talosconfig
+
+    assert desired.talosconfig is not None
+    tc = load_talosconfig(desired.talosconfig, desired.context)
+    return tc.context, [e.host if e.port == DEFAULT_PORT else str(e) for e in tc.endpoints]
+
+
 async def read_live(
     desired: DesiredState,
     provider: Provider,

@@ -15,13 +15,11 @@ import dataclasses
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from trustplan.engine.access import make_provider, read_live
 from trustplan.engine.authorities import Material, Resolved, resolve
 from trustplan.engine.backend_guard import check_backend_outside
 from trustplan.engine.interrupt import Stop
-from trustplan.engine.journal import HistoryEntry, Step
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.moved import moved_hint
@@ -50,7 +48,8 @@ from trustplan.planner.drain import format_duration
 from trustplan.planner.model import KINDS, PKI
 from trustplan.planner.timestamps import iso_time, parse_time
 from trustplan.providers.base import Provider, TLSIdentity
-from trustplan.state import StateBackend, StateDocument
+from trustplan.state import AuthorityRecord, NodeRecord, StateBackend, StateDocument, TrustRecord
+from trustplan.state.journal import HistoryEntry, Step
 from trustplan.talos import pki
 from trustplan.talos.machineconfig import MachineConfig
 from trustplan.talos.rewrite import trust_of
@@ -114,16 +113,16 @@ def check_bindings(
             f"{source}: {desired.path} changed since this plan was made",
             hint="make a new plan from the current desired state and review it",
         )
-    if (bound.lineage, bound.serial) != (state["lineage"], state["serial"]):
-        if bound.lineage not in (None, state["lineage"]):
+    if (bound.lineage, bound.serial) != (state.lineage, state.serial):
+        if bound.lineage not in (None, state.lineage):
             raise PlanFileError(
                 f"{source}: this plan was made for another state lineage "
-                f"({bound.lineage}, the state is {state['lineage']})",
+                f"({bound.lineage}, the state is {state.lineage})",
                 hint="it belongs to another cluster or state file",
             )
         raise PlanFileError(
             f"{source}: the plan is stale: the state changed since it was made "
-            f"(serial {bound.serial} then, {state['serial']} now)",
+            f"(serial {bound.serial} then, {state.serial} now)",
             hint="make a new plan with `trustplan plan -o ...` and review it again",
         )
 
@@ -145,54 +144,45 @@ def check_live(plan: Plan, live: LiveCluster, source: str) -> None:
         )
 
 
-def _state_trust(cfg: MachineConfig, pki_name: str) -> dict[str, Any]:
-    trust, _ = trust_of(cfg.ca_fields(pki_name), cfg.source)  # type: ignore[arg-type]
-    return {"issuer": trust.issuer, "accepted": list(trust.accepted)}
+def _state_trust(cfg: MachineConfig, pki_name: PKI) -> TrustRecord:
+    trust, _ = trust_of(cfg.ca_fields(pki_name), cfg.source)
+    return TrustRecord(trust.issuer, tuple(trust.accepted))
 
 
 def next_state(
     state: StateDocument, plan: Plan, configs: dict[str, MachineConfig], entry: HistoryEntry
 ) -> StateDocument:
-    new = dict(state)
-    new["lineage"] = state["lineage"] or str(uuid.uuid4())
-    new["serial"] = state["serial"] + 1
-    authorities = dict(state["authorities"])
+    serial = state.serial + 1
+    authorities = dict(state.authorities)
     for a in plan.authorities:
-        authorities[a.fingerprint] = {
-            "name": a.name,
-            "pki": a.pki,
-            "subject": a.subject,
-            "algorithm": a.algorithm,
-            "not_before": iso_time(a.not_before),
-            "not_after": iso_time(a.not_after),
-            "certificate": a.cert_pem,
-        }
-    new["authorities"] = authorities
-    new["nodes"] = {
-        address: {
-            "role": cfg.role,
-            "config_digest": cfg.digest,
-            "talos": _state_trust(cfg, "talos"),
-            "kubernetes": _state_trust(cfg, "kubernetes"),
-        }
+        authorities[a.fingerprint] = AuthorityRecord(
+            a.name, a.pki, a.subject, a.algorithm, iso_time(a.not_before), iso_time(a.not_after), a.cert_pem
+        )
+    nodes = {
+        address: NodeRecord(cfg.role, cfg.digest, _state_trust(cfg, "talos"), _state_trust(cfg, "kubernetes"))
         for address, cfg in configs.items()
     }
-    entry = dataclasses.replace(entry, serial=new["serial"])
-    new["history"] = [*state["history"], entry.to_document()]
-    swaps = dict(dict(state).get("swaps") or {})
+    entry = dataclasses.replace(entry, serial=serial)
+    swaps = dict(state.swaps or {})
     for step in entry.steps:  # a swap gate that passed: every node of the kind issues from the new one
         if step.ok("gate") and step.phase == "swap" and step.pki is not None:
             swaps[step.pki] = entry.finished
     for held in plan.deferred:  # a drain whose start nobody recorded counts from this apply
         swaps.setdefault(held.pki, entry.finished)
-    if swaps:
-        new["swaps"] = swaps
-    return new
+    return dataclasses.replace(
+        state,
+        lineage=state.lineage or str(uuid.uuid4()),
+        serial=serial,
+        authorities=authorities,
+        nodes=nodes,
+        history=(*state.history, entry),
+        swaps=swaps or state.swaps,
+    )
 
 
 def drain_notes(plan: Plan, state: StateDocument) -> list[str]:
     """What apply says about removes held back for a token drain: when `plan` offers them."""
-    swaps = dict(state).get("swaps") or {}
+    swaps = state.swaps or {}
     notes = []
     for held in plan.deferred:
         since = parse_time(swaps[held.pki]) if held.pki in swaps else None
@@ -268,7 +258,7 @@ async def apply(
             if isinstance(error, ApplyInterrupted):
                 await read_back(applier)  # a write whose answer was lost: did it land?
             if isinstance(error, Exception) and not isinstance(error, ApplyInterrupted):
-                back = await _roll_back(applier, live, resolved, request.rollback, frozenset(state["authorities"]))
+                back = await _roll_back(applier, live, resolved, request.rollback, frozenset(state.authorities))
         entry = HistoryEntry(
             serial=0,  # next_state sets the serial it writes
             plan_digest=plan_digest,
@@ -289,7 +279,7 @@ async def apply(
         if isinstance(error, asyncio.CancelledError | KeyboardInterrupt):
             raise error
         if error is not None:
-            summary = (f"{applier.summary()}{unconfirmed_note(applier)}; state serial {new_state['serial']} in "
+            summary = (f"{applier.summary()}{unconfirmed_note(applier)}; state serial {new_state.serial} in "
                        f"{desired.state} records it")
             hint = (
                 "nothing is lost: run `trustplan plan -o plan.bin` and `trustplan apply plan.bin` "
@@ -303,7 +293,7 @@ async def apply(
                     hint=hint,
                 ) from None
             if back is not None and back.done:
-                summary = f"{back.text()}\nState serial {new_state['serial']} in {desired.state} records it"
+                summary = f"{back.text()}\nState serial {new_state.serial} in {desired.state} records it"
                 hint = "the cluster is as it was before this apply: fix the cause, then make a new plan"
             elif back is not None:
                 summary += f"\n{back.text()}"

@@ -101,8 +101,8 @@ def plan_input(
 
 def swapped_at(state: StateDocument) -> tuple[tuple[PKI, dt.datetime], ...]:
     """When the state says each kind's last swap finished (apply records it; the drain counts from it)."""
-    swaps = dict(state).get("swaps") or {}
-    return tuple((k, parse_time(v)) for k, v in sorted(swaps.items()) if k in KINDS)
+    swaps = state.swaps or {}
+    return tuple((kind, parse_time(swaps[kind])) for kind in sorted(KINDS) if kind in swaps)
 
 
 def live_token_drain(live: LiveCluster) -> dt.timedelta | None:
@@ -196,8 +196,8 @@ async def plan_live(
         expires=now + expires_in,
         provider=desired.provider,
         desired_digest=desired.digest,
-        lineage=state["lineage"],
-        serial=state["serial"],
+        lineage=state.lineage,
+        serial=state.serial,
     )
     paths = desired.saved_output_paths()
     rollout = dataclasses.replace(desired.rollout.saved(), read_ms=first_read[0] if first_read else None)

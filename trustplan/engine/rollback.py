@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from trustplan.engine.journal import Step
 from trustplan.engine.live import LiveCA, LiveCluster, to_live
 from trustplan.engine.moved import reread_before_rollback
 from trustplan.engine.runner import PhaseRunner
@@ -24,6 +23,7 @@ from trustplan.planner import Authority, DesiredTrust, LiveNode, Outputs, Plan, 
 from trustplan.planner import ops as op
 from trustplan.planner.model import PKI
 from trustplan.planner.safety import check_plan
+from trustplan.state.journal import Step
 
 
 @dataclass

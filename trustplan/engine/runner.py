@@ -17,8 +17,8 @@ from dataclasses import replace
 from typing import assert_never
 
 from trustplan.engine import etcdroll
+from trustplan.engine.access import operator_context
 from trustplan.engine.interrupt import Stop
-from trustplan.engine.journal import Step
 from trustplan.engine.keyring import KeyRing
 from trustplan.engine.live import LiveCluster
 from trustplan.engine.phasesteps import (
@@ -37,12 +37,12 @@ from trustplan.engine.recertify import recertify_workers
 from trustplan.engine.sharedgates import api_gate, rewrite_secrets
 from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState, Rollout
-from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig
+from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig, write_talosconfig
 from trustplan.planner import Credential, Plan
 from trustplan.planner import ops as op
 from trustplan.planner.model import KINDS, PKI
 from trustplan.providers.base import KubeletWatcher, ManyVerifier, Provider, TLSIdentity
-from trustplan.providers.talos.talosconfig import write_talosconfig
+from trustplan.state.journal import Step
 from trustplan.talos import kubecreds, machineconfig, pki
 from trustplan.talos.clientconfig import kubeconfig_document
 from trustplan.talos.machineconfig import MachineConfig
@@ -497,11 +497,7 @@ class PhaseRunner:
         """Context name and endpoints for the new talosconfig: the operator's (when the provider
         reaches the nodes through its endpoints), or the cluster name and the control planes."""
         if self.provider.capabilities.endpoints:
-            from trustplan.providers.talos.talosconfig import load_talosconfig
-
-            assert self.desired.talosconfig is not None
-            tc = load_talosconfig(self.desired.talosconfig, self.desired.context)
-            return tc.context, [e.host if e.port == 50000 else str(e) for e in tc.endpoints]
+            return operator_context(self.desired)
         return self.desired.cluster, [n.address for n in self.plan.nodes if n.role == "controlplane"]
 
     def _first_cp(self) -> MachineConfig:

@@ -8,14 +8,15 @@ from typing import Any
 
 from trustplan.engine.live import LiveCluster
 from trustplan.planner import PKIS
+from trustplan.state import StateDocument, TrustRecord
 from trustplan.talos import pki
 
 #: the config fields of each PKI's issuer and accepted CAs, as drift lines name them
 FIELDS = {"talos": ("machine.ca", "machine.acceptedCAs"), "kubernetes": ("cluster.ca", "cluster.acceptedCAs")}
 
 
-def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
-    names = {fp: a.get("name") for fp, a in state["authorities"].items()}
+def build_report(live: LiveCluster, state: StateDocument) -> dict[str, Any]:
+    names = {fp: a.name for fp, a in state.authorities.items()}
     cas: list[dict[str, Any]] = []
     for fp, lca in sorted(live.cas.items(), key=lambda kv: (kv[1].pki, kv[1].ca.not_before)):
         cas.append(
@@ -43,28 +44,29 @@ def build_report(live: LiveCluster, state: dict[str, Any]) -> dict[str, Any]:
             for a in t.accepted:
                 row["cas"].setdefault(a, "accepted")
                 by_fp[a]["accepted_on"].append(n.address)
-        recorded = state["nodes"].get(n.address)
-        if state["serial"] > 0:
+        recorded = state.nodes.get(n.address)
+        if state.serial > 0:
             if recorded is None:
                 drift.append({"node": n.address, "reason": "not in the state"})
             else:
                 for pki_name, t in n.trusts().items():
-                    if pki_name not in recorded:
+                    then = recorded.trust(pki_name)
+                    if then is None:
                         continue
-                    now = {"issuer": t.issuer, "accepted": list(t.accepted)}
-                    if recorded[pki_name] != now and (t.issuer or recorded[pki_name]["issuer"]):
-                        drift += _drift(n.address, pki_name, recorded[pki_name], now, names, state["serial"])
+                    now = TrustRecord(t.issuer, tuple(t.accepted))
+                    if then != now and (t.issuer or then.issuer):
+                        drift += _drift(n.address, pki_name, then, now, names, state.serial)
         nodes.append(row)
-    return {"cluster": state["cluster"], "serial": state["serial"], "authorities": cas, "nodes": nodes, "drift": drift}
+    return {"cluster": state.cluster, "serial": state.serial, "authorities": cas, "nodes": nodes, "drift": drift}
 
 
 def _drift(
-    node: str, pki_name: str, recorded: dict[str, Any], now: dict[str, Any], names: dict[str, Any], serial: int
+    node: str, pki_name: str, then: TrustRecord, now: TrustRecord, names: dict[str, str | None], serial: int
 ) -> list[dict[str, Any]]:
     """One drift entry per field that differs, naming the node, the field and both values."""
     field = FIELDS[pki_name]
 
-    def show(value: Any) -> str:
+    def show(value: str | list[str] | None) -> str:
         if value is None:
             return "none"
         if isinstance(value, list):
@@ -72,17 +74,17 @@ def _drift(
         return f"{names[value]} ({pki.short(value)})" if names.get(value) else pki.short(value)
 
     entries = []
-    for key, path in (("issuer", field[0]), ("accepted", field[1])):
-        if recorded.get(key) != now.get(key):
+    fields = ((field[0], then.issuer, now.issuer), (field[1], list(then.accepted), list(now.accepted)))
+    for path, was, is_ in fields:
+        if was != is_:
             entries.append(
                 {
                     "node": node,
                     "pki": pki_name,
                     "field": path,
-                    "state": recorded.get(key),
-                    "live": now.get(key),
-                    "reason": f"{path}: state (serial {serial}) has {show(recorded.get(key))}, "
-                    f"live has {show(now.get(key))}",
+                    "state": was,
+                    "live": is_,
+                    "reason": f"{path}: state (serial {serial}) has {show(was)}, live has {show(is_)}",
                 }
             )
     return entries

@@ -1,6 +1,5 @@
 """What apply writes for people once the new CA is proven (after the swap gate, before the remove
-phase): talosconfig, kubeconfig, secrets.yaml. (The talosconfig is written by
-trustplan.providers.talos.talosconfig.write_talosconfig, beside its reader.)
+phase): talosconfig, kubeconfig, secrets.yaml. The engine writes every output through this module.
 
 Each file holds a private key and is written atomically with mode 0600; the file it replaces is kept
 as `<name>.backup` (0600), so a credential that worked before the run is never lost.
@@ -22,7 +21,7 @@ from trustplan.system import safeyaml
 from trustplan.system.atomic import replace_with_backup
 from trustplan.system.safeio import read_regular
 from trustplan.talos import caedit, certgen, kubecreds, pki, yamledit
-from trustplan.talos.clientconfig import kube_context, read_client_config
+from trustplan.talos.clientconfig import kube_context, read_client_config, talosconfig_yaml
 from trustplan.talos.machineconfig import dump_yaml, load_yaml
 
 
@@ -52,6 +51,15 @@ def write_kubeconfig(path: Path, document: dict[str, Any], merge: bool = False) 
             raise InputError(str(path), "cannot merge into it: not a kubeconfig (clusters, users, contexts lists)")
         document = merge_kubeconfig(existing, document)
     replace_with_backup(path, dump_yaml(document).encode())
+
+
+def write_talosconfig(
+    path: Path, *, context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes
+) -> Path:
+    """A single-context talosconfig (as `talosctl rotate-ca` writes it), atomically with mode 0600;
+    the file it replaces, if different, is kept as `<name>.backup` (0600)."""
+    replace_with_backup(path, talosconfig_yaml(context, endpoints, ca_pem, crt_pem, key_pem))
+    return path
 
 
 def trust_also(path: Path, ca_pem: bytes, *, context: str | None = None, cluster: str | None = None) -> bool:

@@ -1,6 +1,7 @@
 """The client configuration files people use to reach a cluster: a talosconfig (talosctl) and a
 kubeconfig (kubectl), as documents: built here, read here (through trustplan.system), and the
-kubeconfig's context looked up here. Writing them is the caller's (system.atomic.replace_with_backup)."""
+kubeconfig's context looked up here. Writing them is trustplan.formats.outputs's (the simulator writes
+its own talosconfig from talosconfig_yaml)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trustplan.system import safeyaml
+from trustplan.system import safeyaml, yamlout
 from trustplan.system.safeio import read_regular
 from trustplan.talos import pki
 
@@ -61,6 +62,16 @@ def talosconfig_document(
             }
         },
     }
+
+
+def talos_key_pem(key_pem: bytes) -> bytes:
+    """A key in Talos's own encoding (Ed25519 -> `ED25519 PRIVATE KEY`), whatever PEM it came in."""
+    return pki.key_to_pem(pki.load_key_pem(key_pem, "<key>"))
+
+
+def talosconfig_yaml(context: str, endpoints: list[str], ca_pem: bytes, crt_pem: bytes, key_pem: bytes) -> bytes:
+    """The talosconfig file of talosconfig_document, its key in Talos's encoding."""
+    return yamlout.dump(talosconfig_document(context, endpoints, ca_pem, crt_pem, talos_key_pem(key_pem))).encode()
 
 
 def kubeconfig_document(cluster: str, server: str, ca_bundle: bytes, crt_pem: bytes, key_pem: bytes) -> dict[str, Any]:

@@ -28,14 +28,9 @@ import yaml
 from trustplan.errors import InputError
 from trustplan.planner.model import PKI
 from trustplan.planner.model import Role as Role  # re-exported for providers/ (below the planner's reach)
-from trustplan.system import safeyaml
+from trustplan.system import safeyaml, yamlout
 from trustplan.talos import caedit, etcdca, kubecreds, pki, yamledit
 from trustplan.talos.fingerprint import sha256_fingerprint
-
-try:  # libyaml is ~15x faster (reference/measured-here.md)
-    from yaml import CSafeDumper as _Dumper
-except ImportError:  # pragma: no cover
-    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -76,29 +71,9 @@ def load_yaml(text: bytes | str) -> Any:
     return safeyaml.load(text)
 
 
-def dump_yaml(doc: Any) -> str:
-    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True)
-
-
-class _LiteralDumper(_Dumper):
-    """Multi-line strings (PEM text) as `|` block scalars, as Talos writes them."""
-
-
-def _represent_str(dumper: Any, value: str) -> Any:
-    if "\n" in value:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_str(value)
-
-
-_LiteralDumper.add_representer(str, _represent_str)
-
-
-def dump_yaml_literal(doc: Any) -> str:
-    """Like dump_yaml, with multi-line strings as literal blocks (PyYAML falls back to a quoted
-    scalar when a string cannot be a literal block, so the value is always kept exactly)."""
-    return yaml.dump(
-        doc, Dumper=_LiteralDumper, sort_keys=False, default_flow_style=False, width=1 << 16, allow_unicode=True
-    )
+#: YAML as Talos writes it (trustplan.system.yamlout), plain and with PEM text as literal blocks
+dump_yaml = yamlout.dump
+dump_yaml_literal = yamlout.dump_literal
 
 
 def _split_documents(text: str) -> list[str]:

@@ -1,0 +1,24 @@
+"""Where the tests find a Go-built peer (opa, conftest): on PATH, else in the peer cache that
+`scripts/peers/go-install.sh NAME MODULE VERSION` fills (.ci/run and `make peers` run it). A missing
+one fails under CI=true and skips elsewhere."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CACHE = Path(os.environ.get("TRUSTPLAN_PEERS") or Path.home() / ".cache" / "trustplan" / "peers")
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or next((str(p) for p in sorted(CACHE.glob(f"{name}-v*")) if os.access(p, os.X_OK)),
+                                       None)
+    if found is None:
+        message = f"{name} not found on PATH or in {CACHE}: run `make peers` (scripts/peers/go-install.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
