@@ -16,6 +16,7 @@ and the engine asks those (never which provider it is):
     Capabilities.verify_many         a ManyVerifier (verify() on many nodes in one call), or None
     Capabilities.trial               a TrialWriter (a write the node reverts on its own unless
                                      confirmed: Talos's apply mode TRY), or None
+    Capabilities.apiserver_certs     an ApiServerCerts (the certs a kube-apiserver runs with), or None
 
 Implementations: files (configs on disk), memory (configs in a dict, for fast tests), talos.
 """
@@ -151,6 +152,15 @@ class ManyVerifier(Protocol):
         ...
 
 
+class ApiServerCerts(Protocol):
+    """Reads the certificates a control plane's kube-apiserver runs with (talos: the COSI resource
+    secrets/KubernetesDynamicCerts); the files provider cannot."""
+
+    async def front_proxy_cert(self, node: NodeRef, credential: TLSIdentity | None = None) -> bytes:
+        """Its own front-proxy client certificate (--proxy-client-cert-file), PEM; b"" when none."""
+        ...
+
+
 class TrialWriter(Protocol):
     """Writes a config the node reverts on its own after `timeout` seconds unless a later ordinary
     write() confirms it (talos: ApplyConfiguration mode TRY with try_mode_timeout; a later NO_REBOOT
@@ -185,5 +195,6 @@ class Capabilities:
     file_modes: ModeNotes | None = None
     verify_many: ManyVerifier | None = None
     trial: TrialWriter | None = None
+    apiserver_certs: ApiServerCerts | None = None
     #: reboots nodes, and its control planes run etcd members reachable on their address (port 2379)
     reboot: Rebooter | None = None

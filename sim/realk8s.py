@@ -67,6 +67,7 @@ class RealAPIServer:
         self.restart_seconds: list[float] = []
         self.start_seconds: float | None = None
         self.error: str | None = None
+        self.dynamic_certs: dict[str, tuple[bytes, bytes]] = {}
         self.proc: asyncio.subprocess.Process | None = None
         self._ready = False
         self._task: asyncio.Task[None] | None = None
@@ -119,6 +120,9 @@ class RealAPIServer:
         }
         for file, data in files.items():
             etcd.write_secret(self.path(file), data)
+        #: what Talos serves as secrets/KubernetesDynamicCerts (trustplan_sim.resources): the pairs
+        #: this API server runs with, issued when its inputs changed (KubernetesDynamicCertsController)
+        self.dynamic_certs = {"apiServer": serving, "frontProxy": front_proxy}
         self.made_from = inputs
         self.issuer_fingerprint = pki.fingerprint(k8s_ca[0])
 

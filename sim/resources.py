@@ -10,6 +10,10 @@ protobuf specs Talos's typed resources decode (`proto_spec`), with the YAML rend
   only: dropped when the config has no key), accepted CAs = `machine.acceptedCAs + machine.ca.crt`;
 - `secrets/KubernetesRootSecrets.secrets.talos.dev/k8s` (control planes only):
   `RootKubernetesController`, the same for the Kubernetes API CA in either config layout;
+- `secrets/KubernetesDynamicCerts.secrets.talos.dev/k8s-dynamic-certs` (control planes running a
+  real kube-apiserver): `KubernetesDynamicCertsController`, the API server's serving cert and its
+  own front-proxy client cert (`frontProxy`, --proxy-client-cert-file), issued by the aggregator
+  issuing CA; the pairs the running kube-apiserver was started with;
 - `cluster/Members.cluster.talos.dev`: the discovery service's view of every node;
 - `runtime/Services.v1alpha1.talos.dev/kubelet`: the kubelet service.
 """
@@ -39,6 +43,8 @@ from trustplan.providers.talos.proto import (
 from trustplan.providers.talos.resources import (
     CONFIG_NAMESPACE,
     CONFIG_TYPE,
+    K8S_DYNAMIC_ID,
+    K8S_DYNAMIC_TYPE,
     MEMBERS_NAMESPACE,
     MEMBERS_TYPE,
     SERVICE_NAMESPACE,
@@ -94,6 +100,7 @@ DEFINITIONS: tuple[Definition, ...] = (
     ),
     Definition(OS_ROOT_TYPE, SECRETS_NAMESPACE, sensitive=True),
     Definition(K8S_ROOT_TYPE, SECRETS_NAMESPACE, sensitive=True),
+    Definition(K8S_DYNAMIC_TYPE, SECRETS_NAMESPACE, sensitive=True),
     Definition(
         SERVICE_TYPE,
         SERVICE_NAMESPACE,
@@ -229,6 +236,25 @@ def kubernetes_root_resource(node: SimNode) -> cosi_resource_pb2.Resource | None
         "acceptedCAs": [{"crt": _b64(pem)} for pem in accepted],
     }
     return _resource(SECRETS_NAMESPACE, K8S_ROOT_TYPE, K8S_ROOT_ID, node.version, node.created, node.updated, spec, doc)
+
+
+def kubernetes_dynamic_resource(node: SimNode) -> cosi_resource_pb2.Resource | None:
+    """`secrets/KubernetesDynamicCerts.secrets.talos.dev/k8s-dynamic-certs`: the certs the node's real
+    kube-apiserver runs with (None: no real kube-apiserver has rendered its files yet)."""
+    from trustplan_sim.realk8s import RealAPIServer
+
+    certs = node.apiserver.dynamic_certs if isinstance(node.apiserver, RealAPIServer) else {}
+    if node.role != "controlplane" or not certs:
+        return None
+    pairs = {k: common_pb2.PEMEncodedCertificateAndKey(crt=c, key=k_) for k, (c, k_) in certs.items()}
+    spec = resource_secrets_pb2.KubernetesDynamicCertsSpec(
+        api_server=pairs["apiServer"], front_proxy=pairs["frontProxy"]
+    )
+    doc = {"apiServer": _pair_yaml(spec.api_server), "apiServerKubeletClient": None,
+           "frontProxy": _pair_yaml(spec.front_proxy)}
+    return _resource(
+        SECRETS_NAMESPACE, K8S_DYNAMIC_TYPE, K8S_DYNAMIC_ID, node.version, node.created, node.updated, spec, doc
+    )
 
 
 def member_resource(node: SimNode, talos_version: str) -> cosi_resource_pb2.Resource:

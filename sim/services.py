@@ -26,7 +26,7 @@ from trustplan.providers.talos.proto import (
     machine_grpc,
     machine_pb2,
 )
-from trustplan.providers.talos.resources import CONFIG_TYPE, MEMBERS_TYPE, SERVICE_TYPE
+from trustplan.providers.talos.resources import CONFIG_TYPE, K8S_DYNAMIC_TYPE, MEMBERS_TYPE, SERVICE_TYPE
 from trustplan_sim import oracle, resources
 from trustplan_sim.etcdapi import EtcdCalls
 from trustplan_sim.router import PROXY_ROLE, ROLE_KEY, peer_roles
@@ -275,6 +275,9 @@ class StateService(cosi_state_grpc.StateBase):
         if rtype == resources.K8S_ROOT_TYPE:
             found = resources.kubernetes_root_resource(node)
             return [found] if found is not None else []
+        if rtype == K8S_DYNAMIC_TYPE:
+            dynamic = resources.kubernetes_dynamic_resource(node)
+            return [dynamic] if dynamic is not None else []
         if rtype == SERVICE_TYPE:
             state = node.kubelet.state
             return [resources.service_resource("kubelet", state)] if state is not None else []

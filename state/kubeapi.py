@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 class KubeAPI(Protocol):
     """The connection to the API server the state lives on. The shell builds it from the spec's
-    kubeconfig and context (trustplan.providers.kubernetes.KubeconfigAPI) and hands it in: the
+    kubeconfig and context (trustplan.providers.kubechecks.nodes.KubeconfigAPI) and hands it in: the
     backend stores and locks; how to reach the server, and to say why it could not, is the provider's."""
 
     def core(self) -> Any:

@@ -179,3 +179,13 @@ def talosctl_path(talosctl_version: str) -> Path:
     from interop_tools import talosctl_binary
 
     return talosctl_binary(talosctl_version)
+
+
+@pytest.fixture(scope="session")
+def story(tmp_path_factory: pytest.TempPathFactory) -> object:
+    """tests/realk8s: the issue 22 rotation on one real-Kubernetes cluster, run once per session and
+    shared by test_real_credentials.py and test_real_shared_gates.py (tests/realk8s/credstory.py)."""
+    from credstory import need_binaries, run_story
+
+    need_binaries()
+    return run_story(tmp_path_factory.mktemp("issue22"))

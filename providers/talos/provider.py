@@ -15,6 +15,7 @@ All calls go to a control-plane endpoint from the talosconfig, with gRPC metadat
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import time
 import zlib
@@ -42,13 +43,17 @@ from trustplan.providers.talos.proto import (
     machine_grpc,
     machine_pb2,
     resource_config_pb2,
+    resource_secrets_pb2,
 )
 from trustplan.providers.talos.resources import (
     CONFIG_ID,
     CONFIG_NAMESPACE,
     CONFIG_TYPE,
+    K8S_DYNAMIC_ID,
+    K8S_DYNAMIC_TYPE,
     MEMBERS_NAMESPACE,
     MEMBERS_TYPE,
+    SECRETS_NAMESPACE,
     SERVICE_NAMESPACE,
     SERVICE_TYPE,
 )
@@ -110,7 +115,7 @@ class TalosProvider:
         own apids to ask."""
         return Capabilities(needs_credential=True, dry_run=True, kubernetes_api=True, endpoints=True,
                             kubelet=self, members=self, client_trust=self, verify_many=self, trial=self,
-                            reboot=self)
+                            apiserver_certs=self, reboot=self)
 
     async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         """The node's active machine config (exact bytes) and its digest."""
@@ -344,6 +349,34 @@ class TalosProvider:
                     hint="check it with `talosctl -n NODE service kubelet`; nothing was sent to this node",
                 )
             yield KubeletWatch(node.address, events, timeout, reopen)
+
+    async def front_proxy_cert(self, node: NodeRef, credential: TLSIdentity | None = None) -> bytes:
+        """The front-proxy client certificate (PEM; never the key) the node's kube-apiserver presents
+        to aggregated API servers: COSI Get of secrets/KubernetesDynamicCerts.secrets.talos.dev/
+        k8s-dynamic-certs (`frontProxy`; os:admin), where Talos's KubernetesDynamicCertsController
+        puts the pair it issues from the aggregator issuing CA. b"" when the node serves none."""
+        from trustplan.system import safeyaml
+
+        cred = credential or self._own
+        request = cosi_state_pb2.GetRequest(namespace=SECRETS_NAMESPACE, type=K8S_DYNAMIC_TYPE, id=K8S_DYNAMIC_ID)
+
+        async def attempt(endpoint: Endpoint) -> cosi_state_pb2.GetResponse | None:
+            async with self._pool.unary(endpoint, cred, cosi_state_grpc.StateStub) as stub:
+                try:
+                    return await stub.Get(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+                except GRPCError as exc:
+                    if exc.status == Status.NOT_FOUND:
+                        return None
+                    raise
+
+        response = await self._call(node, "read the API server's certificates", attempt, self.retry_timeout, cred)
+        if response is None:
+            return b""
+        spec = response.resource.spec
+        if spec.proto_spec:
+            return bytes(resource_secrets_pb2.KubernetesDynamicCertsSpec.FromString(spec.proto_spec).front_proxy.crt)
+        pair = (safeyaml.load(spec.yaml_spec or "{}") or {}).get("frontProxy") or {}
+        return base64.b64decode(str(pair.get("crt") or ""))
 
     async def members(self, credential: TLSIdentity | None = None) -> list[tuple[str, str, str]]:
         """The cluster's members as the discovery service sees them: (address, role, hostname).

@@ -9,3 +9,8 @@ SERVICE_NAMESPACE = "runtime"
 SERVICE_TYPE = "Services.v1alpha1.talos.dev"
 MEMBERS_NAMESPACE = "cluster"
 MEMBERS_TYPE = "Members.cluster.talos.dev"
+SECRETS_NAMESPACE = "secrets"
+#: the certs Talos issues for the API server (KubernetesDynamicCertsController): frontProxy is its
+#: --proxy-client-cert-file (sensitive: os:admin)
+K8S_DYNAMIC_TYPE = "KubernetesDynamicCerts.secrets.talos.dev"
+K8S_DYNAMIC_ID = "k8s-dynamic-certs"

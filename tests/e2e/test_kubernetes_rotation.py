@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from simharness import run_with_cluster
 from trustplan.providers.base import TLSIdentity
-from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, server_for
+from trustplan.providers.kubechecks.nodes import ExpectedNode, KubernetesChecker, server_for
 from trustplan.state import LocalState, StateDocument
 from trustplan_sim.cluster import SimCluster
 

@@ -123,7 +123,7 @@ def credential_report(sim: SimProcess) -> dict[str, str]:
 
 
 async def _report(sim: SimProcess) -> dict[str, str]:
-    from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker, server_for
+    from trustplan.providers.kubechecks.nodes import ExpectedNode, KubernetesChecker, server_for
     from trustplan.providers.talos.provider import TalosProvider
 
     from trustplan.errors import TrustplanError

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from kubeapi import KubeAPIServer
 from trustplan.providers.base import TLSIdentity
-from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
+from trustplan.providers.kubechecks.nodes import ExpectedNode, KubernetesChecker
 
 from trustplan.errors import GateFailedError
 from trustplan.talos import certgen, pki

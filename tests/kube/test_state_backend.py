@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from kubeapi import KubeAPIServer
-from trustplan.providers.kubernetes import KubeconfigAPI
+from trustplan.providers.kubechecks.nodes import KubeconfigAPI
 from trustplan.state import Holder, KubernetesState, KubernetesStateSpec, StateDocument, empty_state
 from trustplan.state.journal import HistoryEntry, Step
 from waiting import wait_until
@@ -31,7 +31,7 @@ HOLD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from trustplan.providers.kubernetes import KubeconfigAPI
+    from trustplan.providers.kubechecks.nodes import KubeconfigAPI
     from trustplan.state import KubernetesState, KubernetesStateSpec
     spec = KubernetesStateSpec(namespace="trustplan", name=sys.argv[2], kubeconfig=Path(sys.argv[1]),
                                lease_seconds=int(sys.argv[3]))

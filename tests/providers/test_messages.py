@@ -120,7 +120,7 @@ def test_a_node_that_never_answers_is_a_timeout_with_its_deadline(
 def test_kubernetes_gate_errors_name_the_trust_failure_and_the_deadline() -> None:
     import ssl
 
-    from trustplan.providers.kubernetes import CALL_TIMEOUT, describe_error
+    from trustplan.providers.kubechecks.nodes import CALL_TIMEOUT, describe_error
     from urllib3.exceptions import MaxRetryError, ReadTimeoutError, SSLError
 
     mismatch = ssl.SSLCertVerificationError(1, "certificate verify failed")

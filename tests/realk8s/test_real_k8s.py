@@ -25,7 +25,7 @@ import pytest
 import yaml
 from cryptography import x509
 from simharness import SimProcess, narrow_to, run_with_cluster
-from trustplan.providers.kubernetes import KubernetesChecker
+from trustplan.providers.kubechecks.nodes import KubernetesChecker
 from trustplan_sim import etcd, realk8s
 from trustplan_sim.cluster import SimCluster
 

@@ -29,6 +29,7 @@ from trustplan.engine.planverify import operator_of, verified_plan
 from trustplan.engine.progress import QuietReporter, Reporter
 from trustplan.engine.rollback import Rollback, possible, read_back, roll_back
 from trustplan.engine.runner import PhaseRunner
+from trustplan.engine.sharedgates import legacy_tokens
 from trustplan.engine.workertrust import probe_workers
 from trustplan.errors import (
     ApplyInterrupted,
@@ -228,7 +229,8 @@ async def apply(
             live, _ = await probe_etcd(provider, live, resolved, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         operator = operator_of(desired, provider, live, reader)
-        plan = verified_plan(saved, source, desired, live, resolved, operator, now, swapped_at(state))
+        tokens, _ = await legacy_tokens(desired, provider, live, resolved.desired, now)  # as the plan listed them
+        plan = verified_plan(saved, source, desired, live, resolved, operator, now, swapped_at(state), tokens)
         material = dict(resolved.material)
         for a in plan.authorities:
             if KINDS[a.pki].holders == "controlplane":

@@ -207,7 +207,7 @@ class EtcdRoll:
         runner = self.runner
         if not runner.provider.capabilities.kubernetes_api or runner.desired.kube_endpoints:
             return
-        from trustplan.providers.kubernetes import KubernetesChecker
+        from trustplan.providers.kubechecks.nodes import KubernetesChecker
 
         # the Kubernetes CA the first control plane runs now: in every phase every API server accepts
         # a client certificate from its issuer, and serves from one of the CAs it trusts

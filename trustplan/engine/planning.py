@@ -25,6 +25,7 @@ from trustplan.engine.keyring import KeyRing
 from trustplan.engine.leftbehind import left_behind
 from trustplan.engine.live import LiveCluster, with_versions
 from trustplan.engine.progress import QuietReporter, Reporter
+from trustplan.engine.sharedgates import legacy_tokens
 from trustplan.engine.workertrust import probe_workers, worker_trust_hint
 from trustplan.errors import (
     InputError,
@@ -83,6 +84,7 @@ def plan_input(
     now: dt.datetime,
     checks: list[OutputCheck] | None = None,
     swaps: tuple[tuple[PKI, dt.datetime], ...] = (),
+    tokens: tuple[str, ...] = (),
 ) -> PlanInput:
     """What a plan is made from: plan and apply's recomputation (engine.planverify) both build it
     here, so a saved plan is checked against exactly what made it. `checks`: the output files
@@ -96,6 +98,7 @@ def plan_input(
         outputs=planned_outputs(desired, checks if checks is not None else check_outputs(desired, live, now)),
         operator=operator,
         swapped_at=swaps,
+        legacy_tokens=tokens,
     )
 
 
@@ -163,7 +166,8 @@ async def plan_live(
     operator = (
         operator_credential(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)
     )
-    inp = plan_input(desired, live, resolved, operator, now, checks, swapped_at(state))
+    tokens, token_notes = await legacy_tokens(desired, provider, live, resolved.desired, now)
+    inp = plan_input(desired, live, resolved, operator, now, checks, swapped_at(state), tokens)
     try:
         plan = make_plan(inp)
     except PlanningError as exc:
@@ -171,7 +175,7 @@ async def plan_live(
     except UnsafePlan as exc:
         raise UnsafePlanError(f"refusing to plan: {exc}", hint=_way_forward(desired, inp, str(exc))) from None
 
-    notes = [f"warning: {w}" for w in resolved.warnings] + probed
+    notes = [f"warning: {w}" for w in resolved.warnings] + probed + token_notes
     notes += await unlisted_nodes(desired, provider, plan, reader, allow_unlisted)
     if not any(op.revokes(e) for e in plan.edits):  # a revoking plan refuses unlisted members already
         notes += await left_behind(desired, provider, live, reader)

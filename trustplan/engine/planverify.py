@@ -112,6 +112,7 @@ def verified_plan(
     operator: Credential | None,
     now: dt.datetime,
     swaps: tuple[tuple[PKI, dt.datetime], ...] = (),
+    tokens: tuple[str, ...] = (),
 ) -> Plan:
     """The plan to apply: the one recomputed from the live configs and the desired state, after
     proving the decoded one is that very plan and passes the safety check. Raises otherwise."""
@@ -133,7 +134,7 @@ def verified_plan(
             f"trusts: {names}",
             hint=_HINT,
         )
-    inp = plan_input(desired, live, resolved, operator, now, None, swaps)
+    inp = plan_input(desired, live, resolved, operator, now, None, swaps, tokens)
     unsafe: str | None = None
     try:
         check_plan(got, inp)

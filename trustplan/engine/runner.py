@@ -34,7 +34,7 @@ from trustplan.engine.phasesteps import (
 from trustplan.engine.planning import node_refs
 from trustplan.engine.progress import Reporter
 from trustplan.engine.recertify import recertify_workers
-from trustplan.engine.sharedgates import api_gate, rewrite_secrets
+from trustplan.engine.sharedgates import api_gate, encryption_gate
 from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.formats.desired import DesiredState, Rollout
 from trustplan.formats.outputs import admin_credentials, trust_also, update_secrets, write_kubeconfig, write_talosconfig
@@ -337,7 +337,7 @@ class PhaseRunner:
         gate = next((g for g in phase.gates if g.pki == "kubernetes"), None)
         if gate is None or not self.provider.capabilities.kubernetes_api or self.desired.kube_endpoints:
             return  # no Kubernetes API (configs on disk), no credential for it, or endpoints not per node
-        from trustplan.providers.kubernetes import KubernetesChecker
+        from trustplan.providers.kubechecks.nodes import KubernetesChecker
 
         server = self.desired.kube_servers([address])[0]
         checker = KubernetesChecker([server], self.desired.rollout.timeout("kubernetes"))
@@ -362,8 +362,8 @@ class PhaseRunner:
             self.shared_gate(gate)
             if gate.pki in ("aggregator", "serviceaccount") and self.provider.capabilities.kubernetes_api:
                 await api_gate(self, gate)
-            if gate.pki == "encryption" and gate.after == "swap" and self.provider.capabilities.kubernetes_api:
-                await rewrite_secrets(self, gate)
+            if gate.pki == "encryption" and self.provider.capabilities.kubernetes_api:
+                await encryption_gate(self, gate)
             return
         cred = self.mint(gate.pki, gate.credential)
         self.reporter.start(
@@ -430,7 +430,7 @@ class PhaseRunner:
     async def kube_gate(self, gate: op.Gate) -> None:
         """A Kubernetes gate through the Kubernetes API itself: every control plane's API server
         answers with the phase's admin cert and CA bundle, and lists every gate node Ready."""
-        from trustplan.providers.kubernetes import ExpectedNode, KubernetesChecker
+        from trustplan.providers.kubechecks.nodes import ExpectedNode, KubernetesChecker
 
         cred = self.mint("kubernetes", gate.credential)
         cps = [n.address for n in self.plan.nodes if n.role == "controlplane"]

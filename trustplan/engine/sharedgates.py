@@ -1,23 +1,46 @@
-"""What the encryption-at-rest key's swap needs besides its config gate: every Secret rewritten
-through the Kubernetes API, so each is stored under the new first key before the old one is removed
-(Kubernetes' documented rotation: add the key second, move it first, rewrite all Secrets, remove)."""
+"""The Kubernetes API side of the gates of the aggregator CA, the service-account key and the
+encryption-at-rest key (issue 22): what the engine asks of every API server, of the nodes' Talos
+API and of etcd after the config read-back (`PhaseRunner.shared_gate`) passed. The checks
+themselves are `trustplan.providers.kubechecks`; this module picks the servers, mints the
+credentials (in memory) and records the outcome in the apply journal.
+
+- aggregator: front-proxy requests signed by each accepted CA authenticate; the
+  extension-apiserver-authentication ConfigMap carries them; after the swap, every API server's own
+  front-proxy client certificate (read over the Talos API) comes from the new CA.
+- serviceaccount: TokenRequest signs with an accepted key (the issuer's from the swap on); tokens
+  signed with each accepted private key are accepted.
+- encryption: after the swap every Secret is rewritten through the API, then etcd, read directly,
+  must hold every Secret under the new key's name (before the remove phase may drop the old key);
+  after the remove, every Secret still decrypts through every API server and etcd holds none under
+  another key.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import time
+import base64
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from trustplan.errors import GateFailedError
+from cryptography import x509
+
+from trustplan.errors import GateFailedError, TrustplanError
 from trustplan.planner import Credential
 from trustplan.planner import ops as op
-from trustplan.talos import certgen, pki
+from trustplan.talos import certgen, kubecreds, machineconfig, pki
 
 if TYPE_CHECKING:
+    import datetime as dt
+
+    from trustplan.engine.live import LiveCluster
     from trustplan.engine.runner import PhaseRunner
-    from trustplan.providers.base import TLSIdentity
+    from trustplan.formats.desired import DesiredState
+    from trustplan.planner.model import DesiredTrust
+    from trustplan.providers.base import Provider
+
+GATE_GROUP = "trustplan:gates"
+ETCD_PORT = 2379  # as on Talos: every control plane's etcd serves clients on its address:2379
 
 
 def kube_credential(runner: PhaseRunner, phase: op.PhaseName) -> Credential:
@@ -33,28 +56,32 @@ def kube_credential(runner: PhaseRunner, phase: op.PhaseName) -> Credential:
     return Credential(issuer, (issuer,))
 
 
-async def rewrite_secrets(runner: PhaseRunner, gate: op.Gate) -> None:
-    """After the encryption key's swap (and its gates): rewrite every Secret through one API server."""
-    from trustplan.providers.kubernetes import rewrite_secrets as rewrite
+def _controlplanes(runner: PhaseRunner) -> list[str]:
+    return [n.address for n in runner.plan.nodes if n.role == "controlplane"]
 
-    cred = runner.mint("kubernetes", kube_credential(runner, gate.after))
-    cps = [n.address for n in runner.plan.nodes if n.role == "controlplane"]
-    server = runner.desired.kube_servers(cps)[0]
-    runner.reporter.note(f"{gate.after}: rewriting every Secret through {server} (stored under the new key)")
-    count = await asyncio.to_thread(rewrite, server, cred)
-    runner.record(gate.after, "rewrite", "ok", pki=gate.pki, detail=f"{count} Secrets rewritten through {server}")
+
+async def _all(runner: PhaseRunner, gate: op.Gate, checks: list[Callable[[], None]], detail: str) -> None:
+    """Run the checks (each retried until the Kubernetes timeout); record the gate's outcome."""
+    from trustplan.providers.kubechecks.api import until
+
+    timeout = runner.desired.rollout.timeout("kubernetes")
+    what = f"{gate.after}: the {gate.pki} gate"
+    try:
+        await asyncio.gather(*(until(check, timeout, what) for check in checks))
+    except GateFailedError as exc:
+        runner.record(gate.after, "gate", "failed", pki=gate.pki, message=str(exc))
+        raise
+    runner.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
 
 
 async def api_gate(runner: PhaseRunner, gate: op.Gate) -> None:
-    """The aggregator's / service-account key's gate answered by every API server (issue 22 item 3):
-    front-proxy certs from each of the gate's accepted CAs authenticate (SelfSubjectReview) and the
-    extension-apiserver-authentication ConfigMap carries them; tokens signed with each accepted key
-    are accepted, and TokenRequest signs with the issuing key. Retried until the Kubernetes timeout."""
-    from trustplan.providers import kubegates as kg
+    """The aggregator's / service-account key's gate answered by every API server (issue 22 item 3),
+    retried until the Kubernetes timeout."""
+    from trustplan.providers.kubechecks import aggregator as agg
+    from trustplan.providers.kubechecks import serviceaccount as sa
 
     admin = runner.mint("kubernetes", kube_credential(runner, gate.after))
-    cps = [n.address for n in runner.plan.nodes if n.role == "controlplane"]
-    servers = runner.desired.kube_servers(cps)
+    servers = runner.desired.kube_servers(_controlplanes(runner))
     trusted = [(fp, runner.keys.material_for(gate.pki, fp)) for fp in gate.credential.trusted]
     checks: list[Callable[[], None]] = []
     if gate.pki == "aggregator":
@@ -62,68 +89,143 @@ async def api_gate(runner: PhaseRunner, gate: op.Gate) -> None:
             assert m.secret is not None
             ca = pki.load_cert_pem(m.public, runner.plan.label(fp))
             cert, key = certgen.issue_client_cert(
-                ca,
-                pki.load_key_pem(m.secret, "aggregator CA key"),
-                GATE_GROUP,
-                runner.now,
-                common_name=kg.FRONT_PROXY_CN,
+                ca, pki.load_key_pem(m.secret, "aggregator CA key"), GATE_GROUP, runner.now,
+                common_name=agg.FRONT_PROXY_CN,
             )
             crt_pem, key_pem = pki.cert_to_pem(cert), pki.key_to_pem(key)
-            checks += [partial(kg.front_proxy_user, s, admin.ca_bundle_pem, crt_pem, key_pem) for s in servers]
+            checks += [partial(agg.front_proxy_user, s, admin.ca_bundle_pem, crt_pem, key_pem) for s in servers]
         want = {pki.fingerprint(pki.load_cert_pem(m.public, fp)) for fp, m in trusted}
-        checks.append(partial(_configmap_has, kg, servers[0], admin, want))
+        checks.append(partial(agg.configmap_has, servers[0], admin, want))
     else:
         # TokenRequest signs with an accepted key; from the swap on, with the gate's issuer
-        kids = {kg.key_id(m.public) for fp, m in trusted if gate.after != "swap" or fp == gate.credential.issuer}
+        kids = {sa.key_id(m.public) for fp, m in trusted if gate.after != "swap" or fp == gate.credential.issuer}
         for s in servers:
-            checks.append(partial(_signs_with, kg, s, admin, kids))
+            checks.append(partial(sa.signs_with, s, admin, kids))
             for fp, m in trusted:
                 if m.secret is not None:
-                    checks.append(partial(_resigned_accepted, kg, s, admin, m.secret, runner.plan.label(fp)))
-    timeout = runner.desired.rollout.timeout("kubernetes")
-    try:
-        await asyncio.gather(*(_until(check, timeout, f"{gate.after}: the {gate.pki} gate") for check in checks))
-    except GateFailedError as exc:
-        runner.record(gate.after, "gate", "failed", pki=gate.pki, message=str(exc))
-        raise
+                    checks.append(partial(sa.resigned_accepted, s, admin, m.secret, runner.plan.label(fp)))
     what = "front-proxy requests" if gate.pki == "aggregator" else "tokens"
     detail = f"{what} with {len(trusted)} accepted authorities on {len(servers)} API servers (Kubernetes API)"
-    runner.record(gate.after, "gate", "ok", pki=gate.pki, detail=detail)
+    await _all(runner, gate, checks, detail)
+    if gate.pki == "aggregator" and gate.after in ("swap", "remove"):
+        await own_proxy_certs(runner, gate)
 
 
-GATE_GROUP = "trustplan:gates"
+async def own_proxy_certs(runner: PhaseRunner, gate: op.Gate) -> None:
+    """After the swap: every control plane's kube-apiserver runs with a front-proxy client cert
+    (--proxy-client-cert-file) issued by the gate's issuer, as the node's Talos API serves it
+    (secrets/KubernetesDynamicCerts). Skipped (and said so) when the provider cannot read it."""
+    from trustplan.providers.kubechecks import aggregator as agg
+
+    reader = runner.provider.capabilities.apiserver_certs
+    if reader is None:
+        runner.reporter.note(f"{gate.after}: the API servers' own front-proxy certs cannot be read here")
+        return
+    phase = next(p for p in runner.plan.phases if p.name == gate.after)
+    cred = runner.phase_credential(phase)
+    issuer = gate.credential.issuer
+    ca_pem, label = runner.keys.material_for(gate.pki, issuer).public, runner.plan.label(issuer)
+    loop = asyncio.get_running_loop()
+
+    def check(address: str) -> None:
+        crt = asyncio.run_coroutine_threadsafe(reader.front_proxy_cert(runner.refs[address], cred), loop).result()
+        agg.own_proxy_cert_from(address, crt, ca_pem, label)
+
+    cps = _controlplanes(runner)
+    detail = f"the own front-proxy client certs of {len(cps)} API servers come from {label} (Talos API)"
+    await _all(runner, gate, [partial(check, a) for a in cps], detail)
 
 
-def _configmap_has(kg: Any, server: str, admin: TLSIdentity, want: set[str]) -> None:
-    have = {pki.fingerprint(c) for c in kg.configmap_cas(server, admin)}
-    if want - have:
-        raise kg.CheckFailed(f"extension-apiserver-authentication lacks {len(want - have)} accepted aggregator CA(s)")
+async def encryption_gate(runner: PhaseRunner, gate: op.Gate) -> None:
+    """After the swap: rewrite every Secret, then etcd holds each under the new key (before the old
+    key may go). After the remove: every Secret decrypts on every API server, and etcd still holds
+    each under the new key."""
+    from trustplan.providers.kubechecks import encryption as enc
+
+    if gate.after not in ("swap", "remove"):
+        return
+    admin = runner.mint("kubernetes", kube_credential(runner, gate.after))
+    servers = runner.desired.kube_servers(_controlplanes(runner))
+    if gate.after == "swap":
+        note = f"{gate.after}: rewriting every Secret through {servers[0]} (stored under the new key)"
+        runner.reporter.note(note)
+        count = await asyncio.to_thread(enc.rewrite_secrets, servers[0], admin)
+        detail = f"{count} Secrets rewritten through {servers[0]}"
+        runner.record(gate.after, "rewrite", "ok", pki=gate.pki, detail=detail)
+    address, name, etcd = etcd_client(runner, gate)
+    url = f"https://{address}:{ETCD_PORT}" if ":" not in address else f"https://[{address}]:{ETCD_PORT}"
+    def in_etcd() -> None:
+        enc.all_under(url, *etcd, name)
+
+    checks: list[Callable[[], None]] = [in_etcd]
+    if gate.after == "remove":
+        checks += [partial(enc.all_decrypt, s, admin) for s in servers]
+    detail = f"etcd at {address}:{ETCD_PORT} holds every Secret under {name}"
+    if gate.after == "remove":
+        detail += f"; every Secret decrypts on {len(servers)} API servers"
+    await _all(runner, gate, checks, detail)
 
 
-def _signs_with(kg: Any, server: str, admin: TLSIdentity, kids: set[str]) -> None:
-    if kg.token_kid(kg.token_request(server, admin)) not in kids:
-        raise kg.CheckFailed(f"{server}: TokenRequest signs with a key the gate does not expect")
+def etcd_client(runner: PhaseRunner, gate: op.Gate) -> tuple[str, str, tuple[bytes, bytes, bytes]]:
+    """(a control plane's address, the name of the gate's issuing key as its live config names it,
+    (CA bundle, client cert, client key) for its etcd): the client cert is minted in memory from
+    the etcd CA that control plane's live config carries (`cluster.etcd.ca`: its first block and
+    key issue, every block is trusted), never written anywhere."""
+    address = _controlplanes(runner)[0]
+    cfg = runner.configs[address]
+    issuer = machineconfig.kind_fields(cfg, "encryption").issuer
+    if issuer is None or not issuer.name or kubecreds.fingerprint("encryption", issuer) != gate.credential.issuer:
+        raise GateFailedError(f"node {address}: the encryption configuration does not encrypt with "
+                              f"{runner.plan.label(gate.credential.issuer)}")
+    ca = ((cfg.v1alpha1.get("cluster") or {}).get("etcd") or {}).get("ca") or {}
+    try:
+        bundle, key_pem = base64.b64decode(str(ca["crt"])), base64.b64decode(str(ca["key"]))
+        ca_cert = x509.load_pem_x509_certificates(bundle)[0]  # Talos issues from the first block
+        ca_key = pki.load_key_pem(key_pem, "cluster.etcd.ca.key")
+    except (KeyError, ValueError, TrustplanError) as exc:
+        raise GateFailedError(f"node {address}: cannot read cluster.etcd.ca to reach etcd: {exc}") from None
+    cert, key = certgen.issue_client_cert(ca_cert, ca_key, GATE_GROUP, runner.now, common_name="trustplan-gate")
+    return address, issuer.name, (bundle, pki.cert_to_pem(cert), pki.key_to_pem(key))
 
 
-def _resigned_accepted(kg: Any, server: str, admin: TLSIdentity, secret: bytes, label: str) -> None:
-    token = kg.resign(kg.token_request(server, admin), secret)
-    kg.token_accepted(server, admin.ca_bundle_pem, token, label)
+async def legacy_tokens(
+    desired: DesiredState, provider: Provider, live: LiveCluster, desired_trust: tuple[DesiredTrust, ...],
+    now: dt.datetime,
+) -> tuple[tuple[str, ...], list[str]]:
+    """At plan time: the legacy token Secrets (type kubernetes.io/service-account-token) signed with
+    a service-account key the desired state drops, read from the cluster through the first control
+    plane's API server with an admin cert minted in memory from its live Kubernetes issuer. Returns
+    (namespace/name of each, notes); nothing to read (no such key, no Kubernetes API): ((), [])."""
+    from trustplan.formats.outputs import admin_credentials
+    from trustplan.providers.base import TLSIdentity
+    from trustplan.providers.kubechecks import serviceaccount as sa
+    from trustplan.providers.kubechecks.api import CheckFailed
+
+    want = next((d for d in desired_trust if d.pki == "serviceaccount"), None)
+    cps = [n.address for n in live.nodes if n.role == "controlplane" and n.address in live.configs]
+    if want is None or not provider.capabilities.kubernetes_api or not cps:
+        return (), []
+    kept = {want.issuer, *want.accepted}
+    dropped: dict[str, bytes] = {}
+    for address in cps:
+        fields = machineconfig.kind_fields(live.configs[address], "serviceaccount")
+        for m in (*([fields.issuer] if fields.issuer else []), *fields.accepted):
+            fp = kubecreds.fingerprint("serviceaccount", m)
+            if fp not in kept:
+                dropped[fp] = m.public
+    kube = live.configs[cps[0]].ca_fields("kubernetes")
+    if not dropped or kube.issuer is None or kube.issuer_key is None:
+        return (), []
+    ca = pki.CACert.from_pem(kube.issuer, f"node {cps[0]}")
+    crt, key = admin_credentials(ca, pki.load_key_pem(kube.issuer_key, "Kubernetes CA key"), "kubernetes", now)
+    bundle = pki.pem_bundle([kube.issuer, *kube.accepted])
+    admin = TLSIdentity("kubernetes", ca.fingerprint, (ca.fingerprint,), crt, key, bundle)
+    server = desired.kube_servers(cps)[0]
+    try:
+        found = await asyncio.to_thread(sa.legacy_tokens, server, admin, list(dropped.values()))
+    except CheckFailed as exc:
+        return (), [f"warning: could not list the legacy service-account token Secrets: {exc}"]
+    return tuple(found), []
 
 
-async def _until(check: Callable[[], None], timeout: float, what: str) -> None:
-    from trustplan.providers.kubegates import CheckFailed
-
-    deadline, delay = time.monotonic() + timeout, 0.1
-    while True:
-        try:
-            await asyncio.to_thread(check)
-            return
-        except CheckFailed as exc:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise GateFailedError(
-                    f"{what} did not pass on the Kubernetes API within {timeout:g} s: {exc}",
-                    hint="rollout.verify.timeout sets how long to wait",
-                ) from None
-            await asyncio.sleep(min(delay, left))
-            delay = min(delay * 2, 2.0)
+__all__ = ["api_gate", "encryption_gate", "etcd_client", "kube_credential", "legacy_tokens", "own_proxy_certs"]

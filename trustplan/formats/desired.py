@@ -139,7 +139,7 @@ class DesiredState:
     def kube_servers(self, controlplanes: list[str]) -> list[str]:
         """The Kubernetes API servers the gates check: cluster.kubernetes.endpoints, else
         https://<address>:<cluster.kubernetes.port> of each control plane."""
-        from trustplan.providers.kubernetes import server_for
+        from trustplan.providers.kubechecks.nodes import server_for
 
         return list(self.kube_endpoints) or [server_for(a, self.kube_port) for a in controlplanes]
 
@@ -148,7 +148,7 @@ class DesiredState:
         from trustplan.state import open_backend
 
         def connect(spec: KubernetesStateSpec) -> KubeAPI:  # the Kubernetes client only for that backend
-            from trustplan.providers.kubernetes import KubeconfigAPI
+            from trustplan.providers.kubechecks.nodes import KubeconfigAPI
 
             return KubeconfigAPI.for_state(spec)
 

@@ -125,6 +125,7 @@ def phase_title(i: int, phase: Phase) -> str:
         kinds = ", ".join(dict.fromkeys(o.output for o in phase.outputs))
         return f"Phase {i}: outputs: write the new credentials ({kinds}); no node changes"
     what = {
+        "move": "move legacy single values into their Talos 1.14 documents, unchanged",
         "accept": "accept the new CAs everywhere (expand)",
         "swap": "issue from the new CAs (switch)",
         "remove": "remove the CAs the desired state does not name (contract; revokes)",

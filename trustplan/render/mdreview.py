@@ -23,6 +23,7 @@ from trustplan.planner.ops import Phase
 #: the rollout apply uses when the plan saved none (the desired state's defaults)
 DEFAULT_ROLLOUT = PlanRollout(controlplane=1, worker=10, canary=0, gates=32)
 WHAT = {
+    "move": "move legacy values into their 1.14 documents",
     "accept": "accept the new CAs",
     "swap": "issue from the new CAs",
     "outputs": "write the new credentials",

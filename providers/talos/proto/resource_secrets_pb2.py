@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from trustplan.providers.talos.proto import common_pb2 as common_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*resource/definitions/secrets/secrets.proto\x12\"talos.resource.definitions.secrets\x1a\x13\x63ommon/common.proto\"\x93\x04\n\x12KubernetesRootSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x0b.common.URL\x12#\n\x0elocal_endpoint\x18\x03 \x01(\x0b\x32\x0b.common.URL\x12\x12\n\ncert_sa_ns\x18\x04 \x03(\t\x12\x12\n\ndns_domain\x18\x06 \x01(\t\x12\x37\n\nissuing_ca\x18\x07 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12.\n\x0fservice_account\x18\x08 \x01(\x0b\x32\x15.common.PEMEncodedKey\x12:\n\raggregator_ca\x18\t \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12 \n\x18\x61\x65scbc_encryption_secret\x18\n \x01(\t\x12\x1a\n\x12\x62ootstrap_token_id\x18\x0b \x01(\t\x12\x1e\n\x16\x62ootstrap_token_secret\x18\x0c \x01(\t\x12#\n\x1bsecretbox_encryption_secret\x18\r \x01(\t\x12%\n\x0e\x61pi_server_ips\x18\x0e \x03(\x0b\x32\r.common.NetIP\x12\x34\n\raccepted_c_as\x18\x0f \x03(\x0b\x32\x1d.common.PEMEncodedCertificate\"\xca\x01\n\nOSRootSpec\x12\x37\n\nissuing_ca\x18\x01 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12#\n\x0c\x63\x65rt_sani_ps\x18\x02 \x03(\x0b\x32\r.common.NetIP\x12\x19\n\x11\x63\x65rt_sandns_names\x18\x03 \x03(\t\x12\r\n\x05token\x18\x04 \x01(\t\x12\x34\n\raccepted_c_as\x18\x05 \x03(\x0b\x32\x1d.common.PEMEncodedCertificateBLZJgithub.com/siderolabs/talos/pkg/machinery/api/resource/definitions/secretsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n*resource/definitions/secrets/secrets.proto\x12\"talos.resource.definitions.secrets\x1a\x13\x63ommon/common.proto\"\xd7\x01\n\x1aKubernetesDynamicCertsSpec\x12\x37\n\napi_server\x18\x01 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12\x46\n\x19\x61pi_server_kubelet_client\x18\x02 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12\x38\n\x0b\x66ront_proxy\x18\x03 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\"\x93\x04\n\x12KubernetesRootSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1d\n\x08\x65ndpoint\x18\x02 \x01(\x0b\x32\x0b.common.URL\x12#\n\x0elocal_endpoint\x18\x03 \x01(\x0b\x32\x0b.common.URL\x12\x12\n\ncert_sa_ns\x18\x04 \x03(\t\x12\x12\n\ndns_domain\x18\x06 \x01(\t\x12\x37\n\nissuing_ca\x18\x07 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12.\n\x0fservice_account\x18\x08 \x01(\x0b\x32\x15.common.PEMEncodedKey\x12:\n\raggregator_ca\x18\t \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12 \n\x18\x61\x65scbc_encryption_secret\x18\n \x01(\t\x12\x1a\n\x12\x62ootstrap_token_id\x18\x0b \x01(\t\x12\x1e\n\x16\x62ootstrap_token_secret\x18\x0c \x01(\t\x12#\n\x1bsecretbox_encryption_secret\x18\r \x01(\t\x12%\n\x0e\x61pi_server_ips\x18\x0e \x03(\x0b\x32\r.common.NetIP\x12\x34\n\raccepted_c_as\x18\x0f \x03(\x0b\x32\x1d.common.PEMEncodedCertificate\"\xca\x01\n\nOSRootSpec\x12\x37\n\nissuing_ca\x18\x01 \x01(\x0b\x32#.common.PEMEncodedCertificateAndKey\x12#\n\x0c\x63\x65rt_sani_ps\x18\x02 \x03(\x0b\x32\r.common.NetIP\x12\x19\n\x11\x63\x65rt_sandns_names\x18\x03 \x03(\t\x12\r\n\x05token\x18\x04 \x01(\t\x12\x34\n\raccepted_c_as\x18\x05 \x03(\x0b\x32\x1d.common.PEMEncodedCertificateBLZJgithub.com/siderolabs/talos/pkg/machinery/api/resource/definitions/secretsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'trustplan.providers.talos.p
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZJgithub.com/siderolabs/talos/pkg/machinery/api/resource/definitions/secrets'
-  _globals['_KUBERNETESROOTSPEC']._serialized_start=104
-  _globals['_KUBERNETESROOTSPEC']._serialized_end=635
-  _globals['_OSROOTSPEC']._serialized_start=638
-  _globals['_OSROOTSPEC']._serialized_end=840
+  _globals['_KUBERNETESDYNAMICCERTSSPEC']._serialized_start=104
+  _globals['_KUBERNETESDYNAMICCERTSSPEC']._serialized_end=319
+  _globals['_KUBERNETESROOTSPEC']._serialized_start=322
+  _globals['_KUBERNETESROOTSPEC']._serialized_end=853
+  _globals['_OSROOTSPEC']._serialized_start=856
+  _globals['_OSROOTSPEC']._serialized_end=1058
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class KubernetesDynamicCertsSpec(_message.Message):
+    __slots__ = ("api_server", "api_server_kubelet_client", "front_proxy")
+    API_SERVER_FIELD_NUMBER: _ClassVar[int]
+    API_SERVER_KUBELET_CLIENT_FIELD_NUMBER: _ClassVar[int]
+    FRONT_PROXY_FIELD_NUMBER: _ClassVar[int]
+    api_server: _common_pb2.PEMEncodedCertificateAndKey
+    api_server_kubelet_client: _common_pb2.PEMEncodedCertificateAndKey
+    front_proxy: _common_pb2.PEMEncodedCertificateAndKey
+    def __init__(self, api_server: _Optional[_Union[_common_pb2.PEMEncodedCertificateAndKey, _Mapping]] = ..., api_server_kubelet_client: _Optional[_Union[_common_pb2.PEMEncodedCertificateAndKey, _Mapping]] = ..., front_proxy: _Optional[_Union[_common_pb2.PEMEncodedCertificateAndKey, _Mapping]] = ...) -> None: ...
+
 class KubernetesRootSpec(_message.Message):
     __slots__ = ("name", "endpoint", "local_endpoint", "cert_sa_ns", "dns_domain", "issuing_ca", "service_account", "aggregator_ca", "aescbc_encryption_secret", "bootstrap_token_id", "bootstrap_token_secret", "secretbox_encryption_secret", "api_server_ips", "accepted_c_as")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -378,36 +378,3 @@ def _host(server: str) -> str:
 def _short(fp: str) -> str:
     return fp[: len("sha256:") + 12] if fp else "an unknown CA"
 
-
-def rewrite_secrets(server: str, credential: TLSIdentity, call_timeout: float = CALL_TIMEOUT) -> int:
-    """Read every Secret through `server` and write it back unchanged, so the API server stores it
-    again under its current first encryption key (the storage migration an encryption-key rotation
-    needs before the old key is removed). A Secret changed meanwhile (409) is read again and
-    rewritten; one deleted meanwhile (404) is skipped. Returns how many were rewritten."""
-    from kubernetes.client.exceptions import ApiException
-
-    api = _Client(server, credential, call_timeout)
-    try:
-        done = 0
-        for item in api.core.list_secret_for_all_namespaces(_request_timeout=call_timeout).items or []:
-            meta = item.metadata
-            assert meta is not None  # the API server names every object it lists
-            name, namespace = str(meta.name), str(meta.namespace)
-            for _ in range(5):
-                try:
-                    api.core.replace_namespaced_secret(name, namespace, item, _request_timeout=call_timeout)
-                    done += 1
-                    break
-                except ApiException as exc:
-                    if exc.status == 404:
-                        break
-                    if exc.status != 409:
-                        raise GateFailedError(
-                            f"{server}: rewriting Secret {namespace}/{name} failed: {describe_error(exc)}"
-                        ) from None
-                    item = api.core.read_namespaced_secret(name, namespace, _request_timeout=call_timeout)
-            else:
-                raise GateFailedError(f"{server}: Secret {namespace}/{name} kept changing while it was rewritten")
-        return done
-    finally:
-        api.close()
