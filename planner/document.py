@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any, assert_never
 
 from trustplan.planner.drain import Deferred
+from trustplan.planner.etcd import EtcdStep, rolling_steps
 from trustplan.planner.model import KINDS, PKI, PKIS, Authority, Credential, LiveNode, LiveTrust
 from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, Phase, RemoveCA, SwapIssuer, WriteOutput
 from trustplan.planner.result import NodeTarget, Plan, PlanWarning
@@ -62,8 +63,21 @@ def _edit(d: dict[str, Any]) -> Edit:
     raise ValueError(f"unknown edit kind {d['kind']!r}")
 
 
+def _rolling(steps: tuple[EtcdStep, ...], phase: str) -> dict[str, Any]:
+    """A phase's etcd steps, in apply's order (only in a plan that rotates the etcd CA)."""
+    mine = [s for s in steps if s.phase == phase]
+    if not mine:
+        return {}
+    return {"etcd_rolling": [
+        {"member": s.member, "restart": s.restart, "members": s.members, "up_during": s.up_during,
+         "quorum": s.quorum, "issuer": s.issuer, "accepted": list(s.accepted)}
+        for s in mine
+    ]}
+
+
 def to_document(plan: Plan) -> dict[str, Any]:
     """The plan's own content (the shell adds bindings: digests, lineage, expiry)."""
+    rolling = rolling_steps(plan)
     targets: dict[str, dict[str, Any]] = {}
     for t in plan.targets:
         targets.setdefault(t.node, {})[t.pki] = {"before": _trust(t.before), "after": _trust(t.after)}
@@ -120,6 +134,7 @@ def to_document(plan: Plan) -> dict[str, Any]:
                 ],
                 "outputs": [{"kind": o.kind, "output": o.output, "pki": o.pki, "ca": o.ca} for o in p.outputs],
                 **({"recertify": list(p.recertify)} if p.recertify else {}),
+                **_rolling(rolling, p.name),
             }
             for p in plan.phases
         ],

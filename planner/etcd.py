@@ -14,13 +14,26 @@ A member's progress is read from its config (the field) and from probes of the r
 accept a client certificate from the new CA (it restarted with the bundle), does it refuse one from the
 old CA (it restarted without it). So a plan computed after an interrupted apply resumes where it
 stopped. Phases are barriers; within a phase members go in name order.
+
+    plan_etcd(members, old, new)   the reference model of the roll from members' fields and probes
+    rolling_steps(plan)            the etcd steps of a plan make_plan made (what the plans show, what
+                                   apply runs); make_plan is given each member's trust as the probes
+                                   report it (engine.etcdprobe), and tests/planner/test_etcd_resume.py
+                                   checks both take the same steps in every state a roll can stop in
+    check_members(n)               refuses fewer than 3 members (a restart would lose quorum)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from trustplan.planner.model import LiveTrust
+from trustplan.planner.ops import apply_edit
+
+if TYPE_CHECKING:
+    from trustplan.planner.result import Plan
 
 Phase = Literal["accept", "swap", "remove"]
 
@@ -63,6 +76,47 @@ class EtcdStep:
         action = "restart etcd" if self.restart else "no restart (new leaves load at the next handshake)"
         return (f"{self.phase} {self.member}: etcd CA = {bundle} (issues from {name(self.issuer, self.issuer)}); "
                 f"{action}; {self.up_during} of {self.members} members up, quorum {self.quorum}")
+
+
+    def line(self, label: dict[str, str] | None = None) -> str:
+        """The plan's line for a step of apply, e.g. `accept 10.5.0.2: reboot, 2 of 3 members up,
+        quorum 2; etcd CA = old + new (issues from old)`."""
+        name = (label or {}).get
+        bundle = " + ".join(name(fp, fp) for fp in (self.issuer, *self.accepted))
+        action = "reboot" if self.restart else "no restart"
+        return (f"{self.phase} {self.member}: {action}, {self.up_during} of {self.members} members up, quorum "
+                f"{self.quorum}; etcd CA = {bundle} (issues from {name(self.issuer, self.issuer)})")
+
+
+def rolling_steps(plan: Plan) -> tuple[EtcdStep, ...]:
+    """The etcd steps a plan's apply takes: per phase, each control plane whose etcd field it edits, in
+    the order apply writes them (one at a time in accept and remove, each followed by a reboot)."""
+    fields = {t.node: t.before for t in plan.targets if t.pki == "etcd"}
+    n = len(fields)
+    steps: list[EtcdStep] = []
+    for phase in plan.phases:
+        if phase.name not in ("accept", "swap", "remove"):
+            continue
+        for node in plan.nodes:
+            edits = [e for e in phase.edits_for(node.address) if e.pki == "etcd"]
+            if not edits:
+                continue
+            after: LiveTrust = fields[node.address]
+            for e in edits:
+                after = apply_edit(after, e)
+            fields[node.address] = after
+            restart = phase.name != "swap"
+            steps.append(EtcdStep(phase.name, node.address, after.issuer or "?", after.accepted, restart, n,
+                                  n - (1 if restart else 0), quorum(n)))
+    return tuple(steps)
+
+
+def check_members(members: int) -> None:
+    """EtcdPlanRefused when a cluster of `members` cannot keep quorum while one member restarts."""
+    if 0 < members < 3:
+        raise EtcdPlanRefused(f"a cluster of {members} etcd member{'s' if members > 1 else ''} loses quorum while "
+                              f"one restarts (quorum {quorum(members)} of {members}): add control planes to reach 3 "
+                              "first")
 
 
 def quorum(members: int) -> int:

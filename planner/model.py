@@ -11,7 +11,7 @@ from typing import Literal
 #: The closed set of credential kinds a plan rotates (historically "PKIs", hence the name). Code that
 #: treats kinds differently `match`es on this with `assert_never` in the last case, so mypy names
 #: every place a new kind must be handled; everything else reads the kind's facts from `KINDS`.
-PKI = Literal["talos", "kubernetes", "aggregator", "serviceaccount", "encryption"]
+PKI = Literal["talos", "kubernetes", "aggregator", "serviceaccount", "encryption", "etcd"]
 Role = Literal["controlplane", "worker"]
 Source = Literal["generate", "import", "live"]
 #: What an authority of a kind is: a CA (certificate + key), a signing key (a key pair without a
@@ -63,6 +63,14 @@ KINDS: Mapping[PKI, KindInfo] = MappingProxyType(
             "KubeEtcdEncryptionConfig",
             "encrypt Secrets with",
             "what is still encrypted with it can no longer be read here",
+        ),
+        "etcd": KindInfo(
+            "etcd",
+            "CA",
+            "ca",
+            "controlplane",
+            "cluster.etcd.ca",
+            revokes="etcd certificates it issued are refused by this member once it restarts",
         ),
     }
 )

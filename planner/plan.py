@@ -25,6 +25,7 @@ from trustplan.planner.drain import (
     replaced_in_place,
     tokens_break,
 )
+from trustplan.planner.etcd import EtcdPlanRefused, check_members
 from trustplan.planner.model import (
     KINDS,
     LEGACY_FIELD,
@@ -215,6 +216,11 @@ def make_plan(inp: PlanInput) -> Plan:
         at = next((i for i, p in enumerate(phases) if p.destructive and p.name != "swap"), len(phases))
         phases.insert(at, Phase("outputs", (), (), None, tuple(outs)))
 
+    if any(e.pki == "etcd" for p in phases if p.name in ("accept", "remove") for e in p.edits):
+        try:  # each of these writes is followed by a reboot of the member: one down at a time
+            check_members(len(holders["etcd"]))
+        except EtcdPlanRefused as exc:
+            raise PlanningError(str(exc)) from None
     plan = Plan(
         cluster=inp.cluster,
         managed=managed,
@@ -304,6 +310,9 @@ def _untrusted_means(pki: PKI) -> str:
             return "stops being accepted by every API server: service-account tokens it signed stop working"
         case "encryption":
             return "is dropped by every API server: anything still encrypted with it in etcd can no longer be read"
+        case "etcd":
+            return ("stops being trusted by every etcd member once it restarts: etcd client certificates it issued "
+                    "(a copied secrets.yaml's) are refused")
         case _:
             assert_never(pki)
 

@@ -156,13 +156,13 @@ class _Model:
             t = cp.trust[pki]
             if cred.issuer not in t.trusted:
                 return (
-                    f"the kube-apiserver on {cp.address} would refuse {_issued_by(pki, self.label(cred.issuer))}; "
+                    f"{_who(pki)} on {cp.address} would refuse {_issued_by(pki, self.label(cred.issuer))}; "
                     f"it trusts only {self.labels(t.trusted)}"
                 )
             if t.issuer not in cred.trusted and pki == "kubernetes":
                 return f"the client would refuse the kube-apiserver certificate of {cp.address}"
             if t.issuer not in cred.trusted:
-                return f"the kube-apiserver on {cp.address} would still {_issues(pki)} {self.label(t.issuer or '?')}"
+                return f"{_who(pki)} on {cp.address} would still {_issues(pki)} {self.label(t.issuer or '?')}"
         return None
 
     def shared_consistent(self, pki: PKI) -> str | None:
@@ -172,7 +172,7 @@ class _Model:
             for other, issuer in issuers.items():
                 if issuer not in cp.trust[pki].trusted:
                     return (
-                        f"the kube-apiserver on {cp.address} would refuse {_issued_by(pki, self.label(issuer))} "
+                        f"{_who(pki)} on {cp.address} would refuse {_issued_by(pki, self.label(issuer))} "
                         f"(the {KINDS[pki].name} of {other}); it trusts only {self.labels(cp.trust[pki].trusted)}"
                     )
         return None
@@ -392,7 +392,7 @@ def _check_gate(model: _Model, gate: Gate) -> None:
             why = model.kube_reach(gate.credential) or model.kube_consistent(list(model.nodes.values()))
             if why:
                 raise UnsafePlan(f"gate after {gate.after} (Kubernetes API): {why}")
-        case "aggregator" | "serviceaccount" | "encryption":
+        case "aggregator" | "serviceaccount" | "encryption" | "etcd":
             why = model.kube_reach(gate.credential, gate.pki) or model.shared_consistent(gate.pki)
             if why:
                 raise UnsafePlan(f"gate after {gate.after} ({KINDS[gate.pki].name}): {why}")
@@ -411,13 +411,20 @@ def _issued_by(pki: PKI, label: str) -> str:
             return f"a service-account token signed with {label}"
         case "encryption":
             return f"a value in etcd encrypted with {label}"
+        case "etcd":
+            return f"an etcd certificate from {label} (its peers', the kube-apiserver's)"
         case _:
             assert_never(pki)
 
 
+def _who(pki: PKI) -> str:
+    """Who holds a control-plane-only kind on a control plane, for messages."""
+    return "the etcd member" if pki == "etcd" else "the kube-apiserver"
+
+
 def _issues(pki: PKI) -> str:
     match pki:
-        case "talos" | "kubernetes" | "aggregator":
+        case "talos" | "kubernetes" | "aggregator" | "etcd":
             return "issue from"
         case "serviceaccount":
             return "sign tokens with"

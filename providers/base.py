@@ -171,6 +171,15 @@ class TrialWriter(Protocol):
         ...
 
 
+class Rebooter(Protocol):
+    """Reboots a node gracefully (talos: MachineService/Reboot in its default mode: every service stops
+    first, etcd hands leadership on). What restarts a Talos node's etcd: ServiceRestart refuses it."""
+
+    async def reboot(self, node: NodeRef, credential: TLSIdentity | None) -> None:
+        """Ask the node to reboot; returns once it accepted (it goes down afterwards). Raises ProviderError."""
+        ...
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What a provider can do beyond read/write/verify. The engine asks these; it never asks which
@@ -187,3 +196,5 @@ class Capabilities:
     verify_many: ManyVerifier | None = None
     trial: TrialWriter | None = None
     apiserver_certs: ApiServerCerts | None = None
+    #: reboots nodes, and its control planes run etcd members reachable on their address (port 2379)
+    reboot: Rebooter | None = None

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustplan.errors import TrustplanError
-from trustplan.talos import certgen, pki
+from trustplan.talos import certgen, kubecreds, pki
 
 log = logging.getLogger("trustplan.sim.real")
 
@@ -96,6 +96,14 @@ def _leaf_key(ca_key: pki.PrivateKey) -> pki.PrivateKey:
     if isinstance(ca_key, rsa.RSAPrivateKey):
         return rsa.generate_private_key(public_exponent=65537, key_size=4096)
     return ec.generate_private_key(ec.SECP256R1())
+
+
+def generate_etcd_ca(now: dt.datetime) -> tuple[bytes, bytes]:
+    """A new etcd CA as Talos's NewEtcdCA makes it (ECDSA P-256, O=etcd, 10 years), made by trustplan's
+    own generator (trustplan.talos.kubecreds.generate): (cert PEM, key PEM)."""
+    m = kubecreds.generate("etcd", None, now, certgen.CA_VALIDITY)
+    assert m.secret is not None
+    return m.public, m.secret
 
 
 def issue_leaf(

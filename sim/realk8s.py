@@ -178,11 +178,13 @@ class RealAPIServer:
 
     async def _spawn_and_wait(self) -> None:
         self._ready = False
-        self.proc = await etcd.spawn(self.args(), self.dir / "kube-apiserver.log")
+        self.proc = proc = await etcd.spawn(self.args(), self.dir / "kube-apiserver.log")
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
-            if self.proc.returncode is not None:
-                raise etcd.PeerError(f"{self.node.name}: kube-apiserver exited with {self.proc.returncode}; "
+            if self.proc is not proc:  # stopped meanwhile (the node went down again)
+                return
+            if proc.returncode is not None:
+                raise etcd.PeerError(f"{self.node.name}: kube-apiserver exited with {proc.returncode}; "
                                      f"see {self.dir / 'kube-apiserver.log'}")
             if await asyncio.to_thread(self.ready):
                 self._ready, self.error = True, None

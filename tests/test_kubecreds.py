@@ -140,7 +140,7 @@ def test_keys_round_trip_through_the_keystore_plain_and_age(tmp_path: Path, seal
         sealer._identities = [ident]
     store = Keystore(tmp_path / "keys", sealer)
     now = pki.utcnow()
-    made = {k: kubecreds.generate(k, None, now, dt.timedelta(days=3650)) for k in KINDS}  # type: ignore[arg-type]
+    made = {k: kubecreds.generate(k, None, now, dt.timedelta(days=3650)) for k in (*KINDS, "etcd")}  # type: ignore[arg-type]
     store.save_material([(f"{k}-1", kubecreds.fingerprint(k, m), m) for k, m in made.items()])  # type: ignore[arg-type]
     for kind, m in made.items():
         fp = kubecreds.fingerprint(kind, m)  # type: ignore[arg-type]
@@ -158,6 +158,8 @@ def test_generated_keys_are_what_talos_generates() -> None:
     assert kubecreds.describe("serviceaccount", sa) == ("(signing key)", "rsa-4096")
     agg = kubecreds.generate("aggregator", None, now, dt.timedelta(days=1))
     assert kubecreds.describe("aggregator", agg)[1] == "ecdsa-p256"
+    etcd = kubecreds.generate("etcd", None, now, dt.timedelta(days=1))  # NewEtcdCA: O=etcd, ECDSA P-256
+    assert kubecreds.describe("etcd", etcd) == ("O=etcd", "ecdsa-p256")
     enc = kubecreds.generate("encryption", None, now, dt.timedelta(days=1))
     assert len(enc.secret or b"") == 32 and enc.name == kubecreds.secretbox_name(
         kubecreds.fingerprint("encryption", enc)
@@ -174,10 +176,11 @@ def test_secrets_yaml_gets_the_new_kinds(tmp_path: Path) -> None:
     path.write_bytes(ClusterSecrets.generate(pki.utcnow()).to_yaml())
     path.chmod(0o600)
     now = pki.utcnow()
-    new = {k: kubecreds.generate(k, None, now, dt.timedelta(days=3650)) for k in KINDS}  # type: ignore[arg-type]
+    new = {k: kubecreds.generate(k, None, now, dt.timedelta(days=3650)) for k in (*KINDS, "etcd")}  # type: ignore[arg-type]
     update_secrets(path, {}, new)  # type: ignore[arg-type]
     doc = yaml.safe_load(path.read_text())
     assert base64.b64decode(doc["secrets"]["secretboxencryptionsecret"]) == new["encryption"].secret
     assert pki.b64decode_pem(doc["certs"]["k8sserviceaccount"]["key"], "s", "k") == new["serviceaccount"].secret
     assert pki.b64decode_pem(doc["certs"]["k8saggregator"]["crt"], "s", "c") == new["aggregator"].public
+    assert pki.b64decode_pem(doc["certs"]["etcd"]["key"], "s", "k") == new["etcd"].secret
     assert path.stat().st_mode & 0o777 == 0o600

@@ -115,7 +115,7 @@ class TalosProvider:
         own apids to ask."""
         return Capabilities(needs_credential=True, dry_run=True, kubernetes_api=True, endpoints=True,
                             kubelet=self, members=self, client_trust=self, verify_many=self, trial=self,
-                            apiserver_certs=self)
+                            apiserver_certs=self, reboot=self)
 
     async def read(self, node: NodeRef, credential: TLSIdentity | None = None) -> NodeConfig:
         """The node's active machine config (exact bytes) and its digest."""
@@ -191,6 +191,19 @@ class TalosProvider:
                 lines.append(message.mode_details.rstrip("\n"))
             lines.extend(f"warning: {w}" for w in message.warnings)
         return "\n".join(lines)
+
+    async def reboot(self, node: NodeRef, credential: TLSIdentity | None = None) -> None:
+        """MachineService/Reboot, mode DEFAULT (not FORCE: services stop first, Talos v1.14.1
+        v1alpha1_sequencer.go Reboot). Retried like a write: a retry after a lost answer can reboot the
+        node twice, which the gates after it wait out like one."""
+        cred = credential or self._own
+        request = machine_pb2.RebootRequest(mode=machine_pb2.RebootRequest.DEFAULT)
+
+        async def attempt(endpoint: Endpoint) -> machine_pb2.RebootResponse:
+            async with self._pool.unary(endpoint, cred, machine_grpc.MachineServiceStub) as stub:
+                return await stub.Reboot(request, metadata=self._metadata(node), timeout=CALL_TIMEOUT)
+
+        await self._call(node, "reboot", attempt, self.retry_timeout, cred)
 
     async def verify(self, node: NodeRef, credential: TLSIdentity | None = None) -> str:
         """Version through the endpoint with `credential`; returns the node's Talos tag.

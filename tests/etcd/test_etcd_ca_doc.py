@@ -38,7 +38,13 @@ def test_quorum_table_is_the_planners() -> None:
 def test_console_commands_are_the_tested_ones() -> None:
     blocks = re.findall(r"```console\n(.*?)```", DOC.read_text(), re.S)
     commands = [line[2:] for block in blocks for line in block.splitlines() if line.startswith("$ ")]
-    assert commands == ["bash scripts/peers/etcd.sh", ".venv/bin/python benchmarks/etcd_ca.py --members 3 5"]
-    # test_etcd_ca_bundle.py runs the benchmark's main() (--members 5) and the 3-member rotation;
+    assert commands == [
+        "trustplan plan -o plan.bin",
+        "trustplan apply plan.bin",
+        "bash scripts/peers/etcd.sh",
+        ".venv/bin/python benchmarks/etcd_ca.py --members 3 5",
+    ]
+    # tests/e2e/test_etcd_credential.py runs plan -o plan.bin, show and apply plan.bin through the CLI;
+    # tests/realk8s/test_etcd_rotation.py runs the benchmark (its main() with --members 5, and 3 members);
     # CI runs scripts/peers/etcd.sh (.ci/run).
     assert "bash scripts/peers/etcd.sh" in (DOC.parents[1] / ".ci" / "run").read_text()

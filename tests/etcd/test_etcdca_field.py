@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 
 import pytest
-from trustplan_sim.etcd_members import generate_etcd_ca
+from trustplan_sim.etcd import generate_etcd_ca
 
 from trustplan.errors import CAError
 from trustplan.talos import etcdca, pki
@@ -50,3 +50,15 @@ def test_what_talos_accepts_and_trustplan_refuses(crt: bytes, key: bytes, messag
     """Each of these passes `talosctl validate --strict` (docs/talos-model.md) and would break etcd."""
     with pytest.raises(CAError, match=message.replace("[", r"\[").replace("]", r"\]")):
         etcdca.read(_doc(crt, key), "cp-1.yaml")
+
+
+def test_leaves_come_from_the_first_block_only() -> None:
+    """What the simulator's etcd members run (as Talos's certs.go: NewCertificateAuthorityFromCertificateAndKey
+    reads the first PEM block): a bundle new + old issues from new alone."""
+    from trustplan_sim.etcd import first_ca, issue_leaf
+
+    ca = first_ca(NEW[0] + OLD[0], NEW[1], "bundle")
+    crt, _ = issue_leaf(ca, common_name="cp-1", ips=("127.0.0.1",))
+    leaf = pki.load_cert_pem(crt, "leaf")
+    assert pki.verify_issued_by(leaf, pki.load_cert_pem(NEW[0], "new"))
+    assert not pki.verify_issued_by(leaf, pki.load_cert_pem(OLD[0], "old"))

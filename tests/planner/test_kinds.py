@@ -11,12 +11,13 @@ import pytest
 from helpers import NOW, authority, cluster, fp, plan_input, trust, want
 from trustplan.planner import LiveNode, Outputs, PlanningError, UnsafePlan, make_plan
 from trustplan.planner.document import from_document, to_document
+from trustplan.planner.etcd import rolling_steps
 from trustplan.planner.model import KINDS, PKIS, holds
 from trustplan.planner.ops import Phase, RemoveCA
 from trustplan.planner.safety import check_plan
 
 CPS = ["10.5.0.2", "10.5.0.3", "10.5.0.4"]
-OTHERS = ("aggregator", "serviceaccount", "encryption")
+OTHERS = ("aggregator", "serviceaccount", "encryption", "etcd")
 NAMES = {fp(n): n for k in OTHERS for n in (f"{k}-old", f"{k}-new")} | {fp(n): n for n in ("old", "new")}
 
 
@@ -51,8 +52,9 @@ def short(plan) -> list[str]:  # noqa: ANN001
 
 
 def test_the_kinds_are_one_closed_set_with_their_facts() -> None:
-    assert PKIS == ("talos", "kubernetes", "aggregator", "serviceaccount", "encryption")
-    assert [KINDS[k].material for k in PKIS] == ["ca", "ca", "ca", "signing-key", "secretbox"]
+    assert PKIS == ("talos", "kubernetes", "aggregator", "serviceaccount", "encryption", "etcd")
+    assert [KINDS[k].material for k in PKIS] == ["ca", "ca", "ca", "signing-key", "secretbox", "ca"]
+    assert KINDS["etcd"].name == "etcd CA" and KINDS["etcd"].holders == "controlplane"
     assert KINDS["serviceaccount"].name == "service-account signing key"
     assert holds("worker", "kubernetes") and not holds("worker", "encryption")
 
@@ -79,6 +81,7 @@ def test_several_kinds_make_one_write_per_node_per_phase() -> None:
         aggregator="aggregator-old",
         serviceaccount="serviceaccount-old",
         encryption="encryption-old",
+        etcd="etcd-old",
     )
     desired = (want("talos", "new"), *(want(k, f"{k}-new") for k in OTHERS))
     plan = make_plan(plan_input(nodes, *desired, authorities=auths(*OTHERS), outputs=_no_outputs()))
@@ -173,7 +176,7 @@ def legacy_cluster(kind: str, version: str | None) -> tuple[LiveNode, ...]:
     )
 
 
-@pytest.mark.parametrize("kind", OTHERS)
+@pytest.mark.parametrize("kind", [k for k in OTHERS if k != "etcd"])  # the etcd CA has one home
 def test_a_legacy_value_on_talos_1_14_is_moved_first_then_rotated(kind: str) -> None:
     nodes = legacy_cluster(kind, "v1.14.1")
     plan = make_plan(plan_input(nodes, want(kind, f"{kind}-new"), authorities=auths(kind), outputs=Outputs()))
@@ -260,3 +263,30 @@ def test_a_deferred_plan_round_trips_through_its_document() -> None:
     nodes = with_others(cluster(trust("old")), serviceaccount=f"{SA}-old")
     plan = sa_plan(nodes, dt.timedelta(hours=1))
     assert from_document(to_document(plan)).deferred == plan.deferred
+
+
+def test_the_etcd_steps_roll_one_member_at_a_time_with_quorum() -> None:
+    nodes = with_others(cluster(trust("old")), etcd="etcd-old")
+    plan = make_plan(plan_input(nodes, want("etcd", "etcd-new"), authorities=auths("etcd"), outputs=_no_outputs()))
+    steps = rolling_steps(plan)
+    assert [(s.phase, s.member, s.restart, s.up_during, s.quorum) for s in steps] == [
+        *[("accept", n, True, 2, 2) for n in CPS],
+        *[("swap", n, False, 3, 2) for n in CPS],
+        *[("remove", n, True, 2, 2) for n in CPS],
+    ]
+    names = {fp(n): n for n in ("etcd-old", "etcd-new")}
+    assert [s.line(names) for s in steps[::3]] == [
+        "accept 10.5.0.2: reboot, 2 of 3 members up, quorum 2; etcd CA = etcd-old + etcd-new (issues from etcd-old)",
+        "swap 10.5.0.2: no restart, 3 of 3 members up, quorum 2; etcd CA = etcd-new + etcd-old (issues from etcd-new)",
+        "remove 10.5.0.2: reboot, 2 of 3 members up, quorum 2; etcd CA = etcd-new (issues from etcd-new)",
+    ]
+    doc = to_document(plan)
+    assert [r["member"] for r in doc["phases"][0]["etcd_rolling"]] == CPS
+
+
+def test_an_etcd_rotation_with_two_members_is_refused() -> None:
+    nodes = tuple(n for n in with_others(cluster(trust("old")), etcd="etcd-old") if n.address != "10.5.0.4")
+    with pytest.raises(PlanningError) as exc:
+        make_plan(plan_input(nodes, want("etcd", "etcd-new"), authorities=auths("etcd"), outputs=_no_outputs()))
+    assert str(exc.value) == ("a cluster of 2 etcd members loses quorum while one restarts (quorum 2 of 2): add "
+                              "control planes to reach 3 first")

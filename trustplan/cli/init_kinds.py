@@ -1,11 +1,11 @@
 """What `trustplan init` reads of the control-plane-only credentials (the aggregator CA, the
-service-account signing key, the encryption-at-rest key) and the lines it writes for them.
+service-account signing key, the encryption-at-rest key, the etcd CA) and the lines it writes for them.
 
 They are read from the control planes' configs (files or a live node, either layout: the 1.14
 documents `KubeAggregatorCAConfig`, `KubeServiceAccountConfig`, `KubeEtcdEncryptionConfig`, or the
-legacy `cluster.aggregatorCA`, `cluster.serviceAccount.key`, `cluster.secretboxEncryptionSecret`), or
-from a Talos `secrets.yaml` (`certs.k8saggregator`, `certs.k8sserviceaccount.key`,
-`secrets.secretboxencryptionsecret`). The desired state names each by fingerprint, as it is today
+legacy `cluster.aggregatorCA`, `cluster.serviceAccount.key`, `cluster.secretboxEncryptionSecret`;
+`cluster.etcd.ca` in every layout), or from a Talos `secrets.yaml` (`certs.k8saggregator`,
+`certs.k8sserviceaccount.key`, `secrets.secretboxencryptionsecret`, `certs.etcd`). The desired state names each by fingerprint, as it is today
 (issuer and accepted), so a plan changes nothing of them until the operator names a new issuer. Their
 private parts are copied to the keystore (0600, age-encrypted when `--age-recipient` is given), never
 to the YAML.
@@ -27,7 +27,7 @@ from trustplan.talos import kubecreds, machineconfig, pki
 
 #: the kinds init reads here (the control-plane-only ones), and the authority-name prefix of each
 CP_KINDS: tuple[PKI, ...] = tuple(k for k in PKIS if KINDS[k].holders == "controlplane")
-PREFIX: dict[str, str] = {"aggregator": "aggregator", "serviceaccount": "sa", "encryption": "etcd-key"}
+PREFIX: dict[str, str] = {"aggregator": "aggregator", "serviceaccount": "sa", "encryption": "etcd-key", "etcd": "etcd"}
 
 
 @dataclass
@@ -109,14 +109,15 @@ def from_secrets(path: Path) -> Found:
     secrets: Any = doc.get("secrets") or {}
     found = Found()
     where = str(path)
-    aggregator = certs.get("k8saggregator") if isinstance(certs, dict) else None
-    if isinstance(aggregator, dict) and aggregator.get("crt"):
-        crt = _b64_pem(aggregator.get("crt"), path, "certs.k8saggregator.crt")
-        key = _b64_pem(aggregator.get("key"), path, "certs.k8saggregator.key") if aggregator.get("key") else None
-        if key is not None and not pki.key_matches(pki.CACert.from_pem(crt, where).cert,
-                                                    pki.load_key_pem(key, where, "certs.k8saggregator.key")):
-            raise InputError(where, "the CA key does not match the CA certificate", path="certs.k8saggregator.key")
-        found.add("aggregator", kubecreds.Material(crt, key), where, "certs.k8saggregator", True)
+    for kind, name in (("aggregator", "k8saggregator"), ("etcd", "etcd")):
+        ca = certs.get(name) if isinstance(certs, dict) else None
+        if isinstance(ca, dict) and ca.get("crt"):
+            crt = _b64_pem(ca.get("crt"), path, f"certs.{name}.crt")
+            key = _b64_pem(ca.get("key"), path, f"certs.{name}.key") if ca.get("key") else None
+            if key is not None and not pki.key_matches(pki.CACert.from_pem(crt, where).cert,
+                                                        pki.load_key_pem(key, where, f"certs.{name}.key")):
+                raise InputError(where, "the CA key does not match the CA certificate", path=f"certs.{name}.key")
+            found.add(kind, kubecreds.Material(crt, key), where, f"certs.{name}", True)
     sa = certs.get("k8sserviceaccount") if isinstance(certs, dict) else None
     if isinstance(sa, dict) and sa.get("key"):
         key = _b64_pem(sa.get("key"), path, "certs.k8sserviceaccount.key")

@@ -223,6 +223,10 @@ async def apply(
         )
         live = await with_node_versions(provider, live, desired)
         live, _ = await probe_workers(desired, provider, live, resolved, keystore, now)
+        if "etcd" in saved.plan.managed:  # what each running etcd member trusts, as plan asked it
+            from trustplan.engine.etcdprobe import probe_etcd
+
+            live, _ = await probe_etcd(provider, live, resolved, now)
         # the steps as the desired state asks for them, not as the file says (planverify)
         operator = operator_of(desired, provider, live, reader)
         tokens, _ = await legacy_tokens(desired, provider, live, resolved.desired, now)  # as the plan listed them

@@ -159,6 +159,11 @@ async def plan_live(
     resolved = resolve(desired, keystore, live.cas, now, live_keys=live.keys, live_drain=live_token_drain(live))
     live = await with_node_versions(provider, live, desired)
     live, probed = await probe_workers(desired, provider, live, resolved, keystore, now)
+    if "etcd" in managed:  # what each running etcd member trusts (an interrupted rotation resumes)
+        from trustplan.engine.etcdprobe import probe_etcd
+
+        live, etcd_notes = await probe_etcd(provider, live, resolved, now)
+        probed = [*probed, *etcd_notes]
     checks = check_outputs(desired, live, now)
     operator = (
         operator_credential(desired, provider, live) if reader is None else Credential(reader.issuer, reader.trusted)

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import assert_never
 
+from trustplan.engine import etcdroll
 from trustplan.engine.access import operator_context
 from trustplan.engine.interrupt import Stop
 from trustplan.engine.keyring import KeyRing
@@ -132,6 +133,11 @@ class PhaseRunner:
         #: members outside the plan when the apply began (None: not listed, no member check)
         self.members_at_start = members_at_start
         self.outputs_seen = outputs_seen(self)  # the output files as found (read again before each write)
+        #: the etcd CA's rolling restarts and gates (a plan that rotates it, a provider that reboots). A
+        #: rollback (workers_first) writes the etcd field back without a reboot: a member keeps trusting
+        #: the new CA too until it next restarts (harmless; the next plan asks each member what it runs),
+        #: and a reboot beside a member that failed could cost quorum
+        self.etcd = etcdroll.EtcdRoll(self) if "etcd" in plan.managed and not workers_first else None
 
     def mint(self, pki_name: str, cred: op.Credential) -> TLSIdentity:
         """An admin cert from `cred.issuer` trusting `cred.trusted`, minted once per apply."""
@@ -168,6 +174,8 @@ class PhaseRunner:
             self.reporter.note(f"outputs: wrote {extra.get('detail', '')}")
 
     async def run(self) -> None:
+        if self.etcd is not None:  # the etcd members answer and keep quorum before any write
+            await self.stop.race(self.etcd.precheck())
         for phase in self.plan.phases:
             self.stop.check()
             match phase.name:
@@ -246,6 +254,10 @@ class PhaseRunner:
                 raise
             before = self.configs[address]  # as read just now: a foreign edit kept is in it
             after = rewrite_config(before, edits, self.keys.cert_pem, self.keys.key_pem, self.keys.material_for)
+            reboot = (self.etcd is not None and roles[address] == "controlplane" and etcdroll.restarts(phase, address)
+                      and self.provider.capabilities.reboot is not None)
+            trial = self.trial
+            self.trial = trial and not reboot  # a reboot drops a try-mode config: Talos keeps it in memory only
             mode = {"mode": "try"} if self.trial and self.provider.capabilities.trial is not None else {}
             try:
                 kubelet = self.provider.capabilities.kubelet
@@ -256,6 +268,8 @@ class PhaseRunner:
                     self.configs[address] = after
                 if roles[address] == "controlplane" and restarts_apiserver(before, after):
                     await self.wait_apiserver(phase, address)
+                if reboot and self.etcd is not None:
+                    await self.stop.race(self.etcd.restart(phase, address))
             except TrustplanError as exc:
                 if self.configs[address] is after:  # the node took the config; what failed came after it
                     self.record(phase.name, "write", "ok", node=address, detail=detail,
@@ -265,6 +279,8 @@ class PhaseRunner:
                                 **mode)
                 self.reporter.fail(address)
                 raise
+            finally:
+                self.trial = trial
             self.record(phase.name, "write", "ok", node=address, detail=detail, **mode)
             self.reporter.advance(address)
 
@@ -276,7 +292,8 @@ class PhaseRunner:
             await bounded(cps, rollout.controlplane_parallelism, patch, self.stop)
             self.reporter.done()
             return
-        await bounded(cps, rollout.controlplane_parallelism, patch, self.stop)  # control planes first
+        # control planes first; one at a time when each reboots (etcd keeps quorum: one member down at most)
+        await bounded(cps, 1 if etcdroll.rolls(phase) else rollout.controlplane_parallelism, patch, self.stop)
         canary = workers[: rollout.canary] if len(workers) > rollout.canary else []
         if canary:  # a few workers alone, the phase's gates on what changed so far, then the rest
             await bounded(canary, rollout.worker_parallelism, patch, self.stop)
@@ -339,6 +356,10 @@ class PhaseRunner:
             await self.kube_gate(gate)
             return
         if KINDS[gate.pki].holders == "controlplane":
+            if gate.pki == "etcd" and self.etcd is not None and self.provider.capabilities.reboot is not None:
+                # the members themselves (a member's config can say less than it runs: etcdprobe)
+                await self.etcd.gate(gate.after, gate.credential.issuer, f"after the {gate.after} phase")
+                return
             self.shared_gate(gate)
             if gate.pki in ("aggregator", "serviceaccount") and self.provider.capabilities.kubernetes_api:
                 await api_gate(self, gate)

@@ -443,6 +443,8 @@ def _fits(spec: AuthoritySpec, pki: PKI) -> str | None:
         return f"asks for algorithm {algorithm}; the encryption key is a secretbox key"
     if material != "secretbox" and algorithm == "secretbox":
         return "asks for algorithm secretbox, which only the encryption key uses"
+    if pki == "etcd" and algorithm == "ed25519":
+        return "asks for ed25519; an etcd CA is ecdsa-p256 (what Talos generates) or rsa"
     if material == "signing-key" and algorithm == "ed25519":
         return "asks for ed25519, which kube-apiserver does not take for service-account keys"
     return None

@@ -108,7 +108,7 @@ def update_secrets(
 ) -> None:
     """Set certs.os / certs.k8s in a Talos secrets.yaml to the new CA (cert and key PEMs), and the
     control-plane-only kinds' fields (`kinds`): certs.k8saggregator, certs.k8sserviceaccount.key,
-    secrets.secretboxencryptionsecret (the names of Talos's secrets.Bundle, generate/secrets)."""
+    secrets.secretboxencryptionsecret, certs.etcd (the names of Talos's secrets.Bundle, generate/secrets)."""
     doc = read_secrets(path)
     text = read_regular(path, what="secrets file").decode()
     for key, (crt, k) in updates.items():
@@ -122,6 +122,8 @@ def update_secrets(
                 doc["certs"]["k8sserviceaccount"] = {"key": pki.b64encode_pem(m.secret)}
             case "encryption":
                 doc.setdefault("secrets", {})["secretboxencryptionsecret"] = base64.b64encode(m.secret).decode()
+            case "etcd":
+                doc["certs"]["etcd"] = {"crt": pki.b64encode_pem(m.public), "key": pki.b64encode_pem(m.secret)}
             case "talos" | "kubernetes":
                 raise ValueError(kind)
             case _:

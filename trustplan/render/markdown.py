@@ -59,6 +59,8 @@ CREDENTIALS = {
     "legacy token Secrets",
     "encryption": "Secrets in etcd still encrypted with it (the plan rewrites every Secret under the new key "
     "before this)",
+    "etcd": "etcd client certificates it issued (e.g. one made from a copied secrets.yaml): every member "
+    "refuses them once it has restarted; the members' own certificates come from the new CA by then",
 }
 ALERT = {"github": "> [!WARNING]", "gitlab": "> [!warning]", "plain": "> **Warning**"}
 

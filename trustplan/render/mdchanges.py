@@ -14,6 +14,7 @@ from trustplan.planner.ops import Gate, Phase, new_issuer
 from trustplan.planner.plan import apply_edit
 from trustplan.render.mdparts import Chunk
 from trustplan.render.mdview import View, ca_ref, nodes_cell, plain_ref
+from trustplan.render.text import rolling_text
 
 SENSITIVE = "(sensitive)"
 #: Where each PKI's CA fields live in a v1alpha1 machine config.
@@ -32,6 +33,8 @@ def fields(pki: PKI) -> tuple[str, str, str]:
         case "encryption":
             doc = "KubeEtcdEncryptionConfig secretbox keys"
             return f"{doc}[0] (encrypts)", f"{doc}[0].secret", f"{doc}[1:] (decrypt only)"
+        case "etcd":
+            return "cluster.etcd.ca.crt[0] (issues)", "cluster.etcd.ca.key", "cluster.etcd.ca.crt[1:] (trusted)"
         case _:
             assert_never(pki)
 
@@ -149,6 +152,9 @@ def phase_chunks(plan: Plan, view: View = View(), model: bool = False) -> list[C
         heading = ("Model checks after this phase (files provider: the configs are checked, no node is contacted):"
                    if model else "Verified after this phase, before the next one starts:")
         gates = f"{heading}\n\n{gates}\n" if gates else ""
+        rolling = rolling_text(plan, phase.name, model)
+        if rolling:  # the etcd CA's steps: which member restarts, how many stay up, the quorum
+            gates = "```text\n" + "\n".join(line.strip() for line in rolling) + "\n```\n\n" + gates
         if phase.recertify:
             gates = (f"Workers whose trust lags their config ask trustd again (a write that adds each one's address "
                      f"to machine.certSANs, no CA field changed): {', '.join(phase.recertify)}\n\n") + gates
@@ -189,8 +195,9 @@ def _gate(plan: Plan, g: Gate, model: bool = False) -> str:
             f"{ca_ref(plan, g.credential.issuer)}, trusting {trusted}\n"
         )
     verb = KINDS[g.pki].issues.split(" ", 1)[0]
+    who = "etcd members" if g.pki == "etcd" else "API servers"
     return (
-        f"- {KINDS[g.pki].name}: all {len(g.nodes)} API servers accept {ca_ref(plan, g.credential.issuer)} "
+        f"- {KINDS[g.pki].name}: all {len(g.nodes)} {who} accept {ca_ref(plan, g.credential.issuer)} "
         f"and {verb} only with {trusted}\n"
     )
 

@@ -14,6 +14,7 @@ from typing import assert_never
 
 from trustplan.formats.planfile.savedplan import SavedPlan
 from trustplan.planner import Plan
+from trustplan.planner.etcd import rolling_steps
 from trustplan.planner.model import KINDS, PKI, PKI_TITLE, Authority
 from trustplan.planner.ops import AcceptCA, Edit, Gate, MoveToDocument, RemoveCA, SwapIssuer
 from trustplan.planner.timestamps import iso_time
@@ -103,11 +104,28 @@ def gate_text(plan: Plan, g: Gate, model: bool = False) -> str:
             return f"model check: {PKI_TITLE[g.pki]} configs of all {len(g.nodes)} nodes accept an {cred}"
         return f"gate: {PKI_TITLE[g.pki]} reaches all {len(g.nodes)} nodes with {cred}"
     trusted = ", ".join(plan.label(t) for t in g.credential.trusted)
+    who = "etcd members" if g.pki == "etcd" else "API servers"
     return (
         f"{'model check' if model else 'gate'}: "
-        f"{KINDS[g.pki].name}: all {len(g.nodes)} API servers accept {plan.label(g.credential.issuer)} "
+        f"{KINDS[g.pki].name}: all {len(g.nodes)} {who} accept {plan.label(g.credential.issuer)} "
         f"and {KINDS[g.pki].issues.split(' ', 1)[0]} only with [{trusted}]"
     )
+
+
+def rolling_text(plan: Plan, phase: str, model: bool) -> list[str]:
+    """The etcd CA's steps of a phase: which member restarts, how many stay up, the quorum they need."""
+    steps = [s for s in rolling_steps(plan) if s.phase == phase]
+    if not steps:
+        return []
+    labels = {a.fingerprint: a.label for a in plan.authorities}
+    if model:
+        head = "etcd (configs on disk: each member takes this field when its node next reboots)"
+    elif steps[0].restart:
+        head = ("etcd, one control plane at a time, each rebooted after its write; gate after each: the member "
+                "took the field, every member healthy with one leader and caught up, every kube-apiserver ready")
+    else:
+        head = "etcd: no restart (members load the new leaves at the next handshake)"
+    return [f"  ↻ {head}:", *(f"      {k}. {s.line(labels)}" for k, s in enumerate(steps, 1))]
 
 
 def text(saved: SavedPlan) -> str:
@@ -154,6 +172,7 @@ def text(saved: SavedPlan) -> str:
                 )
             for g in phase.gates:
                 lines.append(f"  ? {gate_text(plan, g, model)}")
+            lines += rolling_text(plan, phase.name, model)
             lines.append("")
         if saved.outputs:
             names = [p.name for p in plan.phases]

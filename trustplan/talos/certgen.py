@@ -18,7 +18,7 @@ from trustplan.talos.pki import BACKDATE, PKI, PrivateKey
 CA_VALIDITY = dt.timedelta(hours=87600)
 CLIENT_VALIDITY = dt.timedelta(days=365)
 SERVER_VALIDITY = dt.timedelta(hours=24)
-ORGANIZATION = {"talos": "talos", "kubernetes": "kubernetes"}
+ORGANIZATION = {"talos": "talos", "kubernetes": "kubernetes", "etcd": "etcd"}
 
 
 def _key_usage(cert_sign: bool) -> x509.KeyUsage:

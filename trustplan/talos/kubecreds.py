@@ -37,7 +37,8 @@ from trustplan.planner.model import PKI
 from trustplan.talos import certgen, pki
 from trustplan.talos.fingerprint import sha256_fingerprint
 
-Layout = Literal["document", "legacy", "absent"]
+#: "field": a kind whose only home is a v1alpha1 field (the etcd CA, cluster.etcd.ca, read as a bundle)
+Layout = Literal["document", "legacy", "absent", "field"]
 DOC_KINDS: dict[str, str] = {
     "aggregator": "KubeAggregatorCAConfig",
     "serviceaccount": "KubeServiceAccountConfig",
@@ -76,7 +77,7 @@ def fingerprint(kind: PKI, m: Material) -> str:
     public key (DER SubjectPublicKeyInfo), a secretbox key's domain-separated SHA-256 (a digest of
     32 random bytes: it does not reveal the key)."""
     match kind:
-        case "aggregator" | "talos" | "kubernetes":
+        case "aggregator" | "talos" | "kubernetes" | "etcd":
             return pki.CACert.from_pem(m.public).fingerprint
         case "serviceaccount":
             der = serialization.load_pem_public_key(m.public).public_bytes(
@@ -145,6 +146,8 @@ def secretbox_keys(doc: dict[str, Any], source: str) -> tuple[list[Any], str]:
 
 def read(docs: list[Any], v1alpha1: dict[str, Any], kind: PKI, source: str) -> KindFields:
     """One kind's fields, from whichever layout the config uses (a config with both is refused)."""
+    if kind == "etcd":
+        return _read_etcd(v1alpha1, source)
     cluster = v1alpha1.get("cluster") or {}
     index = _doc(docs, kind)
     legacy = _legacy_value(cluster, kind)
@@ -189,10 +192,24 @@ def read(docs: list[Any], v1alpha1: dict[str, Any], kind: PKI, source: str) -> K
                 for i, k in enumerate(keys)
             )
             return KindFields("document", found[0] if found else None, found[1:])
-        case "talos" | "kubernetes":
+        case "talos" | "kubernetes" | "etcd":
             raise ValueError(f"{kind} is not read here (machineconfig.ca_fields)")
         case _:
             assert_never(kind)
+
+
+def _read_etcd(v1alpha1: dict[str, Any], source: str) -> KindFields:
+    """cluster.etcd.ca as a bundle (trustplan.talos.etcdca): the first block issues, with `key`."""
+    from trustplan.talos import etcdca
+
+    ca = ((v1alpha1.get("cluster") or {}).get("etcd") or {}).get("ca")
+    if not isinstance(ca, dict) or not ca.get("crt"):
+        return KindFields("absent", None)
+    crt = pki.b64decode_pem(ca["crt"], source, f"{etcdca.FIELD}.crt")
+    key = pki.b64decode_pem(ca["key"], source, f"{etcdca.FIELD}.key") if ca.get("key") else None
+    certs = etcdca.check(crt, key, source)
+    pems = [pki.cert_to_pem(c) for c in certs]
+    return KindFields("field", Material(pems[0], key), tuple(Material(p) for p in pems[1:]))
 
 
 def _legacy_value(cluster: dict[str, Any], kind: PKI) -> object:
@@ -257,7 +274,7 @@ def write(doc: dict[str, Any], kind: PKI, fields: KindFields) -> dict[str, Any]:
                 {"name": m.name, "secret": base64.b64encode(m.secret or b"").decode()}
                 for m in ((issuer,) if issuer else ()) + fields.accepted
             ]
-        case "talos" | "kubernetes":
+        case "talos" | "kubernetes" | "etcd":
             raise ValueError(kind)
         case _:
             assert_never(kind)
@@ -303,7 +320,7 @@ def moved(v1alpha1: dict[str, Any], kind: PKI, fields: KindFields) -> tuple[dict
             doc["config"] = {
                 "resources": [{"resources": ["secrets"], "providers": [{"secretbox": {"keys": []}}, {"identity": {}}]}]
             }
-        case "talos" | "kubernetes":
+        case "talos" | "kubernetes" | "etcd":
             raise ValueError(kind)
         case _:
             assert_never(kind)
@@ -322,9 +339,12 @@ def documents_supported(version: str | None) -> bool:
 
 
 #: what Talos generates for each kind (generate/secrets/bundle.go, ca.go in Talos v1.14.1): an
-#: ECDSA P-256 aggregator CA, a 4096-bit RSA service-account key (the version contract's
+#: ECDSA P-256 aggregator CA, an ECDSA P-256 etcd CA with O=etcd (NewEtcdCA: x509.ECDSA(true)),
+#: a 4096-bit RSA service-account key (the version contract's
 #: UseRSAServiceAccountKey), 32 random bytes for secretbox (CreateEncryptionToken)
-DEFAULT_ALGORITHM: dict[str, str] = {"aggregator": "ecdsa-p256", "serviceaccount": "rsa", "encryption": "secretbox"}
+DEFAULT_ALGORITHM: dict[str, str] = {
+    "aggregator": "ecdsa-p256", "etcd": "ecdsa-p256", "serviceaccount": "rsa", "encryption": "secretbox"
+}
 RSA_BITS = 4096
 NO_EXPIRY = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime(9999, 12, 31, tzinfo=dt.UTC))
 
@@ -335,6 +355,9 @@ def generate(kind: PKI, algorithm: str | None, now: dt.datetime, validity: dt.ti
     match kind:
         case "aggregator":
             cert, ca_key = certgen.generate_ca("kubernetes", now, algorithm, validity)
+            return Material(pki.cert_to_pem(cert), pki.key_to_pem(ca_key))
+        case "etcd":
+            cert, ca_key = certgen.generate_ca("etcd", now, algorithm, validity)
             return Material(pki.cert_to_pem(cert), pki.key_to_pem(ca_key))
         case "serviceaccount":
             key: pki.PrivateKey = (

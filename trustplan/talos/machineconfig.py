@@ -29,7 +29,7 @@ from trustplan.errors import InputError
 from trustplan.planner.model import PKI
 from trustplan.planner.model import Role as Role  # re-exported for providers/ (below the planner's reach)
 from trustplan.system import safeyaml, yamlout
-from trustplan.talos import caedit, kubecreds, pki, yamledit
+from trustplan.talos import caedit, etcdca, kubecreds, pki, yamledit
 from trustplan.talos.fingerprint import sha256_fingerprint
 
 log = logging.getLogger(__name__)
@@ -384,7 +384,8 @@ class MachineConfig:
 
 
 def kind_fields(cfg: MachineConfig, kind: PKI) -> kubecreds.KindFields:
-    """A control-plane-only kind's fields (aggregator, serviceaccount, encryption), either layout."""
+    """A control-plane-only kind's fields (aggregator, serviceaccount, encryption: either layout; etcd:
+    its v1alpha1 field)."""
     return kubecreds.read(cfg.documents, cfg.v1alpha1, kind, cfg.source)
 
 
@@ -402,6 +403,12 @@ def with_kind_fields(cfg: MachineConfig, changes: dict[PKI, kubecreds.KindFields
             index = next(i for i, d in enumerate(docs) if isinstance(d, dict) and d.get("kind") == name)
             docs[index] = kubecreds.write(docs[index], kind, fields)
             texts[index] = cfg._encode(index, docs[index], dump_yaml_literal)
+        elif now.layout == "field" and kind == "etcd":  # cluster.etcd.ca: issuer first, then the others
+            assert fields.issuer is not None and fields.issuer.secret is not None
+            doc = copy.deepcopy(docs[cfg._v1])
+            etcdca.write(doc, fields.issuer.public, fields.issuer.secret, [m.public for m in fields.accepted])
+            docs[cfg._v1] = doc
+            texts[cfg._v1] = cfg._encode(cfg._v1, doc, dump_yaml)
         elif now.layout == "legacy" and fields.layout == "legacy":  # replaced in place (disruptive)
             docs[cfg._v1] = kubecreds.write_legacy(docs[cfg._v1], kind, fields)
             texts[cfg._v1] = cfg._encode(cfg._v1, docs[cfg._v1], dump_yaml)
