@@ -21,7 +21,7 @@ from trustplan.talos import machineconfig
 ROOT = Path(__file__).resolve().parents[1]
 GEN = ROOT / "tests" / "fixtures" / "talosctl-gen-config"
 TRUSTPLAN = str(Path(sys.executable).with_name("trustplan"))
-KINDS = ("aggregator", "serviceaccount", "encryption")
+KINDS = ("aggregator", "serviceaccount", "encryption", "etcd")
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -46,7 +46,7 @@ def test_init_keeps_each_kind_as_it_is_and_the_first_plan_changes_none_of_them(t
     result = run("init", "--machine-configs", ".", "--address", "controlplane.yaml=10.5.0.2",
                  "--address", "worker.yaml=10.5.0.5", cwd=d)
     assert result.returncode == 0, result.stderr
-    assert "Copied 3 current keys" in result.stderr
+    assert "Copied 4 current keys" in result.stderr
     text = (d / "trustplan.yaml").read_text()
     doc = yaml.safe_load(text)
     live = from_config(release)
@@ -68,7 +68,8 @@ def test_init_keeps_each_kind_as_it_is_and_the_first_plan_changes_none_of_them(t
     doc = json.loads(plan.stdout)
     changed = {c["pki"] for phase in doc["phases"] for c in phase["edits"]}
     assert changed == {"talos", "kubernetes"}, changed
-    assert not any(w for w in doc["warnings"] if any(k in w for k in ("aggregator", "service-account", "encryption")))
+    kinds = ("aggregator", "service-account", "encryption", "etcd")
+    assert not any(w for w in doc["warnings"] if any(k in w for k in kinds))
 
 
 @pytest.mark.parametrize("release", ["v1.14.1", "v1.12.1"])
@@ -86,7 +87,7 @@ def test_with_an_age_recipient_the_keys_are_sealed_and_the_desired_state_says_so
     assert result.returncode == 0, result.stderr
     assert "(age-encrypted)" in result.stderr
     sealed = sorted((d / ".trustplan" / "keys").glob("*.key.age"))
-    assert len(sealed) == 3 and not list((d / ".trustplan" / "keys").glob("*.key"))
+    assert len(sealed) == 4 and not list((d / ".trustplan" / "keys").glob("*.key"))
     box = yaml.safe_load((d / "secrets.yaml").read_text())["secrets"]["secretboxencryptionsecret"]
     import base64
 

@@ -5,10 +5,10 @@ They are read from the control planes' configs (files or a live node, either lay
 documents `KubeAggregatorCAConfig`, `KubeServiceAccountConfig`, `KubeEtcdEncryptionConfig`, or the
 legacy `cluster.aggregatorCA`, `cluster.serviceAccount.key`, `cluster.secretboxEncryptionSecret`;
 `cluster.etcd.ca` in every layout), or from a Talos `secrets.yaml` (`certs.k8saggregator`,
-`certs.k8sserviceaccount.key`, `secrets.secretboxencryptionsecret`, `certs.etcd`). The desired state names each by fingerprint, as it is today
-(issuer and accepted), so a plan changes nothing of them until the operator names a new issuer. Their
-private parts are copied to the keystore (0600, age-encrypted when `--age-recipient` is given), never
-to the YAML.
+`certs.k8sserviceaccount.key`, `secrets.secretboxencryptionsecret`, `certs.etcd`). The desired state
+names each by fingerprint, as it is today (issuer and accepted), so a plan changes nothing of them
+until the operator names a new issuer. Their private parts are copied to the keystore (0600,
+age-encrypted when `--age-recipient` is given), never to the YAML.
 """
 
 from __future__ import annotations
