@@ -79,6 +79,13 @@ def violations(doc: dict[str, Any]) -> list[str]:
                     f"{names.get(edit['ca'], edit['ca'])} from {edit['node']} in the plan that swaps it away: "
                     "tokens it signed stop working before they expire (set trust.serviceaccount.drain)"
                 )
+    for phase in phases:
+        for step in phase.get("etcd_rolling", []):
+            if step["restart"] and step["up_during"] < step["quorum"]:
+                out.append(
+                    f"etcd-quorum: phase {phase['name']} restarts etcd on {step['member']} with {step['up_during']} "
+                    f"of {step['members']} members up, fewer than the quorum of {step['quorum']}"
+                )
     trusted_before = {
         fp for n in doc["nodes"] for trust in n["live"].values() for fp in [trust["issuer"], *trust["accepted"]] if fp
     }

@@ -115,3 +115,14 @@ deny contains msg if {
 		[phase.name, edit.ca, edit.node],
 	)
 }
+
+deny contains msg if {
+	some phase in input.phases
+	some step in phase.etcd_rolling
+	step.restart
+	step.up_during < step.quorum
+	msg := sprintf(
+		"etcd-quorum: phase %s restarts etcd on %s with %d of %d members up, fewer than the quorum of %d",
+		[phase.name, step.member, step.up_during, step.members, step.quorum],
+	)
+}

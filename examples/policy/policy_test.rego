@@ -70,3 +70,16 @@ test_a_short_lived_ca_the_nodes_already_trust_is_not_new if {
 test_an_unknown_major_format_is_denied if {
 	deny["format-version: plan document format_version 2 is not supported by this policy (it reads 1.x)"] with input as object.union(plan, {"format_version": 2})
 }
+
+rolling(up) := [{"member": "10.5.0.2", "restart": true, "members": 3, "up_during": up, "quorum": 2,
+	"issuer": "sha256:new", "accepted": ["sha256:old"]}]
+
+test_an_etcd_restart_that_keeps_quorum_passes if {
+	ok := object.union(plan, {"phases": [object.union(plan.phases[0], {"etcd_rolling": rolling(2)})]})
+	count(deny) == 0 with input as ok
+}
+
+test_an_etcd_restart_below_quorum_is_denied if {
+	bad := object.union(plan, {"phases": [object.union(plan.phases[0], {"etcd_rolling": rolling(1)})]})
+	deny["etcd-quorum: phase accept restarts etcd on 10.5.0.2 with 1 of 3 members up, fewer than the quorum of 2"] with input as bad
+}

@@ -88,17 +88,29 @@ def sa_without_drain(doc: dict[str, Any]) -> dict[str, Any]:
     return bad
 
 
+def etcd_below_quorum(doc: dict[str, Any]) -> dict[str, Any]:
+    """An etcd CA rolling step that restarts a member while only one of three is up."""
+    bad = copy.deepcopy(doc)
+    node = next(n["address"] for n in bad["nodes"] if n["role"] == "controlplane")
+    step = {"member": node, "restart": True, "members": 3, "up_during": 1, "quorum": 2,
+            "issuer": "sha256:" + "b" * 64, "accepted": ["sha256:" + "a" * 64]}
+    bad["phases"][0]["etcd_rolling"] = [step]
+    return bad
+
+
 UNSAFE = {
     "without_early_gates": without_early_gates,
     "removes_first": removes_first,
     "short_lived": short_lived,
     "sa_without_drain": sa_without_drain,
+    "etcd_below_quorum": etcd_below_quorum,
 }
 RULE = {
     "without_early_gates": "remove-before-verified",
     "removes_first": "remove-before-verified",
     "short_lived": "short-lived-ca",
     "sa_without_drain": "sa-no-drain",
+    "etcd_below_quorum": "etcd-quorum",
 }
 
 
