@@ -69,7 +69,7 @@ def disruption(pki: PKI, old: tuple[str, ...], nodes: int, version: str | None) 
                     "has restarted on the new CA and each extension API server has re-read the "
                     "extension-apiserver-authentication ConfigMap (client certificates issued by "
                     f"{', '.join(old)} stop working for good)")
-        case "encryption" | "talos" | "kubernetes":
+        case "encryption" | "talos" | "kubernetes" | "etcd":
             raise ValueError(f"{pki} is not replaced in place")
         case _:
             assert_never(pki)

@@ -109,7 +109,8 @@ def from_secrets(path: Path) -> Found:
     secrets: Any = doc.get("secrets") or {}
     found = Found()
     where = str(path)
-    for kind, name in (("aggregator", "k8saggregator"), ("etcd", "etcd")):
+    cas: tuple[tuple[PKI, str], ...] = (("aggregator", "k8saggregator"), ("etcd", "etcd"))
+    for kind, name in cas:
         ca = certs.get(name) if isinstance(certs, dict) else None
         if isinstance(ca, dict) and ca.get("crt"):
             crt = _b64_pem(ca.get("crt"), path, f"certs.{name}.crt")

@@ -296,7 +296,7 @@ def write_legacy(v1alpha1: dict[str, Any], kind: PKI, fields: KindFields) -> dic
             cluster["serviceAccount"] = {"key": pki.b64encode_pem(issuer.secret)}
         case "encryption":
             cluster["secretboxEncryptionSecret"] = base64.b64encode(issuer.secret).decode()
-        case "talos" | "kubernetes":
+        case "talos" | "kubernetes" | "etcd":
             raise ValueError(kind)
         case _:
             assert_never(kind)
