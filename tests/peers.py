@@ -1,6 +1,7 @@
 """Where the tests find a Go-built peer (opa, conftest): on PATH, else in the peer cache that
-`scripts/peers/go-install.sh NAME MODULE VERSION` fills (.ci/run and `make peers` run it). A missing
-one fails under CI=true and skips elsewhere."""
+`scripts/peers/go-install.sh NAME MODULE VERSION` fills (.ci/run and `make peers` run it); and
+whether the real Kubernetes peers (kube-apiserver, etcd) are there. A missing one fails under CI=true
+and skips elsewhere: a test that skips in CI proves nothing."""
 
 from __future__ import annotations
 
@@ -22,3 +23,19 @@ def tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return found
+
+
+def need_kubernetes() -> None:
+    """kube-apiserver v1.34.4 and etcd, as `--k8s real` runs them (the simulator finds them)."""
+    from trustplan_sim import etcd, realk8s
+
+    missing = []
+    if realk8s.find_apiserver() is None:
+        missing.append("kube-apiserver v1.34.4 (scripts/peers/kube-apiserver.sh)")
+    if etcd.find_etcd() is None:
+        missing.append("etcd (scripts/peers/etcd.sh, or apt-get install etcd-server)")
+    if missing:
+        message = "not built/installed here: " + ", ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)

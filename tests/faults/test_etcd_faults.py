@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 
 import pytest
+from peers import need_kubernetes
 from simharness import run_with_cluster
 from trustplan.providers.etcd import EtcdClient
-from trustplan_sim import etcd, realk8s
+from trustplan_sim import etcd
 from trustplan_sim.cluster import SimCluster
 from trustplan_sim.etcdwriter import Writer
 from trustplan_sim.node import SimNode
@@ -36,11 +36,7 @@ pytestmark = pytest.mark.faults
 
 @pytest.fixture(autouse=True)
 def _binaries() -> None:
-    if realk8s.find_apiserver() is None or etcd.find_etcd() is None:
-        why = "kube-apiserver v1.34.4 or etcd not built here (scripts/peers/kube-apiserver.sh, scripts/peers/etcd.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need_kubernetes()
 
 
 def _client(ca_pem: bytes, key_pem: bytes, trusted: bytes) -> EtcdClient:

@@ -15,16 +15,15 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import os
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
+from peers import need_kubernetes
 from simharness import run_with_cluster
 from trustplan.providers.base import NodeRef, TLSIdentity
 from trustplan.providers.kubechecks import aggregator as agg
@@ -32,7 +31,6 @@ from trustplan.providers.kubechecks import api
 from trustplan.providers.kubechecks import encryption as enc
 from trustplan.providers.kubechecks import serviceaccount as sa
 from trustplan.providers.kubechecks.api import CheckFailed
-from trustplan_sim import etcd, realk8s
 from trustplan_sim.cluster import SimCluster
 from waiting import until
 
@@ -69,11 +67,7 @@ class Story:
 
 def need_binaries() -> None:
     """kube-apiserver v1.34.4 and etcd, else skip (fail in CI: a test that skips in CI proves nothing)."""
-    if realk8s.find_apiserver() is None or etcd.find_etcd() is None:
-        why = "kube-apiserver v1.34.4 or etcd not built/installed here"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need_kubernetes()
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:

@@ -7,7 +7,6 @@ to the new CA alone does not rejoin its peers."""
 from __future__ import annotations
 
 import asyncio
-import os
 from contextlib import closing
 from pathlib import Path
 
@@ -15,12 +14,12 @@ import pytest
 from google.protobuf.empty_pb2 import Empty
 from grpclib.client import Channel
 from grpclib.exceptions import GRPCError
+from peers import need_kubernetes
 from simharness import run_with_cluster
 from trustplan.providers.etcd import EtcdClient, EtcdRefused, EtcdUnreachable
 from trustplan.providers.talos.proto import machine_grpc, machine_pb2
 from trustplan.providers.talos.talosconfig import load_talosconfig
 from trustplan.providers.talos.tls import client_context
-from trustplan_sim import etcd, realk8s
 from trustplan_sim.cluster import SimCluster
 from trustplan_sim.etcd import generate_etcd_ca, issue_leaf
 from trustplan_sim.node import SimNode
@@ -32,11 +31,7 @@ pytestmark = pytest.mark.realk8s
 
 @pytest.fixture(autouse=True)
 def _binaries() -> None:
-    if realk8s.find_apiserver() is None or etcd.find_etcd() is None:
-        why = "kube-apiserver or etcd is not built here (scripts/peers/kube-apiserver.sh, scripts/peers/etcd.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need_kubernetes()
 
 
 def _client(ca: tuple[bytes, bytes], trusted: bytes, timeout: float = 3.0) -> EtcdClient:

@@ -24,9 +24,10 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
+from peers import need_kubernetes
 from simharness import SimProcess, narrow_to, run_with_cluster
 from trustplan.providers.kubechecks.nodes import KubernetesChecker
-from trustplan_sim import etcd, realk8s
+from trustplan_sim import realk8s
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.engine import applier, planning
@@ -41,16 +42,7 @@ VERSION = "v1.34.4"
 @pytest.fixture(autouse=True)
 def _binaries() -> None:
     """kube-apiserver v1.34.4 and etcd must exist: skipped on a laptop without them, failed in CI."""
-    missing = []
-    if realk8s.find_apiserver() is None:
-        missing.append(f"kube-apiserver {VERSION} (scripts/peers/kube-apiserver.sh)")
-    if etcd.find_etcd() is None:
-        missing.append("etcd (apt-get install etcd-server)")
-    if missing:
-        why = "not built/installed here: " + ", ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need_kubernetes()
 
 
 def kubeconfig_files(kubeconfig: Path, out: Path) -> tuple[Path, Path, Path, str]:
