@@ -1,5 +1,5 @@
-"""One real-Kubernetes cluster for every issue 22 test (`--k8s real`, Talos 1.14 layout, 2 control
-planes): the story runs once per test session (the fixture `story` of tests/conftest.py) and
+"""One real-Kubernetes cluster for every issue 22 test (`--k8s real`, 2 control planes, every config
+made from `talosctl gen config` v1.14.1 output, `sim up --from`): the story runs once per test session (the fixture `story` of tests/conftest.py) and
 records what a user would observe at each step; the test modules assert on it.
 
 1. Before: a Secret `before` (stored under the old encryption key), a token minted with the old
@@ -46,6 +46,8 @@ TRUST = (
     "  encryption: {issuer: etcd-key-2027}\n"
 )
 LEGACY = "legacy-gate"
+#: the cluster is made from real `talosctl gen config` v1.14.1 output (its 1.14 credential documents)
+GEN_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "talosctl-gen-config" / "v1.14.1"
 
 
 @dataclass
@@ -247,6 +249,6 @@ def run_story(dir: Path) -> Story:
 
     run_with_cluster(
         scenario, dir / "sim", controlplanes=2, workers=0, k8s=True, k8s_mode="real",
-        config_layout="multidoc", kubelet_rejoin_ms=100,
+        from_dir=GEN_CONFIG, kubelet_rejoin_ms=100,
     )
     return story

@@ -22,7 +22,7 @@ def gates(applied: object) -> list[tuple[str, str, str, str]]:
 
 
 def test_one_plan_rotates_all_five_and_every_gate_passes(story: Story) -> None:
-    assert story.plan1_phases[0] == "move"  # the simulator's 1.14 configs keep SA and encryption in legacy fields
+    assert story.plan1_phases[0] == "accept"  # gen config v1.14.1 writes the 1.14 documents: nothing to move
     assert story.plan1_deferred == ["serviceaccount"] and "removal-deferred" in story.plan1_warnings
     assert story.apply1 is not None and story.apply2 is not None
     first = gates(story.apply1)
