@@ -1,6 +1,7 @@
 """One real-Kubernetes cluster for every issue 22 test (`--k8s real`, 2 control planes, every config
-made from `talosctl gen config` v1.14.1 output, `sim up --from`): the story runs once per test session (the fixture `story` of tests/conftest.py) and
-records what a user would observe at each step; the test modules assert on it.
+made from `talosctl gen config` v1.14.1 output, `sim up --from`): the story runs once per test
+session (the fixture `story` of tests/conftest.py) and records what a user would observe at each
+step; the test modules assert on it.
 
 1. Before: a Secret `before` (stored under the old encryption key), a token minted with the old
    service-account key, a legacy token Secret (type kubernetes.io/service-account-token) signed with it.
