@@ -16,15 +16,17 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import os
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
-from peers import need_kubernetes
+from peers import CACHE, need_kubernetes
 from simharness import run_with_cluster
 from trustplan.providers.base import NodeRef, TLSIdentity
 from trustplan.providers.kubechecks import aggregator as agg
@@ -49,6 +51,8 @@ TRUST = (
 LEGACY = "legacy-gate"
 #: the cluster is made from real `talosctl gen config` v1.14.1 output (its 1.14 credential documents)
 GEN_CONFIG = Path(__file__).resolve().parents[1] / "fixtures" / "talosctl-gen-config" / "v1.14.1"
+#: the release that made them judges every config the rotation writes (a refusal fails the write)
+TALOSCTL = CACHE / "talosctl-v1.14.1"
 
 
 @dataclass
@@ -66,11 +70,18 @@ class Story:
     apply2: Applied | None = None
     after2: dict[str, Any] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    validated: int = 0  # configs talosctl v1.14.1 `validate --mode metal --strict` accepted
 
 
 def need_binaries() -> None:
-    """kube-apiserver v1.34.4 and etcd, else skip (fail in CI: a test that skips in CI proves nothing)."""
+    """kube-apiserver v1.34.4, etcd and talosctl v1.14.1, else skip (fail in CI: a test that skips in
+    CI proves nothing)."""
     need_kubernetes()
+    if not TALOSCTL.is_file():
+        why = f"talosctl v1.14.1 is not built here ({TALOSCTL}: TALOSCTL_VERSION=v1.14.1 scripts/peers/talosctl.sh)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
 
 
 def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
@@ -247,9 +258,11 @@ def run_story(dir: Path) -> Story:
                     sa.token_accepted, server, admin.ca_bundle_pem, sa.resign(token, key), label
                 )
         story.after2["passes"] = passes
+        assert cluster.talosctl_validator is not None
+        story.validated = cluster.talosctl_validator.runs
 
     run_with_cluster(
         scenario, dir / "sim", controlplanes=2, workers=0, k8s=True, k8s_mode="real",
-        from_dir=GEN_CONFIG, kubelet_rejoin_ms=100,
+        from_dir=GEN_CONFIG, kubelet_rejoin_ms=100, talosctl=TALOSCTL,
     )
     return story
