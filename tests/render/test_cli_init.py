@@ -39,8 +39,9 @@ def test_init_from_machine_configs_writes_a_valid_commented_file(repo: Path) -> 
         "controlplane": ["10.5.0.2", "10.5.0.3", "10.5.0.4"],
         "worker": ["10.5.0.5", "10.5.0.6"],
     }
-    assert set(doc["trust"]) == {"talos", "kubernetes", "aggregator", "serviceaccount", "encryption"}
-    assert all(doc["trust"][k]["issuer"].startswith("sha256:") for k in ("aggregator", "serviceaccount", "encryption"))
+    assert set(doc["trust"]) == {"talos", "kubernetes", "aggregator", "serviceaccount", "encryption", "etcd"}
+    others = ("aggregator", "serviceaccount", "encryption", "etcd")
+    assert all(doc["trust"][k]["issuer"].startswith("sha256:") for k in others)
     assert doc["authorities"][doc["trust"]["talos"]["issuer"]] == {"generate": {"algorithm": "ed25519"}}
     assert "#   talos-current: sha256:" in text and "#   k8s-current: sha256:" in text
     assert "PRIVATE KEY" not in text and "LS0tLS1CRUdJTi" not in text  # no key, no base64 PEM
@@ -129,7 +130,7 @@ def test_init_from_a_live_cluster_with_nodes_from_members(tmp_path: Path) -> Non
         found = init_kinds.from_secrets(sim / "secrets.yaml").ordered()
         assert {k: doc["trust"][k] for k in found} == {k: {"issuer": c[0].fingerprint, "accepted": []}
                                                        for k, c in found.items()}
-        assert set(found) == {"aggregator", "serviceaccount", "encryption"}
+        assert set(found) == {"aggregator", "serviceaccount", "encryption", "etcd"}
         assert run("validate", "-c", "mine.yaml", cwd=sim).returncode == 0
         plan = run("plan", "-c", "mine.yaml", "--detailed-exitcode", cwd=sim)
         assert plan.returncode == 2, plan.stderr
