@@ -207,7 +207,7 @@ async def plan_live(
         serial=state.serial,
     )
     paths = desired.saved_output_paths()
-    rollout = dataclasses.replace(desired.rollout.saved(), read_ms=first_read[0] if first_read else None)
+    rollout = dataclasses.replace(desired.rollout.saved(), read_ms=round(first_read[0], 1) if first_read else None)
     saved = planfile.new(plan, bindings, paths, rollout)
     return Planned(saved, resolved, live, notes, keystore, operator)
 
