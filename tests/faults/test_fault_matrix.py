@@ -165,7 +165,7 @@ def test_fault_at_phase_ends_with_working_credentials_and_a_finishable_rotation(
         _, final = await plan(cluster)
         assert not final.plan.has_changes
         state = LocalState(desired.state).read("sim")
-        assert {a: n["config_digest"] for a, n in state["nodes"].items()} == final.live.digests()
+        assert {a: n.config_digest for a, n in state.nodes.items()} == final.live.digests()
         return outcome + "".join(f"; {n}" for n in inject.notes if n.startswith("worker-1 back"))
 
     outcome = run_with_cluster(scenario, tmp_path / "sim", controlplanes=2, workers=1, **SIM)
