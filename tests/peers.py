@@ -25,11 +25,12 @@ def tool(name: str) -> str:
     return found
 
 
-def need_kubernetes() -> None:
-    """kube-apiserver v1.34.4 and etcd, as `--k8s real` runs them (the simulator finds them)."""
+def need_kubernetes(*also: Path) -> None:
+    """kube-apiserver v1.34.4 and etcd, as `--k8s real` runs them (the simulator finds them), and the
+    peer binaries `also` names (e.g. a cached talosctl)."""
     from trustplan_sim import etcd, realk8s
 
-    missing = []
+    missing = [f"{p.name} at {p} (scripts/peers/)" for p in also if not (p.is_file() and os.access(p, os.X_OK))]
     if realk8s.find_apiserver() is None:
         missing.append("kube-apiserver v1.34.4 (scripts/peers/kube-apiserver.sh)")
     if etcd.find_etcd() is None:

@@ -12,14 +12,14 @@ CI=true when talosctl v1.14.1, kube-apiserver or etcd is missing."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from interop_tools import CACHE, printed_ca, run, talosctl, trustplan
+from peers import need_kubernetes
 from simharness import run_with_cluster
-from trustplan_sim import etcd, realk8s
+from trustplan_sim import realk8s
 from trustplan_sim.cluster import SimCluster
 
 from trustplan.talos import machineconfig
@@ -31,16 +31,7 @@ TALOSCTL = "v1.14.1"
 def _binaries() -> Path:
     """talosctl v1.14.1 (scripts/peers/talosctl.sh with TALOSCTL_VERSION), kube-apiserver, etcd."""
     path = CACHE / f"talosctl-{TALOSCTL}"
-    missing = [] if path.is_file() and os.access(path, os.X_OK) else [f"talosctl {TALOSCTL} at {path}"]
-    if realk8s.find_apiserver() is None:
-        missing.append("kube-apiserver v1.34.4 (scripts/peers/kube-apiserver.sh)")
-    if etcd.find_etcd() is None:
-        missing.append("etcd (apt-get install etcd-server)")
-    if missing:
-        why = "not built/installed here: " + ", ".join(missing)
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
+    need_kubernetes(path)
     return path
 
 
